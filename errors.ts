@@ -1,0 +1,50 @@
+/**
+ * The library's typed errors. Every failure a user can cause (a bad file, a config that does not
+ * match the weights, a token id out of range, an unknown hook name) is one of these, with a message
+ * that says what was wrong and what to do.
+ *
+ * @example
+ * ```ts
+ * import { LensError } from "./errors.ts";
+ * try {
+ *   // ... load or run a model
+ * } catch (e) {
+ *   if (e instanceof LensError) console.error(`${e.name}: ${e.message}`);
+ *   else throw e;
+ * }
+ * ```
+ * @module
+ */
+
+/** Base class of every error this library throws on purpose. */
+export class LensError extends Error {
+  /** @param message What was wrong and what to do about it. */
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = new.target.name;
+  }
+}
+
+/** A safetensors file is malformed, truncated or inconsistent. */
+export class SafetensorsError extends LensError {}
+
+/** A model config is invalid, or does not match the weights. */
+export class ConfigError extends LensError {}
+
+/** An expected weight is missing or has the wrong shape. */
+export class WeightsError extends LensError {}
+
+/** Tokens or other inputs to a run are invalid (ids out of range, too long, ragged). */
+export class InputError extends LensError {}
+
+/** A hook name is unknown, or a hook returned an activation of the wrong shape. */
+export class HookError extends LensError {}
+
+/** A model could not be found, downloaded or verified. */
+export class ModelNotFoundError extends LensError {}
+
+/** A downloaded file does not match the checksum its server announced. */
+export class IntegrityError extends LensError {}
+
+/** The WebAssembly kernels could not be loaded, or ran out of memory. */
+export class KernelError extends LensError {}

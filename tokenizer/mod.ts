@@ -1,0 +1,15 @@
+/**
+ * GPT-2 tokenizers: r50k_base from npm, or a byte-level BPE read from a model folder's files.
+ *
+ * @example
+ * ```ts
+ * import { r50kTokenizer } from "./mod.ts";
+ * const tok = await r50kTokenizer();
+ * tok.encode("Hello world"); // [15496, 995]
+ * ```
+ * @module
+ */
+export type { Tokenizer } from "./tokenizer.ts";
+export { type BpeSpec, BpeTokenizer, type TokenizerFiles, tokenizerFromFiles } from "./bpe.ts";
+export { R50K_END_OF_TEXT, R50K_VOCAB_SIZE, r50kTokenizer } from "./r50k.ts";
+export { GPT2_PATTERN, preTokenize } from "./byte_level.ts";

@@ -1,0 +1,185 @@
+// Causal self-attention for one sequence, head by head.
+//
+// Query i (0..nQ-1) sits at absolute position qStart + i and sees keys
+// j = 0..qStart+i; keys beyond are never read. Rows have `stride` floats; head
+// h uses columns [h*dHead, (h+1)*dHead). Patterns and scores are laid out
+// [nHeads, nQ, nK] with nK = qStart + nQ, indexed by absolute head.
+//
+// The fused `attention` and the three-step path (attentionScores ->
+// softmaxCausal -> attentionApply) call the same row functions, so they
+// produce bit-identical z.
+
+import { madd, hsum, expv, exps } from "./simd";
+
+// scores[j] = dot(q, k_j) * scale for j < nk.
+// dot: 4-lane madd over d in chunks of 4, horizontal sum (l0+l1)+(l2+l3),
+// then the scalar tail.
+function scoreRow(q: usize, k: usize, strideB: usize, dHead: i32, nk: i32, scale: f32, out: usize): void {
+  const d4 = dHead & ~3;
+  let kr = k;
+  for (let j = 0; j < nk; j++) {
+    let acc = f32x4.splat(0);
+    let d = 0;
+    for (; d < d4; d += 4) {
+      const o = <usize>d << 2;
+      acc = madd(v128.load(q + o), v128.load(kr + o), acc);
+    }
+    let s = hsum(acc);
+    for (; d < dHead; d++) {
+      const o = <usize>d << 2;
+      s += load<f32>(q + o) * load<f32>(kr + o);
+    }
+    store<f32>(out + (<usize>j << 2), s * scale);
+    kr += strideB;
+  }
+}
+
+// dst[j] = softmax(src[0..nk))[j]; src and dst may alias.
+function softmaxRow(src: usize, dst: usize, nk: i32): void {
+  const n4 = nk & ~3;
+  let mx = f32x4.splat(-Infinity);
+  let j = 0;
+  for (; j < n4; j += 4) mx = f32x4.max(mx, v128.load(src + (<usize>j << 2)));
+  let m = max(max(f32x4.extract_lane(mx, 0), f32x4.extract_lane(mx, 1)),
+    max(f32x4.extract_lane(mx, 2), f32x4.extract_lane(mx, 3)));
+  for (; j < nk; j++) m = max(m, load<f32>(src + (<usize>j << 2)));
+  const mv = f32x4.splat(m);
+  let sv = f32x4.splat(0);
+  j = 0;
+  for (; j < n4; j += 4) {
+    const o = <usize>j << 2;
+    const e = expv(f32x4.sub(v128.load(src + o), mv));
+    v128.store(dst + o, e);
+    sv = f32x4.add(sv, e);
+  }
+  let s = hsum(sv);
+  for (; j < nk; j++) {
+    const o = <usize>j << 2;
+    const e = exps(load<f32>(src + o) - m);
+    store<f32>(dst + o, e);
+    s += e;
+  }
+  const ss = f32x4.splat(s);
+  j = 0;
+  for (; j < n4; j += 4) {
+    const o = <usize>j << 2;
+    v128.store(dst + o, f32x4.div(v128.load(dst + o), ss));
+  }
+  for (; j < nk; j++) {
+    const o = <usize>j << 2;
+    store<f32>(dst + o, load<f32>(dst + o) / s);
+  }
+}
+
+// z[0..dHead) = sum_{j < nk} p[j] * v_j, accumulated in j order per element.
+function applyRow(p: usize, v: usize, strideB: usize, dHead: i32, nk: i32, z: usize): void {
+  let d = 0;
+  for (; d + 16 <= dHead; d += 16) {
+    const o = <usize>d << 2;
+    let a0 = f32x4.splat(0), a1 = a0, a2 = a0, a3 = a0;
+    let vr = v + o;
+    for (let j = 0; j < nk; j++) {
+      const s = v128.load32_splat(p + (<usize>j << 2));
+      a0 = madd(s, v128.load(vr, 0), a0);
+      a1 = madd(s, v128.load(vr, 16), a1);
+      a2 = madd(s, v128.load(vr, 32), a2);
+      a3 = madd(s, v128.load(vr, 48), a3);
+      vr += strideB;
+    }
+    v128.store(z + o, a0, 0); v128.store(z + o, a1, 16);
+    v128.store(z + o, a2, 32); v128.store(z + o, a3, 48);
+  }
+  for (; d + 4 <= dHead; d += 4) {
+    const o = <usize>d << 2;
+    let a0 = f32x4.splat(0);
+    let vr = v + o;
+    for (let j = 0; j < nk; j++) {
+      a0 = madd(v128.load32_splat(p + (<usize>j << 2)), v128.load(vr), a0);
+      vr += strideB;
+    }
+    v128.store(z + o, a0);
+  }
+  for (; d < dHead; d++) {
+    const o = <usize>d << 2;
+    let a: f32 = 0;
+    let vr = v + o;
+    for (let j = 0; j < nk; j++) {
+      a += load<f32>(p + (<usize>j << 2)) * load<f32>(vr);
+      vr += strideB;
+    }
+    store<f32>(z + o, a);
+  }
+}
+
+// Fused attention. pattern: 0, or [nHeads, nQ, nK] to receive the softmax
+// (masked entries 0). scratch: at least nK floats (used when pattern == 0).
+export function attention(
+  q: usize, k: usize, v: usize, stride: i32, z: usize, zStride: i32,
+  nQ: i32, qStart: i32, dHead: i32, scale: f32, pattern: usize,
+  headStart: i32, headEnd: i32, scratch: usize,
+): void {
+  const nK = qStart + nQ;
+  const sB = <usize>stride << 2;
+  const zB = <usize>zStride << 2;
+  for (let h = headStart; h < headEnd; h++) {
+    const hc = <usize>(h * dHead) << 2;
+    for (let i = 0; i < nQ; i++) {
+      const nk = qStart + i + 1;
+      const row: usize = pattern ? pattern + ((<usize>h * <usize>nQ + <usize>i) * <usize>nK << 2) : scratch;
+      scoreRow(q + <usize>i * sB + hc, k + hc, sB, dHead, nk, scale, row);
+      softmaxRow(row, row, nk);
+      if (pattern) memory.fill(row + (<usize>nk << 2), 0, <usize>(nK - nk) << 2);
+      applyRow(row, v + hc, sB, dHead, nk, z + <usize>i * zB + hc);
+    }
+  }
+}
+
+// scores [nHeads, nQ, nK]: (q.k)*scale, masked entries -Infinity.
+export function attentionScores(
+  q: usize, k: usize, stride: i32, nQ: i32, qStart: i32, dHead: i32, scale: f32,
+  scores: usize, headStart: i32, headEnd: i32,
+): void {
+  const nK = qStart + nQ;
+  const sB = <usize>stride << 2;
+  for (let h = headStart; h < headEnd; h++) {
+    const hc = <usize>(h * dHead) << 2;
+    for (let i = 0; i < nQ; i++) {
+      const nk = qStart + i + 1;
+      const row = scores + ((<usize>h * <usize>nQ + <usize>i) * <usize>nK << 2);
+      scoreRow(q + <usize>i * sB + hc, k + hc, sB, dHead, nk, scale, row);
+      for (let j = nk; j < nK; j++) store<f32>(row + (<usize>j << 2), -Infinity);
+    }
+  }
+}
+
+// pattern rows from score rows, only j <= qStart+i; masked entries 0.
+// scores and pattern may alias.
+export function softmaxCausal(scores: usize, pattern: usize, nQ: i32, qStart: i32, headStart: i32, headEnd: i32): void {
+  const nK = qStart + nQ;
+  for (let h = headStart; h < headEnd; h++) {
+    for (let i = 0; i < nQ; i++) {
+      const nk = qStart + i + 1;
+      const off = (<usize>h * <usize>nQ + <usize>i) * <usize>nK << 2;
+      softmaxRow(scores + off, pattern + off, nk);
+      memory.fill(pattern + off + (<usize>nk << 2), 0, <usize>(nK - nk) << 2);
+    }
+  }
+}
+
+// z = pattern @ v per head, reading only keys j <= qStart+i.
+export function attentionApply(
+  pattern: usize, v: usize, stride: i32, z: usize, zStride: i32,
+  nQ: i32, qStart: i32, dHead: i32, headStart: i32, headEnd: i32,
+): void {
+  const nK = qStart + nQ;
+  const sB = <usize>stride << 2;
+  const zB = <usize>zStride << 2;
+  for (let h = headStart; h < headEnd; h++) {
+    const hc = <usize>(h * dHead) << 2;
+    for (let i = 0; i < nQ; i++) {
+      const nk = qStart + i + 1;
+      const row = pattern + ((<usize>h * <usize>nQ + <usize>i) * <usize>nK << 2);
+      applyRow(row, v + hc, sB, dHead, nk, z + <usize>i * zB + hc);
+    }
+  }
+}

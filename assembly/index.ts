@@ -1,0 +1,13 @@
+// Entry point of the kernel module. Everything exported here is a plain
+// function over byte offsets into the imported shared memory; no strings,
+// arrays or runtime objects cross the boundary.
+
+export { packedSize, packB, unpackB, matmul } from "./matmul";
+export { layerNorm } from "./norm";
+export { geluNew, add } from "./elementwise";
+export { attention, attentionScores, softmaxCausal, attentionApply } from "./attention";
+
+// First byte the host may use for its own allocations.
+export function heapBase(): usize {
+  return __heap_base;
+}

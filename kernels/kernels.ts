@@ -1,0 +1,609 @@
+/**
+ * The numerical kernels: a thin TypeScript wrapper over the AssemblyScript module compiled from
+ * `assembly/` (`kernels-relaxed.wasm` with relaxed SIMD, `kernels-simd.wasm` without).
+ *
+ * Everything lives in one shared `WebAssembly.Memory` (up to 4 GiB). Pointers are byte offsets
+ * of f32 arrays in that memory, obtained from the bump allocator {@linkcode Kernels.alloc};
+ * {@linkcode Kernels.mark} / {@linkcode Kernels.release} give arenas.
+ *
+ * @example
+ * ```ts
+ * import { Kernels } from "./kernels.ts";
+ * const kn = await Kernels.load();
+ * const a = kn.alloc(2 * 3), b = kn.alloc(kn.packedSize(3, 4)), c = kn.alloc(2 * 4);
+ * kn.write(a, new Float32Array([1, 2, 3, 4, 5, 6]));
+ * const raw = kn.alloc(3 * 4);
+ * kn.write(raw, new Float32Array(12).fill(1));
+ * kn.packB(raw, b, 3, 4);
+ * kn.matmul(a, b, c, 2, 3, 4); // c = a @ ones(3, 4)
+ * console.log(kn.read(c, 8)); // [6, 6, 6, 6, 15, 15, 15, 15]
+ * ```
+ * @module
+ */
+import { KernelError } from "../errors.ts";
+
+/** Raw exports of the kernel module (byte offsets and sizes; see `assembly/`). */
+export interface KernelExports {
+  heapBase(): number;
+  packedSize(k: number, n: number): number;
+  packB(src: number, dst: number, k: number, n: number): void;
+  unpackB(src: number, dst: number, k: number, n: number): void;
+  matmul(
+    a: number,
+    bp: number,
+    c: number,
+    m: number,
+    k: number,
+    n: number,
+    lda: number,
+    ldc: number,
+    bias: number,
+    accumulate: number,
+    rowStart: number,
+    rowEnd: number,
+    panelStart: number,
+    panelEnd: number,
+    scratch: number,
+  ): void;
+  layerNorm(
+    x: number,
+    out: number,
+    rows: number,
+    d: number,
+    eps: number,
+    gamma: number,
+    beta: number,
+    scale: number,
+    rowStart: number,
+    rowEnd: number,
+  ): void;
+  geluNew(x: number, out: number, start: number, end: number): void;
+  add(a: number, b: number, out: number, start: number, end: number): void;
+  attention(
+    q: number,
+    k: number,
+    v: number,
+    stride: number,
+    z: number,
+    zStride: number,
+    nQ: number,
+    qStart: number,
+    dHead: number,
+    scale: number,
+    pattern: number,
+    headStart: number,
+    headEnd: number,
+    scratch: number,
+  ): void;
+  attentionScores(
+    q: number,
+    k: number,
+    stride: number,
+    nQ: number,
+    qStart: number,
+    dHead: number,
+    scale: number,
+    scores: number,
+    headStart: number,
+    headEnd: number,
+  ): void;
+  softmaxCausal(
+    scores: number,
+    pattern: number,
+    nQ: number,
+    qStart: number,
+    headStart: number,
+    headEnd: number,
+  ): void;
+  attentionApply(
+    pattern: number,
+    v: number,
+    stride: number,
+    z: number,
+    zStride: number,
+    nQ: number,
+    qStart: number,
+    dHead: number,
+    headStart: number,
+    headEnd: number,
+  ): void;
+}
+
+/** Options of {@linkcode Kernels.load}. */
+export interface LoadOptions {
+  /**
+   * Use the relaxed-SIMD build. Default: whenever the runtime validates it. `true` on a runtime
+   * without relaxed SIMD throws a {@linkcode KernelError}.
+   */
+  relaxedSimd?: boolean;
+}
+
+/** Options of {@linkcode Kernels.matmul}. */
+export interface MatmulOptions {
+  /** Row stride of A in floats (default k). */
+  lda?: number;
+  /** Row stride of C in floats (default n). */
+  ldc?: number;
+  /** Pointer to n floats added to every row. */
+  bias?: number;
+  /** Add the product to the existing C instead of overwriting it. */
+  accumulate?: boolean;
+  /** First row of C to compute (default 0). */
+  rowStart?: number;
+  /** One past the last row of C to compute (default m). */
+  rowEnd?: number;
+}
+
+/** Options of {@linkcode Kernels.layerNorm}. */
+export interface LayerNormOptions {
+  /** Pointer to d floats: multiplies the normalised values. */
+  gamma?: number;
+  /** Pointer to d floats: added after gamma. */
+  beta?: number;
+  /** Pointer to `rows` floats receiving sqrt(var + eps) per row (TransformerLens hook_scale). */
+  scale?: number;
+  /** First row to normalise (default 0). */
+  rowStart?: number;
+  /** One past the last row to normalise (default rows). */
+  rowEnd?: number;
+}
+
+/** Queries and keys of one sequence's causal attention (see {@linkcode Kernels.attention}). */
+export interface AttentionScoresArgs {
+  /** Query row i at q + i*stride floats. */
+  q: number;
+  /** Key row j at k + j*stride floats. */
+  k: number;
+  /** Row stride of q, k, v in floats. */
+  stride: number;
+  /** Number of queries. */
+  nQ: number;
+  /** Absolute position of query 0; keys run 0..qStart+nQ-1. */
+  qStart: number;
+  nHeads: number;
+  dHead: number;
+  /** Scores are (q.k)*scale (GPT-2: 1/sqrt(dHead)). */
+  scale: number;
+  /** Heads [headStart, headEnd) only (default all). */
+  headStart?: number;
+  headEnd?: number;
+}
+
+/** Arguments of {@linkcode Kernels.attention}. */
+export interface AttentionArgs extends AttentionScoresArgs {
+  /** Value row j at v + j*stride floats. */
+  v: number;
+  /** Output row i at z + i*zStride floats (head h in columns [h*dHead, (h+1)*dHead)). */
+  z: number;
+  zStride: number;
+  /** When given (non-zero), receives the softmax pattern [nHeads, nQ, nK], masked entries 0. */
+  pattern?: number;
+}
+
+/** Arguments of {@linkcode Kernels.attentionApply}. */
+export interface AttentionApplyArgs {
+  /** [nHeads, nQ, nK] pattern; only entries j <= qStart+i are read. */
+  pattern: number;
+  v: number;
+  stride: number;
+  z: number;
+  zStride: number;
+  nQ: number;
+  qStart: number;
+  nHeads: number;
+  dHead: number;
+  headStart?: number;
+  headEnd?: number;
+}
+
+const PAGE = 65536;
+const MAX_PAGES = 65536;
+const MAX_BYTES = PAGE * MAX_PAGES; // 4 GiB
+const ALIGN = 64;
+/** Per-thread scratch: a 4x16 matmul tile (256 B) then an attention row of up to 16384 keys. */
+const SCRATCH_TILE_BYTES = 1024;
+const SCRATCH_ROW_FLOATS = 16384;
+const SCRATCH_BYTES = SCRATCH_TILE_BYTES + SCRATCH_ROW_FLOATS * 4;
+/** Reserved at the bottom of the heap for a later worker control block. */
+const CONTROL_BYTES = 4096;
+
+const WASM_FILES = {
+  relaxed: new URL("./kernels-relaxed.wasm", import.meta.url),
+  simd: new URL("./kernels-simd.wasm", import.meta.url),
+};
+
+const moduleCache = new Map<string, Promise<WebAssembly.Module>>();
+let relaxedSupport: Promise<boolean> | undefined;
+
+async function fetchBytes(url: URL): Promise<ArrayBuffer> {
+  let res: Response;
+  try {
+    res = await fetch(url);
+  } catch (e) {
+    throw new KernelError(`could not fetch the kernel module ${url}: ${e}`, { cause: e });
+  }
+  if (!res.ok) {
+    await res.body?.cancel();
+    throw new KernelError(`could not fetch the kernel module ${url}: HTTP ${res.status}`);
+  }
+  return await res.arrayBuffer();
+}
+
+/** Compiles (once per process) the kernel module of one build. */
+export function compileKernelModule(relaxed: boolean): Promise<WebAssembly.Module> {
+  const url = relaxed ? WASM_FILES.relaxed : WASM_FILES.simd;
+  let p = moduleCache.get(url.href);
+  if (!p) {
+    p = (async () => {
+      const bytes = await fetchBytes(url);
+      try {
+        return await WebAssembly.compile(bytes);
+      } catch (e) {
+        throw new KernelError(`could not compile the kernel module ${url}: ${e}`, { cause: e });
+      }
+    })();
+    p.catch(() => moduleCache.delete(url.href));
+    moduleCache.set(url.href, p);
+  }
+  return p;
+}
+
+/** Whether this runtime accepts the relaxed-SIMD build (checked once per process). */
+export function relaxedSimdSupported(): Promise<boolean> {
+  if (!relaxedSupport) {
+    relaxedSupport = fetchBytes(WASM_FILES.relaxed).then((b) => WebAssembly.validate(b));
+    relaxedSupport.catch(() => relaxedSupport = undefined);
+  }
+  return relaxedSupport;
+}
+
+function checkInt(name: string, v: number, min = 0): void {
+  if (!Number.isInteger(v) || v < min) {
+    throw new KernelError(`${name} must be an integer >= ${min}, got ${v}`);
+  }
+}
+
+function align(n: number): number {
+  return Math.ceil(n / ALIGN) * ALIGN;
+}
+
+function mib(bytes: number): string {
+  return `${(bytes / 1048576).toFixed(1)} MiB`;
+}
+
+/** The kernels over one shared WebAssembly memory. Create with {@linkcode Kernels.load}. */
+export class Kernels {
+  /** The shared memory every pointer refers to. */
+  readonly memory: WebAssembly.Memory;
+  /** Whether the relaxed-SIMD build is in use. */
+  readonly relaxedSimd: boolean;
+  /** The module's raw exports (byte offsets; prefer the methods). */
+  readonly exports: KernelExports;
+  #top: number;
+  readonly #heapStart: number;
+  readonly #scratch: number;
+
+  private constructor(memory: WebAssembly.Memory, exports: KernelExports, relaxedSimd: boolean) {
+    this.memory = memory;
+    this.exports = exports;
+    this.relaxedSimd = relaxedSimd;
+    const base = align(Math.max(exports.heapBase() >>> 0, ALIGN));
+    this.#scratch = base + CONTROL_BYTES;
+    this.#heapStart = align(this.#scratch + SCRATCH_BYTES);
+    this.#top = this.#heapStart;
+    this.#ensure(this.#top);
+  }
+
+  /** Loads (compiling once per process) the kernel module and creates a fresh shared memory. */
+  static async load(opts: LoadOptions = {}): Promise<Kernels> {
+    const supported = await relaxedSimdSupported();
+    if (opts.relaxedSimd === true && !supported) {
+      throw new KernelError(
+        "relaxedSimd: true was requested but this runtime does not support relaxed SIMD; " +
+          "load without the option to use the plain SIMD build",
+      );
+    }
+    const relaxed = opts.relaxedSimd ?? supported;
+    const module = await compileKernelModule(relaxed);
+    let memory: WebAssembly.Memory;
+    try {
+      memory = new WebAssembly.Memory({ initial: 256, maximum: MAX_PAGES, shared: true });
+    } catch (e) {
+      throw new KernelError(`could not create the shared WebAssembly memory: ${e}`, { cause: e });
+    }
+    const instance = await WebAssembly.instantiate(module, {
+      env: {
+        memory,
+        abort: () => {
+          throw new KernelError("kernel aborted");
+        },
+      },
+    });
+    return new Kernels(memory, instance.exports as unknown as KernelExports, relaxed);
+  }
+
+  /** Bytes currently allocated (above the module's own reserved area). */
+  get bytesInUse(): number {
+    return this.#top - this.#heapStart;
+  }
+
+  #ensure(endByte: number): void {
+    const have = this.memory.buffer.byteLength;
+    if (endByte <= have) return;
+    const pages = Math.ceil((endByte - have) / PAGE);
+    try {
+      this.memory.grow(pages);
+    } catch (e) {
+      throw new KernelError(
+        `could not grow WebAssembly memory by ${mib(pages * PAGE)} to ${
+          mib(have + pages * PAGE)
+        } ` +
+          `(${mib(this.bytesInUse)} in use): ${e}`,
+        { cause: e },
+      );
+    }
+  }
+
+  /**
+   * Allocates nFloats floats (uninitialised; 64-byte aligned) and returns the byte offset.
+   * Grows the memory as needed; throws {@linkcode KernelError} past 4 GiB.
+   */
+  alloc(nFloats: number): number {
+    checkInt("alloc size", nFloats);
+    const ptr = this.#top;
+    const end = ptr + align(nFloats * 4);
+    if (end > MAX_BYTES) {
+      throw new KernelError(
+        `out of WebAssembly memory: asked for ${nFloats} floats (${mib(nFloats * 4)}) with ` +
+          `${mib(this.bytesInUse)} already in use; the limit is 4 GiB (wasm32). Release ` +
+          `activations you no longer need (mark/release) or use smaller batches`,
+      );
+    }
+    this.#ensure(end);
+    this.#top = end;
+    return ptr;
+  }
+
+  /** The current allocation mark; {@linkcode Kernels.release} frees everything allocated after. */
+  mark(): number {
+    return this.#top;
+  }
+
+  /** Frees every allocation made after `mark` was taken. */
+  release(mark: number): void {
+    if (!Number.isInteger(mark) || mark < this.#heapStart || mark > this.#top) {
+      throw new KernelError(
+        `release: ${mark} is not a live mark (heap is ${this.#heapStart}..${this.#top})`,
+      );
+    }
+    this.#top = mark;
+  }
+
+  /** A fresh Float32Array view of memory (invalid after the memory grows: do not keep it). */
+  view(ptr: number, nFloats: number): Float32Array {
+    return new Float32Array(this.memory.buffer, ptr, nFloats);
+  }
+
+  /** Copies data into memory at ptr. */
+  write(ptr: number, data: Float32Array): void {
+    this.view(ptr, data.length).set(data);
+  }
+
+  /** Copies nFloats floats out of memory (an owned array). */
+  read(ptr: number, nFloats: number): Float32Array<ArrayBuffer> {
+    const out = new Float32Array(nFloats);
+    out.set(this.view(ptr, nFloats));
+    return out;
+  }
+
+  /** Copies a rows x cols block whose rows are `stride` floats apart. */
+  readStrided(ptr: number, rows: number, cols: number, stride: number): Float32Array<ArrayBuffer> {
+    const out = new Float32Array(rows * cols);
+    if (rows === 0 || cols === 0) return out;
+    const v = this.view(ptr, (rows - 1) * stride + cols);
+    for (let r = 0; r < rows; r++) out.set(v.subarray(r * stride, r * stride + cols), r * cols);
+    return out;
+  }
+
+  /** Writes a rows x cols block (data row-major, dense) to rows `stride` floats apart. */
+  writeStrided(ptr: number, data: Float32Array, rows: number, cols: number, stride: number): void {
+    if (data.length !== rows * cols) {
+      throw new KernelError(
+        `writeStrided: data has ${data.length} floats, expected ${rows}x${cols}`,
+      );
+    }
+    if (rows === 0 || cols === 0) return;
+    const v = this.view(ptr, (rows - 1) * stride + cols);
+    for (let r = 0; r < rows; r++) v.set(data.subarray(r * cols, (r + 1) * cols), r * stride);
+  }
+
+  /** Floats needed to hold a packed [k, n] B matrix. */
+  packedSize(k: number, n: number): number {
+    return Math.ceil(n / 16) * 16 * k;
+  }
+
+  /** Packs B [k, n] (row-major at src) into the matmul panel layout at dst (packedSize floats). */
+  packB(src: number, dst: number, k: number, n: number): void {
+    this.exports.packB(src, dst, k, n);
+  }
+
+  /** Inverse of {@linkcode Kernels.packB}: writes B [k, n] row-major at dst. */
+  unpackB(src: number, dst: number, k: number, n: number): void {
+    this.exports.unpackB(src, dst, k, n);
+  }
+
+  /** Allocates and fills a packed copy of the row-major [k, n] matrix `data`. */
+  uploadPacked(data: Float32Array, k: number, n: number): number {
+    if (data.length !== k * n) {
+      throw new KernelError(`uploadPacked: data has ${data.length} floats, expected ${k}x${n}`);
+    }
+    const packed = this.alloc(this.packedSize(k, n));
+    const m = this.mark();
+    const raw = this.alloc(k * n);
+    this.write(raw, data);
+    this.packB(raw, packed, k, n);
+    this.release(m);
+    return packed;
+  }
+
+  /** Reads back a packed [k, n] matrix as row-major floats. */
+  downloadPacked(packed: number, k: number, n: number): Float32Array<ArrayBuffer> {
+    const m = this.mark();
+    const raw = this.alloc(k * n);
+    this.unpackB(packed, raw, k, n);
+    const out = this.read(raw, k * n);
+    this.release(m);
+    return out;
+  }
+
+  /**
+   * C[m, n] = A[m, k] @ B[k, n] (+ bias) (+ C when accumulate), B packed by
+   * {@linkcode Kernels.packB}. Per element: acc = (C or 0) + bias, then a*b added in k order.
+   */
+  matmul(
+    a: number,
+    packedB: number,
+    c: number,
+    m: number,
+    k: number,
+    n: number,
+    opts: MatmulOptions = {},
+  ): void {
+    const lda = opts.lda ?? k;
+    const ldc = opts.ldc ?? n;
+    const rowStart = opts.rowStart ?? 0;
+    const rowEnd = opts.rowEnd ?? m;
+    if (rowStart < 0 || rowEnd > m || rowStart > rowEnd) {
+      throw new KernelError(`matmul: row range [${rowStart}, ${rowEnd}) is not inside [0, ${m})`);
+    }
+    if (lda < k || ldc < n) {
+      throw new KernelError(`matmul: lda ${lda} < k ${k} or ldc ${ldc} < n ${n}`);
+    }
+    this.exports.matmul(
+      a,
+      packedB,
+      c,
+      m,
+      k,
+      n,
+      lda,
+      ldc,
+      opts.bias ?? 0,
+      opts.accumulate ? 1 : 0,
+      rowStart,
+      rowEnd,
+      0,
+      Math.ceil(n / 16),
+      this.#scratch,
+    );
+  }
+
+  /**
+   * out = (x - mean) / sqrt(var + eps) (* gamma + beta), per row of d floats. Mean and
+   * variance in f64. `scale[r]` receives sqrt(var + eps) when given. x and out may alias.
+   */
+  layerNorm(
+    x: number,
+    out: number,
+    rows: number,
+    d: number,
+    eps: number,
+    opts: LayerNormOptions = {},
+  ): void {
+    this.exports.layerNorm(
+      x,
+      out,
+      rows,
+      d,
+      eps,
+      opts.gamma ?? 0,
+      opts.beta ?? 0,
+      opts.scale ?? 0,
+      opts.rowStart ?? 0,
+      opts.rowEnd ?? rows,
+    );
+  }
+
+  /** out = gelu_new(x) over n floats (x and out may alias). */
+  geluNew(x: number, out: number, n: number): void {
+    this.exports.geluNew(x, out, 0, n);
+  }
+
+  /** out = a + b over n floats (any may alias). */
+  add(a: number, b: number, out: number, n: number): void {
+    this.exports.add(a, b, out, 0, n);
+  }
+
+  #rowScratch(nK: number): { ptr: number; mark: number } {
+    if (nK <= SCRATCH_ROW_FLOATS) return { ptr: this.#scratch + SCRATCH_TILE_BYTES, mark: -1 };
+    const mark = this.mark();
+    return { ptr: this.alloc(nK), mark };
+  }
+
+  /**
+   * Causal self-attention for one sequence (see AttentionArgs): z = softmax(mask((q.k)*scale)) @ v,
+   * per head. Writes the pattern [nHeads, nQ, nK] when `pattern` is given.
+   */
+  attention(a: AttentionArgs): void {
+    const hs = a.headStart ?? 0, he = a.headEnd ?? a.nHeads;
+    const nK = a.qStart + a.nQ;
+    const s = this.#rowScratch(nK);
+    try {
+      this.exports.attention(
+        a.q,
+        a.k,
+        a.v,
+        a.stride,
+        a.z,
+        a.zStride,
+        a.nQ,
+        a.qStart,
+        a.dHead,
+        a.scale,
+        a.pattern ?? 0,
+        hs,
+        he,
+        s.ptr,
+      );
+    } finally {
+      if (s.mark >= 0) this.release(s.mark);
+    }
+  }
+
+  /** Scores [nHeads, nQ, nK] = (q.k)*scale, masked entries -Infinity (hook_attn_scores). */
+  attentionScores(a: AttentionScoresArgs, scores: number): void {
+    this.exports.attentionScores(
+      a.q,
+      a.k,
+      a.stride,
+      a.nQ,
+      a.qStart,
+      a.dHead,
+      a.scale,
+      scores,
+      a.headStart ?? 0,
+      a.headEnd ?? a.nHeads,
+    );
+  }
+
+  /** Softmax of each [nHeads, nQ, nK] row over j <= qStart+i; masked entries 0 (may alias). */
+  softmaxCausal(scores: number, pattern: number, nHeads: number, nQ: number, qStart: number): void {
+    this.exports.softmaxCausal(scores, pattern, nQ, qStart, 0, nHeads);
+  }
+
+  /** z = pattern @ v per head, reading only keys j <= qStart+i. */
+  attentionApply(a: AttentionApplyArgs): void {
+    this.exports.attentionApply(
+      a.pattern,
+      a.v,
+      a.stride,
+      a.z,
+      a.zStride,
+      a.nQ,
+      a.qStart,
+      a.dHead,
+      a.headStart ?? 0,
+      a.headEnd ?? a.nHeads,
+    );
+  }
+}

@@ -461,6 +461,14 @@ function parseEntry(name: string, value: unknown, fail: (what: string) => never)
   return { name, dtype: dtype as Dtype, shape: [...(shape as number[])], begin, end };
 }
 
+function checkShape(name: string, shape: readonly number[]): void {
+  if (!Array.isArray(shape) || !shape.every((d) => Number.isSafeInteger(d) && d >= 0)) {
+    throw new SafetensorsError(
+      `cannot write tensor ${quote(name)}: shape [${shape}] must hold non-negative integers`,
+    );
+  }
+}
+
 /** Options of {@link writeSafetensors}. */
 export interface WriteOptions {
   /** Stored dtype of every tensor (default `"F32"`); F16 and BF16 round to nearest even. */
@@ -525,13 +533,7 @@ export function allocateSafetensors(
     if (!Object.hasOwn(FLOAT_DTYPE_BYTES, dtype)) {
       throw new SafetensorsError(`cannot write tensor ${quote(name)} as dtype ${String(dtype)}`);
     }
-    for (const d of shape) {
-      if (!Number.isSafeInteger(d) || d < 0) {
-        throw new SafetensorsError(
-          `cannot write tensor ${quote(name)}: shape [${shape}] must hold non-negative integers`,
-        );
-      }
-    }
+    checkShape(name, shape);
     const length = numel(shape) * FLOAT_DTYPE_BYTES[dtype];
     entries.push([name, { dtype, shape: [...shape], data_offsets: [offset, offset + length] }]);
     relative.push({ begin: offset, end: offset + length });
@@ -581,6 +583,7 @@ export function writeSafetensors(
   const dtype = opts.dtype ?? "F32";
   const list = Array.isArray(tensors) ? tensors : Object.entries(tensors);
   for (const [name, t] of list) {
+    checkShape(name, t.shape);
     const n = numel(t.shape);
     if (!(t.data instanceof Float32Array) || t.data.length !== n) {
       throw new SafetensorsError(

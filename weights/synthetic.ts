@@ -1,0 +1,407 @@
+/**
+ * Synthetic HF GPT-2 checkpoints: a `config.json` object and `model.safetensors` bytes with
+ * seeded random weights, HF's tensor names and shapes, in the layout of the official `gpt2` file
+ * (no prefix, `h.{l}.attn.bias` causal-mask buffers) or of fine-tuned checkpoints (`transformer.`
+ * prefix, no masks). Tests and benchmarks use them wherever real GPT-2 weights are unavailable;
+ * GPT-2-small shape (124M parameters) takes about a second and is written straight into the final
+ * buffer.
+ *
+ * @example
+ * ```ts
+ * import { syntheticGpt2 } from "./synthetic.ts";
+ * import { parseSafetensors } from "./safetensors.ts";
+ * const { config, weights } = syntheticGpt2({
+ *   nLayers: 2, nHeads: 4, dModel: 32, dVocab: 96, nCtx: 32, seed: 1,
+ * });
+ * parseSafetensors(weights).info("h.0.attn.c_attn.weight").shape; // [32, 96]
+ * config.n_embd; // 32
+ * ```
+ * @module
+ */
+import { ConfigError } from "../errors.ts";
+import { encodeFloats, type FloatDtype, HOST_LITTLE_ENDIAN } from "./dtype.ts";
+import { allocateSafetensors } from "./safetensors.ts";
+
+/**
+ * A small, fast, seeded pseudo-random generator (xoshiro128**, seeded through splitmix32), with
+ * uniform and normal (ziggurat) draws. Not cryptographic.
+ *
+ * @example
+ * ```ts
+ * import { SeededRng } from "./synthetic.ts";
+ * const rng = new SeededRng(42);
+ * rng.int(10); // an integer in [0, 10)
+ * const w = new Float32Array(1000);
+ * rng.fillNormal(w, 0, 0.02);
+ * ```
+ */
+export class SeededRng {
+  #a: number;
+  #b: number;
+  #c: number;
+  #d: number;
+
+  /**
+   * @param seed Any finite number (its integer part is used); the same seed gives the same stream.
+   * @param stream An optional label mixed into the seed, for independent sub-streams.
+   */
+  constructor(seed: number, stream = "") {
+    if (!Number.isFinite(seed)) throw new RangeError(`SeededRng: seed must be finite, got ${seed}`);
+    let h = 0x811c9dc5 ^ (seed >>> 0);
+    h = Math.imul(h ^ Math.floor(Math.abs(seed) / 2 ** 32), 0x01000193);
+    if (seed < 0) h = Math.imul(h ^ 0x5bd1e995, 0x01000193);
+    for (let i = 0; i < stream.length; i++) h = Math.imul(h ^ stream.charCodeAt(i), 0x01000193);
+    let s = h >>> 0;
+    const next = (): number => {
+      s = (s + 0x9e3779b9) | 0;
+      let z = s;
+      z = Math.imul(z ^ (z >>> 16), 0x85ebca6b);
+      z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35);
+      return (z ^ (z >>> 16)) >>> 0;
+    };
+    this.#a = next();
+    this.#b = next();
+    this.#c = next();
+    this.#d = next();
+    if ((this.#a | this.#b | this.#c | this.#d) === 0) this.#a = 1;
+  }
+
+  /** The next 32 random bits, as an unsigned integer. */
+  nextU32(): number {
+    const b = this.#b;
+    const t = b << 9;
+    let r = Math.imul(b, 5);
+    r = Math.imul((r << 7) | (r >>> 25), 9);
+    this.#c ^= this.#a;
+    this.#d ^= b;
+    this.#b ^= this.#c;
+    this.#a ^= this.#d;
+    this.#c ^= t;
+    this.#d = (this.#d << 11) | (this.#d >>> 21);
+    return r >>> 0;
+  }
+
+  /** A uniform number in [0, 1) with 32 bits of randomness. */
+  uniform(): number {
+    return this.nextU32() / 2 ** 32;
+  }
+
+  /** A uniform integer in [0, n), for 1 <= n <= 2^32. */
+  int(n: number): number {
+    return Math.floor(this.uniform() * n);
+  }
+
+  /** A uniform number in (0, 1), never 0 (safe to take the log of). */
+  #open01(): number {
+    return (this.nextU32() + 0.5) / 2 ** 32;
+  }
+
+  /**
+   * A standard normal draw (mean 0, standard deviation 1), by Marsaglia and Tsang's ziggurat
+   * method: one 32-bit draw and a multiply almost always. The layer index and the value come from
+   * disjoint bits of the draw, which avoids the original method's correlation between them.
+   */
+  normal(): number {
+    const { k, w } = ziggurat();
+    const bits = this.nextU32();
+    const i = bits & 127;
+    const j = (bits | 0) >> 7; // signed, |j| < 2^24
+    if (Math.abs(j) < k[i]) return j * w[i]; // inside the rectangle: done (about 99%)
+    return this.#normalSlow(i, j);
+  }
+
+  /** The ziggurat's rare cases: the base layer's tail, or a draw in a layer's wedge. */
+  #normalSlow(i: number, j: number): number {
+    const { k, w, f } = ziggurat();
+    for (;;) {
+      const x = j * w[i];
+      if (i === 0) {
+        // The tail beyond R, by Marsaglia's exponential method.
+        let t: number;
+        let y: number;
+        do {
+          t = -Math.log(this.#open01()) / ZIG_R;
+          y = -Math.log(this.#open01());
+        } while (y + y < t * t);
+        return j > 0 ? ZIG_R + t : -ZIG_R - t;
+      }
+      if (f[i] + this.uniform() * (f[i - 1] - f[i]) < Math.exp(-0.5 * x * x)) return x;
+      const bits = this.nextU32();
+      i = bits & 127;
+      j = (bits | 0) >> 7;
+      if (Math.abs(j) < k[i]) return j * w[i];
+    }
+  }
+
+  /** Fills `out` with normal draws of the given mean and standard deviation. */
+  fillNormal(out: Float32Array, mean = 0, std = 1): void {
+    // The generator and the ziggurat's fast path inlined on local state (this loop makes every
+    // weight of a synthetic GPT-2); the rare slow path syncs the state and calls normal().
+    const { k, w } = ziggurat();
+    let a = this.#a, b = this.#b, c = this.#c, d = this.#d;
+    for (let n = 0; n < out.length; n++) {
+      let r = Math.imul(b, 5);
+      r = Math.imul((r << 7) | (r >>> 25), 9);
+      const t = b << 9;
+      c ^= a;
+      d ^= b;
+      b ^= c;
+      a ^= d;
+      c ^= t;
+      d = (d << 11) | (d >>> 21);
+      const i = r & 127;
+      const j = r >> 7;
+      if (Math.abs(j) < k[i]) {
+        out[n] = mean + std * (j * w[i]);
+        continue;
+      }
+      this.#a = a;
+      this.#b = b;
+      this.#c = c;
+      this.#d = d;
+      out[n] = mean + std * this.#normalSlow(i, j);
+      a = this.#a;
+      b = this.#b;
+      c = this.#c;
+      d = this.#d;
+    }
+    this.#a = a;
+    this.#b = b;
+    this.#c = c;
+    this.#d = d;
+  }
+}
+
+/** Right edge of the base layer of the 128-layer normal ziggurat. */
+const ZIG_R = 3.442619855899;
+let zigTables: { k: Int32Array; w: Float64Array; f: Float64Array } | null = null;
+
+/** The ziggurat's tables for 25-bit signed draws (k: acceptance bounds, w: scales, f: density). */
+function ziggurat(): { k: Int32Array; w: Float64Array; f: Float64Array } {
+  if (zigTables !== null) return zigTables;
+  const m = 2 ** 24;
+  const v = 9.91256303526217e-3; // area of each layer
+  const k = new Int32Array(128); // ceil of the bounds: the same test on integer draws, faster
+  const w = new Float64Array(128);
+  const f = new Float64Array(128);
+  let dn = ZIG_R;
+  let tn = dn;
+  const q = v / Math.exp(-0.5 * dn * dn);
+  k[0] = Math.ceil((dn / q) * m);
+  k[1] = 0;
+  w[0] = q / m;
+  w[127] = dn / m;
+  f[0] = 1;
+  f[127] = Math.exp(-0.5 * dn * dn);
+  for (let i = 126; i >= 1; i--) {
+    dn = Math.sqrt(-2 * Math.log(v / dn + Math.exp(-0.5 * dn * dn)));
+    k[i + 1] = Math.ceil((dn / tn) * m);
+    tn = dn;
+    f[i] = Math.exp(-0.5 * dn * dn);
+    w[i] = dn / m;
+  }
+  zigTables = { k, w, f };
+  return zigTables;
+}
+
+/** Options of {@link syntheticGpt2}. */
+export interface SyntheticGpt2Options {
+  /** Number of blocks (`n_layer`). */
+  nLayers: number;
+  /** Attention heads per block (`n_head`); must divide `dModel`. */
+  nHeads: number;
+  /** Residual width (`n_embd`). */
+  dModel: number;
+  /** MLP width (`n_inner`); default 4 x dModel, written as `n_inner: null` like HF does. */
+  dMlp?: number;
+  /** Vocabulary size (`vocab_size`); BOS = EOS = dVocab - 1. */
+  dVocab: number;
+  /** Context length (`n_positions`). */
+  nCtx: number;
+  /** PRNG seed: the same options give the same bytes. */
+  seed: number;
+  /**
+   * `"official"` (default): the official `gpt2` file's names (no prefix) with `h.{l}.attn.bias`
+   * causal-mask buffers. `"prefixed"`: `transformer.`-prefixed names, no mask buffers.
+   */
+  layout?: "official" | "prefixed";
+  /** Stored dtype (default `"F32"`). */
+  dtype?: FloatDtype;
+  /** Standard deviation of weights and biases (default 0.02); LayerNorm weights are 1 + that. */
+  std?: number;
+}
+
+/** A synthetic checkpoint: what HF's `config.json` and `model.safetensors` would hold. */
+export interface SyntheticGpt2 {
+  /** The `config.json` object (serialise with `JSON.stringify`). */
+  config: Record<string, unknown>;
+  /** The `model.safetensors` bytes. */
+  weights: Uint8Array;
+}
+
+type Fill = (out: Float32Array, start: number) => void;
+
+const TORCH_DTYPE: Record<FloatDtype, string> = {
+  F32: "float32",
+  F16: "float16",
+  BF16: "bfloat16",
+};
+
+function positiveInt(name: string, value: unknown): number {
+  if (typeof value !== "number" || !Number.isSafeInteger(value) || value <= 0) {
+    throw new ConfigError(`syntheticGpt2: ${name} must be a positive integer, got ${value}`);
+  }
+  return value;
+}
+
+/**
+ * Makes an HF GPT-2 checkpoint with seeded random weights: normal(0, std) matrices, embeddings
+ * and biases, LayerNorm weights 1 + normal(0, std) and LayerNorm biases normal(0, std) (all
+ * randomised, so weight processing such as LayerNorm folding is exercised). Each tensor has its own
+ * random stream keyed by seed and unprefixed name, so both layouts hold the same values and
+ * F16/BF16 files hold those values rounded. Tensors are stored in name order, as HF's
+ * `save_pretrained` writes them, with `__metadata__` `{ format: "pt" }`.
+ *
+ * @example
+ * ```ts
+ * import { syntheticGpt2 } from "./synthetic.ts";
+ * // GPT-2 small's shape, as a benchmark model (about 0.5 GB of float32):
+ * const { config, weights } = syntheticGpt2({
+ *   nLayers: 12, nHeads: 12, dModel: 768, dVocab: 50257, nCtx: 1024, seed: 0,
+ * });
+ * await Deno.writeTextFile("config.json", JSON.stringify(config));
+ * await Deno.writeFile("model.safetensors", weights);
+ * ```
+ */
+export function syntheticGpt2(opts: SyntheticGpt2Options): SyntheticGpt2 {
+  const nLayers = positiveInt("nLayers", opts.nLayers);
+  const nHeads = positiveInt("nHeads", opts.nHeads);
+  const d = positiveInt("dModel", opts.dModel);
+  const dMlp = opts.dMlp === undefined ? 4 * d : positiveInt("dMlp", opts.dMlp);
+  const dVocab = positiveInt("dVocab", opts.dVocab);
+  const nCtx = positiveInt("nCtx", opts.nCtx);
+  const layout = opts.layout ?? "official";
+  const dtype = opts.dtype ?? "F32";
+  const std = opts.std ?? 0.02;
+  if (d % nHeads !== 0) {
+    throw new ConfigError(`syntheticGpt2: dModel ${d} is not a multiple of nHeads ${nHeads}`);
+  }
+  if (layout !== "official" && layout !== "prefixed") {
+    throw new ConfigError(`syntheticGpt2: layout must be "official" or "prefixed", got ${layout}`);
+  }
+  if (dtype !== "F32" && dtype !== "F16" && dtype !== "BF16") {
+    throw new ConfigError(`syntheticGpt2: dtype must be F32, F16 or BF16, got ${dtype}`);
+  }
+  if (!Number.isFinite(std) || std < 0) {
+    throw new ConfigError(`syntheticGpt2: std must be a finite number >= 0, got ${std}`);
+  }
+  if (!Number.isFinite(opts.seed)) {
+    throw new ConfigError(`syntheticGpt2: seed must be a finite number, got ${opts.seed}`);
+  }
+
+  const specs: { name: string; shape: number[]; fill: Fill }[] = [];
+  const normal = (name: string, shape: number[], mean = 0) => {
+    let rng: SeededRng | null = null;
+    const fill: Fill = (out) => {
+      rng ??= new SeededRng(opts.seed, name);
+      rng.fillNormal(out, mean, std);
+    };
+    specs.push({ name, shape, fill });
+  };
+  const layerNorm = (prefix: string) => {
+    normal(`${prefix}.weight`, [d], 1);
+    normal(`${prefix}.bias`, [d]);
+  };
+  normal("wte.weight", [dVocab, d]);
+  normal("wpe.weight", [nCtx, d]);
+  for (let l = 0; l < nLayers; l++) {
+    const h = `h.${l}`;
+    layerNorm(`${h}.ln_1`);
+    if (layout === "official") {
+      specs.push({ name: `${h}.attn.bias`, shape: [1, 1, nCtx, nCtx], fill: causalMask(nCtx) });
+    }
+    normal(`${h}.attn.c_attn.weight`, [d, 3 * d]);
+    normal(`${h}.attn.c_attn.bias`, [3 * d]);
+    normal(`${h}.attn.c_proj.weight`, [d, d]);
+    normal(`${h}.attn.c_proj.bias`, [d]);
+    layerNorm(`${h}.ln_2`);
+    normal(`${h}.mlp.c_fc.weight`, [d, dMlp]);
+    normal(`${h}.mlp.c_fc.bias`, [dMlp]);
+    normal(`${h}.mlp.c_proj.weight`, [dMlp, d]);
+    normal(`${h}.mlp.c_proj.bias`, [d]);
+  }
+  layerNorm("ln_f");
+  specs.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+
+  const prefix = layout === "prefixed" ? "transformer." : "";
+  const { bytes, slots } = allocateSafetensors(
+    specs.map((s) => ({ name: prefix + s.name, dtype, shape: s.shape })),
+    { format: "pt" },
+  );
+  const direct = dtype === "F32" && HOST_LITTLE_ENDIAN;
+  const chunk = direct ? null : new Float32Array(1 << 16);
+  const elementBytes = dtype === "F32" ? 4 : 2;
+  for (let i = 0; i < specs.length; i++) {
+    const { byteOffset, byteLength } = slots[i];
+    const count = byteLength / elementBytes;
+    if (chunk === null) {
+      specs[i].fill(new Float32Array(bytes.buffer, byteOffset, count), 0);
+      continue;
+    }
+    for (let start = 0; start < count; start += chunk.length) {
+      const part = chunk.subarray(0, Math.min(chunk.length, count - start));
+      specs[i].fill(part, start);
+      const at = byteOffset + start * elementBytes;
+      encodeFloats(dtype, part, bytes.subarray(at, at + part.length * elementBytes));
+    }
+  }
+
+  const config: Record<string, unknown> = {
+    activation_function: "gelu_new",
+    architectures: ["GPT2LMHeadModel"],
+    attn_pdrop: 0.1,
+    bos_token_id: dVocab - 1,
+    dtype: TORCH_DTYPE[dtype],
+    embd_pdrop: 0.1,
+    eos_token_id: dVocab - 1,
+    initializer_range: 0.02,
+    layer_norm_epsilon: 1e-5,
+    model_type: "gpt2",
+    n_embd: d,
+    n_head: nHeads,
+    n_inner: dMlp === 4 * d ? null : dMlp,
+    n_layer: nLayers,
+    n_positions: nCtx,
+    reorder_and_upcast_attn: false,
+    resid_pdrop: 0.1,
+    scale_attn_by_inverse_layer_idx: false,
+    scale_attn_weights: true,
+    summary_activation: null,
+    summary_first_dropout: 0.1,
+    summary_proj_to_labels: true,
+    summary_type: "cls_index",
+    summary_use_proj: true,
+    tie_word_embeddings: true,
+    use_cache: true,
+    vocab_size: dVocab,
+  };
+  return { config, weights: bytes };
+}
+
+/** Fills a [1, 1, nCtx, nCtx] buffer with HF's causal mask: 1 where key <= query, else 0. */
+function causalMask(nCtx: number): Fill {
+  return (out, start) => {
+    const n = out.length;
+    let i = 0;
+    while (i < n) {
+      const flat = start + i;
+      const row = Math.floor(flat / nCtx) % nCtx;
+      const col = flat % nCtx;
+      const rowEnd = Math.min(n, i + (nCtx - col)); // end of this row within `out`
+      const ones = Math.min(rowEnd, i + Math.max(0, row + 1 - col)); // cols col..row are 1
+      out.fill(1, i, ones);
+      out.fill(0, ones, rowEnd);
+      i = rowEnd;
+    }
+  };
+}

@@ -396,6 +396,11 @@ export class Kernels {
     return out;
   }
 
+  /** Copies nFloats floats from src to dst inside memory (the ranges may overlap). */
+  copy(src: number, dst: number, nFloats: number): void {
+    new Uint8Array(this.memory.buffer).copyWithin(dst, src, src + nFloats * 4);
+  }
+
   /** Copies a rows x cols block whose rows are `stride` floats apart. */
   readStrided(ptr: number, rows: number, cols: number, stride: number): Float32Array<ArrayBuffer> {
     const out = new Float32Array(rows * cols);

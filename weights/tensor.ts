@@ -40,3 +40,56 @@ export function tensor(data: Float32Array | null, shape: number[]): Tensor {
   }
   return { data: values, shape: [...shape] };
 }
+
+/**
+ * Stacks tensors of one shape along a new leading axis (as `torch.stack`).
+ *
+ * @example
+ * ```ts
+ * import { stack, tensor } from "./tensor.ts";
+ * stack([tensor(null, [2, 3]), tensor(null, [2, 3])]).shape; // [2, 2, 3]
+ * ```
+ */
+export function stack(parts: Tensor[]): Tensor {
+  if (parts.length === 0) throw new RangeError("stack needs at least one tensor");
+  const shape = parts[0].shape;
+  const size = numel(shape);
+  const data = new Float32Array(parts.length * size);
+  parts.forEach((t, i) => {
+    if (t.shape.length !== shape.length || t.shape.some((d, j) => d !== shape[j])) {
+      throw new RangeError(`stack: tensor ${i} has shape [${t.shape}], expected [${shape}]`);
+    }
+    data.set(t.data, i * size);
+  });
+  return { data, shape: [parts.length, ...shape] };
+}
+
+/**
+ * The sub-tensor at the given leading indices, copied: `select(W_Q, 4, 11)` is TransformerLens's
+ * `W_Q[4, 11]`, shape [d_model, d_head].
+ *
+ * @example
+ * ```ts
+ * import { select, tensor } from "./tensor.ts";
+ * const t = tensor(new Float32Array([1, 2, 3, 4, 5, 6]), [2, 3]);
+ * select(t, 1).data; // Float32Array [4, 5, 6]
+ * ```
+ */
+export function select(t: Tensor, ...indices: number[]): Tensor {
+  if (indices.length > t.shape.length) {
+    throw new RangeError(
+      `select: ${indices.length} indices for a tensor of rank ${t.shape.length}`,
+    );
+  }
+  let offset = 0;
+  indices.forEach((i, axis) => {
+    const dim = t.shape[axis];
+    if (!Number.isInteger(i) || i < 0 || i >= dim) {
+      throw new RangeError(`select: index ${i} out of range [0, ${dim}) on axis ${axis}`);
+    }
+    offset = offset * dim + i;
+  });
+  const rest = t.shape.slice(indices.length);
+  const size = numel(rest);
+  return { data: t.data.slice(offset * size, (offset + 1) * size), shape: rest };
+}

@@ -1,0 +1,316 @@
+/**
+ * `HookedTransformer`: a GPT-2-family model with TransformerLens's hook points, running on the
+ * WebAssembly kernels.
+ * @module
+ */
+import { HookError, InputError } from "../errors.ts";
+import { Kernels } from "../kernels/kernels.ts";
+import { configFromHf, type HookedTransformerConfig } from "../weights/config.ts";
+import { type Gpt2Params, gpt2ParamsFromSafetensors } from "../weights/gpt2.ts";
+import { type ProcessingOptions, processWeights } from "../weights/processing.ts";
+import { resolveModel, type ResolveOptions } from "../weights/resolve.ts";
+import { parseSafetensors } from "../weights/safetensors.ts";
+import { stack, type Tensor } from "../weights/tensor.ts";
+import type { Tokenizer } from "../tokenizer/tokenizer.ts";
+import { ActivationCache } from "./activation_cache.ts";
+import { Engine } from "./engine.ts";
+import { assertHookName, hookNames } from "./hook_points.ts";
+import { type FwdHook, type HookFilter, type HookFn, HookSession } from "./hooks.ts";
+import { type Tokens, toTokenTensor } from "./tokens.ts";
+
+/** Options of {@link HookedTransformer.fromPretrained}: weight processing and where to find files. */
+export interface FromPretrainedOptions extends ProcessingOptions, ResolveOptions {
+  /** Worker threads for the kernels (default: all cores where the runtime allows). */
+  threads?: number;
+}
+
+/** What a run returns: full logits, or nothing (TransformerLens's `return_type=None`). */
+export type ReturnType = "logits" | "none";
+
+/** Options of {@link HookedTransformer.runWithCache}. */
+export interface RunWithCacheOptions {
+  /** Which hook points to keep: a name, a list of names, or a predicate (default: all). */
+  namesFilter?: string | string[] | ((name: string) => boolean);
+  /** `"none"` skips the unembedding when only activations are wanted. */
+  returnType?: ReturnType;
+}
+
+/** Options of {@link HookedTransformer.runWithHooks}. */
+export interface RunWithHooksOptions {
+  /** `[nameOrPredicate, hookFn]` pairs, run in order at each matching hook point. */
+  fwdHooks: FwdHook[];
+  /** `"none"` skips the unembedding. */
+  returnType?: ReturnType;
+}
+
+/**
+ * A GPT-2-family transformer with TransformerLens's hook points.
+ *
+ * @example
+ * ```ts ignore
+ * import { HookedTransformer, getActName } from "./mod.ts";
+ * const model = await HookedTransformer.fromPretrained("induction-toy");
+ * const tokens = [[2047, 5, 9, 5, 9]];
+ * const logits = await model.run(tokens); // [1, 5, d_vocab]
+ * const { cache } = await model.runWithCache(tokens, { namesFilter: (n) => n.endsWith("pattern") });
+ * cache.get("pattern", 1).shape; // [1, 4, 5, 5]
+ * // Patch: replace layer 0's MLP output at position 3 with zeros.
+ * await model.runWithHooks(tokens, {
+ *   fwdHooks: [[getActName("mlp_out", 0), (act) => { act.data.fill(0, 3 * 128, 4 * 128); }]],
+ * });
+ * ```
+ */
+export class HookedTransformer {
+  /** The model's shape and settings, TransformerLens names. */
+  readonly cfg: HookedTransformerConfig;
+  /** Every hook point, in forward order. */
+  readonly hookNames: readonly string[];
+  /** The text tokenizer, when the model has one (the embedded toy model takes ids only). */
+  readonly tokenizer: Tokenizer | undefined;
+  /** Which processing steps were applied to the weights. */
+  readonly processing: Required<ProcessingOptions>;
+  /** The kernels (and WebAssembly memory) this model runs on. */
+  readonly kernels: Kernels;
+  readonly #params: Gpt2Params;
+  /** The compute behind the public API (analysis code uses it for resumed passes). */
+  readonly engine: Engine;
+  readonly #hookSet: ReadonlySet<string>;
+
+  private constructor(
+    cfg: HookedTransformerConfig,
+    params: Gpt2Params,
+    kernels: Kernels,
+    processing: Required<ProcessingOptions>,
+    tokenizer?: Tokenizer,
+  ) {
+    this.cfg = cfg;
+    this.#params = params;
+    this.kernels = kernels;
+    this.processing = processing;
+    this.tokenizer = tokenizer;
+    this.hookNames = hookNames(cfg);
+    this.#hookSet = new Set(this.hookNames);
+    this.engine = new Engine(kernels, cfg, params);
+  }
+
+  /**
+   * Loads a model by name (`"gpt2"`, `"gpt2-medium"`, ..., `"induction-toy"`, an `owner/name` hub
+   * id), local directory or URL, and processes its weights as TransformerLens's `from_pretrained`
+   * does (all four steps on by default).
+   */
+  static async fromPretrained(
+    nameOrPath: string,
+    opts: FromPretrainedOptions = {},
+  ): Promise<HookedTransformer> {
+    const files = await resolveModel(nameOrPath, opts);
+    return await HookedTransformer.fromBytes(files.config, files.weights, {
+      ...opts,
+      name: files.name,
+      tokenizer: files.tokenizer,
+    });
+  }
+
+  /**
+   * Builds a model from an HF `config.json` object and `model.safetensors` bytes, with no file
+   * system or network access (for edge functions and browsers).
+   */
+  static async fromBytes(
+    config: Record<string, unknown>,
+    safetensors: Uint8Array,
+    opts: FromPretrainedOptions & { name?: string; tokenizer?: Tokenizer } = {},
+  ): Promise<HookedTransformer> {
+    const cfg = configFromHf(config, opts.name ?? "model");
+    const raw = gpt2ParamsFromSafetensors(parseSafetensors(safetensors), cfg);
+    const processing = {
+      foldLn: opts.foldLn ?? true,
+      centerWritingWeights: opts.centerWritingWeights ?? true,
+      centerUnembed: opts.centerUnembed ?? true,
+      foldValueBiases: opts.foldValueBiases ?? true,
+    };
+    const params = processWeights(raw, processing);
+    const kernels = await Kernels.load();
+    return new HookedTransformer(cfg, params, kernels, processing, opts.tokenizer);
+  }
+
+  /** Logits [batch, pos, d_vocab] for a batch of token ids. */
+  async run(tokens: Tokens): Promise<Tensor> {
+    await Promise.resolve();
+    return this.engine.forward(toTokenTensor(tokens, this.cfg), this.engine.silent, true)!;
+  }
+
+  /**
+   * Runs the model and keeps activations under their TransformerLens names.
+   *
+   * @example
+   * ```ts ignore
+   * const { logits, cache } = await model.runWithCache(tokens, { namesFilter: ["blocks.0.hook_mlp_out"] });
+   * cache.get("mlp_out", 0).shape; // [batch, pos, d_model]
+   * ```
+   */
+  async runWithCache(
+    tokens: Tokens,
+    opts: RunWithCacheOptions = {},
+  ): Promise<{ logits: Tensor | null; cache: ActivationCache }> {
+    await Promise.resolve();
+    const t = toTokenTensor(tokens, this.cfg);
+    const names = this.#selectNames(opts.namesFilter);
+    const session = this.#session([], new Set(names));
+    const logits = this.engine.forward(t, session, opts.returnType !== "none");
+    return { logits, cache: new ActivationCache(session.cached) };
+  }
+
+  /**
+   * Runs the model with forward hooks: each `[filter, fn]` pair calls `fn` at every matching hook
+   * point; a hook that returns a tensor (or edits its argument) patches the activation.
+   */
+  async runWithHooks(tokens: Tokens, opts: RunWithHooksOptions): Promise<Tensor | null> {
+    await Promise.resolve();
+    const t = toTokenTensor(tokens, this.cfg);
+    const session = this.#session(opts.fwdHooks ?? [], new Set());
+    return this.engine.forward(t, session, opts.returnType !== "none");
+  }
+
+  #selectNames(filter: RunWithCacheOptions["namesFilter"]): string[] {
+    if (filter === undefined) return [...this.hookNames];
+    if (typeof filter === "function") return this.hookNames.filter((n) => filter(n));
+    const list = typeof filter === "string" ? [filter] : filter;
+    for (const n of list) assertHookName(n, this.#hookSet);
+    return list;
+  }
+
+  #session(fwdHooks: FwdHook[], cacheNames: Set<string>): HookSession {
+    const hooks = new Map<string, HookFn[]>();
+    for (const pair of fwdHooks) {
+      if (!Array.isArray(pair) || pair.length !== 2 || typeof pair[1] !== "function") {
+        throw new HookError("fwdHooks entries must be [nameOrPredicate, hookFunction] pairs");
+      }
+      const [filter, fn] = pair as [HookFilter, HookFn];
+      const names = typeof filter === "function"
+        ? this.hookNames.filter((n) => filter(n))
+        : (assertHookName(filter, this.#hookSet), [filter]);
+      for (const n of names) hooks.set(n, [...(hooks.get(n) ?? []), fn]);
+    }
+    return new HookSession(this.kernels, hooks, cacheNames);
+  }
+
+  // ---- Weights, TransformerLens names and shapes (copies; processed when processing was asked) ----
+
+  /** Token embedding [d_vocab, d_model]. */
+  get W_E(): Tensor {
+    return copy(this.#params.W_E);
+  }
+  /** Position embedding [n_ctx, d_model]. */
+  get W_pos(): Tensor {
+    return copy(this.#params.W_pos);
+  }
+  /** Unembedding [d_model, d_vocab]. */
+  get W_U(): Tensor {
+    return copy(this.#params.W_U);
+  }
+  /** Unembedding bias [d_vocab]. */
+  get b_U(): Tensor {
+    return copy(this.#params.b_U);
+  }
+  /** Query weights [n_layers, n_heads, d_model, d_head]. */
+  get W_Q(): Tensor {
+    return this.#stacked("W_Q");
+  }
+  /** Key weights [n_layers, n_heads, d_model, d_head]. */
+  get W_K(): Tensor {
+    return this.#stacked("W_K");
+  }
+  /** Value weights [n_layers, n_heads, d_model, d_head]. */
+  get W_V(): Tensor {
+    return this.#stacked("W_V");
+  }
+  /** Output weights [n_layers, n_heads, d_head, d_model]. */
+  get W_O(): Tensor {
+    return this.#stacked("W_O");
+  }
+  /** Query biases [n_layers, n_heads, d_head]. */
+  get b_Q(): Tensor {
+    return this.#stacked("b_Q");
+  }
+  /** Key biases [n_layers, n_heads, d_head]. */
+  get b_K(): Tensor {
+    return this.#stacked("b_K");
+  }
+  /** Value biases [n_layers, n_heads, d_head] (zeros after foldValueBiases). */
+  get b_V(): Tensor {
+    return this.#stacked("b_V");
+  }
+  /** Attention output biases [n_layers, d_model]. */
+  get b_O(): Tensor {
+    return this.#stacked("b_O");
+  }
+  /** MLP input weights [n_layers, d_model, d_mlp]. */
+  get W_in(): Tensor {
+    return this.#stacked("W_in");
+  }
+  /** MLP input biases [n_layers, d_mlp]. */
+  get b_in(): Tensor {
+    return this.#stacked("b_in");
+  }
+  /** MLP output weights [n_layers, d_mlp, d_model]. */
+  get W_out(): Tensor {
+    return this.#stacked("W_out");
+  }
+  /** MLP output biases [n_layers, d_model]. */
+  get b_out(): Tensor {
+    return this.#stacked("b_out");
+  }
+
+  #stacked(
+    name:
+      | "W_Q"
+      | "W_K"
+      | "W_V"
+      | "W_O"
+      | "b_Q"
+      | "b_K"
+      | "b_V"
+      | "b_O"
+      | "W_in"
+      | "b_in"
+      | "W_out"
+      | "b_out",
+  ): Tensor {
+    return stack(this.#params.blocks.map((b) => b[name]));
+  }
+
+  // ---- Text ----
+
+  #needTokenizer(): Tokenizer {
+    if (!this.tokenizer) {
+      throw new InputError(
+        `${this.cfg.modelName} has no text tokenizer: pass token ids (numbers in [0, ${this.cfg.dVocab})) instead of text`,
+      );
+    }
+    return this.tokenizer;
+  }
+
+  /**
+   * Text -> token ids [1, pos], with the BOS token first unless `prependBos` is false
+   * (TransformerLens's `to_tokens`).
+   */
+  toTokens(text: string, opts: { prependBos?: boolean } = {}): number[][] {
+    const ids = this.#needTokenizer().encode(text);
+    return [opts.prependBos === false ? ids : [this.cfg.bosTokenId, ...ids]];
+  }
+
+  /** Each token as its text (TransformerLens's `to_str_tokens`); text is tokenized first. */
+  toStrTokens(input: string | number[], opts: { prependBos?: boolean } = {}): string[] {
+    const ids = typeof input === "string" ? this.toTokens(input, opts)[0] : input;
+    return this.#needTokenizer().tokenStrings(ids);
+  }
+
+  /** Token ids -> text. */
+  toString(tokens?: number[]): string {
+    if (tokens === undefined) return `HookedTransformer(${this.cfg.modelName})`;
+    return this.#needTokenizer().decode(tokens);
+  }
+}
+
+function copy(t: Tensor): Tensor {
+  return { data: t.data.slice(), shape: [...t.shape] };
+}

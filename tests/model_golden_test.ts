@@ -1,0 +1,72 @@
+/**
+ * The forward pass against HF transformers' float64 outputs for the four tiny fixture models.
+ * Tolerances: float32 compute over 2 layers of width 32 gives errors around 1e-6; the bounds
+ * (logits 1e-4, patterns 1e-5, hidden states 1e-4) are the issue's and leave two orders of margin.
+ */
+import assert from "node:assert/strict";
+import { HookedTransformer } from "../model/hooked_transformer.ts";
+import { fixturePath, readTinyGolden, TINY_MODELS } from "./fixtures.ts";
+
+const golden = readTinyGolden();
+
+async function loadTiny(dir: string, processed: boolean): Promise<HookedTransformer> {
+  const path = fixturePath(dir);
+  const config = JSON.parse(await Deno.readTextFile(`${path}/config.json`));
+  const bytes = await Deno.readFile(`${path}/model.safetensors`);
+  const flag = processed;
+  return await HookedTransformer.fromBytes(config, bytes, {
+    name: dir,
+    foldLn: flag,
+    centerWritingWeights: flag,
+    centerUnembed: flag,
+    foldValueBiases: flag,
+  });
+}
+
+function maxAbsDiff(actual: Float32Array, expected: number[]): number {
+  assert.equal(actual.length, expected.length);
+  let m = 0;
+  for (let i = 0; i < actual.length; i++) m = Math.max(m, Math.abs(actual[i] - expected[i]));
+  return m;
+}
+
+interface Golden {
+  logits: number[][][];
+  attentions: number[][][][][];
+  hidden_states: number[][][][];
+}
+
+for (const { dir, golden: key } of TINY_MODELS) {
+  const g = golden[key] as Golden;
+  Deno.test(`${dir}: logits, patterns and hidden states match HF (unprocessed)`, async () => {
+    const model = await loadTiny(dir, false);
+    const { logits, cache } = await model.runWithCache(golden.tokens);
+    assert.ok(maxAbsDiff(logits!.data, g.logits.flat(2)) < 1e-4, "logits");
+    for (let l = 0; l < model.cfg.nLayers; l++) {
+      const err = maxAbsDiff(cache.get("pattern", l).data, g.attentions[l].flat(3));
+      assert.ok(err < 1e-5, `pattern layer ${l}: ${err}`);
+    }
+    const resid = [cache.get("resid_pre", 0)];
+    for (let l = 0; l < model.cfg.nLayers - 1; l++) resid.push(cache.get("resid_post", l));
+    resid.push(cache.get("ln_final.hook_normalized"));
+    resid.forEach((t, i) => {
+      const err = maxAbsDiff(t.data, g.hidden_states[i].flat(2));
+      assert.ok(err < 1e-4, `hidden state ${i}: ${err}`);
+    });
+  });
+
+  Deno.test(`${dir}: processed logits equal HF logits minus their vocabulary mean`, async () => {
+    const model = await loadTiny(dir, true);
+    const logits = (await model.run(golden.tokens)).data;
+    const V = model.cfg.dVocab;
+    const expected = g.logits.flat(2);
+    for (let r = 0; r < expected.length; r += V) {
+      let mean = 0;
+      for (let j = 0; j < V; j++) mean += expected[r + j];
+      mean /= V;
+      for (let j = 0; j < V; j++) expected[r + j] -= mean;
+    }
+    const err = maxAbsDiff(logits, expected);
+    assert.ok(err < 1e-4, `processed logits: ${err}`);
+  });
+}

@@ -1,0 +1,51 @@
+/**
+ * TransformerLens for Deno: GPT-2-family models on WebAssembly SIMD kernels, with
+ * TransformerLens's hook points for caching, reading and patching every activation, and the
+ * analyses of "How to interpret GPT2-small".
+ *
+ * @example
+ * ```ts ignore
+ * import { getActName, HookedTransformer } from "./mod.ts";
+ *
+ * const model = await HookedTransformer.fromPretrained("induction-toy");
+ * const tokens = [[model.cfg.bosTokenId, 5, 9, 13, 5, 9, 13]];
+ * const { logits, cache } = await model.runWithCache(tokens);
+ * cache.get("pattern", 1).shape; // [1, n_heads, 7, 7]
+ * const patched = await model.runWithHooks(tokens, {
+ *   fwdHooks: [[getActName("mlp_out", 0), (act) => { act.data.fill(0); }]],
+ * });
+ * ```
+ * @module
+ */
+
+export { HookedTransformer } from "./model/hooked_transformer.ts";
+export type {
+  FromPretrainedOptions,
+  ReturnType,
+  RunWithCacheOptions,
+  RunWithHooksOptions,
+} from "./model/hooked_transformer.ts";
+export { ActivationCache } from "./model/activation_cache.ts";
+export { getActName, hookNames } from "./model/hook_points.ts";
+export type { FwdHook, HookContext, HookFilter, HookFn } from "./model/hooks.ts";
+export type { Tokens, TokenTensor } from "./model/tokens.ts";
+export { patchedNextTokenLogProbs } from "./model/patching.ts";
+export type { PatchedLogProbs, PatchPoint, PositionPatch } from "./model/patching.ts";
+export type { HookedTransformerConfig } from "./weights/config.ts";
+export { select, stack, tensor } from "./weights/tensor.ts";
+export type { Tensor } from "./weights/tensor.ts";
+export type { ProcessingOptions } from "./weights/processing.ts";
+export { parseSafetensors, writeSafetensors } from "./weights/safetensors.ts";
+export type { SafetensorsFile } from "./weights/safetensors.ts";
+export { syntheticGpt2 } from "./weights/synthetic.ts";
+export {
+  ConfigError,
+  HookError,
+  InputError,
+  IntegrityError,
+  KernelError,
+  LensError,
+  ModelNotFoundError,
+  SafetensorsError,
+  WeightsError,
+} from "./errors.ts";

@@ -143,7 +143,9 @@ export async function resolveModel(
   switch (what.kind) {
     case "embedded": {
       const base = new URL("./induction-toy/", import.meta.url);
-      files = await fromUrl(base.href.replace(/\/$/, ""), doFetch, false, opts.progress);
+      // Quiet by default: its two files are next to this module, not a real download.
+      const progress = opts.progress ?? false;
+      files = await fromUrl(base.href.replace(/\/$/, ""), doFetch, false, progress);
       files.source = `embedded ${EMBEDDED_MODEL}`;
       break;
     }
@@ -315,7 +317,7 @@ async function readBody(
 ): Promise<Uint8Array> {
   const lengthText = res.headers.get("content-length");
   const total = lengthText && /^\d+$/.test(lengthText) ? Number(lengthText) : undefined;
-  const bar = new ProgressBar({ label, total, enabled: opts.progress ?? false });
+  const bar = new ProgressBar({ label, total, enabled: opts.progress });
   const chunks: Uint8Array[] = [];
   let size = 0;
   bar.start(0);

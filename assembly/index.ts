@@ -11,3 +11,4 @@ export { attention, attentionScores, softmaxCausal, attentionApply } from "./att
 export function heapBase(): usize {
   return __heap_base;
 }
+export { logSumExpRows, argmaxRows } from "./reductions";

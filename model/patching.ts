@@ -9,6 +9,7 @@
  * @module
  */
 import { InputError } from "../errors.ts";
+import { logSumExpRows } from "../kernels/reductions.ts";
 import type { Engine } from "./engine.ts";
 import { fullPlan, resumePlan } from "./forward.ts";
 import type { TokenTensor } from "./tokens.ts";
@@ -187,22 +188,10 @@ export function logProbsOfRows(
     rows.forEach((r, j) => k.copy(x + r * d * F32, gathered + j * d * F32, d));
     const chunk = k.alloc(engine.logitChunkRows * V);
     engine.unembed(gathered, rows.length, chunk, (r0, m, logits) => {
-      for (let i = 0; i < m; i++) {
-        const j = r0 + i;
-        const row = logits.subarray(i * V, (i + 1) * V);
-        out[j] = row[targets[j]] - logSumExp(row);
-      }
+      const lse = logSumExpRows(k, chunk, m, V);
+      for (let i = 0; i < m; i++) out[r0 + i] = logits[i * V + targets[r0 + i]] - lse[i];
     });
   } finally {
     k.release(mark);
   }
-}
-
-/** log(sum(exp(row))), stable, accumulated in float64. */
-export function logSumExp(row: Float32Array): number {
-  let max = -Infinity;
-  for (let i = 0; i < row.length; i++) if (row[i] > max) max = row[i];
-  let sum = 0;
-  for (let i = 0; i < row.length; i++) sum += Math.exp(row[i] - max);
-  return max + Math.log(sum);
 }

@@ -82,7 +82,7 @@ export class HookSession {
       const ctx = { name, layer: locateHook(name).layer };
       for (const fn of fns) {
         const out = fn(act, ctx);
-        if (out === undefined || out === null) continue;
+        if (out === undefined || out === null || out === act) continue;
         if (name.endsWith("hook_scale")) {
           throw new HookError(
             `a hook on ${name} returned a replacement, but LayerNorm scales are read-only here: ` +

@@ -2,7 +2,7 @@
 // function over byte offsets into the imported shared memory; no strings,
 // arrays or runtime objects cross the boundary.
 
-export { packedSize, packB, unpackB, matmul } from "./matmul";
+export { packedSize, packB, unpackB, matmul, matmulScratchBytes } from "./matmul";
 export { layerNorm } from "./norm";
 export { geluNew, add } from "./elementwise";
 export { attention, attentionScores, softmaxCausal, attentionApply } from "./attention";

@@ -1,20 +1,46 @@
 // Matrix multiply C[m,n] = A[m,k] @ B[k,n] over a packed B.
 //
-// Packed layout: B is cut into panels of NR = 16 columns; panel p holds
-// k rows of 16 floats (columns p*16 .. p*16+15), contiguous, zero-padded past n.
-// So packedSize(k, n) = ceil(n / 16) * 16 * k floats.
+// Why this shape: V8 (as embedded in Deno) compiles every wasm memory access
+// with an explicit bounds check (a few extra instructions each), so the
+// micro-kernel is chosen to do as few loads per multiply-add as possible
+// within the 15 usable xmm registers: a 4 x 8 tile held in 8 accumulators,
+// fed per k step by one 16-byte load of 4 packed A values (splatted lane by
+// lane with shuffles, which need no bounds check) and two 16-byte loads of B.
+//
+// Packed B: panels of NR = 8 columns; panel p holds k rows of 8 floats
+// (columns p*8 .. p*8+7), contiguous, zero-padded past n.
+// packedSize(k, n) = ceil(n / 8) * 8 * k floats.
+//
+// Packed A (per call, in the caller-provided scratch): for each block of MC
+// rows and KC columns of A, groups of 4 rows stored as [kk][4] (zero rows pad
+// the last group).
 //
 // Per output element the operation sequence is always the same:
 //   acc = (accumulate ? C : 0) + (bias ? bias[j] : 0)
 //   for kk in 0..k-1: acc = madd(A[i,kk], B[kk,j], acc)
-// whichever micro-kernel (4-row block or single row, full or tail panel)
-// computes it, so any split of rows or panels across threads gives
-// bit-identical results.
+// (k-blocking stores and reloads acc exactly as f32), whichever row block,
+// column panel, edge tile or thread computes it, so any split of rows or
+// panels across threads gives bit-identical results.
 
 import { madd } from "./simd";
 
 // @ts-ignore: decorator
-@inline const NR: i32 = 16;
+@inline const NR: i32 = 8;
+// @ts-ignore: decorator
+@inline const MR: i32 = 4;
+// Rows of A packed at a time and depth of one k block (packed A: MC*KC floats).
+// @ts-ignore: decorator
+@inline const MC: i32 = 128;
+// @ts-ignore: decorator
+@inline const KC: i32 = 1024;
+// Scratch layout: [tile: MR*NR floats][packed A: MC*KC floats]
+// @ts-ignore: decorator
+@inline const TILE_BYTES: usize = 128;
+
+// Bytes of scratch one matmul call needs (per thread).
+export function matmulScratchBytes(): i32 {
+  return <i32>TILE_BYTES + MC * KC * 4;
+}
 
 export function packedSize(k: i32, n: i32): i32 {
   return ((n + NR - 1) / NR) * NR * k;
@@ -26,19 +52,23 @@ export function packB(src: usize, dst: usize, k: i32, n: i32): void {
     const c0 = p * NR;
     const nc = min(NR, n - c0);
     let d = dst + (<usize>p * <usize>k * NR << 2);
-    for (let kk = 0; kk < k; kk++) {
-      const s = src + ((<usize>kk * <usize>n + <usize>c0) << 2);
-      if (nc == NR) {
+    let s = src + (<usize>c0 << 2);
+    const rowB = <usize>n << 2;
+    if (nc == NR) {
+      for (let kk = 0; kk < k; kk++) {
         v128.store(d, v128.load(s), 0);
         v128.store(d, v128.load(s, 16), 16);
-        v128.store(d, v128.load(s, 32), 32);
-        v128.store(d, v128.load(s, 48), 48);
-      } else {
+        d += NR << 2;
+        s += rowB;
+      }
+    } else {
+      for (let kk = 0; kk < k; kk++) {
         for (let j = 0; j < NR; j++) {
           store<f32>(d + (<usize>j << 2), j < nc ? load<f32>(s + (<usize>j << 2)) : 0);
         }
+        d += NR << 2;
+        s += rowB;
       }
-      d += NR << 2;
     }
   }
 }
@@ -59,75 +89,96 @@ export function unpackB(src: usize, dst: usize, k: i32, n: i32): void {
   }
 }
 
-// 4 rows x 16 columns. a: first A row, lda/ldc in bytes, b: panel start.
-// @ts-ignore: decorator
-@inline
-function kernel4x16(a: usize, lda: usize, b: usize, k: i32, c: usize, ldc: usize, bias: usize, accumulate: bool): void {
-  const c1 = c + ldc, c2 = c1 + ldc, c3 = c2 + ldc;
-  let x00 = f32x4.splat(0), x01 = x00, x02 = x00, x03 = x00;
-  let x10 = x00, x11 = x00, x12 = x00, x13 = x00;
-  let x20 = x00, x21 = x00, x22 = x00, x23 = x00;
-  let x30 = x00, x31 = x00, x32 = x00, x33 = x00;
-  if (accumulate) {
-    x00 = v128.load(c, 0); x01 = v128.load(c, 16); x02 = v128.load(c, 32); x03 = v128.load(c, 48);
-    x10 = v128.load(c1, 0); x11 = v128.load(c1, 16); x12 = v128.load(c1, 32); x13 = v128.load(c1, 48);
-    x20 = v128.load(c2, 0); x21 = v128.load(c2, 16); x22 = v128.load(c2, 32); x23 = v128.load(c2, 48);
-    x30 = v128.load(c3, 0); x31 = v128.load(c3, 16); x32 = v128.load(c3, 32); x33 = v128.load(c3, 48);
+// Packs rows [0, rows) x columns [0, kc) of A (row stride ldaB bytes) into
+// groups of 4 rows laid out [kk][4]; rows past `rows` in the last group are 0.
+function packA(a: usize, ldaB: usize, rows: i32, kc: i32, dst: usize): void {
+  const kc4 = kc & ~3;
+  let d = dst;
+  for (let r0 = 0; r0 < rows; r0 += MR) {
+    const a0 = a + <usize>r0 * ldaB;
+    if (r0 + MR <= rows) {
+      const a1 = a0 + ldaB, a2 = a1 + ldaB, a3 = a2 + ldaB;
+      let kk = 0;
+      for (; kk < kc4; kk += 4) {
+        const o = <usize>kk << 2;
+        const r0v = v128.load(a0 + o), r1v = v128.load(a1 + o);
+        const r2v = v128.load(a2 + o), r3v = v128.load(a3 + o);
+        const t0 = i32x4.shuffle(r0v, r1v, 0, 4, 1, 5);
+        const t1 = i32x4.shuffle(r2v, r3v, 0, 4, 1, 5);
+        const t2 = i32x4.shuffle(r0v, r1v, 2, 6, 3, 7);
+        const t3 = i32x4.shuffle(r2v, r3v, 2, 6, 3, 7);
+        v128.store(d, i32x4.shuffle(t0, t1, 0, 1, 4, 5), 0);
+        v128.store(d, i32x4.shuffle(t0, t1, 2, 3, 6, 7), 16);
+        v128.store(d, i32x4.shuffle(t2, t3, 0, 1, 4, 5), 32);
+        v128.store(d, i32x4.shuffle(t2, t3, 2, 3, 6, 7), 48);
+        d += 64;
+      }
+      for (; kk < kc; kk++) {
+        const o = <usize>kk << 2;
+        store<f32>(d, load<f32>(a0 + o), 0);
+        store<f32>(d, load<f32>(a1 + o), 4);
+        store<f32>(d, load<f32>(a2 + o), 8);
+        store<f32>(d, load<f32>(a3 + o), 12);
+        d += 16;
+      }
+    } else {
+      const nr = rows - r0;
+      for (let kk = 0; kk < kc; kk++) {
+        const o = <usize>kk << 2;
+        for (let r = 0; r < MR; r++) {
+          store<f32>(d + (<usize>r << 2), r < nr ? load<f32>(a0 + <usize>r * ldaB + o) : 0);
+        }
+        d += 16;
+      }
+    }
   }
-  if (bias) {
-    const b0 = v128.load(bias, 0), b1 = v128.load(bias, 16), b2 = v128.load(bias, 32), b3 = v128.load(bias, 48);
-    x00 = f32x4.add(x00, b0); x01 = f32x4.add(x01, b1); x02 = f32x4.add(x02, b2); x03 = f32x4.add(x03, b3);
-    x10 = f32x4.add(x10, b0); x11 = f32x4.add(x11, b1); x12 = f32x4.add(x12, b2); x13 = f32x4.add(x13, b3);
-    x20 = f32x4.add(x20, b0); x21 = f32x4.add(x21, b1); x22 = f32x4.add(x22, b2); x23 = f32x4.add(x23, b3);
-    x30 = f32x4.add(x30, b0); x31 = f32x4.add(x31, b1); x32 = f32x4.add(x32, b2); x33 = f32x4.add(x33, b3);
-  }
-  let a0 = a, a1 = a + lda, a2 = a1 + lda, a3 = a2 + lda;
-  let bp = b;
-  for (let kk = 0; kk < k; kk++) {
-    const b0 = v128.load(bp, 0), b1 = v128.load(bp, 16), b2 = v128.load(bp, 32), b3 = v128.load(bp, 48);
-    let s = v128.load32_splat(a0);
-    x00 = madd(s, b0, x00); x01 = madd(s, b1, x01); x02 = madd(s, b2, x02); x03 = madd(s, b3, x03);
-    s = v128.load32_splat(a1);
-    x10 = madd(s, b0, x10); x11 = madd(s, b1, x11); x12 = madd(s, b2, x12); x13 = madd(s, b3, x13);
-    s = v128.load32_splat(a2);
-    x20 = madd(s, b0, x20); x21 = madd(s, b1, x21); x22 = madd(s, b2, x22); x23 = madd(s, b3, x23);
-    s = v128.load32_splat(a3);
-    x30 = madd(s, b0, x30); x31 = madd(s, b1, x31); x32 = madd(s, b2, x32); x33 = madd(s, b3, x33);
-    a0 += 4; a1 += 4; a2 += 4; a3 += 4;
-    bp += 64;
-  }
-  v128.store(c, x00, 0); v128.store(c, x01, 16); v128.store(c, x02, 32); v128.store(c, x03, 48);
-  v128.store(c1, x10, 0); v128.store(c1, x11, 16); v128.store(c1, x12, 32); v128.store(c1, x13, 48);
-  v128.store(c2, x20, 0); v128.store(c2, x21, 16); v128.store(c2, x22, 32); v128.store(c2, x23, 48);
-  v128.store(c3, x30, 0); v128.store(c3, x31, 16); v128.store(c3, x32, 32); v128.store(c3, x33, 48);
 }
 
+// 4 x 8 tile: C rows c, c+ldc, c+2ldc, c+3ldc (bytes), 8 columns.
+// fromC: start from C (else from 0); bias (if non-zero) is then added.
 // @ts-ignore: decorator
 @inline
-function kernel1x16(a: usize, b: usize, k: i32, c: usize, bias: usize, accumulate: bool): void {
-  let x0 = f32x4.splat(0), x1 = x0, x2 = x0, x3 = x0;
-  if (accumulate) {
-    x0 = v128.load(c, 0); x1 = v128.load(c, 16); x2 = v128.load(c, 32); x3 = v128.load(c, 48);
+function kernel4x8(ap: usize, bp: usize, kc: i32, c: usize, ldc: usize, fromC: bool, bias: usize): void {
+  const c1 = c + ldc, c2 = c1 + ldc, c3 = c2 + ldc;
+  let x00 = f32x4.splat(0), x01 = x00, x10 = x00, x11 = x00;
+  let x20 = x00, x21 = x00, x30 = x00, x31 = x00;
+  if (fromC) {
+    x00 = v128.load(c, 0); x01 = v128.load(c, 16);
+    x10 = v128.load(c1, 0); x11 = v128.load(c1, 16);
+    x20 = v128.load(c2, 0); x21 = v128.load(c2, 16);
+    x30 = v128.load(c3, 0); x31 = v128.load(c3, 16);
   }
   if (bias) {
-    x0 = f32x4.add(x0, v128.load(bias, 0)); x1 = f32x4.add(x1, v128.load(bias, 16));
-    x2 = f32x4.add(x2, v128.load(bias, 32)); x3 = f32x4.add(x3, v128.load(bias, 48));
+    const b0 = v128.load(bias, 0), b1 = v128.load(bias, 16);
+    x00 = f32x4.add(x00, b0); x01 = f32x4.add(x01, b1);
+    x10 = f32x4.add(x10, b0); x11 = f32x4.add(x11, b1);
+    x20 = f32x4.add(x20, b0); x21 = f32x4.add(x21, b1);
+    x30 = f32x4.add(x30, b0); x31 = f32x4.add(x31, b1);
   }
-  let a0 = a;
-  let bp = b;
-  for (let kk = 0; kk < k; kk++) {
-    const s = v128.load32_splat(a0);
-    x0 = madd(s, v128.load(bp, 0), x0); x1 = madd(s, v128.load(bp, 16), x1);
-    x2 = madd(s, v128.load(bp, 32), x2); x3 = madd(s, v128.load(bp, 48), x3);
-    a0 += 4;
-    bp += 64;
+  let a = ap, b = bp;
+  for (let kk = 0; kk < kc; kk++) {
+    const av = v128.load(a);
+    const b0 = v128.load(b, 0), b1 = v128.load(b, 16);
+    let s = i32x4.shuffle(av, av, 0, 0, 0, 0);
+    x00 = madd(s, b0, x00); x01 = madd(s, b1, x01);
+    s = i32x4.shuffle(av, av, 1, 1, 1, 1);
+    x10 = madd(s, b0, x10); x11 = madd(s, b1, x11);
+    s = i32x4.shuffle(av, av, 2, 2, 2, 2);
+    x20 = madd(s, b0, x20); x21 = madd(s, b1, x21);
+    s = i32x4.shuffle(av, av, 3, 3, 3, 3);
+    x30 = madd(s, b0, x30); x31 = madd(s, b1, x31);
+    a += 16;
+    b += 32;
   }
-  v128.store(c, x0, 0); v128.store(c, x1, 16); v128.store(c, x2, 32); v128.store(c, x3, 48);
+  v128.store(c, x00, 0); v128.store(c, x01, 16);
+  v128.store(c1, x10, 0); v128.store(c1, x11, 16);
+  v128.store(c2, x20, 0); v128.store(c2, x21, 16);
+  v128.store(c3, x30, 0); v128.store(c3, x31, 16);
 }
 
 // Rows [rowStart, rowEnd) and column panels [panelStart, panelEnd) of C.
-// lda, ldc in floats. bias: 0 or pointer to n floats. scratch: 64 floats
-// (a 4 x 16 tile) used for the last, partial panel.
+// lda, ldc in floats. bias: 0 or pointer to n floats.
+// scratch: matmulScratchBytes() bytes, private to the calling thread.
 export function matmul(
   a: usize, bp: usize, c: usize, m: i32, k: i32, n: i32,
   lda: i32, ldc: i32, bias: usize, accumulate: i32,
@@ -136,37 +187,45 @@ export function matmul(
   const acc = accumulate != 0;
   const ldaB = <usize>lda << 2;
   const ldcB = <usize>ldc << 2;
-  const panelBytes = <usize>k * NR << 2;
-  for (let p = panelStart; p < panelEnd; p++) {
-    const c0 = p * NR;
-    const nc = min(NR, n - c0);
-    const b = bp + <usize>p * panelBytes;
-    const biasP: usize = bias ? bias + (<usize>c0 << 2) : 0;
-    if (nc == NR) {
-      let i = rowStart;
-      for (; i + 4 <= rowEnd; i += 4) {
-        kernel4x16(a + <usize>i * ldaB, ldaB, b, k, c + <usize>i * ldcB + (<usize>c0 << 2), ldcB, biasP, acc);
-      }
-      for (; i < rowEnd; i++) {
-        kernel1x16(a + <usize>i * ldaB, b, k, c + <usize>i * ldcB + (<usize>c0 << 2), biasP, acc);
-      }
-    } else {
-      // Partial panel: build the initial tile (same arithmetic as the
-      // full-panel path: (C or 0) + bias), run the kernel in accumulate mode
-      // on it, copy the valid columns back.
-      for (let i = rowStart; i < rowEnd; i++) {
-        const crow = c + <usize>i * ldcB + (<usize>c0 << 2);
-        for (let j = 0; j < NR; j++) {
-          let v: f32 = 0;
-          if (j < nc) {
-            if (acc) v = load<f32>(crow + (<usize>j << 2));
-            if (bias) v = v + load<f32>(biasP + (<usize>j << 2));
+  const tile = scratch;
+  const apack = scratch + TILE_BYTES;
+  for (let pc = 0; pc < k; pc += KC) {
+    const kc = min(KC, k - pc);
+    const first = pc == 0;
+    const fromC = !first || acc;
+    for (let ic = rowStart; ic < rowEnd; ic += MC) {
+      const mc = min(MC, rowEnd - ic);
+      packA(a + <usize>ic * ldaB + (<usize>pc << 2), ldaB, mc, kc, apack);
+      for (let p = panelStart; p < panelEnd; p++) {
+        const c0 = p * NR;
+        const nc = min(NR, n - c0);
+        const b = bp + ((<usize>p * <usize>k + <usize>pc) * NR << 2);
+        const biasP: usize = first && bias ? bias + (<usize>c0 << 2) : 0;
+        for (let r0 = 0; r0 < mc; r0 += MR) {
+          const ap = apack + (<usize>r0 * <usize>kc << 2);
+          const cp = c + <usize>(ic + r0) * ldcB + (<usize>c0 << 2);
+          const nr = min(MR, mc - r0);
+          if (nr == MR && nc == NR) {
+            kernel4x8(ap, b, kc, cp, ldcB, fromC, biasP);
+          } else {
+            // Edge tile: the same arithmetic through a 4 x 8 scratch tile.
+            for (let r = 0; r < MR; r++) {
+              for (let j = 0; j < NR; j++) {
+                let v: f32 = 0;
+                if (r < nr && j < nc) {
+                  if (fromC) v = load<f32>(cp + <usize>r * ldcB + (<usize>j << 2));
+                  if (biasP) v = v + load<f32>(biasP + (<usize>j << 2));
+                }
+                store<f32>(tile + (<usize>(r * NR + j) << 2), v);
+              }
+            }
+            kernel4x8(ap, b, kc, tile, NR << 2, true, 0);
+            for (let r = 0; r < nr; r++) {
+              for (let j = 0; j < nc; j++) {
+                store<f32>(cp + <usize>r * ldcB + (<usize>j << 2), load<f32>(tile + (<usize>(r * NR + j) << 2)));
+              }
+            }
           }
-          store<f32>(scratch + (<usize>j << 2), v);
-        }
-        kernel1x16(a + <usize>i * ldaB, b, k, scratch, 0, true);
-        for (let j = 0; j < nc; j++) {
-          store<f32>(crow + (<usize>j << 2), load<f32>(scratch + (<usize>j << 2)));
         }
       }
     }

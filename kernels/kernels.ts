@@ -25,6 +25,7 @@ import { KernelError } from "../errors.ts";
 /** Raw exports of the kernel module (byte offsets and sizes; see `assembly/`). */
 export interface KernelExports {
   heapBase(): number;
+  matmulScratchBytes(): number;
   packedSize(k: number, n: number): number;
   packB(src: number, dst: number, k: number, n: number): void;
   unpackB(src: number, dst: number, k: number, n: number): void;
@@ -200,10 +201,10 @@ const PAGE = 65536;
 const MAX_PAGES = 65536;
 const MAX_BYTES = PAGE * MAX_PAGES; // 4 GiB
 const ALIGN = 64;
-/** Per-thread scratch: a 4x16 matmul tile (256 B) then an attention row of up to 16384 keys. */
-const SCRATCH_TILE_BYTES = 1024;
+/** Attention rows of up to this many keys use the per-thread scratch (longer ones allocate). */
 const SCRATCH_ROW_FLOATS = 16384;
-const SCRATCH_BYTES = SCRATCH_TILE_BYTES + SCRATCH_ROW_FLOATS * 4;
+/** Columns per packed-B panel (assembly/matmul.ts NR). */
+const NR = 8;
 /** Reserved at the bottom of the heap for a later worker control block. */
 const CONTROL_BYTES = 4096;
 
@@ -281,7 +282,9 @@ export class Kernels {
   readonly exports: KernelExports;
   #top: number;
   readonly #heapStart: number;
+  /** Per-thread scratch: [matmul scratch][attention row]. */
   readonly #scratch: number;
+  readonly #rowScratchOffset: number;
 
   private constructor(memory: WebAssembly.Memory, exports: KernelExports, relaxedSimd: boolean) {
     this.memory = memory;
@@ -289,7 +292,8 @@ export class Kernels {
     this.relaxedSimd = relaxedSimd;
     const base = align(Math.max(exports.heapBase() >>> 0, ALIGN));
     this.#scratch = base + CONTROL_BYTES;
-    this.#heapStart = align(this.#scratch + SCRATCH_BYTES);
+    this.#rowScratchOffset = align(exports.matmulScratchBytes());
+    this.#heapStart = align(this.#scratch + this.#rowScratchOffset + SCRATCH_ROW_FLOATS * 4);
     this.#top = this.#heapStart;
     this.#ensure(this.#top);
   }
@@ -424,7 +428,7 @@ export class Kernels {
 
   /** Floats needed to hold a packed [k, n] B matrix. */
   packedSize(k: number, n: number): number {
-    return Math.ceil(n / 16) * 16 * k;
+    return Math.ceil(n / NR) * NR * k;
   }
 
   /** Packs B [k, n] (row-major at src) into the matmul panel layout at dst (packedSize floats). */
@@ -498,7 +502,7 @@ export class Kernels {
       rowStart,
       rowEnd,
       0,
-      Math.ceil(n / 16),
+      Math.ceil(n / NR),
       this.#scratch,
     );
   }
@@ -540,7 +544,7 @@ export class Kernels {
   }
 
   #rowScratch(nK: number): { ptr: number; mark: number } {
-    if (nK <= SCRATCH_ROW_FLOATS) return { ptr: this.#scratch + SCRATCH_TILE_BYTES, mark: -1 };
+    if (nK <= SCRATCH_ROW_FLOATS) return { ptr: this.#scratch + this.#rowScratchOffset, mark: -1 };
     const mark = this.mark();
     return { ptr: this.alloc(nK), mark };
   }

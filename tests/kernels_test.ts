@@ -234,6 +234,9 @@ for (const build of builds) {
       { m: 23, k: 12, n: 37, bias: true, rows: [5, 18] },
       { m: 6, k: 3, n: 50257, bias: true },
       { m: 7, k: 768, n: 19 },
+      // more rows than one packed-A block (128) and a deeper k than one k block (1024)
+      { m: 133, k: 1030, n: 21, bias: true, acc: true, rows: [3, 131], lda: 1031 },
+      { m: 130, k: 2049, n: 9 },
     ];
     let seed = 10;
     for (const t of cases) {
@@ -294,7 +297,7 @@ for (const build of builds) {
     async () => {
       const kn = await load();
       const mk = kn.mark();
-      const m = 37, k = 100, n = 70;
+      const m = 137, k = 1100, n = 70;
       const a = kn.alloc(m * k), c1 = kn.alloc(m * n), c2 = kn.alloc(m * n), bias = kn.alloc(n);
       kn.write(a, randn(m * k, 77));
       kn.write(bias, randn(n, 78));
@@ -303,7 +306,7 @@ for (const build of builds) {
       kn.write(c1, C0);
       kn.write(c2, C0);
       kn.matmul(a, packed, c1, m, k, n, { bias, accumulate: true });
-      for (const [s, e] of [[0, 1], [1, 6], [6, 7], [7, 30], [30, 37]]) {
+      for (const [s, e] of [[0, 1], [1, 6], [6, 7], [7, 30], [30, 137]]) {
         kn.matmul(a, packed, c2, m, k, n, { bias, accumulate: true, rowStart: s, rowEnd: e });
       }
       bitsEqual(kn.read(c2, m * n), kn.read(c1, m * n), "split rows vs whole");

@@ -45,6 +45,15 @@ class R50kTokenizer implements Tokenizer {
 
 let loading: Promise<Tokenizer> | undefined;
 
+// Full npm: specifiers, not the bare "js-tiktoken" of deno.json's import map: a program that
+// imports this library by URL does not get our import map. tests/tokenizer_test.ts checks that
+// this version is the one pinned in deno.json. They are held in constants, not written inside
+// import(), so that Deno and bundlers do not see them when they build the module graph: a literal
+// import("npm:...") is fetched from the registry (Deno) or inlined (deno bundle, +0.6 MB) for
+// every program that imports mod.ts, even one that never tokenizes text (induction-toy, a browser).
+const TIKTOKEN_LITE = "npm:js-tiktoken@1.0.21/lite";
+const TIKTOKEN_R50K = "npm:js-tiktoken@1.0.21/ranks/r50k_base";
+
 /**
  * GPT-2's tokenizer (r50k_base). The first call loads the vocabulary (about 0.5 MB of
  * JavaScript); later calls return the same instance.
@@ -59,14 +68,9 @@ let loading: Promise<Tokenizer> | undefined;
  */
 export function r50kTokenizer(): Promise<Tokenizer> {
   loading ??= (async () => {
-    // Full npm: specifiers, not the bare "js-tiktoken" of deno.json's import map: a program that
-    // imports this library by URL does not get our import map. tests/tokenizer_test.ts checks that
-    // this version is the one pinned in deno.json.
     const [{ Tiktoken }, ranks] = await Promise.all([
-      // deno-lint-ignore no-import-prefix
-      import("npm:js-tiktoken@1.0.21/lite"),
-      // deno-lint-ignore no-import-prefix
-      import("npm:js-tiktoken@1.0.21/ranks/r50k_base"),
+      import(TIKTOKEN_LITE),
+      import(TIKTOKEN_R50K),
     ]);
     // The package's pattern uses JavaScript's `\s`; GPT-2's means Unicode White_Space.
     return new R50kTokenizer(new Tiktoken({ ...ranks.default, pat_str: GPT2_PATTERN }));

@@ -13,11 +13,42 @@ import { madd, hsum, expv, exps } from "./simd";
 
 // scores[j] = dot(q, k_j) * scale for j < nk.
 // dot: 4-lane madd over d in chunks of 4, horizontal sum (l0+l1)+(l2+l3),
-// then the scalar tail.
+// then the scalar tail. Keys are taken four at a time (four independent
+// accumulator chains, so the multiply-add latency overlaps); each key's
+// arithmetic is the same as in the one-key loop.
 function scoreRow(q: usize, k: usize, strideB: usize, dHead: i32, nk: i32, scale: f32, out: usize): void {
   const d4 = dHead & ~3;
   let kr = k;
-  for (let j = 0; j < nk; j++) {
+  let j = 0;
+  for (; j + 4 <= nk; j += 4) {
+    const k1 = kr + strideB, k2 = k1 + strideB, k3 = k2 + strideB;
+    let a0 = f32x4.splat(0), a1 = a0, a2 = a0, a3 = a0;
+    let d = 0;
+    for (; d < d4; d += 4) {
+      const o = <usize>d << 2;
+      const qv = v128.load(q + o);
+      a0 = madd(qv, v128.load(kr + o), a0);
+      a1 = madd(qv, v128.load(k1 + o), a1);
+      a2 = madd(qv, v128.load(k2 + o), a2);
+      a3 = madd(qv, v128.load(k3 + o), a3);
+    }
+    let s0 = hsum(a0), s1 = hsum(a1), s2 = hsum(a2), s3 = hsum(a3);
+    for (; d < dHead; d++) {
+      const o = <usize>d << 2;
+      const qs = load<f32>(q + o);
+      s0 += qs * load<f32>(kr + o);
+      s1 += qs * load<f32>(k1 + o);
+      s2 += qs * load<f32>(k2 + o);
+      s3 += qs * load<f32>(k3 + o);
+    }
+    const op = out + (<usize>j << 2);
+    store<f32>(op, s0 * scale, 0);
+    store<f32>(op, s1 * scale, 4);
+    store<f32>(op, s2 * scale, 8);
+    store<f32>(op, s3 * scale, 12);
+    kr = k3 + strideB;
+  }
+  for (; j < nk; j++) {
     let acc = f32x4.splat(0);
     let d = 0;
     for (; d < d4; d += 4) {

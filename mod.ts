@@ -49,3 +49,23 @@ export {
   SafetensorsError,
   WeightsError,
 } from "./errors.ts";
+
+// Analysis: the study "How to interpret GPT2-small" (repeated tokens, scores, patching, circuits).
+export { generateRepeatedTokens } from "./analysis/repeated_tokens.ts";
+export type { RepeatedTokensOptions } from "./analysis/repeated_tokens.ts";
+export { logProbSummary } from "./analysis/log_probs.ts";
+export type { LogProbSummary } from "./analysis/log_probs.ts";
+export { attentionPattern, diagonalMean, headScores } from "./analysis/head_scores.ts";
+export type { AttentionPattern, HeadScores } from "./analysis/head_scores.ts";
+export { patchingScores, patchPositions } from "./analysis/patching.ts";
+export type { PatchAlignment, PatchingOptions, PatchPositions } from "./analysis/patching.ts";
+export { FactoredMatrix, top1Accuracy } from "./analysis/factored_matrix.ts";
+export type {
+  FactoredMatrixOptions,
+  RowBlock,
+  Svd,
+  Top1Options,
+} from "./analysis/factored_matrix.ts";
+export { kCompositionCircuit, ovCircuit, qkCircuit } from "./analysis/circuits.ts";
+export type { HeadIndex } from "./analysis/circuits.ts";
+export type { ProgressCallback } from "./analysis/progress.ts";

@@ -1,0 +1,109 @@
+/**
+ * Full circuits of attention heads over the vocabulary, as factored d_vocab x d_vocab matrices:
+ * the K-composition circuit of a previous-token head into an induction head, a head's OV circuit
+ * (W_E W_V W_O W_U) and QK circuit (W_E W_Q W_K^T W_E^T). All use the model's processed weights
+ * (TransformerLens's `from_pretrained` defaults), which the study's numbers depend on.
+ * @module
+ */
+import { InputError } from "../errors.ts";
+import type { HookedTransformer } from "../model/hooked_transformer.ts";
+import { select, type Tensor } from "../weights/tensor.ts";
+import { FactoredMatrix, matmul, transpose } from "./factored_matrix.ts";
+
+/** A head as `[layer, head]`. */
+export type HeadIndex = [number, number];
+
+function checkHead(model: HookedTransformer, [layer, head]: HeadIndex, what: string) {
+  const { nLayers, nHeads } = model.cfg;
+  if (!Number.isInteger(layer) || layer < 0 || layer >= nLayers) {
+    throw new InputError(`${what}: layer ${layer} is outside [0, ${nLayers})`);
+  }
+  if (!Number.isInteger(head) || head < 0 || head >= nHeads) {
+    throw new InputError(`${what}: head ${head} is outside [0, ${nHeads})`);
+  }
+}
+
+type HeadWeight = "W_Q" | "W_K" | "W_V" | "W_O";
+
+/** One head's weight matrix (W_Q/W_K/W_V [d_model, d_head], W_O [d_head, d_model]). */
+function headWeight(model: HookedTransformer, name: HeadWeight, [l, h]: HeadIndex): Tensor {
+  return select(model.engine.params.blocks[l][name], h);
+}
+
+/**
+ * The K-composition full circuit of a previous-token head (l1, h1) into an induction head
+ * (l2, h2), as in the study: Q = W_E W_Q[l2, h2] [d_vocab, d_head] and
+ * K = W_E W_V[l1, h1] W_O[l1, h1] W_K[l2, h2] [d_vocab, d_head], returned as the factored
+ * M = Q K^T (d_vocab x d_vocab; A = Q, B = K^T). Entry (i, j): how much a query on token i
+ * attends to a key whose previous token was j, through the previous-token head. An induction
+ * circuit makes the diagonal large: measure it with `top1Accuracy`.
+ *
+ * The [d_vocab, d_model] products run on the model's WebAssembly kernels; the small ones
+ * (W_O W_K first, then W_V times that) in float64 JavaScript.
+ *
+ * @example
+ * ```ts ignore
+ * import { HookedTransformer, kCompositionCircuit, top1Accuracy } from "./mod.ts";
+ * const model = await HookedTransformer.fromPretrained("gpt2");
+ * const M = kCompositionCircuit(model, [4, 11], [5, 5]);
+ * M.shape; // [50257, 50257], never materialised
+ * await top1Accuracy(M); // 0.2283 in the study
+ * ```
+ */
+export function kCompositionCircuit(
+  model: HookedTransformer,
+  prevHead: HeadIndex,
+  inductionHead: HeadIndex,
+): FactoredMatrix {
+  checkHead(model, prevHead, "kCompositionCircuit: the previous-token head");
+  checkHead(model, inductionHead, "kCompositionCircuit: the induction head");
+  const k = model.kernels;
+  const W_E = model.engine.params.W_E;
+  const Q = matmul(W_E, headWeight(model, "W_Q", inductionHead), k);
+  const OK = matmul(headWeight(model, "W_O", prevHead), headWeight(model, "W_K", inductionHead));
+  const VOK = matmul(headWeight(model, "W_V", prevHead), OK);
+  const K = matmul(W_E, VOK, k);
+  return new FactoredMatrix(Q, transpose(K), { kernels: k });
+}
+
+/**
+ * A head's full OV circuit W_E W_V W_O W_U [d_vocab, d_vocab], factored as
+ * A = W_E W_V [d_vocab, d_head] and B = W_O W_U [d_head, d_vocab]. Row i is the direct effect on
+ * the logits of attending to token i; a copying head has a large diagonal, which
+ * `top1Accuracy` measures (the fraction of tokens whose own logit is the largest).
+ *
+ * @example
+ * ```ts ignore
+ * import { HookedTransformer, ovCircuit, top1Accuracy } from "./mod.ts";
+ * const model = await HookedTransformer.fromPretrained("induction-toy");
+ * const copying = await top1Accuracy(ovCircuit(model, 1, 2));
+ * ```
+ */
+export function ovCircuit(model: HookedTransformer, layer: number, head: number): FactoredMatrix {
+  checkHead(model, [layer, head], "ovCircuit");
+  const k = model.kernels;
+  const A = matmul(model.engine.params.W_E, headWeight(model, "W_V", [layer, head]), k);
+  const B = matmul(headWeight(model, "W_O", [layer, head]), model.engine.params.W_U, k);
+  return new FactoredMatrix(A, B, { kernels: k });
+}
+
+/**
+ * A head's full QK circuit over tokens, W_E W_Q W_K^T W_E^T [d_vocab, d_vocab], factored as
+ * A = W_E W_Q and B = (W_E W_K)^T: entry (i, j) is the attention score (before scaling by
+ * 1/sqrt(d_head)) of a query on token i for a key on token j, through token embeddings alone.
+ *
+ * @example
+ * ```ts ignore
+ * import { HookedTransformer, qkCircuit } from "./mod.ts";
+ * const model = await HookedTransformer.fromPretrained("induction-toy");
+ * qkCircuit(model, 1, 2).getCorner(3); // top-left 3 x 3 of the circuit
+ * ```
+ */
+export function qkCircuit(model: HookedTransformer, layer: number, head: number): FactoredMatrix {
+  checkHead(model, [layer, head], "qkCircuit");
+  const k = model.kernels;
+  const W_E = model.engine.params.W_E;
+  const A = matmul(W_E, headWeight(model, "W_Q", [layer, head]), k);
+  const K = matmul(W_E, headWeight(model, "W_K", [layer, head]), k);
+  return new FactoredMatrix(A, transpose(K), { kernels: k });
+}

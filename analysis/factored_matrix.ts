@@ -1,0 +1,746 @@
+/**
+ * `FactoredMatrix`: a matrix M = A B kept as its two factors, as TransformerLens's
+ * `FactoredMatrix` does, so that low-rank circuit matrices such as GPT-2 small's 50257 x 50257
+ * QK and OV circuits (10 GB each in float32) can be multiplied, normed, decomposed and streamed
+ * row block by row block without ever being held whole.
+ *
+ * Large products run on the WebAssembly matmul of the {@link Kernels} given at construction
+ * (`model.kernels` in the circuit helpers); without kernels everything runs in plain JavaScript,
+ * which suits small matrices.
+ * @module
+ */
+import { InputError, KernelError } from "../errors.ts";
+import type { Kernels } from "../kernels/kernels.ts";
+import { argmaxRows } from "../kernels/reductions.ts";
+import type { Tensor } from "../weights/tensor.ts";
+import type { ProgressCallback } from "./progress.ts";
+
+/** Options of the {@link FactoredMatrix} constructor. */
+export interface FactoredMatrixOptions {
+  /** Kernels for the large products (default: none, plain JavaScript). */
+  kernels?: Kernels;
+}
+
+/** One materialised block of rows of A B (see {@link FactoredMatrix.rowBlocks}). */
+export interface RowBlock {
+  /** Index of the block's first row. */
+  start: number;
+  /** Number of rows in the block. */
+  rows: number;
+  /** The rows, row-major: `rows x n` floats (an owned copy). */
+  data: Float32Array;
+}
+
+/** A singular value decomposition M = U diag(S) Vh^T (TransformerLens's convention). */
+export interface Svd {
+  /** Left singular vectors [ldim, r], one per column. */
+  U: Tensor;
+  /** Singular values, descending, r = min(ldim, mdim, rdim). */
+  S: Float32Array;
+  /** Right singular vectors [rdim, r] (not transposed, as TransformerLens's `Vh`). */
+  Vh: Tensor;
+}
+
+/** Products at least this many multiply-adds go to WebAssembly when kernels are available. */
+const WASM_MIN_MACS = 1 << 18;
+/** Floats of A rows plus C rows held in WebAssembly memory per dense-product block. */
+const DENSE_BLOCK_FLOATS = 1 << 23;
+
+function shape2(t: Tensor, what: string): [number, number] {
+  if (!t || !(t.data instanceof Float32Array) || !Array.isArray(t.shape)) {
+    throw new InputError(`${what} must be a Tensor { data: Float32Array, shape }`);
+  }
+  if (t.shape.length !== 2) {
+    throw new InputError(
+      `${what} must be a matrix (2 dimensions), got shape [${t.shape}]; FactoredMatrix has no ` +
+        `leading batch dimensions: select() one matrix first`,
+    );
+  }
+  const [r, c] = t.shape;
+  if (t.data.length !== r * c) {
+    throw new InputError(`${what} has ${t.data.length} values but shape [${t.shape}]`);
+  }
+  return [r, c];
+}
+
+/**
+ * The transpose of a matrix (a copy).
+ *
+ * @example
+ * ```ts
+ * import { transpose } from "./factored_matrix.ts";
+ * transpose({ data: new Float32Array([1, 2, 3, 4, 5, 6]), shape: [2, 3] }).data; // [1, 4, 2, 5, 3, 6]
+ * ```
+ */
+export function transpose(t: Tensor): Tensor {
+  const [r, c] = shape2(t, "transpose: the matrix");
+  const out = new Float32Array(r * c);
+  const src = t.data;
+  for (let i = 0; i < r; i++) {
+    const row = i * c;
+    for (let j = 0; j < c; j++) out[j * r + i] = src[row + j];
+  }
+  return { data: out, shape: [c, r] };
+}
+
+/**
+ * C = A B for dense matrices A [m, k] and B [k, n]: on the WebAssembly matmul when `kernels` is
+ * given and the product is large (B packed once, A in row blocks so memory stays bounded),
+ * otherwise in JavaScript with float64 accumulation.
+ *
+ * @example
+ * ```ts
+ * import { matmul } from "./factored_matrix.ts";
+ * const a = { data: new Float32Array([1, 2, 3, 4]), shape: [2, 2] };
+ * matmul(a, a).data; // [7, 10, 15, 22]
+ * ```
+ */
+export function matmul(a: Tensor, b: Tensor, kernels?: Kernels): Tensor {
+  const [m, k] = shape2(a, "matmul: the left matrix");
+  const [k2, n] = shape2(b, "matmul: the right matrix");
+  if (k !== k2) {
+    throw new InputError(`matmul: inner dimensions differ: [${a.shape}] @ [${b.shape}]`);
+  }
+  const out = new Float32Array(m * n);
+  if (m === 0 || n === 0) return { data: out, shape: [m, n] };
+  if (k === 0) return { data: out, shape: [m, n] };
+  if (kernels && m * k * n >= WASM_MIN_MACS) {
+    const mark = kernels.mark();
+    try {
+      const packed = kernels.uploadPacked(b.data, k, n);
+      const rowsPer = Math.max(1, Math.min(m, Math.floor(DENSE_BLOCK_FLOATS / (k + n))));
+      const aBuf = kernels.alloc(rowsPer * k);
+      const cBuf = kernels.alloc(rowsPer * n);
+      for (let r0 = 0; r0 < m; r0 += rowsPer) {
+        const rows = Math.min(rowsPer, m - r0);
+        kernels.write(aBuf, a.data.subarray(r0 * k, (r0 + rows) * k));
+        kernels.matmul(aBuf, packed, cBuf, rows, k, n);
+        out.set(kernels.view(cBuf, rows * n), r0 * n);
+      }
+    } finally {
+      kernels.release(mark);
+    }
+    return { data: out, shape: [m, n] };
+  }
+  const A = a.data, B = b.data;
+  const acc = new Float64Array(n);
+  for (let i = 0; i < m; i++) {
+    acc.fill(0);
+    for (let p = 0; p < k; p++) {
+      const x = A[i * k + p];
+      if (x === 0) continue;
+      const row = p * n;
+      for (let j = 0; j < n; j++) acc[j] += x * B[row + j];
+    }
+    out.set(acc, i * n);
+  }
+  return { data: out, shape: [m, n] };
+}
+
+/** G = X^T X for X [r, c] (column Gram matrix), in float64. */
+function gramColumns(x: Float32Array, r: number, c: number): Float64Array {
+  const g = new Float64Array(c * c);
+  const row = new Float64Array(c);
+  for (let i = 0; i < r; i++) {
+    for (let j = 0; j < c; j++) row[j] = x[i * c + j];
+    for (let p = 0; p < c; p++) {
+      const v = row[p];
+      if (v === 0) continue;
+      const base = p * c;
+      for (let q = p; q < c; q++) g[base + q] += v * row[q];
+    }
+  }
+  for (let p = 0; p < c; p++) for (let q = 0; q < p; q++) g[p * c + q] = g[q * c + p];
+  return g;
+}
+
+/** G = X X^T for X [r, c] (row Gram matrix), in float64. */
+function gramRows(x: Float32Array, r: number, c: number): Float64Array {
+  const g = new Float64Array(r * r);
+  for (let p = 0; p < r; p++) {
+    for (let q = p; q < r; q++) {
+      let s = 0;
+      for (let j = 0; j < c; j++) s += x[p * c + j] * x[q * c + j];
+      g[p * r + q] = s;
+      g[q * r + p] = s;
+    }
+  }
+  return g;
+}
+
+/**
+ * Thin QR of the columns of X [r, c] (row-major), by Gram-Schmidt with one re-orthogonalisation:
+ * X = Q R with Q's columns orthonormal (or zero where X's columns are dependent), R [c, c] upper
+ * triangular. Q is returned as c column arrays of length r, in float64.
+ */
+function qrColumns(x: Float32Array, r: number, c: number): { q: Float64Array[]; R: Float64Array } {
+  const q: Float64Array[] = [];
+  const R = new Float64Array(c * c);
+  let scale = 0;
+  for (let j = 0; j < c; j++) {
+    const v = new Float64Array(r);
+    for (let i = 0; i < r; i++) v[i] = x[i * c + j];
+    let n0 = 0;
+    for (let i = 0; i < r; i++) n0 += v[i] * v[i];
+    scale = Math.max(scale, Math.sqrt(n0));
+    for (let pass = 0; pass < 2; pass++) {
+      for (let p = 0; p < j; p++) {
+        const qp = q[p];
+        let d = 0;
+        for (let i = 0; i < r; i++) d += qp[i] * v[i];
+        if (d === 0) continue;
+        R[p * c + j] += d;
+        for (let i = 0; i < r; i++) v[i] -= d * qp[i];
+      }
+    }
+    let nv = 0;
+    for (let i = 0; i < r; i++) nv += v[i] * v[i];
+    nv = Math.sqrt(nv);
+    if (nv <= 1e-13 * scale || nv === 0) {
+      v.fill(0);
+      R[j * c + j] = 0;
+    } else {
+      for (let i = 0; i < r; i++) v[i] /= nv;
+      R[j * c + j] = nv;
+    }
+    q.push(v);
+  }
+  return { q, R };
+}
+
+/**
+ * SVD of a small square matrix C [n, n] (row-major, float64) by one-sided Jacobi rotations:
+ * C = U diag(s) V^T, s descending. Returns U and V row-major [n, n].
+ */
+function jacobiSvd(
+  C: Float64Array,
+  n: number,
+): { U: Float64Array; s: Float64Array; V: Float64Array } {
+  const W = C.slice();
+  const V = new Float64Array(n * n);
+  for (let i = 0; i < n; i++) V[i * n + i] = 1;
+  for (let sweep = 0; sweep < 60; sweep++) {
+    let rotated = false;
+    for (let p = 0; p < n - 1; p++) {
+      for (let q = p + 1; q < n; q++) {
+        let alpha = 0, beta = 0, gamma = 0;
+        for (let i = 0; i < n; i++) {
+          const wp = W[i * n + p], wq = W[i * n + q];
+          alpha += wp * wp;
+          beta += wq * wq;
+          gamma += wp * wq;
+        }
+        if (gamma === 0 || Math.abs(gamma) <= 1e-15 * Math.sqrt(alpha * beta)) continue;
+        rotated = true;
+        const zeta = (beta - alpha) / (2 * gamma);
+        const t = Math.sign(zeta || 1) / (Math.abs(zeta) + Math.sqrt(1 + zeta * zeta));
+        const cs = 1 / Math.sqrt(1 + t * t);
+        const sn = cs * t;
+        for (let i = 0; i < n; i++) {
+          const wp = W[i * n + p], wq = W[i * n + q];
+          W[i * n + p] = cs * wp - sn * wq;
+          W[i * n + q] = sn * wp + cs * wq;
+          const vp = V[i * n + p], vq = V[i * n + q];
+          V[i * n + p] = cs * vp - sn * vq;
+          V[i * n + q] = sn * vp + cs * vq;
+        }
+      }
+    }
+    if (!rotated) break;
+  }
+  const norms = new Float64Array(n);
+  for (let j = 0; j < n; j++) {
+    let s = 0;
+    for (let i = 0; i < n; i++) s += W[i * n + j] * W[i * n + j];
+    norms[j] = Math.sqrt(s);
+  }
+  const order = Array.from({ length: n }, (_, j) => j).sort((a, b) => norms[b] - norms[a]);
+  const U = new Float64Array(n * n);
+  const Vs = new Float64Array(n * n);
+  const s = new Float64Array(n);
+  order.forEach((j, col) => {
+    s[col] = norms[j];
+    for (let i = 0; i < n; i++) {
+      U[i * n + col] = norms[j] > 0 ? W[i * n + j] / norms[j] : 0;
+      Vs[i * n + col] = V[i * n + j];
+    }
+  });
+  return { U, s, V: Vs };
+}
+
+/** Q [r, c] (as c float64 columns) times S [c, w] (row-major) -> float32 [r, w] row-major. */
+function columnsTimes(q: Float64Array[], r: number, S: Float64Array, c: number, w: number) {
+  const out = new Float32Array(r * w);
+  const acc = new Float64Array(w);
+  for (let i = 0; i < r; i++) {
+    acc.fill(0);
+    for (let p = 0; p < c; p++) {
+      const v = q[p][i];
+      if (v === 0) continue;
+      for (let j = 0; j < w; j++) acc[j] += v * S[p * c + j];
+    }
+    out.set(acc, i * w);
+  }
+  return out;
+}
+
+/**
+ * A matrix M = A B held as its factors A [ldim, mdim] and B [mdim, rdim], like TransformerLens's
+ * `FactoredMatrix` (2-D only: no leading batch dimensions). Products keep the factorisation and
+ * put the multiplication on the cheaper side, exactly as TransformerLens chooses; `AB` materialises
+ * (refused above {@link FactoredMatrix.maxABElements}); `rowBlocks` streams M in blocks of rows.
+ *
+ * @example
+ * ```ts
+ * import { FactoredMatrix } from "./factored_matrix.ts";
+ * const A = { data: new Float32Array([1, 0, 0, 1, 1, 1]), shape: [3, 2] };
+ * const B = { data: new Float32Array([1, 2, 3, 4, 5, 6]), shape: [2, 3] };
+ * const M = new FactoredMatrix(A, B);
+ * M.shape; // [3, 3]
+ * M.AB.data; // [1, 2, 3, 4, 5, 6, 5, 7, 9]
+ * M.norm(); // Frobenius norm of AB, from 2 x 2 Gram matrices
+ * for (const block of M.rowBlocks(2)) console.log(block.start, block.rows); // 0 2, then 2 1
+ * ```
+ */
+export class FactoredMatrix {
+  /**
+   * The largest product `AB` materialises, in elements (default 2^27 = 128 Mi floats, 512 MiB).
+   * Raise it deliberately if you really want a bigger dense matrix; prefer `rowBlocks`.
+   */
+  static maxABElements = 2 ** 27;
+
+  /** The left factor [ldim, mdim]. */
+  readonly A: Tensor;
+  /** The right factor [mdim, rdim]. */
+  readonly B: Tensor;
+  /** Kernels used for the large products (undefined: plain JavaScript). */
+  readonly kernels: Kernels | undefined;
+  /** Rows of M. */
+  readonly ldim: number;
+  /** The shared inner dimension of A and B (M's rank is at most this). */
+  readonly mdim: number;
+  /** Columns of M. */
+  readonly rdim: number;
+  #svd: Svd | undefined;
+
+  /** Wraps A [ldim, mdim] and B [mdim, rdim] (not copied: do not modify them afterwards). */
+  constructor(A: Tensor, B: Tensor, opts: FactoredMatrixOptions = {}) {
+    const [l, m] = shape2(A, "FactoredMatrix: A");
+    const [m2, r] = shape2(B, "FactoredMatrix: B");
+    if (m !== m2) {
+      throw new InputError(
+        `FactoredMatrix: inner dimensions must match, got A [${A.shape}] and B [${B.shape}]`,
+      );
+    }
+    this.A = A;
+    this.B = B;
+    this.kernels = opts.kernels;
+    this.ldim = l;
+    this.mdim = m;
+    this.rdim = r;
+  }
+
+  /** [ldim, rdim], the shape of M = A B. */
+  get shape(): [number, number] {
+    return [this.ldim, this.rdim];
+  }
+
+  #wrap(A: Tensor, B: Tensor): FactoredMatrix {
+    return new FactoredMatrix(A, B, { kernels: this.kernels });
+  }
+
+  /**
+   * M = A B materialised [ldim, rdim]. Throws an {@link InputError} when that has more than
+   * {@link FactoredMatrix.maxABElements} elements: stream it with `rowBlocks` instead.
+   */
+  get AB(): Tensor {
+    const n = this.ldim * this.rdim;
+    if (n > FactoredMatrix.maxABElements) {
+      throw new InputError(
+        `FactoredMatrix.AB would materialise a ${this.ldim} x ${this.rdim} matrix ` +
+          `(${(n * 4 / 2 ** 30).toFixed(2)} GiB of float32), above the cap of ` +
+          `${FactoredMatrix.maxABElements} elements: stream it with rowBlocks(), use ` +
+          `top1Accuracy()/norm()/svd(), or raise FactoredMatrix.maxABElements deliberately`,
+      );
+    }
+    return matmul(this.A, this.B, this.kernels);
+  }
+
+  /** The reverse product B A [mdim, mdim] (square M only: ldim == rdim). */
+  get BA(): Tensor {
+    if (this.ldim !== this.rdim) {
+      throw new InputError(`BA needs ldim == rdim, but the shape is [${this.shape}]`);
+    }
+    return matmul(this.B, this.A, this.kernels);
+  }
+
+  /** The transpose M^T = B^T A^T, still factored. */
+  get T(): FactoredMatrix {
+    return this.#wrap(transpose(this.B), transpose(this.A));
+  }
+
+  /**
+   * M X for a matrix X [rdim, p] (a FactoredMatrix [ldim, p]), or for another FactoredMatrix
+   * (`(M X.A) X.B`). As TransformerLens: when rdim > mdim the product folds into B
+   * (A, B X), otherwise into a dense left factor (A B, X).
+   */
+  matmul(other: Tensor | FactoredMatrix): FactoredMatrix {
+    if (other instanceof FactoredMatrix) return this.matmul(other.A).matmul(other.B);
+    const [r] = shape2(other, "matmul: the right matrix");
+    if (r !== this.rdim) {
+      throw new InputError(
+        `matmul: M is [${this.shape}] but the right matrix is [${other.shape}] (needs ${this.rdim} rows)`,
+      );
+    }
+    if (this.rdim > this.mdim) return this.#wrap(this.A, matmul(this.B, other, this.kernels));
+    return this.#wrap(this.AB, other);
+  }
+
+  /**
+   * X M for a matrix X [p, ldim] (a FactoredMatrix [p, rdim]), or for another FactoredMatrix
+   * (`X.A (X.B M)`). As TransformerLens: when ldim > mdim the product folds into A (X A, B),
+   * otherwise into a dense right factor (X, A B).
+   */
+  rmatmul(other: Tensor | FactoredMatrix): FactoredMatrix {
+    if (other instanceof FactoredMatrix) return this.rmatmul(other.B).rmatmul(other.A);
+    const [, c] = shape2(other, "rmatmul: the left matrix");
+    if (c !== this.ldim) {
+      throw new InputError(
+        `rmatmul: M is [${this.shape}] but the left matrix is [${other.shape}] (needs ${this.ldim} columns)`,
+      );
+    }
+    if (this.ldim > this.mdim) return this.#wrap(matmul(other, this.A, this.kernels), this.B);
+    return this.#wrap(other, this.AB);
+  }
+
+  /** M v for a vector v [rdim]: A (B v), never materialising M. */
+  matvec(v: Float32Array): Float32Array {
+    if (v.length !== this.rdim) {
+      throw new InputError(`matvec: vector has ${v.length} values, expected rdim = ${this.rdim}`);
+    }
+    const bv = matmul(this.B, { data: v, shape: [this.rdim, 1] });
+    return matmul(this.A, bv, this.kernels).data;
+  }
+
+  /** v M for a vector v [ldim]: (v A) B, never materialising M. */
+  vecmat(v: Float32Array): Float32Array {
+    if (v.length !== this.ldim) {
+      throw new InputError(`vecmat: vector has ${v.length} values, expected ldim = ${this.ldim}`);
+    }
+    const va = matmul({ data: v, shape: [1, this.ldim] }, this.A);
+    return matmul(va, this.B, this.kernels).data;
+  }
+
+  /** s M (the scalar goes into A, as TransformerLens's `*`). */
+  scale(s: number): FactoredMatrix {
+    return this.#wrap({ data: this.A.data.map((x) => x * s), shape: [...this.A.shape] }, this.B);
+  }
+
+  /** Rows [start, end) of M, still factored (A's rows, the same B). */
+  rowSlice(start: number, end: number): FactoredMatrix {
+    if (
+      !Number.isInteger(start) || !Number.isInteger(end) || start < 0 || end > this.ldim ||
+      start > end
+    ) {
+      throw new InputError(`rowSlice: [${start}, ${end}) is not inside [0, ${this.ldim})`);
+    }
+    const m = this.mdim;
+    return this.#wrap(
+      { data: this.A.data.slice(start * m, end * m), shape: [end - start, m] },
+      this.B,
+    );
+  }
+
+  /** Row i of M (rdim floats), computed from the factors. */
+  row(i: number): Float32Array {
+    return this.rowSlice(i, i + 1).AB.data;
+  }
+
+  /** The diagonal of a square M, sum_p A[i, p] B[p, i], without materialising M. */
+  diag(): Float32Array {
+    if (this.ldim !== this.rdim) {
+      throw new InputError(`diag needs a square matrix, the shape is [${this.shape}]`);
+    }
+    const { mdim: m, rdim: n } = this;
+    const out = new Float32Array(n);
+    const A = this.A.data, B = this.B.data;
+    for (let i = 0; i < n; i++) {
+      let s = 0;
+      for (let p = 0; p < m; p++) s += A[i * m + p] * B[p * n + i];
+      out[i] = s;
+    }
+    return out;
+  }
+
+  /**
+   * The Frobenius norm of M = A B, from the mdim x mdim Gram matrices:
+   * ||A B||_F^2 = sum_pq (A^T A)_pq (B B^T)_pq, in float64 (M is never materialised).
+   */
+  norm(): number {
+    const ga = gramColumns(this.A.data, this.ldim, this.mdim);
+    const gb = gramRows(this.B.data, this.mdim, this.rdim);
+    let s = 0;
+    for (let i = 0; i < ga.length; i++) s += ga[i] * gb[i];
+    return Math.sqrt(Math.max(0, s));
+  }
+
+  /**
+   * Singular value decomposition M = U diag(S) Vh^T without materialising M (as TransformerLens:
+   * decompose each factor, then the small middle matrix): thin QR of A and of B^T, then a Jacobi
+   * SVD of the mdim x mdim core, in float64. r = min(ldim, mdim, rdim) values; singular vectors of
+   * zero singular values may be zero. Cached.
+   */
+  svd(): Svd {
+    if (this.#svd) return this.#svd;
+    const { ldim, mdim: k, rdim } = this;
+    const qa = qrColumns(this.A.data, ldim, k);
+    const bt = transpose(this.B);
+    const qb = qrColumns(bt.data, rdim, k);
+    // core = Ra Rb^T [k, k]
+    const core = new Float64Array(k * k);
+    for (let i = 0; i < k; i++) {
+      for (let j = 0; j < k; j++) {
+        let s = 0;
+        for (let p = 0; p < k; p++) s += qa.R[i * k + p] * qb.R[j * k + p];
+        core[i * k + j] = s;
+      }
+    }
+    const { U: uc, s, V: vc } = jacobiSvd(core, k);
+    const r = Math.min(ldim, k, rdim);
+    const U = columnsTimes(qa.q, ldim, uc, k, k);
+    const V = columnsTimes(qb.q, rdim, vc, k, k);
+    const trim = (x: Float32Array, rows: number): Tensor => {
+      if (r === k) return { data: x, shape: [rows, k] };
+      const out = new Float32Array(rows * r);
+      for (let i = 0; i < rows; i++) out.set(x.subarray(i * k, i * k + r), i * r);
+      return { data: out, shape: [rows, r] };
+    };
+    this.#svd = { U: trim(U, ldim), S: Float32Array.from(s.subarray(0, r)), Vh: trim(V, rdim) };
+    return this.#svd;
+  }
+
+  /** Left singular vectors [ldim, r] (see {@link FactoredMatrix.svd}). */
+  get U(): Tensor {
+    return this.svd().U;
+  }
+  /** Singular values, descending (see {@link FactoredMatrix.svd}). */
+  get S(): Float32Array {
+    return this.svd().S;
+  }
+  /** Right singular vectors [rdim, r] (see {@link FactoredMatrix.svd}). */
+  get Vh(): Tensor {
+    return this.svd().Vh;
+  }
+
+  /** diag(S) Vh^T [r, rdim]: the factorisation with the left orthogonal factor removed. */
+  collapseL(): Tensor {
+    const { S, Vh } = this.svd();
+    const r = S.length, n = this.rdim;
+    const out = new Float32Array(r * n);
+    for (let i = 0; i < r; i++) {
+      for (let j = 0; j < n; j++) out[i * n + j] = S[i] * Vh.data[j * r + i];
+    }
+    return { data: out, shape: [r, n] };
+  }
+
+  /** U diag(S) [ldim, r]: the factorisation with the right orthogonal factor removed. */
+  collapseR(): Tensor {
+    const { S, U } = this.svd();
+    const r = S.length;
+    const out = U.data.slice();
+    for (let i = 0; i < this.ldim; i++) for (let j = 0; j < r; j++) out[i * r + j] *= S[j];
+    return { data: out, shape: [this.ldim, r] };
+  }
+
+  /** The same matrix as (U sqrt(S), sqrt(S) Vh^T): balanced factors with orthogonal rows/columns. */
+  makeEven(): FactoredMatrix {
+    const { S, U, Vh } = this.svd();
+    const r = S.length, n = this.rdim;
+    const root = S.map(Math.sqrt);
+    const a = U.data.slice();
+    for (let i = 0; i < this.ldim; i++) for (let j = 0; j < r; j++) a[i * r + j] *= root[j];
+    const b = new Float32Array(r * n);
+    for (let i = 0; i < r; i++) {
+      for (let j = 0; j < n; j++) b[i * n + j] = root[i] * Vh.data[j * r + i];
+    }
+    return this.#wrap({ data: a, shape: [this.ldim, r] }, { data: b, shape: [r, n] });
+  }
+
+  /** The top-left `n x n` corner of M (for printing), computed from the factors. */
+  getCorner(n = 3): Tensor {
+    const rows = Math.min(n, this.ldim), cols = Math.min(n, this.rdim);
+    const a = this.rowSlice(0, rows).A;
+    const b = new Float32Array(this.mdim * cols);
+    for (let p = 0; p < this.mdim; p++) {
+      b.set(this.B.data.subarray(p * this.rdim, p * this.rdim + cols), p * cols);
+    }
+    return matmul(a, { data: b, shape: [this.mdim, cols] });
+  }
+
+  /**
+   * Streams M in blocks of `blockRows` rows (the last block may be shorter), each an owned copy.
+   * With kernels, each block is one WebAssembly matmul against B packed once; memory holds B
+   * packed, one block of A rows and one block of M rows (blockRows x rdim floats).
+   *
+   * With kernels, WebAssembly memory is reserved from the first block until the loop ends (a
+   * `break` releases it too): do not keep new allocations on the same kernels between iterations
+   * (running the model is fine; it releases what it takes).
+   */
+  *rowBlocks(blockRows = 64): Generator<RowBlock, void, undefined> {
+    const stream = new RowStream(this, blockRows);
+    try {
+      for (let start = 0; start < this.ldim; start += stream.blockRows) {
+        const rows = Math.min(stream.blockRows, this.ldim - start);
+        yield { start, rows, data: stream.block(start, rows).slice() };
+      }
+    } finally {
+      stream.close();
+    }
+  }
+
+  /** `FactoredMatrix: Shape([ldim, rdim]), Hidden Dim(mdim)`, as TransformerLens prints it. */
+  toString(): string {
+    return `FactoredMatrix: Shape([${this.ldim}, ${this.rdim}]), Hidden Dim(${this.mdim})`;
+  }
+}
+
+/**
+ * Computes row blocks of A B. With kernels: B packed once in WebAssembly memory, each block's A
+ * rows copied in, one matmul; `block` returns a view valid until the next call. Without: JS.
+ */
+class RowStream {
+  readonly blockRows: number;
+  readonly #m: FactoredMatrix;
+  readonly #k: Kernels | undefined;
+  #mark = -1;
+  #top = -1;
+  #packed = 0;
+  #aBuf = 0;
+  #cBuf = 0;
+  #js: Float32Array | undefined;
+
+  constructor(m: FactoredMatrix, blockRows: number) {
+    if (!Number.isInteger(blockRows) || blockRows < 1) {
+      throw new InputError(`blockRows must be a positive integer, got ${blockRows}`);
+    }
+    this.blockRows = Math.min(blockRows, Math.max(1, m.ldim));
+    this.#m = m;
+    this.#k = m.kernels;
+  }
+
+  /** Whether blocks live in WebAssembly memory (`ptr` is valid). */
+  get wasm(): boolean {
+    return this.#k !== undefined;
+  }
+
+  /** Byte offset of the current block in WebAssembly memory (kernels only). */
+  get ptr(): number {
+    return this.#cBuf;
+  }
+
+  #open(k: Kernels) {
+    const { mdim, rdim } = this.#m;
+    this.#mark = k.mark();
+    this.#packed = k.uploadPacked(this.#m.B.data, mdim, rdim);
+    this.#aBuf = k.alloc(this.blockRows * mdim);
+    this.#cBuf = k.alloc(this.blockRows * rdim);
+    this.#top = k.mark();
+  }
+
+  /** Rows [start, start + rows) of A B (a view, valid until the next call). */
+  block(start: number, rows: number): Float32Array {
+    const { mdim, rdim } = this.#m;
+    const a = this.#m.A.data.subarray(start * mdim, (start + rows) * mdim);
+    const k = this.#k;
+    if (!k) {
+      this.#js = matmul({ data: a, shape: [rows, mdim] }, this.#m.B).data;
+      return this.#js;
+    }
+    if (this.#mark < 0) this.#open(k);
+    else if (k.mark() !== this.#top) {
+      throw new KernelError(
+        "FactoredMatrix row streaming: WebAssembly memory was allocated on the same kernels " +
+          "between two blocks and not released; release it before asking for the next block",
+      );
+    }
+    k.write(this.#aBuf, a);
+    k.matmul(this.#aBuf, this.#packed, this.#cBuf, rows, mdim, rdim);
+    return k.view(this.#cBuf, rows * rdim);
+  }
+
+  /** Frees the WebAssembly memory taken (safe to call twice). */
+  close() {
+    if (this.#k && this.#mark >= 0) {
+      if (this.#k.mark() >= this.#mark) this.#k.release(this.#mark);
+      this.#mark = -1;
+    }
+  }
+}
+
+/** Options of {@link top1Accuracy}. */
+export interface Top1Options {
+  /** Rows of M computed per block (default 64): memory holds blockRows x n floats. */
+  blockRows?: number;
+  /** Called after each block with (rows done, rows in total). */
+  onProgress?: ProgressCallback;
+}
+
+/**
+ * The fraction of rows i of a square M = A B whose argmax over columns is i (the first maximum
+ * wins ties, as `torch.argmax`). Streams M in row blocks: with kernels each block is one
+ * WebAssembly matmul and the argmax of each row runs inside WebAssembly, so memory holds only
+ * B packed and one block (blockRows x n floats; 13 MB for 64 rows of a 50257-wide circuit).
+ * Yields to the event loop between blocks now and then, so callers can redraw progress.
+ *
+ * @example
+ * ```ts ignore
+ * import { HookedTransformer, kCompositionCircuit, top1Accuracy } from "./mod.ts";
+ * const model = await HookedTransformer.fromPretrained("induction-toy");
+ * const circuit = kCompositionCircuit(model, [0, 2], [1, 2]);
+ * const acc = await top1Accuracy(circuit, { onProgress: (d, t) => console.log(d, t) });
+ * ```
+ */
+export async function top1Accuracy(m: FactoredMatrix, opts: Top1Options = {}): Promise<number> {
+  if (m.ldim !== m.rdim) {
+    throw new InputError(`top1Accuracy needs a square matrix, the shape is [${m.shape}]`);
+  }
+  const n = m.rdim;
+  if (n === 0) return NaN;
+  const stream = new RowStream(m, opts.blockRows ?? 64);
+  let hits = 0;
+  let lastYield = performance.now();
+  try {
+    opts.onProgress?.(0, n);
+    for (let start = 0; start < n; start += stream.blockRows) {
+      const rows = Math.min(stream.blockRows, n - start);
+      const data = stream.block(start, rows);
+      if (stream.wasm) {
+        const best = argmaxRows(m.kernels!, stream.ptr, rows, n);
+        for (let i = 0; i < rows; i++) if (best[i] === start + i) hits++;
+      } else {
+        for (let i = 0; i < rows; i++) if (argmaxJs(data, i * n, n) === start + i) hits++;
+      }
+      opts.onProgress?.(start + rows, n);
+      if (performance.now() - lastYield > 100) {
+        await new Promise((r) => setTimeout(r, 0));
+        lastYield = performance.now();
+      }
+    }
+  } finally {
+    stream.close();
+  }
+  return hits / n;
+}
+
+/** Index of the first maximum of x[off .. off + n). */
+function argmaxJs(x: Float32Array, off: number, n: number): number {
+  let best = 0;
+  let v = x[off];
+  for (let j = 1; j < n; j++) {
+    if (x[off + j] > v) {
+      v = x[off + j];
+      best = j;
+    }
+  }
+  return best;
+}

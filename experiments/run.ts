@@ -1,0 +1,346 @@
+/**
+ * `deno task experiments`: reproduces "How to interpret GPT2-small" on one model and writes
+ * `results.json` (every number) and `report.html` (one self-contained page) into a folder.
+ *
+ * ```sh
+ * deno task experiments                       # GPT-2 small if cached, else the embedded model
+ * deno task experiments --model gpt2 --out out/gpt2
+ * deno task experiments --model induction-toy --seq-len 20 --batch 4
+ * ```
+ *
+ * Exit codes: 0 done; 1 the run failed (the model could not be found, ...); 2 bad flags.
+ * @module
+ */
+
+import denoJson from "../deno.json" with { type: "json" };
+import { renderReport } from "../analysis/report/render.ts";
+import type { ExperimentResults, HeadRef } from "../analysis/report/schema.ts";
+import { LensError } from "../errors.ts";
+import { HookedTransformer } from "../model/hooked_transformer.ts";
+import { EMBEDDED_MODEL, isModelCached, resolveModel } from "../weights/resolve.ts";
+import { formatSeconds, Reporter } from "./progress.ts";
+import { runStudy } from "./study.ts";
+
+/** The command's help text. */
+export const USAGE = `deno task experiments [flags]
+
+Reproduces "How to interpret GPT2-small" (repeated tokens, induction and previous-token heads,
+MLP patching, the K-composition circuit) and writes results.json and report.html.
+
+Flags:
+  --model NAME|PATH     gpt2, gpt2-medium, ..., an owner/name hub id, a local folder or a URL,
+                        or induction-toy (embedded). Default: gpt2 when its files are already
+                        in the Hugging Face cache, else induction-toy.
+  --seq-len N           length of the random segment; sequences are 1 + 2N tokens (default 50)
+  --batch N             number of sequences (default 30)
+  --seed N              seed of the random tokens (default 0)
+  --out DIR             output folder (default out/experiments)
+  --prev-head L.H       previous-token head to plot and compose (default: the best-scoring
+                        one in a layer before the induction head)
+  --induction-head L.H  induction head to plot and compose (default: the best-scoring one)
+  --top-pairs K         K-composition table: top K previous-token heads x top K induction
+                        heads (default 3)
+  -h, --help            this text
+
+Exit codes: 0 done, 1 the run failed, 2 bad flags.
+`;
+
+/** The parsed command line. */
+export interface CliOptions {
+  /** `--model`, when given. */
+  model?: string;
+  /** `--seq-len`. */
+  seqLen: number;
+  /** `--batch`. */
+  batch: number;
+  /** `--seed`. */
+  seed: number;
+  /** `--out`. */
+  out: string;
+  /** `--prev-head`, when given. */
+  prevHead?: HeadRef;
+  /** `--induction-head`, when given. */
+  inductionHead?: HeadRef;
+  /** `--top-pairs`. */
+  topPairs: number;
+  /** `--help`. */
+  help: boolean;
+}
+
+/** A bad command line: the message says what and how to fix it (exit code 2). */
+export class UsageError extends Error {
+  /** @param message What was wrong. */
+  constructor(message: string) {
+    super(message);
+    this.name = "UsageError";
+  }
+}
+
+const VALUE_FLAGS = [
+  "model",
+  "seq-len",
+  "batch",
+  "seed",
+  "out",
+  "prev-head",
+  "induction-head",
+  "top-pairs",
+] as const;
+type ValueFlag = typeof VALUE_FLAGS[number];
+
+function positiveInt(flag: string, v: string, max = 1_000_000): number {
+  if (!/^\d+$/.test(v) || Number(v) < 1 || Number(v) > max) {
+    throw new UsageError(`--${flag} takes a whole number from 1 to ${max}, got "${v}"`);
+  }
+  return Number(v);
+}
+
+function headRef(flag: string, v: string): HeadRef {
+  const m = v.match(/^(\d+)\.(\d+)$/);
+  if (!m) {
+    throw new UsageError(`--${flag} takes LAYER.HEAD, e.g. 5.5 (zero-based), got "${v}"`);
+  }
+  return [Number(m[1]), Number(m[2])];
+}
+
+/**
+ * Parses the flags (both `--flag value` and `--flag=value`); throws {@linkcode UsageError}.
+ *
+ * @example
+ * ```ts
+ * import { parseCliArgs } from "./run.ts";
+ * parseCliArgs(["--seq-len", "20", "--prev-head=0.2"]).prevHead; // [0, 2]
+ * ```
+ */
+export function parseCliArgs(args: string[]): CliOptions {
+  const opts: CliOptions = {
+    seqLen: 50,
+    batch: 30,
+    seed: 0,
+    out: "out/experiments",
+    topPairs: 3,
+    help: false,
+  };
+  const seen = new Set<string>();
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i];
+    if (arg === "-h" || arg === "--help") {
+      opts.help = true;
+      continue;
+    }
+    if (!arg.startsWith("--")) {
+      throw new UsageError(`unexpected argument "${arg}" (flags start with --)`);
+    }
+    const eq = arg.indexOf("=");
+    const name = arg.slice(2, eq < 0 ? undefined : eq);
+    if (!(VALUE_FLAGS as readonly string[]).includes(name)) {
+      throw new UsageError(`unknown flag --${name}`);
+    }
+    if (seen.has(name)) throw new UsageError(`--${name} is given twice`);
+    seen.add(name);
+    let value: string;
+    if (eq >= 0) value = arg.slice(eq + 1);
+    else {
+      if (i + 1 >= args.length || args[i + 1].startsWith("--")) {
+        throw new UsageError(`--${name} needs a value`);
+      }
+      value = args[++i];
+    }
+    switch (name as ValueFlag) {
+      case "model":
+        if (!value.trim()) throw new UsageError("--model needs a name or a path");
+        opts.model = value;
+        break;
+      case "seq-len":
+        opts.seqLen = positiveInt(name, value);
+        break;
+      case "batch":
+        opts.batch = positiveInt(name, value);
+        break;
+      case "seed":
+        if (!/^-?\d+$/.test(value) || !Number.isSafeInteger(Number(value))) {
+          throw new UsageError(`--seed takes a whole number, got "${value}"`);
+        }
+        opts.seed = Number(value);
+        break;
+      case "out":
+        if (!value.trim()) throw new UsageError("--out needs a folder");
+        opts.out = value;
+        break;
+      case "prev-head":
+        opts.prevHead = headRef(name, value);
+        break;
+      case "induction-head":
+        opts.inductionHead = headRef(name, value);
+        break;
+      case "top-pairs":
+        opts.topPairs = positiveInt(name, value, 50);
+        break;
+    }
+  }
+  return opts;
+}
+
+/** Which model a run uses, and the one line saying why. */
+export function chooseModel(flag: string | undefined): { name: string; choice: string } {
+  if (flag) return { name: flag, choice: `${flag} (--model ${flag})` };
+  if (isModelCached("gpt2")) {
+    return {
+      name: "gpt2",
+      choice: "gpt2 (GPT-2 small), found in the Hugging Face cache (no --model given)",
+    };
+  }
+  return {
+    name: EMBEDDED_MODEL,
+    choice: `embedded ${EMBEDDED_MODEL}, because GPT-2 small's files are not on this machine ` +
+      `(--model gpt2 downloads them, about 550 MB)`,
+  };
+}
+
+/**
+ * `results.json`'s text: indented objects, with each innermost array of numbers on one line.
+ */
+export function resultsJson(results: ExperimentResults): string {
+  return JSON.stringify(results, null, 2).replace(
+    /\[\n\s*(-?[\d.eE+-]+(?:,\n\s*-?[\d.eE+-]+)*)\n\s*\]/g,
+    (_, body: string) => `[${body.replace(/,\n\s*/g, ", ")}]`,
+  ) + "\n";
+}
+
+/**
+ * Writes files into `dir` all or nothing: each goes to a temporary name first, and only when all
+ * are written are they renamed into place (a rename within a folder is atomic). On failure the
+ * temporary files are removed and the previous files, if any, are left as they were.
+ */
+export async function writeAtomically(dir: string, files: Record<string, string>): Promise<void> {
+  await Deno.mkdir(dir, { recursive: true });
+  const tag = `${Deno.pid}-${Date.now().toString(36)}`;
+  const temps: [string, string][] = [];
+  try {
+    for (const [name, text] of Object.entries(files)) {
+      const tmp = `${dir}/.${name}.${tag}.tmp`;
+      temps.push([tmp, `${dir}/${name}`]);
+      await Deno.writeTextFile(tmp, text);
+    }
+    for (const [tmp, final] of temps) await Deno.rename(tmp, final);
+  } catch (e) {
+    for (const [tmp] of temps) await Deno.remove(tmp).catch(() => {});
+    throw e;
+  }
+}
+
+function mb(text: string): string {
+  const bytes = new TextEncoder().encode(text).length;
+  return bytes >= 1e6 ? `${(bytes / 1e6).toFixed(1)} MB` : `${Math.ceil(bytes / 1e3)} kB`;
+}
+
+/** Runs the command; returns the exit code. */
+export async function main(args: string[], reporter?: Reporter): Promise<number> {
+  let opts: CliOptions;
+  try {
+    opts = parseCliArgs(args);
+  } catch (e) {
+    if (!(e instanceof UsageError)) throw e;
+    console.error(`error: ${e.message}\nRun with --help for the flags.`);
+    return 2;
+  }
+  if (opts.help) {
+    console.log(USAGE);
+    return 0;
+  }
+  const rep = reporter ?? new Reporter(7);
+  const startedAt = performance.now();
+  try {
+    const { name, choice } = chooseModel(opts.model);
+    rep.line(`model: ${choice}`);
+
+    const t0 = performance.now();
+    const files = await resolveModel(name);
+    const model = await HookedTransformer.fromBytes(files.config, files.weights, {
+      name: files.name,
+      tokenizer: files.tokenizer,
+    });
+    const loadSeconds = (performance.now() - t0) / 1000;
+    const cfg = model.cfg;
+    rep.step(
+      "load model",
+      loadSeconds,
+      `${cfg.nLayers} layers x ${cfg.nHeads} heads, d_model ${cfg.dModel}, d_vocab ${cfg.dVocab}; ` +
+        files.source,
+    );
+
+    // Flags that depend on the model's shape.
+    const maxSeq = Math.floor((cfg.nCtx - 1) / 2);
+    const bad = (msg: string) => {
+      console.error(`error: ${msg}\nRun with --help for the flags.`);
+      return 2;
+    };
+    if (opts.seqLen > maxSeq) {
+      return bad(
+        `--seq-len ${opts.seqLen} is too long for ${name}: 1 + 2 x seq_len tokens must fit its ` +
+          `context of ${cfg.nCtx}, so at most ${maxSeq}`,
+      );
+    }
+    for (
+      const [flag, h] of [["prev-head", opts.prevHead], ["induction-head", opts.inductionHead]]
+    ) {
+      const ref = h as HeadRef | undefined;
+      if (ref && (ref[0] >= cfg.nLayers || ref[1] >= cfg.nHeads)) {
+        return bad(
+          `--${flag} ${ref.join(".")} is not a head of ${name} (layers 0..${cfg.nLayers - 1}, ` +
+            `heads 0..${cfg.nHeads - 1})`,
+        );
+      }
+    }
+    if (opts.prevHead && opts.inductionHead && opts.prevHead[0] >= opts.inductionHead[0]) {
+      rep.line(
+        `note: the previous-token head ${opts.prevHead.join(".")} is not in an earlier layer ` +
+          `than the induction head ${opts.inductionHead.join(".")}, so it cannot K-compose with it`,
+      );
+    }
+
+    const results = await runStudy(model, {
+      seqLen: opts.seqLen,
+      batch: opts.batch,
+      seed: opts.seed,
+      prevHead: opts.prevHead,
+      inductionHead: opts.inductionHead,
+      topPairs: opts.topPairs,
+      model: { name, source: files.source, choice },
+      library: { name: denoJson.name, version: denoJson.version },
+      earlierTimings: [{ step: "load", label: "Load the model", seconds: loadSeconds }],
+      startedAt,
+      reporter: rep,
+    });
+
+    // Render both before writing either, then write both atomically.
+    const json = resultsJson(results);
+    const html = renderReport(results);
+    const dir = opts.out.replace(/\/+$/, "") || ".";
+    await writeAtomically(dir, { "results.json": json, "report.html": html });
+    rep.line(
+      `wrote ${dir}/results.json (${mb(json)}) and ${dir}/report.html (${mb(html)}) in ${
+        formatSeconds((performance.now() - startedAt) / 1000)
+      }; open the report in a browser`,
+    );
+    return 0;
+  } catch (e) {
+    if (e instanceof LensError) {
+      console.error(`error: ${e.message}`);
+      return 1;
+    }
+    throw e;
+  }
+}
+
+if (import.meta.main) {
+  let code = 1;
+  try {
+    code = await main(Deno.args);
+  } catch (e) {
+    // A bug, not a user error: keep the stack.
+    console.error("error:", e);
+  }
+  // Exit explicitly: kernel worker threads must not keep the process alive.
+  Deno.exit(code);
+}

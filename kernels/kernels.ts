@@ -21,6 +21,7 @@
  * @module
  */
 import { KernelError } from "../errors.ts";
+import { ARGS_F64, MAX_ARGS, Op, runOp, SLOT_BYTES, WorkerPool } from "./pool.ts";
 
 /** Raw exports of the kernel module (byte offsets and sizes; see `assembly/`). */
 export interface KernelExports {
@@ -117,6 +118,13 @@ export interface LoadOptions {
    * without relaxed SIMD throws a {@linkcode KernelError}.
    */
   relaxedSimd?: boolean;
+  /**
+   * Threads to use, counting the calling thread (default `navigator.hardwareConcurrency`).
+   * `threads - 1` worker threads are started over the same memory; results are bit-identical
+   * for any count. Call {@linkcode Kernels.close} to stop them (in Deno a process also exits
+   * without it).
+   */
+  threads?: number;
 }
 
 /** Options of {@linkcode Kernels.matmul}. */
@@ -205,8 +213,12 @@ const ALIGN = 64;
 const SCRATCH_ROW_FLOATS = 16384;
 /** Columns per packed-B panel (assembly/matmul.ts NR). */
 const NR = 8;
-/** Reserved at the bottom of the heap for a later worker control block. */
-const CONTROL_BYTES = 4096;
+/** Below this many multiply-adds a matmul runs on one thread (dispatch costs ~10-50 us). */
+const PAR_MATMUL_MIN = 1 << 20;
+/** Below this many elements elementwise kernels and layerNorm run on one thread. */
+const PAR_ELEMENTS_MIN = 1 << 16;
+/** Below this many multiply-adds (q.k and p.v) attention runs on one thread. */
+const PAR_ATTENTION_MIN = 1 << 17;
 
 const WASM_FILES = {
   relaxed: new URL("./kernels-relaxed.wasm", import.meta.url),
@@ -272,6 +284,13 @@ function mib(bytes: number): string {
   return `${(bytes / 1048576).toFixed(1)} MiB`;
 }
 
+/** Start of part `i` of `parts` when splitting [start, end), aligned down to `align`. */
+function cut(start: number, end: number, parts: number, i: number, align = 1): number {
+  if (i >= parts) return end;
+  const x = start + Math.floor(((end - start) * i) / parts);
+  return i === 0 ? start : Math.max(start, x - ((x - start) % align));
+}
+
 /** The kernels over one shared WebAssembly memory. Create with {@linkcode Kernels.load}. */
 export class Kernels {
   /** The shared memory every pointer refers to. */
@@ -282,29 +301,63 @@ export class Kernels {
   readonly exports: KernelExports;
   #top: number;
   readonly #heapStart: number;
-  /** Per-thread scratch: [matmul scratch][attention row]. */
+  /** Per-thread scratch areas (thread t at #scratch + t * #scratchStride): [matmul][attention row]. */
   readonly #scratch: number;
+  readonly #scratchStride: number;
   readonly #rowScratchOffset: number;
+  readonly #control: number;
+  readonly #maxThreads: number;
+  #pool: WorkerPool | undefined;
+  /** Arguments of the calling thread's share (slot 0 of the control block). */
+  readonly #args0: Float64Array;
 
-  private constructor(memory: WebAssembly.Memory, exports: KernelExports, relaxedSimd: boolean) {
+  private constructor(
+    memory: WebAssembly.Memory,
+    exports: KernelExports,
+    relaxedSimd: boolean,
+    threads: number,
+  ) {
     this.memory = memory;
     this.exports = exports;
     this.relaxedSimd = relaxedSimd;
+    this.#maxThreads = threads;
     const base = align(Math.max(exports.heapBase() >>> 0, ALIGN));
-    this.#scratch = base + CONTROL_BYTES;
+    this.#control = base;
+    this.#scratch = align(base + SLOT_BYTES * (threads + 1));
     this.#rowScratchOffset = align(exports.matmulScratchBytes());
-    this.#heapStart = align(this.#scratch + this.#rowScratchOffset + SCRATCH_ROW_FLOATS * 4);
+    this.#scratchStride = align(this.#rowScratchOffset + SCRATCH_ROW_FLOATS * 4);
+    this.#heapStart = this.#scratch + threads * this.#scratchStride;
+    this.#args0 = new Float64Array(memory.buffer, base + ARGS_F64 * 8, MAX_ARGS);
     this.#top = this.#heapStart;
     this.#ensure(this.#top);
   }
 
-  /** Loads (compiling once per process) the kernel module and creates a fresh shared memory. */
+  /**
+   * Loads (compiling once per process) the kernel module, creates a fresh shared memory and
+   * starts `threads - 1` worker threads over it.
+   */
   static async load(opts: LoadOptions = {}): Promise<Kernels> {
     const supported = await relaxedSimdSupported();
     if (opts.relaxedSimd === true && !supported) {
       throw new KernelError(
         "relaxedSimd: true was requested but this runtime does not support relaxed SIMD; " +
           "load without the option to use the plain SIMD build",
+      );
+    }
+    // A browser page may share memory with workers only when cross-origin isolated
+    // (COOP/COEP headers); elsewhere the default is one thread per core.
+    const g = globalThis as { Deno?: unknown; crossOriginIsolated?: boolean };
+    const canShare = g.Deno !== undefined || g.crossOriginIsolated !== false;
+    const cores = Math.max(1, globalThis.navigator?.hardwareConcurrency ?? 1);
+    const threads = opts.threads ?? (canShare ? cores : 1);
+    if (!Number.isInteger(threads) || threads < 1 || threads > 256) {
+      throw new KernelError(`threads must be an integer in [1, 256], got ${opts.threads}`);
+    }
+    if (threads > 1 && !canShare) {
+      throw new KernelError(
+        `threads: ${threads} needs a cross-origin isolated page (serve it with the headers ` +
+          `Cross-Origin-Opener-Policy: same-origin and Cross-Origin-Embedder-Policy: require-corp), ` +
+          `so that worker threads can share WebAssembly memory; or use threads: 1`,
       );
     }
     const relaxed = opts.relaxedSimd ?? supported;
@@ -323,7 +376,43 @@ export class Kernels {
         },
       },
     });
-    return new Kernels(memory, instance.exports as unknown as KernelExports, relaxed);
+    const kn = new Kernels(memory, instance.exports as unknown as KernelExports, relaxed, threads);
+    if (threads > 1) {
+      try {
+        kn.#pool = await WorkerPool.start(module, memory, kn.#control, threads - 1);
+      } catch (e) {
+        // Asked for explicitly: say so. By default: run on the calling thread alone (for example
+        // where the runtime offers no workers).
+        if (opts.threads !== undefined) throw e;
+      }
+    }
+    return kn;
+  }
+
+  /** Threads in use, counting the calling thread (1 after {@linkcode Kernels.close}). */
+  get threads(): number {
+    return this.#pool ? this.#pool.size + 1 : 1;
+  }
+
+  /** Stops the worker threads; the kernels keep working on the calling thread alone. */
+  close(): void {
+    this.#pool?.close();
+    this.#pool = undefined;
+  }
+
+  #scratchOf(t: number): number {
+    return this.#scratch + t * this.#scratchStride;
+  }
+
+  /** Argument array of thread t (0 = the calling thread). */
+  #argsOf(t: number): Float64Array {
+    return t === 0 || !this.#pool ? this.#args0 : this.#pool.args(t);
+  }
+
+  /** Runs `op` on threads 0..T-1 whose arguments are written. */
+  #run(op: number, T: number): void {
+    if (T > 1 && this.#pool) this.#pool.run(op, T - 1, this.exports);
+    else runOp(this.exports, op, this.#args0);
   }
 
   /** Bytes currently allocated (above the module's own reserved area). */
@@ -488,23 +577,32 @@ export class Kernels {
     if (lda < k || ldc < n) {
       throw new KernelError(`matmul: lda ${lda} < k ${k} or ldc ${ldc} < n ${n}`);
     }
-    this.exports.matmul(
-      a,
-      packedB,
-      c,
-      m,
-      k,
-      n,
-      lda,
-      ldc,
-      opts.bias ?? 0,
-      opts.accumulate ? 1 : 0,
-      rowStart,
-      rowEnd,
-      0,
-      Math.ceil(n / NR),
-      this.#scratch,
-    );
+    const bias = opts.bias ?? 0, acc = opts.accumulate ? 1 : 0;
+    const panels = Math.ceil(n / NR);
+    const rows = rowEnd - rowStart;
+    const maxT = this.threads;
+    // Any split gives bit-identical results (see assembly/matmul.ts); pick the cheaper one.
+    let T = 1, byPanels = true;
+    if (maxT > 1 && rows * k * n >= PAR_MATMUL_MIN) {
+      if (panels >= 4 * maxT) T = maxT;
+      else if (rows >= 8 * maxT) (T = maxT), (byPanels = false);
+    }
+    for (let t = 0; t < T; t++) {
+      const x = this.#argsOf(t);
+      x[0] = a, x[1] = packedB, x[2] = c, x[3] = m, x[4] = k, x[5] = n, x[6] = lda, x[7] = ldc;
+      x[8] = bias, x[9] = acc;
+      if (byPanels) {
+        x[10] = rowStart,
+          x[11] = rowEnd,
+          x[12] = cut(0, panels, T, t),
+          x[13] = cut(0, panels, T, t + 1);
+      } else {
+        x[10] = cut(rowStart, rowEnd, T, t, 4), x[11] = cut(rowStart, rowEnd, T, t + 1, 4);
+        x[12] = 0, x[13] = panels;
+      }
+      x[14] = this.#scratchOf(t);
+    }
+    this.#run(Op.matmul, T);
   }
 
   /**
@@ -519,100 +617,115 @@ export class Kernels {
     eps: number,
     opts: LayerNormOptions = {},
   ): void {
-    this.exports.layerNorm(
-      x,
-      out,
-      rows,
-      d,
-      eps,
-      opts.gamma ?? 0,
-      opts.beta ?? 0,
-      opts.scale ?? 0,
-      opts.rowStart ?? 0,
-      opts.rowEnd ?? rows,
-    );
+    const gamma = opts.gamma ?? 0, beta = opts.beta ?? 0, scale = opts.scale ?? 0;
+    const r0 = opts.rowStart ?? 0, r1 = opts.rowEnd ?? rows;
+    const maxT = this.threads;
+    const T = (r1 - r0) * d >= PAR_ELEMENTS_MIN && r1 - r0 >= 2 * maxT ? maxT : 1;
+    for (let t = 0; t < T; t++) {
+      const a = this.#argsOf(t);
+      a[0] = x,
+        a[1] = out,
+        a[2] = rows,
+        a[3] = d,
+        a[4] = eps,
+        a[5] = gamma,
+        a[6] = beta,
+        a[7] = scale;
+      a[8] = cut(r0, r1, T, t), a[9] = cut(r0, r1, T, t + 1);
+    }
+    this.#run(Op.layerNorm, T);
+  }
+
+  #elementwise(op: number, a: number, b: number, out: number, n: number): void {
+    const T = n >= PAR_ELEMENTS_MIN ? this.threads : 1;
+    for (let t = 0; t < T; t++) {
+      const x = this.#argsOf(t);
+      const s = cut(0, n, T, t, 4), e = cut(0, n, T, t + 1, 4);
+      if (op === Op.geluNew) x[0] = a, x[1] = out, x[2] = s, x[3] = e;
+      else x[0] = a, x[1] = b, x[2] = out, x[3] = s, x[4] = e;
+    }
+    this.#run(op, T);
   }
 
   /** out = gelu_new(x) over n floats (x and out may alias). */
   geluNew(x: number, out: number, n: number): void {
-    this.exports.geluNew(x, out, 0, n);
+    this.#elementwise(Op.geluNew, x, 0, out, n);
   }
 
   /** out = a + b over n floats (any may alias). */
   add(a: number, b: number, out: number, n: number): void {
-    this.exports.add(a, b, out, 0, n);
+    this.#elementwise(Op.add, a, b, out, n);
   }
 
-  #rowScratch(nK: number): { ptr: number; mark: number } {
-    if (nK <= SCRATCH_ROW_FLOATS) return { ptr: this.#scratch + this.#rowScratchOffset, mark: -1 };
-    const mark = this.mark();
-    return { ptr: this.alloc(nK), mark };
+  /** Threads to use for attention over heads [hs, he) with this much work. */
+  #attnThreads(hs: number, he: number, nQ: number, nK: number, dHead: number): number {
+    if (this.threads === 1 || he - hs < 2 || (he - hs) * nQ * nK * dHead < PAR_ATTENTION_MIN) {
+      return 1;
+    }
+    return Math.min(this.threads, he - hs);
   }
 
   /**
    * Causal self-attention for one sequence (see AttentionArgs): z = softmax(mask((q.k)*scale)) @ v,
-   * per head. Writes the pattern [nHeads, nQ, nK] when `pattern` is given.
+   * per head. Writes the pattern [nHeads, nQ, nK] when `pattern` is given. Heads are split
+   * across threads.
    */
   attention(a: AttentionArgs): void {
     const hs = a.headStart ?? 0, he = a.headEnd ?? a.nHeads;
     const nK = a.qStart + a.nQ;
-    const s = this.#rowScratch(nK);
+    const T = this.#attnThreads(hs, he, a.nQ, nK, a.dHead);
+    const mark = this.mark();
+    // Each thread needs nK floats of row scratch (used when no pattern is written).
+    let rows = this.#scratchOf(0) + this.#rowScratchOffset, rowStride = this.#scratchStride;
+    if (nK > SCRATCH_ROW_FLOATS) {
+      rowStride = align(nK * 4);
+      rows = this.alloc((rowStride / 4) * T);
+    }
     try {
-      this.exports.attention(
-        a.q,
-        a.k,
-        a.v,
-        a.stride,
-        a.z,
-        a.zStride,
-        a.nQ,
-        a.qStart,
-        a.dHead,
-        a.scale,
-        a.pattern ?? 0,
-        hs,
-        he,
-        s.ptr,
-      );
+      for (let t = 0; t < T; t++) {
+        const x = this.#argsOf(t);
+        x[0] = a.q, x[1] = a.k, x[2] = a.v, x[3] = a.stride, x[4] = a.z, x[5] = a.zStride;
+        x[6] = a.nQ, x[7] = a.qStart, x[8] = a.dHead, x[9] = a.scale, x[10] = a.pattern ?? 0;
+        x[11] = cut(hs, he, T, t), x[12] = cut(hs, he, T, t + 1), x[13] = rows + t * rowStride;
+      }
+      this.#run(Op.attention, T);
     } finally {
-      if (s.mark >= 0) this.release(s.mark);
+      this.release(mark);
     }
   }
 
   /** Scores [nHeads, nQ, nK] = (q.k)*scale, masked entries -Infinity (hook_attn_scores). */
   attentionScores(a: AttentionScoresArgs, scores: number): void {
-    this.exports.attentionScores(
-      a.q,
-      a.k,
-      a.stride,
-      a.nQ,
-      a.qStart,
-      a.dHead,
-      a.scale,
-      scores,
-      a.headStart ?? 0,
-      a.headEnd ?? a.nHeads,
-    );
+    const hs = a.headStart ?? 0, he = a.headEnd ?? a.nHeads;
+    const T = this.#attnThreads(hs, he, a.nQ, a.qStart + a.nQ, a.dHead);
+    for (let t = 0; t < T; t++) {
+      const x = this.#argsOf(t);
+      x[0] = a.q, x[1] = a.k, x[2] = a.stride, x[3] = a.nQ, x[4] = a.qStart, x[5] = a.dHead;
+      x[6] = a.scale, x[7] = scores, x[8] = cut(hs, he, T, t), x[9] = cut(hs, he, T, t + 1);
+    }
+    this.#run(Op.attentionScores, T);
   }
 
   /** Softmax of each [nHeads, nQ, nK] row over j <= qStart+i; masked entries 0 (may alias). */
   softmaxCausal(scores: number, pattern: number, nHeads: number, nQ: number, qStart: number): void {
-    this.exports.softmaxCausal(scores, pattern, nQ, qStart, 0, nHeads);
+    const T = this.#attnThreads(0, nHeads, nQ, qStart + nQ, 16);
+    for (let t = 0; t < T; t++) {
+      const x = this.#argsOf(t);
+      x[0] = scores, x[1] = pattern, x[2] = nQ, x[3] = qStart;
+      x[4] = cut(0, nHeads, T, t), x[5] = cut(0, nHeads, T, t + 1);
+    }
+    this.#run(Op.softmaxCausal, T);
   }
 
   /** z = pattern @ v per head, reading only keys j <= qStart+i. */
   attentionApply(a: AttentionApplyArgs): void {
-    this.exports.attentionApply(
-      a.pattern,
-      a.v,
-      a.stride,
-      a.z,
-      a.zStride,
-      a.nQ,
-      a.qStart,
-      a.dHead,
-      a.headStart ?? 0,
-      a.headEnd ?? a.nHeads,
-    );
+    const hs = a.headStart ?? 0, he = a.headEnd ?? a.nHeads;
+    const T = this.#attnThreads(hs, he, a.nQ, a.qStart + a.nQ, a.dHead);
+    for (let t = 0; t < T; t++) {
+      const x = this.#argsOf(t);
+      x[0] = a.pattern, x[1] = a.v, x[2] = a.stride, x[3] = a.z, x[4] = a.zStride, x[5] = a.nQ;
+      x[6] = a.qStart, x[7] = a.dHead, x[8] = cut(hs, he, T, t), x[9] = cut(hs, he, T, t + 1);
+    }
+    this.#run(Op.attentionApply, T);
   }
 }

@@ -661,3 +661,148 @@ Deno.test("both builds agree to rounding on a GPT-2-shaped matmul", {
     }
   }
 });
+
+// ---- threads ----
+
+/** Runs the same kernel calls on two Kernels instances and returns both memories' outputs. */
+async function runBoth(
+  relaxed: boolean,
+  body: (kn: Kernels) => { ptr: number; n: number; what: string }[],
+): Promise<void> {
+  const one = await Kernels.load({ relaxedSimd: relaxed, threads: 1 });
+  const two = await Kernels.load({ relaxedSimd: relaxed, threads: 2 });
+  try {
+    assert.equal(one.threads, 1);
+    assert.equal(two.threads, 2);
+    const r1 = body(one), r2 = body(two);
+    for (let i = 0; i < r1.length; i++) {
+      bitsEqual(
+        two.read(r2[i].ptr, r2[i].n),
+        one.read(r1[i].ptr, r1[i].n),
+        `${r1[i].what}: 2 threads vs 1`,
+      );
+    }
+  } finally {
+    two.close();
+  }
+}
+
+for (const build of builds) {
+  const ignore = build.relaxed && !relaxedOk;
+
+  Deno.test(`[${build.name}] 2 threads give bit-identical matmul (panel and row splits)`, {
+    ignore,
+  }, async () => {
+    await runBoth(build.relaxed, (kn) => {
+      const out = [];
+      // [m, k, n, rowStart, rowEnd]: many panels (split by panels), few panels (split by rows)
+      for (
+        const [m, k, n, r0, r1] of [[101, 300, 700, 0, 101], [203, 300, 20, 0, 203], [
+          150,
+          1100,
+          45,
+          7,
+          149,
+        ]]
+      ) {
+        const a = kn.alloc(m * k), c = kn.alloc(m * n), bias = kn.alloc(n);
+        kn.write(a, randn(m * k, m));
+        kn.write(bias, randn(n, n));
+        kn.write(c, randn(m * n, k));
+        const packed = kn.uploadPacked(randn(k * n, m + k + n), k, n);
+        kn.matmul(a, packed, c, m, k, n, { bias, accumulate: true, rowStart: r0, rowEnd: r1 });
+        out.push({ ptr: c, n: m * n, what: `matmul ${m}x${k}x${n}` });
+      }
+      return out;
+    });
+  });
+
+  Deno.test(`[${build.name}] 2 threads give bit-identical layerNorm, gelu, add and attention`, {
+    ignore,
+  }, async () => {
+    await runBoth(build.relaxed, (kn) => {
+      const out = [];
+      const rows = 300, d = 768, n = 100003;
+      const x = kn.alloc(rows * d), y = kn.alloc(rows * d), sc = kn.alloc(rows), g = kn.alloc(d);
+      kn.write(x, randn(rows * d, 1, 2, 1));
+      kn.write(g, randn(d, 2));
+      kn.layerNorm(x, y, rows, d, 1e-5, { gamma: g, beta: g, scale: sc });
+      out.push({ ptr: y, n: rows * d, what: "layerNorm" }, {
+        ptr: sc,
+        n: rows,
+        what: "layerNorm scale",
+      });
+      const u = kn.alloc(n), v = kn.alloc(n), w = kn.alloc(n);
+      kn.write(u, randn(n, 3, 3));
+      kn.write(v, randn(n, 4));
+      kn.geluNew(u, w, n);
+      out.push({ ptr: w, n, what: "geluNew" });
+      kn.add(u, v, v, n);
+      out.push({ ptr: v, n, what: "add" });
+      const s = { nQ: 50, qStart: 20, nHeads: 12, dHead: 64 };
+      const st = setupAttention(kn, s, 77);
+      const nP = s.nHeads * s.nQ * st.nK;
+      const z1 = kn.alloc(s.nQ * st.D), z2 = kn.alloc(s.nQ * st.D), z3 = kn.alloc(s.nQ * st.D);
+      const p1 = kn.alloc(nP), scores = kn.alloc(nP), p2 = kn.alloc(nP);
+      const common = { q: st.q, k: st.k, stride: st.stride, ...s, scale: st.scale };
+      kn.attention({ ...common, v: st.v, z: z1, zStride: st.D, pattern: p1 });
+      kn.attention({ ...common, v: st.v, z: z2, zStride: st.D });
+      kn.attentionScores(common, scores);
+      kn.softmaxCausal(scores, p2, s.nHeads, s.nQ, s.qStart);
+      kn.attentionApply({ pattern: p2, v: st.v, stride: st.stride, z: z3, zStride: st.D, ...s });
+      out.push(
+        { ptr: z1, n: s.nQ * st.D, what: "attention z" },
+        { ptr: p1, n: nP, what: "attention pattern" },
+        { ptr: z2, n: s.nQ * st.D, what: "attention z (no pattern)" },
+        { ptr: scores, n: nP, what: "attentionScores" },
+        { ptr: p2, n: nP, what: "softmaxCausal" },
+        { ptr: z3, n: s.nQ * st.D, what: "attentionApply" },
+      );
+      return out;
+    });
+  });
+}
+
+Deno.test("close() stops the workers and the kernels keep working on one thread", async () => {
+  const kn = await Kernels.load({ threads: 2 });
+  assert.equal(kn.threads, 2);
+  kn.close();
+  assert.equal(kn.threads, 1);
+  const m = 64, k = 128, n = 256;
+  const a = kn.alloc(m * k), c = kn.alloc(m * n);
+  kn.write(a, new Float32Array(m * k).fill(1));
+  kn.matmul(a, kn.uploadPacked(new Float32Array(k * n).fill(0.5), k, n), c, m, k, n);
+  assert.ok(kn.read(c, m * n).every((x) => x === 64));
+  kn.close(); // idempotent
+});
+
+Deno.test("a process that never calls close() still exits", async () => {
+  const url = new URL("../kernels/kernels.ts", import.meta.url).href;
+  const code = `import { Kernels } from ${JSON.stringify(url)};
+const kn = await Kernels.load({ threads: 2 });
+const a = kn.alloc(1 << 17);
+kn.geluNew(a, a, 1 << 17);
+console.log("threads=" + kn.threads);`;
+  const cmd = new Deno.Command(Deno.execPath(), {
+    args: ["run", "--allow-read", "-"],
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "piped",
+  });
+  const child = cmd.spawn();
+  const writer = child.stdin.getWriter();
+  await writer.write(new TextEncoder().encode(code));
+  await writer.close();
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<"timeout">((r) => timer = setTimeout(() => r("timeout"), 30_000));
+  const result = await Promise.race([child.output(), timeout]);
+  clearTimeout(timer);
+  if (result === "timeout") {
+    child.kill();
+    await child.status;
+    assert.fail("the process did not exit within 30 s while kernel workers were running");
+  }
+  const stderr = new TextDecoder().decode(result.stderr);
+  assert.equal(result.code, 0, stderr);
+  assert.match(new TextDecoder().decode(result.stdout), /threads=2/);
+});

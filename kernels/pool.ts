@@ -1,0 +1,280 @@
+/**
+ * A pool of worker threads that run kernel calls over the same shared WebAssembly memory.
+ *
+ * Each worker instantiates the same compiled module over the same `WebAssembly.Memory`. The
+ * caller and the workers talk through a control block in that memory: one 256-byte slot per
+ * worker holding a sequence number, a done number, an op code, a status and up to 16 float64
+ * arguments. A call writes each worker's arguments, bumps its sequence number and notifies it,
+ * runs its own share on the calling thread, then waits (spin, then `Atomics.wait`) until every
+ * worker reports done. So kernel calls stay synchronous for the caller.
+ *
+ * In Deno the workers are `node:worker_threads` workers, unref'd, so a process that never calls
+ * `close()` still exits (Deno's Web Workers keep the process alive and cannot be unref'd).
+ * Elsewhere (browsers) they are module Web Workers.
+ * @module
+ */
+import { KernelError } from "../errors.ts";
+import type { KernelExports } from "./kernels.ts";
+
+/** Bytes of one worker's slot in the control block. */
+export const SLOT_BYTES = 256;
+/** Int32 indices inside a slot. */
+export const SEQ = 0, DONE = 1, OP = 2, STATUS = 3, READY = 4;
+/** Float64 index (inside a slot) of the first argument. */
+export const ARGS_F64 = 8;
+/** Maximum number of float64 arguments of one op. */
+export const MAX_ARGS = 16;
+
+/** Op codes understood by `worker.ts`. */
+export const Op = {
+  matmul: 1,
+  layerNorm: 2,
+  geluNew: 3,
+  add: 4,
+  attention: 5,
+  attentionScores: 6,
+  softmaxCausal: 7,
+  attentionApply: 8,
+} as const;
+
+/** What a worker needs to start (sent as workerData or as the first message). */
+export interface WorkerInit {
+  kernelsWorker: true;
+  module: WebAssembly.Module;
+  memory: WebAssembly.Memory;
+  /** Byte offset of this worker's slot. */
+  slot: number;
+}
+
+interface AnyWorker {
+  terminate(): unknown;
+}
+
+const SPIN_MAIN = 200_000;
+const START_TIMEOUT_MS = 60_000;
+
+/** Worker threads over a shared memory (see the module doc). */
+export class WorkerPool {
+  readonly size: number;
+  readonly #memory: WebAssembly.Memory;
+  readonly #control: number;
+  readonly #workers: AnyWorker[] = [];
+  /** Views of the control block and of each slot's arguments. Shared buffers never detach and
+   * the control block sits in the first page, so views made at start stay valid after growth. */
+  readonly #i32: Int32Array;
+  readonly #args: Float64Array[] = [];
+  readonly #seqs: Int32Array;
+  #closed = false;
+  #failure: string | undefined;
+
+  private constructor(memory: WebAssembly.Memory, control: number, size: number) {
+    this.#memory = memory;
+    this.#control = control;
+    this.size = size;
+    this.#i32 = new Int32Array(memory.buffer, control, ((size + 1) * SLOT_BYTES) / 4);
+    for (let w = 0; w <= size; w++) {
+      this.#args.push(
+        new Float64Array(memory.buffer, control + w * SLOT_BYTES + ARGS_F64 * 8, MAX_ARGS),
+      );
+    }
+    this.#seqs = new Int32Array(size + 1);
+  }
+
+  /**
+   * Starts `size` workers (slots 1..size at `control`) and waits until each has instantiated
+   * the module.
+   */
+  static async start(
+    module: WebAssembly.Module,
+    memory: WebAssembly.Memory,
+    control: number,
+    size: number,
+  ): Promise<WorkerPool> {
+    const pool = new WorkerPool(memory, control, size);
+    const url = new URL("./worker.ts", import.meta.url);
+    const i32 = new Int32Array(memory.buffer);
+    for (let w = 1; w <= size; w++) {
+      const slot = control + w * SLOT_BYTES;
+      new Int32Array(memory.buffer, slot, SLOT_BYTES / 4).fill(0);
+      const init: WorkerInit = { kernelsWorker: true, module, memory, slot };
+      try {
+        pool.#workers.push(await spawn(url, init, (msg) => pool.#fail(msg)));
+      } catch (e) {
+        pool.close();
+        throw new KernelError(`could not start kernel worker thread ${w}: ${e}`, { cause: e });
+      }
+    }
+    const t0 = performance.now();
+    for (let w = 1; w <= size; w++) {
+      const ready = (control + w * SLOT_BYTES) / 4 + READY;
+      while (Atomics.load(i32, ready) === 0) {
+        if (pool.#failure !== undefined || performance.now() - t0 > START_TIMEOUT_MS) {
+          pool.close();
+          throw new KernelError(
+            `kernel worker thread ${w} did not start: ${pool.#failure ?? "timed out"}`,
+          );
+        }
+        await new Promise((r) => setTimeout(r, 1));
+      }
+    }
+    return pool;
+  }
+
+  #fail(msg: string): void {
+    this.#failure ??= msg;
+  }
+
+  /** Float64 view of worker w's arguments (w in 1..size). Write args, then call `run`. */
+  args(w: number): Float64Array {
+    return this.#args[w];
+  }
+
+  /**
+   * Starts `op` on workers 1..n (their args already written), runs it on this thread with the
+   * args of slot 0, then waits for the workers. Throws KernelError if a worker failed.
+   */
+  run(op: number, n: number, ex: KernelExports): void {
+    if (this.#closed) throw new KernelError("the kernel worker pool is closed");
+    if (this.#failure !== undefined) {
+      throw new KernelError(`a kernel worker failed: ${this.#failure}`);
+    }
+    const i32 = this.#i32, seqs = this.#seqs;
+    for (let w = 1; w <= n; w++) {
+      const b = (w * SLOT_BYTES) / 4;
+      i32[b + OP] = op;
+      i32[b + STATUS] = 0;
+      const s = (Atomics.load(i32, b + SEQ) + 1) | 0;
+      seqs[w] = s;
+      Atomics.store(i32, b + SEQ, s);
+      Atomics.notify(i32, b + SEQ);
+    }
+    let ownError: unknown;
+    try {
+      runOp(ex, op, this.#args[0]);
+    } catch (e) {
+      ownError = e;
+    }
+    let failed = 0;
+    for (let w = 1; w <= n; w++) {
+      const b = (w * SLOT_BYTES) / 4;
+      const s = seqs[w];
+      let spins = 0;
+      let d = Atomics.load(i32, b + DONE);
+      while (d !== s) {
+        if (++spins > SPIN_MAIN) {
+          Atomics.wait(i32, b + DONE, d, 1000);
+          if (this.#failure !== undefined) {
+            throw new KernelError(`a kernel worker failed: ${this.#failure}`);
+          }
+        }
+        d = Atomics.load(i32, b + DONE);
+      }
+      if (i32[b + STATUS] !== 0) failed = w;
+    }
+    if (ownError !== undefined) throw ownError;
+    if (failed) {
+      throw new KernelError(
+        `kernel op ${op} failed in worker thread ${failed} (memory access out of bounds?): check ` +
+          `the pointers and sizes passed to the kernel`,
+      );
+    }
+  }
+
+  /** Terminates the workers. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    for (const w of this.#workers) w.terminate();
+    this.#workers.length = 0;
+  }
+}
+
+async function spawn(
+  url: URL,
+  init: WorkerInit,
+  onError: (msg: string) => void,
+): Promise<AnyWorker> {
+  const deno = (globalThis as { Deno?: unknown }).Deno !== undefined;
+  if (deno) {
+    const wt = await import("node:worker_threads");
+    // node:worker_threads accepts only file: and data: URLs; a module imported by http(s) URL
+    // starts its worker from a data: module that imports the real one.
+    const entry = url.protocol === "file:" ? url : new URL(
+      `data:text/javascript,${encodeURIComponent(`import ${JSON.stringify(url.href)};`)}`,
+    );
+    const w = new wt.Worker(entry, { workerData: init });
+    w.on("error", (e: unknown) => onError(String(e)));
+    w.unref();
+    return w;
+  }
+  const w = new Worker(url, { type: "module" });
+  w.onerror = (e) => {
+    e.preventDefault();
+    onError(e.message);
+  };
+  w.postMessage(init);
+  return w;
+}
+
+/** Runs op `op` with the float64 arguments `a` (the same on every thread). */
+export function runOp(ex: KernelExports, op: number, a: Float64Array): void {
+  switch (op) {
+    case Op.matmul:
+      ex.matmul(
+        a[0],
+        a[1],
+        a[2],
+        a[3],
+        a[4],
+        a[5],
+        a[6],
+        a[7],
+        a[8],
+        a[9],
+        a[10],
+        a[11],
+        a[12],
+        a[13],
+        a[14],
+      );
+      break;
+    case Op.layerNorm:
+      ex.layerNorm(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9]);
+      break;
+    case Op.geluNew:
+      ex.geluNew(a[0], a[1], a[2], a[3]);
+      break;
+    case Op.add:
+      ex.add(a[0], a[1], a[2], a[3], a[4]);
+      break;
+    case Op.attention:
+      ex.attention(
+        a[0],
+        a[1],
+        a[2],
+        a[3],
+        a[4],
+        a[5],
+        a[6],
+        a[7],
+        a[8],
+        a[9],
+        a[10],
+        a[11],
+        a[12],
+        a[13],
+      );
+      break;
+    case Op.attentionScores:
+      ex.attentionScores(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9]);
+      break;
+    case Op.softmaxCausal:
+      ex.softmaxCausal(a[0], a[1], a[2], a[3], a[4], a[5]);
+      break;
+    case Op.attentionApply:
+      ex.attentionApply(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9]);
+      break;
+    default:
+      throw new Error(`unknown kernel op ${op}`);
+  }
+}

@@ -128,7 +128,7 @@ export class HookedTransformer {
       foldValueBiases: opts.foldValueBiases ?? true,
     };
     const params = processWeights(raw, processing);
-    const kernels = await Kernels.load();
+    const kernels = await Kernels.load({ threads: opts.threads });
     return new HookedTransformer(cfg, params, kernels, processing, opts.tokenizer);
   }
 

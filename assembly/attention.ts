@@ -9,7 +9,7 @@
 // softmaxCausal -> attentionApply) call the same row functions, so they
 // produce bit-identical z.
 
-import { madd, hsum, expv, exps } from "./simd";
+import { madd, hsum, expv, exps, setExpConstants } from "./simd";
 
 // scores[j] = dot(q, k_j) * scale for j < nk.
 // dot: 4-lane madd over d in chunks of 4, horizontal sum (l0+l1)+(l2+l3),
@@ -149,6 +149,7 @@ export function attention(
   nQ: i32, qStart: i32, dHead: i32, scale: f32, pattern: usize,
   headStart: i32, headEnd: i32, scratch: usize,
 ): void {
+  setExpConstants(<f32>nQ * 0.0 + 1.0);
   const nK = qStart + nQ;
   const sB = <usize>stride << 2;
   const zB = <usize>zStride << 2;
@@ -186,6 +187,7 @@ export function attentionScores(
 // pattern rows from score rows, only j <= qStart+i; masked entries 0.
 // scores and pattern may alias.
 export function softmaxCausal(scores: usize, pattern: usize, nQ: i32, qStart: i32, headStart: i32, headEnd: i32): void {
+  setExpConstants(<f32>nQ * 0.0 + 1.0);
   const nK = qStart + nQ;
   for (let h = headStart; h < headEnd; h++) {
     for (let i = 0; i < nQ; i++) {

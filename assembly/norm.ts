@@ -2,7 +2,8 @@
 //   centred = x - mean(x); scale = sqrt(mean(centred^2) + eps)
 //   out = centred / scale (* gamma + beta when given)
 // Mean and variance are accumulated in f64 (two passes), and each output is
-// computed in f64 and rounded once to f32.
+// computed in f64 (multiplying by the f64 reciprocal of the scale) and rounded
+// once to f32.
 
 // @ts-ignore: decorator
 @inline
@@ -47,14 +48,16 @@ export function layerNorm(
     }
     const sc = Math.sqrt(ss / <f64>d + eps);
     if (scale) store<f32>(scale + (<usize>r << 2), <f32>sc);
-    const inv = f64x2.splat(sc);
+    // multiply by 1/scale in f64 (error ~1e-16, far below the final f32 rounding)
+    const rs: f64 = 1.0 / sc;
+    const inv = f64x2.splat(rs);
     j = 0;
     if (gamma) {
       for (; j < d4; j += 4) {
         const v = v128.load(xr + (<usize>j << 2));
         const g = v128.load(gamma + (<usize>j << 2));
-        let a = f64x2.mul(f64x2.div(f64x2.sub(lo2(v), m2), inv), lo2(g));
-        let b = f64x2.mul(f64x2.div(f64x2.sub(hi2(v), m2), inv), hi2(g));
+        let a = f64x2.mul(f64x2.mul(f64x2.sub(lo2(v), m2), inv), lo2(g));
+        let b = f64x2.mul(f64x2.mul(f64x2.sub(hi2(v), m2), inv), hi2(g));
         if (beta) {
           const bt = v128.load(beta + (<usize>j << 2));
           a = f64x2.add(a, lo2(bt));
@@ -64,15 +67,15 @@ export function layerNorm(
           f32x4.demote_f64x2_zero(a), f32x4.demote_f64x2_zero(b), 0, 1, 4, 5));
       }
       for (; j < d; j++) {
-        let y = (<f64>load<f32>(xr + (<usize>j << 2)) - mean) / sc * <f64>load<f32>(gamma + (<usize>j << 2));
+        let y = (<f64>load<f32>(xr + (<usize>j << 2)) - mean) * rs * <f64>load<f32>(gamma + (<usize>j << 2));
         if (beta) y += <f64>load<f32>(beta + (<usize>j << 2));
         store<f32>(or + (<usize>j << 2), <f32>y);
       }
     } else {
       for (; j < d4; j += 4) {
         const v = v128.load(xr + (<usize>j << 2));
-        let a = f64x2.div(f64x2.sub(lo2(v), m2), inv);
-        let b = f64x2.div(f64x2.sub(hi2(v), m2), inv);
+        let a = f64x2.mul(f64x2.sub(lo2(v), m2), inv);
+        let b = f64x2.mul(f64x2.sub(hi2(v), m2), inv);
         if (beta) {
           const bt = v128.load(beta + (<usize>j << 2));
           a = f64x2.add(a, lo2(bt));
@@ -82,7 +85,7 @@ export function layerNorm(
           f32x4.demote_f64x2_zero(a), f32x4.demote_f64x2_zero(b), 0, 1, 4, 5));
       }
       for (; j < d; j++) {
-        let y = (<f64>load<f32>(xr + (<usize>j << 2)) - mean) / sc;
+        let y = (<f64>load<f32>(xr + (<usize>j << 2)) - mean) * rs;
         if (beta) y += <f64>load<f32>(beta + (<usize>j << 2));
         store<f32>(or + (<usize>j << 2), <f32>y);
       }

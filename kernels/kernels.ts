@@ -6,6 +6,12 @@
  * of f32 arrays in that memory, obtained from the bump allocator {@linkcode Kernels.alloc};
  * {@linkcode Kernels.mark} / {@linkcode Kernels.release} give arenas.
  *
+ * Calls are synchronous. With `threads > 1` (the default in Deno: one per core) worker threads
+ * over the same memory share matmul (by column panels or rows), attention (by heads), layerNorm
+ * (by rows) and gelu/add (by ranges); every output element is computed by the same instruction
+ * sequence whatever the split, so results are bit-identical for any thread count.
+ * {@linkcode Kernels.close} stops the workers (a Deno process also exits without it).
+ *
  * @example
  * ```ts
  * import { Kernels } from "./kernels.ts";
@@ -17,6 +23,7 @@
  * kn.packB(raw, b, 3, 4);
  * kn.matmul(a, b, c, 2, 3, 4); // c = a @ ones(3, 4)
  * console.log(kn.read(c, 8)); // [6, 6, 6, 6, 15, 15, 15, 15]
+ * kn.close();
  * ```
  * @module
  */
@@ -411,8 +418,19 @@ export class Kernels {
 
   /** Runs `op` on threads 0..T-1 whose arguments are written. */
   #run(op: number, T: number): void {
-    if (T > 1 && this.#pool) this.#pool.run(op, T - 1, this.exports);
-    else runOp(this.exports, op, this.#args0);
+    try {
+      if (T > 1 && this.#pool) this.#pool.run(op, T - 1, this.exports);
+      else runOp(this.exports, op, this.#args0);
+    } catch (e) {
+      if (e instanceof WebAssembly.RuntimeError) {
+        const name = Object.entries(Op).find(([, v]) => v === op)?.[0] ?? `op ${op}`;
+        throw new KernelError(
+          `kernel ${name} failed: ${e.message} (a pointer or size passed to it is wrong)`,
+          { cause: e },
+        );
+      }
+      throw e;
+    }
   }
 
   /** Bytes currently allocated (above the module's own reserved area). */

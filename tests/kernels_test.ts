@@ -806,3 +806,23 @@ console.log("threads=" + kn.threads);`;
   assert.equal(result.code, 0, stderr);
   assert.match(new TextDecoder().decode(result.stdout), /threads=2/);
 });
+
+Deno.test("a bad pointer is a KernelError on one thread and on two", async () => {
+  for (const threads of [1, 2]) {
+    const kn = await Kernels.load({ threads });
+    try {
+      const a = kn.alloc(64 * 64), p = kn.alloc(kn.packedSize(64, 512));
+      const far = 2 ** 31; // beyond the memory
+      assert.throws(() => kn.matmul(a, p, far, 64, 64, 512), (e: unknown) => {
+        assert.ok(e instanceof KernelError, String(e));
+        assert.match(e.message, /matmul/);
+        return true;
+      });
+      // the kernels still work afterwards
+      const c = kn.alloc(64 * 512);
+      kn.matmul(a, p, c, 64, 64, 512);
+    } finally {
+      kn.close();
+    }
+  }
+});

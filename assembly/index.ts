@@ -6,6 +6,7 @@ export { packedSize, packB, unpackB, matmul, matmulScratchBytes } from "./matmul
 export { layerNorm } from "./norm";
 export { geluNew, add } from "./elementwise";
 export { attention, attentionScores, softmaxCausal, attentionApply } from "./attention";
+export { rowArgmax, rowMaxSumExp } from "./rows";
 
 // First byte the host may use for its own allocations.
 export function heapBase(): usize {

@@ -116,6 +116,15 @@ export interface KernelExports {
     headStart: number,
     headEnd: number,
   ): void;
+  rowArgmax(x: number, n: number, ld: number, out: number, rowStart: number, rowEnd: number): void;
+  rowMaxSumExp(
+    x: number,
+    n: number,
+    ld: number,
+    out: number,
+    rowStart: number,
+    rowEnd: number,
+  ): void;
 }
 
 /** Options of {@linkcode Kernels.load}. */
@@ -745,5 +754,53 @@ export class Kernels {
       x[6] = a.qStart, x[7] = a.dHead, x[8] = cut(hs, he, T, t), x[9] = cut(hs, he, T, t + 1);
     }
     this.#run(Op.attentionApply, T);
+  }
+
+  #rows(op: number, x: number, rows: number, n: number, ld: number, out: number): void {
+    const T = rows * n >= PAR_ELEMENTS_MIN && rows >= this.threads ? this.threads : 1;
+    for (let t = 0; t < T; t++) {
+      const a = this.#argsOf(t);
+      a[0] = x,
+        a[1] = n,
+        a[2] = ld,
+        a[3] = out,
+        a[4] = cut(0, rows, T, t),
+        a[5] = cut(0, rows, T, t + 1);
+    }
+    this.#run(op, T);
+  }
+
+  /**
+   * Index of the largest value in each of `rows` rows of n floats (row r at x + r*ld floats,
+   * ld default n): the first one on ties, like `torch.argmax`; NaN never wins.
+   */
+  argmaxRows(x: number, rows: number, n: number, ld: number = n): Int32Array<ArrayBuffer> {
+    const mark = this.mark();
+    try {
+      const out = this.alloc(rows);
+      this.#rows(Op.rowArgmax, x, rows, n, ld, out);
+      return new Int32Array(this.read(out, rows).buffer);
+    } finally {
+      this.release(mark);
+    }
+  }
+
+  /**
+   * log(sum_j exp(x[r, j])) for each of `rows` rows of n floats (row stride ld, default n): the
+   * row maximum is subtracted first, exp is computed in f32 (1-2 ulp) and summed in f64, so the
+   * result is accurate to about 1e-7 absolute. Log-probabilities are x[r, t] - logSumExp[r].
+   */
+  logSumExpRows(x: number, rows: number, n: number, ld: number = n): Float64Array<ArrayBuffer> {
+    const mark = this.mark();
+    try {
+      const out = this.alloc(4 * rows);
+      this.#rows(Op.rowMaxSumExp, x, rows, n, ld, out);
+      const ms = new Float64Array(this.memory.buffer, out, 2 * rows);
+      const res = new Float64Array(rows);
+      for (let r = 0; r < rows; r++) res[r] = ms[2 * r] + Math.log(ms[2 * r + 1]);
+      return res;
+    } finally {
+      this.release(mark);
+    }
   }
 }

@@ -35,6 +35,8 @@ export const Op = {
   attentionScores: 6,
   softmaxCausal: 7,
   attentionApply: 8,
+  rowArgmax: 9,
+  rowMaxSumExp: 10,
 } as const;
 
 /** What a worker needs to start (sent as workerData or as the first message). */
@@ -273,6 +275,12 @@ export function runOp(ex: KernelExports, op: number, a: Float64Array): void {
       break;
     case Op.attentionApply:
       ex.attentionApply(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9]);
+      break;
+    case Op.rowArgmax:
+      ex.rowArgmax(a[0], a[1], a[2], a[3], a[4], a[5]);
+      break;
+    case Op.rowMaxSumExp:
+      ex.rowMaxSumExp(a[0], a[1], a[2], a[3], a[4], a[5]);
       break;
     default:
       throw new Error(`unknown kernel op ${op}`);

@@ -826,3 +826,54 @@ Deno.test("a bad pointer is a KernelError on one thread and on two", async () =>
     }
   }
 });
+
+for (const build of builds) {
+  const ignore = build.relaxed && !relaxedOk;
+  Deno.test(
+    `[${build.name}] argmaxRows and logSumExpRows match float64 (ties, -inf, NaN, strides)`,
+    {
+      ignore,
+    },
+    async () => {
+      for (const threads of [1, 2]) {
+        const kn = await Kernels.load({ relaxedSimd: build.relaxed, threads });
+        try {
+          for (const [rows, n, ld] of [[1, 1, 1], [3, 7, 9], [5, 50257, 50260], [40, 2048, 2048]]) {
+            const X = randn(rows * ld, rows + n, 4);
+            if (rows >= 3 && n >= 7) {
+              X[0 * ld + 2] = X[0 * ld + 5] = 100; // tie: first wins
+              for (let j = 0; j < n; j++) X[1 * ld + j] = -Infinity; // all -inf: index 0
+              X[2 * ld + 0] = NaN; // NaN never wins
+            }
+            const x = kn.alloc(rows * ld);
+            kn.write(x, X);
+            const am = kn.argmaxRows(x, rows, n, ld);
+            const lse = kn.logSumExpRows(x, rows, n, ld);
+            for (let r = 0; r < rows; r++) {
+              let best = 0, m = -Infinity;
+              for (let j = 0; j < n; j++) {
+                const v = X[r * ld + j];
+                if (v > X[r * ld + best] || Number.isNaN(X[r * ld + best])) best = j;
+                if (v > m) m = v;
+              }
+              assert.equal(am[r], best, `argmax row ${r} of ${rows}x${n}`);
+              if (m === -Infinity) continue;
+              let s = 0;
+              for (let j = 0; j < n; j++) {
+                if (!Number.isNaN(X[r * ld + j])) s += Math.exp(X[r * ld + j] - m);
+              }
+              if (Number.isNaN(X[r * ld])) {
+                assert.ok(Number.isNaN(lse[r]), "a NaN in the row makes log-sum-exp NaN");
+                continue;
+              }
+              // f32 exp (<= 4 ulp each) summed in f64: relative error of the sum < 4 * 2^-23
+              close(lse[r], m + Math.log(s), 4 * 2 ** -23 + 1e-12 * Math.abs(m), `lse row ${r}`);
+            }
+          }
+        } finally {
+          kn.close();
+        }
+      }
+    },
+  );
+}

@@ -322,7 +322,6 @@ export class Kernels {
   readonly #scratchStride: number;
   readonly #rowScratchOffset: number;
   readonly #control: number;
-  readonly #maxThreads: number;
   #pool: WorkerPool | undefined;
   /** Arguments of the calling thread's share (slot 0 of the control block). */
   readonly #args0: Float64Array;
@@ -336,7 +335,6 @@ export class Kernels {
     this.memory = memory;
     this.exports = exports;
     this.relaxedSimd = relaxedSimd;
-    this.#maxThreads = threads;
     const base = align(Math.max(exports.heapBase() >>> 0, ALIGN));
     this.#control = base;
     this.#scratch = align(base + SLOT_BYTES * (threads + 1));

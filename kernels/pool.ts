@@ -62,7 +62,7 @@ export class WorkerPool {
   readonly #control: number;
   readonly #workers: AnyWorker[] = [];
   /** Views of the control block and of each slot's arguments. Shared buffers never detach and
-   * the control block sits in the first page, so views made at start stay valid after growth. */
+   * the control block sits in the initial 16 MiB, so views made at start stay valid after growth. */
   readonly #i32: Int32Array;
   readonly #args: Float64Array[] = [];
   readonly #seqs: Int32Array;

@@ -43,7 +43,7 @@ export type FwdHook = [HookFilter, HookFn];
  * `wants(name)` before any copy, so a run with no hooks copies nothing.
  */
 export class HookSession {
-  readonly cached = new Map<string, Tensor>();
+  readonly cached: Map<string, Tensor> = new Map();
 
   constructor(
     private readonly k: Kernels,

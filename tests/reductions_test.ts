@@ -38,7 +38,10 @@ for (const relaxedSimd of [false, true]) {
       for (let r = 0; r < rows; r++) {
         const row = data.subarray(r * n, (r + 1) * n);
         const err = Math.abs(lse[r] - refLse(row));
-        assert.ok(err < 1e-5 * Math.max(1, Math.abs(refLse(row))), `n ${n} row ${r}: lse err ${err}`);
+        assert.ok(
+          err < 1e-5 * Math.max(1, Math.abs(refLse(row))),
+          `n ${n} row ${r}: lse err ${err}`,
+        );
         assert.equal(arg[r], refArgmax(row), `n ${n} row ${r}: argmax`);
       }
     }

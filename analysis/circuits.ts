@@ -10,7 +10,15 @@ import type { HookedTransformer } from "../model/hooked_transformer.ts";
 import { select, type Tensor } from "../weights/tensor.ts";
 import { FactoredMatrix, matmul, transpose } from "./factored_matrix.ts";
 
-/** A head as `[layer, head]`. */
+/**
+ * A head as `[layer, head]`.
+ *
+ * @example
+ * ```ts ignore
+ * const prev: HeadIndex = [4, 11];
+ * kCompositionCircuit(model, prev, [5, 5]);
+ * ```
+ */
 export type HeadIndex = [number, number];
 
 function checkHead(model: HookedTransformer, [layer, head]: HeadIndex, what: string) {

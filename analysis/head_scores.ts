@@ -10,7 +10,15 @@ import { type Tokens, toTokenTensor } from "../model/tokens.ts";
 import type { Tensor } from "../weights/tensor.ts";
 import { repeatedShape } from "./repeated_tokens.ts";
 
-/** Scores of every head, each `[nLayers][nHeads]`. */
+/**
+ * Scores of every head, each `[nLayers][nHeads]`.
+ *
+ * @example
+ * ```ts ignore
+ * const { induction } = await headScores(model, tokens, 50);
+ * induction[5][5]; // layer 5 head 5
+ * ```
+ */
 export interface HeadScores {
   /** Mean attention on the diagonal at offset 1 - seqLen (the token after the earlier copy). */
   induction: number[][];
@@ -93,7 +101,15 @@ export async function headScores(
   return { induction, previousToken, duplicateToken };
 }
 
-/** One head's attention pattern for plots: `pattern[q][k]` of the first sequence. */
+/**
+ * One head's attention pattern for plots: `pattern[q][k]` of the first sequence.
+ *
+ * @example
+ * ```ts ignore
+ * const { pattern, tokens: ids } = await attentionPattern(model, tokens, 1, 2);
+ * pattern[ids.length - 1]; // the last query's attention over all keys
+ * ```
+ */
 export interface AttentionPattern {
   /** pattern[q][k], q and k = 0..T-1; entries above the diagonal (k > q) are 0. */
   pattern: number[][];

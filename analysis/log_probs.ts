@@ -11,7 +11,14 @@ import type { HookedTransformer } from "../model/hooked_transformer.ts";
 import { type Tokens, toTokenTensor } from "../model/tokens.ts";
 import { repeatedShape } from "./repeated_tokens.ts";
 
-/** What {@link logProbSummary} returns (GUIDE section 4's definitions). */
+/**
+ * What {@link logProbSummary} returns (GUIDE section 4's definitions).
+ *
+ * @example
+ * ```ts ignore
+ * const { secondHalf, perPosition } = await logProbSummary(model, tokens, 50);
+ * ```
+ */
 export interface LogProbSummary {
   /** lp[b][t] = log softmax(logits[b, t])[tokens[b, t + 1]], t = 0..2 seqLen - 1. */
   logProbs: number[][];

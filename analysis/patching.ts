@@ -12,10 +12,24 @@ import { type Tokens, toTokenTensor } from "../model/tokens.ts";
 import type { ProgressCallback } from "./progress.ts";
 import { repeatedShape } from "./repeated_tokens.ts";
 
-/** Which positions are patched, and from where (see {@link patchingScores}). */
+/**
+ * Which positions are patched, and from where (see {@link patchingScores}).
+ *
+ * @example
+ * ```ts ignore
+ * const alignment: PatchAlignment = "aligned";
+ * ```
+ */
 export type PatchAlignment = "study" | "aligned";
 
-/** Options of {@link patchingScores}. */
+/**
+ * Options of {@link patchingScores}.
+ *
+ * @example
+ * ```ts ignore
+ * await patchingScores(model, tokens, 50, { hook: "attn_out", alignment: "study" });
+ * ```
+ */
 export interface PatchingOptions {
   /** The activation patched (default `"mlp_out"`, as in the study). */
   hook?: PatchPoint;
@@ -29,7 +43,14 @@ export interface PatchingOptions {
   onProgress?: ProgressCallback;
 }
 
-/** The positions {@link patchingScores} patches: column j patches `targets[j]` from `sources[j]`. */
+/**
+ * The positions {@link patchingScores} patches: column j patches `targets[j]` from `sources[j]`.
+ *
+ * @example
+ * ```ts ignore
+ * const { targets, sources } = patchPositions(50, "study"); // targets[0] 50, sources[0] 0
+ * ```
+ */
 export interface PatchPositions {
   /** Patched positions, one per column. */
   targets: number[];

@@ -7,7 +7,14 @@ import type { TokenTensor } from "../model/tokens.ts";
 import type { HookedTransformerConfig } from "../weights/config.ts";
 import { SeededRng } from "../weights/synthetic.ts";
 
-/** Options of {@link generateRepeatedTokens}. */
+/**
+ * Options of {@link generateRepeatedTokens}.
+ *
+ * @example
+ * ```ts ignore
+ * generateRepeatedTokens(model, 50, 30, { seed: 1 });
+ * ```
+ */
 export interface RepeatedTokensOptions {
   /** PRNG seed (default 0): the same seed, sizes and vocabulary give the same tokens. */
   seed?: number;

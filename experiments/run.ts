@@ -183,17 +183,17 @@ export function parseCliArgs(args: string[]): CliOptions {
 
 /** Which model a run uses, and the one line saying why. */
 export function chooseModel(flag: string | undefined): { name: string; choice: string } {
-  if (flag) return { name: flag, choice: `${flag} (--model ${flag})` };
+  if (flag) return { name: flag, choice: "chosen with --model" };
   if (isModelCached("gpt2")) {
     return {
       name: "gpt2",
-      choice: "gpt2 (GPT-2 small), found in the Hugging Face cache (no --model given)",
+      choice: "GPT-2 small, found in the Hugging Face cache (no --model given)",
     };
   }
   return {
     name: EMBEDDED_MODEL,
-    choice: `embedded ${EMBEDDED_MODEL}, because GPT-2 small's files are not on this machine ` +
-      `(--model gpt2 downloads them, about 550 MB)`,
+    choice: "the embedded model, because GPT-2 small's files are not on this machine " +
+      "(--model gpt2 downloads them, about 550 MB)",
   };
 }
 
@@ -252,7 +252,7 @@ export async function main(args: string[], reporter?: Reporter): Promise<number>
   const startedAt = performance.now();
   try {
     const { name, choice } = chooseModel(opts.model);
-    rep.line(`model: ${choice}`);
+    rep.line(`model: ${name} — ${choice}`);
 
     const t0 = performance.now();
     const files = await resolveModel(name);

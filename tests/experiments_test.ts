@@ -42,7 +42,7 @@ Deno.test("experiments: the toy run finds the model card's circuit and writes bo
     // The default model, and one line saying why.
     const why = r.stderr.split("\n").filter((l) => l.startsWith("model:"));
     assert.equal(why.length, 1, r.stderr);
-    assert.match(why[0], /induction-toy/);
+    assert.match(why[0], /^model: induction-toy — the embedded model, because/);
     assert.match(why[0], /GPT-2 small's files are not on this machine/);
     // Steps and their times, and no bar redraws off a terminal.
     for (let i = 1; i <= 7; i++) assert.match(r.stderr, new RegExp(`\\[${i}/7\\]`));

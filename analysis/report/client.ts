@@ -404,8 +404,9 @@ export const CLIENT_JS: string = String.raw`
       return heatmap(host, {
         data: data,
         scale: "seq",
+        // Scores are attention probabilities: a fixed 0..1 scale compares runs and models.
         vmin: 0,
-        vmax: Math.max(1e-9, range(data)[1]),
+        vmax: 1,
         cellText: true,
         maxCell: 44,
         rowTitle: "layer",

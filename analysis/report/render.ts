@@ -134,6 +134,14 @@ function num(x: number | undefined, digits = 3): string {
   return s.replace("-", "−");
 }
 
+/** A fraction for reading: 4 decimals, or 2 significant digits when it is that small. */
+function frac(x: number | undefined): string {
+  if (x === undefined || !Number.isFinite(x)) return "–";
+  if (x === 0) return "0";
+  if (Math.abs(x) < 0.001) return x.toExponential(1).replace("-", "−");
+  return num(x, 4);
+}
+
 /** Seconds for reading. */
 function secs(s: number): string {
   if (s < 1) return `${Math.round(s * 1000)} ms`;
@@ -256,11 +264,12 @@ figcaption span { color: var(--muted); font-weight: 450; }
 .stat .k { font-size: 13px; color: var(--muted); font-weight: 550; }
 .stat .ref { font-size: 12.5px; color: var(--faint); }
 table { border-collapse: collapse; width: 100%; font-size: 13.5px; font-variant-numeric: tabular-nums; }
-th { font-weight: 600; color: var(--muted); font-size: 12px; text-align: left; padding: 0 10px 6px; border-bottom: 1px solid var(--line); }
+th { white-space: nowrap; font-weight: 600; color: var(--muted); font-size: 12px; text-align: left; padding: 0 10px 6px; border-bottom: 1px solid var(--line); }
 td { padding: 6px 10px; border-bottom: 1px solid var(--line); white-space: nowrap; }
 tr:last-child td { border-bottom: none; }
 td.num, th.num { text-align: right; }
 tr.chosen td { background: #fbf3f1; }
+.dim { color: var(--faint); font-weight: 450; }
 tr.chosen td:first-child { box-shadow: inset 3px 0 0 var(--warm); }
 .barcell { width: 45%; }
 .bartrack { height: 10px; background: #eef1f6; border-radius: 5px; overflow: hidden; }
@@ -341,7 +350,7 @@ export function renderReport(results: ExperimentResults): string {
     },
     {
       label: "K-composition",
-      value: num(kc.top1, 4),
+      value: frac(kc.top1),
       sub: `top-1 of ${head(kc.prev)} → ${head(kc.induction)}`,
       ref: num(ref.kComposition.top1, 4),
     },
@@ -361,7 +370,7 @@ export function renderReport(results: ExperimentResults): string {
     return `<tr${chosen ? ' class="chosen"' : ""}><td><b>${head(p.prev)}</b> <span class="dim">` +
       `(${num(ps, 2)})</span></td><td><b>${head(p.induction)}</b> <span class="dim">(${
         num(is, 2)
-      })</span></td><td class="num"><b>${num(p.top1, 4)}</b></td>${
+      })</span></td><td class="num"><b>${frac(p.top1)}</b></td>${
         barCell(p.top1, maxPair, chosen)
       }</tr>`;
   }).join("");
@@ -469,20 +478,20 @@ ${note}
 <div>
 <div class="stat"><div class="k">K-composition ${head(kc.prev)} → ${
     head(kc.induction)
-  }, top-1</div><div class="big">${num(kc.top1, 4)} <small>vs chance ${
-    num(r.circuits.chance, 4)
-  }</small></div><div class="ref">GPT-2 small (study), ${head(ref.kComposition.prev)} → ${
-    head(ref.kComposition.induction)
-  }: ${num(ref.kComposition.top1, 4)}</div></div>
+  }, top-1</div><div class="big">${frac(kc.top1)}</div><div class="ref">chance 1/${cfg.dVocab} = ${
+    frac(r.circuits.chance)
+  } · GPT-2 small (study), ${head(ref.kComposition.prev)} → ${head(ref.kComposition.induction)}: ${
+    num(ref.kComposition.top1, 4)
+  }</div></div>
 <div class="stat"><div class="k">OV copying of ${
     head([r.circuits.ovCopying.layer, r.circuits.ovCopying.head])
   }, top-1</div><div class="big">${
-    num(r.circuits.ovCopying.top1, 4)
+    frac(r.circuits.ovCopying.top1)
   }</div><div class="ref">the fraction of tokens the head, attending to them, predicts as the next token</div></div>
 </div>
 <div>
 <table>
-<thead><tr><th>previous-token head</th><th>induction head</th><th class="num">top-1</th><th></th></tr></thead>
+<thead><tr><th>prev-token head <span class="dim">(score)</span></th><th>induction head <span class="dim">(score)</span></th><th class="num">top-1</th><th></th></tr></thead>
 <tbody>${pairRows}</tbody>
 </table>
 </div>

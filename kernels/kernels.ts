@@ -28,7 +28,17 @@
  * @module
  */
 import { KernelError } from "../errors.ts";
-import { ARGS_F64, MAX_ARGS, Op, runOp, SLOT_BYTES, WorkerPool } from "./pool.ts";
+import {
+  ARGS_F64,
+  CHUNK,
+  COUNTER,
+  MAX_ARGS,
+  MODE,
+  Op,
+  runOp,
+  SLOT_BYTES,
+  WorkerPool,
+} from "./pool.ts";
 
 /** Raw exports of the kernel module (byte offsets and sizes; see `assembly/`). */
 export interface KernelExports {
@@ -229,6 +239,8 @@ const ALIGN = 64;
 const SCRATCH_ROW_FLOATS = 16384;
 /** Columns per packed-B panel (assembly/matmul.ts NR). */
 const NR = 8;
+/** Int32 index, in slot 0's header, of the counter that dynamically scheduled ops share. */
+const COUNTER_I32 = 5;
 /** Below this many multiply-adds a matmul runs on one thread (dispatch costs ~10-50 us). */
 const PAR_MATMUL_MIN = 1 << 20;
 /** Below this many elements elementwise kernels and layerNorm run on one thread. */
@@ -325,6 +337,8 @@ export class Kernels {
   #pool: WorkerPool | undefined;
   /** Arguments of the calling thread's share (slot 0 of the control block). */
   readonly #args0: Float64Array;
+  /** Int32 view over the initial memory (holds the control block). */
+  readonly #mem: Int32Array;
 
   private constructor(
     memory: WebAssembly.Memory,
@@ -342,6 +356,7 @@ export class Kernels {
     this.#scratchStride = align(this.#rowScratchOffset + SCRATCH_ROW_FLOATS * 4);
     this.#heapStart = this.#scratch + threads * this.#scratchStride;
     this.#args0 = new Float64Array(memory.buffer, base + ARGS_F64 * 8, MAX_ARGS);
+    this.#mem = new Int32Array(memory.buffer);
     this.#top = this.#heapStart;
     this.#ensure(this.#top);
   }
@@ -418,6 +433,12 @@ export class Kernels {
     return this.#scratch + t * this.#scratchStride;
   }
 
+  /** Zeroes the dynamic-scheduling counter (in slot 0's header) and returns its byte offset. */
+  #resetCounter(): number {
+    Atomics.store(this.#mem, this.#control / 4 + COUNTER_I32, 0);
+    return this.#control + COUNTER_I32 * 4;
+  }
+
   /** Argument array of thread t (0 = the calling thread). */
   #argsOf(t: number): Float64Array {
     return t === 0 || !this.#pool ? this.#args0 : this.#pool.args(t);
@@ -427,7 +448,7 @@ export class Kernels {
   #run(op: number, T: number): void {
     try {
       if (T > 1 && this.#pool) this.#pool.run(op, T - 1, this.exports);
-      else runOp(this.exports, op, this.#args0);
+      else runOp(this.exports, op, this.#args0, this.#mem);
     } catch (e) {
       if (e instanceof WebAssembly.RuntimeError) {
         const name = Object.entries(Op).find(([, v]) => v === op)?.[0] ?? `op ${op}`;
@@ -612,20 +633,19 @@ export class Kernels {
       if (panels >= 4 * maxT) T = maxT;
       else if (rows >= 8 * maxT) (T = maxT), (byPanels = false);
     }
+    // With threads: chunks (of ~1/8 of each thread's share) taken dynamically, see runOp.
+    const counter = T > 1 ? this.#resetCounter() : 0;
+    const chunk = byPanels
+      ? Math.max(8, Math.ceil(panels / (8 * T)))
+      : Math.max(16, Math.ceil(rows / (8 * T) / 4) * 4);
     for (let t = 0; t < T; t++) {
       const x = this.#argsOf(t);
       x[0] = a, x[1] = packedB, x[2] = c, x[3] = m, x[4] = k, x[5] = n, x[6] = lda, x[7] = ldc;
-      x[8] = bias, x[9] = acc;
-      if (byPanels) {
-        x[10] = rowStart,
-          x[11] = rowEnd,
-          x[12] = cut(0, panels, T, t),
-          x[13] = cut(0, panels, T, t + 1);
-      } else {
-        x[10] = cut(rowStart, rowEnd, T, t, 4), x[11] = cut(rowStart, rowEnd, T, t + 1, 4);
-        x[12] = 0, x[13] = panels;
-      }
-      x[14] = this.#scratchOf(t);
+      x[8] = bias, x[9] = acc, x[10] = rowStart, x[11] = rowEnd, x[12] = 0, x[13] = panels;
+      x[14] = this.#scratchOf(t),
+        x[COUNTER] = counter,
+        x[CHUNK] = chunk,
+        x[MODE] = byPanels ? 1 : 2;
     }
     this.#run(Op.matmul, T);
   }
@@ -706,12 +726,13 @@ export class Kernels {
       rowStride = align(nK * 4);
       rows = this.alloc((rowStride / 4) * T);
     }
+    const counter = T > 1 ? this.#resetCounter() : 0;
     try {
       for (let t = 0; t < T; t++) {
         const x = this.#argsOf(t);
         x[0] = a.q, x[1] = a.k, x[2] = a.v, x[3] = a.stride, x[4] = a.z, x[5] = a.zStride;
         x[6] = a.nQ, x[7] = a.qStart, x[8] = a.dHead, x[9] = a.scale, x[10] = a.pattern ?? 0;
-        x[11] = cut(hs, he, T, t), x[12] = cut(hs, he, T, t + 1), x[13] = rows + t * rowStride;
+        x[11] = hs, x[12] = he, x[13] = rows + t * rowStride, x[COUNTER] = counter;
       }
       this.#run(Op.attention, T);
     } finally {
@@ -723,10 +744,11 @@ export class Kernels {
   attentionScores(a: AttentionScoresArgs, scores: number): void {
     const hs = a.headStart ?? 0, he = a.headEnd ?? a.nHeads;
     const T = this.#attnThreads(hs, he, a.nQ, a.qStart + a.nQ, a.dHead);
+    const counter = T > 1 ? this.#resetCounter() : 0;
     for (let t = 0; t < T; t++) {
       const x = this.#argsOf(t);
       x[0] = a.q, x[1] = a.k, x[2] = a.stride, x[3] = a.nQ, x[4] = a.qStart, x[5] = a.dHead;
-      x[6] = a.scale, x[7] = scores, x[8] = cut(hs, he, T, t), x[9] = cut(hs, he, T, t + 1);
+      x[6] = a.scale, x[7] = scores, x[8] = hs, x[9] = he, x[COUNTER] = counter;
     }
     this.#run(Op.attentionScores, T);
   }
@@ -734,10 +756,11 @@ export class Kernels {
   /** Softmax of each [nHeads, nQ, nK] row over j <= qStart+i; masked entries 0 (may alias). */
   softmaxCausal(scores: number, pattern: number, nHeads: number, nQ: number, qStart: number): void {
     const T = this.#attnThreads(0, nHeads, nQ, qStart + nQ, 16);
+    const counter = T > 1 ? this.#resetCounter() : 0;
     for (let t = 0; t < T; t++) {
       const x = this.#argsOf(t);
-      x[0] = scores, x[1] = pattern, x[2] = nQ, x[3] = qStart;
-      x[4] = cut(0, nHeads, T, t), x[5] = cut(0, nHeads, T, t + 1);
+      x[0] = scores, x[1] = pattern, x[2] = nQ, x[3] = qStart, x[4] = 0, x[5] = nHeads;
+      x[COUNTER] = counter;
     }
     this.#run(Op.softmaxCausal, T);
   }
@@ -746,10 +769,11 @@ export class Kernels {
   attentionApply(a: AttentionApplyArgs): void {
     const hs = a.headStart ?? 0, he = a.headEnd ?? a.nHeads;
     const T = this.#attnThreads(hs, he, a.nQ, a.qStart + a.nQ, a.dHead);
+    const counter = T > 1 ? this.#resetCounter() : 0;
     for (let t = 0; t < T; t++) {
       const x = this.#argsOf(t);
       x[0] = a.pattern, x[1] = a.v, x[2] = a.stride, x[3] = a.z, x[4] = a.zStride, x[5] = a.nQ;
-      x[6] = a.qStart, x[7] = a.dHead, x[8] = cut(hs, he, T, t), x[9] = cut(hs, he, T, t + 1);
+      x[6] = a.qStart, x[7] = a.dHead, x[8] = hs, x[9] = he, x[COUNTER] = counter;
     }
     this.#run(Op.attentionApply, T);
   }

@@ -23,7 +23,9 @@ export const SEQ = 0, DONE = 1, OP = 2, STATUS = 3, READY = 4;
 /** Float64 index (inside a slot) of the first argument. */
 export const ARGS_F64 = 8;
 /** Maximum number of float64 arguments of one op. */
-export const MAX_ARGS = 16;
+export const MAX_ARGS = 20;
+/** Argument indices shared by the dynamically scheduled ops (see `runOp`). */
+export const COUNTER = 16, CHUNK = 17, MODE = 18;
 
 /** Op codes understood by `worker.ts`. */
 export const Op = {
@@ -64,6 +66,8 @@ export class WorkerPool {
   /** Views of the control block and of each slot's arguments. Shared buffers never detach and
    * the control block sits in the initial 16 MiB, so views made at start stay valid after growth. */
   readonly #i32: Int32Array;
+  /** Int32 view over the whole initial memory (for the dynamic-scheduling counters). */
+  readonly #mem: Int32Array;
   readonly #args: Float64Array[] = [];
   readonly #seqs: Int32Array;
   #closed = false;
@@ -74,6 +78,7 @@ export class WorkerPool {
     this.#control = control;
     this.size = size;
     this.#i32 = new Int32Array(memory.buffer, control, ((size + 1) * SLOT_BYTES) / 4);
+    this.#mem = new Int32Array(memory.buffer);
     for (let w = 0; w <= size; w++) {
       this.#args.push(
         new Float64Array(memory.buffer, control + w * SLOT_BYTES + ARGS_F64 * 8, MAX_ARGS),
@@ -152,7 +157,7 @@ export class WorkerPool {
     }
     let ownError: unknown;
     try {
-      runOp(ex, op, this.#args[0]);
+      runOp(ex, op, this.#args[0], this.#mem);
     } catch (e) {
       ownError = e;
     }
@@ -218,28 +223,86 @@ async function spawn(
   return w;
 }
 
-/** Runs op `op` with the float64 arguments `a` (the same on every thread). */
-export function runOp(ex: KernelExports, op: number, a: Float64Array): void {
+/**
+ * Runs op `op` with the float64 arguments `a` (the same code on every thread).
+ *
+ * matmul and the attention ops can be scheduled dynamically: when `a[COUNTER]` is the byte
+ * offset of an Int32 counter (reset to 0 by the caller), each thread repeatedly takes the next
+ * chunk index with `Atomics.add` and computes that chunk (matmul: `a[CHUNK]` column panels, or
+ * rows when `a[MODE]` is 2; attention: one head), until none is left. So a thread slowed down by
+ * another process takes fewer chunks. Which thread computes a chunk never changes its bits.
+ * `mem` is an Int32Array over the memory (valid at least over the control block).
+ */
+export function runOp(ex: KernelExports, op: number, a: Float64Array, mem: Int32Array): void {
+  const counter = a[COUNTER] / 4;
   switch (op) {
-    case Op.matmul:
-      ex.matmul(
-        a[0],
-        a[1],
-        a[2],
-        a[3],
-        a[4],
-        a[5],
-        a[6],
-        a[7],
-        a[8],
-        a[9],
-        a[10],
-        a[11],
-        a[12],
-        a[13],
-        a[14],
-      );
+    case Op.matmul: {
+      if (!counter) {
+        ex.matmul(
+          a[0],
+          a[1],
+          a[2],
+          a[3],
+          a[4],
+          a[5],
+          a[6],
+          a[7],
+          a[8],
+          a[9],
+          a[10],
+          a[11],
+          a[12],
+          a[13],
+          a[14],
+        );
+        break;
+      }
+      const chunk = a[CHUNK], byRows = a[MODE] === 2;
+      const begin = byRows ? a[10] : a[12], end = byRows ? a[11] : a[13];
+      for (;;) {
+        const s = begin + Atomics.add(mem, counter, 1) * chunk;
+        if (s >= end) break;
+        const e = Math.min(end, s + chunk);
+        if (byRows) {
+          ex.matmul(
+            a[0],
+            a[1],
+            a[2],
+            a[3],
+            a[4],
+            a[5],
+            a[6],
+            a[7],
+            a[8],
+            a[9],
+            s,
+            e,
+            a[12],
+            a[13],
+            a[14],
+          );
+        } else {
+          ex.matmul(
+            a[0],
+            a[1],
+            a[2],
+            a[3],
+            a[4],
+            a[5],
+            a[6],
+            a[7],
+            a[8],
+            a[9],
+            a[10],
+            a[11],
+            s,
+            e,
+            a[14],
+          );
+        }
+      }
       break;
+    }
     case Op.layerNorm:
       ex.layerNorm(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9]);
       break;
@@ -250,31 +313,70 @@ export function runOp(ex: KernelExports, op: number, a: Float64Array): void {
       ex.add(a[0], a[1], a[2], a[3], a[4]);
       break;
     case Op.attention:
-      ex.attention(
-        a[0],
-        a[1],
-        a[2],
-        a[3],
-        a[4],
-        a[5],
-        a[6],
-        a[7],
-        a[8],
-        a[9],
-        a[10],
-        a[11],
-        a[12],
-        a[13],
-      );
+      if (!counter) {
+        ex.attention(
+          a[0],
+          a[1],
+          a[2],
+          a[3],
+          a[4],
+          a[5],
+          a[6],
+          a[7],
+          a[8],
+          a[9],
+          a[10],
+          a[11],
+          a[12],
+          a[13],
+        );
+        break;
+      }
+      for (let h; (h = a[11] + Atomics.add(mem, counter, 1)) < a[12];) {
+        ex.attention(
+          a[0],
+          a[1],
+          a[2],
+          a[3],
+          a[4],
+          a[5],
+          a[6],
+          a[7],
+          a[8],
+          a[9],
+          a[10],
+          h,
+          h + 1,
+          a[13],
+        );
+      }
       break;
     case Op.attentionScores:
-      ex.attentionScores(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9]);
+      if (!counter) {
+        ex.attentionScores(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9]);
+        break;
+      }
+      for (let h; (h = a[8] + Atomics.add(mem, counter, 1)) < a[9];) {
+        ex.attentionScores(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], h, h + 1);
+      }
       break;
     case Op.softmaxCausal:
-      ex.softmaxCausal(a[0], a[1], a[2], a[3], a[4], a[5]);
+      if (!counter) {
+        ex.softmaxCausal(a[0], a[1], a[2], a[3], a[4], a[5]);
+        break;
+      }
+      for (let h; (h = a[4] + Atomics.add(mem, counter, 1)) < a[5];) {
+        ex.softmaxCausal(a[0], a[1], a[2], a[3], h, h + 1);
+      }
       break;
     case Op.attentionApply:
-      ex.attentionApply(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9]);
+      if (!counter) {
+        ex.attentionApply(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9]);
+        break;
+      }
+      for (let h; (h = a[8] + Atomics.add(mem, counter, 1)) < a[9];) {
+        ex.attentionApply(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], h, h + 1);
+      }
       break;
     case Op.rowArgmax:
       ex.rowArgmax(a[0], a[1], a[2], a[3], a[4], a[5]);

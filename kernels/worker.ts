@@ -32,6 +32,7 @@ function serve(init: WorkerInit): never {
   const ex = instance.exports as unknown as KernelExports;
   const i32 = new Int32Array(init.memory.buffer, init.slot, SLOT_BYTES / 4);
   const a = new Float64Array(init.memory.buffer, init.slot + ARGS_F64 * 8, MAX_ARGS);
+  const mem = new Int32Array(init.memory.buffer);
   Atomics.store(i32, READY, 1);
   Atomics.notify(i32, READY);
   let seen = Atomics.load(i32, SEQ);
@@ -47,7 +48,7 @@ function serve(init: WorkerInit): never {
     }
     seen = s;
     try {
-      runOp(ex, i32[OP], a);
+      runOp(ex, i32[OP], a, mem);
       i32[STATUS] = 0;
     } catch {
       i32[STATUS] = 1;

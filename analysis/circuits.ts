@@ -1,8 +1,9 @@
 /**
  * Full circuits of attention heads over the vocabulary, as factored d_vocab x d_vocab matrices:
  * the K-composition circuit of a previous-token head into an induction head, a head's OV circuit
- * (W_E W_V W_O W_U) and QK circuit (W_E W_Q W_K^T W_E^T). All use the model's processed weights
- * (TransformerLens's `from_pretrained` defaults), which the study's numbers depend on.
+ * (W_E W_V W_O W_U) and QK circuit (W_E W_Q W_K^T W_E^T). All read the model's weights as
+ * loaded: processed by default (fold_ln, centring, folded value biases, as TransformerLens's
+ * `from_pretrained`), which the study's numbers depend on.
  * @module
  */
 import { InputError } from "../errors.ts";

@@ -711,8 +711,9 @@ class RowStream {
  */
 export interface Top1Options {
   /**
-   * Rows of M computed per block (default 16, the fastest on GPT-2 small's 50257-wide circuit:
-   * a block then stays in cache for the argmax): memory holds blockRows x n floats.
+   * Rows of M computed per block: memory holds blockRows x n floats. Default: 16 on one thread
+   * (the fastest there on GPT-2 small's 50257-wide circuit: a block stays in cache for the argmax),
+   * 128 when the kernels run several threads (fewer, larger matmuls to split between them).
    */
   blockRows?: number;
   /** Called after each block with (rows done, rows in total). */
@@ -724,7 +725,7 @@ export interface Top1Options {
  * wins ties, as `torch.argmax`). Streams M in row blocks: with kernels each block is one
  * WebAssembly matmul and the argmax of each row runs inside WebAssembly, so memory holds only
  * B packed and one block (blockRows x n floats): 12.3 MiB + 3.1 MiB for GPT-2 small's
- * K-composition circuit with the default 16-row blocks.
+ * K-composition circuit in 16-row blocks (12.3 MiB + 24.5 MiB in 128-row blocks).
  * Yields to the event loop between blocks now and then, so callers can redraw progress.
  *
  * @example
@@ -741,7 +742,8 @@ export async function top1Accuracy(m: FactoredMatrix, opts: Top1Options = {}): P
   }
   const n = m.rdim;
   if (n === 0) return NaN;
-  const stream = new RowStream(m, opts.blockRows ?? 16);
+  const threads = m.kernels?.threads ?? 1;
+  const stream = new RowStream(m, opts.blockRows ?? (threads > 1 ? 128 : 16));
   let hits = 0;
   let lastYield = performance.now();
   try {

@@ -3,7 +3,7 @@
  * vocabulary): the K-composition top-1 over the 50257 x 50257 circuit streamed in row blocks
  * (time and peak memory), then, with `--study`, the repeated-token steps at the study's size.
  *
- *   deno run -A bench/circuit_bench.ts                  K-composition top-1, blocks of 16 rows
+ *   deno run -A bench/circuit_bench.ts                  K-composition top-1, default blocks
  *   deno run -A bench/circuit_bench.ts --block 8,16,64  several block sizes
  *   deno run -A bench/circuit_bench.ts --threads 1      on one thread (default: every core)
  *   deno run -A bench/circuit_bench.ts --study          also log-probs, head scores, patching
@@ -53,7 +53,10 @@ async function timed<T>(label: string, f: () => Promise<T>): Promise<T> {
   return out;
 }
 
-const blocks = (flag("block") ?? "16").split(",").map(Number);
+/** Block sizes to try; "default" leaves the choice to top1Accuracy. */
+const blocks = (flag("block") ?? "default").split(",").map((b) =>
+  b === "default" ? undefined : Number(b)
+);
 const threads = flag("threads");
 console.log(
   `GPT-2-small shape, random weights; ${navigator.hardwareConcurrency} cores available, ` +

@@ -134,7 +134,6 @@ Deno.test("GPT-2-small shape: K-composition top-1 streams 50257 x 50257 in bound
   let peak = 0, calls = 0;
   const t0 = performance.now();
   const acc = await top1Accuracy(circuit, {
-    blockRows: 16,
     onProgress: () => {
       calls++;
       peak = Math.max(peak, k.bytesInUse - base);
@@ -142,13 +141,16 @@ Deno.test("GPT-2-small shape: K-composition top-1 streams 50257 x 50257 in bound
   });
   const seconds = (performance.now() - t0) / 1000;
   assert.ok(acc >= 0 && acc < 0.01, `random weights: top-1 ${acc}`);
-  assert.equal(calls, Math.ceil(50257 / 16) + 1);
-  // B packed (64 x 50264 floats, 12.3 MiB) plus one 16-row block of A and of M (3.1 MiB).
-  const expected = 4 * (k.packedSize(64, 50257) + 16 * 64 + 16 * 50257);
+  // The default block: 16 rows on one thread, 128 on several.
+  const blockRows = k.threads > 1 ? 128 : 16;
+  assert.equal(calls, Math.ceil(50257 / blockRows) + 1);
+  // B packed (64 x 50264 floats, 12.3 MiB) plus one block of A and of M (3.1 or 24.5 MiB).
+  const expected = 4 * (k.packedSize(64, 50257) + blockRows * 64 + blockRows * 50257);
   assert.ok(peak <= expected + 2 ** 20, `WebAssembly bytes held while streaming: ${peak}`);
   assert.equal(k.bytesInUse, base);
   console.log(
-    `GPT-2-small-shape K-composition top-1: ${seconds.toFixed(1)} s, ` +
+    `GPT-2-small-shape K-composition top-1: ${seconds.toFixed(1)} s (${k.threads} threads, ` +
+      `${blockRows}-row blocks), ` +
       `${(peak / 2 ** 20).toFixed(1)} MiB of WebAssembly memory while streaming, ` +
       `rss ${(Deno.memoryUsage().rss / 2 ** 20).toFixed(0)} MiB`,
   );

@@ -11,7 +11,6 @@
  */
 import { InputError, KernelError } from "../errors.ts";
 import type { Kernels } from "../kernels/kernels.ts";
-import { argmaxRows } from "../kernels/reductions.ts";
 import type { Tensor } from "../weights/tensor.ts";
 import type { ProgressCallback } from "./progress.ts";
 
@@ -752,7 +751,7 @@ export async function top1Accuracy(m: FactoredMatrix, opts: Top1Options = {}): P
       const rows = Math.min(stream.blockRows, n - start);
       const data = stream.block(start, rows);
       if (stream.wasm) {
-        const best = argmaxRows(m.kernels!, stream.ptr, rows, n);
+        const best = m.kernels!.argmaxRows(stream.ptr, rows, n);
         for (let i = 0; i < rows; i++) if (best[i] === start + i) hits++;
       } else {
         for (let i = 0; i < rows; i++) if (argmaxJs(data, i * n, n) === start + i) hits++;

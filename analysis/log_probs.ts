@@ -5,7 +5,6 @@
  * 30 x 101 tokens).
  * @module
  */
-import { argmaxRows, logSumExpRows } from "../kernels/reductions.ts";
 import { fullPlan } from "../model/forward.ts";
 import type { HookedTransformer } from "../model/hooked_transformer.ts";
 import { type Tokens, toTokenTensor } from "../model/tokens.ts";
@@ -84,8 +83,8 @@ export async function logProbSummary(
       pass.finalLayerNorm();
       const chunk = k.alloc(engine.logitChunkRows * V);
       engine.unembed(buf.x, g * T, chunk, (r0, m) => {
-        const lse = logSumExpRows(k, chunk, m, V);
-        const best = argmaxRows(k, chunk, m, V);
+        const lse = k.logSumExpRows(chunk, m, V);
+        const best = k.argmaxRows(chunk, m, V);
         const logits = k.view(chunk, m * V);
         for (let i = 0; i < m; i++) {
           const row = r0 + i;

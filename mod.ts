@@ -30,7 +30,13 @@ export { getActName, hookNames } from "./model/hook_points.ts";
 export type { FwdHook, HookContext, HookFilter, HookFn } from "./model/hooks.ts";
 export type { Tokens, TokenTensor } from "./model/tokens.ts";
 export { patchedNextTokenLogProbs } from "./model/patching.ts";
-export type { PatchedLogProbs, PatchPoint, PositionPatch } from "./model/patching.ts";
+export type {
+  LayerPatches,
+  PatchedLogProbs,
+  PatchedLogProbsOptions,
+  PatchPoint,
+  PositionPatch,
+} from "./model/patching.ts";
 export type { HookedTransformerConfig } from "./weights/config.ts";
 export { select, stack, tensor } from "./weights/tensor.ts";
 export type { Tensor } from "./weights/tensor.ts";

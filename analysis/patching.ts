@@ -129,26 +129,20 @@ export async function patchingScores(
   const d = model.cfg.dModel;
   const names = Array.from({ length: L }, (_, l) => getActName(hook, l));
   const { cache } = await model.runWithCache(one, { namesFilter: names, returnType: "none" });
-  const scores: number[][] = [];
-  opts.onProgress?.(0, L);
-  for (let l = 0; l < L; l++) {
-    const act = cache.get(names[l]).data;
+  const groups = names.map((name, l) => {
+    const act = cache.get(name).data;
     const patches = targets.map((p, j) => ({
       position: p,
       value: act.slice(sources[j] * d, (sources[j] + 1) * d),
     }));
-    const { clean, patched } = patchedNextTokenLogProbs(
-      model.engine,
-      one,
-      l,
-      hook,
-      patches,
-      seqLen,
-    );
-    const base = lossFrom(clean, seqLen);
-    scores.push(patched.map((lp) => lossFrom(lp, seqLen) - base));
-    opts.onProgress?.(l + 1, L);
-    await new Promise((r) => setTimeout(r, 0));
-  }
+    return { layer: l, point: hook, patches };
+  });
+  opts.onProgress?.(0, L);
+  const { clean, patched } = patchedNextTokenLogProbs(model.engine, one, groups, {
+    from: seqLen,
+    onGroup: opts.onProgress,
+  });
+  const base = lossFrom(clean, seqLen);
+  const scores = patched.map((runs) => runs.map((lp) => lossFrom(lp, seqLen) - base));
   return scores;
 }

@@ -256,10 +256,8 @@ Deno.test("patching fast path equals the naive runWithHooks path", async () => {
       const fast = patchedNextTokenLogProbs(
         model.engine,
         { data: Int32Array.from(toks), shape: [1, T] },
-        layer,
-        point,
-        patches,
-        S,
+        [{ layer, point, patches }],
+        { from: S },
       );
       for (let i = 0; i < patches.length; i++) {
         const p = patches[i];
@@ -269,7 +267,10 @@ Deno.test("patching fast path equals the naive runWithHooks path", async () => {
         const V = model.cfg.dVocab;
         for (let t = S; t < T - 1; t++) {
           const naive = logSoftmaxAt(logits.subarray(t * V, (t + 1) * V), toks[t + 1]);
-          assert.ok(Math.abs(naive - fast.patched[i][t]) < 1e-5, `${name} p=${p.position} t=${t}`);
+          assert.ok(
+            Math.abs(naive - fast.patched[0][i][t]) < 1e-5,
+            `${name} p=${p.position} t=${t}`,
+          );
         }
       }
     }

@@ -3,10 +3,12 @@
  *
  * Each worker instantiates the same compiled module over the same `WebAssembly.Memory`. The
  * caller and the workers talk through a control block in that memory: one 256-byte slot per
- * worker holding a sequence number, a done number, an op code, a status and up to 16 float64
- * arguments. A call writes each worker's arguments, bumps its sequence number and notifies it,
- * runs its own share on the calling thread, then waits (spin, then `Atomics.wait`) until every
- * worker reports done. So kernel calls stay synchronous for the caller.
+ * worker holding a sequence number, a state, an op code, a status and up to 20 float64
+ * arguments. A call writes each worker's arguments, posts the job, bumps the sequence number and
+ * notifies the worker, runs its own share on the calling thread, then for each worker either
+ * takes back a job the worker has not claimed yet (and runs it itself) or waits (spin, then
+ * `Atomics.wait`) until the worker is done. So kernel calls stay synchronous for the caller, and
+ * a worker descheduled by the OS never holds it up for long.
  *
  * In Deno the workers are `node:worker_threads` workers, unref'd, so a process that never calls
  * `close()` still exits (Deno's Web Workers keep the process alive and cannot be unref'd).
@@ -19,7 +21,14 @@ import type { KernelExports } from "./kernels.ts";
 /** Bytes of one worker's slot in the control block. */
 export const SLOT_BYTES = 256;
 /** Int32 indices inside a slot. */
-export const SEQ = 0, DONE = 1, OP = 2, STATUS = 3, READY = 4;
+export const SEQ = 0, STATE = 1, OP = 2, STATUS = 3, READY = 4;
+/**
+ * Slot states. The caller posts a job (POSTED, then bumps SEQ); a worker that wakes claims it
+ * with compare-and-swap POSTED -> RUNNING and sets IDLE when done. A caller that has finished its
+ * own share claims still-unclaimed jobs with POSTED -> CANCELLED and runs them itself, so it
+ * never waits for a worker that the OS has not scheduled yet.
+ */
+export const IDLE = 0, POSTED = 1, RUNNING = 2, CANCELLED = 3;
 /** Float64 index (inside a slot) of the first argument. */
 export const ARGS_F64 = 8;
 /** Maximum number of float64 arguments of one op. */
@@ -69,7 +78,6 @@ export class WorkerPool {
   /** Int32 view over the whole initial memory (for the dynamic-scheduling counters). */
   readonly #mem: Int32Array;
   readonly #args: Float64Array[] = [];
-  readonly #seqs: Int32Array;
   #closed = false;
   #failure: string | undefined;
 
@@ -84,7 +92,6 @@ export class WorkerPool {
         new Float64Array(memory.buffer, control + w * SLOT_BYTES + ARGS_F64 * 8, MAX_ARGS),
       );
     }
-    this.#seqs = new Int32Array(size + 1);
   }
 
   /**
@@ -145,14 +152,13 @@ export class WorkerPool {
     if (this.#failure !== undefined) {
       throw new KernelError(`a kernel worker failed: ${this.#failure}`);
     }
-    const i32 = this.#i32, seqs = this.#seqs;
+    const i32 = this.#i32;
     for (let w = 1; w <= n; w++) {
       const b = (w * SLOT_BYTES) / 4;
       i32[b + OP] = op;
       i32[b + STATUS] = 0;
-      const s = (Atomics.load(i32, b + SEQ) + 1) | 0;
-      seqs[w] = s;
-      Atomics.store(i32, b + SEQ, s);
+      Atomics.store(i32, b + STATE, POSTED);
+      Atomics.add(i32, b + SEQ, 1);
       Atomics.notify(i32, b + SEQ);
     }
     let ownError: unknown;
@@ -164,17 +170,24 @@ export class WorkerPool {
     let failed = 0;
     for (let w = 1; w <= n; w++) {
       const b = (w * SLOT_BYTES) / 4;
-      const s = seqs[w];
+      const was = Atomics.compareExchange(i32, b + STATE, POSTED, CANCELLED);
+      if (was === POSTED) {
+        // Not started: do its share here (same code, so the same bits).
+        try {
+          runOp(ex, op, this.#args[w], this.#mem);
+        } catch (e) {
+          ownError ??= e;
+        }
+        continue;
+      }
       let spins = 0;
-      let d = Atomics.load(i32, b + DONE);
-      while (d !== s) {
+      while (Atomics.load(i32, b + STATE) === RUNNING) {
         if (++spins > SPIN_MAIN) {
-          Atomics.wait(i32, b + DONE, d, 1000);
+          Atomics.wait(i32, b + STATE, RUNNING, 1000);
           if (this.#failure !== undefined) {
             throw new KernelError(`a kernel worker failed: ${this.#failure}`);
           }
         }
-        d = Atomics.load(i32, b + DONE);
       }
       if (i32[b + STATUS] !== 0) failed = w;
     }

@@ -9,13 +9,16 @@
  */
 import {
   ARGS_F64,
-  DONE,
+  IDLE,
   MAX_ARGS,
   OP,
+  POSTED,
   READY,
+  RUNNING,
   runOp,
   SEQ,
   SLOT_BYTES,
+  STATE,
   STATUS,
   type WorkerInit,
 } from "./pool.ts";
@@ -47,14 +50,16 @@ function serve(init: WorkerInit): never {
       s = Atomics.load(i32, SEQ);
     }
     seen = s;
+    // Claim the job; the caller may have taken it back already (then it runs it itself).
+    if (Atomics.compareExchange(i32, STATE, POSTED, RUNNING) !== POSTED) continue;
     try {
       runOp(ex, i32[OP], a, mem);
       i32[STATUS] = 0;
     } catch {
       i32[STATUS] = 1;
     }
-    Atomics.store(i32, DONE, seen);
-    Atomics.notify(i32, DONE);
+    Atomics.store(i32, STATE, IDLE);
+    Atomics.notify(i32, STATE);
   }
 }
 

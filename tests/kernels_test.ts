@@ -877,3 +877,32 @@ for (const build of builds) {
     },
   );
 }
+
+Deno.test("many back-to-back threaded calls stay correct (worker hand-off protocol)", async () => {
+  const one = await Kernels.load({ threads: 1 });
+  const two = await Kernels.load({ threads: 2 });
+  try {
+    const m = 40, k = 256, n = 160, len = 70000;
+    const A = randn(m * k, 5), B = randn(k * n, 6), X = randn(len, 7, 3);
+    const setup = (kn: Kernels) => {
+      const a = kn.alloc(m * k), c = kn.alloc(m * n), x = kn.alloc(len), y = kn.alloc(len);
+      kn.write(a, A);
+      kn.write(x, X);
+      return { a, c, x, y, p: kn.uploadPacked(B, k, n) };
+    };
+    const s1 = setup(one), s2 = setup(two);
+    one.matmul(s1.a, s1.p, s1.c, m, k, n);
+    one.geluNew(s1.x, s1.y, len);
+    const wantC = one.read(s1.c, m * n), wantY = one.read(s1.y, len);
+    for (let i = 0; i < 300; i++) {
+      two.matmul(s2.a, s2.p, s2.c, m, k, n);
+      two.geluNew(s2.x, s2.y, len);
+      bitsEqual(two.read(s2.c, m * n), wantC, `matmul call ${i}`);
+      bitsEqual(two.read(s2.y, len), wantY, `gelu call ${i}`);
+      two.view(s2.c, m * n).fill(NaN); // a call that skipped work would show
+      two.view(s2.y, len).fill(NaN);
+    }
+  } finally {
+    two.close();
+  }
+});

@@ -12,4 +12,3 @@ export { rowArgmax, rowMaxSumExp } from "./rows";
 export function heapBase(): usize {
   return __heap_base;
 }
-export { logSumExpRows, argmaxRows } from "./reductions";

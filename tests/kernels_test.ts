@@ -906,3 +906,32 @@ Deno.test("many back-to-back threaded calls stay correct (worker hand-off protoc
     two.close();
   }
 });
+
+Deno.test("the kernel modules have no data segments (workers instantiate over shared memory)", async () => {
+  // Every instantiation re-applies active data segments to the memory; with threads that would
+  // rewrite memory other threads use. Lookup tables (e.g. AssemblyScript's Math.log/exp) add them.
+  for (const file of ["kernels-relaxed.wasm", "kernels-simd.wasm"]) {
+    const bytes = await Deno.readFile(new URL(`../kernels/${file}`, import.meta.url));
+    const mod = await WebAssembly.compile(bytes);
+    assert.deepEqual(
+      WebAssembly.Module.imports(mod).map((i) => `${i.module}.${i.name}:${i.kind}`),
+      ["env.memory:memory"],
+    );
+    let p = 8;
+    const uleb = () => {
+      let v = 0, shift = 0, b;
+      do {
+        b = bytes[p++];
+        v |= (b & 0x7f) << shift;
+        shift += 7;
+      } while (b & 0x80);
+      return v >>> 0;
+    };
+    while (p < bytes.length) {
+      const id = bytes[p++];
+      const size = uleb();
+      assert.notEqual(id, 11, `${file} has a data section: avoid stdlib functions with tables`);
+      p += size;
+    }
+  }
+});

@@ -1,0 +1,310 @@
+/**
+ * Runs the peer harnesses for `deno task bench` and returns their JSON, or a clear "skipped"
+ * result when a peer is not available, so the benchmark degrades gracefully.
+ *
+ * @example
+ * ```ts ignore
+ * import { runTfjs, runTorch } from "./peers/run_peers.ts";
+ * import { writeBenchModel } from "./model_file.ts";
+ * const m = await writeBenchModel("/tmp/bench-model", 0);
+ * const torch = await runTorch("forward", m.dir, m.tokensPath);
+ * if (torch.ok) console.log(torch.result.runs["30x101"].seconds);
+ * else console.log(torch.skipped); // "skipped: python3-torch not installed (apt-get install …)"
+ * const tfjs = await runTfjs("matmul", undefined, undefined, { threads: 2 });
+ * ```
+ * @module
+ */
+import { fileURLToPath } from "node:url";
+import type { ForwardResult, MatmulResult } from "./common.ts";
+
+export type {
+  BenchTokens,
+  ForwardResult,
+  ForwardRun,
+  LogitsChecksum,
+  MatmulResult,
+  MatmulShapeResult,
+  MatmulTiming,
+} from "./common.ts";
+export { forwardFlops, MATMUL_SHAPES } from "./common.ts";
+
+/** A peer's outcome: its parsed JSON, or why it did not run. */
+export type PeerOutcome<T> =
+  | { ok: true; result: T; wallSeconds: number; command: string[] }
+  | { ok: false; skipped: string; detail?: string; command: string[] };
+
+/** What `torch_gpt2.py study` prints (see bench/README.md). */
+export interface StudyResult {
+  peer: "pytorch";
+  mode: "study";
+  /** Seconds per step: load, processWeights, score30x101, mlpPatching, kComposition. */
+  steps: Record<string, number>;
+  /** score30x101 + mlpPatching + kComposition (the study itself, weights already loaded). */
+  studySeconds: number;
+  /** All steps including loading and processing the weights. */
+  totalSeconds: number;
+  scores: Record<string, number>;
+  patching: Record<string, unknown>;
+  kComposition: { from: string; to: string; top1: number };
+  [extra: string]: unknown;
+}
+
+/** Options of {@link runTorch}. */
+export interface TorchOptions {
+  /** Threads for torch and OpenBLAS (default 2). `sgemm` always measures 1 and 2. */
+  threads?: number;
+  /** Python interpreter (default `$TL_BENCH_PYTHON` or `/usr/bin/python3`, Debian's). */
+  python?: string;
+  /** More harness flags, e.g. `["--patch-positions", "5"]` or `["--runs-large", "5"]`. */
+  extraArgs?: string[];
+  /** Stream the harness's progress lines (stderr) to this process's stderr (default true). */
+  progress?: boolean;
+}
+
+/** Options of {@link runTfjs}. */
+export interface TfjsOptions {
+  /**
+   * Threads (default 1). 1 runs `tfjs-backend-wasm-simd.wasm`; more runs the threaded-SIMD
+   * build; if that cannot start, the run is repeated on one thread and `result.threadsNote` says
+   * why.
+   */
+  threads?: number;
+  /** More harness flags, e.g. `["--runs-large", "5"]`. */
+  extraArgs?: string[];
+  /** Stream the harness's progress lines to stderr (default true). */
+  progress?: boolean;
+}
+
+const here = (file: string) => fileURLToPath(new URL(file, import.meta.url));
+
+const TORCH_INSTALL = "apt-get install python3-torch python3-numpy libopenblas0-pthread";
+
+function env(name: string): string | undefined {
+  try {
+    return Deno.env.get(name);
+  } catch {
+    return undefined;
+  }
+}
+
+interface Spawned {
+  code: number;
+  stdout: string;
+  stderr: string;
+  wallSeconds: number;
+}
+
+async function spawn(cmd: string[], progress: boolean): Promise<Spawned> {
+  const t0 = performance.now();
+  const child = new Deno.Command(cmd[0], {
+    args: cmd.slice(1),
+    stdout: "piped",
+    stderr: "piped",
+    stdin: "null",
+  }).spawn();
+  const decoder = new TextDecoder();
+  let stderr = "";
+  const errDone = (async () => {
+    for await (const chunk of child.stderr) {
+      const text = decoder.decode(chunk, { stream: true });
+      stderr += text;
+      if (progress) await Deno.stderr.write(chunk);
+    }
+  })();
+  const out = await new Response(child.stdout).text();
+  await errDone;
+  const { code } = await child.status;
+  return { code, stdout: out, stderr, wallSeconds: (performance.now() - t0) / 1000 };
+}
+
+function lastJsonLine(stdout: string): Record<string, unknown> | null {
+  const lines = stdout.trim().split("\n").filter((l) => l.startsWith("{"));
+  if (lines.length === 0) return null;
+  try {
+    return JSON.parse(lines[lines.length - 1]);
+  } catch {
+    return null;
+  }
+}
+
+function tail(text: string, lines = 8): string {
+  return text.trim().split("\n").slice(-lines).join("\n");
+}
+
+/**
+ * Runs the PyTorch harness (`torch_gpt2.py`) with Debian's `python3-torch`.
+ *
+ * - `forward`: median seconds of 1 x 101 and 30 x 101 forwards, GFLOP/s, logits checksum.
+ * - `sgemm`: torch.matmul and numpy GFLOP/s on {@link MATMUL_SHAPES}, 1 and 2 threads.
+ * - `study`: the whole study the TransformerLens way, timed per step.
+ *
+ * Skipped (not thrown) when Python, torch or numpy is missing.
+ */
+export async function runTorch(
+  mode: "forward",
+  modelDir: string,
+  tokensFile: string,
+  opts?: TorchOptions,
+): Promise<PeerOutcome<ForwardResult>>;
+export async function runTorch(
+  mode: "sgemm",
+  modelDir?: string,
+  tokensFile?: string,
+  opts?: TorchOptions,
+): Promise<PeerOutcome<MatmulResult>>;
+export async function runTorch(
+  mode: "study",
+  modelDir: string,
+  tokensFile: string,
+  opts?: TorchOptions,
+): Promise<PeerOutcome<StudyResult>>;
+export async function runTorch(
+  mode: "forward" | "sgemm" | "study",
+  modelDir?: string,
+  tokensFile?: string,
+  opts: TorchOptions = {},
+): Promise<PeerOutcome<ForwardResult | MatmulResult | StudyResult>> {
+  const python = opts.python ?? env("TL_BENCH_PYTHON") ?? "/usr/bin/python3";
+  const script = here("./torch_gpt2.py");
+  const args = [python, script, mode, "--threads", String(opts.threads ?? 2)];
+  if (mode !== "sgemm") {
+    if (!modelDir || !tokensFile) {
+      throw new TypeError(`runTorch(${mode}) needs modelDir and tokensFile`);
+    }
+    args.push("--model", modelDir, "--tokens", tokensFile);
+  }
+  args.push(...(opts.extraArgs ?? []));
+  let run: Spawned;
+  try {
+    run = await spawn(args, opts.progress ?? true);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) {
+      return {
+        ok: false,
+        skipped: `skipped: ${python} not found (${TORCH_INSTALL})`,
+        command: args,
+      };
+    }
+    if (e instanceof Deno.errors.NotCapable || e instanceof Deno.errors.PermissionDenied) {
+      return { ok: false, skipped: "skipped: needs --allow-run to start Python", command: args };
+    }
+    throw e;
+  }
+  if (run.code !== 0) {
+    const missing = /No module named '(torch|numpy)'/.exec(run.stderr);
+    if (missing) {
+      const pkg = missing[1] === "torch" ? "python3-torch" : "python3-numpy";
+      return {
+        ok: false,
+        skipped: `skipped: ${pkg} not installed (${TORCH_INSTALL})`,
+        command: args,
+      };
+    }
+    return {
+      ok: false,
+      skipped: `skipped: the PyTorch harness failed (exit ${run.code})`,
+      detail: tail(run.stderr),
+      command: args,
+    };
+  }
+  const result = lastJsonLine(run.stdout);
+  if (result === null) {
+    return {
+      ok: false,
+      skipped: "skipped: the PyTorch harness printed no JSON",
+      detail: tail(run.stderr),
+      command: args,
+    };
+  }
+  return { ok: true, result: result as never, wallSeconds: run.wallSeconds, command: args };
+}
+
+/**
+ * Runs the TensorFlow.js harness (`tfjs_gpt2.ts`, `@tensorflow/tfjs-backend-wasm`) in a child
+ * Deno process.
+ *
+ * - `forward`: median seconds of 1 x 101 and 30 x 101 forwards, GFLOP/s, logits checksum.
+ * - `matmul`: tf.matMul GFLOP/s on {@link MATMUL_SHAPES}.
+ *
+ * Skipped (not thrown) when the npm packages cannot be loaded.
+ */
+export async function runTfjs(
+  mode: "forward",
+  modelDir: string,
+  tokensFile: string,
+  opts?: TfjsOptions,
+): Promise<PeerOutcome<ForwardResult>>;
+export async function runTfjs(
+  mode: "matmul",
+  modelDir?: string,
+  tokensFile?: string,
+  opts?: TfjsOptions,
+): Promise<PeerOutcome<MatmulResult>>;
+export async function runTfjs(
+  mode: "forward" | "matmul",
+  modelDir?: string,
+  tokensFile?: string,
+  opts: TfjsOptions = {},
+): Promise<PeerOutcome<ForwardResult | MatmulResult>> {
+  const threads = opts.threads ?? 1;
+  const build = (n: number) => {
+    const args = [
+      Deno.execPath(),
+      "run",
+      "--allow-read",
+      "--allow-write",
+      "--allow-env",
+      "--allow-sys",
+      here("./tfjs_gpt2.ts"),
+      mode,
+      "--threads",
+      String(n),
+    ];
+    if (mode === "forward") {
+      if (!modelDir || !tokensFile) {
+        throw new TypeError("runTfjs(forward) needs modelDir and tokensFile");
+      }
+      args.push("--model", modelDir, "--tokens", tokensFile);
+    }
+    return [...args, ...(opts.extraArgs ?? [])];
+  };
+  const attempt = async (n: number) => {
+    const args = build(n);
+    try {
+      return { args, run: await spawn(args, opts.progress ?? true) };
+    } catch (e) {
+      if (e instanceof Deno.errors.NotCapable || e instanceof Deno.errors.PermissionDenied) {
+        return { args, run: null };
+      }
+      throw e;
+    }
+  };
+  let { args, run } = await attempt(threads);
+  if (run === null) {
+    return { ok: false, skipped: "skipped: needs --allow-run to start Deno", command: args };
+  }
+  let note: string | undefined;
+  let result = lastJsonLine(run.stdout);
+  if (run.code === 3 && threads > 1) {
+    // The threaded build could not start: say why, and measure the SIMD build instead.
+    note = `threaded-SIMD build failed under Deno: ${String(result?.error ?? "unknown error")}; ` +
+      "ran the SIMD build on one thread";
+    ({ args, run } = await attempt(1));
+    if (run === null) return { ok: false, skipped: "skipped: needs --allow-run", command: args };
+    result = lastJsonLine(run.stdout);
+  }
+  if (run.code !== 0 || result === null) {
+    const npm = /npm|Could not find|registry|Module not found|Import .* failed/i.test(run.stderr);
+    return {
+      ok: false,
+      skipped: npm
+        ? "skipped: @tensorflow/tfjs-core / @tensorflow/tfjs-backend-wasm could not be loaded " +
+          "(deno install needs the npm registry once)"
+        : `skipped: the TensorFlow.js harness failed (exit ${run.code})`,
+      detail: tail(run.stderr),
+      command: args,
+    };
+  }
+  if (note !== undefined) result.threadsNote = note;
+  return { ok: true, result: result as never, wallSeconds: run.wallSeconds, command: args };
+}

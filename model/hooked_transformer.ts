@@ -193,6 +193,14 @@ export class HookedTransformer {
     return new HookSession(this.kernels, hooks, cacheNames);
   }
 
+  /**
+   * Stops the kernels' worker threads. The model keeps working, on the calling thread alone;
+   * call it when done so a long-lived process does not keep idle workers.
+   */
+  dispose(): void {
+    this.kernels.close();
+  }
+
   // ---- Weights, TransformerLens names and shapes (copies; processed when processing was asked) ----
 
   /** Token embedding [d_vocab, d_model]. */

@@ -1,0 +1,273 @@
+/**
+ * `deno task bench`: this library beside PyTorch (CPU, 2 threads) and TensorFlow.js
+ * (`@tensorflow/tfjs-backend-wasm`) on the same GPT-2-small-shape weights and tokens, in one run
+ * on one machine. Prints three tables (matmul GFLOP/s, forward passes, the whole study) with
+ * ratios, and writes every figure to `out/bench/results.json`.
+ *
+ *   deno task bench                 everything (about 10 minutes on 2 cores)
+ *   deno task bench --no-peers      this library only
+ *   deno task bench --no-study      skip the whole-study comparison
+ *
+ * A peer that is not installed is reported as skipped (see bench/README.md for installing them).
+ * @module
+ */
+import { HookedTransformer } from "../mod.ts";
+import { headScores } from "../analysis/head_scores.ts";
+import { logProbSummary } from "../analysis/log_probs.ts";
+import { patchingScores } from "../analysis/patching.ts";
+import { kCompositionCircuit } from "../analysis/circuits.ts";
+import { top1Accuracy } from "../analysis/factored_matrix.ts";
+import { Kernels } from "../kernels/kernels.ts";
+import { BENCH_SEQ_LEN, BENCH_SHAPE, defaultBenchDir, writeBenchModel } from "./model_file.ts";
+import {
+  forwardFlops,
+  type ForwardResult,
+  MATMUL_SHAPES,
+  type MatmulResult,
+  type PeerOutcome,
+  runTfjs,
+  runTorch,
+  type StudyResult,
+} from "./peers/run_peers.ts";
+import { logitsChecksum, median, readBenchTokens } from "./peers/common.ts";
+
+const args = new Set(Deno.args);
+const withPeers = !args.has("--no-peers");
+const withStudy = !args.has("--no-study");
+const cores = navigator.hardwareConcurrency;
+
+function log(line: string) {
+  console.error(line);
+}
+
+function timeIt(fn: () => void, minMs = 1500, minReps = 3): number {
+  fn(); // warm-up: tier-up, page faults
+  const times: number[] = [];
+  const t0 = performance.now();
+  while (performance.now() - t0 < minMs || times.length < minReps) {
+    const t = performance.now();
+    fn();
+    times.push(performance.now() - t);
+  }
+  return median(times) / 1000;
+}
+
+/** Our matmul on MATMUL_SHAPES for 1 thread and all cores: GFLOP/s by shape. */
+async function ourMatmul(): Promise<Record<string, Record<string, number>>> {
+  const out: Record<string, Record<string, number>> = {};
+  for (const threads of [1, cores]) {
+    const kn = await Kernels.load({ threads });
+    for (const [m, k, n] of MATMUL_SHAPES) {
+      const mark = kn.mark();
+      const a = kn.alloc(m * k), c = kn.alloc(m * n);
+      const data = new Float32Array(k * n);
+      for (let i = 0; i < data.length; i++) data[i] = ((i * 2654435761) % 1000) / 1000 - 0.5;
+      const packed = kn.uploadPacked(data, k, n);
+      kn.view(a, m * k).fill(0.25);
+      const s = timeIt(() => kn.matmul(a, packed, c, m, k, n));
+      (out[`${m}x${k}x${n}`] ??= {})[`threads${threads}`] = 2 * m * k * n / s / 1e9;
+      kn.release(mark);
+    }
+    kn.close();
+  }
+  return out;
+}
+
+/** Our forward at 1 x 101 and 30 x 101 (median seconds, GFLOP/s, checksum). */
+async function ourForward(model: HookedTransformer, tokens: number[][]) {
+  const runs: Record<string, unknown> = {};
+  for (const batch of [1, 30]) {
+    const rows = tokens.slice(0, batch);
+    const seq = rows[0].length;
+    let logits = await model.run(rows);
+    const times: number[] = [];
+    for (let i = 0; i < (batch === 1 ? 5 : 3); i++) {
+      const t = performance.now();
+      logits = await model.run(rows);
+      times.push((performance.now() - t) / 1000);
+    }
+    const V = model.cfg.dVocab;
+    const checksum = await logitsChecksum(
+      (b) => logits.data.subarray(b * seq * V, (b + 1) * seq * V),
+      batch,
+      seq,
+      V,
+    );
+    const seconds = median(times);
+    const flops = forwardFlops(BENCH_SHAPE, batch, seq);
+    runs[`${batch}x${seq}`] = {
+      batch,
+      seq,
+      seconds,
+      allSeconds: times,
+      flops,
+      gflops: flops / seconds / 1e9,
+      checksum,
+    };
+  }
+  return runs as ForwardResult["runs"];
+}
+
+/** The study's steps on our side, timed like the PyTorch harness's `study` mode. */
+async function ourStudy(model: HookedTransformer, tokens: number[][]) {
+  const steps: Record<string, number> = {};
+  const lap = async (name: string, fn: () => Promise<unknown>) => {
+    const t = performance.now();
+    const r = await fn();
+    steps[name] = (performance.now() - t) / 1000;
+    log(`  ours: ${name} ${steps[name].toFixed(1)} s`);
+    return r;
+  };
+  const batch = { data: Int32Array.from(tokens.flat()), shape: [tokens.length, tokens[0].length] };
+  const summary = await lap("score30x101", async () => {
+    const s = await logProbSummary(model, batch, BENCH_SEQ_LEN);
+    await headScores(model, batch, BENCH_SEQ_LEN);
+    return s;
+  }) as Awaited<ReturnType<typeof logProbSummary>>;
+  await lap(
+    "mlpPatching",
+    () =>
+      patchingScores(model, [tokens[0]], BENCH_SEQ_LEN, { hook: "mlp_out", alignment: "study" }),
+  );
+  const top1 = await lap(
+    "kComposition",
+    () => top1Accuracy(kCompositionCircuit(model, [4, 11], [5, 5])),
+  ) as number;
+  const studySeconds = steps.score30x101 + steps.mlpPatching + steps.kComposition;
+  return { steps, studySeconds, secondHalf: summary.secondHalf, top1 };
+}
+
+function fmt(x: number | undefined, digits = 1): string {
+  return x === undefined || !Number.isFinite(x) ? "-" : x.toFixed(digits);
+}
+
+function ratio(a: number | undefined, b: number | undefined): string {
+  return a && b ? `${(a / b).toFixed(2)}x` : "-";
+}
+
+function peerNote<T>(name: string, p: PeerOutcome<T> | null): T | undefined {
+  if (!p) return undefined;
+  if (!p.ok) {
+    log(`${name}: ${p.skipped}${p.detail ? `\n${p.detail}` : ""}`);
+    return undefined;
+  }
+  return p.result;
+}
+
+if (import.meta.main) {
+  const started = performance.now();
+  log(`machine: ${cores} cores, Deno ${Deno.version.deno}, V8 ${Deno.version.v8}`);
+  const bench = await writeBenchModel(defaultBenchDir(), 0);
+  log(`benchmark model: ${bench.dir} (${bench.reused ? "reused" : "written"})`);
+  const spec = await readBenchTokens(bench.tokensPath);
+
+  log("matmul: this library ...");
+  const matmul = await ourMatmul();
+  const torchGemm = withPeers ? peerNote("pytorch sgemm", await runTorch("sgemm")) : undefined;
+  const tfjsGemm = withPeers ? peerNote("tfjs matmul", await runTfjs("matmul")) : undefined;
+
+  log("forward: this library ...");
+  const model = await HookedTransformer.fromPretrained(bench.dir);
+  const forward = await ourForward(model, spec.tokens);
+  const torchFwd = withPeers
+    ? peerNote("pytorch forward", await runTorch("forward", bench.dir, bench.tokensPath))
+    : undefined;
+  const tfjsFwd = withPeers
+    ? peerNote(
+      "tfjs forward",
+      await runTfjs("forward", bench.dir, bench.tokensPath, { threads: cores }),
+    )
+    : undefined;
+
+  let study: Awaited<ReturnType<typeof ourStudy>> | undefined;
+  let torchStudy: StudyResult | undefined;
+  if (withStudy) {
+    log("study: this library ...");
+    study = await ourStudy(model, spec.tokens);
+    if (withPeers) {
+      torchStudy = peerNote("pytorch study", await runTorch("study", bench.dir, bench.tokensPath));
+    }
+  }
+  model.dispose();
+
+  // ---- Tables ----
+  const gemmOf = (r: MatmulResult | undefined, shape: string, key: string) => {
+    const s = r?.shapes.find((x) => `${x.m}x${x.k}x${x.n}` === shape);
+    const t = s?.[key];
+    return typeof t === "object" ? t.gflops : undefined;
+  };
+  console.log("\nMatmul GFLOP/s (2mkn / median time)");
+  console.log(
+    "shape              ours 1T  ours " + `${cores}T`.padEnd(4) +
+      " tfjs   torch 1T torch 2T  ours/tfjs  ours/torch2T",
+  );
+  for (const [m, k, n] of MATMUL_SHAPES) {
+    const key = `${m}x${k}x${n}`;
+    const o1 = matmul[key].threads1, oN = matmul[key][`threads${cores}`];
+    const tf = gemmOf(tfjsGemm, key, "tfjs");
+    const t1 = gemmOf(torchGemm, key, "torch1"), t2 = gemmOf(torchGemm, key, "torch2");
+    console.log(
+      `${key.padEnd(18)} ${fmt(o1).padStart(7)} ${fmt(oN).padStart(8)} ${fmt(tf).padStart(6)} ` +
+        `${fmt(t1).padStart(8)} ${fmt(t2).padStart(8)} ${ratio(oN, tf).padStart(10)} ${
+          ratio(oN, t2).padStart(13)
+        }`,
+    );
+  }
+
+  console.log("\nForward pass, GPT-2-small shape (seconds, median; effective GFLOP/s)");
+  console.log(
+    "tokens   ours            pytorch (2T)    tfjs-wasm       ours vs pytorch  ours vs tfjs",
+  );
+  for (const key of ["1x101", "30x101"]) {
+    const o = forward[key], p = torchFwd?.runs[key], t = tfjsFwd?.runs[key];
+    const cell = (r?: { seconds: number; gflops: number }) =>
+      r ? `${fmt(r.seconds, 3)} s ${fmt(r.gflops, 0).padStart(4)}`.padEnd(15) : "-".padEnd(15);
+    console.log(
+      `${key.padEnd(8)} ${cell(o)} ${cell(p)} ${cell(t)} ` +
+        `${ratio(o.seconds, p?.seconds).padStart(15)} ${ratio(o.seconds, t?.seconds).padStart(13)}`,
+    );
+  }
+  const agree = (a?: { checksum: { last5: number[] } }, b?: { checksum: { last5: number[] } }) =>
+    a && b
+      ? Math.max(...a.checksum.last5.map((v, i) => Math.abs(v - b.checksum.last5[i])))
+      : undefined;
+  console.log(
+    `logits agree (max |diff| of centred logits[0,-1,:5]): pytorch ${
+      fmt(agree(forward["30x101"], torchFwd?.runs["30x101"]), 5)
+    }, ` +
+      `tfjs ${fmt(agree(forward["30x101"], tfjsFwd?.runs["30x101"]), 5)}`,
+  );
+
+  if (study) {
+    console.log("\nWhole study, GPT-2-small shape (seconds; PyTorch done the TransformerLens way)");
+    console.log("step                       ours   pytorch   speed-up");
+    for (const step of ["score30x101", "mlpPatching", "kComposition"]) {
+      const p = torchStudy?.steps[step];
+      console.log(
+        `${step.padEnd(24)} ${fmt(study.steps[step]).padStart(6)} ${fmt(p).padStart(9)} ${
+          ratio(p, study.steps[step]).padStart(10)
+        }`,
+      );
+    }
+    console.log(
+      `${"total".padEnd(24)} ${fmt(study.studySeconds).padStart(6)} ${
+        fmt(torchStudy?.studySeconds).padStart(9)
+      } ` +
+        `${ratio(torchStudy?.studySeconds, study.studySeconds).padStart(10)}`,
+    );
+  }
+
+  const results = {
+    machine: { cores, deno: Deno.version.deno, v8: Deno.version.v8 },
+    matmul,
+    forward,
+    study,
+    peers: { torchGemm, tfjsGemm, torchFwd, tfjsFwd, torchStudy },
+    seconds: (performance.now() - started) / 1000,
+  };
+  await Deno.mkdir("out/bench", { recursive: true });
+  const tmp = "out/bench/results.json.tmp";
+  await Deno.writeTextFile(tmp, JSON.stringify(results, null, 1));
+  await Deno.rename(tmp, "out/bench/results.json");
+  log(`\nwrote out/bench/results.json (${results.seconds.toFixed(0)} s in all)`);
+}

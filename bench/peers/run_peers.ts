@@ -59,6 +59,14 @@ export interface TorchOptions {
   extraArgs?: string[];
   /** Stream the harness's progress lines (stderr) to this process's stderr (default true). */
   progress?: boolean;
+  /**
+   * Which OpenBLAS build torch's BLAS calls go to (default `$TL_BENCH_OPENBLAS`, else `"openmp"`
+   * when `libopenblas0-openmp` is installed, else `"system"`). `"openmp"` shares torch's OpenMP
+   * thread pool; `"pthread"` (Debian's default when both are installed) brings a second pool of
+   * spinning threads that fights torch's on 2 cores: the 1 x 101 forward takes about 0.5 s
+   * instead of 0.2 s. `"system"` leaves `libblas.so.3` to the alternatives system.
+   */
+  blas?: "openmp" | "pthread" | "system";
 }
 
 /** Options of {@link runTfjs}. */
@@ -77,7 +85,27 @@ export interface TfjsOptions {
 
 const here = (file: string) => fileURLToPath(new URL(file, import.meta.url));
 
-const TORCH_INSTALL = "apt-get install python3-torch python3-numpy libopenblas0-pthread";
+const TORCH_INSTALL = "apt-get install python3-torch python3-numpy libopenblas0-openmp";
+const OPENBLAS_DIR = "/usr/lib/x86_64-linux-gnu/openblas-";
+
+function isDir(path: string): boolean {
+  try {
+    return Deno.statSync(path).isDirectory;
+  } catch {
+    return false;
+  }
+}
+
+/** LD_LIBRARY_PATH that selects the OpenBLAS build, or undefined for the system's choice. */
+function blasLibraryPath(choice: TorchOptions["blas"]): string | undefined {
+  const wanted = choice ?? env("TL_BENCH_OPENBLAS") ??
+    (isDir(`${OPENBLAS_DIR}openmp`) ? "openmp" : "system");
+  if (wanted === "system") return undefined;
+  const dir = `${OPENBLAS_DIR}${wanted}`;
+  if (!isDir(dir)) return undefined;
+  const rest = env("LD_LIBRARY_PATH");
+  return rest ? `${dir}:${rest}` : dir;
+}
 
 function env(name: string): string | undefined {
   try {
@@ -94,10 +122,15 @@ interface Spawned {
   wallSeconds: number;
 }
 
-async function spawn(cmd: string[], progress: boolean): Promise<Spawned> {
+async function spawn(
+  cmd: string[],
+  progress: boolean,
+  extraEnv: Record<string, string> = {},
+): Promise<Spawned> {
   const t0 = performance.now();
   const child = new Deno.Command(cmd[0], {
     args: cmd.slice(1),
+    env: extraEnv,
     stdout: "piped",
     stderr: "piped",
     stdin: "null",
@@ -176,7 +209,9 @@ export async function runTorch(
   args.push(...(opts.extraArgs ?? []));
   let run: Spawned;
   try {
-    run = await spawn(args, opts.progress ?? true);
+    const libraryPath = blasLibraryPath(opts.blas);
+    const extraEnv: Record<string, string> = libraryPath ? { LD_LIBRARY_PATH: libraryPath } : {};
+    run = await spawn(args, opts.progress ?? true, extraEnv);
   } catch (e) {
     if (e instanceof Deno.errors.NotFound) {
       return {

@@ -65,9 +65,13 @@ def blas_info():
     lib = _openblas()
     if lib is None:
         return {"library": "not OpenBLAS (reference BLAS is slow: apt-get install libopenblas0-pthread)"}
+    path = getattr(lib, "_name", "")
+    threading = "openmp" if "openmp" in path else "pthread" if "pthread" in path else "unknown"
     return {
         "library": lib.openblas_get_config().decode(),
         "core": lib.openblas_get_corename().decode(),
+        "threading": threading,
+        "path": path,
     }
 
 

@@ -18,7 +18,11 @@
 
 /** Base class of every error this library throws on purpose. */
 export class LensError extends Error {
-  /** @param message What was wrong and what to do about it. */
+  /**
+   * Creates the error; `name` becomes the subclass's name.
+   * @param message What was wrong and what to do about it.
+   * @param options `cause`: the underlying error, when there is one.
+   */
   constructor(message: string, options?: ErrorOptions) {
     super(message, options);
     this.name = new.target.name;

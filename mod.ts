@@ -29,21 +29,33 @@ export { ActivationCache } from "./model/activation_cache.ts";
 export { getActName, hookNames } from "./model/hook_points.ts";
 export type { FwdHook, HookContext, HookFilter, HookFn } from "./model/hooks.ts";
 export type { Tokens, TokenTensor } from "./model/tokens.ts";
-export { patchedNextTokenLogProbs } from "./model/patching.ts";
-export type {
-  LayerPatches,
-  PatchedLogProbs,
-  PatchedLogProbsOptions,
-  PatchPoint,
-  PositionPatch,
-} from "./model/patching.ts";
+export type { PatchPoint } from "./model/patching.ts";
 export type { HookedTransformerConfig } from "./weights/config.ts";
 export { select, stack, tensor } from "./weights/tensor.ts";
 export type { Tensor } from "./weights/tensor.ts";
 export type { ProcessingOptions } from "./weights/processing.ts";
 export { parseSafetensors, writeSafetensors } from "./weights/safetensors.ts";
-export type { SafetensorsFile } from "./weights/safetensors.ts";
-export { syntheticGpt2 } from "./weights/synthetic.ts";
+export type {
+  Dtype,
+  FloatDtype,
+  SafetensorsFile,
+  TensorInfo,
+  WriteOptions,
+} from "./weights/safetensors.ts";
+export { SeededRng, syntheticGpt2 } from "./weights/synthetic.ts";
+export type { SyntheticGpt2, SyntheticGpt2Options } from "./weights/synthetic.ts";
+export { isModelCached, MODEL_ALIASES, resolveModel } from "./weights/resolve.ts";
+export type { ModelFiles, ResolveOptions } from "./weights/resolve.ts";
+export type { Tokenizer } from "./tokenizer/tokenizer.ts";
+export { Kernels } from "./kernels/kernels.ts";
+export type {
+  AttentionApplyArgs,
+  AttentionArgs,
+  AttentionScoresArgs,
+  LayerNormOptions,
+  LoadOptions,
+  MatmulOptions,
+} from "./kernels/kernels.ts";
 export {
   ConfigError,
   HookError,

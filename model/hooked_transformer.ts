@@ -72,7 +72,10 @@ export class HookedTransformer {
   /** The kernels (and WebAssembly memory) this model runs on. */
   readonly kernels: Kernels;
   readonly #params: Gpt2Params;
-  /** The compute behind the public API (analysis code uses it for resumed passes). */
+  /**
+   * The compute behind the public API (the analysis functions use it for resumed passes).
+   * @internal
+   */
   readonly engine: Engine;
   readonly #hookSet: ReadonlySet<string>;
 

@@ -20,14 +20,19 @@ export type PatchPoint = "resid_pre" | "resid_mid" | "attn_out" | "mlp_out";
 
 /** Replace the activation at `position` (batch 0) with `value` [d_model]. */
 export interface PositionPatch {
+  /** The patched position (batch 0). */
   position: number;
+  /** The replacement activation, [d_model]. */
   value: Float32Array;
 }
 
 /** Single-position patches of one hook point at one layer, each applied alone. */
 export interface LayerPatches {
+  /** The block whose hook point is patched. */
   layer: number;
+  /** Which residual-stream activation of that block. */
   point: PatchPoint;
+  /** The patches, each run alone. */
   patches: PositionPatch[];
 }
 

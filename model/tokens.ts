@@ -19,7 +19,9 @@ export type Tokens = number[] | number[][] | TokenTensor;
 
 /** A `[batch, pos]` batch of token ids, row-major. */
 export interface TokenTensor {
+  /** The ids, row-major. */
   data: Int32Array;
+  /** `[batch, pos]`. */
   shape: [number, number] | number[];
 }
 

@@ -42,6 +42,7 @@ export class SeededRng {
   #d: number;
 
   /**
+   * Starts a stream from a seed.
    * @param seed Any finite number (its integer part is used); the same seed gives the same stream.
    * @param stream An optional label mixed into the seed, for independent sub-streams.
    */

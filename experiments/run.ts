@@ -208,23 +208,46 @@ export function resultsJson(results: ExperimentResults): string {
 }
 
 /**
- * Writes files into `dir` all or nothing: each goes to a temporary name first, and only when all
- * are written are they renamed into place (a rename within a folder is atomic). On failure the
- * temporary files are removed and the previous files, if any, are left as they were.
+ * Writes files into `dir` all or nothing: each goes to a temporary name first; then each previous
+ * file is set aside and the new one renamed into place (a rename within a folder is atomic). If
+ * any step fails, the files already moved are put back, the temporary files are removed, and the
+ * previous files are left as they were.
  */
 export async function writeAtomically(dir: string, files: Record<string, string>): Promise<void> {
   await Deno.mkdir(dir, { recursive: true });
   const tag = `${Deno.pid}-${Date.now().toString(36)}`;
   const temps: [string, string][] = [];
+  const placed: { final: string; backup: string | null }[] = [];
   try {
     for (const [name, text] of Object.entries(files)) {
       const tmp = `${dir}/.${name}.${tag}.tmp`;
       temps.push([tmp, `${dir}/${name}`]);
       await Deno.writeTextFile(tmp, text);
     }
-    for (const [tmp, final] of temps) await Deno.rename(tmp, final);
+    for (const [tmp, final] of temps) {
+      const backup = await exists(final) ? `${final}.${tag}.bak` : null;
+      if (backup) await Deno.rename(final, backup);
+      placed.push({ final, backup });
+      await Deno.rename(tmp, final);
+    }
   } catch (e) {
+    for (const { final, backup } of placed.reverse()) {
+      if (backup) await Deno.rename(backup, final).catch(() => {});
+      else await Deno.remove(final).catch(() => {});
+    }
     for (const [tmp] of temps) await Deno.remove(tmp).catch(() => {});
+    throw e;
+  }
+  for (const { backup } of placed) if (backup) await Deno.remove(backup).catch(() => {});
+}
+
+/** Whether a file is at `path`; a folder there is an error (it cannot be replaced by a file). */
+async function exists(path: string): Promise<boolean> {
+  try {
+    if ((await Deno.lstat(path)).isDirectory) throw new Error(`${path} is a folder, not a file`);
+    return true;
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return false;
     throw e;
   }
 }

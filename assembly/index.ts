@@ -2,7 +2,10 @@
 // function over byte offsets into the imported shared memory; no strings,
 // arrays or runtime objects cross the boundary.
 
-export { packedSize, packB, unpackB, matmul, matmulScratchBytes } from "./matmul";
+export {
+  packedSize, packB, unpackB, matmul, matmulScratchBytes,
+  packedSizeBf16, packBBf16, unpackBBf16, matmulBf16,
+} from "./matmul";
 export { layerNorm } from "./norm";
 export { geluNew, add } from "./elementwise";
 export { attention, attentionScores, softmaxCausal, attentionApply } from "./attention";

@@ -11,6 +11,14 @@
 // (columns p*8 .. p*8+7), contiguous, zero-padded past n.
 // packedSize(k, n) = ceil(n / 8) * 8 * k floats.
 //
+// Packed bf16 B (packBBf16, read by matmulBf16): the same panel order with
+// each value stored as its bf16 rounding (the upper 16 bits of the f32,
+// rounded to nearest even): 16 bytes per panel row instead of 32.
+// packedSizeBf16(k, n) = packedSize(k, n) / 2 f32 slots (packedSize is a
+// multiple of 8). The kernels widen each 8-value row in registers (bf16 -> f32
+// is a 16-bit left shift) and run exactly the f32 arithmetic, so matmulBf16
+// equals matmul over the bf16-rounded matrix, bit for bit.
+//
 // Packed A (per call, in the caller-provided scratch): for each block of MC
 // rows and KC columns of A, groups of 4 rows stored as [kk][4] (zero rows pad
 // the last group).
@@ -69,6 +77,56 @@ export function packB(src: usize, dst: usize, k: i32, n: i32): void {
         d += NR << 2;
         s += rowB;
       }
+    }
+  }
+}
+
+// f32 -> bf16 bits, round to nearest even; NaN stays a (quiet) NaN.
+// @ts-ignore: decorator
+@inline
+function toBf16(x: f32): u32 {
+  const u = reinterpret<u32>(x);
+  if ((u & 0x7fffffff) > 0x7f800000) return (u >> 16) | 0x40;
+  return (u + 0x7fff + ((u >> 16) & 1)) >> 16;
+}
+
+// f32 slots (4 bytes each) of a bf16-packed [k, n] matrix.
+export function packedSizeBf16(k: i32, n: i32): i32 {
+  return packedSize(k, n) >> 1;
+}
+
+// Packs row-major f32 B [k, n] at src into bf16 panels at dst.
+export function packBBf16(src: usize, dst: usize, k: i32, n: i32): void {
+  const panels = (n + NR - 1) / NR;
+  const rowB = <usize>n << 2;
+  for (let p = 0; p < panels; p++) {
+    const c0 = p * NR;
+    const nc = min(NR, n - c0);
+    let d = dst + (<usize>p * <usize>k * NR << 1);
+    let s = src + (<usize>c0 << 2);
+    for (let kk = 0; kk < k; kk++) {
+      for (let j = 0; j < NR; j++) {
+        store<u16>(d + (<usize>j << 1), j < nc ? <u16>toBf16(load<f32>(s + (<usize>j << 2))) : 0);
+      }
+      d += NR << 1;
+      s += rowB;
+    }
+  }
+}
+
+// Inverse of packBBf16: writes the bf16 values, widened to f32, as row-major [k, n].
+export function unpackBBf16(src: usize, dst: usize, k: i32, n: i32): void {
+  const panels = (n + NR - 1) / NR;
+  for (let p = 0; p < panels; p++) {
+    const c0 = p * NR;
+    const nc = min(NR, n - c0);
+    let s = src + (<usize>p * <usize>k * NR << 1);
+    for (let kk = 0; kk < k; kk++) {
+      const d = dst + ((<usize>kk * <usize>n + <usize>c0) << 2);
+      for (let j = 0; j < nc; j++) {
+        store<u32>(d + (<usize>j << 2), <u32>load<u16>(s + (<usize>j << 1)) << 16);
+      }
+      s += NR << 1;
     }
   }
 }
@@ -134,11 +192,26 @@ function packA(a: usize, ldaB: usize, rows: i32, kc: i32, dst: usize): void {
   }
 }
 
+// Row kk of a B panel as two f32x4 (columns 0-3, 4-7): T = f32 reads 32
+// bytes; T = u16 (bf16) reads 16 bytes and widens each value by a shift.
+// @ts-ignore: decorator
+@inline
+function loadB0<T>(b: usize, v: v128): v128 {
+  if (sizeof<T>() == 2) return i32x4.shl(i32x4.extend_low_i16x8_u(v), 16);
+  return v128.load(b, 0);
+}
+// @ts-ignore: decorator
+@inline
+function loadB1<T>(b: usize, v: v128): v128 {
+  if (sizeof<T>() == 2) return i32x4.shl(i32x4.extend_high_i16x8_u(v), 16);
+  return v128.load(b, 16);
+}
+
 // 4 x 8 tile: C rows c, c+ldc, c+2ldc, c+3ldc (bytes), 8 columns.
 // fromC: start from C (else from 0); bias (if non-zero) is then added.
 // @ts-ignore: decorator
 @inline
-function kernel4x8(ap: usize, bp: usize, kc: i32, c: usize, ldc: usize, fromC: bool, bias: usize): void {
+function kernel4x8<T>(ap: usize, bp: usize, kc: i32, c: usize, ldc: usize, fromC: bool, bias: usize): void {
   const c1 = c + ldc, c2 = c1 + ldc, c3 = c2 + ldc;
   let x00 = f32x4.splat(0), x01 = x00, x10 = x00, x11 = x00;
   let x20 = x00, x21 = x00, x30 = x00, x31 = x00;
@@ -158,7 +231,8 @@ function kernel4x8(ap: usize, bp: usize, kc: i32, c: usize, ldc: usize, fromC: b
   let a = ap, b = bp;
   for (let kk = 0; kk < kc; kk++) {
     const av = v128.load(a);
-    const b0 = v128.load(b, 0), b1 = v128.load(b, 16);
+    const bv = sizeof<T>() == 2 ? v128.load(b) : av;
+    const b0 = loadB0<T>(b, bv), b1 = loadB1<T>(b, bv);
     let s = i32x4.shuffle(av, av, 0, 0, 0, 0);
     x00 = madd(s, b0, x00); x01 = madd(s, b1, x01);
     s = i32x4.shuffle(av, av, 1, 1, 1, 1);
@@ -168,7 +242,7 @@ function kernel4x8(ap: usize, bp: usize, kc: i32, c: usize, ldc: usize, fromC: b
     s = i32x4.shuffle(av, av, 3, 3, 3, 3);
     x30 = madd(s, b0, x30); x31 = madd(s, b1, x31);
     a += 16;
-    b += 32;
+    b += NR * sizeof<T>();
   }
   v128.store(c, x00, 0); v128.store(c, x01, 16);
   v128.store(c1, x10, 0); v128.store(c1, x11, 16);
@@ -180,7 +254,7 @@ function kernel4x8(ap: usize, bp: usize, kc: i32, c: usize, ldc: usize, fromC: b
 // per-element arithmetic as kernel4x8, a quarter of the work.
 // @ts-ignore: decorator
 @inline
-function kernel1x8(ap: usize, bp: usize, kc: i32, c: usize, fromC: bool, bias: usize): void {
+function kernel1x8<T>(ap: usize, bp: usize, kc: i32, c: usize, fromC: bool, bias: usize): void {
   let x0 = f32x4.splat(0), x1 = x0;
   if (fromC) {
     x0 = v128.load(c, 0); x1 = v128.load(c, 16);
@@ -191,10 +265,11 @@ function kernel1x8(ap: usize, bp: usize, kc: i32, c: usize, fromC: bool, bias: u
   let a = ap, b = bp;
   for (let kk = 0; kk < kc; kk++) {
     const s = v128.load32_splat(a);
-    x0 = madd(s, v128.load(b, 0), x0);
-    x1 = madd(s, v128.load(b, 16), x1);
+    const bv = sizeof<T>() == 2 ? v128.load(b) : s;
+    x0 = madd(s, loadB0<T>(b, bv), x0);
+    x1 = madd(s, loadB1<T>(b, bv), x1);
     a += 16;
-    b += 32;
+    b += NR * sizeof<T>();
   }
   v128.store(c, x0, 0); v128.store(c, x1, 16);
 }
@@ -202,7 +277,9 @@ function kernel1x8(ap: usize, bp: usize, kc: i32, c: usize, fromC: bool, bias: u
 // Rows [rowStart, rowEnd) and column panels [panelStart, panelEnd) of C.
 // lda, ldc in floats. bias: 0 or pointer to n floats.
 // scratch: matmulScratchBytes() bytes, private to the calling thread.
-export function matmul(
+// @ts-ignore: decorator
+@inline
+function matmulT<T>(
   a: usize, bp: usize, c: usize, m: i32, k: i32, n: i32,
   lda: i32, ldc: i32, bias: usize, accumulate: i32,
   rowStart: i32, rowEnd: i32, panelStart: i32, panelEnd: i32, scratch: usize,
@@ -222,16 +299,16 @@ export function matmul(
       for (let p = panelStart; p < panelEnd; p++) {
         const c0 = p * NR;
         const nc = min(NR, n - c0);
-        const b = bp + ((<usize>p * <usize>k + <usize>pc) * NR << 2);
+        const b = bp + (<usize>p * <usize>k + <usize>pc) * NR * sizeof<T>();
         const biasP: usize = first && bias ? bias + (<usize>c0 << 2) : 0;
         for (let r0 = 0; r0 < mc; r0 += MR) {
           const ap = apack + (<usize>r0 * <usize>kc << 2);
           const cp = c + <usize>(ic + r0) * ldcB + (<usize>c0 << 2);
           const nr = min(MR, mc - r0);
           if (nr == MR && nc == NR) {
-            kernel4x8(ap, b, kc, cp, ldcB, fromC, biasP);
+            kernel4x8<T>(ap, b, kc, cp, ldcB, fromC, biasP);
           } else if (nr == 1 && nc == NR) {
-            kernel1x8(ap, b, kc, cp, fromC, biasP);
+            kernel1x8<T>(ap, b, kc, cp, fromC, biasP);
           } else {
             // Edge tile: the same arithmetic through a 4 x 8 scratch tile.
             for (let r = 0; r < MR; r++) {
@@ -244,7 +321,7 @@ export function matmul(
                 store<f32>(tile + (<usize>(r * NR + j) << 2), v);
               }
             }
-            kernel4x8(ap, b, kc, tile, NR << 2, true, 0);
+            kernel4x8<T>(ap, b, kc, tile, NR << 2, true, 0);
             for (let r = 0; r < nr; r++) {
               for (let j = 0; j < nc; j++) {
                 store<f32>(cp + <usize>r * ldcB + (<usize>j << 2), load<f32>(tile + (<usize>(r * NR + j) << 2)));
@@ -255,4 +332,22 @@ export function matmul(
       }
     }
   }
+}
+
+// C = A @ B over f32 panels (packB).
+export function matmul(
+  a: usize, bp: usize, c: usize, m: i32, k: i32, n: i32,
+  lda: i32, ldc: i32, bias: usize, accumulate: i32,
+  rowStart: i32, rowEnd: i32, panelStart: i32, panelEnd: i32, scratch: usize,
+): void {
+  matmulT<f32>(a, bp, c, m, k, n, lda, ldc, bias, accumulate, rowStart, rowEnd, panelStart, panelEnd, scratch);
+}
+
+// C = A @ B over bf16 panels (packBBf16); same arguments and arithmetic as matmul.
+export function matmulBf16(
+  a: usize, bp: usize, c: usize, m: i32, k: i32, n: i32,
+  lda: i32, ldc: i32, bias: usize, accumulate: i32,
+  rowStart: i32, rowEnd: i32, panelStart: i32, panelEnd: i32, scratch: usize,
+): void {
+  matmulT<u16>(a, bp, c, m, k, n, lda, ldc, bias, accumulate, rowStart, rowEnd, panelStart, panelEnd, scratch);
 }

@@ -47,6 +47,26 @@ export interface KernelExports {
   packedSize(k: number, n: number): number;
   packB(src: number, dst: number, k: number, n: number): void;
   unpackB(src: number, dst: number, k: number, n: number): void;
+  packedSizeBf16(k: number, n: number): number;
+  packBBf16(src: number, dst: number, k: number, n: number): void;
+  unpackBBf16(src: number, dst: number, k: number, n: number): void;
+  matmulBf16(
+    a: number,
+    bp: number,
+    c: number,
+    m: number,
+    k: number,
+    n: number,
+    lda: number,
+    ldc: number,
+    bias: number,
+    accumulate: number,
+    rowStart: number,
+    rowEnd: number,
+    panelStart: number,
+    panelEnd: number,
+    scratch: number,
+  ): void;
   matmul(
     a: number,
     bp: number,
@@ -153,8 +173,20 @@ export interface LoadOptions {
   threads?: number;
 }
 
+/**
+ * Storage of a packed B matrix: `"f32"` ({@linkcode Kernels.packB}) or `"bf16"`
+ * ({@linkcode Kernels.packBBf16}: half the memory, values rounded to bfloat16, computed in f32).
+ */
+export type BDtype = "f32" | "bf16";
+
 /** Options of {@linkcode Kernels.matmul}. */
 export interface MatmulOptions {
+  /**
+   * How B was packed (default `"f32"`). With `"bf16"` each bf16 value is widened to f32 in
+   * registers and the arithmetic is the f32 kernel's, so the result equals, bit for bit, the f32
+   * matmul over B rounded to bf16.
+   */
+  bDtype?: BDtype;
   /** Row stride of A in floats (default k). */
   lda?: number;
   /** Row stride of C in floats (default n). */
@@ -576,25 +608,61 @@ export class Kernels {
     this.exports.unpackB(src, dst, k, n);
   }
 
+  /**
+   * Floats (4-byte slots, as {@linkcode Kernels.alloc} counts) needed to hold a bf16-packed
+   * [k, n] B matrix: half of {@linkcode Kernels.packedSize}.
+   */
+  packedSizeBf16(k: number, n: number): number {
+    return this.packedSize(k, n) / 2;
+  }
+
+  /**
+   * Packs f32 B [k, n] (row-major at src) into bf16 panels at dst (packedSizeBf16 floats): the
+   * panel order of {@linkcode Kernels.packB}, each value rounded to nearest-even bfloat16 (8
+   * significant bits: relative error at most 2^-9, about 0.2%). Read by
+   * `matmul(..., { bDtype: "bf16" })`.
+   */
+  packBBf16(src: number, dst: number, k: number, n: number): void {
+    this.exports.packBBf16(src, dst, k, n);
+  }
+
+  /** Inverse of {@linkcode Kernels.packBBf16}: writes the bf16 values as f32 B [k, n] at dst. */
+  unpackBBf16(src: number, dst: number, k: number, n: number): void {
+    this.exports.unpackBBf16(src, dst, k, n);
+  }
+
   /** Allocates and fills a packed copy of the row-major [k, n] matrix `data`. */
-  uploadPacked(data: Float32Array, k: number, n: number): number {
+  uploadPacked(
+    data: Float32Array,
+    k: number,
+    n: number,
+    dtype: BDtype = "f32",
+  ): number {
     if (data.length !== k * n) {
       throw new KernelError(`uploadPacked: data has ${data.length} floats, expected ${k}x${n}`);
     }
-    const packed = this.alloc(this.packedSize(k, n));
+    const bf16 = dtype === "bf16";
+    const packed = this.alloc(bf16 ? this.packedSizeBf16(k, n) : this.packedSize(k, n));
     const m = this.mark();
     const raw = this.alloc(k * n);
     this.write(raw, data);
-    this.packB(raw, packed, k, n);
+    if (bf16) this.packBBf16(raw, packed, k, n);
+    else this.packB(raw, packed, k, n);
     this.release(m);
     return packed;
   }
 
-  /** Reads back a packed [k, n] matrix as row-major floats. */
-  downloadPacked(packed: number, k: number, n: number): Float32Array<ArrayBuffer> {
+  /** Reads back a packed [k, n] matrix (packed as `dtype`) as row-major floats. */
+  downloadPacked(
+    packed: number,
+    k: number,
+    n: number,
+    dtype: BDtype = "f32",
+  ): Float32Array<ArrayBuffer> {
     const m = this.mark();
     const raw = this.alloc(k * n);
-    this.unpackB(packed, raw, k, n);
+    if (dtype === "bf16") this.unpackBBf16(packed, raw, k, n);
+    else this.unpackB(packed, raw, k, n);
     const out = this.read(raw, k * n);
     this.release(m);
     return out;
@@ -602,7 +670,8 @@ export class Kernels {
 
   /**
    * C[m, n] = A[m, k] @ B[k, n] (+ bias) (+ C when accumulate), B packed by
-   * {@linkcode Kernels.packB}. Per element: acc = (C or 0) + bias, then a*b added in k order.
+   * {@linkcode Kernels.packB} (or {@linkcode Kernels.packBBf16} with `bDtype: "bf16"`). Per
+   * element: acc = (C or 0) + bias, then a*b added in k order.
    */
   matmul(
     a: number,
@@ -624,6 +693,10 @@ export class Kernels {
       throw new KernelError(`matmul: lda ${lda} < k ${k} or ldc ${ldc} < n ${n}`);
     }
     const bias = opts.bias ?? 0, acc = opts.accumulate ? 1 : 0;
+    const bf16 = opts.bDtype === "bf16" ? 1 : 0;
+    if (opts.bDtype !== undefined && opts.bDtype !== "f32" && !bf16) {
+      throw new KernelError(`matmul: bDtype must be "f32" or "bf16", got ${opts.bDtype}`);
+    }
     const panels = Math.ceil(n / NR);
     const rows = rowEnd - rowStart;
     const maxT = this.threads;
@@ -643,6 +716,7 @@ export class Kernels {
       x[0] = a, x[1] = packedB, x[2] = c, x[3] = m, x[4] = k, x[5] = n, x[6] = lda, x[7] = ldc;
       x[8] = bias, x[9] = acc, x[10] = rowStart, x[11] = rowEnd, x[12] = 0, x[13] = panels;
       x[14] = this.#scratchOf(t),
+        x[15] = bf16,
         x[COUNTER] = counter,
         x[CHUNK] = chunk,
         x[MODE] = byPanels ? 1 : 2;

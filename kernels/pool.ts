@@ -250,8 +250,10 @@ export function runOp(ex: KernelExports, op: number, a: Float64Array, mem: Int32
   const counter = a[COUNTER] / 4;
   switch (op) {
     case Op.matmul: {
+      // a[15] = 1: B is packed as bf16 (matmulBf16, same arguments).
+      const mm = a[15] === 1 ? ex.matmulBf16 : ex.matmul;
       if (!counter) {
-        ex.matmul(
+        mm(
           a[0],
           a[1],
           a[2],
@@ -277,7 +279,7 @@ export function runOp(ex: KernelExports, op: number, a: Float64Array, mem: Int32
         if (s >= end) break;
         const e = Math.min(end, s + chunk);
         if (byRows) {
-          ex.matmul(
+          mm(
             a[0],
             a[1],
             a[2],
@@ -295,7 +297,7 @@ export function runOp(ex: KernelExports, op: number, a: Float64Array, mem: Int32
             a[14],
           );
         } else {
-          ex.matmul(
+          mm(
             a[0],
             a[1],
             a[2],

@@ -3,15 +3,17 @@
  * matrix packed once at load, Q|K|V fused into one [d_model, 3 d_model] matrix as HF stores it.
  * @module
  */
-import type { Kernels } from "../kernels/kernels.ts";
+import type { BDtype, Kernels } from "../kernels/kernels.ts";
 import type { Gpt2Params, LayerNormParams } from "../weights/gpt2.ts";
 import type { HookedTransformerConfig } from "../weights/config.ts";
 
-/** A packed right-hand matrix [k, n] for `Kernels.matmul`. */
+/** A packed right-hand matrix [k, n] for `Kernels.matmul` (pass `dtype` as its `bDtype`). */
 export interface PackedMatrix {
   ptr: number;
   k: number;
   n: number;
+  /** How it is stored: f32 panels, or bf16 panels (half the memory, widened to f32 in the kernel). */
+  dtype: BDtype;
 }
 
 /** LayerNorm weight and bias pointers, or null for LNPre (folded). */
@@ -45,12 +47,18 @@ export interface DeviceWeights {
   b_U: number;
 }
 
-/** Copies processed parameters into WebAssembly memory once, packing every matmul operand. */
+/**
+ * Copies processed parameters into WebAssembly memory once, packing every matmul operand. With
+ * `weightDtype: "bf16"` the big matrices (W_QKV, W_O, W_in, W_out, W_U) are stored as bfloat16
+ * (rounded to nearest even); biases and LayerNorm parameters stay f32.
+ */
 export function uploadWeights(
   k: Kernels,
   params: Gpt2Params,
   cfg: HookedTransformerConfig,
+  weightDtype: BDtype = "f32",
 ): DeviceWeights {
+  const bf16 = weightDtype === "bf16";
   const { dModel: d, nHeads, dHead } = cfg;
   const vector = (data: Float32Array): number => {
     const ptr = k.alloc(data.length);
@@ -60,12 +68,13 @@ export function uploadWeights(
   const ln = (p: LayerNormParams | null): DeviceLayerNorm | null =>
     p && { gamma: vector(p.w), beta: vector(p.b) };
   const packed = (data: Float32Array, rows: number, cols: number): PackedMatrix => {
-    const ptr = k.alloc(k.packedSize(rows, cols));
+    const ptr = k.alloc(bf16 ? k.packedSizeBf16(rows, cols) : k.packedSize(rows, cols));
     // The unpacked copy is scratch above the packed one, released right after packing.
     const mark = k.mark();
-    k.packB(vector(data), ptr, rows, cols);
+    if (bf16) k.packBBf16(vector(data), ptr, rows, cols);
+    else k.packB(vector(data), ptr, rows, cols);
     k.release(mark);
-    return { ptr, k: rows, n: cols };
+    return { ptr, k: rows, n: cols, dtype: weightDtype };
   };
 
   const blocks = params.blocks.map((b): DeviceBlock => {

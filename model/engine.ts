@@ -3,7 +3,7 @@
  * built from them (full runs with hooks, resumed runs for patching, next-token log-probs).
  * @module
  */
-import type { Kernels } from "../kernels/kernels.ts";
+import type { BDtype, Kernels } from "../kernels/kernels.ts";
 import type { HookedTransformerConfig } from "../weights/config.ts";
 import type { Gpt2Params } from "../weights/gpt2.ts";
 import type { Tensor } from "../weights/tensor.ts";
@@ -27,8 +27,9 @@ export class Engine {
     readonly k: Kernels,
     readonly cfg: HookedTransformerConfig,
     readonly params: Gpt2Params,
+    weightDtype: BDtype = "f32",
   ) {
-    this.device = uploadWeights(k, params, cfg);
+    this.device = uploadWeights(k, params, cfg, weightDtype);
     this.silent = new HookSession(k, new Map(), new Set());
   }
 
@@ -103,7 +104,10 @@ export class Engine {
     const { dModel: d, dVocab: V } = this.cfg;
     for (let r0 = 0; r0 < rows; r0 += LOGIT_CHUNK_ROWS) {
       const m = Math.min(LOGIT_CHUNK_ROWS, rows - r0);
-      k.matmul(x + r0 * d * F32, device.W_U.ptr, chunk, m, d, V, { bias: device.b_U });
+      k.matmul(x + r0 * d * F32, device.W_U.ptr, chunk, m, d, V, {
+        bias: device.b_U,
+        bDtype: device.W_U.dtype,
+      });
       each(r0, m, k.view(chunk, m * V));
     }
   }

@@ -145,13 +145,19 @@ export class ForwardPass {
     const p = `blocks.${l}`;
     this.visit(`${p}.hook_resid_pre`, buf.resid, d);
     this.layerNorm(`${p}.ln1`, blk.ln1);
-    k.matmul(buf.x, blk.W_QKV.ptr, buf.qkv, plan.rows, d, 3 * d, { bias: blk.b_QKV });
+    k.matmul(buf.x, blk.W_QKV.ptr, buf.qkv, plan.rows, d, 3 * d, {
+      bias: blk.b_QKV,
+      bDtype: blk.W_QKV.dtype,
+    });
     this.visit(`${p}.attn.hook_q`, buf.qkv, d, 3 * d);
     this.visit(`${p}.attn.hook_k`, buf.qkv + d * F32, d, 3 * d);
     this.visit(`${p}.attn.hook_v`, buf.qkv + 2 * d * F32, d, 3 * d);
     this.attention(l);
     this.visit(`${p}.attn.hook_z`, buf.z, d);
-    k.matmul(buf.z, blk.W_O.ptr, buf.out, plan.rows, d, d, { bias: blk.b_O });
+    k.matmul(buf.z, blk.W_O.ptr, buf.out, plan.rows, d, d, {
+      bias: blk.b_O,
+      bDtype: blk.W_O.dtype,
+    });
     this.visit(`${p}.hook_attn_out`, buf.out, d);
     k.add(buf.resid, buf.out, buf.resid, plan.rows * d);
     this.visit(`${p}.hook_resid_mid`, buf.resid, d);
@@ -164,11 +170,17 @@ export class ForwardPass {
     const d = cfg.dModel;
     const p = `blocks.${l}`;
     this.layerNorm(`${p}.ln2`, blk.ln2);
-    k.matmul(buf.x, blk.W_in.ptr, buf.mlp, plan.rows, d, cfg.dMlp, { bias: blk.b_in });
+    k.matmul(buf.x, blk.W_in.ptr, buf.mlp, plan.rows, d, cfg.dMlp, {
+      bias: blk.b_in,
+      bDtype: blk.W_in.dtype,
+    });
     this.visit(`${p}.mlp.hook_pre`, buf.mlp, cfg.dMlp);
     k.geluNew(buf.mlp, buf.mlp, plan.rows * cfg.dMlp);
     this.visit(`${p}.mlp.hook_post`, buf.mlp, cfg.dMlp);
-    k.matmul(buf.mlp, blk.W_out.ptr, buf.out, plan.rows, cfg.dMlp, d, { bias: blk.b_out });
+    k.matmul(buf.mlp, blk.W_out.ptr, buf.out, plan.rows, cfg.dMlp, d, {
+      bias: blk.b_out,
+      bDtype: blk.W_out.dtype,
+    });
     this.visit(`${p}.hook_mlp_out`, buf.out, d);
     k.add(buf.resid, buf.out, buf.resid, plan.rows * d);
     this.visit(`${p}.hook_resid_post`, buf.resid, d);

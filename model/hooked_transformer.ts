@@ -22,6 +22,21 @@ import { type Tokens, toTokenTensor } from "./tokens.ts";
 export interface FromPretrainedOptions extends ProcessingOptions, ResolveOptions {
   /** Worker threads for the kernels (default: all cores where the runtime allows). */
   threads?: number;
+  /**
+   * How the big matrices (W_Q|W_K|W_V, W_O, W_in, W_out, W_U) are stored in WebAssembly memory
+   * (default `"f32"`). `"bf16"` halves their memory, so gpt2-large fits with room to spare and
+   * gpt2-xl fits at all (1.56B parameters: 6.2 GB in f32, past wasm32's 4 GiB; 3.1 GB in bf16);
+   * arithmetic stays f32 (each weight is widened in registers).
+   *
+   * Precision cost: bf16 keeps 8 significant bits, so each weight is rounded to within 2^-9
+   * (about 0.2%) relative, ~0.4% between neighbouring values; logits move by roughly that much
+   * times their spread (on GPT-2 small, a few hundredths of a logit), argmaxes rarely change.
+   * The rounding applies to the weights after processing (LayerNorm folding etc., done in f32),
+   * so it is not the same as loading a bf16 checkpoint. Embeddings, biases and LayerNorm
+   * parameters stay f32, and the weight accessors (`model.W_Q`, ...) return the unrounded f32
+   * processed weights.
+   */
+  weightDtype?: "f32" | "bf16";
 }
 
 /** What a run returns: full logits, or nothing (TransformerLens's `return_type=None`). */
@@ -69,6 +84,8 @@ export class HookedTransformer {
   readonly tokenizer: Tokenizer | undefined;
   /** Which processing steps were applied to the weights. */
   readonly processing: Required<ProcessingOptions>;
+  /** How the big weight matrices are stored in WebAssembly memory (see FromPretrainedOptions). */
+  readonly weightDtype: "f32" | "bf16";
   /** The kernels (and WebAssembly memory) this model runs on. */
   readonly kernels: Kernels;
   readonly #params: Gpt2Params;
@@ -84,7 +101,8 @@ export class HookedTransformer {
     params: Gpt2Params,
     kernels: Kernels,
     processing: Required<ProcessingOptions>,
-    tokenizer?: Tokenizer,
+    tokenizer: Tokenizer | undefined,
+    weightDtype: "f32" | "bf16",
   ) {
     this.cfg = cfg;
     this.#params = params;
@@ -93,7 +111,8 @@ export class HookedTransformer {
     this.tokenizer = tokenizer;
     this.hookNames = hookNames(cfg);
     this.#hookSet = new Set(this.hookNames);
-    this.engine = new Engine(kernels, cfg, params);
+    this.weightDtype = weightDtype;
+    this.engine = new Engine(kernels, cfg, params, weightDtype);
   }
 
   /**
@@ -131,8 +150,14 @@ export class HookedTransformer {
       foldValueBiases: opts.foldValueBiases ?? true,
     };
     const params = processWeights(raw, processing);
+    const weightDtype = opts.weightDtype ?? "f32";
+    if (weightDtype !== "f32" && weightDtype !== "bf16") {
+      throw new InputError(
+        `weightDtype must be "f32" or "bf16", got ${JSON.stringify(weightDtype)}`,
+      );
+    }
     const kernels = await Kernels.load({ threads: opts.threads });
-    return new HookedTransformer(cfg, params, kernels, processing, opts.tokenizer);
+    return new HookedTransformer(cfg, params, kernels, processing, opts.tokenizer, weightDtype);
   }
 
   /** Logits [batch, pos, d_vocab] for a batch of token ids. */

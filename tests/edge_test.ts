@@ -214,7 +214,8 @@ Deno.test({
     }).spawn();
     const out: string[] = [];
     const drain = async (s: ReadableStream<Uint8Array>) => {
-      for await (const c of s.pipeThrough(new TextDecoderStream())) out.push(c);
+      const decoder = new TextDecoder();
+      for await (const c of s) out.push(decoder.decode(c, { stream: true }));
     };
     const drained = Promise.all([drain(child.stdout), drain(child.stderr)]);
     try {

@@ -52,6 +52,7 @@ export type {
   AttentionApplyArgs,
   AttentionArgs,
   AttentionScoresArgs,
+  BDtype,
   LayerNormOptions,
   LoadOptions,
   MatmulOptions,

@@ -227,12 +227,15 @@ export interface AttentionScoresArgs {
   nQ: number;
   /** Absolute position of query 0; keys run 0..qStart+nQ-1. */
   qStart: number;
+  /** Heads in each row (columns h*dHead..(h+1)*dHead belong to head h). */
   nHeads: number;
+  /** Width of one head. */
   dHead: number;
   /** Scores are (q.k)*scale (GPT-2: 1/sqrt(dHead)). */
   scale: number;
-  /** Heads [headStart, headEnd) only (default all). */
+  /** First head to compute (default 0). */
   headStart?: number;
+  /** One past the last head to compute (default nHeads). */
   headEnd?: number;
 }
 
@@ -242,6 +245,7 @@ export interface AttentionArgs extends AttentionScoresArgs {
   v: number;
   /** Output row i at z + i*zStride floats (head h in columns [h*dHead, (h+1)*dHead)). */
   z: number;
+  /** Row stride of z in floats. */
   zStride: number;
   /** When given (non-zero), receives the softmax pattern [nHeads, nQ, nK], masked entries 0. */
   pattern?: number;
@@ -251,15 +255,25 @@ export interface AttentionArgs extends AttentionScoresArgs {
 export interface AttentionApplyArgs {
   /** [nHeads, nQ, nK] pattern; only entries j <= qStart+i are read. */
   pattern: number;
+  /** Value row j at v + j*stride floats. */
   v: number;
+  /** Row stride of v in floats. */
   stride: number;
+  /** Output row i at z + i*zStride floats. */
   z: number;
+  /** Row stride of z in floats. */
   zStride: number;
+  /** Number of queries. */
   nQ: number;
+  /** Absolute position of query 0. */
   qStart: number;
+  /** Heads in each row. */
   nHeads: number;
+  /** Width of one head. */
   dHead: number;
+  /** First head to compute (default 0). */
   headStart?: number;
+  /** One past the last head to compute (default nHeads). */
   headEnd?: number;
 }
 
@@ -357,7 +371,10 @@ export class Kernels {
   readonly memory: WebAssembly.Memory;
   /** Whether the relaxed-SIMD build is in use. */
   readonly relaxedSimd: boolean;
-  /** The module's raw exports (byte offsets; prefer the methods). */
+  /**
+   * The module's raw exports (byte offsets; prefer the methods).
+   * @internal
+   */
   readonly exports: KernelExports;
   #top: number;
   readonly #heapStart: number;

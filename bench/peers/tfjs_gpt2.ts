@@ -166,8 +166,10 @@ interface Gpt2 {
   eps: number;
   wte: tf.Tensor2D;
   wpe: tf.Tensor2D;
-  /** W_U [D, V]: wte (or lm_head) transposed once at load; tf.matMul(x, wte, false, true) is
-   * about 9x slower on the wasm backend at 3030 x 768 x 50257. */
+  /**
+   * W_U [D, V]: wte (or lm_head) transposed once at load; tf.matMul(x, wte, false, true) is about
+   * 9x slower on the wasm backend at 3030 x 768 x 50257.
+   */
   unembed: tf.Tensor2D;
   blocks: Block[];
   lnfW: tf.Tensor1D;

@@ -164,7 +164,9 @@ if (import.meta.main) {
   log("matmul: this library ...");
   const matmul = await ourMatmul();
   const torchGemm = withPeers ? peerNote("pytorch sgemm", await runTorch("sgemm")) : undefined;
-  const tfjsGemm = withPeers ? peerNote("tfjs matmul", await runTfjs("matmul")) : undefined;
+  const tfjsGemm = withPeers
+    ? peerNote("tfjs matmul", await runTfjs("matmul", undefined, undefined, { threads: cores }))
+    : undefined;
 
   log("forward: this library ...");
   const model = await HookedTransformer.fromPretrained(bench.dir);

@@ -219,8 +219,9 @@ export async function writeAtomically(dir: string, files: Record<string, string>
   const temps: [string, string][] = [];
   const placed: { final: string; backup: string | null }[] = [];
   try {
-    for (const [name, text] of Object.entries(files)) {
-      const tmp = `${dir}/.${name}.${tag}.tmp`;
+    for (const [i, [name, text]] of Object.entries(files).entries()) {
+      // Temporary names carry no part of `name`, so they are plain files in `dir` whatever it holds.
+      const tmp = `${dir}/.write-${tag}-${i}.tmp`;
       temps.push([tmp, `${dir}/${name}`]);
       await Deno.writeTextFile(tmp, text);
     }

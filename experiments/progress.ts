@@ -6,7 +6,7 @@
  * @module
  */
 
-import { formatDuration } from "../weights/progress.ts";
+import { formatDuration, progressEnabled } from "../weights/progress.ts";
 
 /** Where progress goes and how it is drawn. */
 export interface ReporterOptions {
@@ -22,14 +22,6 @@ export interface ReporterOptions {
 
 const encoder = new TextEncoder();
 const BAR = 24;
-
-function stderrIsTerminal(): boolean {
-  try {
-    return Deno.stderr.isTerminal();
-  } catch {
-    return false;
-  }
-}
 
 /** Seconds for a log line: "412 ms", "3.2 s", "2:05". */
 export function formatSeconds(s: number): string {
@@ -120,7 +112,7 @@ export class Reporter {
   /** @param steps How many numbered steps the run has (for "[3/7]"). */
   constructor(steps: number, opts: ReporterOptions = {}) {
     this.#steps = steps;
-    this.tty = opts.tty ?? stderrIsTerminal();
+    this.tty = progressEnabled(opts.tty);
     this.quiet = opts.quiet ?? false;
     this.now = opts.now ?? (() => performance.now());
     this.write = opts.write ?? ((text) => {

@@ -72,7 +72,7 @@ export {
 // Analysis: the study "How to interpret GPT2-small" (repeated tokens, scores, patching, circuits).
 export { generateRepeatedTokens } from "./analysis/repeated_tokens.ts";
 export type { RepeatedTokensOptions } from "./analysis/repeated_tokens.ts";
-export { logProbSummary } from "./analysis/log_probs.ts";
+export { logProbsAndHeadScores, logProbSummary } from "./analysis/log_probs.ts";
 export type { LogProbSummary } from "./analysis/log_probs.ts";
 export { attentionPattern, diagonalMean, headScores } from "./analysis/head_scores.ts";
 export type { AttentionPattern, HeadScores } from "./analysis/head_scores.ts";

@@ -6,6 +6,9 @@
  * @module
  */
 import { fullPlan } from "../model/forward.ts";
+import { getActName } from "../model/hook_points.ts";
+import { HookSession } from "../model/hooks.ts";
+import { diagonalMean, type HeadScores } from "./head_scores.ts";
 import type { HookedTransformer } from "../model/hooked_transformer.ts";
 import { type Tokens, toTokenTensor } from "../model/tokens.ts";
 import { repeatedShape } from "./repeated_tokens.ts";
@@ -60,6 +63,35 @@ export async function logProbSummary(
   tokens: Tokens,
   seqLen: number,
 ): Promise<LogProbSummary> {
+  return (await repeatedTokenPass(model, tokens, seqLen, false)).summary;
+}
+
+/**
+ * {@link logProbSummary} and {@link headScores} from ONE forward pass (the patterns are cached
+ * group by group while the log-probs are computed), as the study's first step does in
+ * TransformerLens: half the work of calling both.
+ *
+ * @example
+ * ```ts ignore
+ * const { summary, scores } = await logProbsAndHeadScores(model, tokens, 50);
+ * summary.secondHalf; scores.induction[1][2];
+ * ```
+ */
+export async function logProbsAndHeadScores(
+  model: HookedTransformer,
+  tokens: Tokens,
+  seqLen: number,
+): Promise<{ summary: LogProbSummary; scores: HeadScores }> {
+  const { summary, scores } = await repeatedTokenPass(model, tokens, seqLen, true);
+  return { summary, scores: scores! };
+}
+
+async function repeatedTokenPass(
+  model: HookedTransformer,
+  tokens: Tokens,
+  seqLen: number,
+  withScores: boolean,
+): Promise<{ summary: LogProbSummary; scores?: HeadScores }> {
   await Promise.resolve();
   const t = toTokenTensor(tokens, model.cfg);
   const [batch, T] = repeatedShape(t, seqLen);
@@ -71,15 +103,36 @@ export async function logProbSummary(
   const logProbs = Array.from({ length: batch }, () => new Array<number>(n).fill(0));
   const correct = new Uint8Array(batch * n);
   const group = Math.max(1, Math.floor(ROW_BUDGET / T));
+  const names = Array.from({ length: cfg.nLayers }, (_, l) => getActName("pattern", l));
+  // Head scores: each group's diagonal means, weighted by its share of the batch.
+  const scores: HeadScores | undefined = withScores
+    ? {
+      induction: names.map(() => new Array<number>(cfg.nHeads).fill(0)),
+      previousToken: names.map(() => new Array<number>(cfg.nHeads).fill(0)),
+      duplicateToken: names.map(() => new Array<number>(cfg.nHeads).fill(0)),
+    }
+    : undefined;
   for (let b0 = 0; b0 < batch; b0 += group) {
     const g = Math.min(group, batch - b0);
     const ids = t.data.subarray(b0 * T, (b0 + g) * T);
     const mark = k.mark();
     try {
-      const { pass, buf } = engine.pass(fullPlan(g, T));
+      const session = new HookSession(k, new Map(), new Set(withScores ? names : []));
+      const { pass, buf } = engine.pass(fullPlan(g, T), withScores, session);
       engine.embed({ data: ids, shape: [g, T] }, buf.x, buf.z, engine.silent);
       k.add(buf.x, buf.z, buf.resid, g * T * d);
       for (let l = 0; l < cfg.nLayers; l++) pass.block(l);
+      if (scores) {
+        names.forEach((name, l) => {
+          const p = session.cached.get(name)!;
+          const add = (into: number[], offset: number) =>
+            diagonalMean(p, offset).forEach((v, h) => into[h] += v * g / batch);
+          add(scores.induction[l], 1 - seqLen);
+          add(scores.previousToken[l], -1);
+          add(scores.duplicateToken[l], -seqLen);
+        });
+        session.cached.clear();
+      }
       pass.finalLayerNorm();
       const chunk = k.alloc(engine.logitChunkRows * V);
       engine.unembed(buf.x, g * T, chunk, (r0, m) => {
@@ -118,7 +171,7 @@ export async function logProbSummary(
   }
   const half = batch * seqLen;
   for (let pos = 0; pos < n; pos++) perPosition[pos] /= batch;
-  return {
+  const summary = {
     logProbs,
     firstHalf: first / half,
     secondHalf: second / half,
@@ -126,4 +179,5 @@ export async function logProbSummary(
     accuracySecond: accSecond / half,
     perPosition,
   };
+  return { summary, scores };
 }

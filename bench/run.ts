@@ -12,8 +12,7 @@
  * @module
  */
 import { HookedTransformer } from "../mod.ts";
-import { headScores } from "../analysis/head_scores.ts";
-import { logProbSummary } from "../analysis/log_probs.ts";
+import { logProbsAndHeadScores } from "../analysis/log_probs.ts";
 import { patchingScores } from "../analysis/patching.ts";
 import { kCompositionCircuit } from "../analysis/circuits.ts";
 import { top1Accuracy } from "../analysis/factored_matrix.ts";
@@ -119,11 +118,10 @@ async function ourStudy(model: HookedTransformer, tokens: number[][]) {
     return r;
   };
   const batch = { data: Int32Array.from(tokens.flat()), shape: [tokens.length, tokens[0].length] };
-  const summary = await lap("score30x101", async () => {
-    const s = await logProbSummary(model, batch, BENCH_SEQ_LEN);
-    await headScores(model, batch, BENCH_SEQ_LEN);
-    return s;
-  }) as Awaited<ReturnType<typeof logProbSummary>>;
+  const { summary } = await lap(
+    "score30x101",
+    () => logProbsAndHeadScores(model, batch, BENCH_SEQ_LEN),
+  ) as Awaited<ReturnType<typeof logProbsAndHeadScores>>;
   await lap(
     "mlpPatching",
     () =>

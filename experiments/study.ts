@@ -8,8 +8,8 @@
 
 import { kCompositionCircuit, ovCircuit } from "../analysis/circuits.ts";
 import { top1Accuracy } from "../analysis/factored_matrix.ts";
-import { attentionPattern, headScores } from "../analysis/head_scores.ts";
-import { logProbSummary } from "../analysis/log_probs.ts";
+import { attentionPattern } from "../analysis/head_scores.ts";
+import { logProbsAndHeadScores } from "../analysis/log_probs.ts";
 import { patchingScores, patchPositions } from "../analysis/patching.ts";
 import { generateRepeatedTokens } from "../analysis/repeated_tokens.ts";
 import {
@@ -150,13 +150,13 @@ export async function runStudy(
   const T = tokens.shape[1];
   rep.step("repeated tokens", tok.seconds, `${batch} x ${T}, seed ${seed}`);
 
-  // 2. Log-probs.
+  // 2. Log-probs, with the head scores' patterns cached in the same forward pass.
   const lp = await timed(
     "logprobs",
-    "Log-prob summary",
-    () => logProbSummary(model, tokens, seqLen),
+    "Log-probs and head scores (one pass)",
+    () => logProbsAndHeadScores(model, tokens, seqLen),
   );
-  const s = lp.value;
+  const s = lp.value.summary;
   rep.step(
     "log-probs",
     lp.seconds,
@@ -166,7 +166,7 @@ export async function runStudy(
   );
 
   // 3. Head scores and the chosen heads.
-  const hs = await timed("heads", "Head scores", () => headScores(model, tokens, seqLen));
+  const hs = await timed("heads", "Head scores (from that pass)", () => lp.value.scores);
   const scores = hs.value;
   const topInduction = rankHeads(scores.induction, 10);
   const topPreviousToken = rankHeads(scores.previousToken, 10);

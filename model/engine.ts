@@ -117,12 +117,16 @@ export class Engine {
     return LOGIT_CHUNK_ROWS;
   }
 
-  /** Starts a pass over `plan` with no hooks (resumed runs). */
+  /**
+   * Starts a pass over `plan`, by default with no hooks (resumed runs). A session that caches
+   * `hook_pattern` points needs `pattern` true (the buffer they are written to).
+   */
   pass(
     plan: RowPlan,
     pattern = false,
+    session: HookSession = this.silent,
   ): { pass: ForwardPass; buf: ReturnType<typeof allocBuffers> } {
     const buf = allocBuffers(this.k, this.cfg, plan, pattern, false);
-    return { pass: new ForwardPass(this.k, this.cfg, this.device, plan, buf, this.silent), buf };
+    return { pass: new ForwardPass(this.k, this.cfg, this.device, plan, buf, session), buf };
   }
 }

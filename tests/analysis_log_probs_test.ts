@@ -3,7 +3,14 @@
  * float64 log-softmax of `model.run` logits.
  */
 import assert from "node:assert/strict";
-import { generateRepeatedTokens, HookedTransformer, InputError, logProbSummary } from "../mod.ts";
+import {
+  generateRepeatedTokens,
+  headScores,
+  HookedTransformer,
+  InputError,
+  logProbsAndHeadScores,
+  logProbSummary,
+} from "../mod.ts";
 import { fixturePath } from "./fixtures.ts";
 
 /** Float64 reference: lp[b][t] and argmax hits from full logits. */
@@ -91,4 +98,22 @@ Deno.test("logProbSummary rejects tokens that do not match seqLen", async () => 
   const model = await HookedTransformer.fromPretrained("induction-toy");
   const tokens = generateRepeatedTokens(model, 5, 1);
   await assert.rejects(() => logProbSummary(model, tokens, 6), InputError, "seqLen 6");
+});
+
+Deno.test("logProbsAndHeadScores: one pass equals logProbSummary and headScores (several row groups)", async () => {
+  const model = await HookedTransformer.fromPretrained("induction-toy", { threads: 1 });
+  // T = 41: 24 sequences a row group, so 30 sequences take two groups of different sizes.
+  const tokens = generateRepeatedTokens(model, 20, 30, { seed: 3 });
+  const { summary, scores } = await logProbsAndHeadScores(model, tokens, 20);
+  assert.deepEqual(summary, await logProbSummary(model, tokens, 20));
+  const separate = await headScores(model, tokens, 20);
+  for (const key of ["induction", "previousToken", "duplicateToken"] as const) {
+    separate[key].forEach((row, l) =>
+      row.forEach((v, h) => {
+        // Group means weighted by group size vs one mean: float64 reassociation only.
+        assert.ok(Math.abs(v - scores[key][l][h]) < 1e-12, `${key} ${l}.${h}`);
+      })
+    );
+  }
+  model.dispose();
 });

@@ -11,27 +11,15 @@
 import assert from "node:assert/strict";
 import { KernelError } from "../errors.ts";
 import { Kernels, relaxedSimdSupported } from "../kernels/kernels.ts";
+import { SeededRng } from "../weights/synthetic.ts";
 
 const U = 2 ** -24; // float32 unit roundoff
 
-function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 function randn(n: number, seed: number, sd = 1, mean = 0): Float32Array {
-  const r = rng(seed);
+  // The project's seeded generator (weights/synthetic.ts), so tests share one PRNG.
+  const r = new SeededRng(seed);
   const out = new Float32Array(n);
-  for (let i = 0; i < n; i++) {
-    const u = 1 - r(), v = r();
-    out[i] = mean + sd * Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * v);
-  }
+  for (let i = 0; i < n; i++) out[i] = mean + sd * r.normal();
   return out;
 }
 

@@ -30,24 +30,25 @@ export { getActName, hookNames } from "./model/hook_points.ts";
 export type { FwdHook, HookContext, HookFilter, HookFn } from "./model/hooks.ts";
 export type { Tokens, TokenTensor } from "./model/tokens.ts";
 export type { PatchPoint } from "./model/patching.ts";
-export type { HookedTransformerConfig } from "./weights/config.ts";
-export { select, stack, tensor } from "./weights/tensor.ts";
-export type { Tensor } from "./weights/tensor.ts";
-export type { ProcessingOptions } from "./weights/processing.ts";
-export { parseSafetensors, writeSafetensors } from "./weights/safetensors.ts";
+export type { HookedTransformerConfig } from "./model/config.ts";
+export { select, stack, tensor } from "./core/tensor.ts";
+export type { Tensor } from "./core/tensor.ts";
+export type { ProcessingOptions } from "./model/processing.ts";
+export { parseSafetensors, writeSafetensors } from "./io/safetensors.ts";
 export type {
   Dtype,
   FloatDtype,
   SafetensorsFile,
   TensorInfo,
   WriteOptions,
-} from "./weights/safetensors.ts";
-export { SeededRng, syntheticGpt2 } from "./weights/synthetic.ts";
+} from "./io/safetensors.ts";
+export { SeededRng } from "./core/rng.ts";
+export { syntheticGpt2 } from "./weights/synthetic.ts";
 export type { SyntheticGpt2, SyntheticGpt2Options } from "./weights/synthetic.ts";
-export { isModelCached, MODEL_ALIASES, resolveModel } from "./weights/resolve.ts";
-export type { ModelFiles, ResolveOptions } from "./weights/resolve.ts";
+export { isModelCached, MODEL_ALIASES, resolveModel } from "./io/resolve.ts";
+export type { ModelFiles, ResolveOptions } from "./io/resolve.ts";
 export type { Tokenizer } from "./tokenizer/tokenizer.ts";
-export { Kernels } from "./kernels/kernels.ts";
+export { Kernels } from "./backend/wasm/kernels.ts";
 export type {
   AttentionApplyArgs,
   AttentionArgs,
@@ -56,7 +57,7 @@ export type {
   LayerNormOptions,
   LoadOptions,
   MatmulOptions,
-} from "./kernels/kernels.ts";
+} from "./backend/wasm/kernels.ts";
 export {
   ConfigError,
   HookError,
@@ -67,7 +68,7 @@ export {
   ModelNotFoundError,
   SafetensorsError,
   WeightsError,
-} from "./errors.ts";
+} from "./core/errors.ts";
 
 // Analysis: the study "How to interpret GPT2-small" (repeated tokens, scores, patching, circuits).
 export { generateRepeatedTokens } from "./analysis/repeated_tokens.ts";
@@ -87,4 +88,4 @@ export type {
 } from "./analysis/factored_matrix.ts";
 export { kCompositionCircuit, ovCircuit, qkCircuit } from "./analysis/circuits.ts";
 export type { HeadIndex } from "./analysis/circuits.ts";
-export type { ProgressCallback } from "./analysis/progress.ts";
+export type { ProgressCallback } from "./core/progress.ts";

@@ -6,9 +6,9 @@
  * `from_pretrained`), which the study's numbers depend on.
  * @module
  */
-import { InputError } from "../errors.ts";
+import { InputError } from "../core/errors.ts";
 import type { HookedTransformer } from "../model/hooked_transformer.ts";
-import { select, type Tensor } from "../weights/tensor.ts";
+import { select, type Tensor } from "../core/tensor.ts";
 import { FactoredMatrix, matmul, transpose } from "./factored_matrix.ts";
 
 /**

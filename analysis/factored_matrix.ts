@@ -9,10 +9,10 @@
  * which suits small matrices.
  * @module
  */
-import { InputError, KernelError } from "../errors.ts";
-import type { Kernels } from "../kernels/kernels.ts";
-import type { Tensor } from "../weights/tensor.ts";
-import type { ProgressCallback } from "./progress.ts";
+import { InputError, KernelError } from "../core/errors.ts";
+import type { Kernels } from "../backend/wasm/kernels.ts";
+import type { Tensor } from "../core/tensor.ts";
+import type { ProgressCallback } from "../core/progress.ts";
 
 /**
  * Options of the {@link FactoredMatrix} constructor.

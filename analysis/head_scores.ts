@@ -3,11 +3,11 @@
  * attention patterns for plots.
  * @module
  */
-import { InputError } from "../errors.ts";
+import { InputError } from "../core/errors.ts";
 import { getActName } from "../model/hook_points.ts";
 import type { HookedTransformer } from "../model/hooked_transformer.ts";
 import { type Tokens, toTokenTensor } from "../model/tokens.ts";
-import type { Tensor } from "../weights/tensor.ts";
+import type { Tensor } from "../core/tensor.ts";
 import { repeatedShape } from "./repeated_tokens.ts";
 
 /**

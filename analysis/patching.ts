@@ -4,12 +4,12 @@
  * earlier and measure how the loss on the repeated half moves.
  * @module
  */
-import { InputError } from "../errors.ts";
+import { InputError } from "../core/errors.ts";
 import { getActName } from "../model/hook_points.ts";
 import type { HookedTransformer } from "../model/hooked_transformer.ts";
 import { patchedNextTokenLogProbs, type PatchPoint } from "../model/patching.ts";
 import { type Tokens, toTokenTensor } from "../model/tokens.ts";
-import type { ProgressCallback } from "./progress.ts";
+import type { ProgressCallback } from "../core/progress.ts";
 import { repeatedShape } from "./repeated_tokens.ts";
 
 /**

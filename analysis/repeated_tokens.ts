@@ -2,10 +2,10 @@
  * The study's input: sequences of random tokens repeated once, `[BOS] + r + r`.
  * @module
  */
-import { InputError } from "../errors.ts";
+import { InputError } from "../core/errors.ts";
 import type { TokenTensor } from "../model/tokens.ts";
-import type { HookedTransformerConfig } from "../weights/config.ts";
-import { SeededRng } from "../weights/synthetic.ts";
+import type { HookedTransformerConfig } from "../model/config.ts";
+import { SeededRng } from "../core/rng.ts";
 
 /**
  * Options of {@link generateRepeatedTokens}.

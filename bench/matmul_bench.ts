@@ -10,7 +10,7 @@
  * includes interference from other processes.
  * @module
  */
-import { Kernels, relaxedSimdSupported } from "../kernels/kernels.ts";
+import { Kernels, relaxedSimdSupported } from "../backend/wasm/kernels.ts";
 
 /** [m, k, n]: activations [m, k] times weights [k, n]. */
 export const SHAPES: [number, number, number][] = [

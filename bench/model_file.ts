@@ -9,7 +9,8 @@
  * writes both into DIR (default {@link defaultBenchDir}) and prints their paths as JSON.
  * @module
  */
-import { SeededRng, syntheticGpt2 } from "../weights/synthetic.ts";
+import { SeededRng } from "../core/rng.ts";
+import { syntheticGpt2 } from "../weights/synthetic.ts";
 import type { BenchTokens } from "./peers/common.ts";
 
 export type { BenchTokens } from "./peers/common.ts";

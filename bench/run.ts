@@ -16,7 +16,7 @@ import { logProbsAndHeadScores } from "../analysis/log_probs.ts";
 import { patchingScores } from "../analysis/patching.ts";
 import { kCompositionCircuit } from "../analysis/circuits.ts";
 import { top1Accuracy } from "../analysis/factored_matrix.ts";
-import { Kernels } from "../kernels/kernels.ts";
+import { Kernels } from "../backend/wasm/kernels.ts";
 import { BENCH_SEQ_LEN, BENCH_SHAPE, defaultBenchDir, writeBenchModel } from "./model_file.ts";
 import {
   forwardFlops,

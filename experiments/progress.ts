@@ -6,7 +6,7 @@
  * @module
  */
 
-import { formatDuration, progressEnabled } from "../weights/progress.ts";
+import { formatDuration, progressEnabled } from "../core/progress.ts";
 
 /** Where progress goes and how it is drawn. */
 export interface ReporterOptions {

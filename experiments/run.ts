@@ -13,11 +13,11 @@
  */
 
 import denoJson from "../deno.json" with { type: "json" };
-import { renderReport } from "../analysis/report/render.ts";
-import type { ExperimentResults, HeadRef } from "../analysis/report/schema.ts";
-import { LensError } from "../errors.ts";
+import { renderReport } from "./report/render.ts";
+import type { ExperimentResults, HeadRef } from "./report/schema.ts";
+import { LensError } from "../core/errors.ts";
 import { HookedTransformer } from "../model/hooked_transformer.ts";
-import { EMBEDDED_MODEL, isModelCached, resolveModel } from "../weights/resolve.ts";
+import { EMBEDDED_MODEL, isModelCached, resolveModel } from "../io/resolve.ts";
 import { formatSeconds, Reporter } from "./progress.ts";
 import { runStudy } from "./study.ts";
 

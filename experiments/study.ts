@@ -21,9 +21,9 @@ import {
   RESULTS_SCHEMA_VERSION,
   type StepTiming,
   STUDY_REFERENCE,
-} from "../analysis/report/schema.ts";
+} from "./report/schema.ts";
 import type { HookedTransformer } from "../model/hooked_transformer.ts";
-import { MODEL_ALIASES } from "../weights/resolve.ts";
+import { MODEL_ALIASES } from "../io/resolve.ts";
 import { Reporter } from "./progress.ts";
 
 /** The run's settings and the facts about the model that `results.json` records. */

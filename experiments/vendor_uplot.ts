@@ -1,5 +1,5 @@
 /**
- * Regenerates `analysis/report/uplot_bundle.ts`: uPlot's minified script, stylesheet and licence
+ * Regenerates `experiments/report/generated/uplot_bundle.ts`: uPlot's minified script, stylesheet and licence
  * as string constants, from the pinned npm package.
  *
  * Why a generated, committed module rather than reading the package when a report is written:
@@ -33,7 +33,7 @@ import uplotLicense from "npm:uplot@1.6.32/LICENSE" with { type: "text" };
 export const UPLOT_VERSION = "1.6.32";
 
 /** Where the generated module lives, relative to this script. */
-export const BUNDLE_URL: URL = new URL("../analysis/report/uplot_bundle.ts", import.meta.url);
+export const BUNDLE_URL: URL = new URL("./report/generated/uplot_bundle.ts", import.meta.url);
 
 async function sha256Hex(text: string): Promise<string> {
   const digest = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(text));
@@ -51,7 +51,7 @@ function templateLiteral(text: string): string {
 }
 
 /**
- * The text of `analysis/report/uplot_bundle.ts` for the pinned package, formatted as `deno fmt`
+ * The text of `experiments/report/generated/uplot_bundle.ts` for the pinned package, formatted as `deno fmt`
  * leaves it (one template literal per file).
  */
 export async function generateUplotBundle(): Promise<string> {

@@ -2,8 +2,8 @@
  * The activations a run cached, under TransformerLens's hook names.
  * @module
  */
-import { HookError } from "../errors.ts";
-import type { Tensor } from "../weights/tensor.ts";
+import { HookError } from "../core/errors.ts";
+import type { Tensor } from "../core/tensor.ts";
 import { getActName } from "./hook_points.ts";
 
 /**

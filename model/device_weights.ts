@@ -3,9 +3,9 @@
  * matrix packed once at load, Q|K|V fused into one [d_model, 3 d_model] matrix as HF stores it.
  * @module
  */
-import type { BDtype, Kernels } from "../kernels/kernels.ts";
-import type { Gpt2Params, LayerNormParams } from "../weights/gpt2.ts";
-import type { HookedTransformerConfig } from "../weights/config.ts";
+import type { BDtype, Kernels } from "../backend/wasm/kernels.ts";
+import type { Gpt2Params, LayerNormParams } from "../families/gpt2.ts";
+import type { HookedTransformerConfig } from "./config.ts";
 
 /** A packed right-hand matrix [k, n] for `Kernels.matmul` (pass `dtype` as its `bDtype`). */
 export interface PackedMatrix {

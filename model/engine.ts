@@ -3,10 +3,10 @@
  * built from them (full runs with hooks, resumed runs for patching, next-token log-probs).
  * @module
  */
-import type { BDtype, Kernels } from "../kernels/kernels.ts";
-import type { HookedTransformerConfig } from "../weights/config.ts";
-import type { Gpt2Params } from "../weights/gpt2.ts";
-import type { Tensor } from "../weights/tensor.ts";
+import type { BDtype, Kernels } from "../backend/wasm/kernels.ts";
+import type { HookedTransformerConfig } from "./config.ts";
+import type { Gpt2Params } from "../families/gpt2.ts";
+import type { Tensor } from "../core/tensor.ts";
 import { type DeviceWeights, uploadWeights } from "./device_weights.ts";
 import { allocBuffers, ForwardPass, fullPlan, type RowPlan } from "./forward.ts";
 import { hookShape } from "./hook_points.ts";

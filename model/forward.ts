@@ -5,8 +5,8 @@
  * which is what makes activation patching cheap.
  * @module
  */
-import type { Kernels } from "../kernels/kernels.ts";
-import type { HookedTransformerConfig } from "../weights/config.ts";
+import type { Kernels } from "../backend/wasm/kernels.ts";
+import type { HookedTransformerConfig } from "./config.ts";
 import type { DeviceLayerNorm, DeviceWeights } from "./device_weights.ts";
 import { hookShape } from "./hook_points.ts";
 import type { HookSession } from "./hooks.ts";

@@ -2,8 +2,8 @@
  * TransformerLens's hook point names, their shapes, and `getActName`.
  * @module
  */
-import { HookError } from "../errors.ts";
-import type { HookedTransformerConfig } from "../weights/config.ts";
+import { HookError } from "../core/errors.ts";
+import type { HookedTransformerConfig } from "./config.ts";
 
 /** Hook points inside each block, in the order the forward pass reaches them. */
 export const BLOCK_HOOKS = [

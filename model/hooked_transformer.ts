@@ -3,14 +3,14 @@
  * WebAssembly kernels.
  * @module
  */
-import { HookError, InputError } from "../errors.ts";
-import { Kernels } from "../kernels/kernels.ts";
-import { configFromHf, type HookedTransformerConfig } from "../weights/config.ts";
-import { type Gpt2Params, gpt2ParamsFromSafetensors } from "../weights/gpt2.ts";
-import { type ProcessingOptions, processWeights } from "../weights/processing.ts";
-import { resolveModel, type ResolveOptions } from "../weights/resolve.ts";
-import { parseSafetensors } from "../weights/safetensors.ts";
-import { stack, type Tensor } from "../weights/tensor.ts";
+import { HookError, InputError } from "../core/errors.ts";
+import { Kernels } from "../backend/wasm/kernels.ts";
+import { configFromHf, type HookedTransformerConfig } from "./config.ts";
+import { type Gpt2Params, gpt2ParamsFromSafetensors } from "../families/gpt2.ts";
+import { type ProcessingOptions, processWeights } from "./processing.ts";
+import { resolveModel, type ResolveOptions } from "../io/resolve.ts";
+import { parseSafetensors } from "../io/safetensors.ts";
+import { stack, type Tensor } from "../core/tensor.ts";
 import type { Tokenizer } from "../tokenizer/tokenizer.ts";
 import { ActivationCache } from "./activation_cache.ts";
 import { Engine } from "./engine.ts";

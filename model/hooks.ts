@@ -3,9 +3,9 @@
  * their replacements back in).
  * @module
  */
-import { HookError } from "../errors.ts";
-import type { Kernels } from "../kernels/kernels.ts";
-import type { Tensor } from "../weights/tensor.ts";
+import { HookError } from "../core/errors.ts";
+import type { Kernels } from "../backend/wasm/kernels.ts";
+import type { Tensor } from "../core/tensor.ts";
 import { locateHook } from "./hook_points.ts";
 
 /** What a hook function learns about where it is called. */

@@ -8,7 +8,7 @@
  * share each matrix product as one ragged batch.
  * @module
  */
-import { InputError } from "../errors.ts";
+import { InputError } from "../core/errors.ts";
 import type { Engine } from "./engine.ts";
 import { fullPlan, resumePlan } from "./forward.ts";
 import type { TokenTensor } from "./tokens.ts";

@@ -2,8 +2,8 @@
  * Token batches: the accepted input forms and their validation.
  * @module
  */
-import { InputError } from "../errors.ts";
-import type { HookedTransformerConfig } from "../weights/config.ts";
+import { InputError } from "../core/errors.ts";
+import type { HookedTransformerConfig } from "./config.ts";
 
 /**
  * Token ids for a run: one sequence (`number[]`), a batch (`number[][]`, all the same length), or

@@ -5,8 +5,8 @@
 import assert from "node:assert/strict";
 import { FactoredMatrix, InputError, KernelError, top1Accuracy } from "../mod.ts";
 import type { Tensor } from "../mod.ts";
-import { Kernels } from "../kernels/kernels.ts";
-import { SeededRng } from "../weights/synthetic.ts";
+import { Kernels } from "../backend/wasm/kernels.ts";
+import { SeededRng } from "../core/rng.ts";
 
 function random(rows: number, cols: number, seed: number): Tensor {
   const data = new Float32Array(rows * cols);

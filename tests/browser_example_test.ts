@@ -104,10 +104,10 @@ Deno.test({
       assert.deepEqual(page.errors, [], `the page logged errors${context}`);
       assert.deepEqual(failed, [], "every request the page made succeeded");
       const paths = new Set(server.requests.map((r) => r.path));
-      assert.ok(paths.has("/examples/browser/app.js"), "the page loaded the bundle");
+      assert.ok(paths.has("/examples/browser/generated/app.js"), "the page loaded the bundle");
       assert.ok(
-        [...paths].some((p) => /^\/kernels\/kernels-(simd|relaxed)\.wasm$/.test(p)),
-        `the kernels were fetched from kernels/ (requests: ${[...paths].join(", ")})`,
+        [...paths].some((p) => /^\/backend\/wasm\/kernels-(simd|relaxed)\.wasm$/.test(p)),
+        `the kernels were fetched from backend/wasm/ (requests: ${[...paths].join(", ")})`,
       );
       assert.ok(paths.has("/weights/induction-toy/model.safetensors"), "the weights were fetched");
 

@@ -6,8 +6,8 @@
  * exits with 1 and one line, no stack trace.
  */
 import assert from "node:assert/strict";
-import { externalReferences } from "../analysis/report/render.ts";
-import { parseResults } from "../analysis/report/schema.ts";
+import { externalReferences } from "../experiments/report/render.ts";
+import { parseResults } from "../experiments/report/schema.ts";
 import { chooseHeads, compositionPairs, rankHeads } from "../experiments/study.ts";
 import { parseCliArgs, resultsJson, UsageError, writeAtomically } from "../experiments/run.ts";
 

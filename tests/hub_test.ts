@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { IntegrityError, ModelNotFoundError } from "../errors.ts";
+import { IntegrityError, ModelNotFoundError } from "../core/errors.ts";
 import {
   cacheView,
   fetchHubFiles,
@@ -7,9 +7,9 @@ import {
   hubSettings,
   isRepoId,
   repoFolderName,
-} from "../weights/hub.ts";
-import { formatBytes, formatDuration, ProgressBar } from "../weights/progress.ts";
-import { isModelCached, resolveModel } from "../weights/resolve.ts";
+} from "../io/hub.ts";
+import { formatBytes, formatDuration, ProgressBar } from "../core/progress.ts";
+import { isModelCached, resolveModel } from "../io/resolve.ts";
 import { type FakeHub, type FakeHubOptions, startFakeHub } from "./hub_server.ts";
 
 const REQUIRED = ["config.json", "model.safetensors"];
@@ -326,7 +326,7 @@ Deno.test("without symlink permission the snapshot holds real files", async () =
     // download falls back to files, as huggingface_hub does where symlinks are unavailable.
     const script = `
       import { resolveModel } from ${
-      JSON.stringify(new URL("../weights/resolve.ts", import.meta.url).href)
+      JSON.stringify(new URL("../io/resolve.ts", import.meta.url).href)
     };
       const m = await resolveModel(${JSON.stringify(hub.repoId)}, {
         endpoint: ${JSON.stringify(hub.endpoint)}, cacheDir: ${JSON.stringify(cacheDir)} });
@@ -363,7 +363,7 @@ Deno.test("a slow download draws a progress line on stderr when progress is on",
   await withHub({ slow: { chunk: 4096, delayMs: 15 } }, async (hub, cacheDir) => {
     const script = `
       import { resolveModel } from ${
-      JSON.stringify(new URL("../weights/resolve.ts", import.meta.url).href)
+      JSON.stringify(new URL("../io/resolve.ts", import.meta.url).href)
     };
       await resolveModel(${JSON.stringify(hub.repoId)}, { endpoint: ${JSON.stringify(hub.endpoint)},
         cacheDir: ${JSON.stringify(cacheDir)}, progress: true });
@@ -393,7 +393,7 @@ Deno.test("quiet when progress is off", async () => {
   await withHub({}, async (hub, cacheDir) => {
     const script = `
       import { resolveModel } from ${
-      JSON.stringify(new URL("../weights/resolve.ts", import.meta.url).href)
+      JSON.stringify(new URL("../io/resolve.ts", import.meta.url).href)
     };
       await resolveModel(${JSON.stringify(hub.repoId)}, { endpoint: ${JSON.stringify(hub.endpoint)},
         cacheDir: ${JSON.stringify(cacheDir)} });

@@ -8,9 +8,9 @@
  * arithmetic, equal the f32 matmul over the rounded B bit for bit; 1 and 2 threads bit-identical.
  */
 import assert from "node:assert/strict";
-import { KernelError } from "../errors.ts";
-import { Kernels, relaxedSimdSupported } from "../kernels/kernels.ts";
-import { SeededRng } from "../weights/synthetic.ts";
+import { KernelError } from "../core/errors.ts";
+import { Kernels, relaxedSimdSupported } from "../backend/wasm/kernels.ts";
+import { SeededRng } from "../core/rng.ts";
 
 const U = 2 ** -24;
 

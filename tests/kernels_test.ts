@@ -9,9 +9,9 @@
  * ulp (2^-23 relative) of the float64 reference.
  */
 import assert from "node:assert/strict";
-import { KernelError } from "../errors.ts";
-import { Kernels, relaxedSimdSupported } from "../kernels/kernels.ts";
-import { SeededRng } from "../weights/synthetic.ts";
+import { KernelError } from "../core/errors.ts";
+import { Kernels, relaxedSimdSupported } from "../backend/wasm/kernels.ts";
+import { SeededRng } from "../core/rng.ts";
 
 const U = 2 ** -24; // float32 unit roundoff
 
@@ -765,7 +765,7 @@ Deno.test("close() stops the workers and the kernels keep working on one thread"
 });
 
 Deno.test("a process that never calls close() still exits", async () => {
-  const url = new URL("../kernels/kernels.ts", import.meta.url).href;
+  const url = new URL("../backend/wasm/kernels.ts", import.meta.url).href;
   const code = `import { Kernels } from ${JSON.stringify(url)};
 const kn = await Kernels.load({ threads: 2 });
 const a = kn.alloc(1 << 17);
@@ -899,7 +899,7 @@ Deno.test("the kernel modules have no data segments (workers instantiate over sh
   // Every instantiation re-applies active data segments to the memory; with threads that would
   // rewrite memory other threads use. Lookup tables (e.g. AssemblyScript's Math.log/exp) add them.
   for (const file of ["kernels-relaxed.wasm", "kernels-simd.wasm"]) {
-    const bytes = await Deno.readFile(new URL(`../kernels/${file}`, import.meta.url));
+    const bytes = await Deno.readFile(new URL(`../backend/wasm/${file}`, import.meta.url));
     const mod = await WebAssembly.compile(bytes);
     assert.deepEqual(
       WebAssembly.Module.imports(mod).map((i) => `${i.module}.${i.name}:${i.kind}`),

@@ -15,7 +15,7 @@
  *   golden logits within that bound plus the golden tolerance.
  */
 import assert from "node:assert/strict";
-import { InputError } from "../errors.ts";
+import { InputError } from "../core/errors.ts";
 import { HookedTransformer } from "../model/hooked_transformer.ts";
 import { fixturePath, readTinyGolden } from "./fixtures.ts";
 

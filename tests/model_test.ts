@@ -14,8 +14,8 @@ import {
   WeightsError,
 } from "../mod.ts";
 import { patchedNextTokenLogProbs } from "../model/patching.ts";
-import { writeSafetensors } from "../weights/safetensors.ts";
-import { parseSafetensors } from "../weights/safetensors.ts";
+import { writeSafetensors } from "../io/safetensors.ts";
+import { parseSafetensors } from "../io/safetensors.ts";
 import { fixturePath } from "./fixtures.ts";
 
 async function tinyModel(): Promise<HookedTransformer> {

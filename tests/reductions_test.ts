@@ -4,8 +4,8 @@
  * is within ~1e-6 absolute of the exact value for rows of logits-like magnitudes.
  */
 import assert from "node:assert/strict";
-import { Kernels } from "../kernels/kernels.ts";
-import { SeededRng } from "../weights/synthetic.ts";
+import { Kernels } from "../backend/wasm/kernels.ts";
+import { SeededRng } from "../core/rng.ts";
 
 function refLse(row: Float32Array): number {
   let m = -Infinity;

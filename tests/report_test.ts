@@ -8,15 +8,15 @@
  * Skips (with a message) only when Chromium is missing and $CI is unset; in CI it must run.
  */
 import assert from "node:assert/strict";
-import { externalReferences, renderReport } from "../analysis/report/render.ts";
+import { externalReferences, renderReport } from "../experiments/report/render.ts";
 import {
   type ExperimentResults,
   parseResults,
   RESULTS_SCHEMA,
   RESULTS_SCHEMA_VERSION,
   STUDY_REFERENCE,
-} from "../analysis/report/schema.ts";
-import { UPLOT_JS, UPLOT_JS_SHA256 } from "../analysis/report/uplot_bundle.ts";
+} from "../experiments/report/schema.ts";
+import { UPLOT_JS, UPLOT_JS_SHA256 } from "../experiments/report/generated/uplot_bundle.ts";
 import { findChromium, launchBrowser } from "./browser.ts";
 
 const ARTIFACTS = new URL("../out/test-artifacts/", import.meta.url);
@@ -198,7 +198,7 @@ Deno.test("report: the committed uPlot bundle is what experiments/vendor_uplot.t
   assert.equal(
     await Deno.readTextFile(BUNDLE_URL),
     await generateUplotBundle(),
-    "analysis/report/uplot_bundle.ts is stale: run deno run -RW experiments/vendor_uplot.ts",
+    "experiments/report/generated/uplot_bundle.ts is stale: run deno run -RW experiments/vendor_uplot.ts",
   );
 });
 

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
-import { ConfigError, ModelNotFoundError } from "../errors.ts";
-import { isModelCached, MODEL_ALIASES, resolveModel } from "../weights/resolve.ts";
+import { ConfigError, ModelNotFoundError } from "../core/errors.ts";
+import { isModelCached, MODEL_ALIASES, resolveModel } from "../io/resolve.ts";
 import { fixturePath } from "./fixtures.ts";
 import { fromFileUrl } from "./path.ts";
 
@@ -79,7 +79,7 @@ Deno.test("induction-toy: the embedded model, no tokenizer", async () => {
 Deno.test("induction-toy needs no permission beyond reading its own two files", async () => {
   const script = `
     import { resolveModel } from ${
-    JSON.stringify(new URL("../weights/resolve.ts", import.meta.url).href)
+    JSON.stringify(new URL("../io/resolve.ts", import.meta.url).href)
   };
     const m = await resolveModel("induction-toy");
     console.log(m.source, m.weights.length, m.config.vocab_size);
@@ -95,7 +95,7 @@ Deno.test("induction-toy works when the library is imported by http URL", async 
   try {
     const host = new URL(site.base).host;
     const script = `
-      import { resolveModel } from "${site.base}/weights/resolve.ts";
+      import { resolveModel } from "${site.base}/io/resolve.ts";
       const m = await resolveModel("induction-toy");
       console.log(m.source, m.weights.length);
     `;

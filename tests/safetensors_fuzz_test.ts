@@ -6,9 +6,10 @@
  * @module
  */
 import assert from "node:assert/strict";
-import { SafetensorsError } from "../errors.ts";
-import { parseSafetensors, writeSafetensors } from "../weights/safetensors.ts";
-import { SeededRng, syntheticGpt2 } from "../weights/synthetic.ts";
+import { SafetensorsError } from "../core/errors.ts";
+import { parseSafetensors, writeSafetensors } from "../io/safetensors.ts";
+import { SeededRng } from "../core/rng.ts";
+import { syntheticGpt2 } from "../weights/synthetic.ts";
 import { fixturePath } from "./fixtures.ts";
 
 const MUTANTS_PER_BASE = 2000;

@@ -4,7 +4,7 @@
  * @module
  */
 import assert from "node:assert/strict";
-import { ConfigError, SafetensorsError } from "../errors.ts";
+import { ConfigError, SafetensorsError } from "../core/errors.ts";
 import {
   bf16BitsToF32,
   decodeFloats,
@@ -13,15 +13,16 @@ import {
   f32ToBf16Bits,
   f32ToF16Bits,
   type FloatDtype,
-} from "../weights/dtype.ts";
+} from "../core/dtype.ts";
 import {
   MAX_HEADER_BYTES,
   parseSafetensors,
   type SafetensorsFile,
   writeSafetensors,
-} from "../weights/safetensors.ts";
-import { SeededRng, syntheticGpt2 } from "../weights/synthetic.ts";
-import type { Tensor } from "../weights/tensor.ts";
+} from "../io/safetensors.ts";
+import { SeededRng } from "../core/rng.ts";
+import { syntheticGpt2 } from "../weights/synthetic.ts";
+import type { Tensor } from "../core/tensor.ts";
 import { fixturePath } from "./fixtures.ts";
 
 const enc = new TextEncoder();

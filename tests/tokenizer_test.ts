@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import ranksModule from "js-tiktoken/ranks/r50k_base";
-import { ConfigError, InputError } from "../errors.ts";
+import { ConfigError, InputError } from "../core/errors.ts";
 import { BpeTokenizer, tokenizerFromFiles } from "../tokenizer/bpe.ts";
 import { BYTE_TO_UNICODE, preTokenize, toByteLevel } from "../tokenizer/byte_level.ts";
 import { R50K_END_OF_TEXT, r50kTokenizer } from "../tokenizer/r50k.ts";

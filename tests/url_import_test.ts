@@ -104,7 +104,7 @@ Deno.test({
       for (
         const p of [
           "/mod.ts",
-          "/kernels/kernels.ts",
+          "/backend/wasm/kernels.ts",
           "/weights/induction-toy/config.json",
           "/weights/induction-toy/model.safetensors",
         ]
@@ -112,7 +112,7 @@ Deno.test({
         assert.ok(paths.has(p), `the child fetched ${p} from the server`);
       }
       assert.ok(
-        [...paths].some((p) => /^\/kernels\/kernels-(simd|relaxed)\.wasm$/.test(p)),
+        [...paths].some((p) => /^\/backend\/wasm\/kernels-(simd|relaxed)\.wasm$/.test(p)),
         "the child fetched the kernels' wasm from the server",
       );
       // A model folder given by URL is probed for optional tokenizer files (404 here).

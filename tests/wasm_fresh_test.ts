@@ -3,9 +3,9 @@
  * targets into a temporary folder and compares bytes.
  */
 import assert from "node:assert/strict";
-import { buildWasm, TARGETS } from "../kernels/build.ts";
+import { buildWasm, TARGETS } from "../backend/wasm/build.ts";
 
-Deno.test("committed kernels/*.wasm are fresh builds of assembly/", async () => {
+Deno.test("committed backend/wasm/*.wasm are fresh builds of assembly/", async () => {
   const dir = await Deno.makeTempDir({ prefix: "kernels-build-" });
   try {
     const outDir = new URL(`file://${dir}/`);
@@ -14,14 +14,14 @@ Deno.test("committed kernels/*.wasm are fresh builds of assembly/", async () => 
       const fresh = await Deno.readFile(new URL(file, outDir));
       let committed: Uint8Array;
       try {
-        committed = await Deno.readFile(new URL(`../kernels/${file}`, import.meta.url));
+        committed = await Deno.readFile(new URL(`../backend/wasm/${file}`, import.meta.url));
       } catch {
-        assert.fail(`kernels/${file} is missing: run deno task build:wasm`);
+        assert.fail(`backend/wasm/${file} is missing: run deno task build:wasm`);
       }
       const same = fresh.length === committed.length && fresh.every((b, i) => b === committed[i]);
       assert.ok(
         same,
-        `kernels/${file} is stale against assembly/ (or asconfig.json): run deno task build:wasm`,
+        `backend/wasm/${file} is stale against assembly/ (or asconfig.json): run deno task build:wasm`,
       );
     }
   } finally {

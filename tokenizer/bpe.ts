@@ -3,7 +3,7 @@
  * `merges.txt` (so fine-tuned checkpoints with their own vocabularies tokenize as HF does).
  * @module
  */
-import { ConfigError, InputError } from "../errors.ts";
+import { ConfigError, InputError } from "../core/errors.ts";
 import { fromByteLevel, preTokenize, toByteLevel } from "./byte_level.ts";
 import type { Tokenizer } from "./tokenizer.ts";
 

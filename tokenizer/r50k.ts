@@ -4,7 +4,7 @@
  * loaded on first use only, so models that never need text (induction-toy) never load it.
  * @module
  */
-import { InputError } from "../errors.ts";
+import { InputError } from "../core/errors.ts";
 import { GPT2_PATTERN } from "./byte_level.ts";
 import type { Tokenizer } from "./tokenizer.ts";
 

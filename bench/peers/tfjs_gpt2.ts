@@ -19,7 +19,7 @@
 import * as tf from "@tensorflow/tfjs-core";
 import * as tfwasm from "@tensorflow/tfjs-backend-wasm";
 import os from "node:os";
-import { parseSafetensors } from "../../weights/safetensors.ts";
+import { parseSafetensors } from "../../io/safetensors.ts";
 import {
   forwardFlops,
   type ForwardResult,

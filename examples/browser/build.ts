@@ -1,5 +1,5 @@
 /**
- * Builds `examples/browser/app.js`, the browser example's bundle (browsers do not run .ts), from
+ * Builds `examples/browser/generated/app.js`, the browser example's bundle (browsers do not run .ts), from
  * `examples/browser/main.ts` with `deno bundle --platform browser`:
  *
  * `deno run --allow-read --allow-write --allow-run --allow-env examples/browser/build.ts`
@@ -9,7 +9,7 @@
  * - `import.meta.url`: in a bundle it is the bundle's URL, not the URL of the module it was
  *   written in, so the library's `new URL("./kernels-simd.wasm", import.meta.url)` would look
  *   for the kernels next to `app.js`. Each use is replaced by the original module's URL computed
- *   from the bundle's (`new URL("../../kernels/kernels.ts", import.meta.url).href`), so the wasm
+ *   from the bundle's (`new URL("../../backend/wasm/kernels.ts", import.meta.url).href`), so the wasm
  *   and the model's files are fetched where they are in the repository, served as static files.
  * - paths into the local npm cache (in the bundler's comments) become `npm/uplot@1.6.32/...`,
  *   so the bundle does not depend on where the cache is.
@@ -26,7 +26,7 @@ export const ROOT: URL = new URL("../../", import.meta.url);
 /** The entry module, relative to the root. */
 export const ENTRY = "examples/browser/main.ts";
 /** The bundle, relative to the root. */
-export const OUTPUT = "examples/browser/app.js";
+export const OUTPUT = "examples/browser/generated/app.js";
 
 const HEADER_PREFIX = "// inputs sha256: ";
 

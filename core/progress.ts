@@ -1,8 +1,25 @@
 /**
- * A one-line download progress bar on stderr: bytes done of total, rate and time left, redrawn in
- * place with "\r" and ended with a newline. Quiet unless stderr is a terminal or it is forced.
+ * Progress: the callback long analysis steps report through, and a one-line progress bar on
+ * stderr (bytes done of total, rate and time left, redrawn in place with "\r" and ended with a
+ * newline; quiet unless stderr is a terminal or it is forced) used by downloads and experiments.
  * @module
  */
+
+/**
+ * Called as work advances: `done` units of `total` finished (`done` ends equal to `total`).
+ * Units are whatever the step counts (layers patched, rows of a circuit streamed). Calls are
+ * synchronous and in order; keep the callback cheap (redraw a bar at most a few times a second).
+ *
+ * @example
+ * ```ts
+ * import type { ProgressCallback } from "./progress.ts";
+ * const onProgress: ProgressCallback = (done, total) => {
+ *   console.log(`${done}/${total} (${((100 * done) / total).toFixed(0)}%)`);
+ * };
+ * onProgress(3, 12); // "3/12 (25%)"
+ * ```
+ */
+export type ProgressCallback = (done: number, total: number) => void;
 
 /** How a progress bar is shown. */
 export interface ProgressOptions {

@@ -15,7 +15,7 @@
  * Elsewhere (browsers) they are module Web Workers.
  * @module
  */
-import { KernelError } from "../errors.ts";
+import { KernelError } from "../../core/errors.ts";
 import type { KernelExports } from "./kernels.ts";
 
 /** Bytes of one worker's slot in the control block. */

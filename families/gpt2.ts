@@ -2,10 +2,10 @@
  * HF GPT-2 checkpoint -> GPT-2 parameters under TransformerLens's names and shapes.
  * @module
  */
-import { ConfigError, WeightsError } from "../errors.ts";
-import type { HookedTransformerConfig } from "./config.ts";
-import type { SafetensorsFile } from "./safetensors.ts";
-import { numel, type Tensor } from "./tensor.ts";
+import { ConfigError, WeightsError } from "../core/errors.ts";
+import type { HookedTransformerConfig } from "../model/config.ts";
+import type { SafetensorsFile } from "../io/safetensors.ts";
+import { numel, type Tensor } from "../core/tensor.ts";
 
 /** A LayerNorm's weight (`w`) and bias (`b`), each [d_model]. */
 export interface LayerNormParams {

@@ -2,8 +2,8 @@
  * Builds the two kernel modules from `assembly/` with the AssemblyScript compiler
  * (targets in `asconfig.json`):
  *
- * - `kernels/kernels-relaxed.wasm`: SIMD + threads + relaxed SIMD (f32x4.relaxed_madd)
- * - `kernels/kernels-simd.wasm`: SIMD + threads only (mul + add), the fallback
+ * - `backend/wasm/kernels-relaxed.wasm`: SIMD + threads + relaxed SIMD (f32x4.relaxed_madd)
+ * - `backend/wasm/kernels-simd.wasm`: SIMD + threads only (mul + add), the fallback
  *
  * Run with `deno task build:wasm`. Each file is written to a temporary name and then renamed,
  * so a reader never sees a half-written module. The build is deterministic: the same sources
@@ -13,7 +13,7 @@
  */
 import asc from "assemblyscript/asc";
 
-/** The asconfig targets and the file each one produces (in `kernels/`). */
+/** The asconfig targets and the file each one produces (in `backend/wasm/`). */
 export const TARGETS = {
   relaxed: "kernels-relaxed.wasm",
   simd: "kernels-simd.wasm",
@@ -22,7 +22,7 @@ export const TARGETS = {
 /** Name of an asconfig target. */
 export type TargetName = keyof typeof TARGETS;
 
-const ROOT = new URL("../", import.meta.url);
+const ROOT = new URL("../../", import.meta.url);
 
 /** Compiles one target in memory and returns the module bytes. */
 export async function compileTarget(target: TargetName): Promise<Uint8Array> {

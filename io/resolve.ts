@@ -8,11 +8,12 @@
  * read and write access to the cache and, to honour `HF_*` variables, `--allow-env`.
  * @module
  */
-import { ConfigError, ModelNotFoundError } from "../errors.ts";
-import { type TokenizerFiles, tokenizerFromFiles } from "../tokenizer/bpe.ts";
+import { ConfigError, ModelNotFoundError } from "../core/errors.ts";
+import type { TokenizerFiles } from "../tokenizer/bpe.ts";
+import { readTokenizerFiles, tokenizerForModel } from "../tokenizer/for_model.ts";
 import type { Tokenizer } from "../tokenizer/tokenizer.ts";
 import { cacheView, fetchHubFiles, hubSettings } from "./hub.ts";
-import { ProgressBar } from "./progress.ts";
+import { ProgressBar } from "../core/progress.ts";
 
 /** A model's files, loaded into memory, whatever their source. */
 export interface ModelFiles {
@@ -142,7 +143,7 @@ export async function resolveModel(
   let files: Omit<ModelFiles, "tokenizer"> & { tokenizerFiles: TokenizerFiles };
   switch (what.kind) {
     case "embedded": {
-      const base = new URL("./induction-toy/", import.meta.url);
+      const base = new URL("../weights/induction-toy/", import.meta.url);
       // Quiet by default: its two files are next to this module, not a real download.
       const progress = opts.progress ?? false;
       files = await fromUrl(base.href.replace(/\/$/, ""), doFetch, false, progress);
@@ -160,7 +161,7 @@ export async function resolveModel(
       break;
   }
   files.name = nameOrPath;
-  const tokenizer = await chooseTokenizer(files.config, files.tokenizerFiles, files.source);
+  const tokenizer = await tokenizerForModel(files.config, files.tokenizerFiles, files.source);
   const { tokenizerFiles: _unused, ...rest } = files;
   return { ...rest, tokenizer };
 }
@@ -347,16 +348,6 @@ async function readBody(
   return out;
 }
 
-async function readTokenizerFiles(
-  read: (file: string) => Promise<string | undefined>,
-): Promise<TokenizerFiles> {
-  const tokenizerJson = await read("tokenizer.json");
-  if (tokenizerJson !== undefined) return { tokenizerJson };
-  const vocabJson = await read("vocab.json");
-  const mergesTxt = vocabJson === undefined ? undefined : await read("merges.txt");
-  return { vocabJson, mergesTxt };
-}
-
 function parseConfig(text: string, where: string): Record<string, unknown> {
   let value: unknown;
   try {
@@ -368,27 +359,4 @@ function parseConfig(text: string, where: string): Record<string, unknown> {
     throw new ConfigError(`${where} must hold a JSON object`);
   }
   return value as Record<string, unknown>;
-}
-
-async function chooseTokenizer(
-  config: Record<string, unknown>,
-  files: TokenizerFiles,
-  source: string,
-): Promise<Tokenizer | undefined> {
-  const vocabSize = typeof config.vocab_size === "number" ? config.vocab_size : undefined;
-  const fromFiles = tokenizerFromFiles(files);
-  if (fromFiles) {
-    if (vocabSize !== undefined && fromFiles.vocabSize > vocabSize) {
-      throw new ConfigError(
-        `the tokenizer from ${source} has ${fromFiles.vocabSize} ids but the model's ` +
-          `vocab_size is ${vocabSize}`,
-      );
-    }
-    return fromFiles;
-  }
-  if (config.model_type === "gpt2" && vocabSize === 50257) {
-    const { r50kTokenizer } = await import("../tokenizer/r50k.ts");
-    return await r50kTokenizer();
-  }
-  return undefined;
 }

@@ -2,7 +2,7 @@
  * The model configuration, in TransformerLens's vocabulary, built from an HF `GPT2Config`.
  * @module
  */
-import { ConfigError } from "../errors.ts";
+import { ConfigError } from "../core/errors.ts";
 
 /**
  * What a GPT-2-family model looks like, with TransformerLens's field names (camelCase).

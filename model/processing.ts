@@ -4,8 +4,8 @@
  * weights match TransformerLens's to float32 rounding.
  * @module
  */
-import type { BlockParams, Gpt2Params, LayerNormParams } from "./gpt2.ts";
-import type { Tensor } from "./tensor.ts";
+import type { BlockParams, Gpt2Params, LayerNormParams } from "../families/gpt2.ts";
+import type { Tensor } from "../core/tensor.ts";
 
 /** Which processing steps to apply; TransformerLens's defaults are all `true`. */
 export interface ProcessingOptions {

@@ -17,8 +17,8 @@
  * `HOME`) are read only here, and only when the env permission is granted.
  * @module
  */
-import { IntegrityError, ModelNotFoundError } from "../errors.ts";
-import { ProgressBar } from "./progress.ts";
+import { IntegrityError, ModelNotFoundError } from "../core/errors.ts";
+import { ProgressBar } from "../core/progress.ts";
 
 /** The public hub, used when neither the options nor `HF_ENDPOINT` name another. */
 export const DEFAULT_ENDPOINT = "https://huggingface.co";

@@ -27,7 +27,7 @@
  * ```
  * @module
  */
-import { KernelError } from "../errors.ts";
+import { KernelError } from "../../core/errors.ts";
 import {
   ARGS_F64,
   CHUNK,

@@ -15,11 +15,11 @@
  * ```
  * @module
  */
-import { SafetensorsError } from "../errors.ts";
-import { numel, type Tensor } from "./tensor.ts";
-import { decodeFloats, encodeFloats, FLOAT_DTYPE_BYTES, type FloatDtype } from "./dtype.ts";
+import { SafetensorsError } from "../core/errors.ts";
+import { numel, type Tensor } from "../core/tensor.ts";
+import { decodeFloats, encodeFloats, FLOAT_DTYPE_BYTES, type FloatDtype } from "../core/dtype.ts";
 
-export type { FloatDtype } from "./dtype.ts";
+export type { FloatDtype } from "../core/dtype.ts";
 
 /** The largest header the official implementation accepts (100 MB). */
 export const MAX_HEADER_BYTES = 100_000_000;

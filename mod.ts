@@ -20,20 +20,38 @@
 
 export { HookedTransformer } from "./model/hooked_transformer.ts";
 export type {
+  FromBytesOptions,
   FromPretrainedOptions,
   ReturnType,
+  RunOptions,
   RunWithCacheOptions,
   RunWithHooksOptions,
 } from "./model/hooked_transformer.ts";
 export { ActivationCache } from "./model/activation_cache.ts";
-export { getActName, hookNames } from "./model/hook_points.ts";
+export { getActName, hookNames } from "./model/hook_table.ts";
+export type { HookOption, HookOptions } from "./model/hook_table.ts";
 export type { FwdHook, HookContext, HookFilter, HookFn } from "./model/hooks.ts";
 export type { Tokens, TokenTensor } from "./model/tokens.ts";
-export type { PatchPoint } from "./model/patching.ts";
-export type { HookedTransformerConfig } from "./model/config.ts";
+export { nextTokenLogProbs } from "./model/next_token.ts";
+export type { NextTokenLogProbs, NextTokenOptions } from "./model/next_token.ts";
+export { PATCH_POINTS, patchedNextTokenLogProbs } from "./model/patching.ts";
+export type {
+  LayerPatches,
+  PatchedLogProbs,
+  PatchedLogProbsOptions,
+  PatchPoint,
+  PositionPatch,
+} from "./model/patching.ts";
+export type {
+  ActivationFunction,
+  HookedTransformerConfig,
+  NormalizationType,
+  PositionalEmbeddingType,
+} from "./model/config.ts";
+export type { ProcessingOptions } from "./model/processing.ts";
 export { select, stack, tensor } from "./core/tensor.ts";
 export type { Tensor } from "./core/tensor.ts";
-export type { ProcessingOptions } from "./model/processing.ts";
+export { SeededRng } from "./core/rng.ts";
 export { parseSafetensors, writeSafetensors } from "./io/safetensors.ts";
 export type {
   Dtype,
@@ -42,22 +60,23 @@ export type {
   TensorInfo,
   WriteOptions,
 } from "./io/safetensors.ts";
-export { SeededRng } from "./core/rng.ts";
 export { syntheticGpt2 } from "./weights/synthetic.ts";
 export type { SyntheticGpt2, SyntheticGpt2Options } from "./weights/synthetic.ts";
 export { isModelCached, MODEL_ALIASES, resolveModel } from "./io/resolve.ts";
 export type { ModelFiles, ResolveOptions } from "./io/resolve.ts";
 export type { Tokenizer } from "./tokenizer/tokenizer.ts";
-export { Kernels } from "./backend/wasm/kernels.ts";
+export { WasmBackend } from "./backend/wasm/wasm_backend.ts";
+export type { LoadOptions } from "./backend/wasm/kernels.ts";
 export type {
-  AttentionApplyArgs,
   AttentionArgs,
-  AttentionScoresArgs,
-  BDtype,
+  Backend,
+  DeviceArray,
   LayerNormOptions,
-  LoadOptions,
   MatmulOptions,
-} from "./backend/wasm/kernels.ts";
+  PackedMatrix,
+  Scope,
+  WeightDtype,
+} from "./backend/backend.ts";
 export {
   ConfigError,
   HookError,
@@ -75,7 +94,14 @@ export { generateRepeatedTokens } from "./analysis/repeated_tokens.ts";
 export type { RepeatedTokensOptions } from "./analysis/repeated_tokens.ts";
 export { logProbsAndHeadScores, logProbSummary } from "./analysis/log_probs.ts";
 export type { LogProbSummary } from "./analysis/log_probs.ts";
-export { attentionPattern, diagonalMean, headScores } from "./analysis/head_scores.ts";
+export {
+  addScores,
+  attentionPattern,
+  diagonalMean,
+  emptyScores,
+  headScores,
+  scoreOffsets,
+} from "./analysis/head_scores.ts";
 export type { AttentionPattern, HeadScores } from "./analysis/head_scores.ts";
 export { patchingScores, patchPositions } from "./analysis/patching.ts";
 export type { PatchAlignment, PatchingOptions, PatchPositions } from "./analysis/patching.ts";

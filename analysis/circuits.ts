@@ -6,7 +6,7 @@
  * `from_pretrained`), which the study's numbers depend on.
  * @module
  */
-import { InputError } from "../core/errors.ts";
+import { checkHead } from "../model/checks.ts";
 import type { HookedTransformer } from "../model/hooked_transformer.ts";
 import { select, type Tensor } from "../core/tensor.ts";
 import { FactoredMatrix, matmul, transpose } from "./factored_matrix.ts";
@@ -22,21 +22,11 @@ import { FactoredMatrix, matmul, transpose } from "./factored_matrix.ts";
  */
 export type HeadIndex = [number, number];
 
-function checkHead(model: HookedTransformer, [layer, head]: HeadIndex, what: string) {
-  const { nLayers, nHeads } = model.cfg;
-  if (!Number.isInteger(layer) || layer < 0 || layer >= nLayers) {
-    throw new InputError(`${what}: layer ${layer} is outside [0, ${nLayers})`);
-  }
-  if (!Number.isInteger(head) || head < 0 || head >= nHeads) {
-    throw new InputError(`${what}: head ${head} is outside [0, ${nHeads})`);
-  }
-}
-
 type HeadWeight = "W_Q" | "W_K" | "W_V" | "W_O";
 
 /** One head's weight matrix (W_Q/W_K/W_V [d_model, d_head], W_O [d_head, d_model]). */
 function headWeight(model: HookedTransformer, name: HeadWeight, [l, h]: HeadIndex): Tensor {
-  return select(model.engine.params.blocks[l][name], h);
+  return select(model[name], l, h);
 }
 
 /**
@@ -47,7 +37,7 @@ function headWeight(model: HookedTransformer, name: HeadWeight, [l, h]: HeadInde
  * attends to a key whose previous token was j, through the previous-token head. An induction
  * circuit makes the diagonal large: measure it with `top1Accuracy`.
  *
- * The [d_vocab, d_model] products run on the model's WebAssembly kernels; the small ones
+ * The [d_vocab, d_model] products run on the model's backend; the small ones
  * (W_O W_K first, then W_V times that) in float64 JavaScript.
  *
  * @example
@@ -64,15 +54,15 @@ export function kCompositionCircuit(
   prevHead: HeadIndex,
   inductionHead: HeadIndex,
 ): FactoredMatrix {
-  checkHead(model, prevHead, "kCompositionCircuit: the previous-token head");
-  checkHead(model, inductionHead, "kCompositionCircuit: the induction head");
-  const k = model.kernels;
-  const W_E = model.engine.params.W_E;
+  checkHead(prevHead, model.cfg, "kCompositionCircuit: the previous-token head");
+  checkHead(inductionHead, model.cfg, "kCompositionCircuit: the induction head");
+  const k = model.backend;
+  const W_E = model.W_E;
   const Q = matmul(W_E, headWeight(model, "W_Q", inductionHead), k);
   const OK = matmul(headWeight(model, "W_O", prevHead), headWeight(model, "W_K", inductionHead));
   const VOK = matmul(headWeight(model, "W_V", prevHead), OK);
   const K = matmul(W_E, VOK, k);
-  return new FactoredMatrix(Q, transpose(K), { kernels: k });
+  return new FactoredMatrix(Q, transpose(K), { backend: k });
 }
 
 /**
@@ -89,11 +79,11 @@ export function kCompositionCircuit(
  * ```
  */
 export function ovCircuit(model: HookedTransformer, layer: number, head: number): FactoredMatrix {
-  checkHead(model, [layer, head], "ovCircuit");
-  const k = model.kernels;
-  const A = matmul(model.engine.params.W_E, headWeight(model, "W_V", [layer, head]), k);
-  const B = matmul(headWeight(model, "W_O", [layer, head]), model.engine.params.W_U, k);
-  return new FactoredMatrix(A, B, { kernels: k });
+  checkHead([layer, head], model.cfg, "ovCircuit");
+  const k = model.backend;
+  const A = matmul(model.W_E, headWeight(model, "W_V", [layer, head]), k);
+  const B = matmul(headWeight(model, "W_O", [layer, head]), model.W_U, k);
+  return new FactoredMatrix(A, B, { backend: k });
 }
 
 /**
@@ -109,10 +99,10 @@ export function ovCircuit(model: HookedTransformer, layer: number, head: number)
  * ```
  */
 export function qkCircuit(model: HookedTransformer, layer: number, head: number): FactoredMatrix {
-  checkHead(model, [layer, head], "qkCircuit");
-  const k = model.kernels;
-  const W_E = model.engine.params.W_E;
+  checkHead([layer, head], model.cfg, "qkCircuit");
+  const k = model.backend;
+  const W_E = model.W_E;
   const A = matmul(W_E, headWeight(model, "W_Q", [layer, head]), k);
   const K = matmul(W_E, headWeight(model, "W_K", [layer, head]), k);
-  return new FactoredMatrix(A, transpose(K), { kernels: k });
+  return new FactoredMatrix(A, transpose(K), { backend: k });
 }

@@ -4,14 +4,14 @@
  * QK and OV circuits (10 GB each in float32) can be multiplied, normed, decomposed and streamed
  * row block by row block without ever being held whole.
  *
- * Large products run on the WebAssembly matmul of the {@link Kernels} given at construction
- * (`model.kernels` in the circuit helpers); without kernels everything runs in plain JavaScript,
+ * Large products run on the matmul of the {@link Backend} given at construction (`model.backend`
+ * in the circuit helpers); without a backend everything runs in plain JavaScript,
  * which suits small matrices.
  * @module
  */
-import { InputError, KernelError } from "../core/errors.ts";
-import type { Kernels } from "../backend/wasm/kernels.ts";
-import type { Tensor } from "../core/tensor.ts";
+import { InputError } from "../core/errors.ts";
+import type { Backend, DeviceArray, PackedMatrix, Scope } from "../backend/backend.ts";
+import { type Tensor, transpose2d } from "../core/tensor.ts";
 import type { ProgressCallback } from "../core/progress.ts";
 
 /**
@@ -19,12 +19,12 @@ import type { ProgressCallback } from "../core/progress.ts";
  *
  * @example
  * ```ts ignore
- * new FactoredMatrix(A, B, { kernels: model.kernels });
+ * new FactoredMatrix(A, B, { backend: model.backend });
  * ```
  */
 export interface FactoredMatrixOptions {
-  /** Kernels for the large products (default: none, plain JavaScript). */
-  kernels?: Kernels;
+  /** The backend for the large products (default: none, plain JavaScript). */
+  backend?: Backend;
 }
 
 /**
@@ -64,9 +64,9 @@ export interface Svd {
   Vh: Tensor;
 }
 
-/** Products at least this many multiply-adds go to WebAssembly when kernels are available. */
+/** Products at least this many multiply-adds go to the backend when there is one. */
 const WASM_MIN_MACS = 1 << 18;
-/** Floats of A rows plus C rows held in WebAssembly memory per dense-product block. */
+/** Floats of A rows plus C rows held on the backend per dense-product block. */
 const DENSE_BLOCK_FLOATS = 1 << 21;
 
 function shape2(t: Tensor, what: string): [number, number] {
@@ -97,17 +97,11 @@ function shape2(t: Tensor, what: string): [number, number] {
  */
 export function transpose(t: Tensor): Tensor {
   const [r, c] = shape2(t, "transpose: the matrix");
-  const out = new Float32Array(r * c);
-  const src = t.data;
-  for (let i = 0; i < r; i++) {
-    const row = i * c;
-    for (let j = 0; j < c; j++) out[j * r + i] = src[row + j];
-  }
-  return { data: out, shape: [c, r] };
+  return { data: transpose2d(t.data, r, c), shape: [c, r] };
 }
 
 /**
- * C = A B for dense matrices A [m, k] and B [k, n]: on the WebAssembly matmul when `kernels` is
+ * C = A B for dense matrices A [m, k] and B [k, n]: on the backend's matmul when `backend` is
  * given and the product is large (B packed once, A in row blocks so memory stays bounded),
  * otherwise in JavaScript with float64 accumulation.
  *
@@ -118,7 +112,7 @@ export function transpose(t: Tensor): Tensor {
  * matmul(a, a).data; // [7, 10, 15, 22]
  * ```
  */
-export function matmul(a: Tensor, b: Tensor, kernels?: Kernels): Tensor {
+export function matmul(a: Tensor, b: Tensor, backend?: Backend): Tensor {
   const [m, k] = shape2(a, "matmul: the left matrix");
   const [k2, n] = shape2(b, "matmul: the right matrix");
   if (k !== k2) {
@@ -127,21 +121,17 @@ export function matmul(a: Tensor, b: Tensor, kernels?: Kernels): Tensor {
   const out = new Float32Array(m * n);
   if (m === 0 || n === 0) return { data: out, shape: [m, n] };
   if (k === 0) return { data: out, shape: [m, n] };
-  if (kernels && m * k * n >= WASM_MIN_MACS) {
-    const mark = kernels.mark();
-    try {
-      const packed = kernels.uploadPacked(b.data, k, n);
-      const rowsPer = Math.max(1, Math.min(m, Math.floor(DENSE_BLOCK_FLOATS / (k + n))));
-      const aBuf = kernels.alloc(rowsPer * k);
-      const cBuf = kernels.alloc(rowsPer * n);
-      for (let r0 = 0; r0 < m; r0 += rowsPer) {
-        const rows = Math.min(rowsPer, m - r0);
-        kernels.write(aBuf, a.data.subarray(r0 * k, (r0 + rows) * k));
-        kernels.matmul(aBuf, packed, cBuf, rows, k, n);
-        out.set(kernels.view(cBuf, rows * n), r0 * n);
-      }
-    } finally {
-      kernels.release(mark);
+  if (backend && m * k * n >= WASM_MIN_MACS) {
+    using scope = backend.scope();
+    const packed = scope.uploadMatrix(b.data, k, n);
+    const rowsPer = Math.max(1, Math.min(m, Math.floor(DENSE_BLOCK_FLOATS / (k + n))));
+    const aBuf = scope.alloc(rowsPer * k);
+    const cBuf = scope.alloc(rowsPer * n);
+    for (let r0 = 0; r0 < m; r0 += rowsPer) {
+      const rows = Math.min(rowsPer, m - r0);
+      backend.write(aBuf, a.data.subarray(r0 * k, (r0 + rows) * k));
+      backend.matmul(aBuf, packed, cBuf, rows);
+      out.set(backend.read(cBuf.at(0, rows * n)), r0 * n);
     }
     return { data: out, shape: [m, n] };
   }
@@ -336,8 +326,8 @@ export class FactoredMatrix {
   readonly A: Tensor;
   /** The right factor [mdim, rdim]. */
   readonly B: Tensor;
-  /** Kernels used for the large products (undefined: plain JavaScript). */
-  readonly kernels: Kernels | undefined;
+  /** The backend of the large products (undefined: plain JavaScript). */
+  readonly backend: Backend | undefined;
   /** Rows of M. */
   readonly ldim: number;
   /** The shared inner dimension of A and B (M's rank is at most this). */
@@ -357,7 +347,7 @@ export class FactoredMatrix {
     }
     this.A = A;
     this.B = B;
-    this.kernels = opts.kernels;
+    this.backend = opts.backend;
     this.ldim = l;
     this.mdim = m;
     this.rdim = r;
@@ -369,7 +359,7 @@ export class FactoredMatrix {
   }
 
   #wrap(A: Tensor, B: Tensor): FactoredMatrix {
-    return new FactoredMatrix(A, B, { kernels: this.kernels });
+    return new FactoredMatrix(A, B, { backend: this.backend });
   }
 
   /**
@@ -386,7 +376,7 @@ export class FactoredMatrix {
           `top1Accuracy()/norm()/svd(), or raise FactoredMatrix.maxABElements deliberately`,
       );
     }
-    return matmul(this.A, this.B, this.kernels);
+    return matmul(this.A, this.B, this.backend);
   }
 
   /** The reverse product B A [mdim, mdim] (square M only: ldim == rdim). */
@@ -394,7 +384,7 @@ export class FactoredMatrix {
     if (this.ldim !== this.rdim) {
       throw new InputError(`BA needs ldim == rdim, but the shape is [${this.shape}]`);
     }
-    return matmul(this.B, this.A, this.kernels);
+    return matmul(this.B, this.A, this.backend);
   }
 
   /** The transpose M^T = B^T A^T, still factored. */
@@ -415,7 +405,7 @@ export class FactoredMatrix {
         `matmul: M is [${this.shape}] but the right matrix is [${other.shape}] (needs ${this.rdim} rows)`,
       );
     }
-    if (this.rdim > this.mdim) return this.#wrap(this.A, matmul(this.B, other, this.kernels));
+    if (this.rdim > this.mdim) return this.#wrap(this.A, matmul(this.B, other, this.backend));
     return this.#wrap(this.AB, other);
   }
 
@@ -432,7 +422,7 @@ export class FactoredMatrix {
         `rmatmul: M is [${this.shape}] but the left matrix is [${other.shape}] (needs ${this.ldim} columns)`,
       );
     }
-    if (this.ldim > this.mdim) return this.#wrap(matmul(other, this.A, this.kernels), this.B);
+    if (this.ldim > this.mdim) return this.#wrap(matmul(other, this.A, this.backend), this.B);
     return this.#wrap(other, this.AB);
   }
 
@@ -442,7 +432,7 @@ export class FactoredMatrix {
       throw new InputError(`matvec: vector has ${v.length} values, expected rdim = ${this.rdim}`);
     }
     const bv = matmul(this.B, { data: v, shape: [this.rdim, 1] });
-    return matmul(this.A, bv, this.kernels).data;
+    return matmul(this.A, bv, this.backend).data;
   }
 
   /** v M for a vector v [ldim]: (v A) B, never materialising M. */
@@ -451,7 +441,7 @@ export class FactoredMatrix {
       throw new InputError(`vecmat: vector has ${v.length} values, expected ldim = ${this.ldim}`);
     }
     const va = matmul({ data: v, shape: [1, this.ldim] }, this.A);
-    return matmul(va, this.B, this.kernels).data;
+    return matmul(va, this.B, this.backend).data;
   }
 
   /** s M (the scalar goes into A, as TransformerLens's `*`). */
@@ -602,19 +592,17 @@ export class FactoredMatrix {
 
   /**
    * Streams M in blocks of `blockRows` rows (the last block may be shorter), each an owned copy.
-   * With kernels, each block is one WebAssembly matmul against B packed once; memory holds B
-   * packed, one block of A rows and one block of M rows (blockRows x rdim floats).
-   *
-   * With kernels, WebAssembly memory is reserved from the first block until the loop ends (a
-   * `break` releases it too): do not keep new allocations on the same kernels between iterations
-   * (running the model is fine; it releases what it takes).
+   * With a backend, each block is one matmul against B packed once; memory holds B packed, one
+   * block of A rows and one block of M rows (blockRows x rdim floats), in a backend scope open
+   * from the first block until the loop ends (a `break` closes it too). Running the model between
+   * blocks is fine: its own scopes open and close inside this one.
    */
   *rowBlocks(blockRows = 64): Generator<RowBlock, void, undefined> {
     const stream = new RowStream(this, blockRows);
     try {
       for (let start = 0; start < this.ldim; start += stream.blockRows) {
         const rows = Math.min(stream.blockRows, this.ldim - start);
-        yield { start, rows, data: stream.block(start, rows).slice() };
+        yield { start, rows, data: stream.copy(start, rows) };
       }
     } finally {
       stream.close();
@@ -628,19 +616,17 @@ export class FactoredMatrix {
 }
 
 /**
- * Computes row blocks of A B. With kernels: B packed once in WebAssembly memory, each block's A
- * rows copied in, one matmul; `block` returns a view valid until the next call. Without: JS.
+ * Computes row blocks of A B. With a backend: B packed once in a scope of its own, each block's A
+ * rows copied in, one matmul, the block left on the backend (`device`). Without: JavaScript.
  */
 class RowStream {
   readonly blockRows: number;
   readonly #m: FactoredMatrix;
-  readonly #k: Kernels | undefined;
-  #mark = -1;
-  #top = -1;
-  #packed = 0;
-  #aBuf = 0;
-  #cBuf = 0;
-  #js: Float32Array | undefined;
+  readonly #backend: Backend | undefined;
+  #scope: Scope | undefined;
+  #packed: PackedMatrix | undefined;
+  #aBuf: DeviceArray | undefined;
+  #cBuf: DeviceArray | undefined;
 
   constructor(m: FactoredMatrix, blockRows: number) {
     if (!Number.isInteger(blockRows) || blockRows < 1) {
@@ -648,55 +634,40 @@ class RowStream {
     }
     this.blockRows = Math.min(blockRows, Math.max(1, m.ldim));
     this.#m = m;
-    this.#k = m.kernels;
+    this.#backend = m.backend;
   }
 
-  /** Whether blocks live in WebAssembly memory (`ptr` is valid). */
-  get wasm(): boolean {
-    return this.#k !== undefined;
-  }
-
-  /** Byte offset of the current block in WebAssembly memory (kernels only). */
-  get ptr(): number {
-    return this.#cBuf;
-  }
-
-  #open(k: Kernels) {
-    const { mdim, rdim } = this.#m;
-    this.#mark = k.mark();
-    this.#packed = k.uploadPacked(this.#m.B.data, mdim, rdim);
-    this.#aBuf = k.alloc(this.blockRows * mdim);
-    this.#cBuf = k.alloc(this.blockRows * rdim);
-    this.#top = k.mark();
-  }
-
-  /** Rows [start, start + rows) of A B (a view, valid until the next call). */
-  block(start: number, rows: number): Float32Array {
+  /**
+   * Rows [start, start + rows) of A B: on the backend (valid until the next call) when there is
+   * one, else in JavaScript.
+   */
+  block(start: number, rows: number): DeviceArray | Float32Array {
     const { mdim, rdim } = this.#m;
     const a = this.#m.A.data.subarray(start * mdim, (start + rows) * mdim);
-    const k = this.#k;
-    if (!k) {
-      this.#js = matmul({ data: a, shape: [rows, mdim] }, this.#m.B).data;
-      return this.#js;
+    const backend = this.#backend;
+    if (!backend) return matmul({ data: a, shape: [rows, mdim] }, this.#m.B).data;
+    if (!this.#scope) {
+      this.#scope = backend.scope();
+      this.#packed = this.#scope.uploadMatrix(this.#m.B.data, mdim, rdim);
+      this.#aBuf = this.#scope.alloc(this.blockRows * mdim);
+      this.#cBuf = this.#scope.alloc(this.blockRows * rdim);
     }
-    if (this.#mark < 0) this.#open(k);
-    else if (k.mark() !== this.#top) {
-      throw new KernelError(
-        "FactoredMatrix row streaming: WebAssembly memory was allocated on the same kernels " +
-          "between two blocks and not released; release it before asking for the next block",
-      );
-    }
-    k.write(this.#aBuf, a);
-    k.matmul(this.#aBuf, this.#packed, this.#cBuf, rows, mdim, rdim);
-    return k.view(this.#cBuf, rows * rdim);
+    backend.write(this.#aBuf!, a);
+    const c = this.#cBuf!.at(0, rows * rdim);
+    backend.matmul(this.#aBuf!, this.#packed!, c, rows);
+    return c;
   }
 
-  /** Frees the WebAssembly memory taken (safe to call twice). */
+  /** Rows [start, start + rows) of A B, as an owned array. */
+  copy(start: number, rows: number): Float32Array {
+    const b = this.block(start, rows);
+    return b instanceof Float32Array ? b : this.#backend!.read(b);
+  }
+
+  /** Releases what the stream holds on the backend (safe to call twice). */
   close() {
-    if (this.#k && this.#mark >= 0) {
-      if (this.#k.mark() >= this.#mark) this.#k.release(this.#mark);
-      this.#mark = -1;
-    }
+    this.#scope?.[Symbol.dispose]();
+    this.#scope = undefined;
   }
 }
 
@@ -712,7 +683,7 @@ export interface Top1Options {
   /**
    * Rows of M computed per block: memory holds blockRows x n floats. Default: 16 on one thread
    * (the fastest there on GPT-2 small's 50257-wide circuit: a block stays in cache for the argmax),
-   * 128 when the kernels run several threads (fewer, larger matmuls to split between them).
+   * 128 when the backend runs several threads (fewer, larger matmuls to split between them).
    */
   blockRows?: number;
   /** Called after each block with (rows done, rows in total). */
@@ -721,8 +692,8 @@ export interface Top1Options {
 
 /**
  * The fraction of rows i of a square M = A B whose argmax over columns is i (the first maximum
- * wins ties, as `torch.argmax`). Streams M in row blocks: with kernels each block is one
- * WebAssembly matmul and the argmax of each row runs inside WebAssembly, so memory holds only
+ * wins ties, as `torch.argmax`). Streams M in row blocks: with a backend each block is one
+ * matmul and the argmax of each row runs on the backend, so memory holds only
  * B packed and one block (blockRows x n floats): 12.3 MiB + 3.1 MiB for GPT-2 small's
  * K-composition circuit in 16-row blocks (12.3 MiB + 24.5 MiB in 128-row blocks).
  * Yields to the event loop between blocks now and then, so callers can redraw progress.
@@ -741,7 +712,7 @@ export async function top1Accuracy(m: FactoredMatrix, opts: Top1Options = {}): P
   }
   const n = m.rdim;
   if (n === 0) return NaN;
-  const threads = m.kernels?.threads ?? 1;
+  const threads = m.backend?.threads ?? 1;
   const stream = new RowStream(m, opts.blockRows ?? (threads > 1 ? 128 : 16));
   let hits = 0;
   let lastYield = performance.now();
@@ -749,12 +720,12 @@ export async function top1Accuracy(m: FactoredMatrix, opts: Top1Options = {}): P
     opts.onProgress?.(0, n);
     for (let start = 0; start < n; start += stream.blockRows) {
       const rows = Math.min(stream.blockRows, n - start);
-      const data = stream.block(start, rows);
-      if (stream.wasm) {
-        const best = m.kernels!.argmaxRows(stream.ptr, rows, n);
-        for (let i = 0; i < rows; i++) if (best[i] === start + i) hits++;
+      const block = stream.block(start, rows);
+      if (block instanceof Float32Array) {
+        for (let i = 0; i < rows; i++) if (argmaxJs(block, i * n, n) === start + i) hits++;
       } else {
-        for (let i = 0; i < rows; i++) if (argmaxJs(data, i * n, n) === start + i) hits++;
+        const best = m.backend!.argmaxRows(block, rows, n);
+        for (let i = 0; i < rows; i++) if (best[i] === start + i) hits++;
       }
       opts.onProgress?.(start + rows, n);
       if (performance.now() - lastYield > 100) {

@@ -4,7 +4,8 @@
  * @module
  */
 import { InputError } from "../core/errors.ts";
-import { getActName } from "../model/hook_points.ts";
+import { checkHead } from "../model/checks.ts";
+import { getActName } from "../model/hook_table.ts";
 import type { HookedTransformer } from "../model/hooked_transformer.ts";
 import { type Tokens, toTokenTensor } from "../model/tokens.ts";
 import type { Tensor } from "../core/tensor.ts";
@@ -62,6 +63,45 @@ export function diagonalMean(pattern: Tensor, offset: number): number[] {
 }
 
 /**
+ * The diagonal offsets of each score on repeated tokens `[BOS] + r + r` with |r| = seqLen: the
+ * key one period back plus one (induction), the previous token, the key one period back
+ * (duplicate token).
+ *
+ * @example
+ * ```ts
+ * import { scoreOffsets } from "./head_scores.ts";
+ * scoreOffsets(50); // { induction: -49, previousToken: -1, duplicateToken: -50 }
+ * ```
+ */
+export function scoreOffsets(seqLen: number): Record<keyof HeadScores, number> {
+  return { induction: 1 - seqLen, previousToken: -1, duplicateToken: -seqLen };
+}
+
+/**
+ * Adds `weight` times each score of one layer's pattern [batch, head, q, k] into row `layer` of
+ * `scores` (so that groups of a batch can be scored one after another, weighted by their share).
+ */
+export function addScores(
+  scores: HeadScores,
+  layer: number,
+  pattern: Tensor,
+  seqLen: number,
+  weight = 1,
+): void {
+  for (
+    const [kind, offset] of Object.entries(scoreOffsets(seqLen)) as [keyof HeadScores, number][]
+  ) {
+    diagonalMean(pattern, offset).forEach((v, h) => scores[kind][layer][h] += v * weight);
+  }
+}
+
+/** Scores of `nLayers` x `nHeads` heads, all zero. */
+export function emptyScores(nLayers: number, nHeads: number): HeadScores {
+  const zeros = () => Array.from({ length: nLayers }, () => new Array<number>(nHeads).fill(0));
+  return { induction: zeros(), previousToken: zeros(), duplicateToken: zeros() };
+}
+
+/**
  * Induction, previous-token and duplicate-token scores of every head on repeated tokens
  * `[batch, 1 + 2 seqLen]`: `torch.diagonal(pattern, offset, -2, -1)` averaged over the batch and
  * the diagonal, with offsets 1 - seqLen, -1 and -seqLen (as ARENA's detectors compute them, BOS
@@ -89,16 +129,9 @@ export async function headScores(
   repeatedShape(t, seqLen);
   const names = Array.from({ length: model.cfg.nLayers }, (_, l) => getActName("pattern", l));
   const { cache } = await model.runWithCache(t, { namesFilter: names, returnType: "none" });
-  const induction: number[][] = [];
-  const previousToken: number[][] = [];
-  const duplicateToken: number[][] = [];
-  for (const name of names) {
-    const p = cache.get(name);
-    induction.push(diagonalMean(p, 1 - seqLen));
-    previousToken.push(diagonalMean(p, -1));
-    duplicateToken.push(diagonalMean(p, -seqLen));
-  }
-  return { induction, previousToken, duplicateToken };
+  const scores = emptyScores(model.cfg.nLayers, model.cfg.nHeads);
+  names.forEach((name, l) => addScores(scores, l, cache.get(name), seqLen));
+  return scores;
 }
 
 /**
@@ -135,13 +168,7 @@ export async function attentionPattern(
   layer: number,
   head: number,
 ): Promise<AttentionPattern> {
-  const { nLayers, nHeads } = model.cfg;
-  if (!Number.isInteger(layer) || layer < 0 || layer >= nLayers) {
-    throw new InputError(`layer ${layer} is outside [0, ${nLayers})`);
-  }
-  if (!Number.isInteger(head) || head < 0 || head >= nHeads) {
-    throw new InputError(`head ${head} is outside [0, ${nHeads})`);
-  }
+  checkHead([layer, head], model.cfg, "attentionPattern");
   const t = toTokenTensor(tokens, model.cfg);
   const T = t.shape[1];
   const first = { data: t.data.slice(0, T), shape: [1, T] };

@@ -5,9 +5,9 @@
  * @module
  */
 import { InputError } from "../core/errors.ts";
-import { getActName } from "../model/hook_points.ts";
+import { getActName } from "../model/hook_table.ts";
 import type { HookedTransformer } from "../model/hooked_transformer.ts";
-import { patchedNextTokenLogProbs, type PatchPoint } from "../model/patching.ts";
+import { PATCH_POINTS, patchedNextTokenLogProbs, type PatchPoint } from "../model/patching.ts";
 import { type Tokens, toTokenTensor } from "../model/tokens.ts";
 import type { ProgressCallback } from "../core/progress.ts";
 import { repeatedShape } from "./repeated_tokens.ts";
@@ -77,8 +77,6 @@ export function patchPositions(seqLen: number, alignment: PatchAlignment): Patch
   return { targets, sources: targets.map((p) => p - seqLen) };
 }
 
-const POINTS: readonly PatchPoint[] = ["mlp_out", "attn_out", "resid_pre", "resid_mid"];
-
 /** Mean of -lp[from..]. */
 function lossFrom(lp: Float32Array, from: number): number {
   let s = 0;
@@ -118,8 +116,8 @@ export async function patchingScores(
   opts: PatchingOptions = {},
 ): Promise<number[][]> {
   const hook = opts.hook ?? "mlp_out";
-  if (!POINTS.includes(hook)) {
-    throw new InputError(`hook must be one of ${POINTS.join(", ")}; got ${hook}`);
+  if (!PATCH_POINTS.includes(hook)) {
+    throw new InputError(`hook must be one of ${PATCH_POINTS.join(", ")}; got ${hook}`);
   }
   const { targets, sources } = patchPositions(seqLen, opts.alignment ?? "study");
   const all = toTokenTensor(tokens, model.cfg);
@@ -138,7 +136,7 @@ export async function patchingScores(
     return { layer: l, point: hook, patches };
   });
   opts.onProgress?.(0, L);
-  const { clean, patched } = patchedNextTokenLogProbs(model.engine, one, groups, {
+  const { clean, patched } = await patchedNextTokenLogProbs(model, one, groups, {
     from: seqLen,
     onGroup: opts.onProgress,
   });

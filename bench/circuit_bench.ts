@@ -13,6 +13,7 @@
  * streaming holds in WebAssembly memory above the model (Kernels.bytesInUse).
  * @module
  */
+import type { WasmBackend } from "../backend/wasm/wasm_backend.ts";
 import {
   generateRepeatedTokens,
   headScores,
@@ -77,7 +78,7 @@ const model = await timed("make + load synthetic GPT-2 small", async () => {
     threads: threads ? Number(threads) : undefined,
   });
 });
-const k = model.kernels;
+const k = model.backend as WasmBackend;
 const circuit = await timed(
   "build K-composition circuit 4.11 -> 5.5",
   () => Promise.resolve(kCompositionCircuit(model, [4, 11], [5, 5])),

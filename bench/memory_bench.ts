@@ -19,6 +19,7 @@
  * f32; the table says how much it would need.
  * @module
  */
+import type { WasmBackend } from "../backend/wasm/wasm_backend.ts";
 import { HookedTransformer } from "../model/hooked_transformer.ts";
 import { syntheticGpt2 } from "../weights/synthetic.ts";
 
@@ -109,7 +110,7 @@ async function child(size: Size, dtype: Dtype, checkpoint: "F32" | "BF16"): Prom
       sample();
       await tick();
     }
-    const wasmBytes = model.kernels.memory.buffer.byteLength;
+    const wasmBytes = (model.backend as WasmBackend).memoryBytes;
     model.dispose();
     sample();
     return {

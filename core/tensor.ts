@@ -93,3 +93,31 @@ export function select(t: Tensor, ...indices: number[]): Tensor {
   const size = numel(rest);
   return { data: t.data.slice(offset * size, (offset + 1) * size), shape: rest };
 }
+
+/**
+ * The transpose of a row-major [rows, cols] matrix, as a new [cols, rows] array. Blocked, so both
+ * sides stay in cache even for a 50257 x 768 unembedding.
+ *
+ * @example
+ * ```ts
+ * import { transpose2d } from "./tensor.ts";
+ * transpose2d(new Float32Array([1, 2, 3, 4, 5, 6]), 2, 3); // Float32Array [1, 4, 2, 5, 3, 6]
+ * ```
+ */
+export function transpose2d(a: Float32Array, rows: number, cols: number): Float32Array {
+  if (a.length !== rows * cols) {
+    throw new RangeError(`transpose: ${a.length} values do not form a ${rows} x ${cols} matrix`);
+  }
+  const out = new Float32Array(rows * cols);
+  const B = 64;
+  for (let i0 = 0; i0 < rows; i0 += B) {
+    const i1 = Math.min(rows, i0 + B);
+    for (let j0 = 0; j0 < cols; j0 += B) {
+      const j1 = Math.min(cols, j0 + B);
+      for (let i = i0; i < i1; i++) {
+        for (let j = j0; j < j1; j++) out[j * rows + i] = a[i * cols + j];
+      }
+    }
+  }
+  return out;
+}

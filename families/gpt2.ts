@@ -1,81 +1,129 @@
 /**
- * HF GPT-2 checkpoint -> GPT-2 parameters under TransformerLens's names and shapes.
+ * The GPT-2 family (`model_type: "gpt2"`): its HF `GPT2Config` read into the family-neutral
+ * config, and an HF GPT-2 checkpoint converted to TransformerLens's parameter names and shapes.
  * @module
  */
 import { ConfigError, WeightsError } from "../core/errors.ts";
-import type { HookedTransformerConfig } from "../model/config.ts";
+import { transpose2d } from "../core/tensor.ts";
+import { checkConfig, type HookedTransformerConfig } from "../model/config.ts";
+import { emptyStacks, layerOf, type ModelParams } from "../model/params.ts";
 import type { SafetensorsFile } from "../io/safetensors.ts";
-import { numel, type Tensor } from "../core/tensor.ts";
 
-/** A LayerNorm's weight (`w`) and bias (`b`), each [d_model]. */
-export interface LayerNormParams {
-  w: Float32Array;
-  b: Float32Array;
-}
+/** Where a family reads tensors from (a safetensors file, or anything with the same methods). */
+export type TensorReader = Pick<SafetensorsFile, "names" | "has" | "info" | "tensor">;
 
-/** One transformer block's parameters, TransformerLens names and shapes. */
-export interface BlockParams {
-  /** `ln1` before attention; `null` once folded into the next weights (LNPre). */
-  ln1: LayerNormParams | null;
-  /** [n_heads, d_model, d_head] */
-  W_Q: Tensor;
-  /** [n_heads, d_head] */
-  b_Q: Tensor;
-  /** [n_heads, d_model, d_head] */
-  W_K: Tensor;
-  /** [n_heads, d_head] */
-  b_K: Tensor;
-  /** [n_heads, d_model, d_head] */
-  W_V: Tensor;
-  /** [n_heads, d_head] */
-  b_V: Tensor;
-  /** [n_heads, d_head, d_model] */
-  W_O: Tensor;
-  /** [d_model] */
-  b_O: Tensor;
-  /** `ln2` before the MLP; `null` once folded. */
-  ln2: LayerNormParams | null;
-  /** [d_model, d_mlp] */
-  W_in: Tensor;
-  /** [d_mlp] */
-  b_in: Tensor;
-  /** [d_mlp, d_model] */
-  W_out: Tensor;
-  /** [d_model] */
-  b_out: Tensor;
-}
-
-/** All of a GPT-2 model's parameters, TransformerLens names and shapes. */
-export interface Gpt2Params {
-  /** [d_vocab, d_model] */
-  W_E: Tensor;
-  /** [n_ctx, d_model] */
-  W_pos: Tensor;
-  blocks: BlockParams[];
-  /** The final LayerNorm; `null` once folded into the unembedding. */
-  lnFinal: LayerNormParams | null;
-  /** [d_model, d_vocab] */
-  W_U: Tensor;
-  /** [d_vocab] (GPT-2 has none: zeros until processing folds ln_final's bias in) */
-  b_U: Tensor;
+function field(hf: Record<string, unknown>, key: string, fallback?: number): number {
+  const v = hf[key];
+  if (v === undefined || v === null) {
+    if (fallback !== undefined) return fallback;
+    throw new ConfigError(`config.json has no "${key}": is this a GPT-2 config?`);
+  }
+  if (typeof v !== "number" || !Number.isInteger(v) || v <= 0 || v > 2 ** 31 - 1) {
+    throw new ConfigError(
+      `config.json field "${key}" must be a positive integer, got ${JSON.stringify(v)}`,
+    );
+  }
+  return v;
 }
 
 /**
- * Maps an HF GPT-2 safetensors file onto TransformerLens parameters, checking every tensor's
- * presence and shape against the config. Accepts both key layouts (with and without the
- * `transformer.` prefix), ignores the causal-mask buffers, and uses `lm_head.weight` when present
- * (otherwise the unembedding is tied to `wte`).
+ * Reads an HF GPT-2 `config.json` object and checks every field this library relies on.
+ * Features GPT-2 checkpoints rarely use and this library does not implement (another activation,
+ * `scale_attn_by_inverse_layer_idx`, `reorder_and_upcast_attn`, unscaled attention) are errors
+ * rather than silently wrong numbers.
  *
  * @example
- * ```ts ignore
- * const params = gpt2ParamsFromSafetensors(parseSafetensors(bytes), configFromHf(json));
- * params.blocks[0].W_Q.shape; // [n_heads, d_model, d_head]
+ * ```ts
+ * import { gpt2Config } from "./gpt2.ts";
+ * const cfg = gpt2Config({ n_layer: 2, n_head: 4, n_embd: 32, vocab_size: 96, n_positions: 32 });
+ * cfg.dMlp; // 128 (n_inner null or absent means 4 x n_embd)
  * ```
  */
-export function gpt2ParamsFromSafetensors(
-  file: SafetensorsFile,
-  cfg: HookedTransformerConfig,
-): Gpt2Params {
+export function gpt2Config(
+  hf: Record<string, unknown>,
+  modelName = "model",
+): HookedTransformerConfig {
+  if (typeof hf !== "object" || hf === null || Array.isArray(hf)) {
+    throw new ConfigError("config.json must be a JSON object");
+  }
+  const nLayers = field(hf, "n_layer");
+  const nHeads = field(hf, "n_head");
+  const dModel = field(hf, "n_embd");
+  const dVocab = field(hf, "vocab_size");
+  const nCtx = field(hf, "n_positions");
+  const dMlp = field(hf, "n_inner", 4 * dModel);
+  if (dModel % nHeads !== 0) {
+    throw new ConfigError(`n_embd ${dModel} is not divisible by n_head ${nHeads}`);
+  }
+  const act = hf.activation_function ?? "gelu_new";
+  if (act !== "gelu_new") {
+    throw new ConfigError(
+      `activation_function "${act}" is not supported: GPT-2 uses "gelu_new", the only one implemented`,
+    );
+  }
+  const eps = hf.layer_norm_epsilon ?? 1e-5;
+  if (typeof eps !== "number" || !(eps > 0 && eps < 1)) {
+    throw new ConfigError(
+      `layer_norm_epsilon must be a number in (0, 1), got ${JSON.stringify(eps)}`,
+    );
+  }
+  for (const flag of ["scale_attn_by_inverse_layer_idx", "reorder_and_upcast_attn"]) {
+    if (hf[flag] === true) {
+      throw new ConfigError(`config.json sets ${flag}, which is not supported`);
+    }
+  }
+  if (hf.scale_attn_weights === false) {
+    throw new ConfigError("config.json sets scale_attn_weights false, which is not supported");
+  }
+  const bos = hf.bos_token_id ?? dVocab - 1;
+  if (typeof bos !== "number" || !Number.isInteger(bos) || bos < 0 || bos >= dVocab) {
+    throw new ConfigError(
+      `bos_token_id ${JSON.stringify(bos)} is outside the vocabulary [0, ${dVocab})`,
+    );
+  }
+  const eos = typeof hf.eos_token_id === "number" ? hf.eos_token_id : null;
+  return checkConfig({
+    modelName,
+    originalArchitecture: "GPT2LMHeadModel",
+    nLayers,
+    dModel,
+    nHeads,
+    dHead: dModel / nHeads,
+    nKeyValueHeads: nHeads,
+    dMlp,
+    dVocab,
+    nCtx,
+    actFn: "gelu_new",
+    gatedMlp: false,
+    normalizationType: "LN",
+    eps,
+    positionalEmbeddingType: "standard",
+    rotaryDim: 0,
+    rotaryBase: 10000,
+    parallelAttnMlp: false,
+    bosTokenId: bos,
+    eosTokenId: eos,
+    defaultPrependBos: true,
+  });
+}
+
+/**
+ * Maps an HF GPT-2 checkpoint onto TransformerLens parameters, checking every tensor's presence
+ * and shape against the config. Accepts both key layouts (with and without the `transformer.`
+ * prefix), ignores the causal-mask buffers, and uses `lm_head.weight` when present (otherwise
+ * the unembedding is tied to `wte`).
+ *
+ * @example
+ * ```ts
+ * import { gpt2Config, gpt2Params } from "./gpt2.ts";
+ * import { parseSafetensors } from "../io/safetensors.ts";
+ * import { syntheticGpt2 } from "../weights/synthetic.ts";
+ * const { config, weights } = syntheticGpt2({ nLayers: 2, nHeads: 4, dModel: 32, dVocab: 96, nCtx: 32 });
+ * const params = gpt2Params(parseSafetensors(weights), gpt2Config(config));
+ * params.W_Q.shape; // [2, 4, 32, 8]: [n_layers, n_heads, d_model, d_head]
+ * ```
+ */
+export function gpt2Params(file: TensorReader, cfg: HookedTransformerConfig): ModelParams {
   const names = file.names();
   const prefix = names.some((n) => n.startsWith("transformer.")) ? "transformer." : "";
   checkNoStrayKeys(names, prefix, cfg);
@@ -99,54 +147,58 @@ export function gpt2ParamsFromSafetensors(
   };
 
   const { nLayers, nHeads, dModel: d, dHead, dMlp, dVocab, nCtx } = cfg;
-  const wte = read("wte.weight", [dVocab, d]);
-  const W_pos = { data: read("wpe.weight", [nCtx, d]), shape: [nCtx, d] };
-  const blocks: BlockParams[] = [];
+  const stacks = emptyStacks(cfg);
+  const ln1w = new Float32Array(nLayers * d), ln1b = new Float32Array(nLayers * d);
+  const ln2w = new Float32Array(nLayers * d), ln2b = new Float32Array(nLayers * d);
   for (let l = 0; l < nLayers; l++) {
     const p = `h.${l}.`;
+    const at = (name: keyof typeof stacks) => layerOf(stacks[name], l).data;
     const cAttn = read(p + "attn.c_attn.weight", [d, 3 * d]);
     const cAttnBias = read(p + "attn.c_attn.bias", [3 * d]);
-    const part = (which: number) => splitHeads(cAttn, cAttnBias, which, nHeads, d, dHead);
-    const [W_Q, b_Q] = part(0);
-    const [W_K, b_K] = part(1);
-    const [W_V, b_V] = part(2);
-    blocks.push({
-      ln1: { w: read(p + "ln_1.weight", [d]), b: read(p + "ln_1.bias", [d]) },
-      W_Q,
-      b_Q,
-      W_K,
-      b_K,
-      W_V,
-      b_V,
-      // c_proj rows are (head, d_head) pairs in order, so it is W_O [n_heads, d_head, d_model].
-      W_O: { data: read(p + "attn.c_proj.weight", [d, d]), shape: [nHeads, dHead, d] },
-      b_O: { data: read(p + "attn.c_proj.bias", [d]), shape: [d] },
-      ln2: { w: read(p + "ln_2.weight", [d]), b: read(p + "ln_2.bias", [d]) },
-      W_in: { data: read(p + "mlp.c_fc.weight", [d, dMlp]), shape: [d, dMlp] },
-      b_in: { data: read(p + "mlp.c_fc.bias", [dMlp]), shape: [dMlp] },
-      W_out: { data: read(p + "mlp.c_proj.weight", [dMlp, d]), shape: [dMlp, d] },
-      b_out: { data: read(p + "mlp.c_proj.bias", [d]), shape: [d] },
-    });
+    splitHeads(cAttn, cAttnBias, 0, at("W_Q"), at("b_Q"), nHeads, d, dHead);
+    splitHeads(cAttn, cAttnBias, 1, at("W_K"), at("b_K"), nHeads, d, dHead);
+    splitHeads(cAttn, cAttnBias, 2, at("W_V"), at("b_V"), nHeads, d, dHead);
+    // c_proj rows are (head, d_head) pairs in order, so it is W_O [n_heads, d_head, d_model].
+    at("W_O").set(read(p + "attn.c_proj.weight", [d, d]));
+    at("b_O").set(read(p + "attn.c_proj.bias", [d]));
+    at("W_in").set(read(p + "mlp.c_fc.weight", [d, dMlp]));
+    at("b_in").set(read(p + "mlp.c_fc.bias", [dMlp]));
+    at("W_out").set(read(p + "mlp.c_proj.weight", [dMlp, d]));
+    at("b_out").set(read(p + "mlp.c_proj.bias", [d]));
+    ln1w.set(read(p + "ln_1.weight", [d]), l * d);
+    ln1b.set(read(p + "ln_1.bias", [d]), l * d);
+    ln2w.set(read(p + "ln_2.weight", [d]), l * d);
+    ln2b.set(read(p + "ln_2.bias", [d]), l * d);
   }
-  const lnFinal = { w: read("ln_f.weight", [d]), b: read("ln_f.bias", [d]) };
+  const wte = read("wte.weight", [dVocab, d]);
   // lm_head.weight is never prefixed; it is [d_vocab, d_model] like wte.
-  const lmHead = file.has("lm_head.weight") ? "lm_head.weight" : null;
   let unembed = wte;
-  if (lmHead) {
-    const info = file.info(lmHead);
+  if (file.has("lm_head.weight")) {
+    const info = file.info("lm_head.weight");
     if (info.shape.length !== 2 || info.shape[0] !== dVocab || info.shape[1] !== d) {
       throw new ConfigError(
         `tensor "lm_head.weight" has shape [${info.shape}] but config.json implies [${dVocab},${d}]`,
       );
     }
-    unembed = file.tensor(lmHead).data;
+    unembed = file.tensor("lm_head.weight").data;
   }
+  const stacked = (w: Float32Array, b: Float32Array) => ({
+    w: { data: w, shape: [nLayers, d] },
+    b: { data: b, shape: [nLayers, d] },
+  });
   return {
     W_E: { data: wte, shape: [dVocab, d] },
-    W_pos,
-    blocks,
-    lnFinal,
-    W_U: { data: transpose(unembed, dVocab, d), shape: [d, dVocab] },
+    W_pos: { data: read("wpe.weight", [nCtx, d]), shape: [nCtx, d] },
+    ln1: stacked(ln1w, ln1b),
+    ...stacks,
+    ln2: stacked(ln2w, ln2b),
+    W_gate: null,
+    lnFinal: {
+      w: { data: read("ln_f.weight", [d]), shape: [d] },
+      b: { data: read("ln_f.bias", [d]), shape: [d] },
+    },
+    W_U: { data: transpose2d(unembed, dVocab, d), shape: [d, dVocab] },
+    // GPT-2 has no unembedding bias: zeros until processing folds ln_final's bias in.
     b_U: { data: new Float32Array(dVocab), shape: [dVocab] },
   };
 }
@@ -168,17 +220,20 @@ function checkNoStrayKeys(names: string[], prefix: string, cfg: HookedTransforme
   }
 }
 
-/** Column block `which` (0 Q, 1 K, 2 V) of c_attn, as [n_heads, d_model, d_head] and [n_heads, d_head]. */
+/**
+ * Column block `which` (0 Q, 1 K, 2 V) of c_attn [d_model, 3 d_model] into W [n_heads, d_model,
+ * d_head] and b [n_heads, d_head].
+ */
 function splitHeads(
   w: Float32Array,
   bias: Float32Array,
   which: number,
+  W: Float32Array,
+  b: Float32Array,
   nHeads: number,
   d: number,
   dHead: number,
-): [Tensor, Tensor] {
-  const W = new Float32Array(nHeads * d * dHead);
-  const b = new Float32Array(nHeads * dHead);
+) {
   for (let h = 0; h < nHeads; h++) {
     const col0 = which * d + h * dHead;
     for (let i = 0; i < d; i++) {
@@ -187,22 +242,4 @@ function splitHeads(
     }
     b.set(bias.subarray(col0, col0 + dHead), h * dHead);
   }
-  return [{ data: W, shape: [nHeads, d, dHead] }, { data: b, shape: [nHeads, dHead] }];
-}
-
-/** [rows, cols] -> [cols, rows]. */
-export function transpose(a: Float32Array, rows: number, cols: number): Float32Array {
-  if (a.length !== rows * cols) throw new RangeError("transpose: size mismatch");
-  const out = new Float32Array(numel([rows, cols]));
-  const B = 64; // blocked so both sides stay in cache for a 50257 x 768 matrix
-  for (let i0 = 0; i0 < rows; i0 += B) {
-    const i1 = Math.min(rows, i0 + B);
-    for (let j0 = 0; j0 < cols; j0 += B) {
-      const j1 = Math.min(cols, j0 + B);
-      for (let i = i0; i < i1; i++) {
-        for (let j = j0; j < j1; j++) out[j * rows + i] = a[i * cols + j];
-      }
-    }
-  }
-  return out;
 }

@@ -4,7 +4,7 @@
  */
 import { HookError } from "../core/errors.ts";
 import type { Tensor } from "../core/tensor.ts";
-import { getActName } from "./hook_points.ts";
+import { getActName } from "./hook_table.ts";
 
 /**
  * Activations by hook name, as `run_with_cache` returns them in TransformerLens. Each tensor is
@@ -19,18 +19,25 @@ import { getActName } from "./hook_points.ts";
  */
 export class ActivationCache {
   readonly #acts: Map<string, Tensor>;
+  readonly #nLayers: number | undefined;
 
-  /** Wraps a map of hook name -> activation (the model builds these). */
-  constructor(acts: Map<string, Tensor>) {
+  /**
+   * Wraps a map of hook name -> activation (the model builds these).
+   * @param acts Activations by full hook name.
+   * @param nLayers The model's layer count, so that negative layers count from the end.
+   */
+  constructor(acts: Map<string, Tensor>, nLayers?: number) {
     this.#acts = acts;
+    this.#nLayers = nLayers;
   }
 
   /**
    * The activation cached at a hook point: a full name, or a short name with a layer
-   * (`get("mlp_out", 3)`), as {@link getActName} builds them.
+   * (`get("mlp_out", 3)`, `get("resid_pre", -1)` for the last block), as {@link getActName}
+   * builds them.
    */
   get(name: string, layer?: number, layerType?: string): Tensor {
-    const full = getActName(name, layer, layerType);
+    const full = getActName(name, layer, layerType, this.#nLayers);
     const t = this.#acts.get(full);
     if (!t) {
       const have = [...this.#acts.keys()];
@@ -47,7 +54,7 @@ export class ActivationCache {
 
   /** Whether the cache holds an activation for this name. */
   has(name: string, layer?: number, layerType?: string): boolean {
-    return this.#acts.has(getActName(name, layer, layerType));
+    return this.#acts.has(getActName(name, layer, layerType, this.#nLayers));
   }
 
   /** The cached hook names, in forward order. */

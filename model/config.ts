@@ -1,124 +1,127 @@
 /**
- * The model configuration, in TransformerLens's vocabulary, built from an HF `GPT2Config`.
+ * The model configuration in TransformerLens's vocabulary (camelCase), the same for every family:
+ * each family module (`families/`) reads its HF `config.json` into this shape, and the forward
+ * pass reads only this.
  * @module
  */
 import { ConfigError } from "../core/errors.ts";
 
 /**
- * What a GPT-2-family model looks like, with TransformerLens's field names (camelCase).
+ * The normalization layers: LayerNorm (`"LN"`), LayerNorm whose weight and bias were folded into
+ * the next weights (`"LNPre"`), RMSNorm (`"RMS"`) and RMSNorm with its weight folded (`"RMSPre"`),
+ * as TransformerLens's `normalization_type`.
+ */
+export type NormalizationType = "LN" | "LNPre" | "RMS" | "RMSPre";
+
+/** How positions enter: a learned `W_pos` added to the embedding, or rotary (on q and k). */
+export type PositionalEmbeddingType = "standard" | "rotary";
+
+/** The MLP's activation function, TransformerLens's names. */
+export type ActivationFunction = "gelu_new" | "gelu" | "silu" | "relu";
+
+/**
+ * What a transformer looks like, with TransformerLens's `HookedTransformerConfig` field names in
+ * camelCase.
  *
  * @example
  * ```ts
- * import { configFromHf } from "./config.ts";
- * const cfg = configFromHf({ n_layer: 2, n_head: 4, n_embd: 32, vocab_size: 96, n_positions: 32 });
+ * import { gpt2Config } from "../families/gpt2.ts";
+ * const cfg = gpt2Config({ n_layer: 2, n_head: 4, n_embd: 32, vocab_size: 96, n_positions: 32 });
  * cfg.dHead; // 8
- * cfg.dMlp; // 128 (n_inner null or absent means 4 x n_embd)
+ * cfg.normalizationType; // "LN"
  * ```
  */
 export interface HookedTransformerConfig {
-  /** Number of transformer blocks (`n_layer`). */
-  nLayers: number;
-  /** Attention heads per block (`n_head`). */
-  nHeads: number;
-  /** Width of the residual stream (`n_embd`). */
-  dModel: number;
-  /** Width of one attention head: dModel / nHeads. */
-  dHead: number;
-  /** Hidden width of the MLP (`n_inner`, default 4 x dModel). */
-  dMlp: number;
-  /** Vocabulary size (`vocab_size`). */
-  dVocab: number;
-  /** Maximum sequence length (`n_positions`). */
-  nCtx: number;
-  /** LayerNorm epsilon (`layer_norm_epsilon`). */
-  eps: number;
-  /** The token prepended as beginning-of-sequence (`bos_token_id`). */
-  bosTokenId: number;
-  /** The MLP activation; only `gelu_new` is supported. */
-  actFn: "gelu_new";
   /** The model's name as the user asked for it (for messages and reports). */
   modelName: string;
-}
-
-function field(hf: Record<string, unknown>, key: string, fallback?: number): number {
-  const v = hf[key];
-  if (v === undefined || v === null) {
-    if (fallback !== undefined) return fallback;
-    throw new ConfigError(`config.json has no "${key}": is this a GPT-2 config?`);
-  }
-  if (typeof v !== "number" || !Number.isInteger(v) || v <= 0 || v > 2 ** 31 - 1) {
-    throw new ConfigError(
-      `config.json field "${key}" must be a positive integer, got ${JSON.stringify(v)}`,
-    );
-  }
-  return v;
+  /** The HF architecture it was read from, e.g. `GPT2LMHeadModel`. */
+  originalArchitecture: string;
+  /** Number of transformer blocks. */
+  nLayers: number;
+  /** Width of the residual stream. */
+  dModel: number;
+  /** Attention heads per block. */
+  nHeads: number;
+  /** Width of one attention head. */
+  dHead: number;
+  /** Key/value heads per block: nHeads, or fewer with grouped-query attention. */
+  nKeyValueHeads: number;
+  /** Hidden width of the MLP. */
+  dMlp: number;
+  /** Vocabulary size. */
+  dVocab: number;
+  /** Maximum sequence length. */
+  nCtx: number;
+  /** The MLP activation. */
+  actFn: ActivationFunction;
+  /** Whether the MLP is gated (`act(x W_gate) * (x W_in)`, as Llama's SwiGLU). */
+  gatedMlp: boolean;
+  /** The normalization layers (reflects folding: `"LNPre"` after `foldLn` on a LayerNorm model). */
+  normalizationType: NormalizationType;
+  /** Normalization epsilon. */
+  eps: number;
+  /** How positions enter the model. */
+  positionalEmbeddingType: PositionalEmbeddingType;
+  /** Dimensions of each head that rotary embeddings rotate (rotary models). */
+  rotaryDim: number;
+  /** Rotary base frequency (rotary models). */
+  rotaryBase: number;
+  /** Whether attention and MLP read the same block input and both add to it (GPT-NeoX). */
+  parallelAttnMlp: boolean;
+  /** The token prepended as beginning-of-sequence. */
+  bosTokenId: number;
+  /** The end-of-sequence token, when the model has one. */
+  eosTokenId: number | null;
+  /** Whether text is tokenized with the BOS token first by default (TransformerLens's default). */
+  defaultPrependBos: boolean;
 }
 
 /**
- * Reads an HF GPT-2 `config.json` object and checks every field this library relies on.
- * Features GPT-2 checkpoints rarely use and this library does not implement
- * (another activation, `scale_attn_by_inverse_layer_idx`, `reorder_and_upcast_attn`, unscaled
- * attention) are errors rather than silently wrong numbers.
+ * Checks the invariants every family's config must satisfy (the forward pass relies on them) and
+ * returns the config; a violation is a {@link ConfigError} naming the field.
+ *
+ * @example
+ * ```ts
+ * import { checkConfig } from "./config.ts";
+ * import { gpt2Config } from "../families/gpt2.ts";
+ * checkConfig(gpt2Config({ n_layer: 1, n_head: 2, n_embd: 8, vocab_size: 10, n_positions: 4 }));
+ * ```
  */
-export function configFromHf(
-  hf: Record<string, unknown>,
-  modelName = "model",
-): HookedTransformerConfig {
-  if (typeof hf !== "object" || hf === null || Array.isArray(hf)) {
-    throw new ConfigError("config.json must be a JSON object");
-  }
-  const type = hf.model_type;
-  if (type !== undefined && type !== "gpt2") {
-    throw new ConfigError(
-      `config.json says model_type "${type}"; this library runs GPT-2-family models (model_type "gpt2")`,
-    );
-  }
-  const nLayers = field(hf, "n_layer");
-  const nHeads = field(hf, "n_head");
-  const dModel = field(hf, "n_embd");
-  const dVocab = field(hf, "vocab_size");
-  const nCtx = field(hf, "n_positions");
-  const dMlp = field(hf, "n_inner", 4 * dModel);
-  if (dModel % nHeads !== 0) {
-    throw new ConfigError(`n_embd ${dModel} is not divisible by n_head ${nHeads}`);
-  }
-  const act = hf.activation_function ?? "gelu_new";
-  if (act !== "gelu_new") {
-    throw new ConfigError(
-      `activation_function "${act}" is not supported: GPT-2 uses "gelu_new", the only one implemented`,
-    );
-  }
-  const eps = hf.layer_norm_epsilon ?? 1e-5;
-  if (typeof eps !== "number" || !(eps > 0 && eps < 1)) {
-    throw new ConfigError(
-      `layer_norm_epsilon must be a number in (0, 1), got ${JSON.stringify(eps)}`,
-    );
-  }
-  for (const flag of ["scale_attn_by_inverse_layer_idx", "reorder_and_upcast_attn"]) {
-    if (hf[flag] === true) {
-      throw new ConfigError(`config.json sets ${flag}, which is not supported`);
+export function checkConfig(cfg: HookedTransformerConfig): HookedTransformerConfig {
+  const positive = [
+    "nLayers",
+    "dModel",
+    "nHeads",
+    "dHead",
+    "nKeyValueHeads",
+    "dMlp",
+    "dVocab",
+    "nCtx",
+  ] as const;
+  for (const key of positive) {
+    const v = cfg[key];
+    if (!Number.isSafeInteger(v) || v <= 0) {
+      throw new ConfigError(`config ${key} must be a positive integer, got ${v}`);
     }
   }
-  if (hf.scale_attn_weights === false) {
-    throw new ConfigError("config.json sets scale_attn_weights false, which is not supported");
-  }
-  const bos = hf.bos_token_id ?? dVocab - 1;
-  if (typeof bos !== "number" || !Number.isInteger(bos) || bos < 0 || bos >= dVocab) {
+  if (cfg.nHeads % cfg.nKeyValueHeads !== 0) {
     throw new ConfigError(
-      `bos_token_id ${JSON.stringify(bos)} is outside the vocabulary [0, ${dVocab})`,
+      `config nHeads ${cfg.nHeads} is not a multiple of nKeyValueHeads ${cfg.nKeyValueHeads}`,
     );
   }
-  return {
-    nLayers,
-    nHeads,
-    dModel,
-    dHead: dModel / nHeads,
-    dMlp,
-    dVocab,
-    nCtx,
-    eps,
-    bosTokenId: bos,
-    actFn: "gelu_new",
-    modelName,
-  };
+  if (!(cfg.eps > 0 && cfg.eps < 1)) {
+    throw new ConfigError(`config eps must be a number in (0, 1), got ${cfg.eps}`);
+  }
+  if (!Number.isInteger(cfg.bosTokenId) || cfg.bosTokenId < 0 || cfg.bosTokenId >= cfg.dVocab) {
+    throw new ConfigError(
+      `bos token id ${cfg.bosTokenId} is outside the vocabulary [0, ${cfg.dVocab})`,
+    );
+  }
+  if (cfg.positionalEmbeddingType === "rotary") {
+    if (!Number.isInteger(cfg.rotaryDim) || cfg.rotaryDim <= 0 || cfg.rotaryDim > cfg.dHead) {
+      throw new ConfigError(`rotaryDim ${cfg.rotaryDim} must be in [1, dHead = ${cfg.dHead}]`);
+    }
+    if (cfg.rotaryDim % 2 !== 0) throw new ConfigError(`rotaryDim ${cfg.rotaryDim} must be even`);
+  }
+  return cfg;
 }

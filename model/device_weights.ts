@@ -1,113 +1,98 @@
 /**
- * The model's parameters inside WebAssembly memory, in the layout the kernels want: each weight
- * matrix packed once at load, Q|K|V fused into one [d_model, 3 d_model] matrix as HF stores it.
+ * The model's parameters on the backend, in the layout the forward pass wants: every weight
+ * matrix packed once at load, and each layer's Q, K and V fused into one [d_model, (n_heads +
+ * 2 n_key_value_heads) d_head] matrix so that one product computes all three.
  * @module
  */
-import type { BDtype, Kernels } from "../backend/wasm/kernels.ts";
-import type { Gpt2Params, LayerNormParams } from "../families/gpt2.ts";
+import type { Backend, DeviceArray, PackedMatrix, WeightDtype } from "../backend/backend.ts";
 import type { HookedTransformerConfig } from "./config.ts";
+import { layerOf, type ModelParams, type NormParams } from "./params.ts";
 
-/** A packed right-hand matrix [k, n] for `Kernels.matmul` (pass `dtype` as its `bDtype`). */
-export interface PackedMatrix {
-  ptr: number;
-  k: number;
-  n: number;
-  /** How it is stored: f32 panels, or bf16 panels (half the memory, widened to f32 in the kernel). */
-  dtype: BDtype;
+/** A normalization layer's weight and bias on the backend (bias absent for RMSNorm). */
+export interface DeviceNorm {
+  w: DeviceArray;
+  b?: DeviceArray;
 }
 
-/** LayerNorm weight and bias pointers, or null for LNPre (folded). */
-export interface DeviceLayerNorm {
-  gamma: number;
-  beta: number;
-}
-
-/** One block's parameters in WebAssembly memory. */
+/** One block's parameters on the backend. */
 export interface DeviceBlock {
-  ln1: DeviceLayerNorm | null;
-  /** [d_model, 3 d_model]: columns Q|K|V, each split into heads (column h d_head + j). */
+  /** Null when folded (LNPre / RMSPre). */
+  ln1: DeviceNorm | null;
+  /** Columns: Q heads, then K heads, then V heads, each head d_head wide. */
   W_QKV: PackedMatrix;
-  /** [3 d_model] */
-  b_QKV: number;
-  /** [d_model (= head, d_head), d_model] */
+  b_QKV: DeviceArray;
+  /** [n_heads d_head, d_model] */
   W_O: PackedMatrix;
-  b_O: number;
-  ln2: DeviceLayerNorm | null;
+  b_O: DeviceArray;
+  ln2: DeviceNorm | null;
   W_in: PackedMatrix;
-  b_in: number;
+  b_in: DeviceArray;
   W_out: PackedMatrix;
-  b_out: number;
+  b_out: DeviceArray;
 }
 
-/** All parameters the forward pass reads from WebAssembly memory (embeddings stay in JS). */
+/** Every parameter the forward pass reads from the backend (the embeddings stay in JavaScript). */
 export interface DeviceWeights {
   blocks: DeviceBlock[];
-  lnFinal: DeviceLayerNorm | null;
+  lnFinal: DeviceNorm | null;
   W_U: PackedMatrix;
-  b_U: number;
+  b_U: DeviceArray;
 }
 
 /**
- * Copies processed parameters into WebAssembly memory once, packing every matmul operand. With
- * `weightDtype: "bf16"` the big matrices (W_QKV, W_O, W_in, W_out, W_U) are stored as bfloat16
- * (rounded to nearest even); biases and LayerNorm parameters stay f32.
+ * Uploads processed parameters once, packing every matrix. With `weightDtype: "bf16"` the big
+ * matrices (W_QKV, W_O, W_in, W_out, W_U) are stored as bfloat16 (rounded to nearest even);
+ * biases and norm parameters stay f32.
  */
 export function uploadWeights(
-  k: Kernels,
-  params: Gpt2Params,
+  backend: Backend,
+  params: ModelParams,
   cfg: HookedTransformerConfig,
-  weightDtype: BDtype = "f32",
+  weightDtype: WeightDtype = "f32",
 ): DeviceWeights {
-  const bf16 = weightDtype === "bf16";
-  const { dModel: d, nHeads, dHead } = cfg;
-  const vector = (data: Float32Array): number => {
-    const ptr = k.alloc(data.length);
-    k.write(ptr, data);
-    return ptr;
+  const { dModel: d, nHeads, nKeyValueHeads: nKv, dHead, dMlp, dVocab } = cfg;
+  const qkvCols = (nHeads + 2 * nKv) * dHead;
+  const matrix = (data: Float32Array, k: number, n: number) =>
+    backend.uploadMatrix(data, k, n, weightDtype);
+  const norm = (p: NormParams | null, l: number | null): DeviceNorm | null => {
+    if (!p) return null;
+    const slice = (t: NormParams["w"]) => l === null ? t.data : layerOf(t, l).data;
+    return { w: backend.upload(slice(p.w)), b: p.b ? backend.upload(slice(p.b)) : undefined };
   };
-  const ln = (p: LayerNormParams | null): DeviceLayerNorm | null =>
-    p && { gamma: vector(p.w), beta: vector(p.b) };
-  const packed = (data: Float32Array, rows: number, cols: number): PackedMatrix => {
-    const ptr = k.alloc(bf16 ? k.packedSizeBf16(rows, cols) : k.packedSize(rows, cols));
-    // The unpacked copy is scratch above the packed one, released right after packing.
-    const mark = k.mark();
-    if (bf16) k.packBBf16(vector(data), ptr, rows, cols);
-    else k.packB(vector(data), ptr, rows, cols);
-    k.release(mark);
-    return { ptr, k: rows, n: cols, dtype: weightDtype };
-  };
-
-  const blocks = params.blocks.map((b): DeviceBlock => {
-    const qkv = new Float32Array(d * 3 * d);
-    const bias = new Float32Array(3 * d);
-    [b.W_Q, b.W_K, b.W_V].forEach((W, part) => {
-      for (let h = 0; h < nHeads; h++) {
+  const blocks: DeviceBlock[] = [];
+  for (let l = 0; l < cfg.nLayers; l++) {
+    const qkv = new Float32Array(d * qkvCols);
+    const bias = new Float32Array(qkvCols);
+    let col = 0;
+    for (const [W, b] of [["W_Q", "b_Q"], ["W_K", "b_K"], ["W_V", "b_V"]] as const) {
+      const w = layerOf(params[W], l).data, bv = layerOf(params[b], l).data;
+      const heads = W === "W_Q" ? nHeads : nKv;
+      for (let h = 0; h < heads; h++) {
         for (let i = 0; i < d; i++) {
           const src = (h * d + i) * dHead;
-          qkv.set(W.data.subarray(src, src + dHead), i * 3 * d + part * d + h * dHead);
+          qkv.set(w.subarray(src, src + dHead), i * qkvCols + col + h * dHead);
         }
       }
+      bias.set(bv, col);
+      col += heads * dHead;
+    }
+    blocks.push({
+      ln1: norm(params.ln1, l),
+      W_QKV: matrix(qkv, d, qkvCols),
+      b_QKV: backend.upload(bias),
+      W_O: matrix(layerOf(params.W_O, l).data, nHeads * dHead, d),
+      b_O: backend.upload(layerOf(params.b_O, l).data),
+      ln2: norm(params.ln2, l),
+      W_in: matrix(layerOf(params.W_in, l).data, d, dMlp),
+      b_in: backend.upload(layerOf(params.b_in, l).data),
+      W_out: matrix(layerOf(params.W_out, l).data, dMlp, d),
+      b_out: backend.upload(layerOf(params.b_out, l).data),
     });
-    bias.set(b.b_Q.data, 0);
-    bias.set(b.b_K.data, d);
-    bias.set(b.b_V.data, 2 * d);
-    return {
-      ln1: ln(b.ln1),
-      W_QKV: packed(qkv, d, 3 * d),
-      b_QKV: vector(bias),
-      W_O: packed(b.W_O.data, d, d),
-      b_O: vector(b.b_O.data),
-      ln2: ln(b.ln2),
-      W_in: packed(b.W_in.data, d, cfg.dMlp),
-      b_in: vector(b.b_in.data),
-      W_out: packed(b.W_out.data, cfg.dMlp, d),
-      b_out: vector(b.b_out.data),
-    };
-  });
+  }
   return {
     blocks,
-    lnFinal: ln(params.lnFinal),
-    W_U: packed(params.W_U.data, d, cfg.dVocab),
-    b_U: vector(params.b_U.data),
+    lnFinal: norm(params.lnFinal, null),
+    W_U: matrix(params.W_U.data, d, dVocab),
+    b_U: backend.upload(params.b_U.data),
   };
 }

@@ -1,224 +1,351 @@
 /**
- * The GPT-2 forward pass over the WebAssembly kernels, with hook points. One code path serves
- * plain runs (every position of every sequence) and resumed runs (each sequence computes only
- * positions [qStart, T) from a given layer, reading the clean keys and values before qStart),
- * which is what makes activation patching cheap.
+ * The forward pass: embed -> blocks (norm, attention, norm, MLP) -> final norm -> unembed, for
+ * every caller. A {@linkcode ForwardPlan} says which rows to compute, where to start and stop and
+ * what to do with the logits; a {@linkcode HookSession} says which hook points to cache or hook.
+ * Buffers are sized from both, inside one backend scope released when the pass ends.
+ *
+ * One code path serves plain runs (every position of every sequence) and resumed runs (sequence b
+ * computes only positions [qStart[b], T) from a given layer on, reading the clean keys and values
+ * of earlier positions), which is what makes activation patching cheap.
  * @module
  */
-import type { Kernels } from "../backend/wasm/kernels.ts";
+import type { Backend, DeviceArray, Scope } from "../backend/backend.ts";
+import { InputError } from "../core/errors.ts";
+import type { Tensor } from "../core/tensor.ts";
 import type { HookedTransformerConfig } from "./config.ts";
-import type { DeviceLayerNorm, DeviceWeights } from "./device_weights.ts";
-import { hookShape } from "./hook_points.ts";
-import type { HookSession } from "./hooks.ts";
+import type { DeviceNorm, DeviceWeights } from "./device_weights.ts";
+import { HOOK, type HookPoint } from "./hook_table.ts";
+import type { HookSession, RowLayout } from "./hooks.ts";
+import type { ModelParams } from "./params.ts";
+import type { TokenTensor } from "./tokens.ts";
 
-const F32 = 4;
+/** Rows of logits computed per unembedding product, so memory holds one chunk only. */
+export const LOGIT_CHUNK_ROWS = 64;
+
+/** What a pass computes with: the backend, the config and the weights. */
+export interface ModelRuntime {
+  backend: Backend;
+  cfg: HookedTransformerConfig;
+  /** The weights on the backend. */
+  weights: DeviceWeights;
+  /** The weights in JavaScript (the embeddings are gathered from here). */
+  params: ModelParams;
+}
 
 /**
- * Which rows a pass computes. Sequence b computes positions [qStart[b], T); its rows are stored
- * compactly from `rowOffset[b]`. `prefixKv[l]` points at a clean run's Q|K|V rows [T, 3 d_model]
- * of layer l, read for positions before qStart (null when every qStart is 0).
+ * What one pass computes. Sequence b covers positions [qStart[b], T); its rows are stored one
+ * after another, so a full plan has batch x T rows.
  */
-export interface RowPlan {
+export interface ForwardPlan {
+  /** Number of sequences. */
   batch: number;
+  /** Length of every sequence. */
   T: number;
-  qStart: Int32Array;
-  rowOffset: Int32Array;
-  rows: number;
-  prefixKv: number[] | null;
-}
-
-/** A plan computing every position of `batch` sequences of length T. */
-export function fullPlan(batch: number, T: number): RowPlan {
-  const rowOffset = new Int32Array(batch);
-  for (let b = 0; b < batch; b++) rowOffset[b] = b * T;
-  return { batch, T, qStart: new Int32Array(batch), rowOffset, rows: batch * T, prefixKv: null };
-}
-
-/** A plan where sequence b computes positions [starts[b], T), with clean K/V before that. */
-export function resumePlan(starts: ArrayLike<number>, T: number, prefixKv: number[]): RowPlan {
-  const batch = starts.length;
-  const qStart = Int32Array.from(starts);
-  const rowOffset = new Int32Array(batch);
-  let rows = 0;
-  for (let b = 0; b < batch; b++) {
-    rowOffset[b] = rows;
-    rows += T - qStart[b];
-  }
-  return { batch, T, qStart, rowOffset, rows, prefixKv };
-}
-
-/** Activation buffers of one pass (byte offsets in WebAssembly memory). */
-export interface PassBuffers {
-  /** Residual stream [rows, d_model], updated in place. */
-  resid: number;
-  /** LayerNorm output [rows, d_model]. */
-  x: number;
-  /** LayerNorm scale [rows]. */
-  scale: number;
-  /** Fused Q|K|V [rows, 3 d_model]. */
-  qkv: number;
-  /** Head outputs [rows, d_model]. */
-  z: number;
-  /** attn_out / mlp_out [rows, d_model]. */
-  out: number;
-  /** MLP hidden [rows, d_mlp]. */
-  mlp: number;
-  /** Attention pattern [batch, head, T, T], when a hook or the cache asks for it. */
-  pattern: number;
-  /** Attention scores [batch, head, T, T], when asked for. */
-  scores: number;
-  /** [T, 3 d_model] scratch gathering one resumed sequence's Q|K|V (resumed plans only). */
-  kv: number;
-}
-
-/** Allocates the buffers a pass over `plan` needs (from the kernels' arena). */
-export function allocBuffers(
-  k: Kernels,
-  cfg: HookedTransformerConfig,
-  plan: RowPlan,
-  withPattern: boolean,
-  withScores: boolean,
-): PassBuffers {
-  const { rows, batch, T } = plan;
-  const d = cfg.dModel;
-  const attn = batch * cfg.nHeads * T * T;
-  return {
-    resid: k.alloc(rows * d),
-    x: k.alloc(rows * d),
-    scale: k.alloc(rows),
-    qkv: k.alloc(rows * 3 * d),
-    z: k.alloc(rows * d),
-    out: k.alloc(rows * d),
-    mlp: k.alloc(rows * cfg.dMlp),
-    pattern: withPattern ? k.alloc(attn) : 0,
-    scores: withScores ? k.alloc(attn) : 0,
-    kv: plan.prefixKv ? k.alloc(T * 3 * d) : 0,
+  /** Tokens to embed (starting at layer 0); absent when the pass starts from `input`. */
+  tokens?: TokenTensor;
+  /** First position each sequence computes (default 0: every position). */
+  qStart?: ArrayLike<number>;
+  /**
+   * Per layer, a clean run's fused Q|K|V rows [T, (n_heads + 2 n_key_value_heads) d_head]: the
+   * keys and values of positions before qStart (required when any qStart is above 0).
+   */
+  prefixKv?: readonly DeviceArray[];
+  /** The block the pass starts in (default 0). */
+  startLayer?: number;
+  /** Start before the MLP half of `startLayer` (its resid_mid) instead of before attention. */
+  startMid?: boolean;
+  /** Writes the starting residual stream into `resid` (rows as the plan stores them). */
+  input?: (resid: DeviceArray, rowOffset: Int32Array) => void;
+  /** Stop before this block (default nLayers): the result's `resid` is its resid_pre. */
+  stopAtLayer?: number;
+  /** Copies of activations for later resumed passes, by layer (full plans only). */
+  record?: {
+    /** resid_pre of each layer; entry nLayers receives the final resid_post. */
+    residPre?: DeviceArray[];
+    /** resid_mid of each layer. */
+    residMid?: DeviceArray[];
+    /** Fused Q|K|V rows of each layer. */
+    qkv?: DeviceArray[];
+  };
+  /**
+   * Unembedding: `each(firstRow, count, logits)` receives consecutive chunks of logits
+   * [count, d_vocab] (valid only during the call) of the rows listed in `rows` (indices into the
+   * plan's rows; default all). Absent: no unembedding.
+   */
+  unembed?: {
+    rows?: Int32Array;
+    each: (first: number, count: number, logits: DeviceArray) => void;
   };
 }
 
-/** Runs transformer blocks over a plan's rows, visiting hook points. */
-export class ForwardPass {
+/** What a pass returns. */
+export interface ForwardResult {
+  /** The residual stream entering `stopAtLayer` [batch, T, d_model], when the plan stops early. */
+  resid?: Tensor;
+}
+
+/** Where each sequence's rows start, and the total, for a plan. */
+export function planRows(plan: Pick<ForwardPlan, "batch" | "T" | "qStart">): {
+  rowOffset: Int32Array;
+  rows: number;
+} {
+  const rowOffset = new Int32Array(plan.batch);
+  let rows = 0;
+  for (let b = 0; b < plan.batch; b++) {
+    rowOffset[b] = rows;
+    rows += plan.T - (plan.qStart?.[b] ?? 0);
+  }
+  return { rowOffset, rows };
+}
+
+/**
+ * Runs one pass. Reads top to bottom as the model computes: input, blocks, final norm, unembed.
+ */
+export function forward(m: ModelRuntime, plan: ForwardPlan, hooks: HookSession): ForwardResult {
+  const { cfg } = m;
+  const start = plan.startLayer ?? 0;
+  const stop = plan.stopAtLayer ?? cfg.nLayers;
+  using scope = m.backend.scope();
+  const pass = new Pass(m, plan, hooks, scope);
+
+  // 1. The residual stream entering the first block computed.
+  if (plan.tokens) pass.embed(plan.tokens);
+  else plan.input!(pass.buf.resid, pass.rowOffset);
+
+  // 2. The blocks.
+  for (let l = start; l < stop; l++) {
+    if (l === start && plan.startMid) pass.mlpHalf(l);
+    else pass.block(l);
+  }
+  if (stop < cfg.nLayers) return { resid: pass.readResid() };
+  pass.record("residPre", cfg.nLayers);
+
+  // 3. The final norm, and 4. the unembedding.
+  pass.norm(HOOK.lnFinalScale, HOOK.lnFinalNormalized, null, m.weights.lnFinal);
+  if (plan.unembed) pass.unembed(plan.unembed.rows, plan.unembed.each);
+  return {};
+}
+
+/** The activation buffers of one pass, sized from its plan and session. */
+interface Buffers {
+  /** Residual stream [rows, d_model], updated in place. */
+  resid: DeviceArray;
+  /** Normalized residual [rows, d_model]. */
+  x: DeviceArray;
+  /** Normalization scale [rows], only when a hook or the cache reads one. */
+  scale?: DeviceArray;
+  /** Fused Q|K|V [rows, qkvCols]. */
+  qkv: DeviceArray;
+  /** Head outputs [rows, n_heads d_head]. */
+  z: DeviceArray;
+  /** attn_out / mlp_out [rows, d_model]. */
+  out: DeviceArray;
+  /** MLP hidden [rows, d_mlp]. */
+  mlp: DeviceArray;
+  /** Attention pattern [batch, head, T, T], when a hook point needs it. */
+  pattern?: DeviceArray;
+  /** Attention scores [batch, head, T, T], when a hook point needs them. */
+  scores?: DeviceArray;
+  /** [T, qkvCols] gathering one resumed sequence's Q|K|V (resumed plans only). */
+  kv?: DeviceArray;
+}
+
+/** One pass's state: the plan, its buffers, and each stage as a method. */
+class Pass {
+  readonly buf: Buffers;
+  readonly rowOffset: Int32Array;
+  readonly rows: number;
+  readonly #qStart: Int32Array;
+  readonly #qkvCols: number;
+  readonly #anyHook: (p: HookPoint) => boolean;
+
   constructor(
-    private readonly k: Kernels,
-    private readonly cfg: HookedTransformerConfig,
-    private readonly w: DeviceWeights,
-    private readonly plan: RowPlan,
-    private readonly buf: PassBuffers,
+    private readonly m: ModelRuntime,
+    private readonly plan: ForwardPlan,
     private readonly hooks: HookSession,
-  ) {}
-
-  /** Shape of a hook point's activation for this pass (full plans only have hooks). */
-  private shape(name: string): number[] {
-    return hookShape(name, this.cfg, this.plan.batch, this.plan.T);
+    scope: Scope,
+  ) {
+    const { cfg } = m;
+    const { batch, T } = plan;
+    ({ rowOffset: this.rowOffset, rows: this.rows } = planRows(plan));
+    this.#qStart = Int32Array.from({ length: batch }, (_, b) => plan.qStart?.[b] ?? 0);
+    const resumed = this.#qStart.some((q) => q > 0);
+    if (resumed && !plan.prefixKv) {
+      throw new InputError("a resumed pass (qStart > 0) needs the clean keys and values");
+    }
+    if (resumed && !hooks.silent) {
+      throw new InputError("hooks and caches run on full passes only, not on resumed ones");
+    }
+    this.#qkvCols = (cfg.nHeads + 2 * cfg.nKeyValueHeads) * cfg.dHead;
+    const layers = Array.from({ length: cfg.nLayers }, (_, l) => l);
+    this.#anyHook = (p) => !hooks.silent && layers.some((l) => hooks.wants(p, l));
+    const wantScale = !hooks.silent &&
+      [HOOK.ln1Scale, HOOK.ln2Scale, HOOK.lnFinalScale].some((p) =>
+        p.inBlock ? this.#anyHook(p) : hooks.wants(p, null)
+      );
+    const wantScores = this.#anyHook(HOOK.attnScores);
+    const wantPattern = wantScores || this.#anyHook(HOOK.pattern);
+    const R = this.rows, d = cfg.dModel, attn = batch * cfg.nHeads * T * T;
+    this.buf = {
+      resid: scope.alloc(R * d),
+      x: scope.alloc(R * d),
+      scale: wantScale ? scope.alloc(R) : undefined,
+      qkv: scope.alloc(R * this.#qkvCols),
+      z: scope.alloc(R * cfg.nHeads * cfg.dHead),
+      out: scope.alloc(R * d),
+      mlp: scope.alloc(R * cfg.dMlp),
+      pattern: wantPattern ? scope.alloc(attn) : undefined,
+      scores: wantScores ? scope.alloc(attn) : undefined,
+      kv: resumed ? scope.alloc(T * this.#qkvCols) : undefined,
+    };
   }
 
-  private visit(name: string, ptr: number, cols: number, stride = cols): boolean {
-    if (!this.hooks.wants(name)) return false;
-    return this.hooks.visit(name, ptr, this.shape(name), this.plan.rows, cols, stride);
+  /** TransformerLens's shape of a hook point's activation in this pass. */
+  #shape(p: HookPoint): number[] {
+    return p.shape(this.m.cfg, this.plan.batch, this.plan.T);
   }
 
-  /** LayerNorm of the residual stream into `x`, with its two hook points. */
-  private layerNorm(prefix: string, ln: DeviceLayerNorm | null) {
-    const { k, cfg, buf, plan } = this;
-    const scaleName = `${prefix}.hook_scale`;
-    const wantScale = this.hooks.wants(scaleName);
-    k.layerNorm(buf.resid, buf.x, plan.rows, cfg.dModel, cfg.eps, {
-      gamma: ln?.gamma,
-      beta: ln?.beta,
-      scale: wantScale ? buf.scale : undefined,
-    });
-    if (wantScale) this.visit(scaleName, buf.scale, 1);
-    this.visit(`${prefix}.hook_normalized`, buf.x, cfg.dModel);
+  /** Visits hook point `p` over `cols` columns of `x`'s rows (`stride` apart). */
+  #visit(p: HookPoint, l: number | null, x: DeviceArray, cols: number, stride = cols): boolean {
+    if (!this.hooks.wants(p, l)) return false;
+    const layout: RowLayout = { rows: this.rows, cols, stride };
+    return this.hooks.visit(p, l, x, this.#shape(p), layout);
   }
 
-  /** Runs block `l` (both halves). */
-  block(l: number) {
-    this.attentionHalf(l);
+  /** Copies the residual stream into `plan.record[what][l]` when asked. */
+  record(what: "residPre" | "residMid", l: number): void {
+    const to = this.plan.record?.[what]?.[l];
+    if (to) this.m.backend.copy(this.buf.resid, to);
+  }
+
+  /** resid = W_E[tokens] + W_pos[positions], with hook_embed and hook_pos_embed. */
+  embed(tokens: TokenTensor): void {
+    const { backend, cfg, params } = this.m;
+    const d = cfg.dModel;
+    const { batch, T } = this.plan;
+    const rows = batch * T;
+    const embed = new Float32Array(rows * d);
+    const WE = params.W_E.data;
+    for (let r = 0; r < rows; r++) {
+      const id = tokens.data[r];
+      embed.set(WE.subarray(id * d, id * d + d), r * d);
+    }
+    backend.write(this.buf.x, embed);
+    this.#visit(HOOK.embed, null, this.buf.x, d);
+    if (params.W_pos) {
+      const pos = new Float32Array(rows * d);
+      const WP = params.W_pos.data;
+      for (let r = 0; r < rows; r++) {
+        const t = r % T;
+        pos.set(WP.subarray(t * d, t * d + d), r * d);
+      }
+      backend.write(this.buf.out, pos);
+      this.#visit(HOOK.posEmbed, null, this.buf.out, d);
+      backend.add(this.buf.x.at(0, rows * d), this.buf.out.at(0, rows * d), this.buf.resid);
+    } else {
+      backend.copy(this.buf.x.at(0, rows * d), this.buf.resid);
+    }
+  }
+
+  /** Block `l`: resid_pre -> resid_post. */
+  block(l: number): void {
+    this.#attentionHalf(l);
     this.mlpHalf(l);
   }
 
-  /** resid_pre -> resid_mid of block `l`: LayerNorm, attention, residual add. */
-  attentionHalf(l: number) {
-    const { k, cfg, buf, plan } = this;
-    const blk = this.w.blocks[l];
+  /** Normalizes the residual stream into `x`, with the norm's two hook points. */
+  norm(scaleHook: HookPoint, normalizedHook: HookPoint, l: number | null, w: DeviceNorm | null) {
+    const { backend, cfg } = this.m;
+    const { buf, rows } = this;
     const d = cfg.dModel;
-    const p = `blocks.${l}`;
-    this.visit(`${p}.hook_resid_pre`, buf.resid, d);
-    this.layerNorm(`${p}.ln1`, blk.ln1);
-    k.matmul(buf.x, blk.W_QKV.ptr, buf.qkv, plan.rows, d, 3 * d, {
-      bias: blk.b_QKV,
-      bDtype: blk.W_QKV.dtype,
+    const wantScale = this.hooks.wants(scaleHook, l);
+    backend.layerNorm(buf.resid.at(0, rows * d), buf.x, rows, d, cfg.eps, {
+      gamma: w?.w,
+      beta: w?.b,
+      scale: wantScale ? buf.scale : undefined,
     });
-    this.visit(`${p}.attn.hook_q`, buf.qkv, d, 3 * d);
-    this.visit(`${p}.attn.hook_k`, buf.qkv + d * F32, d, 3 * d);
-    this.visit(`${p}.attn.hook_v`, buf.qkv + 2 * d * F32, d, 3 * d);
-    this.attention(l);
-    this.visit(`${p}.attn.hook_z`, buf.z, d);
-    k.matmul(buf.z, blk.W_O.ptr, buf.out, plan.rows, d, d, {
-      bias: blk.b_O,
-      bDtype: blk.W_O.dtype,
-    });
-    this.visit(`${p}.hook_attn_out`, buf.out, d);
-    k.add(buf.resid, buf.out, buf.resid, plan.rows * d);
-    this.visit(`${p}.hook_resid_mid`, buf.resid, d);
+    if (wantScale) this.#visit(scaleHook, l, buf.scale!, 1);
+    this.#visit(normalizedHook, l, buf.x, d);
   }
 
-  /** resid_mid -> resid_post of block `l`: LayerNorm, MLP, residual add. */
-  mlpHalf(l: number) {
-    const { k, cfg, buf, plan } = this;
-    const blk = this.w.blocks[l];
-    const d = cfg.dModel;
-    const p = `blocks.${l}`;
-    this.layerNorm(`${p}.ln2`, blk.ln2);
-    k.matmul(buf.x, blk.W_in.ptr, buf.mlp, plan.rows, d, cfg.dMlp, {
-      bias: blk.b_in,
-      bDtype: blk.W_in.dtype,
-    });
-    this.visit(`${p}.mlp.hook_pre`, buf.mlp, cfg.dMlp);
-    k.geluNew(buf.mlp, buf.mlp, plan.rows * cfg.dMlp);
-    this.visit(`${p}.mlp.hook_post`, buf.mlp, cfg.dMlp);
-    k.matmul(buf.mlp, blk.W_out.ptr, buf.out, plan.rows, cfg.dMlp, d, {
-      bias: blk.b_out,
-      bDtype: blk.W_out.dtype,
-    });
-    this.visit(`${p}.hook_mlp_out`, buf.out, d);
-    k.add(buf.resid, buf.out, buf.resid, plan.rows * d);
-    this.visit(`${p}.hook_resid_post`, buf.resid, d);
+  /** resid_pre -> resid_mid of block `l`: norm, attention, residual add. */
+  #attentionHalf(l: number) {
+    const { backend, cfg } = this.m;
+    const { buf, rows } = this;
+    const blk = this.m.weights.blocks[l];
+    const d = cfg.dModel, qCols = cfg.nHeads * cfg.dHead, kvCols = cfg.nKeyValueHeads * cfg.dHead;
+    const W = this.#qkvCols;
+    this.record("residPre", l);
+    this.#visit(HOOK.residPre, l, buf.resid, d);
+    this.norm(HOOK.ln1Scale, HOOK.ln1Normalized, l, blk.ln1);
+    backend.matmul(buf.x, blk.W_QKV, buf.qkv, rows, { bias: blk.b_QKV });
+    this.#visit(HOOK.q, l, buf.qkv, qCols, W);
+    this.#visit(HOOK.k, l, buf.qkv.at(qCols), kvCols, W);
+    this.#visit(HOOK.v, l, buf.qkv.at(qCols + kvCols), kvCols, W);
+    const qkvRecord = this.plan.record?.qkv?.[l];
+    if (qkvRecord) backend.copy(buf.qkv.at(0, rows * W), qkvRecord);
+    this.#attention(l);
+    this.#visit(HOOK.z, l, buf.z, qCols);
+    backend.matmul(buf.z, blk.W_O, buf.out, rows, { bias: blk.b_O });
+    this.#visit(HOOK.attnOut, l, buf.out, d);
+    this.#addToResid();
+    this.record("residMid", l);
+    this.#visit(HOOK.residMid, l, buf.resid, d);
   }
 
-  /** The final LayerNorm into `x`. */
-  finalLayerNorm() {
-    this.layerNorm("ln_final", this.w.lnFinal);
+  /** resid_mid -> resid_post of block `l`: norm, MLP, residual add. */
+  mlpHalf(l: number): void {
+    const { backend, cfg } = this.m;
+    const { buf, rows } = this;
+    const blk = this.m.weights.blocks[l];
+    const d = cfg.dModel;
+    this.norm(HOOK.ln2Scale, HOOK.ln2Normalized, l, blk.ln2);
+    backend.matmul(buf.x, blk.W_in, buf.mlp, rows, { bias: blk.b_in });
+    this.#visit(HOOK.mlpPre, l, buf.mlp, cfg.dMlp);
+    const hidden = buf.mlp.at(0, rows * cfg.dMlp);
+    backend.geluNew(hidden, hidden);
+    this.#visit(HOOK.mlpPost, l, buf.mlp, cfg.dMlp);
+    backend.matmul(buf.mlp, blk.W_out, buf.out, rows, { bias: blk.b_out });
+    this.#visit(HOOK.mlpOut, l, buf.out, d);
+    this.#addToResid();
+    this.#visit(HOOK.residPost, l, buf.resid, d);
   }
 
-  private attention(l: number) {
-    const { k, cfg, buf, plan } = this;
-    const d = cfg.dModel;
-    const { nHeads, dHead } = cfg;
+  #addToResid() {
+    const n = this.rows * this.m.cfg.dModel;
+    const resid = this.buf.resid.at(0, n);
+    this.m.backend.add(resid, this.buf.out.at(0, n), resid);
+  }
+
+  /** The attention core of layer `l`: z from the Q|K|V rows, with the score and pattern hooks. */
+  #attention(l: number) {
+    const { backend, cfg } = this.m;
+    const { buf, plan } = this;
+    const { nHeads, dHead, nKeyValueHeads } = cfg;
+    if (nKeyValueHeads !== nHeads) {
+      throw new InputError("grouped-query attention is not implemented by this forward pass yet");
+    }
+    const W = this.#qkvCols, d = nHeads * dHead, T = plan.T;
+    const perSeq = nHeads * T * T;
     const scale = 1 / Math.sqrt(dHead);
-    const p = `blocks.${l}.attn`;
-    const wantScores = this.hooks.wants(`${p}.hook_attn_scores`);
-    const wantPattern = wantScores || this.hooks.wants(`${p}.hook_pattern`);
-    const T = plan.T;
-    const perSeq = nHeads * T * T * F32;
 
-    // Where sequence b's Q|K|V rows live: in place for full plans; gathered into `kv` otherwise.
+    // Sequence b's Q|K|V rows: in place for full plans; gathered into `kv` for resumed ones.
     const seq = (b: number) => {
-      const qStart = plan.qStart[b];
+      const qStart = this.#qStart[b];
       const nQ = T - qStart;
-      const own = buf.qkv + plan.rowOffset[b] * 3 * d * F32;
-      let base = own - qStart * 3 * d * F32; // row 0 of the sequence, when stored in place
-      if (plan.prefixKv) {
-        base = buf.kv;
-        k.copy(plan.prefixKv[l], base, qStart * 3 * d);
-        k.copy(own, base + qStart * 3 * d * F32, nQ * 3 * d);
+      const own = buf.qkv.at(this.rowOffset[b] * W, nQ * W);
+      let rows = own;
+      if (qStart > 0) {
+        rows = buf.kv!;
+        backend.copy(plan.prefixKv![l].at(0, qStart * W), rows);
+        backend.copy(own, rows.at(qStart * W));
       }
       return {
-        q: base + qStart * 3 * d * F32,
-        k: base + d * F32,
-        v: base + 2 * d * F32,
-        stride: 3 * d,
-        z: buf.z + plan.rowOffset[b] * d * F32,
+        q: rows.at(qStart * W),
+        k: rows.at(d),
+        v: rows.at(2 * d),
+        stride: W,
+        z: buf.z.at(this.rowOffset[b] * d),
         zStride: d,
         nQ,
         qStart,
@@ -228,39 +355,61 @@ export class ForwardPass {
       };
     };
 
+    const wantScores = this.hooks.wants(HOOK.attnScores, l);
+    const wantPattern = wantScores || this.hooks.wants(HOOK.pattern, l);
     if (!wantPattern) {
-      for (let b = 0; b < plan.batch; b++) k.attention(seq(b));
+      for (let b = 0; b < plan.batch; b++) backend.attention(seq(b));
       return;
     }
+    const pattern = buf.pattern!, layout = { rows: plan.batch * nHeads * T, cols: T, stride: T };
+    const attnShape = this.#shape(HOOK.pattern);
+    const patternOf = (b: number) => pattern.at(b * perSeq, perSeq);
     if (wantScores) {
-      for (let b = 0; b < plan.batch; b++) k.attentionScores(seq(b), buf.scores + b * perSeq);
-      this.hooks.visit(
-        `${p}.hook_attn_scores`,
-        buf.scores,
-        this.shape(`${p}.hook_attn_scores`),
-        plan.batch * nHeads * T,
-        T,
-      );
+      const scores = buf.scores!;
       for (let b = 0; b < plan.batch; b++) {
-        k.softmaxCausal(buf.scores + b * perSeq, buf.pattern + b * perSeq, nHeads, T, 0);
+        backend.attentionScores(seq(b), scores.at(b * perSeq, perSeq));
+      }
+      this.hooks.visit(HOOK.attnScores, l, scores, attnShape, layout);
+      for (let b = 0; b < plan.batch; b++) {
+        backend.softmaxCausal(scores.at(b * perSeq, perSeq), patternOf(b), nHeads, T, 0);
       }
     } else {
-      for (let b = 0; b < plan.batch; b++) {
-        k.attention({ ...seq(b), pattern: buf.pattern + b * perSeq });
-      }
+      for (let b = 0; b < plan.batch; b++) backend.attention(seq(b), patternOf(b));
     }
-    const name = `${p}.hook_pattern`;
-    const hooked = this.hooks.visit(
-      name,
-      buf.pattern,
-      this.shape(name),
-      plan.batch * nHeads * T,
-      T,
-    );
+    const hooked = this.hooks.visit(HOOK.pattern, l, pattern, attnShape, layout);
     if (wantScores || hooked) {
-      for (let b = 0; b < plan.batch; b++) {
-        k.attentionApply({ ...seq(b), pattern: buf.pattern + b * perSeq });
-      }
+      for (let b = 0; b < plan.batch; b++) backend.attentionApply(seq(b), patternOf(b));
+    }
+  }
+
+  /** The residual stream [batch, T, d_model] (full plans). */
+  readResid(): Tensor {
+    const { batch, T } = this.plan;
+    const d = this.m.cfg.dModel;
+    return { data: this.m.backend.read(this.buf.resid.at(0, this.rows * d)), shape: [batch, T, d] };
+  }
+
+  /** logits = x W_U + b_U for the chosen rows of `x`, in chunks handed to `each`. */
+  unembed(
+    rows: Int32Array | undefined,
+    each: (first: number, count: number, logits: DeviceArray) => void,
+  ) {
+    const { backend, cfg, weights } = this.m;
+    const d = cfg.dModel, V = cfg.dVocab;
+    const n = rows ? rows.length : this.rows;
+    using scope = backend.scope();
+    const chunk = scope.alloc(Math.min(LOGIT_CHUNK_ROWS, Math.max(n, 1)) * V);
+    // Selected rows are gathered first, so each product reads consecutive rows.
+    let x = this.buf.x;
+    if (rows) {
+      x = scope.alloc(n * d);
+      rows.forEach((r, j) => backend.copy(this.buf.x.at(r * d, d), x.at(j * d, d)));
+    }
+    for (let r0 = 0; r0 < n; r0 += LOGIT_CHUNK_ROWS) {
+      const m = Math.min(LOGIT_CHUNK_ROWS, n - r0);
+      const logits = chunk.at(0, m * V);
+      backend.matmul(x.at(r0 * d, m * d), weights.W_U, logits, m, { bias: weights.b_U });
+      each(r0, m, logits);
     }
   }
 }

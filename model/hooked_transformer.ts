@@ -1,21 +1,25 @@
 /**
- * `HookedTransformer`: a GPT-2-family model with TransformerLens's hook points, running on the
- * WebAssembly kernels.
+ * `HookedTransformer`: a transformer with TransformerLens's hook points, running on a compute
+ * backend (WebAssembly SIMD kernels by default).
  * @module
  */
+import type { Backend, WeightDtype } from "../backend/backend.ts";
+import { WasmBackend } from "../backend/wasm/wasm_backend.ts";
 import { HookError, InputError } from "../core/errors.ts";
-import { Kernels } from "../backend/wasm/kernels.ts";
-import { configFromHf, type HookedTransformerConfig } from "./config.ts";
-import { type Gpt2Params, gpt2ParamsFromSafetensors } from "../families/gpt2.ts";
-import { type ProcessingOptions, processWeights } from "./processing.ts";
+import { checkOptions } from "../core/options.ts";
+import type { Tensor } from "../core/tensor.ts";
+import { familyOf } from "../families/registry.ts";
 import { resolveModel, type ResolveOptions } from "../io/resolve.ts";
 import { parseSafetensors } from "../io/safetensors.ts";
-import { stack, type Tensor } from "../core/tensor.ts";
 import type { Tokenizer } from "../tokenizer/tokenizer.ts";
 import { ActivationCache } from "./activation_cache.ts";
-import { Engine } from "./engine.ts";
-import { assertHookName, hookNames } from "./hook_points.ts";
-import { type FwdHook, type HookFilter, type HookFn, HookSession } from "./hooks.ts";
+import type { HookedTransformerConfig } from "./config.ts";
+import { uploadWeights } from "./device_weights.ts";
+import { forward, type ModelRuntime } from "./forward.ts";
+import { assertHookName, getActName, hookNames } from "./hook_table.ts";
+import { type FwdHook, type HookFilter, type HookFn, HookNames, HookSession } from "./hooks.ts";
+import type { ModelParams } from "./params.ts";
+import { type ProcessingOptions, processWeights } from "./processing.ts";
 import { type Tokens, toTokenTensor } from "./tokens.ts";
 
 /** Options of {@link HookedTransformer.fromPretrained}: weight processing and where to find files. */
@@ -36,42 +40,80 @@ export interface FromPretrainedOptions extends ProcessingOptions, ResolveOptions
    * parameters stay f32, and the weight accessors (`model.W_Q`, ...) return the unrounded f32
    * processed weights.
    */
-  weightDtype?: "f32" | "bf16";
+  weightDtype?: WeightDtype;
+  /** A backend to run on instead of loading the WebAssembly kernels (`threads` is then unused). */
+  backend?: Backend;
 }
+
+/** Options of {@link HookedTransformer.fromBytes}. */
+export interface FromBytesOptions extends FromPretrainedOptions {
+  /** The model's name (for messages and reports). */
+  name?: string;
+  /** The text tokenizer, if the model has one. */
+  tokenizer?: Tokenizer;
+}
+
+const PROCESSING_KEYS = ["foldLn", "centerWritingWeights", "centerUnembed", "foldValueBiases"];
+const RESOLVE_KEYS = [
+  "revision",
+  "endpoint",
+  "token",
+  "cacheDir",
+  "offline",
+  "progress",
+  "fetch",
+];
+const LOAD_KEYS = [...PROCESSING_KEYS, ...RESOLVE_KEYS, "threads", "weightDtype", "backend"];
 
 /** What a run returns: full logits, or nothing (TransformerLens's `return_type=None`). */
 export type ReturnType = "logits" | "none";
 
+/** Options of {@link HookedTransformer.run}. */
+export interface RunOptions {
+  /** `"none"` skips the unembedding (default `"logits"`). */
+  returnType?: ReturnType;
+}
+
 /** Options of {@link HookedTransformer.runWithCache}. */
-export interface RunWithCacheOptions {
+export interface RunWithCacheOptions extends RunOptions {
   /** Which hook points to keep: a name, a list of names, or a predicate (default: all). */
   namesFilter?: string | string[] | ((name: string) => boolean);
-  /** `"none"` skips the unembedding when only activations are wanted. */
-  returnType?: ReturnType;
 }
 
 /** Options of {@link HookedTransformer.runWithHooks}. */
-export interface RunWithHooksOptions {
+export interface RunWithHooksOptions extends RunOptions {
   /** `[nameOrPredicate, hookFn]` pairs, run in order at each matching hook point. */
   fwdHooks: FwdHook[];
-  /** `"none"` skips the unembedding. */
-  returnType?: ReturnType;
+}
+
+const runtimes = new WeakMap<HookedTransformer, ModelRuntime>();
+
+/**
+ * What the model's passes run on (for the functions of `model/` that plan their own passes:
+ * patching, next-token statistics).
+ * @internal
+ */
+export function runtimeOf(model: HookedTransformer): ModelRuntime {
+  const r = runtimes.get(model);
+  if (!r) throw new InputError("expected a HookedTransformer");
+  return r;
 }
 
 /**
- * A GPT-2-family transformer with TransformerLens's hook points.
+ * A transformer with TransformerLens's hook points.
  *
  * @example
- * ```ts ignore
- * import { HookedTransformer, getActName } from "./mod.ts";
- * const model = await HookedTransformer.fromPretrained("induction-toy");
+ * ```ts
+ * import { getActName, HookedTransformer } from "../mod.ts";
+ * const model = await HookedTransformer.fromPretrained("induction-toy", { threads: 1 });
  * const tokens = [[2047, 5, 9, 5, 9]];
  * const logits = await model.run(tokens); // [1, 5, d_vocab]
  * const { cache } = await model.runWithCache(tokens, { namesFilter: (n) => n.endsWith("pattern") });
  * cache.get("pattern", 1).shape; // [1, 4, 5, 5]
  * // Patch: replace layer 0's MLP output at position 3 with zeros.
+ * const d = model.cfg.dModel;
  * await model.runWithHooks(tokens, {
- *   fwdHooks: [[getActName("mlp_out", 0), (act) => { act.data.fill(0, 3 * 128, 4 * 128); }]],
+ *   fwdHooks: [[getActName("mlp_out", 0), (act) => void act.data.fill(0, 3 * d, 4 * d)]],
  * });
  * ```
  */
@@ -84,35 +126,37 @@ export class HookedTransformer {
   readonly tokenizer: Tokenizer | undefined;
   /** Which processing steps were applied to the weights. */
   readonly processing: Required<ProcessingOptions>;
-  /** How the big weight matrices are stored in WebAssembly memory (see FromPretrainedOptions). */
-  readonly weightDtype: "f32" | "bf16";
-  /** The kernels (and WebAssembly memory) this model runs on. */
-  readonly kernels: Kernels;
-  readonly #params: Gpt2Params;
-  /**
-   * The compute behind the public API (the analysis functions use it for resumed passes).
-   * @internal
-   */
-  readonly engine: Engine;
+  /** How the big weight matrices are stored on the backend (see FromPretrainedOptions). */
+  readonly weightDtype: WeightDtype;
+  /** The backend (and its memory) this model runs on. */
+  readonly backend: Backend;
+  readonly #params: ModelParams;
+  readonly #names: HookNames;
   readonly #hookSet: ReadonlySet<string>;
 
   private constructor(
     cfg: HookedTransformerConfig,
-    params: Gpt2Params,
-    kernels: Kernels,
+    params: ModelParams,
+    backend: Backend,
     processing: Required<ProcessingOptions>,
     tokenizer: Tokenizer | undefined,
-    weightDtype: "f32" | "bf16",
+    weightDtype: WeightDtype,
   ) {
     this.cfg = cfg;
     this.#params = params;
-    this.kernels = kernels;
+    this.backend = backend;
     this.processing = processing;
     this.tokenizer = tokenizer;
     this.hookNames = hookNames(cfg);
     this.#hookSet = new Set(this.hookNames);
+    this.#names = new HookNames(cfg.nLayers);
     this.weightDtype = weightDtype;
-    this.engine = new Engine(kernels, cfg, params, weightDtype);
+    runtimes.set(this, {
+      backend,
+      cfg,
+      params,
+      weights: uploadWeights(backend, params, cfg, weightDtype),
+    });
   }
 
   /**
@@ -124,6 +168,7 @@ export class HookedTransformer {
     nameOrPath: string,
     opts: FromPretrainedOptions = {},
   ): Promise<HookedTransformer> {
+    checkOptions(opts, LOAD_KEYS, "fromPretrained");
     const files = await resolveModel(nameOrPath, opts);
     return await HookedTransformer.fromBytes(files.config, files.weights, {
       ...opts,
@@ -139,52 +184,61 @@ export class HookedTransformer {
   static async fromBytes(
     config: Record<string, unknown>,
     safetensors: Uint8Array,
-    opts: FromPretrainedOptions & { name?: string; tokenizer?: Tokenizer } = {},
+    opts: FromBytesOptions = {},
   ): Promise<HookedTransformer> {
-    const cfg = configFromHf(config, opts.name ?? "model");
-    const raw = gpt2ParamsFromSafetensors(parseSafetensors(safetensors), cfg);
+    checkOptions(opts, [...LOAD_KEYS, "name", "tokenizer"], "fromBytes");
+    const family = familyOf(config);
+    const raw = family.config(config, opts.name ?? "model");
     const processing = {
       foldLn: opts.foldLn ?? true,
       centerWritingWeights: opts.centerWritingWeights ?? true,
       centerUnembed: opts.centerUnembed ?? true,
       foldValueBiases: opts.foldValueBiases ?? true,
     };
-    const params = processWeights(raw, processing);
+    const { params, cfg } = processWeights(
+      family.params(parseSafetensors(safetensors), raw),
+      raw,
+      processing,
+    );
     const weightDtype = opts.weightDtype ?? "f32";
     if (weightDtype !== "f32" && weightDtype !== "bf16") {
       throw new InputError(
         `weightDtype must be "f32" or "bf16", got ${JSON.stringify(weightDtype)}`,
       );
     }
-    const kernels = await Kernels.load({ threads: opts.threads });
-    return new HookedTransformer(cfg, params, kernels, processing, opts.tokenizer, weightDtype);
+    const backend = opts.backend ?? await WasmBackend.load({ threads: opts.threads });
+    return new HookedTransformer(cfg, params, backend, processing, opts.tokenizer, weightDtype);
   }
 
-  /** Logits [batch, pos, d_vocab] for a batch of token ids. */
-  async run(tokens: Tokens): Promise<Tensor> {
+  /** Logits [batch, pos, d_vocab] for a batch of token ids (null with `returnType: "none"`). */
+  async run(tokens: Tokens, opts: RunOptions = {}): Promise<Tensor> {
+    checkOptions(opts, ["returnType"], "run");
     await Promise.resolve();
-    return this.engine.forward(toTokenTensor(tokens, this.cfg), this.engine.silent, true)!;
+    return this.#forward(tokens, this.#session([], new Set()), opts.returnType)!;
   }
 
   /**
    * Runs the model and keeps activations under their TransformerLens names.
    *
    * @example
-   * ```ts ignore
-   * const { logits, cache } = await model.runWithCache(tokens, { namesFilter: ["blocks.0.hook_mlp_out"] });
-   * cache.get("mlp_out", 0).shape; // [batch, pos, d_model]
+   * ```ts
+   * import { HookedTransformer } from "../mod.ts";
+   * const model = await HookedTransformer.fromPretrained("induction-toy", { threads: 1 });
+   * const { cache } = await model.runWithCache([[2047, 5, 9]], {
+   *   namesFilter: ["blocks.0.hook_mlp_out"],
+   * });
+   * cache.get("mlp_out", 0).shape; // [1, 3, d_model]
    * ```
    */
   async runWithCache(
     tokens: Tokens,
     opts: RunWithCacheOptions = {},
   ): Promise<{ logits: Tensor | null; cache: ActivationCache }> {
+    checkOptions(opts, ["returnType", "namesFilter"], "runWithCache");
     await Promise.resolve();
-    const t = toTokenTensor(tokens, this.cfg);
-    const names = this.#selectNames(opts.namesFilter);
-    const session = this.#session([], new Set(names));
-    const logits = this.engine.forward(t, session, opts.returnType !== "none");
-    return { logits, cache: new ActivationCache(session.cached) };
+    const session = this.#session([], new Set(this.#selectNames(opts.namesFilter)));
+    const logits = this.#forward(tokens, session, opts.returnType);
+    return { logits, cache: new ActivationCache(session.cached, this.cfg.nLayers) };
   }
 
   /**
@@ -192,21 +246,53 @@ export class HookedTransformer {
    * point; a hook that returns a tensor (or edits its argument) patches the activation.
    */
   async runWithHooks(tokens: Tokens, opts: RunWithHooksOptions): Promise<Tensor | null> {
+    checkOptions(opts, ["returnType", "fwdHooks"], "runWithHooks");
     await Promise.resolve();
+    return this.#forward(tokens, this.#session(opts.fwdHooks ?? [], new Set()), opts.returnType);
+  }
+
+  #forward(tokens: Tokens, session: HookSession, returnType: unknown): Tensor | null {
+    if (returnType !== undefined && returnType !== "logits" && returnType !== "none") {
+      throw new InputError(
+        `returnType must be "logits" or "none", got ${JSON.stringify(returnType)}`,
+      );
+    }
     const t = toTokenTensor(tokens, this.cfg);
-    const session = this.#session(opts.fwdHooks ?? [], new Set());
-    return this.engine.forward(t, session, opts.returnType !== "none");
+    const [batch, T] = t.shape;
+    const V = this.cfg.dVocab;
+    const out = returnType === "none" ? null : new Float32Array(batch * T * V);
+    const { backend } = this;
+    forward(runtimeOf(this), {
+      batch,
+      T,
+      tokens: t,
+      unembed: out
+        ? { each: (r0, _m, logits) => out.set(backend.read(logits), r0 * V) }
+        : undefined,
+    }, session);
+    return out && { data: out, shape: [batch, T, V] };
+  }
+
+  /** A short hook name (`"mlp_out"`) and layer as the full name, negative layers from the end. */
+  getActName(name: string, layer?: number, layerType?: string): string {
+    return getActName(name, layer, layerType, this.cfg.nLayers);
   }
 
   #selectNames(filter: RunWithCacheOptions["namesFilter"]): string[] {
     if (filter === undefined) return [...this.hookNames];
     if (typeof filter === "function") return this.hookNames.filter((n) => filter(n));
     const list = typeof filter === "string" ? [filter] : filter;
-    for (const n of list) assertHookName(n, this.#hookSet);
+    if (!Array.isArray(list)) {
+      throw new InputError("namesFilter must be a name, a list of names or a predicate");
+    }
+    for (const n of list) assertHookName(n, this.#hookSet, this.cfg);
     return list;
   }
 
   #session(fwdHooks: FwdHook[], cacheNames: Set<string>): HookSession {
+    if (!Array.isArray(fwdHooks)) {
+      throw new HookError("fwdHooks must be an array of [nameOrPredicate, hookFunction] pairs");
+    }
     const hooks = new Map<string, HookFn[]>();
     for (const pair of fwdHooks) {
       if (!Array.isArray(pair) || pair.length !== 2 || typeof pair[1] !== "function") {
@@ -215,103 +301,90 @@ export class HookedTransformer {
       const [filter, fn] = pair as [HookFilter, HookFn];
       const names = typeof filter === "function"
         ? this.hookNames.filter((n) => filter(n))
-        : (assertHookName(filter, this.#hookSet), [filter]);
+        : (assertHookName(filter, this.#hookSet, this.cfg), [filter]);
       for (const n of names) hooks.set(n, [...(hooks.get(n) ?? []), fn]);
     }
-    return new HookSession(this.kernels, hooks, cacheNames);
+    return new HookSession(this.backend, this.#names, hooks, cacheNames);
   }
 
   /**
-   * Stops the kernels' worker threads. The model keeps working, on the calling thread alone;
+   * Stops the backend's worker threads. The model keeps working, on the calling thread alone;
    * call it when done so a long-lived process does not keep idle workers.
    */
   dispose(): void {
-    this.kernels.close();
+    this.backend.close();
   }
 
-  // ---- Weights, TransformerLens names and shapes (copies; processed when processing was asked) ----
+  // ---- Weights: TransformerLens names and shapes, processed when processing was asked. ----
+  // These are the model's own arrays, not copies: treat them as read-only (the backend holds
+  // its own copy, so an edit would desynchronise the two).
 
-  /** Token embedding [d_vocab, d_model]. */
+  /** Token embedding [d_vocab, d_model] (read-only). */
   get W_E(): Tensor {
-    return copy(this.#params.W_E);
+    return this.#params.W_E;
   }
-  /** Position embedding [n_ctx, d_model]. */
+  /** Position embedding [n_ctx, d_model] (read-only). */
   get W_pos(): Tensor {
-    return copy(this.#params.W_pos);
+    if (!this.#params.W_pos) {
+      throw new InputError(`${this.cfg.modelName} has rotary positions: it has no W_pos`);
+    }
+    return this.#params.W_pos;
   }
-  /** Unembedding [d_model, d_vocab]. */
+  /** Unembedding [d_model, d_vocab] (read-only). */
   get W_U(): Tensor {
-    return copy(this.#params.W_U);
+    return this.#params.W_U;
   }
-  /** Unembedding bias [d_vocab]. */
+  /** Unembedding bias [d_vocab] (read-only). */
   get b_U(): Tensor {
-    return copy(this.#params.b_U);
+    return this.#params.b_U;
   }
-  /** Query weights [n_layers, n_heads, d_model, d_head]. */
+  /** Query weights [n_layers, n_heads, d_model, d_head] (read-only). */
   get W_Q(): Tensor {
-    return this.#stacked("W_Q");
+    return this.#params.W_Q;
   }
-  /** Key weights [n_layers, n_heads, d_model, d_head]. */
+  /** Key weights [n_layers, n_heads, d_model, d_head] (read-only). */
   get W_K(): Tensor {
-    return this.#stacked("W_K");
+    return this.#params.W_K;
   }
-  /** Value weights [n_layers, n_heads, d_model, d_head]. */
+  /** Value weights [n_layers, n_heads, d_model, d_head] (read-only). */
   get W_V(): Tensor {
-    return this.#stacked("W_V");
+    return this.#params.W_V;
   }
-  /** Output weights [n_layers, n_heads, d_head, d_model]. */
+  /** Output weights [n_layers, n_heads, d_head, d_model] (read-only). */
   get W_O(): Tensor {
-    return this.#stacked("W_O");
+    return this.#params.W_O;
   }
-  /** Query biases [n_layers, n_heads, d_head]. */
+  /** Query biases [n_layers, n_heads, d_head] (read-only). */
   get b_Q(): Tensor {
-    return this.#stacked("b_Q");
+    return this.#params.b_Q;
   }
-  /** Key biases [n_layers, n_heads, d_head]. */
+  /** Key biases [n_layers, n_heads, d_head] (read-only). */
   get b_K(): Tensor {
-    return this.#stacked("b_K");
+    return this.#params.b_K;
   }
-  /** Value biases [n_layers, n_heads, d_head] (zeros after foldValueBiases). */
+  /** Value biases [n_layers, n_heads, d_head] (zeros after foldValueBiases; read-only). */
   get b_V(): Tensor {
-    return this.#stacked("b_V");
+    return this.#params.b_V;
   }
-  /** Attention output biases [n_layers, d_model]. */
+  /** Attention output biases [n_layers, d_model] (read-only). */
   get b_O(): Tensor {
-    return this.#stacked("b_O");
+    return this.#params.b_O;
   }
-  /** MLP input weights [n_layers, d_model, d_mlp]. */
+  /** MLP input weights [n_layers, d_model, d_mlp] (read-only). */
   get W_in(): Tensor {
-    return this.#stacked("W_in");
+    return this.#params.W_in;
   }
-  /** MLP input biases [n_layers, d_mlp]. */
+  /** MLP input biases [n_layers, d_mlp] (read-only). */
   get b_in(): Tensor {
-    return this.#stacked("b_in");
+    return this.#params.b_in;
   }
-  /** MLP output weights [n_layers, d_mlp, d_model]. */
+  /** MLP output weights [n_layers, d_mlp, d_model] (read-only). */
   get W_out(): Tensor {
-    return this.#stacked("W_out");
+    return this.#params.W_out;
   }
-  /** MLP output biases [n_layers, d_model]. */
+  /** MLP output biases [n_layers, d_model] (read-only). */
   get b_out(): Tensor {
-    return this.#stacked("b_out");
-  }
-
-  #stacked(
-    name:
-      | "W_Q"
-      | "W_K"
-      | "W_V"
-      | "W_O"
-      | "b_Q"
-      | "b_K"
-      | "b_V"
-      | "b_O"
-      | "W_in"
-      | "b_in"
-      | "W_out"
-      | "b_out",
-  ): Tensor {
-    return stack(this.#params.blocks.map((b) => b[name]));
+    return this.#params.b_out;
   }
 
   // ---- Text ----
@@ -330,6 +403,7 @@ export class HookedTransformer {
    * (TransformerLens's `to_tokens`).
    */
   toTokens(text: string, opts: { prependBos?: boolean } = {}): number[][] {
+    checkOptions(opts, ["prependBos"], "toTokens");
     const ids = this.#needTokenizer().encode(text);
     return [opts.prependBos === false ? ids : [this.cfg.bosTokenId, ...ids]];
   }
@@ -340,13 +414,9 @@ export class HookedTransformer {
     return this.#needTokenizer().tokenStrings(ids);
   }
 
-  /** Token ids -> text. */
+  /** Token ids -> text (TransformerLens's `to_string`); with no argument, the model's name. */
   toString(tokens?: number[]): string {
     if (tokens === undefined) return `HookedTransformer(${this.cfg.modelName})`;
     return this.#needTokenizer().decode(tokens);
   }
-}
-
-function copy(t: Tensor): Tensor {
-  return { data: t.data.slice(), shape: [...t.shape] };
 }

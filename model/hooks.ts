@@ -1,12 +1,12 @@
 /**
- * Hook functions and the plumbing that hands activations out of WebAssembly memory to them (and
- * their replacements back in).
+ * Hook functions, and the session that hands activations out of the backend to them (and their
+ * replacements back in) and keeps the ones a cache asked for.
  * @module
  */
+import type { Backend, DeviceArray } from "../backend/backend.ts";
 import { HookError } from "../core/errors.ts";
-import type { Kernels } from "../backend/wasm/kernels.ts";
 import type { Tensor } from "../core/tensor.ts";
-import { locateHook } from "./hook_points.ts";
+import { HOOK_POINTS, hookName, type HookPoint } from "./hook_table.ts";
 
 /** What a hook function learns about where it is called. */
 export interface HookContext {
@@ -19,14 +19,17 @@ export interface HookContext {
 /**
  * A forward hook. It receives an owned copy of the activation in TransformerLens's shape. To
  * patch, return a replacement of the same shape, or edit `activation.data` in place: either way
- * the result is copied back before the next kernel runs.
+ * the result is copied back before the next kernel runs. Hooks must be synchronous.
  *
  * @example
- * ```ts ignore
- * // Zero-ablate head 7 of layer 1's output z: [batch, pos, head, d_head].
+ * ```ts
+ * import type { HookFn } from "./hooks.ts";
+ * // Zero-ablate head 7 of a layer's z: [batch, pos, head, d_head].
  * const ablate: HookFn = (z) => {
  *   const [, , nHeads, dHead] = z.shape;
- *   for (let i = 0; i < z.data.length; i += nHeads * dHead) z.data.fill(0, i + 7 * dHead, i + 8 * dHead);
+ *   for (let i = 0; i < z.data.length; i += nHeads * dHead) {
+ *     z.data.fill(0, i + 7 * dHead, i + 8 * dHead);
+ *   }
  * };
  * ```
  */
@@ -38,79 +41,142 @@ export type HookFilter = string | ((name: string) => boolean);
 /** A `[filter, function]` pair as passed to `runWithHooks({ fwdHooks })`. */
 export type FwdHook = [HookFilter, HookFn];
 
+/** Every hook point's full name, by declaration index and layer (built once per model). */
+export class HookNames {
+  readonly #names: string[][];
+
+  /** Names for a model of `nLayers` blocks. */
+  constructor(nLayers: number) {
+    this.#names = HOOK_POINTS.map((p) =>
+      p.inBlock ? Array.from({ length: nLayers }, (_, l) => hookName(p, l)) : [p.local]
+    );
+  }
+
+  /** The full name of `point` at `layer` (ignored outside blocks). */
+  of(point: HookPoint, layer: number | null): string {
+    return this.#names[point.index][point.inBlock ? layer! : 0];
+  }
+}
+
+/** Where an activation sits in the backend: `rows` rows of `cols` floats, `stride` apart. */
+export interface RowLayout {
+  rows: number;
+  cols: number;
+  stride: number;
+}
+
 /**
- * The hook points a run visits: which to cache, which to call hooks on. The forward pass asks
- * `wants(name)` before any copy, so a run with no hooks copies nothing.
+ * The hook points one run visits: which to cache, which to call hooks on. The forward pass asks
+ * `wants(point, layer)` before any copy, so a run with no hooks copies nothing.
  */
 export class HookSession {
+  /** Activations kept for the cache, by full name, in the order they were visited. */
   readonly cached: Map<string, Tensor> = new Map();
 
+  /**
+   * @param backend Where the activations live.
+   * @param names The model's name table.
+   * @param hooks Hook functions by full name, in the order they run.
+   * @param cacheNames Full names to keep in `cached`.
+   */
   constructor(
-    private readonly k: Kernels,
-    private readonly hooks: ReadonlyMap<string, HookFn[]>,
-    private readonly cacheNames: ReadonlySet<string>,
+    private readonly backend: Backend,
+    private readonly names: HookNames,
+    private readonly hooks: ReadonlyMap<string, HookFn[]> = new Map(),
+    private readonly cacheNames: ReadonlySet<string> = new Set(),
   ) {}
 
   /** Whether anything (a hook or the cache) reads this hook point. */
-  wants(name: string): boolean {
+  wants(point: HookPoint, layer: number | null): boolean {
+    if (this.hooks.size === 0 && this.cacheNames.size === 0) return false;
+    const name = this.names.of(point, layer);
     return this.hooks.has(name) || this.cacheNames.has(name);
   }
 
-  /** Whether a hook (which may modify it) is attached at this point. */
-  hooked(name: string): boolean {
-    return this.hooks.has(name);
+  /** Whether a hook (which may modify it) is attached at this hook point. */
+  hooked(point: HookPoint, layer: number | null): boolean {
+    return this.hooks.size > 0 && this.hooks.has(this.names.of(point, layer));
+  }
+
+  /** Whether the session does nothing at any hook point. */
+  get silent(): boolean {
+    return this.hooks.size === 0 && this.cacheNames.size === 0;
   }
 
   /**
-   * Copies the activation out (rows x cols, row stride `stride` floats), runs the hooks, writes
-   * the result back when hooks ran, caches it when asked. Returns true when hooks ran.
-   * `hook_scale` points are read-only: the LayerNorm kernel has already used the scale, so a
-   * replacement would silently do nothing; returning one is an error.
+   * Copies the activation out of `x` (laid out as `layout`), runs the hooks, writes the result
+   * back when hooks ran, and caches it when asked. Returns true when hooks ran. A read-only point
+   * (`point.readOnly`) refuses any change, whether returned or made in place.
    */
   visit(
-    name: string,
-    ptr: number,
+    point: HookPoint,
+    layer: number | null,
+    x: DeviceArray,
     shape: number[],
-    rows: number,
-    cols: number,
-    stride = cols,
+    layout: RowLayout,
   ): boolean {
-    if (!this.wants(name)) return false;
-    let act: Tensor = { data: this.k.readStrided(ptr, rows, cols, stride), shape };
+    if (!this.wants(point, layer)) return false;
+    const name = this.names.of(point, layer);
+    const { rows, cols, stride } = layout;
+    let act: Tensor = { data: this.backend.readRows(x, rows, cols, stride), shape };
     const fns = this.hooks.get(name);
     if (fns) {
-      const ctx = { name, layer: locateHook(name).layer };
+      const before = point.readOnly ? act.data.slice() : undefined;
+      const ctx: HookContext = { name, layer: point.inBlock ? layer : null };
       for (const fn of fns) {
-        const out = fn(act, ctx);
-        if (out === undefined || out === null || out === act) continue;
-        if (name.endsWith("hook_scale")) {
+        const out = fn(act, ctx) as unknown;
+        if (out instanceof Promise || (typeof out === "object" && out !== null && "then" in out)) {
           throw new HookError(
-            `a hook on ${name} returned a replacement, but LayerNorm scales are read-only here: ` +
-              `patch the matching hook_normalized instead`,
+            `the hook on "${name}" returned a Promise: hooks must be synchronous (no async ` +
+              `function, no await); compute what the hook needs before the run`,
           );
         }
-        act = checkReplacement(name, act, out);
+        if (out !== undefined && out !== null && out !== act) {
+          act = checkReplacement(name, act, out);
+        }
+        checkData(name, act, rows * cols);
       }
-      if (!name.endsWith("hook_scale")) this.k.writeStrided(ptr, act.data, rows, cols, stride);
+      if (before) {
+        if (act.data.some((v, i) => !Object.is(v, before[i]))) {
+          throw new HookError(`a hook changed "${name}", which is read-only: ${point.readOnly}`);
+        }
+      } else {
+        this.backend.writeRows(x, act.data, rows, cols, stride);
+      }
     }
     if (this.cacheNames.has(name)) this.cached.set(name, act);
     return fns !== undefined;
   }
 }
 
-function checkReplacement(name: string, before: Tensor, out: Tensor): Tensor {
-  if (!(out.data instanceof Float32Array) || !Array.isArray(out.shape)) {
+function checkReplacement(name: string, before: Tensor, out: unknown): Tensor {
+  const t = out as Tensor;
+  if (typeof out !== "object" || !(t.data instanceof Float32Array) || !Array.isArray(t.shape)) {
     throw new HookError(
-      `hook on "${name}" returned something that is not a Tensor { data: Float32Array, shape }`,
+      `the hook on "${name}" returned something that is not a Tensor { data: Float32Array, shape }`,
     );
   }
-  const same = out.shape.length === before.shape.length &&
-    out.shape.every((d, i) => d === before.shape[i]) && out.data.length === before.data.length;
+  const same = t.shape.length === before.shape.length &&
+    t.shape.every((d, i) => d === before.shape[i]);
   if (!same) {
     throw new HookError(
-      `hook on "${name}" returned shape [${out.shape}] (${out.data.length} values) but the ` +
-        `activation has shape [${before.shape}]: a replacement must keep the shape`,
+      `the hook on "${name}" returned shape [${t.shape}] but the activation has shape ` +
+        `[${before.shape}]: a replacement must keep the shape`,
     );
   }
-  return out;
+  return t;
+}
+
+/** The activation's data must still hold exactly its shape's values (a hook may swap it). */
+function checkData(name: string, act: Tensor, expected: number): void {
+  if (!(act.data instanceof Float32Array) || act.data.length !== expected) {
+    const got = act.data instanceof Float32Array
+      ? `${act.data.length} values`
+      : `a ${Object.prototype.toString.call(act.data)}`;
+    throw new HookError(
+      `after the hook on "${name}" the activation holds ${got}, but its shape ` +
+        `[${act.shape}] needs a Float32Array of ${expected}: keep the data's length when ` +
+        `editing in place, or return a new Tensor of the same shape`,
+    );
+  }
 }

@@ -5,18 +5,29 @@
  * (attention is causal). So each patched run starts from the clean residual stream at the patched
  * layer, computes positions p..T-1 only (reading the clean keys and values of earlier positions),
  * and unembeds only the positions whose log-probs are asked for. All patched runs of one layer
- * share each matrix product as one ragged batch.
+ * share each matrix product as one ragged batch. Every pass is the one forward pass of
+ * `forward.ts`, planned differently.
  * @module
  */
+import type { Backend, DeviceArray } from "../backend/backend.ts";
 import { InputError } from "../core/errors.ts";
-import type { Engine } from "./engine.ts";
-import { fullPlan, resumePlan } from "./forward.ts";
-import type { TokenTensor } from "./tokens.ts";
-
-const F32 = 4;
+import { checkLayer } from "./checks.ts";
+import { forward, type ModelRuntime, planRows } from "./forward.ts";
+import { type HookedTransformer, runtimeOf } from "./hooked_transformer.ts";
+import { HookNames, HookSession } from "./hooks.ts";
+import { logProbReducer } from "./next_token.ts";
+import { type Tokens, toTokenTensor } from "./tokens.ts";
 
 /** Residual-stream hook points a single-position patch can target. */
 export type PatchPoint = "resid_pre" | "resid_mid" | "attn_out" | "mlp_out";
+
+/** The hook points a {@link PatchPoint} names. */
+export const PATCH_POINTS: readonly PatchPoint[] = [
+  "mlp_out",
+  "attn_out",
+  "resid_pre",
+  "resid_mid",
+];
 
 /** Replace the activation at `position` (batch 0) with `value` [d_model]. */
 export interface PositionPatch {
@@ -55,14 +66,14 @@ export interface PatchedLogProbsOptions {
 /** Upper bound on rows of one ragged batch, to bound memory (about 100 MB for GPT-2 small). */
 const MAX_BATCH_ROWS = 3072;
 
-/** A clean run's activations kept in WebAssembly memory, from which patched runs resume. */
+/** A clean run's activations kept on the backend, from which patched runs resume. */
 interface CleanState {
   /** resid_pre of each layer, and the final resid_post as entry nLayers: [T, d_model] each. */
-  residPre: number[];
+  residPre: DeviceArray[];
   /** resid_mid of each layer. */
-  residMid: number[];
-  /** Each layer's fused Q|K|V rows [T, 3 d_model]. */
-  qkv: number[];
+  residMid: DeviceArray[];
+  /** Each layer's fused Q|K|V rows. */
+  qkv: DeviceArray[];
 }
 
 /**
@@ -73,78 +84,80 @@ interface CleanState {
  * oracle) up to float32 rounding.
  *
  * @example
- * ```ts ignore
- * const { clean, patched } = patchedNextTokenLogProbs(model.engine, tokens, [
- *   { layer: 0, point: "mlp_out", patches: [{ position: 51, value: cleanMlpOutAt1 }] },
- * ], { from: 50 });
+ * ```ts
+ * import { HookedTransformer, patchedNextTokenLogProbs } from "../mod.ts";
+ * const model = await HookedTransformer.fromPretrained("induction-toy", { threads: 1 });
+ * const tokens = [[2047, 5, 9, 13, 5, 9, 13]];
+ * const zeros = new Float32Array(model.cfg.dModel);
+ * const { clean, patched } = await patchedNextTokenLogProbs(model, tokens, [
+ *   { layer: 0, point: "mlp_out", patches: [{ position: 4, value: zeros }] },
+ * ]);
+ * patched[0][0][5] - clean[5]; // how zeroing layer 0's MLP at position 4 moves log p(13)
  * ```
  */
-export function patchedNextTokenLogProbs(
-  engine: Engine,
-  tokens: TokenTensor,
+export async function patchedNextTokenLogProbs(
+  model: HookedTransformer,
+  tokens: Tokens,
   groups: LayerPatches[],
   opts: PatchedLogProbsOptions = {},
-): PatchedLogProbs {
-  const { k, cfg } = engine;
-  const [batch, T] = tokens.shape;
+): Promise<PatchedLogProbs> {
+  await Promise.resolve();
+  const m = runtimeOf(model);
+  const { backend, cfg } = m;
+  const t = toTokenTensor(tokens, cfg);
+  const [batch, T] = t.shape;
   const d = cfg.dModel;
   const L = cfg.nLayers;
   const from = opts.from ?? 0;
   if (batch !== 1) throw new InputError(`patching runs one sequence at a time, got batch ${batch}`);
-  for (const { layer, patches } of groups) {
-    if (!Number.isInteger(layer) || layer < 0 || layer >= L) {
-      throw new InputError(`layer ${layer} is outside [0, ${L})`);
+  for (const { layer, point, patches } of groups) {
+    checkLayer(layer, L, "patch");
+    if (!PATCH_POINTS.includes(point)) {
+      throw new InputError(`patch point must be one of ${PATCH_POINTS.join(", ")}, got ${point}`);
     }
     for (const p of patches) {
       if (!Number.isInteger(p.position) || p.position < 0 || p.position >= T) {
         throw new InputError(`patch position ${p.position} is outside [0, ${T})`);
       }
-      if (p.value.length !== d) {
-        throw new InputError(`patch value has ${p.value.length} values, expected d_model = ${d}`);
+      if (!(p.value instanceof Float32Array) || p.value.length !== d) {
+        throw new InputError(`a patch value must be a Float32Array of d_model = ${d} values`);
       }
     }
   }
-  const targets = tokens.data.subarray(1);
-  const mark = k.mark();
-  try {
-    const state: CleanState = {
-      residPre: Array.from({ length: L + 1 }, () => k.alloc(T * d)),
-      residMid: Array.from({ length: L }, () => k.alloc(T * d)),
-      qkv: Array.from({ length: L }, () => k.alloc(T * 3 * d)),
-    };
-    const clean = new Float32Array(T - 1);
-    {
-      const inner = k.mark();
-      const { pass, buf } = engine.pass(fullPlan(1, T));
-      engine.embed(tokens, buf.x, buf.z, engine.silent);
-      k.add(buf.x, buf.z, buf.resid, T * d);
-      for (let l = 0; l < L; l++) {
-        k.copy(buf.resid, state.residPre[l], T * d);
-        pass.attentionHalf(l);
-        k.copy(buf.qkv, state.qkv[l], T * 3 * d);
-        k.copy(buf.resid, state.residMid[l], T * d);
-        pass.mlpHalf(l);
-      }
-      k.copy(buf.resid, state.residPre[L], T * d);
-      pass.finalLayerNorm();
-      const rows = Int32Array.from({ length: T - 1 }, (_, t) => t);
-      logProbsOfRows(engine, buf.x, rows, targets, clean);
-      k.release(inner);
-    }
-    const patched = groups.map((g, i) => {
-      const out = patchGroup(engine, state, T, targets, g, clean, from);
-      opts.onGroup?.(i + 1, groups.length);
-      return out;
-    });
-    return { clean, patched };
-  } finally {
-    k.release(mark);
-  }
+  const targets = t.data.subarray(1);
+  using scope = backend.scope();
+  const state: CleanState = {
+    residPre: Array.from({ length: L + 1 }, () => scope.alloc(T * d)),
+    residMid: Array.from({ length: L }, () => scope.alloc(T * d)),
+    qkv: Array.from(
+      { length: L },
+      () => scope.alloc(T * (cfg.nHeads + 2 * cfg.nKeyValueHeads) * cfg.dHead),
+    ),
+  };
+  const silent = new HookSession(backend, new HookNames(L));
+  const clean = new Float32Array(T - 1);
+  forward(m, {
+    batch: 1,
+    T,
+    tokens: t,
+    record: state,
+    unembed: {
+      rows: Int32Array.from({ length: T - 1 }, (_, i) => i),
+      each: logProbReducer(backend, cfg.dVocab, targets, clean),
+    },
+  }, silent);
+  const patched = groups.map((g, i) => {
+    const out = patchGroup(m, silent, state, T, targets, g, clean, from);
+    opts.onGroup?.(i + 1, groups.length);
+    return out;
+  });
+  return { clean, patched };
 }
 
 /** The patched runs of one group, batched by rows, resumed from the clean state. */
 function patchGroup(
-  engine: Engine,
+  m: ModelRuntime,
+  silent: HookSession,
   state: CleanState,
   T: number,
   targets: Int32Array,
@@ -152,24 +165,12 @@ function patchGroup(
   clean: Float32Array,
   from: number,
 ): Float32Array[] {
-  const { k, cfg } = engine;
+  const { backend, cfg } = m;
   const d = cfg.dModel;
-  const L = cfg.nLayers;
   // Where each patched run starts, and how its first row is formed from clean activations.
   const startLayer = point === "mlp_out" ? layer + 1 : layer;
-  const fromMid = point === "resid_mid" || point === "attn_out";
-  const source = fromMid ? state.residMid[layer] : state.residPre[startLayer];
-  const firstRow = (p: PositionPatch, dst: number) => {
-    const v = k.view(dst, d);
-    if (point === "resid_pre" || point === "resid_mid") v.set(p.value);
-    else {
-      // resid = clean resid before the add + patched value, the same float32 add as a full run.
-      const before = point === "attn_out" ? state.residPre[layer] : state.residMid[layer];
-      const base = k.read(before + p.position * d * F32, d);
-      for (let i = 0; i < d; i++) v[i] = base[i] + p.value[i];
-    }
-  };
-
+  const startMid = point === "resid_mid" || point === "attn_out";
+  const source = startMid ? state.residMid[layer] : state.residPre[startLayer];
   const patched = patches.map(() => clean.slice());
   for (let i0 = 0; i0 < patches.length;) {
     // Take as many patches as fit the row budget (at least one).
@@ -182,62 +183,63 @@ function patchGroup(
       i1++;
     }
     const group = patches.slice(i0, i1);
-    const inner = k.mark();
-    const plan = resumePlan(group.map((p) => p.position), T, state.qkv);
-    const { pass, buf } = engine.pass(plan);
-    group.forEach((p, g) => {
-      const dst = buf.resid + plan.rowOffset[g] * d * F32;
-      k.copy(source + p.position * d * F32, dst, (T - p.position) * d);
-      firstRow(p, dst);
-    });
-    if (fromMid) pass.mlpHalf(layer);
-    for (let l = fromMid ? layer + 1 : startLayer; l < L; l++) pass.block(l);
-    pass.finalLayerNorm();
-    // Unembed only rows t in [max(p, from), T-2]: gather them, then write each into its run.
-    const rowIndex: number[] = [];
-    const owner: number[] = [];
-    const pos: number[] = [];
+    const qStart = group.map((p) => p.position);
+    const { rowOffset } = planRows({ batch: group.length, T, qStart });
+    // Unembed only rows t in [max(p, from), T-2], and write each into its run.
+    const rowIndex: number[] = [], owner: number[] = [], pos: number[] = [];
     group.forEach((p, g) => {
       for (let t = Math.max(p.position, from); t <= T - 2; t++) {
-        rowIndex.push(plan.rowOffset[g] + t - p.position);
+        rowIndex.push(rowOffset[g] + t - p.position);
         owner.push(i0 + g);
         pos.push(t);
       }
     });
     const lp = new Float32Array(rowIndex.length);
     const rowTargets = Int32Array.from(pos, (t) => targets[t]);
-    logProbsOfRows(engine, buf.x, Int32Array.from(rowIndex), rowTargets, lp);
+    forward(m, {
+      batch: group.length,
+      T,
+      qStart,
+      prefixKv: state.qkv,
+      startLayer,
+      startMid,
+      input: (resid) =>
+        group.forEach((p, g) => {
+          const dst = resid.at(rowOffset[g] * d, (T - p.position) * d);
+          backend.copy(source.at(p.position * d, (T - p.position) * d), dst);
+          patchFirstRow(backend, state, layer, point, p, dst.at(0, d));
+        }),
+      unembed: {
+        rows: Int32Array.from(rowIndex),
+        each: logProbReducer(backend, cfg.dVocab, rowTargets, lp),
+      },
+    }, silent);
     lp.forEach((v, j) => patched[owner[j]][pos[j]] = v);
-    k.release(inner);
     i0 = i1;
   }
   return patched;
 }
 
 /**
- * Log-prob of a target token for selected rows of the final normalized residual `x`:
- * out[j] = log softmax(x[rows[j]] @ W_U + b_U)[targets[j]].
+ * The residual stream at the patched position: the patched value itself (resid_pre, resid_mid),
+ * or the clean stream before the add plus the patched value (attn_out, mlp_out: the same float32
+ * add as a full run).
  */
-export function logProbsOfRows(
-  engine: Engine,
-  x: number,
-  rows: Int32Array,
-  targets: ArrayLike<number>,
-  out: Float32Array,
+function patchFirstRow(
+  backend: Backend,
+  state: CleanState,
+  layer: number,
+  point: PatchPoint,
+  p: PositionPatch,
+  row: DeviceArray,
 ) {
-  const { k, cfg } = engine;
-  const d = cfg.dModel;
-  const V = cfg.dVocab;
-  const mark = k.mark();
-  try {
-    const gathered = k.alloc(rows.length * d);
-    rows.forEach((r, j) => k.copy(x + r * d * F32, gathered + j * d * F32, d));
-    const chunk = k.alloc(engine.logitChunkRows * V);
-    engine.unembed(gathered, rows.length, chunk, (r0, m, logits) => {
-      const lse = k.logSumExpRows(chunk, m, V);
-      for (let i = 0; i < m; i++) out[r0 + i] = logits[i * V + targets[r0 + i]] - lse[i];
-    });
-  } finally {
-    k.release(mark);
+  if (point === "resid_pre" || point === "resid_mid") {
+    backend.write(row, p.value);
+    return;
   }
+  const before = point === "attn_out" ? state.residPre[layer] : state.residMid[layer];
+  const base = backend.read(before.at(p.position * row.length, row.length));
+  const sum = new Float32Array(row.length);
+  for (let i = 0; i < sum.length; i++) sum[i] = base[i] + p.value[i];
+  backend.write(row, sum);
 }

@@ -1,11 +1,14 @@
 /**
  * TransformerLens's weight processing (`from_pretrained` defaults): fold_ln,
- * center_writing_weights, center_unembed, fold_value_biases. Sums run in float64 so the processed
- * weights match TransformerLens's to float32 rounding.
+ * center_writing_weights, center_unembed, fold_value_biases, for every family (RMSNorm folds
+ * only its weight, and writing weights are centred only in LayerNorm models, as TransformerLens
+ * does). Sums run in float64 so the processed weights match TransformerLens's to float32
+ * rounding.
  * @module
  */
-import type { BlockParams, Gpt2Params, LayerNormParams } from "../families/gpt2.ts";
 import type { Tensor } from "../core/tensor.ts";
+import type { HookedTransformerConfig } from "./config.ts";
+import { layerOf, type ModelParams, type NormParams } from "./params.ts";
 
 /** Which processing steps to apply; TransformerLens's defaults are all `true`. */
 export interface ProcessingOptions {
@@ -20,59 +23,79 @@ export interface ProcessingOptions {
 }
 
 /**
- * Processes the parameters in place and returns them. In place because a GPT-2 XL's parameters
- * are 6 GB in float32: a processed copy beside the original would double that.
+ * Processes the parameters in place and returns them with the config that now describes them
+ * (`normalizationType` becomes `"LNPre"` / `"RMSPre"` after `foldLn`). In place because a GPT-2
+ * XL's parameters are 6 GB in float32: a processed copy beside the original would double that.
  *
  * @example
- * ```ts ignore
- * const processed = processWeights(params, { foldLn: true, centerWritingWeights: true,
- *   centerUnembed: true, foldValueBiases: true });
- * processed.blocks[0].ln1; // null: LayerNorm without weight and bias (LNPre)
+ * ```ts
+ * import { processWeights } from "./processing.ts";
+ * import { gpt2Config, gpt2Params } from "../families/gpt2.ts";
+ * import { parseSafetensors } from "../io/safetensors.ts";
+ * import { syntheticGpt2 } from "../weights/synthetic.ts";
+ * const { config, weights } = syntheticGpt2({ nLayers: 1, nHeads: 2, dModel: 8, dVocab: 10, nCtx: 4 });
+ * const raw = gpt2Config(config);
+ * const { params, cfg } = processWeights(gpt2Params(parseSafetensors(weights), raw), raw, {});
+ * params.ln1; // null: folded
+ * cfg.normalizationType; // "LNPre"
  * ```
  */
-export function processWeights(params: Gpt2Params, opts: ProcessingOptions = {}): Gpt2Params {
+export function processWeights(
+  params: ModelParams,
+  cfg: HookedTransformerConfig,
+  opts: ProcessingOptions = {},
+): { params: ModelParams; cfg: HookedTransformerConfig } {
   const foldLn = opts.foldLn ?? true;
   const centerWriting = opts.centerWritingWeights ?? true;
   const centerUnembed = opts.centerUnembed ?? true;
   const foldValue = opts.foldValueBiases ?? true;
+  const layerNorm = cfg.normalizationType === "LN" || cfg.normalizationType === "LNPre";
 
-  const p = params;
-  if (foldLn) foldLayerNorm(p);
-  if (centerWriting) centerWritingWeights(p);
-  if (centerUnembed) centerUnembedding(p);
-  if (foldValue) { for (const block of p.blocks) foldValueBias(block); }
-  return p;
+  let out = cfg;
+  if (foldLn && (cfg.normalizationType === "LN" || cfg.normalizationType === "RMS")) {
+    foldNorms(params, cfg.nLayers);
+    out = { ...cfg, normalizationType: layerNorm ? "LNPre" : "RMSPre" };
+  }
+  // Centring writing weights is exact only when every reader normalises with a mean subtraction.
+  if (centerWriting && layerNorm) centerWritingWeights(params);
+  if (centerUnembed) centerUnembedding(params);
+  if (foldValue) foldValueBiases(params, cfg);
+  return { params, cfg: out };
 }
 
 /**
- * Folds a LayerNorm into a stack of reading matrices W [stack, d_model, n] and biases
- * [stack, n]: b += ln.b @ W, W *= ln.w (per input row), then W is centred over d_model
- * (the folded LayerNorm's output always has zero mean, so this changes nothing downstream).
+ * Folds a norm into a stack of reading matrices W [stack, d_model, n] and biases [stack, n]:
+ * b += norm.b @ W (LayerNorm only), W *= norm.w (per input row), then for LayerNorm W is centred
+ * over d_model (the folded LayerNorm's output always has zero mean, so this changes nothing
+ * downstream).
  */
-function foldInto(ln: LayerNormParams, W: Tensor, b: Tensor) {
-  const d = ln.w.length;
+function foldInto(w: Float32Array, nb: Float32Array | null, W: Tensor, b: Tensor | null) {
+  const d = w.length;
   const n = W.shape[W.shape.length - 1];
   const stack = W.data.length / (d * n);
   const sum = new Float64Array(n);
   const mean = new Float64Array(n);
   for (let s = 0; s < stack; s++) {
     const base = s * d * n;
-    sum.fill(0);
-    for (let i = 0; i < d; i++) {
-      const row = base + i * n;
-      for (let j = 0; j < n; j++) sum[j] += W.data[row + j] * ln.b[i];
+    if (nb && b) {
+      sum.fill(0);
+      for (let i = 0; i < d; i++) {
+        const row = base + i * n;
+        for (let j = 0; j < n; j++) sum[j] += W.data[row + j] * nb[i];
+      }
+      for (let j = 0; j < n; j++) b.data[s * n + j] = b.data[s * n + j] + sum[j];
     }
-    for (let j = 0; j < n; j++) b.data[s * n + j] = b.data[s * n + j] + sum[j];
     mean.fill(0);
     for (let i = 0; i < d; i++) {
       const row = base + i * n;
-      const w = ln.w[i];
+      const wi = w[i];
       for (let j = 0; j < n; j++) {
-        const v = Math.fround(W.data[row + j] * w);
+        const v = Math.fround(W.data[row + j] * wi);
         W.data[row + j] = v;
         mean[j] += v;
       }
     }
+    if (!nb) continue; // RMSNorm: no centring
     for (let j = 0; j < n; j++) mean[j] /= d;
     for (let i = 0; i < d; i++) {
       const row = base + i * n;
@@ -81,23 +104,29 @@ function foldInto(ln: LayerNormParams, W: Tensor, b: Tensor) {
   }
 }
 
-function foldLayerNorm(p: Gpt2Params) {
-  for (const block of p.blocks) {
-    if (block.ln1) {
-      foldInto(block.ln1, block.W_Q, block.b_Q);
-      foldInto(block.ln1, block.W_K, block.b_K);
-      foldInto(block.ln1, block.W_V, block.b_V);
-      block.ln1 = null;
+function foldNorms(p: ModelParams, nLayers: number) {
+  const at = (t: Tensor, l: number) => layerOf(t, l);
+  const normOf = (n: NormParams, l: number) => ({
+    w: at(n.w, l).data,
+    b: n.b ? at(n.b, l).data : null,
+  });
+  for (let l = 0; l < nLayers; l++) {
+    if (p.ln1) {
+      const { w, b } = normOf(p.ln1, l);
+      foldInto(w, b, at(p.W_Q, l), at(p.b_Q, l));
+      foldInto(w, b, at(p.W_K, l), at(p.b_K, l));
+      foldInto(w, b, at(p.W_V, l), at(p.b_V, l));
     }
-    if (block.ln2) {
-      foldInto(block.ln2, block.W_in, block.b_in);
-      block.ln2 = null;
+    if (p.ln2) {
+      const { w, b } = normOf(p.ln2, l);
+      foldInto(w, b, at(p.W_in, l), at(p.b_in, l));
+      if (p.W_gate) foldInto(w, b, at(p.W_gate, l), null);
     }
   }
-  if (p.lnFinal) {
-    foldInto(p.lnFinal, p.W_U, p.b_U);
-    p.lnFinal = null;
-  }
+  if (p.lnFinal) foldInto(p.lnFinal.w.data, p.lnFinal.b?.data ?? null, p.W_U, p.b_U);
+  p.ln1 = null;
+  p.ln2 = null;
+  p.lnFinal = null;
 }
 
 /** Subtracts each row's mean over its last axis (length n), in place. */
@@ -110,35 +139,43 @@ export function centerRows(data: Float32Array, n: number) {
   }
 }
 
-function centerWritingWeights(p: Gpt2Params) {
+function centerWritingWeights(p: ModelParams) {
   const d = p.W_E.shape[1];
   centerRows(p.W_E.data, d);
-  centerRows(p.W_pos.data, d);
-  for (const b of p.blocks) {
-    centerRows(b.W_O.data, d);
-    centerRows(b.b_O.data, d);
-    centerRows(b.W_out.data, d);
-    centerRows(b.b_out.data, d);
-  }
+  if (p.W_pos) centerRows(p.W_pos.data, d);
+  centerRows(p.W_O.data, d);
+  centerRows(p.b_O.data, d);
+  centerRows(p.W_out.data, d);
+  centerRows(p.b_out.data, d);
 }
 
-function centerUnembedding(p: Gpt2Params) {
+function centerUnembedding(p: ModelParams) {
   const vocab = p.W_U.shape[1];
   centerRows(p.W_U.data, vocab);
   centerRows(p.b_U.data, vocab);
 }
 
-/** b_O += sum over heads of b_V[h] @ W_O[h]; b_V = 0. */
-function foldValueBias(b: BlockParams) {
-  const [nHeads, dHead, d] = b.W_O.shape;
+/**
+ * b_O += sum over heads of b_V[head's key/value group] @ W_O[h]; b_V = 0 (exact, since attention
+ * patterns sum to one).
+ */
+function foldValueBiases(p: ModelParams, cfg: HookedTransformerConfig) {
+  const { nLayers, nHeads, nKeyValueHeads, dHead, dModel: d } = cfg;
+  const group = nHeads / nKeyValueHeads;
   const acc = new Float64Array(d);
-  for (let h = 0; h < nHeads; h++) {
-    for (let j = 0; j < dHead; j++) {
-      const bv = b.b_V.data[h * dHead + j];
-      const row = (h * dHead + j) * d;
-      for (let k = 0; k < d; k++) acc[k] += bv * b.W_O.data[row + k];
+  for (let l = 0; l < nLayers; l++) {
+    const W_O = layerOf(p.W_O, l).data, b_V = layerOf(p.b_V, l).data;
+    const b_O = layerOf(p.b_O, l).data;
+    acc.fill(0);
+    for (let h = 0; h < nHeads; h++) {
+      const kv = Math.floor(h / group);
+      for (let j = 0; j < dHead; j++) {
+        const bv = b_V[kv * dHead + j];
+        const row = (h * dHead + j) * d;
+        for (let k = 0; k < d; k++) acc[k] += bv * W_O[row + k];
+      }
     }
+    for (let k = 0; k < d; k++) b_O[k] = b_O[k] + acc[k];
   }
-  for (let k = 0; k < d; k++) b.b_O.data[k] = b.b_O.data[k] + acc[k];
-  b.b_V.data.fill(0);
+  p.b_V.data.fill(0);
 }

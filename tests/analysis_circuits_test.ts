@@ -2,6 +2,7 @@
  * Circuits on the embedded model against dense products of the public weight getters, and the
  * K-composition top-1 of a GPT-2-small-shape model in bounded memory.
  */
+import type { WasmBackend } from "../backend/wasm/wasm_backend.ts";
 import assert from "node:assert/strict";
 import {
   FactoredMatrix,
@@ -125,7 +126,7 @@ Deno.test("GPT-2-small shape: K-composition top-1 streams 50257 x 50257 in bound
     seed: 3,
   });
   const model = await HookedTransformer.fromBytes(config, weights);
-  const k = model.kernels;
+  const k = model.backend as WasmBackend;
   const base = k.bytesInUse;
   const circuit = kCompositionCircuit(model, [4, 11], [5, 5]);
   assert.deepEqual(circuit.shape, [50257, 50257]);
@@ -145,7 +146,7 @@ Deno.test("GPT-2-small shape: K-composition top-1 streams 50257 x 50257 in bound
   const blockRows = k.threads > 1 ? 128 : 16;
   assert.equal(calls, Math.ceil(50257 / blockRows) + 1);
   // B packed (64 x 50264 floats, 12.3 MiB) plus one block of A and of M (3.1 or 24.5 MiB).
-  const expected = 4 * (k.packedSize(64, 50257) + blockRows * 64 + blockRows * 50257);
+  const expected = 4 * (k.kernels.packedSize(64, 50257) + blockRows * 64 + blockRows * 50257);
   assert.ok(peak <= expected + 2 ** 20, `WebAssembly bytes held while streaming: ${peak}`);
   assert.equal(k.bytesInUse, base);
   console.log(

@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import { FactoredMatrix, InputError, KernelError, top1Accuracy } from "../mod.ts";
 import type { Tensor } from "../mod.ts";
-import { Kernels } from "../backend/wasm/kernels.ts";
+import { WasmBackend } from "../backend/wasm/wasm_backend.ts";
 import { SeededRng } from "../core/rng.ts";
 
 function random(rows: number, cols: number, seed: number): Tensor {
@@ -48,10 +48,10 @@ function assertClose(
   }
 }
 
-const kernels = await Kernels.load();
+const wasm = await WasmBackend.load();
 
 for (const backend of ["js", "wasm"] as const) {
-  const opts = backend === "wasm" ? { kernels } : {};
+  const opts = backend === "wasm" ? { backend: wasm } : {};
 
   Deno.test(`FactoredMatrix (${backend}): AB, BA, T, shape, diag, row, corner`, () => {
     const A = random(300, 16, 1), B = random(16, 200, 2);
@@ -171,7 +171,7 @@ for (const backend of ["js", "wasm"] as const) {
     const A = random(45, 9, 80), B = random(9, 70, 81);
     const M = new FactoredMatrix(A, B, opts);
     const ref = dense(A, B);
-    const before = kernels.bytesInUse;
+    const before = wasm.bytesInUse;
     for (const size of [1, 7, 16, 45, 100]) {
       const got = new Float32Array(45 * 70);
       let next = 0;
@@ -186,7 +186,7 @@ for (const backend of ["js", "wasm"] as const) {
       assertClose(got, ref, 1e-5, `blocks of ${size}`);
     }
     for (const block of M.rowBlocks(4)) if (block.start >= 8) break;
-    assert.equal(kernels.bytesInUse, before, "memory released after the loop and after a break");
+    assert.equal(wasm.bytesInUse, before, "memory released after the loop and after a break");
     assert.throws(() => [...M.rowBlocks(0)], InputError);
   });
 
@@ -266,13 +266,20 @@ Deno.test("FactoredMatrix refuses to materialise above the cap, and validates sh
   );
 });
 
-Deno.test("rowBlocks on kernels detects memory kept between blocks", () => {
-  const M = new FactoredMatrix(random(20, 3, 1), random(3, 20, 2), { kernels });
-  const before = kernels.bytesInUse;
-  assert.throws(() => {
-    for (const _ of M.rowBlocks(5)) kernels.alloc(1000);
-  }, KernelError);
-  assert.ok(kernels.bytesInUse >= before);
-  kernels.release(kernels.mark() - (kernels.bytesInUse - before));
-  assert.equal(kernels.bytesInUse, before);
+Deno.test("rowBlocks on a backend: an outer scope cannot allocate while the stream is open", () => {
+  const M = new FactoredMatrix(random(20, 3, 1), random(3, 20, 2), { backend: wasm });
+  const before = wasm.bytesInUse;
+  {
+    using outer = wasm.scope();
+    let blocks = 0;
+    for (const _ of M.rowBlocks(5)) {
+      blocks++;
+      assert.throws(() => outer.alloc(1000), KernelError, "an inner one is open");
+      using inner = wasm.scope(); // the model's passes open and close scopes like this
+      inner.alloc(1000);
+    }
+    assert.equal(blocks, 4);
+    outer.alloc(1000); // the stream's scope is closed after the loop
+  }
+  assert.equal(wasm.bytesInUse, before);
 });

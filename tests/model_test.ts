@@ -3,6 +3,7 @@
  * and caches with TransformerLens's names and shapes, patching semantics, the embedded model, and
  * GPT-2-small shape in WebAssembly memory.
  */
+import type { WasmBackend } from "../backend/wasm/wasm_backend.ts";
 import assert from "node:assert/strict";
 import {
   ConfigError,
@@ -253,8 +254,8 @@ Deno.test("patching fast path equals the naive runWithHooks path", async () => {
       for (let p = S; p < 2 * S; p++) {
         patches.push({ position: p, value: act.slice((p - S) * d, (p - S + 1) * d) });
       }
-      const fast = patchedNextTokenLogProbs(
-        model.engine,
+      const fast = await patchedNextTokenLogProbs(
+        model,
         { data: Int32Array.from(toks), shape: [1, T] },
         [{ layer, point, patches }],
         { from: S },
@@ -294,5 +295,5 @@ Deno.test("GPT-2-small shape loads and runs 30 x 101 tokens in WebAssembly memor
   const logits = await model.run(tokens);
   assert.deepEqual(logits.shape, [30, 101, 50257]);
   assert.ok(logits.data.every(Number.isFinite));
-  assert.ok(model.kernels.memory.buffer.byteLength < 4 * 2 ** 30);
+  assert.ok((model.backend as WasmBackend).memoryBytes < 4 * 2 ** 30);
 });

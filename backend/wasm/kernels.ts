@@ -29,133 +29,21 @@
  */
 import { KernelError } from "../../core/errors.ts";
 import {
+  argIndex,
   ARGS_F64,
   CHUNK,
   COUNTER,
+  COUNTER_I32,
+  type KernelExports,
   MAX_ARGS,
-  MODE,
-  Op,
+  type OpName,
+  opName,
+  OPS,
   runOp,
   SLOT_BYTES,
-  WorkerPool,
-} from "./pool.ts";
-
-/** Raw exports of the kernel module (byte offsets and sizes; see `assembly/`). */
-export interface KernelExports {
-  heapBase(): number;
-  matmulScratchBytes(): number;
-  packedSize(k: number, n: number): number;
-  packB(src: number, dst: number, k: number, n: number): void;
-  unpackB(src: number, dst: number, k: number, n: number): void;
-  packedSizeBf16(k: number, n: number): number;
-  packBBf16(src: number, dst: number, k: number, n: number): void;
-  unpackBBf16(src: number, dst: number, k: number, n: number): void;
-  matmulBf16(
-    a: number,
-    bp: number,
-    c: number,
-    m: number,
-    k: number,
-    n: number,
-    lda: number,
-    ldc: number,
-    bias: number,
-    accumulate: number,
-    rowStart: number,
-    rowEnd: number,
-    panelStart: number,
-    panelEnd: number,
-    scratch: number,
-  ): void;
-  matmul(
-    a: number,
-    bp: number,
-    c: number,
-    m: number,
-    k: number,
-    n: number,
-    lda: number,
-    ldc: number,
-    bias: number,
-    accumulate: number,
-    rowStart: number,
-    rowEnd: number,
-    panelStart: number,
-    panelEnd: number,
-    scratch: number,
-  ): void;
-  layerNorm(
-    x: number,
-    out: number,
-    rows: number,
-    d: number,
-    eps: number,
-    gamma: number,
-    beta: number,
-    scale: number,
-    rowStart: number,
-    rowEnd: number,
-  ): void;
-  geluNew(x: number, out: number, start: number, end: number): void;
-  add(a: number, b: number, out: number, start: number, end: number): void;
-  attention(
-    q: number,
-    k: number,
-    v: number,
-    stride: number,
-    z: number,
-    zStride: number,
-    nQ: number,
-    qStart: number,
-    dHead: number,
-    scale: number,
-    pattern: number,
-    headStart: number,
-    headEnd: number,
-    scratch: number,
-  ): void;
-  attentionScores(
-    q: number,
-    k: number,
-    stride: number,
-    nQ: number,
-    qStart: number,
-    dHead: number,
-    scale: number,
-    scores: number,
-    headStart: number,
-    headEnd: number,
-  ): void;
-  softmaxCausal(
-    scores: number,
-    pattern: number,
-    nQ: number,
-    qStart: number,
-    headStart: number,
-    headEnd: number,
-  ): void;
-  attentionApply(
-    pattern: number,
-    v: number,
-    stride: number,
-    z: number,
-    zStride: number,
-    nQ: number,
-    qStart: number,
-    dHead: number,
-    headStart: number,
-    headEnd: number,
-  ): void;
-  rowArgmax(x: number, n: number, ld: number, out: number, rowStart: number, rowEnd: number): void;
-  rowMaxSumExp(
-    x: number,
-    n: number,
-    ld: number,
-    out: number,
-    rowStart: number,
-    rowEnd: number,
-  ): void;
-}
+  SPLIT,
+} from "./abi.ts";
+import { WorkerPool } from "./pool.ts";
 
 /** Options of {@linkcode Kernels.load}. */
 export interface LoadOptions {
@@ -285,14 +173,14 @@ const ALIGN = 64;
 const SCRATCH_ROW_FLOATS = 16384;
 /** Columns per packed-B panel (assembly/matmul.ts NR). */
 const NR = 8;
-/** Int32 index, in slot 0's header, of the counter that dynamically scheduled ops share. */
-const COUNTER_I32 = 5;
 /** Below this many multiply-adds a matmul runs on one thread (dispatch costs ~10-50 us). */
 const PAR_MATMUL_MIN = 1 << 20;
 /** Below this many elements elementwise kernels and layerNorm run on one thread. */
 const PAR_ELEMENTS_MIN = 1 << 16;
 /** Below this many multiply-adds (q.k and p.v) attention runs on one thread. */
 const PAR_ATTENTION_MIN = 1 << 17;
+/** Attention ops are shared by heads: threads take one head at a time. */
+const BY_HEAD = { split: "headStart", chunk: 1 };
 
 const WASM_FILES = {
   relaxed: new URL("./kernels-relaxed.wasm", import.meta.url),
@@ -493,16 +381,35 @@ export class Kernels {
     return t === 0 || !this.#pool ? this.#args0 : this.#pool.args(t);
   }
 
-  /** Runs `op` on threads 0..T-1 whose arguments are written. */
-  #run(op: number, T: number): void {
+  /**
+   * Runs `op` on threads 0..T-1: thread t gets the arguments `args(t)` (in the order of
+   * `OPS[op].args`). With `sched`, threads instead share the `[start, end)` range of the argument
+   * pair starting at `sched.split` in chunks of `sched.chunk`, taken from a counter.
+   */
+  #launch(
+    op: OpName,
+    T: number,
+    args: (t: number) => number[],
+    sched?: { split: string; chunk: number },
+  ): void {
+    const counter = T > 1 && sched ? this.#resetCounter() : 0;
+    for (let t = 0; t < T; t++) {
+      const x = this.#argsOf(t);
+      x.set(args(t));
+      x[COUNTER] = counter;
+      if (counter) {
+        x[CHUNK] = sched!.chunk;
+        x[SPLIT] = argIndex(op, sched!.split);
+      }
+    }
+    const code = OPS[op].code;
     try {
-      if (T > 1 && this.#pool) this.#pool.run(op, T - 1, this.exports);
-      else runOp(this.exports, op, this.#args0, this.#mem);
+      if (T > 1 && this.#pool) this.#pool.run(code, T - 1, this.exports);
+      else runOp(this.exports, code, this.#args0, this.#mem);
     } catch (e) {
       if (e instanceof WebAssembly.RuntimeError) {
-        const name = Object.entries(Op).find(([, v]) => v === op)?.[0] ?? `op ${op}`;
         throw new KernelError(
-          `kernel ${name} failed: ${e.message} (a pointer or size passed to it is wrong)`,
+          `kernel ${opName(code)} failed: ${e.message} (a pointer or size passed to it is wrong)`,
           { cause: e },
         );
       }
@@ -724,21 +631,33 @@ export class Kernels {
       else if (rows >= 8 * maxT) (T = maxT), (byPanels = false);
     }
     // With threads: chunks (of ~1/8 of each thread's share) taken dynamically, see runOp.
-    const counter = T > 1 ? this.#resetCounter() : 0;
     const chunk = byPanels
       ? Math.max(8, Math.ceil(panels / (8 * T)))
       : Math.max(16, Math.ceil(rows / (8 * T) / 4) * 4);
-    for (let t = 0; t < T; t++) {
-      const x = this.#argsOf(t);
-      x[0] = a, x[1] = packedB, x[2] = c, x[3] = m, x[4] = k, x[5] = n, x[6] = lda, x[7] = ldc;
-      x[8] = bias, x[9] = acc, x[10] = rowStart, x[11] = rowEnd, x[12] = 0, x[13] = panels;
-      x[14] = this.#scratchOf(t),
-        x[15] = bf16,
-        x[COUNTER] = counter,
-        x[CHUNK] = chunk,
-        x[MODE] = byPanels ? 1 : 2;
-    }
-    this.#run(Op.matmul, T);
+    this.#launch(
+      bf16 ? "matmulBf16" : "matmul",
+      T,
+      (
+        t,
+      ) => [
+        a,
+        packedB,
+        c,
+        m,
+        k,
+        n,
+        lda,
+        ldc,
+        bias,
+        acc,
+        rowStart,
+        rowEnd,
+        0,
+        panels,
+        this.#scratchOf(t),
+      ],
+      { split: byPanels ? "panelStart" : "rowStart", chunk },
+    );
   }
 
   /**
@@ -757,40 +676,36 @@ export class Kernels {
     const r0 = opts.rowStart ?? 0, r1 = opts.rowEnd ?? rows;
     const maxT = this.threads;
     const T = (r1 - r0) * d >= PAR_ELEMENTS_MIN && r1 - r0 >= 2 * maxT ? maxT : 1;
-    for (let t = 0; t < T; t++) {
-      const a = this.#argsOf(t);
-      a[0] = x,
-        a[1] = out,
-        a[2] = rows,
-        a[3] = d,
-        a[4] = eps,
-        a[5] = gamma,
-        a[6] = beta,
-        a[7] = scale;
-      a[8] = cut(r0, r1, T, t), a[9] = cut(r0, r1, T, t + 1);
-    }
-    this.#run(Op.layerNorm, T);
+    this.#launch("layerNorm", T, (t) => [
+      x,
+      out,
+      rows,
+      d,
+      eps,
+      gamma,
+      beta,
+      scale,
+      cut(r0, r1, T, t),
+      cut(r0, r1, T, t + 1),
+    ]);
   }
 
-  #elementwise(op: number, a: number, b: number, out: number, n: number): void {
+  /** Threads for an elementwise op over n floats, and thread t's range (multiples of 4). */
+  #ranges(n: number): [number, (t: number) => [number, number]] {
     const T = n >= PAR_ELEMENTS_MIN ? this.threads : 1;
-    for (let t = 0; t < T; t++) {
-      const x = this.#argsOf(t);
-      const s = cut(0, n, T, t, 4), e = cut(0, n, T, t + 1, 4);
-      if (op === Op.geluNew) x[0] = a, x[1] = out, x[2] = s, x[3] = e;
-      else x[0] = a, x[1] = b, x[2] = out, x[3] = s, x[4] = e;
-    }
-    this.#run(op, T);
+    return [T, (t) => [cut(0, n, T, t, 4), cut(0, n, T, t + 1, 4)]];
   }
 
   /** out = gelu_new(x) over n floats (x and out may alias). */
   geluNew(x: number, out: number, n: number): void {
-    this.#elementwise(Op.geluNew, x, 0, out, n);
+    const [T, range] = this.#ranges(n);
+    this.#launch("geluNew", T, (t) => [x, out, ...range(t)]);
   }
 
   /** out = a + b over n floats (any may alias). */
   add(a: number, b: number, out: number, n: number): void {
-    this.#elementwise(Op.add, a, b, out, n);
+    const [T, range] = this.#ranges(n);
+    this.#launch("add", T, (t) => [a, b, out, ...range(t)]);
   }
 
   /** Threads to use for attention over heads [hs, he) with this much work. */
@@ -817,15 +732,23 @@ export class Kernels {
       rowStride = align(nK * 4);
       rows = this.alloc((rowStride / 4) * T);
     }
-    const counter = T > 1 ? this.#resetCounter() : 0;
     try {
-      for (let t = 0; t < T; t++) {
-        const x = this.#argsOf(t);
-        x[0] = a.q, x[1] = a.k, x[2] = a.v, x[3] = a.stride, x[4] = a.z, x[5] = a.zStride;
-        x[6] = a.nQ, x[7] = a.qStart, x[8] = a.dHead, x[9] = a.scale, x[10] = a.pattern ?? 0;
-        x[11] = hs, x[12] = he, x[13] = rows + t * rowStride, x[COUNTER] = counter;
-      }
-      this.#run(Op.attention, T);
+      this.#launch("attention", T, (t) => [
+        a.q,
+        a.k,
+        a.v,
+        a.stride,
+        a.z,
+        a.zStride,
+        a.nQ,
+        a.qStart,
+        a.dHead,
+        a.scale,
+        a.pattern ?? 0,
+        hs,
+        he,
+        rows + t * rowStride,
+      ], BY_HEAD);
     } finally {
       this.release(mark);
     }
@@ -835,52 +758,35 @@ export class Kernels {
   attentionScores(a: AttentionScoresArgs, scores: number): void {
     const hs = a.headStart ?? 0, he = a.headEnd ?? a.nHeads;
     const T = this.#attnThreads(hs, he, a.nQ, a.qStart + a.nQ, a.dHead);
-    const counter = T > 1 ? this.#resetCounter() : 0;
-    for (let t = 0; t < T; t++) {
-      const x = this.#argsOf(t);
-      x[0] = a.q, x[1] = a.k, x[2] = a.stride, x[3] = a.nQ, x[4] = a.qStart, x[5] = a.dHead;
-      x[6] = a.scale, x[7] = scores, x[8] = hs, x[9] = he, x[COUNTER] = counter;
-    }
-    this.#run(Op.attentionScores, T);
+    this.#launch(
+      "attentionScores",
+      T,
+      () => [a.q, a.k, a.stride, a.nQ, a.qStart, a.dHead, a.scale, scores, hs, he],
+      BY_HEAD,
+    );
   }
 
   /** Softmax of each [nHeads, nQ, nK] row over j <= qStart+i; masked entries 0 (may alias). */
   softmaxCausal(scores: number, pattern: number, nHeads: number, nQ: number, qStart: number): void {
     const T = this.#attnThreads(0, nHeads, nQ, qStart + nQ, 16);
-    const counter = T > 1 ? this.#resetCounter() : 0;
-    for (let t = 0; t < T; t++) {
-      const x = this.#argsOf(t);
-      x[0] = scores, x[1] = pattern, x[2] = nQ, x[3] = qStart, x[4] = 0, x[5] = nHeads;
-      x[COUNTER] = counter;
-    }
-    this.#run(Op.softmaxCausal, T);
+    this.#launch("softmaxCausal", T, () => [scores, pattern, nQ, qStart, 0, nHeads], BY_HEAD);
   }
 
   /** z = pattern @ v per head, reading only keys j <= qStart+i. */
   attentionApply(a: AttentionApplyArgs): void {
     const hs = a.headStart ?? 0, he = a.headEnd ?? a.nHeads;
     const T = this.#attnThreads(hs, he, a.nQ, a.qStart + a.nQ, a.dHead);
-    const counter = T > 1 ? this.#resetCounter() : 0;
-    for (let t = 0; t < T; t++) {
-      const x = this.#argsOf(t);
-      x[0] = a.pattern, x[1] = a.v, x[2] = a.stride, x[3] = a.z, x[4] = a.zStride, x[5] = a.nQ;
-      x[6] = a.qStart, x[7] = a.dHead, x[8] = hs, x[9] = he, x[COUNTER] = counter;
-    }
-    this.#run(Op.attentionApply, T);
+    this.#launch(
+      "attentionApply",
+      T,
+      () => [a.pattern, a.v, a.stride, a.z, a.zStride, a.nQ, a.qStart, a.dHead, hs, he],
+      BY_HEAD,
+    );
   }
 
-  #rows(op: number, x: number, rows: number, n: number, ld: number, out: number): void {
+  #rows(op: OpName, x: number, rows: number, n: number, ld: number, out: number): void {
     const T = rows * n >= PAR_ELEMENTS_MIN && rows >= this.threads ? this.threads : 1;
-    for (let t = 0; t < T; t++) {
-      const a = this.#argsOf(t);
-      a[0] = x,
-        a[1] = n,
-        a[2] = ld,
-        a[3] = out,
-        a[4] = cut(0, rows, T, t),
-        a[5] = cut(0, rows, T, t + 1);
-    }
-    this.#run(op, T);
+    this.#launch(op, T, (t) => [x, n, ld, out, cut(0, rows, T, t), cut(0, rows, T, t + 1)]);
   }
 
   /**
@@ -891,7 +797,7 @@ export class Kernels {
     const mark = this.mark();
     try {
       const out = this.alloc(rows);
-      this.#rows(Op.rowArgmax, x, rows, n, ld, out);
+      this.#rows("rowArgmax", x, rows, n, ld, out);
       return new Int32Array(this.read(out, rows).buffer);
     } finally {
       this.release(mark);
@@ -907,7 +813,7 @@ export class Kernels {
     const mark = this.mark();
     try {
       const out = this.alloc(4 * rows);
-      this.#rows(Op.rowMaxSumExp, x, rows, n, ld, out);
+      this.#rows("rowMaxSumExp", x, rows, n, ld, out);
       const ms = new Float64Array(this.memory.buffer, out, 2 * rows);
       const res = new Float64Array(rows);
       for (let r = 0; r < rows; r++) res[r] = ms[2 * r] + Math.log(ms[2 * r + 1]);

@@ -4,7 +4,7 @@
  * Each worker instantiates the same compiled module over the same `WebAssembly.Memory`. The
  * caller and the workers talk through a control block in that memory: one 256-byte slot per
  * worker holding a sequence number, a state, an op code, a status and up to 20 float64
- * arguments. A call writes each worker's arguments, posts the job, bumps the sequence number and
+ * arguments (the layout is in `abi.ts`). A call writes each worker's arguments, posts the job, bumps the sequence number and
  * notifies the worker, runs its own share on the calling thread, then for each worker either
  * takes back a job the worker has not claimed yet (and runs it itself) or waits (spin, then
  * `Atomics.wait`) until the worker is done. So kernel calls stay synchronous for the caller, and
@@ -16,48 +16,23 @@
  * @module
  */
 import { KernelError } from "../../core/errors.ts";
-import type { KernelExports } from "./kernels.ts";
-
-/** Bytes of one worker's slot in the control block. */
-export const SLOT_BYTES = 256;
-/** Int32 indices inside a slot. */
-export const SEQ = 0, STATE = 1, OP = 2, STATUS = 3, READY = 4;
-/**
- * Slot states. The caller posts a job (POSTED, then bumps SEQ); a worker that wakes claims it
- * with compare-and-swap POSTED -> RUNNING and sets IDLE when done. A caller that has finished its
- * own share claims still-unclaimed jobs with POSTED -> CANCELLED and runs them itself, so it
- * never waits for a worker that the OS has not scheduled yet.
- */
-export const IDLE = 0, POSTED = 1, RUNNING = 2, CANCELLED = 3;
-/** Float64 index (inside a slot) of the first argument. */
-export const ARGS_F64 = 8;
-/** Maximum number of float64 arguments of one op. */
-export const MAX_ARGS = 20;
-/** Argument indices shared by the dynamically scheduled ops (see `runOp`). */
-export const COUNTER = 16, CHUNK = 17, MODE = 18;
-
-/** Op codes understood by `worker.ts`. */
-export const Op = {
-  matmul: 1,
-  layerNorm: 2,
-  geluNew: 3,
-  add: 4,
-  attention: 5,
-  attentionScores: 6,
-  softmaxCausal: 7,
-  attentionApply: 8,
-  rowArgmax: 9,
-  rowMaxSumExp: 10,
-} as const;
-
-/** What a worker needs to start (sent as workerData or as the first message). */
-export interface WorkerInit {
-  kernelsWorker: true;
-  module: WebAssembly.Module;
-  memory: WebAssembly.Memory;
-  /** Byte offset of this worker's slot. */
-  slot: number;
-}
+import {
+  ARGS_F64,
+  CANCELLED,
+  type KernelExports,
+  MAX_ARGS,
+  OP,
+  opName,
+  POSTED,
+  READY,
+  RUNNING,
+  runOp,
+  SEQ,
+  SLOT_BYTES,
+  STATE,
+  STATUS,
+  type WorkerInit,
+} from "./abi.ts";
 
 interface AnyWorker {
   terminate(): unknown;
@@ -194,7 +169,9 @@ export class WorkerPool {
     if (ownError !== undefined) throw ownError;
     if (failed) {
       throw new KernelError(
-        `kernel op ${op} failed in worker thread ${failed} (memory access out of bounds?): check ` +
+        `kernel ${
+          opName(op)
+        } failed in worker thread ${failed} (memory access out of bounds?): check ` +
           `the pointers and sizes passed to the kernel`,
       );
     }
@@ -234,172 +211,4 @@ async function spawn(
   };
   w.postMessage(init);
   return w;
-}
-
-/**
- * Runs op `op` with the float64 arguments `a` (the same code on every thread).
- *
- * matmul and the attention ops can be scheduled dynamically: when `a[COUNTER]` is the byte
- * offset of an Int32 counter (reset to 0 by the caller), each thread repeatedly takes the next
- * chunk index with `Atomics.add` and computes that chunk (matmul: `a[CHUNK]` column panels, or
- * rows when `a[MODE]` is 2; attention: one head), until none is left. So a thread slowed down by
- * another process takes fewer chunks. Which thread computes a chunk never changes its bits.
- * `mem` is an Int32Array over the memory (valid at least over the control block).
- */
-export function runOp(ex: KernelExports, op: number, a: Float64Array, mem: Int32Array): void {
-  const counter = a[COUNTER] / 4;
-  switch (op) {
-    case Op.matmul: {
-      // a[15] = 1: B is packed as bf16 (matmulBf16, same arguments).
-      const mm = a[15] === 1 ? ex.matmulBf16 : ex.matmul;
-      if (!counter) {
-        mm(
-          a[0],
-          a[1],
-          a[2],
-          a[3],
-          a[4],
-          a[5],
-          a[6],
-          a[7],
-          a[8],
-          a[9],
-          a[10],
-          a[11],
-          a[12],
-          a[13],
-          a[14],
-        );
-        break;
-      }
-      const chunk = a[CHUNK], byRows = a[MODE] === 2;
-      const begin = byRows ? a[10] : a[12], end = byRows ? a[11] : a[13];
-      for (;;) {
-        const s = begin + Atomics.add(mem, counter, 1) * chunk;
-        if (s >= end) break;
-        const e = Math.min(end, s + chunk);
-        if (byRows) {
-          mm(
-            a[0],
-            a[1],
-            a[2],
-            a[3],
-            a[4],
-            a[5],
-            a[6],
-            a[7],
-            a[8],
-            a[9],
-            s,
-            e,
-            a[12],
-            a[13],
-            a[14],
-          );
-        } else {
-          mm(
-            a[0],
-            a[1],
-            a[2],
-            a[3],
-            a[4],
-            a[5],
-            a[6],
-            a[7],
-            a[8],
-            a[9],
-            a[10],
-            a[11],
-            s,
-            e,
-            a[14],
-          );
-        }
-      }
-      break;
-    }
-    case Op.layerNorm:
-      ex.layerNorm(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9]);
-      break;
-    case Op.geluNew:
-      ex.geluNew(a[0], a[1], a[2], a[3]);
-      break;
-    case Op.add:
-      ex.add(a[0], a[1], a[2], a[3], a[4]);
-      break;
-    case Op.attention:
-      if (!counter) {
-        ex.attention(
-          a[0],
-          a[1],
-          a[2],
-          a[3],
-          a[4],
-          a[5],
-          a[6],
-          a[7],
-          a[8],
-          a[9],
-          a[10],
-          a[11],
-          a[12],
-          a[13],
-        );
-        break;
-      }
-      for (let h; (h = a[11] + Atomics.add(mem, counter, 1)) < a[12];) {
-        ex.attention(
-          a[0],
-          a[1],
-          a[2],
-          a[3],
-          a[4],
-          a[5],
-          a[6],
-          a[7],
-          a[8],
-          a[9],
-          a[10],
-          h,
-          h + 1,
-          a[13],
-        );
-      }
-      break;
-    case Op.attentionScores:
-      if (!counter) {
-        ex.attentionScores(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9]);
-        break;
-      }
-      for (let h; (h = a[8] + Atomics.add(mem, counter, 1)) < a[9];) {
-        ex.attentionScores(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], h, h + 1);
-      }
-      break;
-    case Op.softmaxCausal:
-      if (!counter) {
-        ex.softmaxCausal(a[0], a[1], a[2], a[3], a[4], a[5]);
-        break;
-      }
-      for (let h; (h = a[4] + Atomics.add(mem, counter, 1)) < a[5];) {
-        ex.softmaxCausal(a[0], a[1], a[2], a[3], h, h + 1);
-      }
-      break;
-    case Op.attentionApply:
-      if (!counter) {
-        ex.attentionApply(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9]);
-        break;
-      }
-      for (let h; (h = a[8] + Atomics.add(mem, counter, 1)) < a[9];) {
-        ex.attentionApply(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], h, h + 1);
-      }
-      break;
-    case Op.rowArgmax:
-      ex.rowArgmax(a[0], a[1], a[2], a[3], a[4], a[5]);
-      break;
-    case Op.rowMaxSumExp:
-      ex.rowMaxSumExp(a[0], a[1], a[2], a[3], a[4], a[5]);
-      break;
-    default:
-      throw new Error(`unknown kernel op ${op}`);
-  }
 }

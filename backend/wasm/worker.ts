@@ -10,6 +10,7 @@
 import {
   ARGS_F64,
   IDLE,
+  type KernelExports,
   MAX_ARGS,
   OP,
   POSTED,
@@ -21,8 +22,7 @@ import {
   STATE,
   STATUS,
   type WorkerInit,
-} from "./pool.ts";
-import type { KernelExports } from "./kernels.ts";
+} from "./abi.ts";
 
 /** Spin this many polls after a job before sleeping in Atomics.wait (back-to-back calls). */
 const SPIN = 100_000;

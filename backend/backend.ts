@@ -1,0 +1,196 @@
+/**
+ * The boundary between the model and the hardware: what the forward pass, patching and the
+ * analyses need from a compute backend. The model holds {@linkcode DeviceArray} handles and
+ * {@linkcode PackedMatrix} weights and calls these operations; where the floats live (WebAssembly
+ * memory today, `backend/wasm/`) and how they are addressed stays behind the interface, so a
+ * second backend (WebGPU) can implement it without touching `model/`.
+ *
+ * Memory is scoped: {@linkcode Backend.scope} opens an arena whose arrays all go away when it is
+ * disposed (`using scope = backend.scope()`), and only the innermost open scope may allocate, so
+ * lifetimes nest by construction. Every operation is synchronous.
+ * @module
+ */
+
+/**
+ * A contiguous run of float32 values in the backend's memory. It is a handle: the values are read
+ * and written through the backend ({@linkcode Backend.read}, {@linkcode Backend.write}).
+ *
+ * @example
+ * ```ts
+ * import { WasmBackend } from "./wasm/wasm_backend.ts";
+ * const backend = await WasmBackend.load({ threads: 1 });
+ * using scope = backend.scope();
+ * const x = scope.upload(new Float32Array([1, 2, 3, 4]));
+ * backend.read(x.at(2)); // Float32Array [3, 4]
+ * ```
+ */
+export interface DeviceArray {
+  /** Number of float32 values. */
+  readonly length: number;
+  /** The values [offset, offset + length) of this array, as an array of their own (no copy). */
+  at(offset: number, length?: number): DeviceArray;
+}
+
+/** How the big weight matrices are stored: float32, or bfloat16 widened to f32 in the kernels. */
+export type WeightDtype = "f32" | "bf16";
+
+/**
+ * A right-hand matrix [k, n] stored in the layout the backend's matmul reads (packed once, when
+ * the weights are uploaded).
+ */
+export interface PackedMatrix {
+  /** Rows (the inner dimension of a product). */
+  readonly k: number;
+  /** Columns. */
+  readonly n: number;
+  /** Storage precision. */
+  readonly dtype: WeightDtype;
+}
+
+/**
+ * An arena of device arrays, released together when disposed. Only the innermost open scope may
+ * allocate; disposing a scope also disposes every scope opened inside it. Arrays of a disposed
+ * scope can no longer be used (the backend refuses them).
+ *
+ * @example
+ * ```ts
+ * import { WasmBackend } from "./wasm/wasm_backend.ts";
+ * const backend = await WasmBackend.load({ threads: 1 });
+ * {
+ *   using scope = backend.scope();
+ *   const buf = scope.alloc(1024);
+ *   buf.length; // 1024
+ * } // released here
+ * ```
+ */
+export interface Scope extends Disposable {
+  /** A new array of `n` uninitialised floats. */
+  alloc(n: number): DeviceArray;
+  /** A new array holding a copy of `data`. */
+  upload(data: Float32Array): DeviceArray;
+  /** A [k, n] row-major matrix packed for matmul, living as long as the scope. */
+  uploadMatrix(data: Float32Array, k: number, n: number, dtype?: WeightDtype): PackedMatrix;
+  /** Releases every array of this scope (and of scopes opened inside it). */
+  [Symbol.dispose](): void;
+}
+
+/** Options of {@linkcode Backend.matmul}. */
+export interface MatmulOptions {
+  /** Row stride of A in floats (default k). */
+  lda?: number;
+  /** Row stride of C in floats (default n). */
+  ldc?: number;
+  /** n floats added to every row of C. */
+  bias?: DeviceArray;
+  /** Add the product to C instead of overwriting it. */
+  accumulate?: boolean;
+}
+
+/** Options of {@linkcode Backend.layerNorm}. */
+export interface LayerNormOptions {
+  /** d floats multiplying the normalised values. */
+  gamma?: DeviceArray;
+  /** d floats added after gamma. */
+  beta?: DeviceArray;
+  /** Receives sqrt(var + eps) of each row (TransformerLens's hook_scale). */
+  scale?: DeviceArray;
+}
+
+/**
+ * One sequence's causal attention: queries at absolute positions qStart .. qStart + nQ - 1, keys
+ * and values at 0 .. qStart + nQ - 1. Row i of q, k and v starts at `i * stride` of its array;
+ * head h uses columns [h dHead, (h + 1) dHead).
+ */
+export interface AttentionArgs {
+  /** Query rows (row i is the query at position qStart + i). */
+  q: DeviceArray;
+  /** Key rows (row j is the key at position j). */
+  k: DeviceArray;
+  /** Value rows (row j is the value at position j). */
+  v: DeviceArray;
+  /** Row stride of q, k and v, in floats. */
+  stride: number;
+  /** Output rows, one per query. */
+  z: DeviceArray;
+  /** Row stride of z, in floats. */
+  zStride: number;
+  /** Number of queries. */
+  nQ: number;
+  /** Position of query 0. */
+  qStart: number;
+  /** Heads in each row. */
+  nHeads: number;
+  /** Width of one head. */
+  dHead: number;
+  /** Scores are (q . k) * scale. */
+  scale: number;
+}
+
+/**
+ * The operations the model runs. Float32 throughout; each result is bit-identical whatever the
+ * number of threads the backend uses.
+ */
+export interface Backend extends Disposable {
+  /** Threads the backend computes on (counting the calling thread). */
+  readonly threads: number;
+  /** Stops the backend's worker threads; it keeps working on the calling thread alone. */
+  close(): void;
+
+  /** Opens an arena for temporary arrays (see {@linkcode Scope}). */
+  scope(): Scope;
+  /** Stores `data` for the backend's lifetime (weights); only while no scope is open. */
+  upload(data: Float32Array): DeviceArray;
+  /** Stores a [k, n] row-major matrix packed for matmul, for the backend's lifetime. */
+  uploadMatrix(data: Float32Array, k: number, n: number, dtype?: WeightDtype): PackedMatrix;
+  /** The packed matrix back as row-major [k, n] floats (bf16 values widened). */
+  readMatrix(m: PackedMatrix): Float32Array;
+
+  /** A copy of the array's values. */
+  read(x: DeviceArray): Float32Array;
+  /** Writes `data` at the start of `x` (`data.length <= x.length`). */
+  write(x: DeviceArray, data: Float32Array): void;
+  /** A dense copy of `rows` rows of `cols` floats whose starts are `stride` floats apart. */
+  readRows(x: DeviceArray, rows: number, cols: number, stride: number): Float32Array;
+  /** Writes dense `data` (rows x cols) into rows `stride` floats apart. */
+  writeRows(x: DeviceArray, data: Float32Array, rows: number, cols: number, stride: number): void;
+  /** Copies `src` into the start of `dst` (the ranges may overlap). */
+  copy(src: DeviceArray, dst: DeviceArray): void;
+
+  /** C[m, n] = A[m, k] @ B[k, n] (+ bias) (+ C when accumulating). */
+  matmul(a: DeviceArray, b: PackedMatrix, c: DeviceArray, m: number, opts?: MatmulOptions): void;
+  /** Per row of d floats: (x - mean) / sqrt(var + eps) (* gamma + beta); x and out may alias. */
+  layerNorm(
+    x: DeviceArray,
+    out: DeviceArray,
+    rows: number,
+    d: number,
+    eps: number,
+    opts?: LayerNormOptions,
+  ): void;
+  /** out = gelu_new(x) elementwise (may alias). */
+  geluNew(x: DeviceArray, out: DeviceArray): void;
+  /** out = a + b elementwise (any may alias). */
+  add(a: DeviceArray, b: DeviceArray, out: DeviceArray): void;
+
+  /** z = softmax(causal((q . k) scale)) v per head; writes the pattern when given. */
+  attention(a: AttentionArgs, pattern?: DeviceArray): void;
+  /** Scores [nHeads, nQ, nK] = (q . k) scale, entries above the causal diagonal -Infinity. */
+  attentionScores(a: AttentionArgs, scores: DeviceArray): void;
+  /** Pattern rows = softmax of score rows over the causal keys; masked entries 0 (may alias). */
+  softmaxCausal(
+    scores: DeviceArray,
+    pattern: DeviceArray,
+    nHeads: number,
+    nQ: number,
+    qStart: number,
+  ): void;
+  /** z = pattern v per head, reading only the causal keys of each query. */
+  attentionApply(a: AttentionArgs, pattern: DeviceArray): void;
+
+  /** log(sum exp) of each of `rows` rows of n floats (row stride ld), accurate to ~1e-7. */
+  logSumExpRows(x: DeviceArray, rows: number, n: number, ld?: number): Float64Array;
+  /** `x[r, index[r]]` for each row r of n floats (as `torch.gather` along the last axis). */
+  takeAlongRows(x: DeviceArray, n: number, index: Int32Array): Float32Array;
+  /** Index of each row's largest value (the first on ties, as torch.argmax; NaN never wins). */
+  argmaxRows(x: DeviceArray, rows: number, n: number, ld?: number): Int32Array;
+}

@@ -1,0 +1,203 @@
+/**
+ * The kernel module's ABI, in one place: the exports `assembly/index.ts` compiles to, the op codes
+ * and argument order of the calls that run on worker threads, the layout of the control block the
+ * threads share, and {@linkcode runOp}, which every thread uses to run an op from its slot.
+ *
+ * It imports nothing, so a worker thread's module graph is this file and `worker.ts` alone (a
+ * program that may read only `backend/wasm/` can start workers).
+ * @module
+ */
+
+/** Raw exports of the kernel module (byte offsets and sizes; see `assembly/`). */
+export interface KernelExports {
+  heapBase(): number;
+  matmulScratchBytes(): number;
+  packedSize(k: number, n: number): number;
+  packB(src: number, dst: number, k: number, n: number): void;
+  unpackB(src: number, dst: number, k: number, n: number): void;
+  packedSizeBf16(k: number, n: number): number;
+  packBBf16(src: number, dst: number, k: number, n: number): void;
+  unpackBBf16(src: number, dst: number, k: number, n: number): void;
+  // The threaded ops below take their arguments in the order of OPS[op].args.
+  matmul(...args: number[]): void;
+  matmulBf16(...args: number[]): void;
+  layerNorm(...args: number[]): void;
+  geluNew(...args: number[]): void;
+  add(...args: number[]): void;
+  attention(...args: number[]): void;
+  attentionScores(...args: number[]): void;
+  softmaxCausal(...args: number[]): void;
+  attentionApply(...args: number[]): void;
+  rowArgmax(...args: number[]): void;
+  rowMaxSumExp(...args: number[]): void;
+}
+
+/** Arguments of matmul and matmulBf16, in the exports' order. */
+const MATMUL_ARGS = [
+  "a",
+  "packedB",
+  "c",
+  "m",
+  "k",
+  "n",
+  "lda",
+  "ldc",
+  "bias",
+  "accumulate",
+  "rowStart",
+  "rowEnd",
+  "panelStart",
+  "panelEnd",
+  "scratch",
+] as const;
+
+/**
+ * The ops a worker thread can run: op code and argument names in the export's order (the host
+ * writes them into a slot as float64, in this order; the thread passes them on).
+ */
+export const OPS = {
+  matmul: { code: 1, args: MATMUL_ARGS },
+  /** The same arguments as matmul, over a bf16-packed B. */
+  matmulBf16: { code: 2, args: MATMUL_ARGS },
+  layerNorm: {
+    code: 3,
+    args: ["x", "out", "rows", "d", "eps", "gamma", "beta", "scale", "rowStart", "rowEnd"],
+  },
+  geluNew: { code: 4, args: ["x", "out", "start", "end"] },
+  add: { code: 5, args: ["a", "b", "out", "start", "end"] },
+  attention: {
+    code: 6,
+    args: [
+      "q",
+      "k",
+      "v",
+      "stride",
+      "z",
+      "zStride",
+      "nQ",
+      "qStart",
+      "dHead",
+      "scale",
+      "pattern",
+      "headStart",
+      "headEnd",
+      "scratch",
+    ],
+  },
+  attentionScores: {
+    code: 7,
+    args: ["q", "k", "stride", "nQ", "qStart", "dHead", "scale", "scores", "headStart", "headEnd"],
+  },
+  softmaxCausal: { code: 8, args: ["scores", "pattern", "nQ", "qStart", "headStart", "headEnd"] },
+  attentionApply: {
+    code: 9,
+    args: [
+      "pattern",
+      "v",
+      "stride",
+      "z",
+      "zStride",
+      "nQ",
+      "qStart",
+      "dHead",
+      "headStart",
+      "headEnd",
+    ],
+  },
+  rowArgmax: { code: 10, args: ["x", "n", "ld", "out", "rowStart", "rowEnd"] },
+  rowMaxSumExp: { code: 11, args: ["x", "n", "ld", "out", "rowStart", "rowEnd"] },
+} as const;
+
+/** Name of a threaded op. */
+export type OpName = keyof typeof OPS;
+
+const NAME_OF_CODE: OpName[] = [];
+for (const [name, op] of Object.entries(OPS) as [OpName, { code: number }][]) {
+  NAME_OF_CODE[op.code] = name;
+}
+
+/** The op's name for a code (for messages), or `op <code>`. */
+export function opName(code: number): string {
+  return NAME_OF_CODE[code] ?? `op ${code}`;
+}
+
+/**
+ * The index of an op's argument, by name: where the host writes it in the slot.
+ *
+ * @example
+ * ```ts
+ * import { argIndex } from "./abi.ts";
+ * argIndex("matmul", "rowStart"); // 10
+ * ```
+ */
+export function argIndex(op: OpName, arg: string): number {
+  const i = (OPS[op].args as readonly string[]).indexOf(arg);
+  if (i < 0) throw new Error(`kernel op ${op} has no argument ${arg}`);
+  return i;
+}
+
+// ---- The control block: one slot per thread (slot 0 is the calling thread's arguments). ----
+
+/** Bytes of one thread's slot in the control block. */
+export const SLOT_BYTES = 256;
+/** Int32 indices inside a slot's header. */
+export const SEQ = 0, STATE = 1, OP = 2, STATUS = 3, READY = 4;
+/** Int32 index, in slot 0's header, of the counter that dynamically scheduled ops share. */
+export const COUNTER_I32 = 5;
+/**
+ * Slot states. The caller posts a job (POSTED, then bumps SEQ); a worker that wakes claims it
+ * with compare-and-swap POSTED -> RUNNING and sets IDLE when done. A caller that has finished its
+ * own share claims still-unclaimed jobs with POSTED -> CANCELLED and runs them itself, so it
+ * never waits for a worker that the OS has not scheduled yet.
+ */
+export const IDLE = 0, POSTED = 1, RUNNING = 2, CANCELLED = 3;
+/** Float64 index (inside a slot) of the first argument. */
+export const ARGS_F64 = 8;
+/** Float64 slots for arguments: an op's own arguments, then the scheduling ones below. */
+export const MAX_ARGS = 20;
+/**
+ * Scheduling arguments, after an op's own: the byte offset of the shared chunk counter (0: run
+ * the arguments as written), the chunk size, and the index of the `[start, end)` argument pair a
+ * chunk replaces.
+ */
+export const COUNTER = 16, CHUNK = 17, SPLIT = 18;
+
+/** What a worker needs to start (sent as workerData or as the first message). */
+export interface WorkerInit {
+  kernelsWorker: true;
+  module: WebAssembly.Module;
+  memory: WebAssembly.Memory;
+  /** Byte offset of this worker's slot. */
+  slot: number;
+}
+
+/**
+ * Runs op `code` with the float64 arguments `a` (the same code on every thread).
+ *
+ * When `a[COUNTER]` is the byte offset of an Int32 counter (reset to 0 by the caller), the op is
+ * scheduled dynamically: each thread repeatedly takes the next chunk index with `Atomics.add` and
+ * runs the op over that chunk of the `[a[a[SPLIT]], a[a[SPLIT] + 1])` range, until none is left.
+ * So a thread slowed down by another process takes fewer chunks; which thread computes a chunk
+ * never changes its bits. `mem` is an Int32Array over the memory (valid at least over the control
+ * block).
+ */
+export function runOp(ex: KernelExports, code: number, a: Float64Array, mem: Int32Array): void {
+  const name = NAME_OF_CODE[code];
+  if (name === undefined) throw new Error(`unknown kernel op ${code}`);
+  const fn = ex[name];
+  const args = Array.from(a.subarray(0, OPS[name].args.length));
+  const counter = a[COUNTER] / 4;
+  if (!counter) {
+    fn(...args);
+    return;
+  }
+  const split = a[SPLIT], chunk = a[CHUNK];
+  const begin = args[split], end = args[split + 1];
+  for (;;) {
+    const s = begin + Atomics.add(mem, counter, 1) * chunk;
+    if (s >= end) break;
+    args[split] = s;
+    args[split + 1] = Math.min(end, s + chunk);
+    fn(...args);
+  }
+}

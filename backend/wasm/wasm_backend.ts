@@ -1,0 +1,379 @@
+/**
+ * The WebAssembly backend: {@linkcode Backend} over the kernels of `kernels.ts`. Device arrays
+ * are byte ranges of the kernels' shared memory; this file is where handles become byte offsets,
+ * and where scopes become the allocator's marks.
+ * @module
+ */
+import type {
+  AttentionArgs,
+  Backend,
+  DeviceArray,
+  LayerNormOptions,
+  MatmulOptions,
+  PackedMatrix,
+  Scope,
+  WeightDtype,
+} from "../backend.ts";
+import { KernelError } from "../../core/errors.ts";
+import { Kernels, type LoadOptions } from "./kernels.ts";
+
+/** A scope's state: open until disposed (directly or by an enclosing scope). */
+class WasmScope implements Scope {
+  open = true;
+  constructor(readonly backend: WasmBackend, readonly mark: number, readonly depth: number) {}
+
+  alloc(n: number): DeviceArray {
+    return this.backend.allocIn(this, n);
+  }
+
+  upload(data: Float32Array): DeviceArray {
+    const x = this.alloc(data.length);
+    this.backend.write(x, data);
+    return x;
+  }
+
+  uploadMatrix(data: Float32Array, k: number, n: number, dtype: WeightDtype = "f32"): PackedMatrix {
+    return this.backend.matrixIn(this, data, k, n, dtype);
+  }
+
+  [Symbol.dispose](): void {
+    this.backend.disposeScope(this);
+  }
+}
+
+/** A range of the kernels' memory; `scope` is null for arrays that live as long as the backend. */
+class WasmArray implements DeviceArray {
+  constructor(
+    readonly ptr: number,
+    readonly length: number,
+    readonly scope: WasmScope | null,
+  ) {}
+
+  at(offset: number, length: number = this.length - offset): DeviceArray {
+    if (
+      !Number.isInteger(offset) || !Number.isInteger(length) || offset < 0 || length < 0 ||
+      offset + length > this.length
+    ) {
+      throw new KernelError(
+        `at(${offset}, ${length}) is outside a device array of ${this.length} floats`,
+      );
+    }
+    return new WasmArray(this.ptr + offset * 4, length, this.scope);
+  }
+}
+
+/** A packed matrix in the kernels' memory; `scope` as for {@linkcode WasmArray}. */
+class WasmMatrix implements PackedMatrix {
+  constructor(
+    readonly ptr: number,
+    readonly k: number,
+    readonly n: number,
+    readonly dtype: WeightDtype,
+    readonly scope: WasmScope | null,
+  ) {}
+}
+
+/**
+ * {@linkcode Backend} on the WebAssembly SIMD kernels, over one shared memory (up to 4 GiB) and
+ * worker threads.
+ *
+ * @example
+ * ```ts
+ * import { WasmBackend } from "./wasm_backend.ts";
+ * const backend = await WasmBackend.load({ threads: 1 });
+ * const W = backend.uploadMatrix(new Float32Array([1, 0, 0, 1, 1, 1]), 2, 3); // [2, 3]
+ * using scope = backend.scope();
+ * const a = scope.upload(new Float32Array([2, 3])), c = scope.alloc(3);
+ * backend.matmul(a, W, c, 1);
+ * backend.read(c); // Float32Array [2, 3, 5]
+ * ```
+ */
+export class WasmBackend implements Backend {
+  /** The kernels (raw byte offsets); for kernel-level tests and benchmarks only. */
+  readonly kernels: Kernels;
+  readonly #scopes: WasmScope[] = [];
+
+  private constructor(kernels: Kernels) {
+    this.kernels = kernels;
+  }
+
+  /** Loads the kernel module (once per process) and starts the worker threads. */
+  static async load(opts: LoadOptions = {}): Promise<WasmBackend> {
+    return new WasmBackend(await Kernels.load(opts));
+  }
+
+  /** Threads in use, counting the calling thread. */
+  get threads(): number {
+    return this.kernels.threads;
+  }
+
+  /** Whether the relaxed-SIMD build is in use. */
+  get relaxedSimd(): boolean {
+    return this.kernels.relaxedSimd;
+  }
+
+  /** Bytes of WebAssembly memory reserved (it grows as needed and never shrinks). */
+  get memoryBytes(): number {
+    return this.kernels.memory.buffer.byteLength;
+  }
+
+  /** Bytes of WebAssembly memory allocated (weights and open scopes). */
+  get bytesInUse(): number {
+    return this.kernels.bytesInUse;
+  }
+
+  close(): void {
+    this.kernels.close();
+  }
+
+  [Symbol.dispose](): void {
+    this.close();
+  }
+
+  scope(): Scope {
+    const s = new WasmScope(this, this.kernels.mark(), this.#scopes.length);
+    this.#scopes.push(s);
+    return s;
+  }
+
+  /** @internal Allocation for a scope (only the innermost open one may allocate). */
+  allocIn(scope: WasmScope, n: number): DeviceArray {
+    if (!scope.open) throw new KernelError("alloc on a scope that was already disposed");
+    if (this.#scopes.at(-1) !== scope) {
+      throw new KernelError(
+        "alloc on an outer scope while an inner one is open: allocate from the innermost scope " +
+          "(or dispose the inner one first), so that lifetimes nest",
+      );
+    }
+    return new WasmArray(this.kernels.alloc(n), n, scope);
+  }
+
+  /** @internal A packed matrix in a scope (only the innermost open one may allocate). */
+  matrixIn(
+    scope: WasmScope,
+    data: Float32Array,
+    k: number,
+    n: number,
+    dtype: WeightDtype,
+  ): PackedMatrix {
+    this.allocIn(scope, 0); // the same checks as any allocation
+    return new WasmMatrix(this.kernels.uploadPacked(data, k, n, dtype), k, n, dtype, scope);
+  }
+
+  /** @internal Disposes a scope and every scope opened inside it. */
+  disposeScope(scope: WasmScope): void {
+    if (!scope.open) return;
+    while (this.#scopes.length > scope.depth) this.#scopes.pop()!.open = false;
+    this.kernels.release(scope.mark);
+  }
+
+  #ptr(x: DeviceArray): number {
+    if (!(x instanceof WasmArray)) {
+      throw new KernelError("expected a device array of this backend (from scope.alloc/upload)");
+    }
+    if (x.scope && !x.scope.open) {
+      throw new KernelError("a device array was used after its scope was disposed");
+    }
+    return x.ptr;
+  }
+
+  #matrix(m: PackedMatrix): WasmMatrix {
+    if (!(m instanceof WasmMatrix)) {
+      throw new KernelError("expected a packed matrix of this backend (from uploadMatrix)");
+    }
+    if (m.scope && !m.scope.open) {
+      throw new KernelError("a packed matrix was used after its scope was disposed");
+    }
+    return m;
+  }
+
+  #permanent(): void {
+    if (this.#scopes.length > 0) {
+      throw new KernelError(
+        "permanent uploads (weights) must happen while no scope is open; upload into the scope",
+      );
+    }
+  }
+
+  upload(data: Float32Array): DeviceArray {
+    this.#permanent();
+    const ptr = this.kernels.alloc(data.length);
+    this.kernels.write(ptr, data);
+    return new WasmArray(ptr, data.length, null);
+  }
+
+  uploadMatrix(data: Float32Array, k: number, n: number, dtype: WeightDtype = "f32"): PackedMatrix {
+    this.#permanent();
+    return new WasmMatrix(this.kernels.uploadPacked(data, k, n, dtype), k, n, dtype, null);
+  }
+
+  readMatrix(m: PackedMatrix): Float32Array {
+    const w = this.#matrix(m);
+    return this.kernels.downloadPacked(w.ptr, w.k, w.n, w.dtype);
+  }
+
+  read(x: DeviceArray): Float32Array {
+    return this.kernels.read(this.#ptr(x), x.length);
+  }
+
+  write(x: DeviceArray, data: Float32Array): void {
+    if (data.length > x.length) {
+      throw new KernelError(`write of ${data.length} floats into a device array of ${x.length}`);
+    }
+    this.kernels.write(this.#ptr(x), data);
+  }
+
+  #rowsFit(x: DeviceArray, rows: number, cols: number, stride: number, what: string): void {
+    if (rows > 0 && (rows - 1) * stride + cols > x.length) {
+      throw new KernelError(
+        `${what}: ${rows} rows of ${cols} floats, ${stride} apart, do not fit ${x.length} floats`,
+      );
+    }
+  }
+
+  readRows(x: DeviceArray, rows: number, cols: number, stride: number): Float32Array {
+    this.#rowsFit(x, rows, cols, stride, "readRows");
+    return this.kernels.readStrided(this.#ptr(x), rows, cols, stride);
+  }
+
+  writeRows(x: DeviceArray, data: Float32Array, rows: number, cols: number, stride: number): void {
+    this.#rowsFit(x, rows, cols, stride, "writeRows");
+    this.kernels.writeStrided(this.#ptr(x), data, rows, cols, stride);
+  }
+
+  copy(src: DeviceArray, dst: DeviceArray): void {
+    if (src.length > dst.length) {
+      throw new KernelError(`copy of ${src.length} floats into a device array of ${dst.length}`);
+    }
+    this.kernels.copy(this.#ptr(src), this.#ptr(dst), src.length);
+  }
+
+  matmul(
+    a: DeviceArray,
+    b: PackedMatrix,
+    c: DeviceArray,
+    m: number,
+    opts: MatmulOptions = {},
+  ): void {
+    const w = this.#matrix(b);
+    const lda = opts.lda ?? w.k, ldc = opts.ldc ?? w.n;
+    this.#rowsFit(a, m, w.k, lda, "matmul A");
+    this.#rowsFit(c, m, w.n, ldc, "matmul C");
+    this.kernels.matmul(this.#ptr(a), w.ptr, this.#ptr(c), m, w.k, w.n, {
+      lda,
+      ldc,
+      bias: opts.bias ? this.#ptr(opts.bias) : undefined,
+      accumulate: opts.accumulate,
+      bDtype: w.dtype,
+    });
+  }
+
+  layerNorm(
+    x: DeviceArray,
+    out: DeviceArray,
+    rows: number,
+    d: number,
+    eps: number,
+    opts: LayerNormOptions = {},
+  ): void {
+    this.#rowsFit(x, rows, d, d, "layerNorm input");
+    this.#rowsFit(out, rows, d, d, "layerNorm output");
+    if (opts.scale) this.#rowsFit(opts.scale, rows, 1, 1, "layerNorm scale");
+    this.kernels.layerNorm(this.#ptr(x), this.#ptr(out), rows, d, eps, {
+      gamma: opts.gamma && this.#ptr(opts.gamma),
+      beta: opts.beta && this.#ptr(opts.beta),
+      scale: opts.scale && this.#ptr(opts.scale),
+    });
+  }
+
+  geluNew(x: DeviceArray, out: DeviceArray): void {
+    this.#rowsFit(out, 1, x.length, 0, "geluNew output");
+    this.kernels.geluNew(this.#ptr(x), this.#ptr(out), x.length);
+  }
+
+  add(a: DeviceArray, b: DeviceArray, out: DeviceArray): void {
+    if (b.length !== a.length || out.length < a.length) {
+      throw new KernelError(`add of ${a.length} and ${b.length} floats into ${out.length}`);
+    }
+    this.kernels.add(this.#ptr(a), this.#ptr(b), this.#ptr(out), a.length);
+  }
+
+  #attention(a: AttentionArgs) {
+    const nK = a.qStart + a.nQ, width = a.nHeads * a.dHead;
+    this.#rowsFit(a.q, a.nQ, width, a.stride, "attention q");
+    this.#rowsFit(a.k, nK, width, a.stride, "attention k");
+    this.#rowsFit(a.v, nK, width, a.stride, "attention v");
+    this.#rowsFit(a.z, a.nQ, width, a.zStride, "attention z");
+    return {
+      q: this.#ptr(a.q),
+      k: this.#ptr(a.k),
+      v: this.#ptr(a.v),
+      stride: a.stride,
+      z: this.#ptr(a.z),
+      zStride: a.zStride,
+      nQ: a.nQ,
+      qStart: a.qStart,
+      nHeads: a.nHeads,
+      dHead: a.dHead,
+      scale: a.scale,
+    };
+  }
+
+  #pattern(a: AttentionArgs, p: DeviceArray, what: string): number {
+    const need = a.nHeads * a.nQ * (a.qStart + a.nQ);
+    if (p.length < need) {
+      throw new KernelError(`${what} needs ${need} floats, the array has ${p.length}`);
+    }
+    return this.#ptr(p);
+  }
+
+  attention(a: AttentionArgs, pattern?: DeviceArray): void {
+    const args = this.#attention(a);
+    this.kernels.attention({
+      ...args,
+      pattern: pattern ? this.#pattern(a, pattern, "attention pattern") : undefined,
+    });
+  }
+
+  attentionScores(a: AttentionArgs, scores: DeviceArray): void {
+    this.kernels.attentionScores(this.#attention(a), this.#pattern(a, scores, "scores"));
+  }
+
+  softmaxCausal(
+    scores: DeviceArray,
+    pattern: DeviceArray,
+    nHeads: number,
+    nQ: number,
+    qStart: number,
+  ): void {
+    const need = nHeads * nQ * (qStart + nQ);
+    if (scores.length < need || pattern.length < need) {
+      throw new KernelError(`softmaxCausal needs ${need} floats of scores and of pattern`);
+    }
+    this.kernels.softmaxCausal(this.#ptr(scores), this.#ptr(pattern), nHeads, nQ, qStart);
+  }
+
+  attentionApply(a: AttentionArgs, pattern: DeviceArray): void {
+    const args = this.#attention(a);
+    this.kernels.attentionApply({ ...args, pattern: this.#pattern(a, pattern, "pattern") });
+  }
+
+  logSumExpRows(x: DeviceArray, rows: number, n: number, ld: number = n): Float64Array {
+    this.#rowsFit(x, rows, n, ld, "logSumExpRows");
+    return this.kernels.logSumExpRows(this.#ptr(x), rows, n, ld);
+  }
+
+  takeAlongRows(x: DeviceArray, n: number, index: Int32Array): Float32Array {
+    this.#rowsFit(x, index.length, n, n, "takeAlongRows");
+    const view = this.kernels.view(this.#ptr(x), index.length * n);
+    return Float32Array.from(index, (j, r) => {
+      if (!(j >= 0 && j < n)) throw new KernelError(`takeAlongRows: index ${j} outside [0, ${n})`);
+      return view[r * n + j];
+    });
+  }
+
+  argmaxRows(x: DeviceArray, rows: number, n: number, ld: number = n): Int32Array {
+    this.#rowsFit(x, rows, n, ld, "argmaxRows");
+    return this.kernels.argmaxRows(this.#ptr(x), rows, n, ld);
+  }
+}

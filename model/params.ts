@@ -1,0 +1,124 @@
+/**
+ * A model's parameters under TransformerLens's names and shapes, the same for every family. Block
+ * weights are stored stacked over layers (`W_Q` is [n_layers, n_heads, d_model, d_head]), so the
+ * model's accessors hand them out without copying, and {@linkcode layerOf} gives one layer's slice
+ * as views.
+ * @module
+ */
+import { numel, type Tensor } from "../core/tensor.ts";
+import type { HookedTransformerConfig } from "./config.ts";
+
+/** A normalization layer's weight `w` and bias `b` (null for RMSNorm); stacked over layers in blocks. */
+export interface NormParams {
+  /** [d_model], or [n_layers, d_model] for a block's norm. */
+  w: Tensor;
+  /** Same shape as `w`; null for RMSNorm, which has no bias. */
+  b: Tensor | null;
+}
+
+/** Every parameter of a model, TransformerLens names, block weights stacked over layers. */
+export interface ModelParams {
+  /** Token embedding [d_vocab, d_model]. */
+  W_E: Tensor;
+  /** Position embedding [n_ctx, d_model]; null for rotary models. */
+  W_pos: Tensor | null;
+  /** Norm before attention, [n_layers, d_model] each; null once folded (LNPre, RMSPre). */
+  ln1: NormParams | null;
+  /** [n_layers, n_heads, d_model, d_head] */
+  W_Q: Tensor;
+  /** [n_layers, n_heads, d_head] */
+  b_Q: Tensor;
+  /** [n_layers, n_key_value_heads, d_model, d_head] */
+  W_K: Tensor;
+  /** [n_layers, n_key_value_heads, d_head] */
+  b_K: Tensor;
+  /** [n_layers, n_key_value_heads, d_model, d_head] */
+  W_V: Tensor;
+  /** [n_layers, n_key_value_heads, d_head] */
+  b_V: Tensor;
+  /** [n_layers, n_heads, d_head, d_model] */
+  W_O: Tensor;
+  /** [n_layers, d_model] */
+  b_O: Tensor;
+  /** Norm before the MLP; null once folded. */
+  ln2: NormParams | null;
+  /** MLP input (the "up" projection in gated MLPs) [n_layers, d_model, d_mlp]. */
+  W_in: Tensor;
+  /** [n_layers, d_mlp] */
+  b_in: Tensor;
+  /** Gate projection of gated MLPs [n_layers, d_model, d_mlp]; null otherwise. */
+  W_gate: Tensor | null;
+  /** [n_layers, d_mlp, d_model] */
+  W_out: Tensor;
+  /** [n_layers, d_model] */
+  b_out: Tensor;
+  /** The final norm, [d_model] each; null once folded into the unembedding. */
+  lnFinal: NormParams | null;
+  /** Unembedding [d_model, d_vocab]. */
+  W_U: Tensor;
+  /** Unembedding bias [d_vocab]. */
+  b_U: Tensor;
+}
+
+/** Names of the block weights stacked over layers. */
+export type StackedName =
+  | "W_Q"
+  | "b_Q"
+  | "W_K"
+  | "b_K"
+  | "W_V"
+  | "b_V"
+  | "W_O"
+  | "b_O"
+  | "W_in"
+  | "b_in"
+  | "W_out"
+  | "b_out";
+
+/**
+ * The shapes of every parameter for a config (unfolded norms), as the family modules must fill
+ * them.
+ */
+export function paramShapes(cfg: HookedTransformerConfig): Record<StackedName, number[]> {
+  const { nLayers: L, nHeads: h, nKeyValueHeads: kv, dModel: d, dHead: dh, dMlp } = cfg;
+  return {
+    W_Q: [L, h, d, dh],
+    b_Q: [L, h, dh],
+    W_K: [L, kv, d, dh],
+    b_K: [L, kv, dh],
+    W_V: [L, kv, d, dh],
+    b_V: [L, kv, dh],
+    W_O: [L, h, dh, d],
+    b_O: [L, d],
+    W_in: [L, d, dMlp],
+    b_in: [L, dMlp],
+    W_out: [L, dMlp, d],
+    b_out: [L, d],
+  };
+}
+
+/** Zero-filled stacked tensors for a config, for a family module to fill. */
+export function emptyStacks(cfg: HookedTransformerConfig): Record<StackedName, Tensor> {
+  const shapes = paramShapes(cfg);
+  const out = {} as Record<StackedName, Tensor>;
+  for (const [name, shape] of Object.entries(shapes) as [StackedName, number[]][]) {
+    out[name] = { data: new Float32Array(numel(shape)), shape };
+  }
+  return out;
+}
+
+/**
+ * Layer `l`'s slice of a stacked tensor, as a view (writes go to the stack).
+ *
+ * @example
+ * ```ts
+ * import { layerOf } from "./params.ts";
+ * const W = { data: new Float32Array(2 * 3), shape: [2, 3] };
+ * layerOf(W, 1).data.length; // 3, a view of W's second row
+ * ```
+ */
+export function layerOf(t: Tensor, l: number): Tensor {
+  const shape = t.shape.slice(1);
+  const size = numel(shape);
+  return { data: t.data.subarray(l * size, (l + 1) * size), shape };
+}

@@ -70,6 +70,7 @@ export type { LoadOptions } from "./backend/wasm/kernels.ts";
 export type {
   AttentionArgs,
   Backend,
+  CausalOptions,
   DeviceArray,
   LayerNormOptions,
   MatmulOptions,

@@ -6,7 +6,7 @@
 // [nHeads, nQ, nK] with nK = qStart + nQ, indexed by absolute head.
 //
 // The fused `attention` and the three-step path (attentionScores ->
-// softmaxCausal -> attentionApply) call the same row functions, so they
+// softmaxRows -> attentionApply) call the same row functions, so they
 // produce bit-identical z.
 
 import { madd, hsum, expv, exps, setExpConstants } from "./simd";
@@ -142,26 +142,46 @@ function applyRow(p: usize, v: usize, strideB: usize, dHead: i32, nk: i32, z: us
   }
 }
 
+// Which keys query i sees: [kStart, qStart + i] (causal; keys before kStart
+// are padding). A query with no key (qStart + i < kStart) gets a zero pattern
+// row and z = 0, as TransformerLens does for fully masked rows.
+//
+// Grouped-query attention: query head h reads key/value head h / group (k and
+// v point at the first key/value head's columns).
+
 // Fused attention. pattern: 0, or [nHeads, nQ, nK] to receive the softmax
 // (masked entries 0). scratch: at least nK floats (used when pattern == 0).
 export function attention(
   q: usize, k: usize, v: usize, stride: i32, z: usize, zStride: i32,
   nQ: i32, qStart: i32, dHead: i32, scale: f32, pattern: usize,
-  headStart: i32, headEnd: i32, scratch: usize,
+  headStart: i32, headEnd: i32, scratch: usize, group: i32, kStart: i32,
 ): void {
   setExpConstants(<f32>nQ * 0.0 + 1.0);
   const nK = qStart + nQ;
   const sB = <usize>stride << 2;
   const zB = <usize>zStride << 2;
+  const k0 = <usize>kStart * sB;
   for (let h = headStart; h < headEnd; h++) {
     const hc = <usize>(h * dHead) << 2;
+    const kc = <usize>((h / group) * dHead) << 2;
     for (let i = 0; i < nQ; i++) {
       const nk = qStart + i + 1;
       const row: usize = pattern ? pattern + ((<usize>h * <usize>nQ + <usize>i) * <usize>nK << 2) : scratch;
-      scoreRow(q + <usize>i * sB + hc, k + hc, sB, dHead, nk, scale, row);
-      softmaxRow(row, row, nk);
-      if (pattern) memory.fill(row + (<usize>nk << 2), 0, <usize>(nK - nk) << 2);
-      applyRow(row, v + hc, sB, dHead, nk, z + <usize>i * zB + hc);
+      const zr = z + <usize>i * zB + hc;
+      if (nk <= kStart) {
+        if (pattern) memory.fill(row, 0, <usize>nK << 2);
+        memory.fill(zr, 0, <usize>dHead << 2);
+        continue;
+      }
+      const seen = nk - kStart;
+      const r0 = row + (<usize>kStart << 2);
+      scoreRow(q + <usize>i * sB + hc, k + kc + k0, sB, dHead, seen, scale, r0);
+      softmaxRow(r0, r0, seen);
+      if (pattern) {
+        memory.fill(row, 0, <usize>kStart << 2);
+        memory.fill(row + (<usize>nk << 2), 0, <usize>(nK - nk) << 2);
+      }
+      applyRow(r0, v + kc + k0, sB, dHead, seen, zr);
     }
   }
 }
@@ -169,50 +189,83 @@ export function attention(
 // scores [nHeads, nQ, nK]: (q.k)*scale, masked entries -Infinity.
 export function attentionScores(
   q: usize, k: usize, stride: i32, nQ: i32, qStart: i32, dHead: i32, scale: f32,
-  scores: usize, headStart: i32, headEnd: i32,
+  scores: usize, headStart: i32, headEnd: i32, group: i32, kStart: i32,
 ): void {
   const nK = qStart + nQ;
   const sB = <usize>stride << 2;
+  const k0 = <usize>kStart * sB;
   for (let h = headStart; h < headEnd; h++) {
     const hc = <usize>(h * dHead) << 2;
+    const kc = <usize>((h / group) * dHead) << 2;
     for (let i = 0; i < nQ; i++) {
       const nk = qStart + i + 1;
       const row = scores + ((<usize>h * <usize>nQ + <usize>i) * <usize>nK << 2);
-      scoreRow(q + <usize>i * sB + hc, k + hc, sB, dHead, nk, scale, row);
+      const first = min(kStart, nk);
+      for (let j = 0; j < first; j++) store<f32>(row + (<usize>j << 2), -Infinity);
+      if (nk > kStart) {
+        scoreRow(q + <usize>i * sB + hc, k + kc + k0, sB, dHead, nk - kStart, scale, row + (<usize>kStart << 2));
+      }
       for (let j = nk; j < nK; j++) store<f32>(row + (<usize>j << 2), -Infinity);
     }
   }
 }
 
-// pattern rows from score rows, only j <= qStart+i; masked entries 0.
-// scores and pattern may alias.
-export function softmaxCausal(scores: usize, pattern: usize, nQ: i32, qStart: i32, headStart: i32, headEnd: i32): void {
+// Pattern rows from score rows; scores and pattern may alias. causal != 0:
+// softmax over the keys query i sees, [kStart, qStart + i], other entries 0.
+// causal == 0: softmax over the whole row of nK scores (what a hook on the
+// scores returned is used as is); a row with no finite score gives zeros.
+export function softmaxRows(
+  scores: usize, pattern: usize, nQ: i32, qStart: i32, headStart: i32, headEnd: i32,
+  kStart: i32, causal: i32,
+): void {
   setExpConstants(<f32>nQ * 0.0 + 1.0);
   const nK = qStart + nQ;
   for (let h = headStart; h < headEnd; h++) {
     for (let i = 0; i < nQ; i++) {
-      const nk = qStart + i + 1;
       const off = (<usize>h * <usize>nQ + <usize>i) * <usize>nK << 2;
-      softmaxRow(scores + off, pattern + off, nk);
-      memory.fill(pattern + off + (<usize>nk << 2), 0, <usize>(nK - nk) << 2);
+      const lo = causal ? kStart : 0;
+      const hi = causal ? qStart + i + 1 : nK;
+      if (hi <= lo || rowMax(scores + off + (<usize>lo << 2), hi - lo) == -Infinity) {
+        memory.fill(pattern + off, 0, <usize>nK << 2);
+        continue;
+      }
+      softmaxRow(scores + off + (<usize>lo << 2), pattern + off + (<usize>lo << 2), hi - lo);
+      memory.fill(pattern + off, 0, <usize>lo << 2);
+      memory.fill(pattern + off + (<usize>hi << 2), 0, <usize>(nK - hi) << 2);
     }
   }
 }
 
-// z = pattern @ v per head, reading only keys j <= qStart+i.
+// Largest of x[0..n) (-Infinity when all are; NaN is ignored by max's order).
+function rowMax(x: usize, n: i32): f32 {
+  let m: f32 = -Infinity;
+  for (let j = 0; j < n; j++) m = max(m, load<f32>(x + (<usize>j << 2)));
+  return m;
+}
+
+// z = pattern @ v per head. causal != 0: reads only keys [kStart, qStart + i];
+// causal == 0: reads every key of the row (a hooked pattern is used as is).
 export function attentionApply(
   pattern: usize, v: usize, stride: i32, z: usize, zStride: i32,
   nQ: i32, qStart: i32, dHead: i32, headStart: i32, headEnd: i32,
+  group: i32, kStart: i32, causal: i32,
 ): void {
   const nK = qStart + nQ;
   const sB = <usize>stride << 2;
   const zB = <usize>zStride << 2;
   for (let h = headStart; h < headEnd; h++) {
     const hc = <usize>(h * dHead) << 2;
+    const kc = <usize>((h / group) * dHead) << 2;
     for (let i = 0; i < nQ; i++) {
-      const nk = qStart + i + 1;
+      const lo = causal ? kStart : 0;
+      const hi = causal ? qStart + i + 1 : nK;
       const row = pattern + ((<usize>h * <usize>nQ + <usize>i) * <usize>nK << 2);
-      applyRow(row, v + hc, sB, dHead, nk, z + <usize>i * zB + hc);
+      const zr = z + <usize>i * zB + hc;
+      if (hi <= lo) {
+        memory.fill(zr, 0, <usize>dHead << 2);
+        continue;
+      }
+      applyRow(row + (<usize>lo << 2), v + kc + <usize>lo * sB, sB, dHead, hi - lo, zr);
     }
   }
 }

@@ -8,7 +8,7 @@ export {
 } from "./matmul";
 export { layerNorm } from "./norm";
 export { geluNew, add } from "./elementwise";
-export { attention, attentionScores, softmaxCausal, attentionApply } from "./attention";
+export { attention, attentionScores, softmaxRows, attentionApply } from "./attention";
 export { rowArgmax, rowMaxSumExp } from "./rows";
 
 // First byte the host may use for its own allocations.

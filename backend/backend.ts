@@ -98,8 +98,9 @@ export interface LayerNormOptions {
 
 /**
  * One sequence's causal attention: queries at absolute positions qStart .. qStart + nQ - 1, keys
- * and values at 0 .. qStart + nQ - 1. Row i of q, k and v starts at `i * stride` of its array;
- * head h uses columns [h dHead, (h + 1) dHead).
+ * and values at 0 .. qStart + nQ - 1, query i seeing keys [kStart, qStart + i]. Row i of q, k and
+ * v starts at `i * stride` of its array; query head h uses columns [h dHead, (h + 1) dHead) of q
+ * and z, and key/value head floor(h / (nHeads / nKeyValueHeads)) the same columns of k and v.
  */
 export interface AttentionArgs {
   /** Query rows (row i is the query at position qStart + i). */
@@ -124,6 +125,24 @@ export interface AttentionArgs {
   dHead: number;
   /** Scores are (q . k) * scale. */
   scale: number;
+  /** Key/value heads in each row of k and v (grouped-query attention; default nHeads). */
+  nKeyValueHeads?: number;
+  /**
+   * Keys before this position are masked (left padding; default 0). A query before it sees no
+   * key: its pattern row and z are zero, as TransformerLens makes fully masked rows.
+   */
+  kStart?: number;
+}
+
+/** Options of {@linkcode Backend.softmaxRows} and {@linkcode Backend.attentionApply}. */
+export interface CausalOptions {
+  /** First unmasked key (default 0). */
+  kStart?: number;
+  /**
+   * Only the causal keys [kStart, qStart + i] of each row (default true). False: whole rows, so
+   * scores or a pattern a hook changed above the diagonal are used as they are.
+   */
+  causal?: boolean;
 }
 
 /**
@@ -176,16 +195,21 @@ export interface Backend extends Disposable {
   attention(a: AttentionArgs, pattern?: DeviceArray): void;
   /** Scores [nHeads, nQ, nK] = (q . k) scale, entries above the causal diagonal -Infinity. */
   attentionScores(a: AttentionArgs, scores: DeviceArray): void;
-  /** Pattern rows = softmax of score rows over the causal keys; masked entries 0 (may alias). */
-  softmaxCausal(
+  /**
+   * Pattern rows [nHeads, nQ, qStart + nQ] = softmax of score rows (may alias): over the causal
+   * keys, other entries 0 (default), or over whole rows (`causal: false`; a row without a finite
+   * score becomes zeros).
+   */
+  softmaxRows(
     scores: DeviceArray,
     pattern: DeviceArray,
     nHeads: number,
     nQ: number,
     qStart: number,
+    opts?: CausalOptions,
   ): void;
-  /** z = pattern v per head, reading only the causal keys of each query. */
-  attentionApply(a: AttentionArgs, pattern: DeviceArray): void;
+  /** z = pattern v per head, over each query's causal keys (default) or every key. */
+  attentionApply(a: AttentionArgs, pattern: DeviceArray, opts?: { causal?: boolean }): void;
 
   /** log(sum exp) of each of `rows` rows of n floats (row stride ld), accurate to ~1e-7. */
   logSumExpRows(x: DeviceArray, rows: number, n: number, ld?: number): Float64Array;

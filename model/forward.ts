@@ -371,7 +371,7 @@ class Pass {
       }
       this.hooks.visit(HOOK.attnScores, l, scores, attnShape, layout);
       for (let b = 0; b < plan.batch; b++) {
-        backend.softmaxCausal(scores.at(b * perSeq, perSeq), patternOf(b), nHeads, T, 0);
+        backend.softmaxRows(scores.at(b * perSeq, perSeq), patternOf(b), nHeads, T, 0);
       }
     } else {
       for (let b = 0; b < plan.batch; b++) backend.attention(seq(b), patternOf(b));

@@ -473,7 +473,7 @@ for (const build of builds) {
       kn.attention({ ...common, v: st.v, z: zA, zStride, pattern: patA });
       kn.attention({ ...common, v: st.v, z: zB, zStride }); // no pattern: scratch path
       kn.attentionScores(common, scores);
-      kn.softmaxCausal(scores, patB, s.nHeads, s.nQ, s.qStart);
+      kn.softmaxRows(scores, patB, s.nHeads, s.nQ, s.qStart);
       kn.attentionApply({
         pattern: patB,
         v: st.v,
@@ -498,7 +498,7 @@ for (const build of builds) {
       const Z = kn.readStrided(zA, s.nQ, st.D, zStride);
       for (let e = 0; e < Z.length; e++) close(Z[e], ref.z[e], ref.zTol[e], `${what}: z ${e}`);
       // the three paths are the same arithmetic
-      bitsEqual(kn.read(patB, nP), P, `${what}: softmaxCausal(attentionScores) vs fused pattern`);
+      bitsEqual(kn.read(patB, nP), P, `${what}: softmaxRows(attentionScores) vs fused pattern`);
       bitsEqual(kn.readStrided(zB, s.nQ, st.D, zStride), Z, `${what}: fused without pattern`);
       bitsEqual(kn.readStrided(zC, s.nQ, st.D, zStride), Z, `${what}: attentionApply`);
       kn.release(mk);
@@ -597,7 +597,7 @@ for (const build of builds) {
     kn.release(mk);
   });
 
-  Deno.test(`[${build.name}] softmaxCausal matches float64 on given scores (with -inf)`, {
+  Deno.test(`[${build.name}] softmaxRows matches float64 on given scores (with -inf)`, {
     ignore,
   }, async () => {
     const kn = await load();
@@ -607,7 +607,7 @@ for (const build of builds) {
     S[3] = -Infinity; // an ablated score (as a hook might set) gets probability 0
     const sp = kn.alloc(n), pp = kn.alloc(n);
     kn.write(sp, S);
-    kn.softmaxCausal(sp, pp, nHeads, nQ, qStart);
+    kn.softmaxRows(sp, pp, nHeads, nQ, qStart);
     const P = kn.read(pp, n);
     for (let h = 0; h < nHeads; h++) {
       for (let i = 0; i < nQ; i++) {
@@ -736,14 +736,14 @@ for (const build of builds) {
       kn.attention({ ...common, v: st.v, z: z1, zStride: st.D, pattern: p1 });
       kn.attention({ ...common, v: st.v, z: z2, zStride: st.D });
       kn.attentionScores(common, scores);
-      kn.softmaxCausal(scores, p2, s.nHeads, s.nQ, s.qStart);
+      kn.softmaxRows(scores, p2, s.nHeads, s.nQ, s.qStart);
       kn.attentionApply({ pattern: p2, v: st.v, stride: st.stride, z: z3, zStride: st.D, ...s });
       out.push(
         { ptr: z1, n: s.nQ * st.D, what: "attention z" },
         { ptr: p1, n: nP, what: "attention pattern" },
         { ptr: z2, n: s.nQ * st.D, what: "attention z (no pattern)" },
         { ptr: scores, n: nP, what: "attentionScores" },
-        { ptr: p2, n: nP, what: "softmaxCausal" },
+        { ptr: p2, n: nP, what: "softmaxRows" },
         { ptr: z3, n: s.nQ * st.D, what: "attentionApply" },
       );
       return out;

@@ -26,7 +26,7 @@ export interface KernelExports {
   add(...args: number[]): void;
   attention(...args: number[]): void;
   attentionScores(...args: number[]): void;
-  softmaxCausal(...args: number[]): void;
+  softmaxRows(...args: number[]): void;
   attentionApply(...args: number[]): void;
   rowArgmax(...args: number[]): void;
   rowMaxSumExp(...args: number[]): void;
@@ -82,13 +82,31 @@ export const OPS = {
       "headStart",
       "headEnd",
       "scratch",
+      "group",
+      "kStart",
     ],
   },
   attentionScores: {
     code: 7,
-    args: ["q", "k", "stride", "nQ", "qStart", "dHead", "scale", "scores", "headStart", "headEnd"],
+    args: [
+      "q",
+      "k",
+      "stride",
+      "nQ",
+      "qStart",
+      "dHead",
+      "scale",
+      "scores",
+      "headStart",
+      "headEnd",
+      "group",
+      "kStart",
+    ],
   },
-  softmaxCausal: { code: 8, args: ["scores", "pattern", "nQ", "qStart", "headStart", "headEnd"] },
+  softmaxRows: {
+    code: 8,
+    args: ["scores", "pattern", "nQ", "qStart", "headStart", "headEnd", "kStart", "causal"],
+  },
   attentionApply: {
     code: 9,
     args: [
@@ -102,6 +120,9 @@ export const OPS = {
       "dHead",
       "headStart",
       "headEnd",
+      "group",
+      "kStart",
+      "causal",
     ],
   },
   rowArgmax: { code: 10, args: ["x", "n", "ld", "out", "rowStart", "rowEnd"] },

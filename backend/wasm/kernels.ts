@@ -125,6 +125,16 @@ export interface AttentionScoresArgs {
   headStart?: number;
   /** One past the last head to compute (default nHeads). */
   headEnd?: number;
+  /**
+   * Query heads per key/value head (grouped-query attention; default 1): head h reads the key
+   * and value columns of head floor(h / group), counted from `k` and `v`.
+   */
+  group?: number;
+  /**
+   * Keys before this position are masked (left padding; default 0). A query before it sees no
+   * key: its pattern row and z are zero.
+   */
+  kStart?: number;
 }
 
 /** Arguments of {@linkcode Kernels.attention}. */
@@ -141,7 +151,7 @@ export interface AttentionArgs extends AttentionScoresArgs {
 
 /** Arguments of {@linkcode Kernels.attentionApply}. */
 export interface AttentionApplyArgs {
-  /** [nHeads, nQ, nK] pattern; only entries j <= qStart+i are read. */
+  /** [nHeads, nQ, nK] pattern (see `causal` for which entries are read). */
   pattern: number;
   /** Value row j at v + j*stride floats. */
   v: number;
@@ -163,6 +173,15 @@ export interface AttentionApplyArgs {
   headStart?: number;
   /** One past the last head to compute (default nHeads). */
   headEnd?: number;
+  /** As in {@linkcode AttentionScoresArgs}. */
+  group?: number;
+  /** As in {@linkcode AttentionScoresArgs} (read only when causal). */
+  kStart?: number;
+  /**
+   * Read only the causal keys [kStart, qStart + i] of each row (default true); false reads every
+   * key, so a pattern edited above the diagonal is used as is.
+   */
+  causal?: boolean;
 }
 
 const PAGE = 65536;
@@ -382,20 +401,34 @@ export class Kernels {
   }
 
   /**
-   * Runs `op` on threads 0..T-1: thread t gets the arguments `args(t)` (in the order of
-   * `OPS[op].args`). With `sched`, threads instead share the `[start, end)` range of the argument
-   * pair starting at `sched.split` in chunks of `sched.chunk`, taken from a counter.
+   * Runs `op` on threads 0..T-1: thread t gets the arguments `args(t)`, by name (each of
+   * `OPS[op].args` exactly once, written into the slot in the export's order). With `sched`,
+   * threads instead share the `[start, end)` range of the argument pair starting at `sched.split`
+   * in chunks of `sched.chunk`, taken from a counter.
    */
   #launch(
     op: OpName,
     T: number,
-    args: (t: number) => number[],
+    args: (t: number) => Record<string, number>,
     sched?: { split: string; chunk: number },
   ): void {
+    const names: readonly string[] = OPS[op].args;
     const counter = T > 1 && sched ? this.#resetCounter() : 0;
     for (let t = 0; t < T; t++) {
       const x = this.#argsOf(t);
-      x.set(args(t));
+      const values = args(t);
+      if (Object.keys(values).length !== names.length) {
+        throw new KernelError(
+          `kernel ${op} takes ${names.join(", ")}; got ${Object.keys(values).join(", ")}`,
+        );
+      }
+      names.forEach((name, i) => {
+        const v = values[name];
+        if (typeof v !== "number" || Number.isNaN(v)) {
+          throw new KernelError(`kernel ${op}: argument ${name} is ${v}, not a number`);
+        }
+        x[i] = v;
+      });
       x[COUNTER] = counter;
       if (counter) {
         x[CHUNK] = sched!.chunk;
@@ -634,30 +667,24 @@ export class Kernels {
     const chunk = byPanels
       ? Math.max(8, Math.ceil(panels / (8 * T)))
       : Math.max(16, Math.ceil(rows / (8 * T) / 4) * 4);
-    this.#launch(
-      bf16 ? "matmulBf16" : "matmul",
-      T,
-      (
-        t,
-      ) => [
-        a,
-        packedB,
-        c,
-        m,
-        k,
-        n,
-        lda,
-        ldc,
-        bias,
-        acc,
-        rowStart,
-        rowEnd,
-        0,
-        panels,
-        this.#scratchOf(t),
-      ],
-      { split: byPanels ? "panelStart" : "rowStart", chunk },
-    );
+    const accumulate = acc;
+    this.#launch(bf16 ? "matmulBf16" : "matmul", T, (t) => ({
+      a,
+      packedB,
+      c,
+      m,
+      k,
+      n,
+      lda,
+      ldc,
+      bias,
+      accumulate,
+      rowStart,
+      rowEnd,
+      panelStart: 0,
+      panelEnd: panels,
+      scratch: this.#scratchOf(t),
+    }), { split: byPanels ? "panelStart" : "rowStart", chunk });
   }
 
   /**
@@ -676,7 +703,7 @@ export class Kernels {
     const r0 = opts.rowStart ?? 0, r1 = opts.rowEnd ?? rows;
     const maxT = this.threads;
     const T = (r1 - r0) * d >= PAR_ELEMENTS_MIN && r1 - r0 >= 2 * maxT ? maxT : 1;
-    this.#launch("layerNorm", T, (t) => [
+    this.#launch("layerNorm", T, (t) => ({
       x,
       out,
       rows,
@@ -685,27 +712,27 @@ export class Kernels {
       gamma,
       beta,
       scale,
-      cut(r0, r1, T, t),
-      cut(r0, r1, T, t + 1),
-    ]);
+      rowStart: cut(r0, r1, T, t),
+      rowEnd: cut(r0, r1, T, t + 1),
+    }));
   }
 
   /** Threads for an elementwise op over n floats, and thread t's range (multiples of 4). */
-  #ranges(n: number): [number, (t: number) => [number, number]] {
+  #ranges(n: number): [number, (t: number) => { start: number; end: number }] {
     const T = n >= PAR_ELEMENTS_MIN ? this.threads : 1;
-    return [T, (t) => [cut(0, n, T, t, 4), cut(0, n, T, t + 1, 4)]];
+    return [T, (t) => ({ start: cut(0, n, T, t, 4), end: cut(0, n, T, t + 1, 4) })];
   }
 
   /** out = gelu_new(x) over n floats (x and out may alias). */
   geluNew(x: number, out: number, n: number): void {
     const [T, range] = this.#ranges(n);
-    this.#launch("geluNew", T, (t) => [x, out, ...range(t)]);
+    this.#launch("geluNew", T, (t) => ({ x, out, ...range(t) }));
   }
 
   /** out = a + b over n floats (any may alias). */
   add(a: number, b: number, out: number, n: number): void {
     const [T, range] = this.#ranges(n);
-    this.#launch("add", T, (t) => [a, b, out, ...range(t)]);
+    this.#launch("add", T, (t) => ({ a, b, out, ...range(t) }));
   }
 
   /** Threads to use for attention over heads [hs, he) with this much work. */
@@ -733,22 +760,24 @@ export class Kernels {
       rows = this.alloc((rowStride / 4) * T);
     }
     try {
-      this.#launch("attention", T, (t) => [
-        a.q,
-        a.k,
-        a.v,
-        a.stride,
-        a.z,
-        a.zStride,
-        a.nQ,
-        a.qStart,
-        a.dHead,
-        a.scale,
-        a.pattern ?? 0,
-        hs,
-        he,
-        rows + t * rowStride,
-      ], BY_HEAD);
+      this.#launch("attention", T, (t) => ({
+        q: a.q,
+        k: a.k,
+        v: a.v,
+        stride: a.stride,
+        z: a.z,
+        zStride: a.zStride,
+        nQ: a.nQ,
+        qStart: a.qStart,
+        dHead: a.dHead,
+        scale: a.scale,
+        pattern: a.pattern ?? 0,
+        headStart: hs,
+        headEnd: he,
+        scratch: rows + t * rowStride,
+        group: a.group ?? 1,
+        kStart: a.kStart ?? 0,
+      }), BY_HEAD);
     } finally {
       this.release(mark);
     }
@@ -758,35 +787,80 @@ export class Kernels {
   attentionScores(a: AttentionScoresArgs, scores: number): void {
     const hs = a.headStart ?? 0, he = a.headEnd ?? a.nHeads;
     const T = this.#attnThreads(hs, he, a.nQ, a.qStart + a.nQ, a.dHead);
-    this.#launch(
-      "attentionScores",
-      T,
-      () => [a.q, a.k, a.stride, a.nQ, a.qStart, a.dHead, a.scale, scores, hs, he],
-      BY_HEAD,
-    );
+    this.#launch("attentionScores", T, () => ({
+      q: a.q,
+      k: a.k,
+      stride: a.stride,
+      nQ: a.nQ,
+      qStart: a.qStart,
+      dHead: a.dHead,
+      scale: a.scale,
+      scores,
+      headStart: hs,
+      headEnd: he,
+      group: a.group ?? 1,
+      kStart: a.kStart ?? 0,
+    }), BY_HEAD);
   }
 
-  /** Softmax of each [nHeads, nQ, nK] row over j <= qStart+i; masked entries 0 (may alias). */
-  softmaxCausal(scores: number, pattern: number, nHeads: number, nQ: number, qStart: number): void {
+  /**
+   * Pattern rows [nHeads, nQ, nK] from score rows (may alias). Causal (default): softmax over the
+   * keys [kStart, qStart + i], other entries 0. Not causal: softmax over whole rows (what a hook on
+   * the scores returned is used as is); rows with no finite score become zeros.
+   */
+  softmaxRows(
+    scores: number,
+    pattern: number,
+    nHeads: number,
+    nQ: number,
+    qStart: number,
+    opts: { kStart?: number; causal?: boolean } = {},
+  ): void {
     const T = this.#attnThreads(0, nHeads, nQ, qStart + nQ, 16);
-    this.#launch("softmaxCausal", T, () => [scores, pattern, nQ, qStart, 0, nHeads], BY_HEAD);
+    const causal = opts.causal ?? true ? 1 : 0;
+    this.#launch("softmaxRows", T, () => ({
+      scores,
+      pattern,
+      nQ,
+      qStart,
+      headStart: 0,
+      headEnd: nHeads,
+      kStart: opts.kStart ?? 0,
+      causal,
+    }), BY_HEAD);
   }
 
-  /** z = pattern @ v per head, reading only keys j <= qStart+i. */
+  /** z = pattern @ v per head, over each query's causal keys (default) or every key. */
   attentionApply(a: AttentionApplyArgs): void {
     const hs = a.headStart ?? 0, he = a.headEnd ?? a.nHeads;
     const T = this.#attnThreads(hs, he, a.nQ, a.qStart + a.nQ, a.dHead);
-    this.#launch(
-      "attentionApply",
-      T,
-      () => [a.pattern, a.v, a.stride, a.z, a.zStride, a.nQ, a.qStart, a.dHead, hs, he],
-      BY_HEAD,
-    );
+    this.#launch("attentionApply", T, () => ({
+      pattern: a.pattern,
+      v: a.v,
+      stride: a.stride,
+      z: a.z,
+      zStride: a.zStride,
+      nQ: a.nQ,
+      qStart: a.qStart,
+      dHead: a.dHead,
+      headStart: hs,
+      headEnd: he,
+      group: a.group ?? 1,
+      kStart: a.kStart ?? 0,
+      causal: a.causal ?? true ? 1 : 0,
+    }), BY_HEAD);
   }
 
   #rows(op: OpName, x: number, rows: number, n: number, ld: number, out: number): void {
     const T = rows * n >= PAR_ELEMENTS_MIN && rows >= this.threads ? this.threads : 1;
-    this.#launch(op, T, (t) => [x, n, ld, out, cut(0, rows, T, t), cut(0, rows, T, t + 1)]);
+    this.#launch(op, T, (t) => ({
+      x,
+      n,
+      ld,
+      out,
+      rowStart: cut(0, rows, T, t),
+      rowEnd: cut(0, rows, T, t + 1),
+    }));
   }
 
   /**

@@ -7,6 +7,7 @@
 import type {
   AttentionArgs,
   Backend,
+  CausalOptions,
   DeviceArray,
   LayerNormOptions,
   MatmulOptions,
@@ -300,9 +301,15 @@ export class WasmBackend implements Backend {
 
   #attention(a: AttentionArgs) {
     const nK = a.qStart + a.nQ, width = a.nHeads * a.dHead;
+    const nKv = a.nKeyValueHeads ?? a.nHeads;
+    if (!Number.isInteger(nKv) || nKv < 1 || a.nHeads % nKv !== 0) {
+      throw new KernelError(
+        `attention: ${a.nHeads} heads do not group into ${nKv} key/value heads`,
+      );
+    }
     this.#rowsFit(a.q, a.nQ, width, a.stride, "attention q");
-    this.#rowsFit(a.k, nK, width, a.stride, "attention k");
-    this.#rowsFit(a.v, nK, width, a.stride, "attention v");
+    this.#rowsFit(a.k, nK, nKv * a.dHead, a.stride, "attention k");
+    this.#rowsFit(a.v, nK, nKv * a.dHead, a.stride, "attention v");
     this.#rowsFit(a.z, a.nQ, width, a.zStride, "attention z");
     return {
       q: this.#ptr(a.q),
@@ -316,6 +323,8 @@ export class WasmBackend implements Backend {
       nHeads: a.nHeads,
       dHead: a.dHead,
       scale: a.scale,
+      group: a.nHeads / (a.nKeyValueHeads ?? a.nHeads),
+      kStart: a.kStart ?? 0,
     };
   }
 
@@ -339,23 +348,28 @@ export class WasmBackend implements Backend {
     this.kernels.attentionScores(this.#attention(a), this.#pattern(a, scores, "scores"));
   }
 
-  softmaxCausal(
+  softmaxRows(
     scores: DeviceArray,
     pattern: DeviceArray,
     nHeads: number,
     nQ: number,
     qStart: number,
+    opts: CausalOptions = {},
   ): void {
     const need = nHeads * nQ * (qStart + nQ);
     if (scores.length < need || pattern.length < need) {
-      throw new KernelError(`softmaxCausal needs ${need} floats of scores and of pattern`);
+      throw new KernelError(`softmaxRows needs ${need} floats of scores and of pattern`);
     }
-    this.kernels.softmaxCausal(this.#ptr(scores), this.#ptr(pattern), nHeads, nQ, qStart);
+    this.kernels.softmaxRows(this.#ptr(scores), this.#ptr(pattern), nHeads, nQ, qStart, opts);
   }
 
-  attentionApply(a: AttentionArgs, pattern: DeviceArray): void {
+  attentionApply(a: AttentionArgs, pattern: DeviceArray, opts: { causal?: boolean } = {}): void {
     const args = this.#attention(a);
-    this.kernels.attentionApply({ ...args, pattern: this.#pattern(a, pattern, "pattern") });
+    this.kernels.attentionApply({
+      ...args,
+      pattern: this.#pattern(a, pattern, "pattern"),
+      causal: opts.causal,
+    });
   }
 
   logSumExpRows(x: DeviceArray, rows: number, n: number, ld: number = n): Float64Array {

@@ -573,7 +573,7 @@ export function allocateSafetensors(
  *   [["wte.weight", { data: new Float32Array(6), shape: [3, 2] }]],
  *   { dtype: "BF16", metadata: { format: "pt" } },
  * );
- * await Deno.writeFile("model.safetensors", bytes);
+ * await Deno.writeFile(`${await Deno.makeTempDir()}/model.safetensors`, bytes);
  * ```
  */
 export function writeSafetensors(

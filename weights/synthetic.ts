@@ -88,8 +88,9 @@ function positiveInt(name: string, value: unknown): number {
  * const { config, weights } = syntheticGpt2({
  *   nLayers: 12, nHeads: 12, dModel: 768, dVocab: 50257, nCtx: 1024, seed: 0,
  * });
- * await Deno.writeTextFile("config.json", JSON.stringify(config));
- * await Deno.writeFile("model.safetensors", weights);
+ * const dir = await Deno.makeTempDir(); // a folder HookedTransformer.fromPretrained(dir) loads
+ * await Deno.writeTextFile(`${dir}/config.json`, JSON.stringify(config));
+ * await Deno.writeFile(`${dir}/model.safetensors`, weights);
  * ```
  */
 export function syntheticGpt2(opts: SyntheticGpt2Options): SyntheticGpt2 {

@@ -207,6 +207,7 @@ const WASM_FILES = {
 };
 
 const moduleCache = new Map<string, Promise<WebAssembly.Module>>();
+let warnedSingleThread = false;
 let relaxedSupport: Promise<boolean> | undefined;
 
 async function fetchBytes(url: URL): Promise<ArrayBuffer> {
@@ -367,8 +368,15 @@ export class Kernels {
         kn.#pool = await WorkerPool.start(module, memory, kn.#control, threads - 1);
       } catch (e) {
         // Asked for explicitly: say so. By default: run on the calling thread alone (for example
-        // where the runtime offers no workers).
+        // where the runtime offers no workers), and say that once per process.
         if (opts.threads !== undefined) throw e;
+        if (!warnedSingleThread) {
+          warnedSingleThread = true;
+          console.error(
+            `transformer-lens: kernel worker threads could not start, computing on 1 thread ` +
+              `(${(e as Error).message.split("\n")[0]})`,
+          );
+        }
       }
     }
     return kn;

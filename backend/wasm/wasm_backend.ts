@@ -90,7 +90,10 @@ class WasmMatrix implements PackedMatrix {
  * ```
  */
 export class WasmBackend implements Backend {
-  /** The kernels (raw byte offsets); for kernel-level tests and benchmarks only. */
+  /**
+   * The kernels (raw byte offsets); for kernel-level tests and benchmarks only.
+   * @internal
+   */
   readonly kernels: Kernels;
   readonly #scopes: WasmScope[] = [];
 
@@ -123,10 +126,12 @@ export class WasmBackend implements Backend {
     return this.kernels.bytesInUse;
   }
 
+  /** Stops the worker threads; the backend keeps working on the calling thread alone. */
   close(): void {
     this.kernels.close();
   }
 
+  /** The same as {@linkcode WasmBackend.close} (for `using backend = await WasmBackend.load()`). */
   [Symbol.dispose](): void {
     this.close();
   }

@@ -1,18 +1,20 @@
 /**
  * Headless Chromium for the tests that open a page (`report_test.ts`, `browser_example_test.ts`),
- * driven by `playwright-core` with the system's Chromium (no browser download): find the binary,
+ * driven by `puppeteer-core` with the system's Chromium (no browser download): find the binary,
  * launch it quiet on the network, and record what a page does wrong.
  *
- * Playwright gives the browser a fresh temporary profile, talks to it over a pipe (no debugging
- * port) and deletes the profile on close. Chosen over puppeteer-core, which works as well under
- * Deno, because it is one npm package with no dependencies (puppeteer-core brings 23).
+ * Puppeteer gives the browser a fresh temporary profile, talks to it over a pipe (no debugging
+ * port) and deletes the profile on close. Chosen over playwright-core, which launches as well but
+ * reads `/proc/sys/fs/binfmt_misc/WSLInterop` when imported (a WSL check), which Deno allows only
+ * with `--allow-all`: the test task's permissions would no longer be enough.
  *
  * @example
  * ```ts ignore
  * import { launchChromium, watchPage } from "./browser.ts";
  * const browser = await launchChromium();
  * try {
- *   const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
+ *   const page = await browser.newPage();
+ *   await page.setViewport({ width: 1280, height: 800 });
  *   const seen = watchPage(page);
  *   await page.goto("file:///tmp/report.html");
  *   await Deno.writeFile("shot.png", await page.screenshot({ fullPage: true }));
@@ -23,7 +25,7 @@
  * ```
  * @module
  */
-import { type Browser, chromium, type Page } from "playwright-core";
+import puppeteer, { type Browser, type Page } from "puppeteer-core";
 
 /** Where Chromium is usually installed; the first that exists is used. */
 export const CHROMIUM_CANDIDATES: readonly string[] = [
@@ -103,7 +105,12 @@ export async function launchChromium(): Promise<Browser> {
         "CHROMIUM_PATH",
     );
   }
-  return await chromium.launch({ executablePath, args: [...CHROMIUM_FLAGS], timeout: 30_000 });
+  return await puppeteer.launch({
+    executablePath,
+    args: [...CHROMIUM_FLAGS],
+    pipe: true,
+    timeout: 30_000,
+  });
 }
 
 /** What a page did, recorded from the moment {@linkcode watchPage} was called. */
@@ -121,7 +128,9 @@ export function watchPage(page: Page): PageRecord {
   page.on("console", (m) => {
     if (m.type() === "error" || m.type() === "assert") record.errors.push(`console: ${m.text()}`);
   });
-  page.on("pageerror", (e) => record.errors.push(`exception: ${e.stack ?? e.message}`));
+  page.on("pageerror", (e) => {
+    record.errors.push(`exception: ${e instanceof Error ? e.stack ?? e.message : String(e)}`);
+  });
   page.on("request", (r) => record.requests.push(r.url()));
   page.on("requestfailed", (r) => {
     const why = r.failure()?.errorText;

@@ -3,7 +3,7 @@
  * and the page, served by the loopback static server and opened in headless Chromium, runs the
  * toy model, draws its charts and shows the same scores as the library computes here.
  *
- * Chromium is driven with playwright-core through `tests/browser.ts` (fresh profile, no network
+ * Chromium is driven with puppeteer-core through `tests/browser.ts` (fresh profile, no network
  * features). Without a Chromium the page test is skipped with a message, unless CI is set (then it
  * fails).
  * A screenshot is saved in `out/test-artifacts/browser-example.png`.
@@ -56,18 +56,17 @@ Deno.test({
     await using browser = await launchChromium(); // closed however the test ends
     const server = await startStaticServer();
     try {
-      const page = await browser.newPage({ viewport: { width: 1280, height: 1100 } });
+      const page = await browser.newPage();
+      await page.setViewport({ width: 1280, height: 1100 });
       page.setDefaultTimeout(30_000);
       const seen = watchPage(page);
       await page.goto(`${server.origin}/examples/browser/index.html`);
       const evaluate = (expression: string) => page.evaluate(expression);
       let state = "";
       try {
-        await page.waitForFunction(
-          "globalThis.__error !== undefined || globalThis.__scores",
-          undefined,
-          { timeout: 60_000 },
-        );
+        await page.waitForFunction("globalThis.__error !== undefined || globalThis.__scores", {
+          timeout: 60_000,
+        });
         state = (await evaluate("globalThis.__error === undefined")) ? "done" : "error";
       } catch (e) {
         state = `timeout: ${(e as Error).message}`;

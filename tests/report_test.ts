@@ -236,24 +236,23 @@ Deno.test({
 
     const browser = await launchChromium();
     try {
-      const page = await browser.newPage({
-        viewport: { width: 1280, height: 900 },
-        deviceScaleFactor: 1,
-      });
+      const page = await browser.newPage();
+      await page.setViewport({ width: 1280, height: 900, deviceScaleFactor: 1 });
       page.setDefaultTimeout(30_000);
       const seen = watchPage(page);
       await page.goto(htmlUrl.href);
-      await page.waitForFunction("document.body.dataset.charts", undefined, { timeout: 10_000 });
-      const charts = await page.evaluate<string>("document.body.dataset.charts");
-      const hosts = await page.evaluate<number>("document.querySelectorAll('[data-chart]').length");
+      await page.waitForFunction("document.body.dataset.charts", { timeout: 10_000 });
+      const charts = await page.evaluate("document.body.dataset.charts") as string;
+      const hosts = await page.evaluate(
+        "document.querySelectorAll('[data-chart]').length",
+      ) as number;
       assert.equal(charts, String(hosts), `charts drawn: ${charts} of ${hosts}`);
       assert.ok(hosts >= 8, `expected at least 8 charts, found ${hosts}`);
 
       await t.step("every canvas has ink", async () => {
         // Page code is a string: it runs in the browser, and Deno's types have no DOM.
-        const canvases = await page.evaluate<
-          { chart: string; kind: string; width: number; height: number; inked: number }[]
-        >(`Array.from(document.querySelectorAll("canvas")).map((c) => {
+        const canvases = await page.evaluate(
+          `Array.from(document.querySelectorAll("canvas")).map((c) => {
           const host = c.closest("[data-chart]");
           const d = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
           let inked = 0;
@@ -268,7 +267,8 @@ Deno.test({
             height: c.height,
             inked,
           };
-        })`);
+        })`,
+        ) as { chart: string; kind: string; width: number; height: number; inked: number }[];
         assert.ok(canvases.length >= hosts, `${canvases.length} canvases for ${hosts} charts`);
         for (const c of canvases) {
           assert.ok(
@@ -281,7 +281,7 @@ Deno.test({
 
       await t.step("hovering a heatmap cell shows its value", async () => {
         // The centre of head 5.5's cell in the induction heatmap (score 0.91).
-        const text = await page.evaluate<string>(`(() => {
+        const text = await page.evaluate(`(() => {
           const c = document.querySelector('[data-chart="heads"][data-kind="induction"] canvas');
           c.scrollIntoView();
           const g = JSON.parse(c.dataset.geometry);
@@ -293,7 +293,7 @@ Deno.test({
           c.dispatchEvent(new MouseEvent("mouseleave"));
           window.scrollTo(0, 0);
           return text;
-        })()`);
+        })()`) as string;
         assert.match(text, /5\.5/);
         assert.match(text, /0\.910/);
       });

@@ -68,7 +68,7 @@ export function defaultBenchDir(): string {
 /**
  * The benchmark tokens: `batch` rows of `[BOS] + r + r`, r = `seqLen` ids drawn uniformly from
  * [0, d_vocab) with `SeededRng(seed, "repeated-tokens")`, row by row, so row b does not depend on
- * `batch` (the same definition as the study's repeated tokens, GUIDE section 4).
+ * `batch` (the same definition as the study's repeated tokens, docs/semantics.md section 4).
  *
  * @example
  * ```ts

@@ -12,6 +12,7 @@
  * @module
  */
 
+import { parseArgs, type ParseArgsConfig } from "node:util";
 import denoJson from "../deno.json" with { type: "json" };
 import { renderReport } from "./report/render.ts";
 import type { ExperimentResults, HeadRef } from "./report/schema.ts";
@@ -76,17 +77,19 @@ export class UsageError extends Error {
   }
 }
 
-const VALUE_FLAGS = [
-  "model",
-  "seq-len",
-  "batch",
-  "seed",
-  "out",
-  "prev-head",
-  "induction-head",
-  "top-pairs",
-] as const;
-type ValueFlag = typeof VALUE_FLAGS[number];
+/** The flags, for `node:util`'s `parseArgs`. */
+const FLAGS = {
+  model: { type: "string" },
+  "seq-len": { type: "string" },
+  batch: { type: "string" },
+  seed: { type: "string" },
+  out: { type: "string" },
+  "prev-head": { type: "string" },
+  "induction-head": { type: "string" },
+  "top-pairs": { type: "string" },
+  help: { type: "boolean", short: "h" },
+} as const satisfies NonNullable<ParseArgsConfig["options"]>;
+type Flag = keyof typeof FLAGS;
 
 function positiveInt(flag: string, v: string, max = 1_000_000): number {
   if (!/^\d+$/.test(v) || Number(v) < 1 || Number(v) > max) {
@@ -121,32 +124,39 @@ export function parseCliArgs(args: string[]): CliOptions {
     topPairs: 3,
     help: false,
   };
-  const seen = new Set<string>();
-  for (let i = 0; i < args.length; i++) {
-    const arg = args[i];
-    if (arg === "-h" || arg === "--help") {
+  // parseArgs splits the words (`--flag value`, `--flag=value`, `-h`); not in strict mode, which
+  // would refuse `--seed -1` (a value starting with a dash) and word its own errors. The checks
+  // below give this command's messages.
+  const { tokens } = parseArgs({
+    args,
+    options: FLAGS,
+    strict: false,
+    allowPositionals: true,
+    tokens: true,
+  });
+  const seen = new Set<Flag>();
+  for (const token of tokens) {
+    if (token.kind === "positional") {
+      throw new UsageError(`unexpected argument "${token.value}" (flags start with --)`);
+    }
+    if (token.kind === "option-terminator") {
+      throw new UsageError(`unexpected argument "--" (flags start with --)`);
+    }
+    if (!Object.hasOwn(FLAGS, token.name)) throw new UsageError(`unknown flag ${token.rawName}`);
+    const name = token.name as Flag;
+    if (name === "help") {
+      if (token.value !== undefined) throw new UsageError(`${token.rawName} takes no value`);
       opts.help = true;
       continue;
     }
-    if (!arg.startsWith("--")) {
-      throw new UsageError(`unexpected argument "${arg}" (flags start with --)`);
-    }
-    const eq = arg.indexOf("=");
-    const name = arg.slice(2, eq < 0 ? undefined : eq);
-    if (!(VALUE_FLAGS as readonly string[]).includes(name)) {
-      throw new UsageError(`unknown flag --${name}`);
-    }
     if (seen.has(name)) throw new UsageError(`--${name} is given twice`);
     seen.add(name);
-    let value: string;
-    if (eq >= 0) value = arg.slice(eq + 1);
-    else {
-      if (i + 1 >= args.length || args[i + 1].startsWith("--")) {
-        throw new UsageError(`--${name} needs a value`);
-      }
-      value = args[++i];
+    // `--out --batch 4`: parseArgs takes `--batch` as the value; it is the next flag.
+    const value = token.value;
+    if (value === undefined || (!token.inlineValue && value.startsWith("--"))) {
+      throw new UsageError(`--${name} needs a value`);
     }
-    switch (name as ValueFlag) {
+    switch (name) {
       case "model":
         if (!value.trim()) throw new UsageError("--model needs a name or a path");
         opts.model = value;

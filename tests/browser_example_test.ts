@@ -3,7 +3,7 @@
  * and the page, served by the loopback static server and opened in headless Chromium, runs the
  * toy model, draws its charts and shows the same scores as the library computes here.
  *
- * Chromium is driven with `tests/browser.ts` (DevTools protocol, fresh profile, no network
+ * Chromium is driven with puppeteer-core through `tests/browser.ts` (fresh profile, no network
  * features). Without a Chromium the page test is skipped with a message, unless CI is set (then it
  * fails).
  * A screenshot is saved in `out/test-artifacts/browser-example.png`.
@@ -12,28 +12,11 @@ import assert from "node:assert/strict";
 import { attentionPattern, generateRepeatedTokens, headScores, HookedTransformer } from "../mod.ts";
 import { inputDigest, OUTPUT, recordedDigest } from "../examples/browser/build.ts";
 import { BATCH, HEAD, LAYER, type PageScores, SEED, SEQ_LEN } from "../examples/browser/config.ts";
-import { findChromium, launchBrowser } from "./browser.ts";
+import { launchChromium, skipWithoutChromium, watchPage } from "./browser.ts";
 import { startStaticServer } from "./static_server.ts";
 
 const ROOT = new URL("../", import.meta.url);
 const ARTIFACTS = new URL("../out/test-artifacts/", import.meta.url);
-
-function ciSet(): boolean {
-  try {
-    return !!Deno.env.get("CI");
-  } catch {
-    return false;
-  }
-}
-
-const CHROMIUM = findChromium();
-const SKIP = CHROMIUM === undefined && !ciSet();
-if (SKIP) {
-  console.log(
-    "browser_example_test: chromium not found (apt-get install chromium); the page test is " +
-      "skipped (it fails instead when CI is set)",
-  );
-}
 
 // ---- Tests ----
 
@@ -60,29 +43,29 @@ Deno.test("browser example: the committed bundle is built from the current sourc
 Deno.test({
   name:
     "browser example: the page runs the toy model, draws its charts, shows the library's scores",
-  ignore: SKIP,
+  ignore: skipWithoutChromium("the browser example's page test"),
   sanitizeResources: false,
   sanitizeOps: false,
   async fn() {
-    if (!CHROMIUM) {
-      assert.fail("chromium is not installed but CI is set: apt-get install chromium");
-    }
     // What the page should show, computed here with the library.
     const model = await HookedTransformer.fromPretrained("induction-toy", { threads: 1 });
     const tokens = generateRepeatedTokens(model, SEQ_LEN, BATCH, { seed: SEED });
     const expected = await headScores(model, tokens, SEQ_LEN);
     const { pattern: expectedPattern } = await attentionPattern(model, tokens, LAYER, HEAD);
 
+    await using browser = await launchChromium(); // closed however the test ends
     const server = await startStaticServer();
-    const browser = await launchBrowser({ executablePath: CHROMIUM });
     try {
-      const page = await browser.newPage({ width: 1280, height: 1100 });
+      const page = await browser.newPage();
+      await page.setViewport({ width: 1280, height: 1100 });
+      page.setDefaultTimeout(30_000);
+      const seen = watchPage(page);
       await page.goto(`${server.origin}/examples/browser/index.html`);
       const evaluate = (expression: string) => page.evaluate(expression);
       let state = "";
       try {
-        await page.waitFor("globalThis.__error !== undefined || globalThis.__scores", {
-          timeoutMs: 60_000,
+        await page.waitForFunction("globalThis.__error !== undefined || globalThis.__scores", {
+          timeout: 60_000,
         });
         state = (await evaluate("globalThis.__error === undefined")) ? "done" : "error";
       } catch (e) {
@@ -94,14 +77,14 @@ Deno.test({
       await Deno.writeFile(new URL("browser-example.png", ARTIFACTS), await page.screenshot());
 
       const failed = server.requests.filter((r) => r.status !== 200);
-      const context = `\nproblems in the page: ${JSON.stringify(page.errors, null, 1)}\n` +
+      const context = `\nproblems in the page: ${JSON.stringify(seen.errors, null, 1)}\n` +
         `failed requests: ${JSON.stringify(failed)}\n` +
         `screenshot: out/test-artifacts/browser-example.png`;
       if (state === "error") {
         assert.fail(`the page failed: ${await evaluate("globalThis.__error")}${context}`);
       }
       assert.equal(state, "done", `the page did not finish${context}`);
-      assert.deepEqual(page.errors, [], `the page logged errors${context}`);
+      assert.deepEqual(seen.errors, [], `the page logged errors${context}`);
       assert.deepEqual(failed, [], "every request the page made succeeded");
       const paths = new Set(server.requests.map((r) => r.path));
       assert.ok(paths.has("/examples/browser/generated/app.js"), "the page loaded the bundle");
@@ -158,7 +141,6 @@ Deno.test({
         assert.ok(ink > 2000, `a uPlot chart drew: ${JSON.stringify(charts)}`);
       }
     } finally {
-      await browser.close();
       await server.close();
     }
   },

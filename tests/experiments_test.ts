@@ -156,7 +156,13 @@ Deno.test("experiments: flag parsing, head choice and pairs", () => {
   assert.equal(o.seed, -1);
   assert.deepEqual(o.prevHead, [0, 3]);
   assert.equal(o.out, "out/experiments");
-  assert.throws(() => parseCliArgs(["--batch", "1", "--batch", "2"]), UsageError);
+  assert.throws(() => parseCliArgs(["--batch", "1", "--batch", "2"]), /--batch is given twice/);
+  assert.equal(parseCliArgs(["--seed=-5"]).seed, -5);
+  assert.equal(parseCliArgs(["-h"]).help, true);
+  assert.throws(() => parseCliArgs(["--out", "--batch", "4"]), /--out needs a value/);
+  assert.throws(() => parseCliArgs(["-x"]), /unknown flag -x/);
+  assert.throws(() => parseCliArgs(["--help=yes"]), /--help takes no value/);
+  assert.throws(() => parseCliArgs(["--", "x"]), UsageError);
 
   const ind = rankHeads([[0.1, 0.0], [0.2, 0.9], [0.5, 0.1]]);
   assert.deepEqual(ind.slice(0, 2), [

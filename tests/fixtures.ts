@@ -1,32 +1,34 @@
 /**
- * Finds the read-only reference fixtures in `../shared/` beside the repository root.
+ * Finds the reference fixtures committed in `tests/fixtures/` (see its README: what each file is
+ * and who wrote it; they are never regenerated).
  * @module
  */
 import { fromFileUrl } from "./path.ts";
 
-const SHARED = new URL("../../shared/", import.meta.url);
+const FIXTURES = new URL("./fixtures/", import.meta.url);
 
-function sharedDir(sub: string): string {
-  const dir = fromFileUrl(new URL(sub, SHARED));
+/**
+ * Absolute path of a file or folder under `tests/fixtures/` (`""` for the folder itself).
+ *
+ * @example
+ * ```ts
+ * import { fixturePath } from "./fixtures.ts";
+ * Deno.statSync(`${fixturePath("tiny-hf-f32")}/model.safetensors`).isFile; // true
+ * ```
+ */
+export function fixturePath(name: string): string {
+  const path = fromFileUrl(new URL(name, FIXTURES));
   try {
-    Deno.statSync(dir);
-  } catch {
+    Deno.statSync(path);
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound)) throw e;
     throw new Error(
-      `reference fixtures not found at ${dir}: the tests read ../shared/ beside the repository ` +
-        `root (a checkout of the project next to its shared/ folder)`,
+      `reference fixture ${path} not found: tests/fixtures/ is part of the repository; restore ` +
+        `it with git checkout -- tests/fixtures`,
+      { cause: e },
     );
   }
-  return dir;
-}
-
-/** Absolute path of a folder or file under `../shared/fixtures/`. */
-export function fixturePath(name: string): string {
-  return sharedDir(`fixtures/${name}`);
-}
-
-/** Absolute path of a folder or file under `../shared/models/`. */
-export function sharedModelPath(name: string): string {
-  return sharedDir(`models/${name}`);
+  return path;
 }
 
 /** The four tiny reference models and the dtype key of their golden outputs. */
@@ -39,11 +41,21 @@ export const TINY_MODELS = [
 
 /** The golden outputs HF transformers computed in float64 for the tiny models. */
 export interface TinyGolden {
+  /** The token ids the outputs are for, [batch][pos]. */
   tokens: number[][];
+  /** Per dtype key (`f32`, `f16`, `bf16`): `logits`, `attentions` and `hidden_states`. */
   [dtype: string]: unknown;
 }
 
-/** Reads `tiny-golden.json`. */
+/**
+ * Reads `tiny-golden.json`.
+ *
+ * @example
+ * ```ts
+ * import { readTinyGolden } from "./fixtures.ts";
+ * readTinyGolden().tokens.length; // 2
+ * ```
+ */
 export function readTinyGolden(): TinyGolden {
   return JSON.parse(Deno.readTextFileSync(fixturePath("tiny-golden.json")));
 }

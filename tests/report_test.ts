@@ -17,7 +17,7 @@ import {
   STUDY_REFERENCE,
 } from "../experiments/report/schema.ts";
 import { UPLOT_JS, UPLOT_JS_SHA256 } from "../experiments/report/generated/uplot_bundle.ts";
-import { findChromium, launchBrowser } from "./browser.ts";
+import { launchChromium, skipWithoutChromium, watchPage } from "./browser.ts";
 
 const ARTIFACTS = new URL("../out/test-artifacts/", import.meta.url);
 
@@ -226,88 +226,89 @@ Deno.test("report: self-contained HTML, results round-trip through JSON and pars
   assert.ok(!escaped.includes("<b>x</b>"));
 });
 
-Deno.test("report: every chart draws in headless Chromium, clean console, no requests out", async (t) => {
-  const chromium = findChromium();
-  if (!chromium) {
-    if (Deno.env.get("CI")) {
-      throw new Error("CI is set but no Chromium was found: install Debian's chromium package");
-    }
-    console.warn(
-      "SKIPPED report browser test: no Chromium (install Debian's `chromium` package, or set " +
-        "CHROMIUM_PATH). In CI ($CI set) this test fails instead.",
-    );
-    return;
-  }
-  await Deno.mkdir(ARTIFACTS, { recursive: true });
-  const htmlUrl = new URL("report.html", ARTIFACTS);
-  await Deno.writeTextFile(htmlUrl, renderReport(sampleResults()));
+Deno.test({
+  name: "report: every chart draws in headless Chromium, clean console, no requests out",
+  ignore: skipWithoutChromium("the report's browser test"),
+  async fn(t) {
+    await Deno.mkdir(ARTIFACTS, { recursive: true });
+    const htmlUrl = new URL("report.html", ARTIFACTS);
+    await Deno.writeTextFile(htmlUrl, renderReport(sampleResults()));
 
-  const browser = await launchBrowser({ executablePath: chromium });
-  try {
-    const page = await browser.newPage({ width: 1280, height: 900, deviceScaleFactor: 1 });
-    await page.goto(htmlUrl.href);
-    await page.waitFor("document.body.dataset.charts");
-    const charts = await page.evaluate<string>("document.body.dataset.charts");
-    const hosts = await page.evaluate<number>("document.querySelectorAll('[data-chart]').length");
-    assert.equal(charts, String(hosts), `charts drawn: ${charts} of ${hosts}`);
-    assert.ok(hosts >= 8, `expected at least 8 charts, found ${hosts}`);
+    const browser = await launchChromium();
+    try {
+      const page = await browser.newPage();
+      await page.setViewport({ width: 1280, height: 900, deviceScaleFactor: 1 });
+      page.setDefaultTimeout(30_000);
+      const seen = watchPage(page);
+      await page.goto(htmlUrl.href);
+      await page.waitForFunction("document.body.dataset.charts", { timeout: 10_000 });
+      const charts = await page.evaluate("document.body.dataset.charts") as string;
+      const hosts = await page.evaluate(
+        "document.querySelectorAll('[data-chart]').length",
+      ) as number;
+      assert.equal(charts, String(hosts), `charts drawn: ${charts} of ${hosts}`);
+      assert.ok(hosts >= 8, `expected at least 8 charts, found ${hosts}`);
 
-    await t.step("every canvas has ink", async () => {
-      // Page code is a string: it runs in the browser, and Deno's types have no DOM.
-      const canvases = await page.evaluate<
-        { chart: string; kind: string; width: number; height: number; inked: number }[]
-      >(`Array.from(document.querySelectorAll("canvas")).map((c) => {
-        const host = c.closest("[data-chart]");
-        const d = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
-        let inked = 0;
-        for (let i = 0; i < d.length; i += 4) {
-          // Not transparent and not (near) white: a drawn mark.
-          if (d[i + 3] > 0 && (d[i] < 235 || d[i + 1] < 235 || d[i + 2] < 235)) inked++;
+      await t.step("every canvas has ink", async () => {
+        // Page code is a string: it runs in the browser, and Deno's types have no DOM.
+        const canvases = await page.evaluate(
+          `Array.from(document.querySelectorAll("canvas")).map((c) => {
+          const host = c.closest("[data-chart]");
+          const d = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
+          let inked = 0;
+          for (let i = 0; i < d.length; i += 4) {
+            // Not transparent and not (near) white: a drawn mark.
+            if (d[i + 3] > 0 && (d[i] < 235 || d[i + 1] < 235 || d[i + 2] < 235)) inked++;
+          }
+          return {
+            chart: host ? host.dataset.chart : "?",
+            kind: host ? host.dataset.kind || "" : "",
+            width: c.width,
+            height: c.height,
+            inked,
+          };
+        })`,
+        ) as { chart: string; kind: string; width: number; height: number; inked: number }[];
+        assert.ok(canvases.length >= hosts, `${canvases.length} canvases for ${hosts} charts`);
+        for (const c of canvases) {
+          assert.ok(
+            c.width > 100 && c.height > 50,
+            `${c.chart}/${c.kind} is ${c.width}x${c.height}`,
+          );
+          assert.ok(c.inked > 500, `${c.chart}/${c.kind} looks blank (${c.inked} inked pixels)`);
         }
-        return {
-          chart: host ? host.dataset.chart : "?",
-          kind: host ? host.dataset.kind || "" : "",
-          width: c.width,
-          height: c.height,
-          inked,
-        };
-      })`);
-      assert.ok(canvases.length >= hosts, `${canvases.length} canvases for ${hosts} charts`);
-      for (const c of canvases) {
-        assert.ok(c.width > 100 && c.height > 50, `${c.chart}/${c.kind} is ${c.width}x${c.height}`);
-        assert.ok(c.inked > 500, `${c.chart}/${c.kind} looks blank (${c.inked} inked pixels)`);
-      }
-    });
+      });
 
-    await t.step("hovering a heatmap cell shows its value", async () => {
-      // The centre of head 5.5's cell in the induction heatmap (score 0.91).
-      const text = await page.evaluate<string>(`(() => {
-        const c = document.querySelector('[data-chart="heads"][data-kind="induction"] canvas');
-        c.scrollIntoView();
-        const g = JSON.parse(c.dataset.geometry);
-        const r = c.getBoundingClientRect();
-        const x = r.left + g.left + 5.5 * g.cellWidth, y = r.top + g.top + 5.5 * g.cellHeight;
-        c.dispatchEvent(new MouseEvent("mousemove", { clientX: x, clientY: y, bubbles: true }));
-        const tip = document.querySelector(".tip");
-        const text = getComputedStyle(tip).display === "none" ? "(hidden)" : tip.innerText;
-        c.dispatchEvent(new MouseEvent("mouseleave"));
-        window.scrollTo(0, 0);
-        return text;
-      })()`);
-      assert.match(text, /5\.5/);
-      assert.match(text, /0\.910/);
-    });
+      await t.step("hovering a heatmap cell shows its value", async () => {
+        // The centre of head 5.5's cell in the induction heatmap (score 0.91).
+        const text = await page.evaluate(`(() => {
+          const c = document.querySelector('[data-chart="heads"][data-kind="induction"] canvas');
+          c.scrollIntoView();
+          const g = JSON.parse(c.dataset.geometry);
+          const r = c.getBoundingClientRect();
+          const x = r.left + g.left + 5.5 * g.cellWidth, y = r.top + g.top + 5.5 * g.cellHeight;
+          c.dispatchEvent(new MouseEvent("mousemove", { clientX: x, clientY: y, bubbles: true }));
+          const tip = document.querySelector(".tip");
+          const text = getComputedStyle(tip).display === "none" ? "(hidden)" : tip.innerText;
+          c.dispatchEvent(new MouseEvent("mouseleave"));
+          window.scrollTo(0, 0);
+          return text;
+        })()`) as string;
+        assert.match(text, /5\.5/);
+        assert.match(text, /0\.910/);
+      });
 
-    await t.step("screenshot", async () => {
-      const png = await page.screenshot({ fullPage: true });
-      assert.deepEqual(Array.from(png.slice(1, 4)), [0x50, 0x4e, 0x47]); // "PNG"
-      await Deno.writeFile(new URL("report.png", ARTIFACTS), png);
-    });
+      await t.step("screenshot", async () => {
+        const png = await page.screenshot({ fullPage: true });
+        assert.deepEqual(Array.from(png.slice(1, 4)), [0x50, 0x4e, 0x47]); // "PNG"
+        await Deno.writeFile(new URL("report.png", ARTIFACTS), png);
+      });
 
-    const outside = page.requests.filter((u) => !/^(file|data|about|blob):/.test(u));
-    assert.deepEqual(outside, [], "the report made network requests");
-    assert.deepEqual(page.errors, [], "console errors");
-  } finally {
-    await browser.close();
-  }
+      const outside = seen.requests.filter((u) => !/^(file|data|about|blob):/.test(u));
+      assert.deepEqual(outside, [], "the report made network requests");
+      assert.deepEqual(seen.errors, [], "console errors");
+    } finally {
+      await browser.close();
+    }
+  },
 });

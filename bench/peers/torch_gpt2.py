@@ -122,7 +122,7 @@ def read_safetensors(path):
 
 
 # --------------------------------------------------------------------------------------------
-# HF GPT-2 checkpoint -> TransformerLens parameter names and shapes (GUIDE section 3)
+# HF GPT-2 checkpoint -> TransformerLens parameter names and shapes (docs/semantics.md section 2)
 
 
 def load_gpt2(model_dir):

@@ -12,7 +12,7 @@ import { addScores, emptyScores, type HeadScores } from "./head_scores.ts";
 import { repeatedShape } from "./repeated_tokens.ts";
 
 /**
- * What {@link logProbSummary} returns (GUIDE section 4's definitions).
+ * What {@link logProbSummary} returns (the definitions of docs/semantics.md, section 4).
  *
  * @example
  * ```ts ignore

@@ -49,6 +49,7 @@ function holderPid(path: string): string {
  * import { withFileLock } from "./file_lock.ts";
  * const lock = await Deno.makeTempFile({ suffix: ".lock" });
  * const answer = await withFileLock(lock, { staleMs: 20_000 }, () => Promise.resolve(42));
+ * await Deno.remove(lock);
  * ```
  */
 export async function withFileLock<T>(

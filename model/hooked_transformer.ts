@@ -10,6 +10,7 @@ import { type Gpt2Params, gpt2ParamsFromSafetensors } from "../families/gpt2.ts"
 import { type ProcessingOptions, processWeights } from "./processing.ts";
 import { resolveModel, type ResolveOptions } from "../io/resolve.ts";
 import { parseSafetensors } from "../io/safetensors.ts";
+import { checkFinite } from "../io/check_finite.ts";
 import { stack, type Tensor } from "../core/tensor.ts";
 import type { Tokenizer } from "../tokenizer/tokenizer.ts";
 import { ActivationCache } from "./activation_cache.ts";
@@ -37,6 +38,11 @@ export interface FromPretrainedOptions extends ProcessingOptions, ResolveOptions
    * processed weights.
    */
   weightDtype?: "f32" | "bf16";
+  /**
+   * Scan the checkpoint for NaN and infinite weights and refuse it with a WeightsError naming the
+   * first such tensor (default false: TransformerLens does not check; 0.15 s for GPT-2 small).
+   */
+  checkFinite?: boolean;
 }
 
 /** What a run returns: full logits, or nothing (TransformerLens's `return_type=None`). */
@@ -142,7 +148,12 @@ export class HookedTransformer {
     opts: FromPretrainedOptions & { name?: string; tokenizer?: Tokenizer } = {},
   ): Promise<HookedTransformer> {
     const cfg = configFromHf(config, opts.name ?? "model");
-    const raw = gpt2ParamsFromSafetensors(parseSafetensors(safetensors), cfg);
+    if (opts.checkFinite !== undefined && typeof opts.checkFinite !== "boolean") {
+      throw new InputError(`checkFinite must be true or false, got ${String(opts.checkFinite)}`);
+    }
+    const file = parseSafetensors(safetensors);
+    if (opts.checkFinite) checkFinite(file);
+    const raw = gpt2ParamsFromSafetensors(file, cfg);
     const processing = {
       foldLn: opts.foldLn ?? true,
       centerWritingWeights: opts.centerWritingWeights ?? true,

@@ -95,6 +95,7 @@ export async function withFileLock<T>(
     } finally {
       clearInterval(heartbeat);
       await beat;
+      await file.truncate(0); // the next holder may be another program: no stale pid
       await file.unlock();
     }
   } finally {

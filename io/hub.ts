@@ -577,8 +577,9 @@ class Downloader {
     let lastError: unknown;
     for (let attempt = 1; attempt <= MAX_ATTEMPTS; attempt++) {
       const before = statOrNull(partial)?.size ?? 0;
+      const idle = new IdleTimeout(this.#settings.downloadTimeoutMs);
       try {
-        await this.#attempt(url, file, meta, partial);
+        await this.#attempt(url, file, meta, partial, idle);
         lastError = undefined;
         break;
       } catch (e) {
@@ -586,6 +587,8 @@ class Downloader {
         lastError = e;
         const after = statOrNull(partial)?.size ?? 0;
         if (after <= before) break; // no progress: give up, keep the partial file for next time
+      } finally {
+        idle.clear();
       }
     }
     if (lastError !== undefined) {
@@ -605,34 +608,20 @@ class Downloader {
     await Deno.rename(partial, blob);
   }
 
-  async #attempt(url: string, file: string, meta: FileMeta, partial: string): Promise<void> {
+  /** One GET of the file's bytes from where `partial` ends; `idle` abandons a stalled one. */
+  async #attempt(
+    url: string,
+    file: string,
+    meta: FileMeta,
+    partial: string,
+    idle: IdleTimeout,
+  ): Promise<void> {
     let offset = statOrNull(partial)?.size ?? 0;
     if (meta.size !== undefined && offset > meta.size) {
       await Deno.truncate(partial, 0);
       offset = 0;
     }
     if (meta.size !== undefined && offset === meta.size && offset > 0) return; // all there
-    const idle = new IdleTimeout(this.#settings.downloadTimeoutMs);
-    try {
-      await this.#receive(url, file, meta, partial, offset, idle);
-    } finally {
-      idle.clear();
-    }
-    const got = statOrNull(partial)?.size ?? 0;
-    if (meta.size !== undefined && got < meta.size) {
-      throw new Error(`the connection closed after ${got} of ${meta.size} bytes`);
-    }
-  }
-
-  /** One GET of the file's bytes from `offset` on, written into `partial`; `idle` stops a stall. */
-  async #receive(
-    url: string,
-    file: string,
-    meta: FileMeta,
-    partial: string,
-    offset: number,
-    idle: IdleTimeout,
-  ): Promise<void> {
     const headers = this.#authHeaders(meta.location);
     if (offset > 0) headers.set("range", `bytes=${offset}-`);
     const res = await this.#fetch(meta.location, {
@@ -676,6 +665,10 @@ class Downloader {
     } finally {
       out.close();
       bar.finish();
+    }
+    const got = statOrNull(partial)?.size ?? 0;
+    if (meta.size !== undefined && got < meta.size) {
+      throw new Error(`the connection closed after ${got} of ${meta.size} bytes`);
     }
   }
 }

@@ -302,6 +302,8 @@ async function fromUrl(
   withTokenizer: boolean,
   progress: boolean | undefined,
 ) {
+  // Called as a plain function: browsers refuse fetch called as a method of another object.
+  const doFetch = http.fetch;
   /** The file's bytes; undefined when an optional file does not exist. */
   const get = async (file: string, required: boolean, showProgress = false) => {
     const url = `${base}/${file}`;
@@ -309,7 +311,7 @@ async function fromUrl(
     try {
       let res: Response;
       try {
-        res = await http.fetch(url, { signal: idle.signal });
+        res = await doFetch(url, { signal: idle.signal });
       } catch (e) {
         // An optional file the server cannot give is skipped; a stalled server is an error.
         if (!required && !idle.fired && !(e instanceof Deno.errors.NotCapable)) return undefined;

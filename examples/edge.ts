@@ -3,7 +3,7 @@
  * answers `POST /head-scores` with the attention-head scores of the token ids it is sent.
  *
  * Run it (local checkout; the kernels and the model are read next to the library):
- * `deno run --allow-net=127.0.0.1:8000 --allow-read=kernels,weights/induction-toy examples/edge.ts`
+ * `deno run --allow-net=127.0.0.1:8000 --allow-read=backend/wasm,weights/induction-toy examples/edge.ts`
  * or by URL, with no file system at all:
  * `deno run --allow-net=127.0.0.1:8000,HOST --allow-import=HOST http://HOST/examples/edge.ts`.
  * Options: `--port=8000` (0: any free port), `--hostname=127.0.0.1`.
@@ -13,9 +13,9 @@
  * ```
  *
  * Requests are checked before any compute: invalid JSON, wrong types, ids outside the vocabulary,
- * ragged batches, sequences longer than the context, too much work or too large a body get a 400
- * with `{ "error": "..." }`, and the server goes on serving. Runs are serialised: one model, one
- * WebAssembly memory.
+ * ragged batches, sequences longer than the context, too many sequences, too much work or too
+ * large a body get a 400 with `{ "error": "..." }`, and the server goes on serving. Runs are
+ * serialised: one model, one WebAssembly memory (which never shrinks, so the limits bound it).
  * @module
  */
 import { headScores, HookedTransformer, InputError } from "../mod.ts";
@@ -23,10 +23,21 @@ import type { HookedTransformerConfig } from "../mod.ts";
 
 /** Largest request body accepted, in bytes (the study's 30 x 101 ids take about 15 KB). */
 export const MAX_BODY_BYTES = 131072;
+/** Most sequences in one request (the study's batch is 30). */
+export const MAX_ROWS = 128;
 /**
- * Largest batch x T^2 of one request (T = tokens per sequence). The attention patterns cached
- * for the scores take nLayers x nHeads x 4 bytes for each of these: 48 MiB for induction-toy at
- * the limit (16 sequences of 256 tokens, or 102 of the study's 101).
+ * How many query-key pairs one position's work is worth in {@link MAX_WORK}. Measured on
+ * induction-toy (one thread): a position costs about 6.5 KB and 72 us (its activations and
+ * matmuls), a pair 78 B and 0.46 us (the cached patterns and the attention), ratios of 83 in
+ * memory and 156 in time.
+ */
+export const PAIRS_PER_POSITION = 128;
+/**
+ * Largest work of one request: batch x T x (T + {@link PAIRS_PER_POSITION}), T = tokens per
+ * sequence, which counts both what grows with batch x T (activations, matmuls) and what grows
+ * with batch x T^2 (attention patterns). The study's 30 x 101 batch is 693,870; at the limit a
+ * request takes at most 10 sequences of 255 tokens, 45 of 101 or 128 of 45 (see docs/edge.md for
+ * their memory and time).
  */
 export const MAX_WORK = 1 << 20;
 /** How many heads the `top` lists give. */
@@ -75,8 +86,46 @@ export interface HandlerOptions {
   load?: () => Promise<HookedTransformer>;
   /** Largest body in bytes (default {@link MAX_BODY_BYTES}). */
   maxBodyBytes?: number;
-  /** Largest batch x T^2 (default {@link MAX_WORK}). */
+  /** Most sequences in a request (default {@link MAX_ROWS}). */
+  maxRows?: number;
+  /** Largest batch x T x (T + {@link PAIRS_PER_POSITION}) (default {@link MAX_WORK}). */
   maxWork?: number;
+}
+
+/** The limits {@link parseHeadScoresRequest} checks a request against. */
+export interface RequestLimits {
+  /** Most sequences (default {@link MAX_ROWS}). */
+  maxRows?: number;
+  /** Largest batch x T x (T + {@link PAIRS_PER_POSITION}) (default {@link MAX_WORK}). */
+  maxWork?: number;
+}
+
+/**
+ * The work of a request of `batch` sequences of `T` tokens, as {@link MAX_WORK} counts it.
+ *
+ * @example
+ * ```ts
+ * import { requestWork } from "./edge.ts";
+ * requestWork(30, 101); // 693870, the study's batch
+ * ```
+ */
+export function requestWork(batch: number, T: number): number {
+  return batch * T * (T + PAIRS_PER_POSITION);
+}
+
+/**
+ * The most sequences of `T` tokens one request may carry under the limits.
+ *
+ * @example
+ * ```ts
+ * import { maxBatch } from "./edge.ts";
+ * maxBatch(101); // 45
+ * maxBatch(3); // 128: the row limit
+ * ```
+ */
+export function maxBatch(T: number, limits: RequestLimits = {}): number {
+  const maxRows = limits.maxRows ?? MAX_ROWS;
+  return Math.min(maxRows, Math.floor((limits.maxWork ?? MAX_WORK) / requestWork(1, T)));
 }
 
 /** The request handler, plus `ready()` to load the model ahead of the first request. */
@@ -102,7 +151,8 @@ const USAGE = `TransformerLens for Deno: attention-head scores of the embedded i
 POST /head-scores   body: {"tokens": number[] | number[][], "seqLen"?: number}
   tokens: one sequence of token ids, or a batch of equally long ones, each [BOS] + r + r with
   r of length seqLen (so T = 1 + 2 seqLen tokens; seqLen defaults to (T - 1) / 2). Ids are
-  integers in [0, d_vocab); T is at most n_ctx; batch x T^2 at most ${MAX_WORK}.
+  integers in [0, d_vocab); T is at most n_ctx; at most ${MAX_ROWS} sequences, and
+  batch x T x (T + ${PAIRS_PER_POSITION}) at most ${MAX_WORK} (e.g. 45 sequences of 101 tokens).
   answer: {induction, previousToken, duplicateToken: [layer][head], top: {induction,
   previousToken: [{layer, head, score}]}, repeated, batch, seqLen, ...}
   Bad requests get 400 and {"error": "..."}.
@@ -166,8 +216,10 @@ function describe(v: unknown): string {
 export function parseHeadScoresRequest(
   body: unknown,
   cfg: Pick<HookedTransformerConfig, "dVocab" | "nCtx">,
-  maxWork = MAX_WORK,
+  limits: RequestLimits = {},
 ): HeadScoresRequest {
+  const maxRows = limits.maxRows ?? MAX_ROWS;
+  const maxWork = limits.maxWork ?? MAX_WORK;
   if (typeof body !== "object" || body === null || Array.isArray(body)) {
     throw new BadRequest(`the body must be a JSON object {"tokens": [...]}, got ${describe(body)}`);
   }
@@ -188,6 +240,11 @@ export function parseHeadScoresRequest(
   if (raw.length === 0) throw new BadRequest(`"tokens" is empty`);
   const nested = Array.isArray(raw[0]);
   const rows = (nested ? raw : [raw]) as unknown[];
+  if (rows.length > maxRows) {
+    throw new BadRequest(
+      `too many sequences: ${rows.length}, the limit is ${maxRows} per request; split the batch`,
+    );
+  }
   const T = Array.isArray(rows[0]) ? rows[0].length : 0;
   const tokens: number[][] = [];
   for (let b = 0; b < rows.length; b++) {
@@ -250,11 +307,12 @@ export function parseHeadScoresRequest(
     }
     seqLen = s;
   }
-  const work = tokens.length * T * T;
+  const work = requestWork(tokens.length, T);
   if (work > maxWork) {
     throw new BadRequest(
-      `too much work for one request: batch x T^2 = ${tokens.length} x ${T}^2 = ${work} > ` +
-        `${maxWork}; send fewer or shorter sequences`,
+      `too much work for one request: batch x T x (T + ${PAIRS_PER_POSITION}) = ` +
+        `${tokens.length} x ${T} x ${T + PAIRS_PER_POSITION} = ${work} > ${maxWork}; send at ` +
+        `most ${maxBatch(T, limits)} sequences of ${T} tokens, or shorter ones`,
     );
   }
   return { tokens, seqLen };
@@ -294,8 +352,11 @@ export function createHandler(opts: HandlerOptions = {}): EdgeHandler {
   // One thread: the toy model is small, and worker threads would cost start-up time and memory.
   const load = opts.load ??
     (() => HookedTransformer.fromPretrained("induction-toy", { threads: 1 }));
-  const maxBody = opts.maxBodyBytes ?? MAX_BODY_BYTES;
-  const maxWork = opts.maxWork ?? MAX_WORK;
+  const maxBody = limit(opts.maxBodyBytes, MAX_BODY_BYTES, "maxBodyBytes");
+  const limits = {
+    maxRows: limit(opts.maxRows, MAX_ROWS, "maxRows"),
+    maxWork: limit(opts.maxWork, MAX_WORK, "maxWork"),
+  };
   let model: Promise<HookedTransformer> | undefined;
   let queue: Promise<unknown> = Promise.resolve();
 
@@ -331,7 +392,7 @@ export function createHandler(opts: HandlerOptions = {}): EdgeHandler {
     } catch (e) {
       return json(503, { error: `the model could not be loaded: ${(e as Error).message}` });
     }
-    const { tokens, seqLen } = parseHeadScoresRequest(body, m.cfg, maxWork);
+    const { tokens, seqLen } = parseHeadScoresRequest(body, m.cfg, limits);
     return await serial(async () => {
       const t0 = performance.now();
       const scores = await headScores(m, tokens, seqLen);
@@ -383,6 +444,15 @@ export function createHandler(opts: HandlerOptions = {}): EdgeHandler {
     }
   };
   return Object.assign(handler, { ready });
+}
+
+/** An option of {@link createHandler}: a positive integer, or the default when unset. */
+function limit(value: unknown, fallback: number, name: string): number {
+  if (value === undefined) return fallback;
+  if (typeof value !== "number" || !Number.isSafeInteger(value) || value < 1) {
+    throw new InputError(`createHandler: ${name} must be a positive integer, got ${String(value)}`);
+  }
+  return value;
 }
 
 function flag(name: string, fallback: string): string {

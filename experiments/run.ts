@@ -293,6 +293,7 @@ export async function main(args: string[], reporter?: Reporter): Promise<number>
     const model = await HookedTransformer.fromBytes(files.config, files.weights, {
       name: files.name,
       tokenizer: files.tokenizer,
+      checkFinite: true, // a NaN weight would turn the whole report into NaN: say which one
     });
     const loadSeconds = (performance.now() - t0) / 1000;
     const cfg = model.cfg;

@@ -13,12 +13,21 @@
  * ```
  *
  * A load whose required files are in the cache makes no request at all. Environment variables
- * (`HF_ENDPOINT`, `HF_TOKEN`, `HF_HUB_CACHE`, `HF_HOME`, `HF_HUB_OFFLINE`, `XDG_CACHE_HOME`,
- * `HOME`) are read only here, and only when the env permission is granted.
+ * (`HF_ENDPOINT`, `HF_TOKEN`, `HF_HUB_CACHE`, `HF_HOME`, `HF_HUB_OFFLINE`,
+ * `HF_HUB_DOWNLOAD_TIMEOUT`, `XDG_CACHE_HOME`, `HOME`) are read only here, and only when the env
+ * permission is granted.
+ *
+ * Concurrency, as in `huggingface_hub`: a file is downloaded and linked into its snapshot under
+ * the blob's lock, so processes sharing a cache download each file once, and none sees a blob
+ * another is moving. A request that gets no byte for `downloadTimeoutMs` is abandoned and a
+ * download retried from where it stopped; a lock holder that dies or hangs does not block the
+ * others (see `file_lock.ts`).
  * @module
  */
-import { IntegrityError, ModelNotFoundError } from "../core/errors.ts";
+import { InputError, IntegrityError, ModelNotFoundError } from "../core/errors.ts";
 import { ProgressBar } from "../core/progress.ts";
+import { withFileLock } from "./file_lock.ts";
+import { checkTimeoutMs, DEFAULT_DOWNLOAD_TIMEOUT_MS, IdleTimeout } from "./idle_timeout.ts";
 
 /** The public hub, used when neither the options nor `HF_ENDPOINT` name another. */
 export const DEFAULT_ENDPOINT = "https://huggingface.co";
@@ -33,6 +42,8 @@ export interface HubSettings {
   cacheDir: string;
   /** Cache only: no request at all. */
   offline: boolean;
+  /** Milliseconds without a byte from the server after which a request is abandoned. */
+  downloadTimeoutMs: number;
 }
 
 /** Options a caller may set; anything unset comes from the environment, then defaults. */
@@ -45,6 +56,12 @@ export interface HubOptions {
   cacheDir?: string;
   /** Cache only; else `HF_HUB_OFFLINE`. */
   offline?: boolean;
+  /**
+   * Milliseconds a request may go without receiving a byte (headers or body) before it is
+   * abandoned; a download then resumes where it stopped, up to 5 attempts while each makes
+   * progress. Else `HF_HUB_DOWNLOAD_TIMEOUT` (seconds, as `huggingface_hub` reads it); else 10 s.
+   */
+  downloadTimeoutMs?: number;
 }
 
 /**
@@ -116,7 +133,26 @@ export function hubSettings(opts: HubOptions = {}): HubSettings {
       cacheDir = `${expandHome(hfHome, home)}/hub`;
     }
   }
-  return { endpoint, token, cacheDir: cacheDir.replace(/\/+$/, "") || "/", offline };
+  return {
+    endpoint,
+    token,
+    cacheDir: cacheDir.replace(/\/+$/, "") || "/",
+    offline,
+    downloadTimeoutMs: downloadTimeout(opts.downloadTimeoutMs),
+  };
+}
+
+function downloadTimeout(option: number | undefined): number {
+  if (option !== undefined) return checkTimeoutMs(option, "downloadTimeoutMs");
+  const env = readEnv("HF_HUB_DOWNLOAD_TIMEOUT");
+  if (env === undefined) return DEFAULT_DOWNLOAD_TIMEOUT_MS;
+  const seconds = Number(env);
+  if (env.trim() === "" || !Number.isFinite(seconds) || seconds <= 0) {
+    throw new InputError(
+      `HF_HUB_DOWNLOAD_TIMEOUT must be a positive number of seconds, got ${JSON.stringify(env)}`,
+    );
+  }
+  return seconds * 1000;
 }
 
 const REPO_ID = /^[A-Za-z0-9][\w.-]{0,95}\/[A-Za-z0-9][\w.-]{0,95}$/;
@@ -359,7 +395,6 @@ function normalizeEtag(raw: string | null): { etag: string; weak: boolean } | un
 }
 
 const MAX_ATTEMPTS = 5;
-const HEAD_TIMEOUT_MS = 30_000;
 
 class Downloader {
   commit: string | undefined;
@@ -403,26 +438,20 @@ class Downloader {
     const pointer = `${this.#repoDir}/snapshots/${meta.commit}/${file}`;
     if (statOrNull(pointer)?.isFile) return pointer;
     await Deno.mkdir(blobs, { recursive: true });
-    let newBlob = false;
-    if (!statOrNull(blob)?.isFile) {
-      const lockDir = `${this.#settings.cacheDir}/.locks/${repoFolderName(this.#repoId)}`;
-      await Deno.mkdir(lockDir, { recursive: true });
-      const lock = await Deno.open(`${lockDir}/${meta.etag}.lock`, { create: true, write: true });
-      try {
-        await lock.lock(true);
-        if (!statOrNull(blob)?.isFile) {
-          await this.#download(url, file, meta, blob);
-          newBlob = true;
-        }
-      } finally {
-        try {
-          await lock.unlock();
-        } finally {
-          lock.close();
-        }
-      }
-    }
-    await linkIntoSnapshot(blob, pointer, meta.etag, newBlob);
+    const lockDir = `${this.#settings.cacheDir}/.locks/${repoFolderName(this.#repoId)}`;
+    await Deno.mkdir(lockDir, { recursive: true });
+    // Download and link under the lock, as huggingface_hub does: where symlinks fail, linking
+    // moves a new blob into the snapshot, which another process must not see half-done.
+    const lockOptions = {
+      staleMs: 2 * this.#settings.downloadTimeoutMs,
+      progressFile: `${blob}.incomplete`,
+    };
+    await withFileLock(`${lockDir}/${meta.etag}.lock`, lockOptions, async () => {
+      if (statOrNull(pointer)?.isFile) return; // linked by another process while we waited
+      const newBlob = !statOrNull(blob)?.isFile;
+      if (newBlob) await this.#download(url, file, meta, blob);
+      await linkIntoSnapshot(blob, pointer, meta.etag, newBlob);
+    });
     return pointer;
   }
 
@@ -447,20 +476,19 @@ class Downloader {
   async #head(url: string, file: string, required: boolean): Promise<FileMeta | undefined> {
     let current = url;
     for (let hop = 0; hop < 10; hop++) {
-      const ctl = new AbortController();
-      const timer = setTimeout(() => ctl.abort(new Error("no answer in 30 s")), HEAD_TIMEOUT_MS);
+      const idle = new IdleTimeout(this.#settings.downloadTimeoutMs);
       let res: Response;
       try {
         res = await this.#fetch(current, {
           method: "HEAD",
           redirect: "manual",
           headers: this.#authHeaders(current),
-          signal: ctl.signal,
+          signal: idle.signal,
         });
       } catch (e) {
         throw this.#networkError(current, e);
       } finally {
-        clearTimeout(timer);
+        idle.clear();
       }
       await res.body?.cancel();
       const h = res.headers;
@@ -506,8 +534,16 @@ class Downloader {
       );
     }
     const tag = normalizeEtag(h.get("x-linked-etag")) ?? normalizeEtag(h.get("etag"));
-    if (!tag || !/^[\w.-]+$/.test(tag.etag)) {
-      throw new ModelNotFoundError(`${url} sent no usable ETag, so the file cannot be cached`);
+    if (!tag) {
+      throw new ModelNotFoundError(`${url} sent no ETag, so the file cannot be cached`);
+    }
+    // The ETag names the blob's file: it must be one plain name ("." and ".." are folders).
+    if (!/^[\w.-]+$/.test(tag.etag) || /^\.+$/.test(tag.etag)) {
+      throw new IntegrityError(
+        `${url} announced the ETag ${JSON.stringify(tag.etag)}, which is not a hash and cannot ` +
+          `name a file in the cache; nothing was downloaded. Check HF_ENDPOINT or the endpoint ` +
+          `option: a Hugging Face hub sends a sha256 or a git blob id.`,
+      );
     }
     const sizeText = h.get("x-linked-size") ?? h.get("content-length");
     const size = sizeText !== null && /^\d+$/.test(sizeText) ? Number(sizeText) : undefined;
@@ -541,8 +577,9 @@ class Downloader {
     let lastError: unknown;
     for (let attempt = 1; attempt <= MAX_ATTEMPTS; attempt++) {
       const before = statOrNull(partial)?.size ?? 0;
+      const idle = new IdleTimeout(this.#settings.downloadTimeoutMs);
       try {
-        await this.#attempt(url, file, meta, partial);
+        await this.#attempt(url, file, meta, partial, idle);
         lastError = undefined;
         break;
       } catch (e) {
@@ -550,14 +587,20 @@ class Downloader {
         lastError = e;
         const after = statOrNull(partial)?.size ?? 0;
         if (after <= before) break; // no progress: give up, keep the partial file for next time
+      } finally {
+        idle.clear();
       }
     }
     if (lastError !== undefined) {
       const have = statOrNull(partial)?.size ?? 0;
+      if (have === 0) await Deno.remove(partial).catch(() => {});
+      const kept = have > 0
+        ? `${have} of ${meta.size ?? "?"} bytes are kept in ${partial} and the next load ` +
+          `resumes from there`
+        : "no byte was received, so nothing was kept";
       throw new ModelNotFoundError(
         `download of ${url} was interrupted (${(lastError as Error)?.message ?? lastError}); ` +
-          `${have} of ${meta.size ?? "?"} bytes are kept in ${partial} and the next load ` +
-          `resumes from there`,
+          kept,
         { cause: lastError },
       );
     }
@@ -565,7 +608,14 @@ class Downloader {
     await Deno.rename(partial, blob);
   }
 
-  async #attempt(url: string, file: string, meta: FileMeta, partial: string): Promise<void> {
+  /** One GET of the file's bytes from where `partial` ends; `idle` abandons a stalled one. */
+  async #attempt(
+    url: string,
+    file: string,
+    meta: FileMeta,
+    partial: string,
+    idle: IdleTimeout,
+  ): Promise<void> {
     let offset = statOrNull(partial)?.size ?? 0;
     if (meta.size !== undefined && offset > meta.size) {
       await Deno.truncate(partial, 0);
@@ -574,7 +624,12 @@ class Downloader {
     if (meta.size !== undefined && offset === meta.size && offset > 0) return; // all there
     const headers = this.#authHeaders(meta.location);
     if (offset > 0) headers.set("range", `bytes=${offset}-`);
-    const res = await this.#fetch(meta.location, { headers, redirect: "follow" });
+    const res = await this.#fetch(meta.location, {
+      headers,
+      redirect: "follow",
+      signal: idle.signal,
+    });
+    idle.touch();
     if (res.status === 200 && offset > 0) {
       offset = 0; // the server ignored the Range: start over
     } else if (res.status === 206) {
@@ -601,6 +656,7 @@ class Downloader {
       bar.start(offset);
       if (res.body) {
         for await (const chunk of res.body) {
+          idle.touch();
           let written = 0;
           while (written < chunk.length) written += await out.write(chunk.subarray(written));
           bar.advance(chunk.length);

@@ -13,6 +13,12 @@ import type { TokenizerFiles } from "../tokenizer/bpe.ts";
 import { readTokenizerFiles, tokenizerForModel } from "../tokenizer/for_model.ts";
 import type { Tokenizer } from "../tokenizer/tokenizer.ts";
 import { cacheView, fetchHubFiles, hubSettings } from "./hub.ts";
+import {
+  checkTimeoutMs,
+  DEFAULT_DOWNLOAD_TIMEOUT_MS,
+  IdleTimeout,
+  readAllIdle,
+} from "./idle_timeout.ts";
 import { ProgressBar } from "../core/progress.ts";
 
 /** A model's files, loaded into memory, whatever their source. */
@@ -47,6 +53,11 @@ export interface ResolveOptions {
   offline?: boolean;
   /** Progress bars on stderr; default when stderr is a terminal. */
   progress?: boolean;
+  /**
+   * Milliseconds a request may go without receiving a byte before it is abandoned (hub files and
+   * URL folders). Hub names: else `HF_HUB_DOWNLOAD_TIMEOUT` (seconds); default 10 s.
+   */
+  downloadTimeoutMs?: number;
   /** fetch to use (tests, custom agents). */
   fetch?: typeof fetch;
 }
@@ -139,19 +150,24 @@ export async function resolveModel(
   opts: ResolveOptions = {},
 ): Promise<ModelFiles> {
   const what = classify(nameOrPath);
-  const doFetch = opts.fetch ?? fetch;
+  const http: HttpOptions = {
+    fetch: opts.fetch ?? fetch,
+    timeoutMs: opts.downloadTimeoutMs === undefined
+      ? DEFAULT_DOWNLOAD_TIMEOUT_MS
+      : checkTimeoutMs(opts.downloadTimeoutMs, "downloadTimeoutMs"),
+  };
   let files: Omit<ModelFiles, "tokenizer"> & { tokenizerFiles: TokenizerFiles };
   switch (what.kind) {
     case "embedded": {
       const base = new URL("../weights/induction-toy/", import.meta.url);
       // Quiet by default: its two files are next to this module, not a real download.
       const progress = opts.progress ?? false;
-      files = await fromUrl(base.href.replace(/\/$/, ""), doFetch, false, progress);
+      files = await fromUrl(base.href.replace(/\/$/, ""), http, false, progress);
       files.source = `embedded ${EMBEDDED_MODEL}`;
       break;
     }
     case "url":
-      files = await fromUrl(what.url, doFetch, true, opts.progress);
+      files = await fromUrl(what.url, http, true, opts.progress);
       break;
     case "dir":
       files = await fromDir(what.path);
@@ -273,35 +289,54 @@ async function fromDir(path: string) {
   };
 }
 
+/** How URL folders are fetched. */
+interface HttpOptions {
+  fetch: typeof fetch;
+  /** Milliseconds without a byte after which a request is abandoned. */
+  timeoutMs: number;
+}
+
 async function fromUrl(
   base: string,
-  doFetch: typeof fetch,
+  http: HttpOptions,
   withTokenizer: boolean,
   progress: boolean | undefined,
 ) {
-  const get = async (file: string, required: boolean): Promise<Response | undefined> => {
+  // Called as a plain function: browsers refuse fetch called as a method of another object.
+  const doFetch = http.fetch;
+  /** The file's bytes; undefined when an optional file does not exist. */
+  const get = async (file: string, required: boolean, showProgress = false) => {
     const url = `${base}/${file}`;
-    let res: Response;
+    const idle = new IdleTimeout(http.timeoutMs);
     try {
-      res = await doFetch(url);
-    } catch (e) {
-      if (!required && !(e instanceof Deno.errors.NotCapable)) return undefined;
-      throw new ModelNotFoundError(`could not fetch ${url}: ${(e as Error).message}`, {
-        cause: e,
-      });
+      let res: Response;
+      try {
+        res = await doFetch(url, { signal: idle.signal });
+      } catch (e) {
+        // An optional file the server cannot give is skipped; a stalled server is an error.
+        if (!required && !idle.fired && !(e instanceof Deno.errors.NotCapable)) return undefined;
+        throw new ModelNotFoundError(`could not fetch ${url}: ${(e as Error).message}`, {
+          cause: e,
+        });
+      }
+      idle.touch();
+      if (!res.ok) {
+        await res.body?.cancel();
+        if (!required && res.status === 404) return undefined;
+        throw new ModelNotFoundError(`${url}: ${res.status === 404 ? "not found" : res.status}`);
+      }
+      return await readBody(res, file, { progress: showProgress && progress, url, idle });
+    } finally {
+      idle.clear();
     }
-    if (res.ok) return res;
-    await res.body?.cancel();
-    if (!required && res.status === 404) return undefined;
-    throw new ModelNotFoundError(`${url}: ${res.status === 404 ? "not found" : res.status}`);
   };
-  const configRes = (await get("config.json", true))!;
-  const config = parseConfig(await configRes.text(), `${base}/config.json`);
-  const weights = await readBody((await get("model.safetensors", true))!, "model.safetensors", {
-    progress,
-    url: `${base}/model.safetensors`,
-  });
-  const readOptional = async (file: string) => (await get(file, false))?.text();
+  const text = (bytes: Uint8Array) => new TextDecoder().decode(bytes);
+  const config = parseConfig(text((await get("config.json", true))!), `${base}/config.json`);
+  const weights = (await get("model.safetensors", true, true))!;
+  const readOptional = async (file: string) => {
+    const bytes = await get(file, false);
+    return bytes && text(bytes);
+  };
   return {
     name: base,
     config,
@@ -314,20 +349,19 @@ async function fromUrl(
 async function readBody(
   res: Response,
   label: string,
-  opts: { progress?: boolean; url: string },
+  opts: { progress: boolean | undefined; url: string; idle: IdleTimeout },
 ): Promise<Uint8Array> {
   const lengthText = res.headers.get("content-length");
   const total = lengthText && /^\d+$/.test(lengthText) ? Number(lengthText) : undefined;
   const bar = new ProgressBar({ label, total, enabled: opts.progress });
-  const chunks: Uint8Array[] = [];
   let size = 0;
   bar.start(0);
+  let out: Uint8Array;
   try {
-    for await (const chunk of res.body ?? []) {
-      chunks.push(chunk);
-      size += chunk.length;
-      bar.advance(chunk.length);
-    }
+    out = await readAllIdle(res, opts.idle, (n) => {
+      size += n;
+      bar.advance(n);
+    });
   } catch (e) {
     throw new ModelNotFoundError(
       `download of ${opts.url} was interrupted after ${size} bytes: ${(e as Error).message}`,
@@ -336,14 +370,8 @@ async function readBody(
   } finally {
     bar.finish();
   }
-  if (total !== undefined && size !== total) {
-    throw new ModelNotFoundError(`${opts.url}: expected ${total} bytes, got ${size}`);
-  }
-  const out = new Uint8Array(size);
-  let at = 0;
-  for (const c of chunks) {
-    out.set(c, at);
-    at += c.length;
+  if (total !== undefined && out.length !== total) {
+    throw new ModelNotFoundError(`${opts.url}: expected ${total} bytes, got ${out.length}`);
   }
   return out;
 }

@@ -135,7 +135,28 @@ function quote(name: string): string {
   return JSON.stringify(name.length > 200 ? `${name.slice(0, 200)}…` : name);
 }
 
+/**
+ * A number the header writes with a fraction, an exponent or as `-0` (`1.0`, `1e0`): JSON.parse
+ * reads it as an integer, but the official implementation (serde_json) reads it as a float and
+ * refuses it where a shape or an offset belongs, so the parser keeps its text to refuse it too.
+ */
+class FloatLiteral {
+  constructor(readonly source: string) {}
+}
+
+/** JSON.parse's reviver; `context.source` is the number's text (ES2025, Deno 2, Chrome 114+). */
+function markFloats(_key: string, value: unknown, context?: { source?: string }): unknown {
+  const source = context?.source;
+  if (
+    typeof value === "number" && source !== undefined && (/[.eE]/.test(source) || source === "-0")
+  ) {
+    return new FloatLiteral(source);
+  }
+  return value;
+}
+
 function describe(value: unknown): string {
+  if (value instanceof FloatLiteral) return `the float ${value.source}`;
   if (value === null) return "null";
   if (Array.isArray(value)) return "an array";
   if (typeof value === "object") return "an object";
@@ -234,7 +255,8 @@ class ParsedSafetensors implements SafetensorsFile {
  * implementation: the 8-byte little-endian header length must fit in the file and not exceed
  * {@link MAX_HEADER_BYTES}; the header must be UTF-8 JSON describing an object (trailing
  * whitespace padding is allowed); `__metadata__`, if present, maps strings to strings; every other
- * key is a tensor with a known `dtype`, a `shape` of non-negative integers and `data_offsets`
+ * key is a tensor with a known `dtype`, a `shape` of non-negative integers (written as integers:
+ * `1.0` and `1e0` are refused, as serde_json refuses them) and `data_offsets`
  * `[begin, end]` whose length equals elements x dtype size; sorted by offset, the tensors tile the
  * data area from 0 to its very end with no gaps or overlaps. Work and memory are proportional to
  * the header: tensor data is neither copied nor read until {@link SafetensorsFile.tensor}.
@@ -297,7 +319,7 @@ export function parseSafetensors(
   }
   let header: unknown;
   try {
-    header = JSON.parse(text);
+    header = JSON.parse(text, markFloats);
   } catch (e) {
     const why = e instanceof Error ? e.message : String(e);
     return fail(`the header is not valid JSON (${why}): the file is corrupt: re-download it`);

@@ -11,6 +11,7 @@ import type { Tensor } from "../core/tensor.ts";
 import { familyOf } from "../families/registry.ts";
 import { resolveModel, type ResolveOptions } from "../io/resolve.ts";
 import { parseSafetensors } from "../io/safetensors.ts";
+import { checkFinite } from "../io/check_finite.ts";
 import type { Tokenizer } from "../tokenizer/tokenizer.ts";
 import { ActivationCache } from "./activation_cache.ts";
 import type { HookedTransformerConfig } from "./config.ts";
@@ -43,6 +44,11 @@ export interface FromPretrainedOptions extends ProcessingOptions, ResolveOptions
   weightDtype?: WeightDtype;
   /** A backend to run on instead of loading the WebAssembly kernels (`threads` is then unused). */
   backend?: Backend;
+  /**
+   * Scan the checkpoint for NaN and infinite weights and refuse it with a WeightsError naming the
+   * first such tensor (default false: TransformerLens does not check; 0.15 s for GPT-2 small).
+   */
+  checkFinite?: boolean;
 }
 
 /** Options of {@link HookedTransformer.fromBytes}. */
@@ -62,8 +68,16 @@ const RESOLVE_KEYS = [
   "offline",
   "progress",
   "fetch",
+  "downloadTimeoutMs",
 ];
-const LOAD_KEYS = [...PROCESSING_KEYS, ...RESOLVE_KEYS, "threads", "weightDtype", "backend"];
+const LOAD_KEYS = [
+  ...PROCESSING_KEYS,
+  ...RESOLVE_KEYS,
+  "threads",
+  "weightDtype",
+  "backend",
+  "checkFinite",
+];
 
 /** What a run returns: full logits, or nothing (TransformerLens's `return_type=None`). */
 export type ReturnType = "logits" | "none";
@@ -187,8 +201,13 @@ export class HookedTransformer {
     opts: FromBytesOptions = {},
   ): Promise<HookedTransformer> {
     checkOptions(opts, [...LOAD_KEYS, "name", "tokenizer"], "fromBytes");
+    if (opts.checkFinite !== undefined && typeof opts.checkFinite !== "boolean") {
+      throw new InputError(`checkFinite must be true or false, got ${String(opts.checkFinite)}`);
+    }
     const family = familyOf(config);
     const raw = family.config(config, opts.name ?? "model");
+    const file = parseSafetensors(safetensors);
+    if (opts.checkFinite) checkFinite(file);
     const processing = {
       foldLn: opts.foldLn ?? true,
       centerWritingWeights: opts.centerWritingWeights ?? true,
@@ -196,7 +215,7 @@ export class HookedTransformer {
       foldValueBiases: opts.foldValueBiases ?? true,
     };
     const { params, cfg } = processWeights(
-      family.params(parseSafetensors(safetensors), raw),
+      family.params(file, raw),
       raw,
       processing,
     );

@@ -27,49 +27,24 @@ export interface TokenTensor {
 
 /**
  * Normalises and validates tokens against a config: integer ids in [0, d_vocab), at most n_ctx
- * positions, no ragged rows, not empty. Throws {@link InputError} before any compute.
+ * positions, no ragged rows, no holes, not empty; a `{ data, shape }` tensor needs an
+ * `Int32Array` and a `[batch, pos]` shape of non-negative integers that matches it. Throws
+ * {@link InputError} naming the problem before any compute. Arrays are copied; a tensor's data is
+ * used as is.
+ *
+ * @example
+ * ```ts
+ * import { toTokenTensor } from "./tokens.ts";
+ * import { configFromHf } from "./config.ts";
+ * const cfg = configFromHf({ model_type: "gpt2", vocab_size: 10, n_positions: 8, n_embd: 4, n_layer: 1, n_head: 1 }, "toy");
+ * toTokenTensor([[1, 2, 3]], cfg).shape; // [1, 3]
+ * toTokenTensor({ data: Int32Array.from([1, 2, 3, 4]), shape: [2, 2] }, cfg).shape; // [2, 2]
+ * ```
  */
 export function toTokenTensor(tokens: Tokens, cfg: HookedTransformerConfig): TokenTensor {
-  let data: Int32Array;
-  let batch: number;
-  let pos: number;
-  if (Array.isArray(tokens)) {
-    const rows = (tokens.length > 0 && Array.isArray(tokens[0]))
-      ? tokens as number[][]
-      : [tokens as number[]];
-    batch = rows.length;
-    pos = rows[0]?.length ?? 0;
-    data = new Int32Array(batch * pos);
-    rows.forEach((row, b) => {
-      if (!Array.isArray(row)) throw new InputError(`tokens row ${b} is not an array of ids`);
-      if (row.length !== pos) {
-        throw new InputError(
-          `ragged batch: row 0 has ${pos} tokens but row ${b} has ${row.length}; ` +
-            `pad or split the batch so every row has the same length`,
-        );
-      }
-      row.forEach((id, t) => {
-        checkId(id, b, t, cfg);
-        data[b * pos + t] = id;
-      });
-    });
-  } else if (tokens && tokens.data instanceof Int32Array && Array.isArray(tokens.shape)) {
-    if (tokens.shape.length !== 2) {
-      throw new InputError(`token tensor must have shape [batch, pos], got [${tokens.shape}]`);
-    }
-    [batch, pos] = tokens.shape;
-    if (tokens.data.length !== batch * pos) {
-      throw new InputError(
-        `token tensor has ${tokens.data.length} ids but shape [${tokens.shape}] needs ${
-          batch * pos
-        }`,
-      );
-    }
-    data = tokens.data;
-    for (let i = 0; i < data.length; i++) checkId(data[i], Math.floor(i / pos), i % pos, cfg);
-  } else {
-    throw new InputError("tokens must be number[], number[][] or { data: Int32Array, shape }");
-  }
+  const { data, batch, pos } = Array.isArray(tokens)
+    ? fromArrays(tokens, cfg)
+    : fromTensor(tokens, cfg);
   if (batch === 0 || pos === 0) throw new InputError("tokens are empty: give at least one token");
   if (pos > cfg.nCtx) {
     throw new InputError(
@@ -80,10 +55,122 @@ export function toTokenTensor(tokens: Tokens, cfg: HookedTransformerConfig): Tok
   return { data, shape: [batch, pos] };
 }
 
-function checkId(id: number, b: number, t: number, cfg: HookedTransformerConfig) {
-  if (!Number.isInteger(id) || id < 0 || id >= cfg.dVocab) {
+interface Checked {
+  data: Int32Array;
+  batch: number;
+  pos: number;
+}
+
+const FORMS = "number[] (one sequence), number[][] (a batch) or { data: Int32Array, shape: " +
+  "[batch, pos] }";
+
+function fromArrays(tokens: unknown[], cfg: HookedTransformerConfig): Checked {
+  const nested = tokens.length > 0 && Array.isArray(tokens[0]);
+  const rows = nested ? tokens : [tokens];
+  const batch = rows.length;
+  const pos = (rows[0] as unknown[] | undefined)?.length ?? 0;
+  const data = new Int32Array(batch * pos);
+  // Index loops, not forEach: forEach skips holes, which would run as token 0.
+  for (let b = 0; b < batch; b++) {
+    if (!(b in rows)) {
+      throw new InputError(`tokens[${b}] is a hole in the array (no value): ${FORMS} expected`);
+    }
+    const row = rows[b];
+    if (!Array.isArray(row)) {
+      throw new InputError(
+        `tokens[${b}] is ${describe(row)} but tokens[0] is an array: give ${FORMS}, not a mix`,
+      );
+    }
+    if (row.length !== pos) {
+      throw new InputError(
+        `ragged batch: row 0 has ${pos} tokens but row ${b} has ${row.length}; ` +
+          `pad or split the batch so every row has the same length`,
+      );
+    }
+    for (let t = 0; t < pos; t++) {
+      if (!(t in row)) {
+        throw new InputError(
+          `token at [${b}, ${t}] is a hole in the array (no value): every position needs a ` +
+            `token id`,
+        );
+      }
+      const id = row[t];
+      checkId(id, b, t, cfg);
+      data[b * pos + t] = id;
+    }
+  }
+  return { data, batch, pos };
+}
+
+function fromTensor(tokens: unknown, cfg: HookedTransformerConfig): Checked {
+  if (typeof tokens !== "object" || tokens === null || !("data" in tokens)) {
+    const hint = typeof tokens === "string" ? " (encode text with model.toTokens first)" : "";
+    throw new InputError(`tokens must be ${FORMS}; got ${describe(tokens)}${hint}`);
+  }
+  const { data, shape } = tokens as { data: unknown; shape: unknown };
+  if (!(data instanceof Int32Array)) {
     throw new InputError(
-      `token id ${id} at [${b}, ${t}] is outside the vocabulary [0, ${cfg.dVocab}) of ${cfg.modelName}`,
+      `token tensor data must be an Int32Array, got ${describe(data)}; convert it with ` +
+        `Int32Array.from(ids)`,
     );
   }
+  if (!Array.isArray(shape) || shape.length !== 2) {
+    throw new InputError(
+      `token tensor must have shape [batch, pos], got ${
+        Array.isArray(shape) ? `[${shape}]` : describe(shape)
+      }`,
+    );
+  }
+  for (let i = 0; i < 2; i++) {
+    const d = shape[i];
+    if (typeof d !== "number" || !Number.isInteger(d) || d < 0) {
+      throw new InputError(
+        `token tensor shape [${shape}] must hold non-negative integers [batch, pos], but ` +
+          `${i === 0 ? "batch" : "pos"} is ${describe(d)}`,
+      );
+    }
+  }
+  const [batch, pos] = shape as number[];
+  if (data.length !== batch * pos) {
+    throw new InputError(
+      `token tensor has ${data.length} ids but shape [${shape}] needs ${batch * pos}`,
+    );
+  }
+  for (let i = 0; i < data.length; i++) {
+    if (data[i] < 0 || data[i] >= cfg.dVocab) checkId(data[i], Math.floor(i / pos), i % pos, cfg);
+  }
+  return { data, batch, pos };
+}
+
+/** A value as an error message names it: `the string "3"`, `null`, `an object`, `1.5`. */
+function describe(v: unknown): string {
+  if (v === null) return "null";
+  if (v === undefined) return "undefined";
+  if (Array.isArray(v)) return "an array";
+  if (typeof v === "string") {
+    return `the string ${JSON.stringify(v.length > 20 ? v.slice(0, 20) + "…" : v)}`;
+  }
+  if (typeof v === "number") return String(v);
+  if (ArrayBuffer.isView(v)) return `a ${v.constructor.name}`;
+  if (typeof v === "object") return `an object`;
+  return `a ${typeof v}`;
+}
+
+function checkId(
+  id: unknown,
+  b: number,
+  t: number,
+  cfg: HookedTransformerConfig,
+): asserts id is number {
+  if (typeof id === "number" && Number.isInteger(id) && id >= 0 && id < cfg.dVocab) return;
+  const vocab = `[0, ${cfg.dVocab}) of ${cfg.modelName}`;
+  if (typeof id === "number" && Number.isInteger(id)) {
+    throw new InputError(`token id ${id} at [${b}, ${t}] is outside the vocabulary ${vocab}`);
+  }
+  const hint = typeof id === "string"
+    ? `; token ids are numbers, not strings (Number(${JSON.stringify(id)}) if it is an id)`
+    : "";
+  throw new InputError(
+    `token at [${b}, ${t}] is ${describe(id)}, not an integer token id in ${vocab}${hint}`,
+  );
 }

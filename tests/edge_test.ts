@@ -10,11 +10,14 @@ import {
   createHandler,
   type HeadScoresResponse,
   MAX_BODY_BYTES,
+  MAX_ROWS,
   MAX_WORK,
+  maxBatch,
   parseHeadScoresRequest,
+  requestWork,
   topHeads,
 } from "../examples/edge.ts";
-import { startStaticServer } from "./static_server.ts";
+import { REPO_ROOT, startStaticServer } from "./static_server.ts";
 
 const handler = createHandler();
 const model = await HookedTransformer.fromPretrained("induction-toy", { threads: 1 });
@@ -100,7 +103,11 @@ Deno.test("edge: bad requests get 400 with a message, and the handler keeps serv
     [JSON.stringify({ tokens: [2047, 1, 1], seq_len: 1 }), /unknown field "seq_len"/],
     [
       JSON.stringify({ tokens: Array.from({ length: 20 }, () => long.slice(0, 255)) }),
-      /too much work.*20 x 255\^2/,
+      /too much work.*20 x 255 x 383 = 1953300 > 1048576; send at most 10 sequences of 255/,
+    ],
+    [
+      JSON.stringify({ tokens: Array.from({ length: 129 }, () => [2047, 1, 1]) }),
+      /too many sequences: 129, the limit is 128/,
     ],
     [new Uint8Array([0x7b, 0xff, 0xfe, 0x7d]), /not valid UTF-8/],
   ];
@@ -177,11 +184,45 @@ Deno.test("edge: parseHeadScoresRequest checks limits against the config", () =>
     seqLen: 2,
   });
   assert.throws(() => parseHeadScoresRequest({ tokens: [9, 1, 10] }, cfg), /outside/);
+  // Work counts the linear term: 2 x 3 x (3 + 128) = 786, though 2 x 3^2 is only 18.
+  const two = { tokens: [[1, 1, 1], [1, 1, 1]] };
+  assert.equal(requestWork(2, 3), 786);
+  assert.equal(parseHeadScoresRequest(two, cfg, { maxWork: 786 }).tokens.length, 2);
   assert.throws(
-    () => parseHeadScoresRequest({ tokens: [[1, 1, 1], [1, 1, 1]] }, cfg, 17),
-    /too much work/,
+    () => parseHeadScoresRequest(two, cfg, { maxWork: 785 }),
+    /too much work.*2 x 3 x 131 = 786 > 785; send at most 1 sequences of 3 tokens/,
   );
-  assert.ok(MAX_WORK >= 30 * 101 * 101, "the study's batch fits");
+  assert.throws(() => parseHeadScoresRequest(two, cfg, { maxRows: 1 }), /too many sequences: 2/);
+  assert.ok(requestWork(30, 101) <= MAX_WORK, "the study's batch fits");
+  assert.deepEqual([3, 45, 101, 255].map((T) => maxBatch(T)), [MAX_ROWS, MAX_ROWS, 45, 10]);
+  for (const T of [3, 45, 101, 255]) {
+    assert.ok(requestWork(maxBatch(T), T) <= MAX_WORK);
+    if (maxBatch(T) < MAX_ROWS) assert.ok(requestWork(maxBatch(T) + 1, T) > MAX_WORK);
+  }
+  assert.throws(() => createHandler({ maxRows: 0 }), /maxRows must be a positive integer, got 0/);
+  assert.throws(() => createHandler({ maxWork: 1.5 }), /maxWork must be a positive integer/);
+});
+
+/** The issue's hostile request: 16,381 sequences of 3 tokens in a 131 KB body. */
+function manyShortRows(): string {
+  const body = JSON.stringify({ tokens: Array.from({ length: 16_381 }, () => [1, 2, 2]) });
+  assert.ok(body.length <= MAX_BODY_BYTES, `${body.length} bytes: under the body limit`);
+  return body;
+}
+
+Deno.test("edge: 16,381 sequences of 3 tokens are refused with 400 before any compute", async () => {
+  const body = manyShortRows();
+  await expectError(await post(body), 400, /too many sequences: 16381, the limit is 128/);
+  // Within the row limit, the linear term still counts: 128 rows of 63 tokens, not 127 x 63^2.
+  const rows63 = Array.from(
+    { length: 128 },
+    () => [2047, ...Array(31).fill(1), ...Array(31).fill(1)],
+  );
+  await expectError(
+    await post(JSON.stringify({ tokens: rows63 })),
+    400,
+    /too much work.*128 x 63 x 191 = 1540224 > 1048576; send at most 87 sequences of 63/,
+  );
 });
 
 Deno.test({
@@ -248,6 +289,79 @@ Deno.test({
       await drained;
       await files.close();
       await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+/** VmRSS and VmHWM of a process, in MiB (through cat: Deno asks for -A to read /proc itself). */
+async function memoryOf(pid: number): Promise<{ rss: number; peak: number }> {
+  const out = await new Deno.Command("cat", { args: [`/proc/${pid}/status`] }).output();
+  const text = new TextDecoder().decode(out.stdout);
+  const mib = (key: string) =>
+    Number(new RegExp(`^${key}:\\s+(\\d+) kB`, "m").exec(text)?.[1]) / 1024;
+  return { rss: mib("VmRSS"), peak: mib("VmHWM") };
+}
+
+Deno.test({
+  name: "edge: under a hostile load, over-limit requests get 400 and memory stays bounded",
+  ignore: Deno.build.os !== "linux",
+  async fn() {
+    const probe = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const port = (probe.addr as Deno.NetAddr).port;
+    probe.close();
+    // The example as documented: a local checkout, reading only the kernels and the model.
+    const child = new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "--no-config",
+        "--no-lock",
+        "--no-prompt",
+        `--allow-net=127.0.0.1:${port}`,
+        `--allow-read=${REPO_ROOT}/backend/wasm,${REPO_ROOT}/weights/induction-toy`,
+        `${REPO_ROOT}/examples/edge.ts`,
+        `--port=${port}`,
+      ],
+      env: { NO_COLOR: "1" },
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    const stderr = new Response(child.stderr).text();
+    const lines = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+    const timer = setTimeout(() => child.kill("SIGKILL"), 60_000); // bounds the whole test
+    try {
+      let seen = "";
+      while (!/loaded .* ms after start/.test(seen)) {
+        const { value, done } = await lines.read();
+        if (done) assert.fail(`edge.ts exited before loading:\n${seen}\n${await stderr}`);
+        seen += value;
+      }
+      const send = (body: string) =>
+        fetch(`http://127.0.0.1:${port}/head-scores`, { method: "POST", body });
+      const loaded = await memoryOf(child.pid);
+      const hostile = manyShortRows();
+      for (let i = 0; i < 6; i++) await expectError(await send(hostile), 400, /too many sequences/);
+      const refused = await memoryOf(child.pid);
+      // Parsing six 131 KB bodies, no compute: measured +3 MiB.
+      assert.ok(refused.rss - loaded.rss < 16, `RSS ${loaded.rss} -> ${refused.rss} MiB`);
+      // The worst requests the limits admit, long and short sequences.
+      for (const T of [45, 101, 255]) {
+        const r = Array.from({ length: (T - 1) / 2 }, (_, i) => (i * 7) % 2047);
+        const rows = Array.from({ length: maxBatch(T) }, () => [2047, ...r, ...r]);
+        const res = await send(JSON.stringify({ tokens: rows }));
+        assert.equal(res.status, 200, await res.clone().text());
+        await res.body?.cancel();
+      }
+      // Measured: 73 MiB after load, +3 after the refused requests, 145 MiB at the peak after these
+      // three, 178 after five rounds of all four kinds (docs/edge.md); before the limits, one
+      // 16,381 x 3 request alone took it to 347-357 MiB.
+      const after = await memoryOf(child.pid);
+      assert.ok(after.peak < 256, `peak RSS ${after.peak} MiB (after load ${loaded.rss})`);
+    } finally {
+      clearTimeout(timer);
+      child.kill("SIGTERM");
+      await child.status;
+      await lines.cancel().catch(() => {});
+      await stderr;
     }
   },
 });

@@ -2,8 +2,9 @@
  * A fake Hugging Face hub on 127.0.0.1 for tests: serves a folder at
  * `/{repo}/resolve/{revision}/{file}` with the hub's headers (X-Repo-Commit, ETag = git blob sha1,
  * and for LFS files a 302 to a CDN on another port with X-Linked-Etag = sha256 and X-Linked-Size),
- * supports HEAD and Range, and has knobs to misbehave: cut the connection mid-file, announce a
- * wrong sha256, answer 404, go slowly, require a token. Every request is logged.
+ * supports HEAD and Range, and has knobs to misbehave: cut the connection mid-file, stall it,
+ * announce a wrong sha256 or an unsafe ETag, answer 404, go slowly, redirect in a loop, require a
+ * token. Every request is logged.
  * @module
  */
 import { fixturePath } from "./fixtures.ts";
@@ -35,6 +36,15 @@ export interface FakeHubOptions {
   wrongSha?: boolean;
   /** Files answered with 404 even if present. */
   missing?: string[];
+  /**
+   * After absolute byte `at` of `file`, send nothing more (the connection stays open, as a stalled
+   * server's does), `times` times; the stalled responses end when the client gives up.
+   */
+  stall?: { file: string; at: number; times: number };
+  /** Announce this ETag (X-Linked-Etag for LFS files) for `file` instead of the real one. */
+  etag?: { file: string; value: string };
+  /** The CDN answers every request with a redirect to itself. */
+  cdnRedirectLoop?: boolean;
   /** Send bodies in chunks of this size, pausing `delayMs` between chunks. */
   slow?: { chunk: number; delayMs: number };
   /** Require `Authorization: Bearer {token}` on the hub (401 otherwise, as the hub does). */
@@ -94,6 +104,7 @@ export async function startFakeHub(opts: FakeHubOptions = {}): Promise<FakeHub> 
   const bySha = new Map(Object.entries(sha256).map(([name, sha]) => [sha, name]));
   const requests: LoggedRequest[] = [];
   let cutsLeft = opts.cut?.times ?? 0;
+  let stallsLeft = opts.stall?.times ?? 0;
 
   const log = (server: "hub" | "cdn", req: Request) =>
     requests.push({
@@ -125,12 +136,20 @@ export async function startFakeHub(opts: FakeHubOptions = {}): Promise<FakeHub> 
     if (req.method === "HEAD") return new Response(null, { status, headers });
     const cutHere = opts.cut?.file === name && cutsLeft > 0 && opts.cut.at >= start;
     if (cutHere) cutsLeft--;
-    const end = cutHere ? opts.cut!.at : data.length;
+    const stallHere = opts.stall?.file === name && stallsLeft > 0 && opts.stall.at >= start;
+    if (stallHere) stallsLeft--;
+    const end = cutHere ? opts.cut!.at : stallHere ? opts.stall!.at : data.length;
     const chunk = opts.slow?.chunk ?? 16 * 1024;
     let pos = start;
+    let cancelled: () => void = () => {};
     const body = new ReadableStream<Uint8Array>({
       async pull(ctl) {
         if (pos >= end) {
+          if (stallHere) {
+            // Stalled: hold the connection open, sending nothing, until the client goes away.
+            await new Promise<void>((resolve) => cancelled = resolve);
+            return;
+          }
           ctl.close(); // early when cut: Content-Length promised more, so the client errors
           return;
         }
@@ -139,12 +158,16 @@ export async function startFakeHub(opts: FakeHubOptions = {}): Promise<FakeHub> 
         ctl.enqueue(data.slice(pos, next));
         pos = next;
       },
+      cancel() {
+        cancelled();
+      },
     });
     return new Response(body, { status, headers });
   };
 
   const cdnServer = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, (req) => {
     log("cdn", req);
+    if (opts.cdnRedirectLoop) return Response.redirect(req.url, 302);
     const sha = new URL(req.url).pathname.match(/^\/lfs\/([0-9a-f]{64})$/)?.[1];
     const name = sha ? bySha.get(sha) : undefined;
     if (!name) return new Response("NoSuchKey", { status: 404 });
@@ -184,15 +207,16 @@ export async function startFakeHub(opts: FakeHubOptions = {}): Promise<FakeHub> 
       headers.set("x-error-code", "EntryNotFound");
       return new Response("Entry not found", { status: 404, headers });
     }
+    const etagOverride = opts.etag?.file === name ? opts.etag.value : undefined;
     if (isLfs(name)) {
-      const sha = opts.wrongSha ? "f".repeat(64) : sha256[name];
+      const sha = etagOverride ?? (opts.wrongSha ? "f".repeat(64) : sha256[name]);
       headers.set("x-linked-etag", `"${sha}"`);
       headers.set("x-linked-size", String(files[name].length));
       headers.set("etag", `"${sha1[name]}"`); // the hub's ETag of the LFS pointer, not the file
       headers.set("location", `${cdn}/lfs/${sha256[name]}`);
       return new Response(req.method === "HEAD" ? null : "Found.", { status: 302, headers });
     }
-    headers.set("etag", `"${sha1[name]}"`);
+    headers.set("etag", `"${etagOverride ?? sha1[name]}"`);
     return serveBytes(req, name, headers);
   });
   const endpoint = `http://127.0.0.1:${hubServer.addr.port}`;

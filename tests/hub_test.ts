@@ -64,8 +64,19 @@ Deno.test("hub names: repo ids, folder names and resolve URLs", () => {
     hubFileUrl("https://huggingface.co", "openai-community/gpt2", "refs/pr/1", "config.json"),
     "https://huggingface.co/openai-community/gpt2/resolve/refs%2Fpr%2F1/config.json",
   );
-  const s = hubSettings({ endpoint: "http://x/", cacheDir: "/tmp/c/", offline: true });
-  assert.deepEqual(s, { endpoint: "http://x", token: s.token, cacheDir: "/tmp/c", offline: true });
+  const s = hubSettings({
+    endpoint: "http://x/",
+    cacheDir: "/tmp/c/",
+    offline: true,
+    downloadTimeoutMs: 2500,
+  });
+  assert.deepEqual(s, {
+    endpoint: "http://x",
+    token: s.token,
+    cacheDir: "/tmp/c",
+    offline: true,
+    downloadTimeoutMs: 2500,
+  });
 });
 
 Deno.test("first load downloads into the HF cache layout; the second makes no request", async () => {

@@ -198,3 +198,57 @@ Deno.test("names that are none of the above get one helpful error", async () => 
     /invalid hub repository id/,
   );
 });
+
+Deno.test("a URL folder whose server stalls fails within the timeout, naming the URL", async () => {
+  const weights = await Deno.readFile(`${TINY}/model.safetensors`);
+  const config = await Deno.readFile(`${TINY}/config.json`);
+  // config.json: headers and 1000 bytes of the weights, then silence; or no answer at all.
+  let mode: "body" | "headers" = "body";
+  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, async (req) => {
+    const gone = new Promise((r) => req.signal.addEventListener("abort", r));
+    const path = new URL(req.url).pathname;
+    if (path.endsWith("/config.json")) {
+      if (mode === "headers") await gone; // never answers; ends when the client gives up
+      return new Response(config);
+    }
+    if (!path.endsWith("/model.safetensors")) return new Response("no", { status: 404 });
+    const body = new ReadableStream<Uint8Array>({
+      start(c) {
+        c.enqueue(weights.slice(0, 1000));
+      },
+      async pull() {
+        await gone; // stalled
+      },
+    });
+    return new Response(body, { headers: { "content-length": String(weights.length) } });
+  });
+  const base = `http://127.0.0.1:${server.addr.port}/tiny`;
+  try {
+    const t0 = performance.now();
+    await assert.rejects(resolveModel(base, { downloadTimeoutMs: 300 }), (e: Error) => {
+      assert.ok(e instanceof ModelNotFoundError, String(e));
+      assert.match(
+        e.message,
+        new RegExp(
+          `download of ${base}/model.safetensors was interrupted after 1000 bytes: ` +
+            `the server sent nothing for 0.3 s`,
+        ),
+      );
+      return true;
+    });
+    const elapsed = performance.now() - t0;
+    assert.ok(elapsed >= 300 && elapsed < 10_000, `gave up after ${elapsed} ms`);
+
+    mode = "headers";
+    await assert.rejects(
+      resolveModel(base, { downloadTimeoutMs: 300 }),
+      new RegExp(`could not fetch ${base}/config.json: the server sent nothing for 0.3 s`),
+    );
+    await assert.rejects(
+      resolveModel(base, { downloadTimeoutMs: -5 }),
+      /downloadTimeoutMs must be a positive number of milliseconds, got -5/,
+    );
+  } finally {
+    await server.shutdown();
+  }
+});

@@ -410,6 +410,30 @@ Deno.test("malformed: metadata and tensor entries", () => {
   bad('{"x\\ud800":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}', 4, "surrogate");
 });
 
+Deno.test("malformed: shapes and offsets written as floats are refused, as serde_json does", () => {
+  const bad = (shape: string, offsets: string, ...fragments: string[]) =>
+    throwsSafetensors(
+      () =>
+        parseSafetensors(
+          build(`{"x":{"dtype":"F32","shape":${shape},"data_offsets":${offsets}}}`, 4),
+          "m.st",
+        ),
+      'm.st: tensor "x"',
+      ...fragments,
+    );
+  bad("[1.0]", "[0,4]", "shape must hold non-negative integers", "the float 1.0");
+  bad("[1e0]", "[0,4]", "the float 1e0");
+  bad("[1E0]", "[0,4]", "the float 1E0");
+  bad("[-0]", "[0,4]", "the float -0");
+  bad("[1]", "[0,4.0]", "data_offsets must be non-negative integers", "the float 4.0");
+  bad("[1]", "[0e5,4]", "the float 0e5");
+  bad("[1]", "[0,4e0]", "the float 4e0");
+  // Each verdict above and below is safetensors 0.8.0's (deserialize): integers are fine, and so
+  // are floats in extra fields it ignores.
+  const ok = '{"x":{"dtype":"F32","shape":[1],"data_offsets":[0,4],"extra":1.5}}';
+  assert.deepEqual(parseSafetensors(build(ok, 4)).info("x").shape, [1]);
+});
+
 Deno.test("malformed: offsets that overlap, leave gaps, leave the data area, or dangle", () => {
   const bad = (rows: [string, string, number[], number, number][], data: number, ...f: string[]) =>
     throwsSafetensors(() => parseSafetensors(build(headerOf(rows), data), "o.st"), "o.st", ...f);

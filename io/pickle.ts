@@ -140,7 +140,6 @@ export function describePickleValue(v: unknown): string {
 }
 
 const utf8 = new TextDecoder("utf-8", { fatal: true });
-const MARK = Symbol("mark");
 
 /**
  * Unpickles `bytes` under the restrictions described in the module doc. Returns the value STOP

@@ -45,7 +45,12 @@ export type {
 export { SeededRng } from "./core/rng.ts";
 export { syntheticGpt2 } from "./weights/synthetic.ts";
 export type { SyntheticGpt2, SyntheticGpt2Options } from "./weights/synthetic.ts";
-export { isModelCached, MODEL_ALIASES, resolveModel } from "./io/resolve.ts";
+export type { TensorMeta, TensorSource } from "./io/tensor_source.ts";
+export { parseShardIndex, shardedTensorSource } from "./io/sharded.ts";
+export type { ShardIndex } from "./io/sharded.ts";
+export { readTorchCheckpoint } from "./io/torch_bin.ts";
+export type { TorchCheckpoint } from "./io/torch_bin.ts";
+export { isModelCached, MODEL_ALIASES, resolveModel, WEIGHT_FILES } from "./io/resolve.ts";
 export type { ModelFiles, ResolveOptions } from "./io/resolve.ts";
 export type { Tokenizer } from "./tokenizer/tokenizer.ts";
 export { Kernels } from "./backend/wasm/kernels.ts";
@@ -66,6 +71,7 @@ export {
   KernelError,
   LensError,
   ModelNotFoundError,
+  PickleError,
   SafetensorsError,
   WeightsError,
 } from "./core/errors.ts";

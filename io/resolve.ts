@@ -8,12 +8,16 @@
  * read and write access to the cache and, to honour `HF_*` variables, `--allow-env`.
  * @module
  */
-import { ConfigError, ModelNotFoundError } from "../core/errors.ts";
+import { ConfigError, ModelNotFoundError, WeightsError } from "../core/errors.ts";
 import type { TokenizerFiles } from "../tokenizer/bpe.ts";
 import { readTokenizerFiles, tokenizerForModel } from "../tokenizer/for_model.ts";
 import type { Tokenizer } from "../tokenizer/tokenizer.ts";
 import { cacheView, fetchHubFiles, hubSettings } from "./hub.ts";
 import { ProgressBar } from "../core/progress.ts";
+import { parseSafetensors } from "./safetensors.ts";
+import { parseShardIndex, shardedTensorSource } from "./sharded.ts";
+import type { TensorSource } from "./tensor_source.ts";
+import { readTorchCheckpoint } from "./torch_bin.ts";
 
 /** A model's files, loaded into memory, whatever their source. */
 export interface ModelFiles {
@@ -21,8 +25,21 @@ export interface ModelFiles {
   name: string;
   /** The parsed `config.json`. */
   config: Record<string, unknown>;
-  /** The bytes of `model.safetensors`. */
-  weights: Uint8Array;
+  /**
+   * The weights, decoded on demand, whatever their format: `model.safetensors`, a sharded
+   * `model.safetensors.index.json`, `pytorch_model.bin`, or a sharded `pytorch_model.bin.index.json`
+   * (looked for in that order, as transformers does).
+   */
+  tensors: TensorSource;
+  /** The weight files read: one file, or an index followed by its shards. */
+  weightFiles: string[];
+  /**
+   * The bytes of `model.safetensors`, when the weights are that one file; any other format throws
+   * a WeightsError here.
+   * @deprecated Read `tensors`, which serves every format; this stays until
+   * `HookedTransformer.fromPretrained` does.
+   */
+  readonly weights: Uint8Array;
   /**
    * The tokenizer: from the source's `tokenizer.json` or `vocab.json` + `merges.txt`, else GPT-2's
    * r50k_base when the config is GPT-2's (`model_type` gpt2, 50257 ids); undefined otherwise
@@ -72,7 +89,25 @@ export const MODEL_ALIASES: Record<string, string> = {
 /** The name of the model shipped inside the library. */
 export const EMBEDDED_MODEL = "induction-toy";
 
-const REQUIRED = ["config.json", "model.safetensors"];
+/**
+ * The weight files a model may have, in the order transformers prefers them: one safetensors
+ * file, sharded safetensors, one PyTorch file, sharded PyTorch files.
+ *
+ * @example
+ * ```ts
+ * import { WEIGHT_FILES } from "./resolve.ts";
+ * WEIGHT_FILES[0]; // "model.safetensors"
+ * ```
+ */
+export const WEIGHT_FILES = [
+  "model.safetensors",
+  "model.safetensors.index.json",
+  "pytorch_model.bin",
+  "pytorch_model.bin.index.json",
+] as const;
+
+type WeightFile = typeof WEIGHT_FILES[number];
+
 const TOKENIZER_GROUPS = [["tokenizer.json"], ["vocab.json", "merges.txt"]];
 const URL_SCHEME = /^(https?|file):\/\//i;
 
@@ -117,8 +152,9 @@ function classify(name: string): Kind {
   throw new ModelNotFoundError(
     `unknown model "${name}": use ${EMBEDDED_MODEL} (embedded), one of ` +
       `${Object.keys(MODEL_ALIASES).join(", ")}, a hub repository id such as ` +
-      `openai-community/gpt2, a local folder holding config.json and model.safetensors, or an ` +
-      `http(s) URL of such a folder`,
+      `openai-community/gpt2, a local folder holding config.json and the weights ` +
+      `(model.safetensors, pytorch_model.bin, or their sharded index), or an http(s) URL of such ` +
+      `a folder`,
   );
 }
 
@@ -140,7 +176,7 @@ export async function resolveModel(
 ): Promise<ModelFiles> {
   const what = classify(nameOrPath);
   const doFetch = opts.fetch ?? fetch;
-  let files: Omit<ModelFiles, "tokenizer"> & { tokenizerFiles: TokenizerFiles };
+  let files: Loaded;
   switch (what.kind) {
     case "embedded": {
       const base = new URL("../weights/induction-toy/", import.meta.url);
@@ -160,16 +196,30 @@ export async function resolveModel(
       files = await fromHub(what.repoId, opts);
       break;
   }
-  files.name = nameOrPath;
   const tokenizer = await tokenizerForModel(files.config, files.tokenizerFiles, files.source);
-  const { tokenizerFiles: _unused, ...rest } = files;
-  return { ...rest, tokenizer };
+  const { config, source, weights } = files;
+  const single = weights.single;
+  return {
+    name: nameOrPath,
+    config,
+    tensors: weights.tensors,
+    weightFiles: weights.files,
+    get weights(): Uint8Array {
+      if (single !== undefined) return single;
+      throw new WeightsError(
+        `${nameOrPath} stores its weights as ${weights.files[0]}, not one model.safetensors: ` +
+          `read them through ModelFiles.tensors`,
+      );
+    },
+    tokenizer,
+    source,
+  };
 }
 
 /**
- * Whether a model can be loaded without any download: the embedded model, a local folder, or a
- * hub name whose required files are in the cache at the revision. URLs are never "cached".
- * Never makes a request and never throws.
+ * Whether a model can be loaded without any download: the embedded model, a local folder with a
+ * config and weights, or a hub name whose config and weights (every shard, when sharded) are in
+ * the cache at the revision. URLs are never "cached". Never makes a request and never throws.
  *
  * @example
  * ```ts
@@ -185,45 +235,110 @@ export function isModelCached(
     const what = classify(name);
     if (what.kind === "embedded") return true;
     if (what.kind === "url") return false;
+    let has: (file: string) => boolean;
+    let readText: (file: string) => string;
     if (what.kind === "dir") {
-      return REQUIRED.every((f) => {
-        try {
-          return Deno.statSync(`${what.path}/${f}`).isFile;
-        } catch {
-          return false;
-        }
-      });
+      has = (f) => Deno.statSync(`${what.path}/${f}`).isFile;
+      readText = (f) => Deno.readTextFileSync(`${what.path}/${f}`);
+    } else {
+      const view = cacheView(hubSettings(opts).cacheDir, what.repoId, opts.revision ?? "main");
+      has = (f) => view.state(f) === "present";
+      readText = (f) => Deno.readTextFileSync(view.pathOf(f));
     }
-    const view = cacheView(hubSettings(opts).cacheDir, what.repoId, opts.revision ?? "main");
-    return REQUIRED.every((f) => view.state(f) === "present");
+    const exists = (f: string) => {
+      try {
+        return has(f);
+      } catch {
+        return false;
+      }
+    };
+    if (!exists("config.json")) return false;
+    const format = WEIGHT_FILES.find(exists);
+    if (format === undefined) return false;
+    if (!format.endsWith(".index.json")) return true;
+    return parseShardIndex(readText(format), format).shardFiles.every(exists);
   } catch {
     return false;
   }
 }
 
-async function fromHub(repoId: string, opts: ResolveOptions) {
+/** What every kind of source produces before the tokenizer is chosen. */
+interface Loaded {
+  config: Record<string, unknown>;
+  source: string;
+  weights: Weights;
+  tokenizerFiles: TokenizerFiles;
+}
+
+/** Parsed weights, and the file list they came from. */
+interface Weights {
+  tensors: TensorSource;
+  files: string[];
+  /** The bytes of a single `model.safetensors` (for {@link ModelFiles.weights}). */
+  single?: Uint8Array;
+}
+
+/**
+ * Parses the weight file `file` (already read) and, for an index, the shards `readShards` returns
+ * (in the order asked).
+ */
+async function openWeights(
+  file: WeightFile,
+  bytes: Uint8Array,
+  readShards: (files: string[]) => Promise<Uint8Array[]>,
+): Promise<Weights> {
+  const parse = file.startsWith("pytorch_model") ? readTorchCheckpoint : parseSafetensors;
+  if (!file.endsWith(".index.json")) {
+    return {
+      tensors: parse(bytes, file),
+      files: [file],
+      single: file === "model.safetensors" ? bytes : undefined,
+    };
+  }
+  const index = parseShardIndex(new TextDecoder().decode(bytes), file);
+  const shardBytes = await readShards(index.shardFiles);
+  const shards = new Map(index.shardFiles.map((f, i) => [f, parse(shardBytes[i], f)]));
+  return { tensors: shardedTensorSource(index, shards), files: [file, ...index.shardFiles] };
+}
+
+async function fromHub(repoId: string, opts: ResolveOptions): Promise<Loaded> {
   const settings = hubSettings(opts);
   const revision = opts.revision ?? "main";
+  const common = { progress: opts.progress, fetch: opts.fetch };
   const snap = await fetchHubFiles(settings, repoId, {
+    ...common,
     revision,
-    required: REQUIRED,
+    required: ["config.json"],
     optional: TOKENIZER_GROUPS,
-    progress: opts.progress,
-    fetch: opts.fetch,
   });
+  // Later calls pin the commit the first one resolved, so every file comes from one snapshot.
+  const pinned = { ...common, revision: snap.commit };
+  const weightSnap = await fetchHubFiles(settings, repoId, {
+    ...pinned,
+    required: [],
+    optional: WEIGHT_FILES.map((f) => [f]),
+    oneOfOptional: true,
+  });
+  const file = WEIGHT_FILES.find((f) => f in weightSnap.paths)!;
+  const weights = await openWeights(
+    file,
+    await Deno.readFile(weightSnap.paths[file]),
+    async (shards) => {
+      const shardSnap = await fetchHubFiles(settings, repoId, { ...pinned, required: shards });
+      return await Promise.all(shards.map((f) => Deno.readFile(shardSnap.paths[f])));
+    },
+  );
   const commit = snap.commit.slice(0, 7);
-  const source = snap.fromCache
+  const source = snap.fromCache && weightSnap.fromCache
     ? `hub cache ${snap.repoDir} (revision ${revision}, commit ${commit})`
     : `${settings.endpoint}/${repoId} (revision ${revision}, commit ${commit}), cached in ` +
       snap.repoDir;
-  const read = (f: string) => Deno.readFile(snap.paths[f]);
   const readText = async (f: string) =>
     snap.paths[f] === undefined ? undefined : await Deno.readTextFile(snap.paths[f]);
   const configPath = snap.paths["config.json"];
   return {
-    name: repoId,
     config: parseConfig(await Deno.readTextFile(configPath), configPath),
-    weights: await read("model.safetensors"),
+    weights,
     source,
     tokenizerFiles: {
       tokenizerJson: await readText("tokenizer.json"),
@@ -233,19 +348,14 @@ async function fromHub(repoId: string, opts: ResolveOptions) {
   };
 }
 
-async function fromDir(path: string) {
+async function fromDir(path: string): Promise<Loaded> {
   const dir = path.replace(/[\\/]+$/, "") || "/";
-  const readRequired = async <T>(file: string, read: (p: string) => Promise<T>): Promise<T> => {
+  /** The file's contents, or undefined when it does not exist. */
+  const read = async <T>(file: string, how: (p: string) => Promise<T>): Promise<T | undefined> => {
     try {
-      return await read(`${dir}/${file}`);
+      return await how(`${dir}/${file}`);
     } catch (e) {
-      if (e instanceof Deno.errors.NotFound) {
-        const hint = file === "model.safetensors"
-          ? " (only safetensors weights are read; convert a pytorch_model.bin with transformers' " +
-            "save_pretrained(..., safe_serialization=True))"
-          : "";
-        throw new ModelNotFoundError(`no ${file} in ${dir}${hint}`, { cause: e });
-      }
+      if (e instanceof Deno.errors.NotFound) return undefined;
       if (e instanceof Deno.errors.PermissionDenied || e instanceof Deno.errors.NotCapable) {
         throw new ModelNotFoundError(
           `cannot read ${dir}/${file}: run with --allow-read=${dir}`,
@@ -255,22 +365,39 @@ async function fromDir(path: string) {
       throw e;
     }
   };
-  const readOptional = async (file: string) => {
-    try {
-      return await Deno.readTextFile(`${dir}/${file}`);
-    } catch (e) {
-      if (e instanceof Deno.errors.NotFound) return undefined;
-      throw e;
-    }
-  };
-  const configText = await readRequired("config.json", Deno.readTextFile);
+  const configText = await read("config.json", Deno.readTextFile);
+  if (configText === undefined) throw new ModelNotFoundError(`no config.json in ${dir}`);
+  const config = parseConfig(configText, `${dir}/config.json`);
+  let weights: Weights | undefined;
+  for (const file of WEIGHT_FILES) {
+    const bytes = await read(file, Deno.readFile);
+    if (bytes === undefined) continue;
+    weights = await openWeights(file, bytes, async (shards) => {
+      const out: Uint8Array[] = [];
+      for (const shard of shards) {
+        const shardBytes = await read(shard, Deno.readFile);
+        if (shardBytes === undefined) {
+          throw new ModelNotFoundError(`no ${shard} in ${dir}, though ${file} lists it`);
+        }
+        out.push(shardBytes);
+      }
+      return out;
+    });
+    break;
+  }
+  if (weights === undefined) {
+    throw new ModelNotFoundError(`no weights in ${dir}: ${noWeightsHint()}`);
+  }
   return {
-    name: path,
-    config: parseConfig(configText, `${dir}/config.json`),
-    weights: await readRequired("model.safetensors", Deno.readFile),
+    config,
+    weights,
     source: dir,
-    tokenizerFiles: await readTokenizerFiles(readOptional),
+    tokenizerFiles: await readTokenizerFiles((f) => read(f, Deno.readTextFile)),
   };
+}
+
+function noWeightsHint(): string {
+  return `looked for ${WEIGHT_FILES.slice(0, -1).join(", ")} and ${WEIGHT_FILES.at(-1)}`;
 }
 
 async function fromUrl(
@@ -278,14 +405,22 @@ async function fromUrl(
   doFetch: typeof fetch,
   withTokenizer: boolean,
   progress: boolean | undefined,
-) {
-  const get = async (file: string, required: boolean): Promise<Response | undefined> => {
+): Promise<Loaded> {
+  /**
+   * The response for `file`. Not required: undefined on a 404, and (for extras such as tokenizer
+   * files, `quiet`) on a network error too.
+   */
+  const get = async (
+    file: string,
+    required: boolean,
+    quiet = !required,
+  ): Promise<Response | undefined> => {
     const url = `${base}/${file}`;
     let res: Response;
     try {
       res = await doFetch(url);
     } catch (e) {
-      if (!required && !(e instanceof Deno.errors.NotCapable)) return undefined;
+      if (quiet && !(e instanceof Deno.errors.NotCapable)) return undefined;
       throw new ModelNotFoundError(`could not fetch ${url}: ${(e as Error).message}`, {
         cause: e,
       });
@@ -295,15 +430,26 @@ async function fromUrl(
     if (!required && res.status === 404) return undefined;
     throw new ModelNotFoundError(`${url}: ${res.status === 404 ? "not found" : res.status}`);
   };
+  const download = async (file: string, res: Response) =>
+    await readBody(res, file, { progress, url: `${base}/${file}` });
   const configRes = (await get("config.json", true))!;
   const config = parseConfig(await configRes.text(), `${base}/config.json`);
-  const weights = await readBody((await get("model.safetensors", true))!, "model.safetensors", {
-    progress,
-    url: `${base}/model.safetensors`,
-  });
+  let weights: Weights | undefined;
+  for (const file of WEIGHT_FILES) {
+    const res = await get(file, false, false);
+    if (res === undefined) continue;
+    weights = await openWeights(file, await download(file, res), async (shards) => {
+      const out: Uint8Array[] = [];
+      for (const shard of shards) out.push(await download(shard, (await get(shard, true))!));
+      return out;
+    });
+    break;
+  }
+  if (weights === undefined) {
+    throw new ModelNotFoundError(`no weights at ${base}: ${noWeightsHint()}`);
+  }
   const readOptional = async (file: string) => (await get(file, false))?.text();
   return {
-    name: base,
     config,
     weights,
     source: base,

@@ -29,7 +29,7 @@ export interface ShardIndex {
   fileName: string;
   /** Tensor name -> shard file name, as the index lists them. */
   weightMap: ReadonlyMap<string, string>;
-  /** The distinct shard files, in the order the index first names them. */
+  /** The distinct shard files, sorted (as transformers loads them: `-00001-of-…` first). */
   shardFiles: string[];
   /** The index's `metadata` object (`{}` when absent), e.g. `{ total_size: 497774208 }`. */
   metadata: Readonly<Record<string, unknown>>;
@@ -80,8 +80,7 @@ export function parseShardIndex(
   }
   if (!isPlainObject(metadata) && metadata !== null) fail("metadata must be an object");
   const weightMap = new Map<string, string>();
-  const shardFiles: string[] = [];
-  const seen = new Set<string>();
+  const shardFiles = new Set<string>();
   for (const [name, file] of Object.entries(map)) {
     if (typeof file !== "string") {
       fail(`weight_map entry ${quote(name)} must name a shard file, not ${JSON.stringify(file)}`);
@@ -94,13 +93,15 @@ export function parseShardIndex(
       );
     }
     weightMap.set(name, shard);
-    if (!seen.has(shard)) {
-      seen.add(shard);
-      shardFiles.push(shard);
-    }
+    shardFiles.add(shard);
   }
   if (weightMap.size === 0) fail("weight_map is empty: the index names no tensors");
-  return { fileName, weightMap, shardFiles, metadata: { ...(metadata ?? {}) } };
+  return {
+    fileName,
+    weightMap,
+    shardFiles: [...shardFiles].sort(),
+    metadata: { ...(metadata ?? {}) },
+  };
 }
 
 class ShardedSource implements TensorSource {

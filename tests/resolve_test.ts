@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { ConfigError, ModelNotFoundError } from "../core/errors.ts";
 import { isModelCached, MODEL_ALIASES, resolveModel } from "../io/resolve.ts";
+import { writeSafetensors } from "../io/safetensors.ts";
 import { fixturePath } from "./fixtures.ts";
 import { fromFileUrl } from "./path.ts";
 
@@ -130,7 +131,10 @@ Deno.test("a local folder: config, weights, and clear errors for what is missing
   assert.ok(!isModelCached("./no/such/folder"));
   await withTempDir(async (dir) => {
     await Deno.writeTextFile(`${dir}/config.json`, "{}");
-    await assert.rejects(resolveModel(dir), /no model\.safetensors in .*safetensors weights/);
+    await assert.rejects(
+      resolveModel(dir),
+      /no weights in .*: looked for model\.safetensors, model\.safetensors\.index\.json, pytorch_model\.bin and pytorch_model\.bin\.index\.json/,
+    );
     await Deno.writeTextFile(`${dir}/config.json`, "[1, 2");
     await Deno.writeFile(`${dir}/model.safetensors`, new Uint8Array(8));
     await assert.rejects(resolveModel(dir), ConfigError);
@@ -143,7 +147,7 @@ Deno.test("a folder with GPT-2's config gets r50k_base; its own tokenizer files 
       `${dir}/config.json`,
       JSON.stringify({ model_type: "gpt2", vocab_size: 50257 }),
     );
-    await Deno.writeFile(`${dir}/model.safetensors`, new Uint8Array(8));
+    await Deno.writeFile(`${dir}/model.safetensors`, writeSafetensors({}));
     const m = await resolveModel(dir);
     assert.deepEqual(m.tokenizer?.encode("Hello world"), [15496, 995]);
 

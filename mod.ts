@@ -53,6 +53,7 @@ export type { TorchCheckpoint } from "./io/torch_bin.ts";
 export { isModelCached, MODEL_ALIASES, resolveModel, WEIGHT_FILES } from "./io/resolve.ts";
 export type { ModelFiles, ResolveOptions } from "./io/resolve.ts";
 export type { Tokenizer } from "./tokenizer/tokenizer.ts";
+export type { ModelTokenizer } from "./tokenizer/for_model.ts";
 export { Kernels } from "./backend/wasm/kernels.ts";
 export type {
   AttentionApplyArgs,

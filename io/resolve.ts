@@ -10,8 +10,11 @@
  */
 import { ConfigError, ModelNotFoundError, WeightsError } from "../core/errors.ts";
 import type { TokenizerFiles } from "../tokenizer/bpe.ts";
-import { readTokenizerFiles, tokenizerForModel } from "../tokenizer/for_model.ts";
-import type { Tokenizer } from "../tokenizer/tokenizer.ts";
+import {
+  type ModelTokenizer,
+  readTokenizerFiles,
+  tokenizerForModel,
+} from "../tokenizer/for_model.ts";
 import { cacheView, fetchHubFiles, hubSettings } from "./hub.ts";
 import { ProgressBar } from "../core/progress.ts";
 import { parseSafetensors } from "./safetensors.ts";
@@ -43,9 +46,10 @@ export interface ModelFiles {
   /**
    * The tokenizer: from the source's `tokenizer.json` or `vocab.json` + `merges.txt`, else GPT-2's
    * r50k_base when the config is GPT-2's (`model_type` gpt2, 50257 ids); undefined otherwise
-   * (induction-toy takes token ids only).
+   * (induction-toy takes token ids only). Its `toTokens` prepends BOS as TransformerLens does for
+   * the model's family.
    */
-  tokenizer?: Tokenizer;
+  tokenizer?: ModelTokenizer;
   /** One line saying where the files came from. */
   source: string;
 }

@@ -218,10 +218,9 @@ export class BpeTokenizer implements Tokenizer {
           continue;
         }
         if (sub.text === "") continue;
-        const pieces = [{ text: sub.text, atStart: segment.start === 0 && sub.start === 0 }];
-        for (const word of this.#preTokenizer ? this.#preTokenizer(pieces) : pieces) {
-          for (const id of this.#model.tokenize(word.text)) ids.push(id);
-        }
+        const atStart = segment.start === 0 && sub.start === 0;
+        const words = this.#preTokenizer ? this.#preTokenizer([sub.text], atStart) : [sub.text];
+        for (const word of words) for (const id of this.#model.tokenize(word)) ids.push(id);
       }
     }
     return opts.addSpecialTokens ? this.#postProcessor(ids) : ids;

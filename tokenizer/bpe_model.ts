@@ -18,9 +18,8 @@ export class BpeModel {
   readonly vocab: ReadonlyMap<string, number>;
   /** id -> token string (holes for ids only added tokens use). */
   readonly tokens: readonly (string | undefined)[];
-  #mergeRank = new Map<number, number>(); // pair key -> rank
-  #mergeInto: number[] = []; // rank -> merged id
-  #pairBase: number;
+  #mergeRank: PairTable; // (left id, right id) -> rank
+  #mergeInto: Int32Array; // rank -> merged id
   #ignoreMerges: boolean;
   #byteFallback: number[] | undefined; // byte -> id of <0xXX>
   #unk: number | undefined;
@@ -53,7 +52,9 @@ export class BpeModel {
     }
     const map = new Map<string, number>();
     const tokens: (string | undefined)[] = [];
-    for (const [token, id] of Object.entries(vocab)) {
+    // Plain loops, no per-entry arrays or closures: Llama 3 has 128k tokens and 280k merges.
+    for (const token in vocab) {
+      const id = (vocab as Record<string, unknown>)[token];
       if (!Number.isSafeInteger(id) || (id as number) < 0 || (id as number) > 2 ** 24) {
         throw new ConfigError(`tokenizer.json vocabulary id of ${JSON.stringify(token)} is ${id}`);
       }
@@ -62,14 +63,17 @@ export class BpeModel {
     }
     this.vocab = map;
     this.tokens = tokens;
-    this.#pairBase = tokens.length + 1;
-    const merges = parseMerges(c.merges);
+    const merges = c.merges;
+    if (!Array.isArray(merges)) throw new ConfigError("tokenizer.json model.merges is not a list");
     if (merges.length >= 2 ** 21) {
       throw new ConfigError(
         `tokenizer.json has ${merges.length} merges; at most 2^21 are supported`,
       );
     }
-    merges.forEach(([a, b], rank) => {
+    this.#mergeRank = new PairTable(merges.length);
+    this.#mergeInto = new Int32Array(merges.length);
+    for (let rank = 0; rank < merges.length; rank++) {
+      const [a, b] = mergePair(merges[rank], rank);
       const ia = map.get(a);
       const ib = map.get(b);
       const merged = map.get(a + b);
@@ -79,10 +83,9 @@ export class BpeModel {
             `token that is not in the vocabulary`,
         );
       }
-      const key = ia * this.#pairBase + ib;
-      if (!this.#mergeRank.has(key)) this.#mergeRank.set(key, rank);
+      this.#mergeRank.setIfAbsent(ia, ib, rank);
       this.#mergeInto[rank] = merged;
-    });
+    }
     this.#ignoreMerges = c.ignore_merges === true;
     if (c.byte_fallback === true) {
       const ids = Array.from(
@@ -161,7 +164,7 @@ export class BpeModel {
     }
     const rankAt = (i: number): number | undefined => {
       const j = next[i];
-      return j < 0 ? undefined : this.#mergeRank.get(ids[i] * this.#pairBase + ids[j]);
+      return j < 0 ? undefined : this.#mergeRank.get(ids[i], ids[j]);
     };
     // Heap of rank * 2^32 + position: ranks < 2^21 and positions < 2^32 stay exact.
     const heap: number[] = [];
@@ -187,6 +190,47 @@ export class BpeModel {
     const out: number[] = [];
     for (let i = 0; i >= 0; i = next[i]) out.push(ids[i]);
     return out;
+  }
+}
+
+/**
+ * An open-addressing hash table from a pair of ids to a number, in typed arrays: loading Llama 3's
+ * 280k merges into a Map of pair keys costs seconds; this takes milliseconds and looks up faster.
+ */
+class PairTable {
+  #mask: number;
+  #left: Int32Array;
+  #right: Int32Array;
+  #value: Int32Array;
+
+  constructor(entries: number) {
+    let size = 16;
+    while (size < entries * 2) size *= 2;
+    this.#mask = size - 1;
+    this.#left = new Int32Array(size).fill(-1);
+    this.#right = new Int32Array(size);
+    this.#value = new Int32Array(size);
+  }
+
+  #slot(a: number, b: number): number {
+    let i = (Math.imul(a, 0x9e3779b1) ^ Math.imul(b, 0x85ebca77)) & this.#mask;
+    while (this.#left[i] !== -1 && (this.#left[i] !== a || this.#right[i] !== b)) {
+      i = (i + 1) & this.#mask;
+    }
+    return i;
+  }
+
+  setIfAbsent(a: number, b: number, value: number): void {
+    const i = this.#slot(a, b);
+    if (this.#left[i] !== -1) return;
+    this.#left[i] = a;
+    this.#right[i] = b;
+    this.#value[i] = value;
+  }
+
+  get(a: number, b: number): number | undefined {
+    const i = this.#slot(a, b);
+    return this.#left[i] === -1 ? undefined : this.#value[i];
   }
 }
 
@@ -221,24 +265,17 @@ function heapPop(heap: number[]): number {
   return top;
 }
 
-/**
- * Merge rules as pairs, from either spelling `tokenizer.json` uses (`"a b"` or `["a", "b"]`).
- *
- * @example
- * ```ts
- * import { parseMerges } from "./bpe_model.ts";
- * parseMerges(["a b", ["c", "d"]]); // [["a", "b"], ["c", "d"]]
- * ```
- */
-export function parseMerges(merges: unknown): Array<[string, string]> {
-  if (!Array.isArray(merges)) throw new ConfigError("tokenizer.json model.merges is not a list");
-  return merges.map((m, i) => {
-    if (typeof m === "string") {
-      const parts = m.split(" ");
-      if (parts.length === 2) return [parts[0], parts[1]];
-    } else if (Array.isArray(m) && m.length === 2 && m.every((x) => typeof x === "string")) {
-      return [m[0], m[1]];
+/** One merge rule, from either spelling `tokenizer.json` uses: `"a b"` or `["a", "b"]`. */
+function mergePair(m: unknown, rank: number): [string, string] {
+  if (typeof m === "string") {
+    const space = m.indexOf(" ");
+    if (space > 0 && space === m.lastIndexOf(" ") && space < m.length - 1) {
+      return [m.slice(0, space), m.slice(space + 1)];
     }
-    throw new ConfigError(`tokenizer.json merge ${i} is malformed: ${JSON.stringify(m)}`);
-  });
+  } else if (
+    Array.isArray(m) && m.length === 2 && typeof m[0] === "string" && typeof m[1] === "string"
+  ) {
+    return [m[0], m[1]];
+  }
+  throw new ConfigError(`tokenizer.json merge ${rank} is malformed: ${JSON.stringify(m)}`);
 }

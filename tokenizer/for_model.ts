@@ -8,8 +8,10 @@
  * Llama 3, Qwen, Llama 2 (legacy and Metaspace forms), both match Llama and Qwen exactly, but the
  * npm package's ByteLevel pre-tokenizer uses JavaScript's `\s` and gives other ids than HF for
  * 1.4% of GPT-2 strings (0.9% for GPT-NeoX; U+FEFF, U+180E, U+0085 ...), where this one matches
- * all; it also encodes 1.5-8x faster here, and needs no dependency for URL importers or the
- * browser bundle. GPT-2 without tokenizer files keeps r50k_base from js-tiktoken, the same ids.
+ * all. It also encodes 4-8x faster (2.4-3.7 MB/s of mixed text against 0.35-0.6, CPU time on
+ * the same 1.2 MB), loads Llama 3's 9 MB file in about the same time (0.9 s), and needs no
+ * dependency for URL importers or the browser bundle. GPT-2 without tokenizer files keeps
+ * r50k_base from js-tiktoken, which gives the same ids.
  * @module
  */
 import { ConfigError, InputError } from "../core/errors.ts";

@@ -10,16 +10,11 @@ import { GPT2_PATTERN, toByteLevel } from "./byte_level.ts";
 import { component, patternOf, unsupported } from "./component.ts";
 import { onigRegExp } from "./regex.ts";
 
-/** A stretch of text; `atStart`: it begins at offset 0 of the input (Metaspace's "first"). */
-export interface Piece {
-  /** The text. */
-  text: string;
-  /** Whether the piece starts the whole input. */
-  atStart: boolean;
-}
-
-/** Pieces -> finer pieces. */
-export type PreTokenizer = (pieces: Piece[]) => Piece[];
+/**
+ * Words -> finer words. `atStart` says whether `words[0]` begins the whole input (what
+ * Metaspace's "first" prefix depends on); words are plain strings, as long texts have many.
+ */
+export type PreTokenizer = (words: string[], atStart: boolean) => string[];
 
 type Behavior = "Isolated" | "Removed" | "MergedWithPrevious" | "MergedWithNext" | "Contiguous";
 const BEHAVIORS = ["Isolated", "Removed", "MergedWithPrevious", "MergedWithNext", "Contiguous"];
@@ -78,15 +73,15 @@ export function splitText(text: string, re: RegExp, behavior: Behavior, invert =
   return out;
 }
 
-/** Applies a text splitter to each piece; only the first part of a piece keeps `atStart`. */
-function eachPiece(split: (text: string, atStart: boolean) => string[]): PreTokenizer {
-  return (pieces) =>
-    pieces.flatMap((p) =>
-      split(p.text, p.atStart).filter((t) => t !== "").map((text, i) => ({
-        text,
-        atStart: p.atStart && i === 0,
-      }))
-    );
+/** Applies a text splitter to each word; only the first word can be at the start. */
+function eachWord(split: (text: string, atStart: boolean) => string[]): PreTokenizer {
+  return (words, atStart) => {
+    const out: string[] = [];
+    words.forEach((w, i) => {
+      for (const part of split(w, atStart && i === 0)) if (part !== "") out.push(part);
+    });
+    return out;
+  };
 }
 
 function escapeRegExp(s: string): string {
@@ -103,7 +98,7 @@ const KNOWN = ["ByteLevel", "Split", "Metaspace", "Digits", "Sequence"];
  * ```ts
  * import { buildPreTokenizer } from "./pre_tokenizers.ts";
  * const pre = buildPreTokenizer({ type: "ByteLevel", add_prefix_space: false })!;
- * pre([{ text: "Hello world", atStart: true }]).map((p) => p.text); // ["Hello", "Ġworld"]
+ * pre(["Hello world"], true); // ["Hello", "Ġworld"]
  * ```
  */
 export function buildPreTokenizer(value: unknown): PreTokenizer | undefined {
@@ -113,11 +108,27 @@ export function buildPreTokenizer(value: unknown): PreTokenizer | undefined {
     case "ByteLevel": {
       const prefix = c.add_prefix_space === true;
       const useRegex = c.use_regex !== false;
-      return (pieces) =>
-        eachPiece((text) => {
-          const t = prefix && !text.startsWith(" ") ? ` ${text}` : text;
-          return useRegex ? t.match(GPT2_REGEX) ?? [] : [t];
-        })(pieces).map((p) => ({ text: toByteLevel(p.text), atStart: p.atStart }));
+      // Words repeat: remembering their byte-level spelling saves most of the work on long text.
+      const spelled = new Map<string, string>();
+      const spell = (word: string): string => {
+        let s = spelled.get(word);
+        if (s === undefined) {
+          s = toByteLevel(word);
+          if (spelled.size >= 50_000) spelled.clear();
+          spelled.set(word, s);
+        }
+        return s;
+      };
+      return (words) => {
+        const out: string[] = [];
+        for (const word of words) {
+          const t = prefix && !word.startsWith(" ") ? ` ${word}` : word;
+          for (const w of useRegex ? t.match(GPT2_REGEX) ?? [] : [t]) {
+            if (w !== "") out.push(spell(w));
+          }
+        }
+        return out;
+      };
     }
     case "Split": {
       const p = patternOf(c.pattern, "Split pre-tokenizer");
@@ -130,7 +141,7 @@ export function buildPreTokenizer(value: unknown): PreTokenizer | undefined {
           `tokenizer.json Split has unknown behavior ${JSON.stringify(behavior)}`,
         );
       }
-      return eachPiece((text) => splitText(text, re, behavior as Behavior, c.invert === true));
+      return eachWord((text) => splitText(text, re, behavior as Behavior, c.invert === true));
     }
     case "Metaspace": {
       const replacement = typeof c.replacement === "string" ? c.replacement : "\u2581";
@@ -145,7 +156,7 @@ export function buildPreTokenizer(value: unknown): PreTokenizer | undefined {
       }
       const split = c.split !== false;
       const delimiter = new RegExp(escapeRegExp(replacement), "gu");
-      return eachPiece((text, atStart) => {
+      return eachWord((text, atStart) => {
         let t = text.replaceAll(" ", replacement);
         const prepend = scheme === "always" || (scheme === "first" && atStart);
         if (prepend && !t.startsWith(replacement)) t = replacement + t;
@@ -154,12 +165,19 @@ export function buildPreTokenizer(value: unknown): PreTokenizer | undefined {
     }
     case "Digits": {
       const re = c.individual_digits === true ? /\p{N}/gu : /\p{N}+/gu;
-      return eachPiece((text) => splitText(text, re, "Isolated"));
+      return eachWord((text) => splitText(text, re, "Isolated"));
     }
     case "Sequence": {
       const steps = (Array.isArray(c.pretokenizers) ? c.pretokenizers : []).map(buildPreTokenizer)
         .filter((p): p is PreTokenizer => p !== undefined);
-      return (pieces) => steps.reduce((acc, step) => step(acc), pieces);
+      // A first word that a step removes leaves no word at the start for the next steps.
+      return (words, atStart) =>
+        steps.reduce((acc, step) => {
+          const first = atStart && acc.length > 0 ? acc[0] : undefined;
+          const next = step(acc, atStart);
+          atStart = first !== undefined && next.length > 0;
+          return next;
+        }, words);
     }
     default:
       throw unsupported("pre-tokenizer", c.type, KNOWN);

@@ -144,13 +144,9 @@ export async function tokenizerForModel(
     tokenizer = await r50kTokenizer();
   }
   if (!tokenizer) return undefined;
+  // The model's id, even where a tokenizer smaller than the embedding lacks it: the model can
+  // still run it (checking it against vocab_size is the model config's job).
   const bos = tokenId(config, "bos_token_id") ?? tokenId(config, "eos_token_id");
-  if (bos !== undefined && bos >= tokenizer.vocabSize) {
-    throw new ConfigError(
-      `config.json's BOS token ${bos} is outside the tokenizer from ${source} ` +
-        `(${tokenizer.vocabSize} ids)`,
-    );
-  }
   const modelType = typeof config.model_type === "string" ? config.model_type : "";
   return new FamilyTokenizer(tokenizer, bos, DEFAULT_PREPEND_BOS[modelType] ?? true);
 }

@@ -202,22 +202,25 @@ export async function resolveModel(
   }
   const tokenizer = await tokenizerForModel(files.config, files.tokenizerFiles, files.source);
   const { config, source, weights } = files;
-  const single = weights.single;
-  return {
+  const result = {
     name: nameOrPath,
     config,
     tensors: weights.tensors,
     weightFiles: weights.files,
-    get weights(): Uint8Array {
-      if (single !== undefined) return single;
+    tokenizer,
+    source,
+  };
+  // Not enumerable, so spreading or printing the result never runs (and never throws in) it.
+  return Object.defineProperty(result, "weights", {
+    enumerable: false,
+    get(): Uint8Array {
+      if (weights.single !== undefined) return weights.single;
       throw new WeightsError(
         `${nameOrPath} stores its weights as ${weights.files[0]}, not one model.safetensors: ` +
           `read them through ModelFiles.tensors`,
       );
     },
-    tokenizer,
-    source,
-  };
+  }) as ModelFiles;
 }
 
 /**
@@ -372,26 +375,7 @@ async function fromDir(path: string): Promise<Loaded> {
   const configText = await read("config.json", Deno.readTextFile);
   if (configText === undefined) throw new ModelNotFoundError(`no config.json in ${dir}`);
   const config = parseConfig(configText, `${dir}/config.json`);
-  let weights: Weights | undefined;
-  for (const file of WEIGHT_FILES) {
-    const bytes = await read(file, Deno.readFile);
-    if (bytes === undefined) continue;
-    weights = await openWeights(file, bytes, async (shards) => {
-      const out: Uint8Array[] = [];
-      for (const shard of shards) {
-        const shardBytes = await read(shard, Deno.readFile);
-        if (shardBytes === undefined) {
-          throw new ModelNotFoundError(`no ${shard} in ${dir}, though ${file} lists it`);
-        }
-        out.push(shardBytes);
-      }
-      return out;
-    });
-    break;
-  }
-  if (weights === undefined) {
-    throw new ModelNotFoundError(`no weights in ${dir}: ${noWeightsHint()}`);
-  }
+  const weights = await findWeights((f) => read(f, Deno.readFile), dir);
   return {
     config,
     weights,
@@ -400,8 +384,33 @@ async function fromDir(path: string): Promise<Loaded> {
   };
 }
 
-function noWeightsHint(): string {
-  return `looked for ${WEIGHT_FILES.slice(0, -1).join(", ")} and ${WEIGHT_FILES.at(-1)}`;
+/**
+ * The first weight format `read` finds (it returns undefined for a file that is not there),
+ * opened with its shards: the folder or URL `where` is searched in {@link WEIGHT_FILES}' order.
+ */
+async function findWeights(
+  read: (file: string) => Promise<Uint8Array | undefined>,
+  where: string,
+): Promise<Weights> {
+  for (const file of WEIGHT_FILES) {
+    const bytes = await read(file);
+    if (bytes === undefined) continue;
+    return await openWeights(file, bytes, async (shards) => {
+      const out: Uint8Array[] = [];
+      for (const shard of shards) {
+        const shardBytes = await read(shard);
+        if (shardBytes === undefined) {
+          throw new ModelNotFoundError(`no ${shard} in ${where}, though ${file} lists it`);
+        }
+        out.push(shardBytes);
+      }
+      return out;
+    });
+  }
+  throw new ModelNotFoundError(
+    `no weights in ${where}: looked for ${WEIGHT_FILES.slice(0, -1).join(", ")} and ` +
+      WEIGHT_FILES.at(-1),
+  );
 }
 
 async function fromUrl(
@@ -434,24 +443,12 @@ async function fromUrl(
     if (!required && res.status === 404) return undefined;
     throw new ModelNotFoundError(`${url}: ${res.status === 404 ? "not found" : res.status}`);
   };
-  const download = async (file: string, res: Response) =>
-    await readBody(res, file, { progress, url: `${base}/${file}` });
   const configRes = (await get("config.json", true))!;
   const config = parseConfig(await configRes.text(), `${base}/config.json`);
-  let weights: Weights | undefined;
-  for (const file of WEIGHT_FILES) {
+  const weights = await findWeights(async (file) => {
     const res = await get(file, false, false);
-    if (res === undefined) continue;
-    weights = await openWeights(file, await download(file, res), async (shards) => {
-      const out: Uint8Array[] = [];
-      for (const shard of shards) out.push(await download(shard, (await get(shard, true))!));
-      return out;
-    });
-    break;
-  }
-  if (weights === undefined) {
-    throw new ModelNotFoundError(`no weights at ${base}: ${noWeightsHint()}`);
-  }
+    return res && await readBody(res, file, { progress, url: `${base}/${file}` });
+  }, base);
   const readOptional = async (file: string) => (await get(file, false))?.text();
   return {
     config,

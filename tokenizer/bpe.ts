@@ -249,12 +249,6 @@ export class BpeTokenizer implements Tokenizer {
   tokenStrings(ids: number[]): string[] {
     return ids.map((id) => this.decode([id]));
   }
-
-  /** The id of a token string (vocabulary or added token), if it has one. */
-  tokenToId(token: string): number | undefined {
-    for (const t of this.#addedById.values()) if (t.content === token) return t.id;
-    return this.#model.vocab.get(token);
-  }
 }
 
 function parseAddedTokens(value: unknown): AddedToken[] {

@@ -54,6 +54,7 @@ Deno.test("tokenizers: the golden corpus covers what distinguishes the families"
   };
   assert.deepEqual(strings("llama3", "1234567"), ["123", "456", "7"]);
   assert.deepEqual(strings("qwen", "1234567"), [..."1234567"]);
+  assert.deepEqual(strings("smollm", " 2024"), [" ", ..."2024"]);
   // Byte fallback: Llama 2 spells a character outside its vocabulary as UTF-8 bytes <0x..>.
   assert.ok(ids("llama2", "𝔘𝔫𝔦𝔠𝔬𝔡𝔢 龘 \u0000 \u0001 \u007f").some((id) => id >= 3 && id < 259));
   // The legacy (Prepend) and Metaspace forms of Llama 2 differ after an added token.
@@ -106,6 +107,15 @@ Deno.test("family BOS: TransformerLens's default_prepend_bos and the model's BOS
       );
     });
   }
+
+  // SmolLM2 is a Llama whose byte-level tokenizer adds no BOS itself: TransformerLens adds it.
+  const smol = (await tokenizerForModel(
+    { model_type: "llama", vocab_size: 50257, bos_token_id: 50256 },
+    files("smollm"),
+    "smollm",
+  ))!;
+  assert.deepEqual(smol.toTokens("Hi 42"), [50256, ...smol.encode("Hi 42")]);
+  assert.equal(smol.toTokens("Hi 42").length, 5);
 
   // Qwen2: no BOS by default; its BOS is <|endoftext|> (bos_token_id), as TransformerLens's EOS fallback.
   const qwen = (await tokenizerForModel(

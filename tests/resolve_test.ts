@@ -56,8 +56,11 @@ async function withTempDir(body: (dir: string) => Promise<void>) {
   }
 }
 
-Deno.test("aliases: TransformerLens's GPT-2 names map to their hub repositories", () => {
-  assert.deepEqual(MODEL_ALIASES, {
+Deno.test("aliases: TransformerLens's GPT-2 and Pythia names map to their hub repositories", () => {
+  const gpt2 = Object.fromEntries(
+    Object.entries(MODEL_ALIASES).filter(([name]) => !name.startsWith("pythia")),
+  );
+  assert.deepEqual(gpt2, {
     "gpt2": "openai-community/gpt2",
     "gpt2-small": "openai-community/gpt2",
     "gpt2-medium": "openai-community/gpt2-medium",
@@ -65,6 +68,10 @@ Deno.test("aliases: TransformerLens's GPT-2 names map to their hub repositories"
     "gpt2-xl": "openai-community/gpt2-xl",
     "distilgpt2": "distilbert/distilgpt2",
   });
+  assert.equal(MODEL_ALIASES["pythia-70m"], "EleutherAI/pythia-70m");
+  assert.equal(MODEL_ALIASES["pythia-1b"], "EleutherAI/pythia-1b");
+  assert.equal(MODEL_ALIASES["pythia-70m-deduped"], "EleutherAI/pythia-70m-deduped");
+  assert.equal(Object.keys(MODEL_ALIASES).filter((a) => a.startsWith("pythia")).length, 16);
 });
 
 Deno.test("induction-toy: the embedded model, no tokenizer", async () => {
@@ -194,6 +201,7 @@ Deno.test("names that are none of the above get one helpful error", async () => 
     assert.match(e.message, /unknown model "gpt3"/);
     assert.match(e.message, /induction-toy/);
     assert.match(e.message, /gpt2-small/);
+    assert.match(e.message, /pythia-70m \.\.\. pythia-12b/);
     return true;
   });
   assert.equal(isModelCached("gpt3"), false);

@@ -62,7 +62,12 @@ export type {
 } from "./io/safetensors.ts";
 export { syntheticGpt2 } from "./weights/synthetic.ts";
 export type { SyntheticGpt2, SyntheticGpt2Options } from "./weights/synthetic.ts";
-export { isModelCached, MODEL_ALIASES, resolveModel } from "./io/resolve.ts";
+export type { TensorMeta, TensorSource } from "./io/tensor_source.ts";
+export { parseShardIndex, shardedTensorSource } from "./io/sharded.ts";
+export type { ShardIndex } from "./io/sharded.ts";
+export { readTorchCheckpoint } from "./io/torch_bin.ts";
+export type { TorchCheckpoint } from "./io/torch_bin.ts";
+export { isModelCached, MODEL_ALIASES, resolveModel, WEIGHT_FILES } from "./io/resolve.ts";
 export type { ModelFiles, ResolveOptions } from "./io/resolve.ts";
 export type { Tokenizer } from "./tokenizer/tokenizer.ts";
 export { WasmBackend } from "./backend/wasm/wasm_backend.ts";
@@ -86,6 +91,7 @@ export {
   KernelError,
   LensError,
   ModelNotFoundError,
+  PickleError,
   SafetensorsError,
   WeightsError,
 } from "./core/errors.ts";

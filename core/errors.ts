@@ -32,6 +32,12 @@ export class LensError extends Error {
 /** A safetensors file is malformed, truncated or inconsistent. */
 export class SafetensorsError extends LensError {}
 
+/**
+ * A PyTorch checkpoint (`pytorch_model.bin`: a zip archive holding a pickle) is malformed, or its
+ * pickle asks for something other than rebuilding tensors. Such files are refused, never run.
+ */
+export class PickleError extends LensError {}
+
 /** A model config is invalid, or does not match the weights. */
 export class ConfigError extends LensError {}
 

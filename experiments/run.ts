@@ -290,7 +290,7 @@ export async function main(args: string[], reporter?: Reporter): Promise<number>
 
     const t0 = performance.now();
     const files = await resolveModel(name);
-    const model = await HookedTransformer.fromBytes(files.config, files.weights, {
+    const model = await HookedTransformer.fromTensors(files.config, files.tensors, {
       name: files.name,
       tokenizer: files.tokenizer,
       checkFinite: true, // a NaN weight would turn the whole report into NaN: say which one

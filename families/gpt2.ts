@@ -7,10 +7,7 @@ import { ConfigError, WeightsError } from "../core/errors.ts";
 import { transpose2d } from "../core/tensor.ts";
 import { checkConfig, type HookedTransformerConfig } from "../model/config.ts";
 import { emptyStacks, layerOf, type ModelParams } from "../model/params.ts";
-import type { SafetensorsFile } from "../io/safetensors.ts";
-
-/** Where a family reads tensors from (a safetensors file, or anything with the same methods). */
-export type TensorReader = Pick<SafetensorsFile, "names" | "has" | "info" | "tensor">;
+import type { TensorSource } from "../io/tensor_source.ts";
 
 function field(hf: Record<string, unknown>, key: string, fallback?: number): number {
   const v = hf[key];
@@ -125,7 +122,7 @@ export function gpt2Config(
  * params.W_Q.shape; // [2, 4, 32, 8]: [n_layers, n_heads, d_model, d_head]
  * ```
  */
-export function gpt2Params(file: TensorReader, cfg: HookedTransformerConfig): ModelParams {
+export function gpt2Params(file: TensorSource, cfg: HookedTransformerConfig): ModelParams {
   const names = file.names();
   const prefix = names.some((n) => n.startsWith("transformer.")) ? "transformer." : "";
   checkNoStrayKeys(names, prefix, cfg);

@@ -7,14 +7,15 @@
 import { ConfigError } from "../core/errors.ts";
 import type { HookedTransformerConfig } from "../model/config.ts";
 import type { ModelParams } from "../model/params.ts";
-import { gpt2Config, gpt2Params, type TensorReader } from "./gpt2.ts";
+import type { TensorSource } from "../io/tensor_source.ts";
+import { gpt2Config, gpt2Params } from "./gpt2.ts";
 
 /** A family's two conversions. */
 export interface Family {
   /** HF `config.json` -> the family-neutral config (a ConfigError for what is unsupported). */
   config(hf: Record<string, unknown>, modelName: string): HookedTransformerConfig;
   /** The checkpoint's tensors -> TransformerLens parameters, checked against the config. */
-  params(file: TensorReader, cfg: HookedTransformerConfig): ModelParams;
+  params(file: TensorSource, cfg: HookedTransformerConfig): ModelParams;
 }
 
 /** Families by HF `model_type`. */

@@ -282,6 +282,14 @@ export interface FetchHubOptions {
    * rest are not requested (e.g. `[["tokenizer.json"], ["vocab.json", "merges.txt"]]`).
    */
   optional?: string[][];
+  /**
+   * One of the optional groups must exist (e.g. the weight formats a model may come in). The cache
+   * then answers only when it can tell which group the repository has (the first group not known
+   * to be absent is fully cached); otherwise the hub is asked, and a repository with none of the
+   * groups is a ModelNotFoundError. Default false: optional groups are extras, and a cache holding
+   * the required files answers without them.
+   */
+  oneOfOptional?: boolean;
   /** Draw progress bars (default: when stderr is a terminal). */
   progress?: boolean;
   /** fetch to use (tests). */
@@ -334,15 +342,13 @@ export async function fetchHubFiles(
   const optional = opts.optional ?? [];
 
   // 1. Everything required is cached: answer from the cache, with no request.
-  if (view.commit && opts.required.every((f) => view.state(f) === "present")) {
+  const cachedGroup = view.commit ? pickCachedGroup(view, optional, opts.oneOfOptional) : undefined;
+  if (
+    view.commit && cachedGroup !== undefined &&
+    opts.required.every((f) => view.state(f) === "present")
+  ) {
     const paths: Record<string, string> = {};
-    for (const f of opts.required) paths[f] = view.pathOf(f);
-    for (const group of optional) {
-      if (group.every((f) => view.state(f) === "present")) {
-        for (const f of group) paths[f] = view.pathOf(f);
-        break;
-      }
-    }
+    for (const f of [...opts.required, ...cachedGroup]) paths[f] = view.pathOf(f);
     return { repoDir: view.repoDir, revision, commit: view.commit, paths, fromCache: true };
   }
   if (settings.offline) {
@@ -375,7 +381,32 @@ export async function fetchHubFiles(
       break;
     }
   }
+  if (opts.oneOfOptional && !optional.some((g) => g.every((f) => f in paths))) {
+    const first = hubFileUrl(settings.endpoint, repoId, dl.commit ?? revision, optional[0][0]);
+    const groups = optional.map((g) => g.join(" + ")).join(", ");
+    throw new ModelNotFoundError(
+      `${repoId} (revision ${revision}) has none of ${groups} (looked for ${first} first)`,
+    );
+  }
   return { repoDir: view.repoDir, revision, commit: dl.commit!, paths, fromCache: false };
+}
+
+/**
+ * The optional group the cache can answer with: the first fully cached group ([] when none is).
+ * With `oneOfOptional`, groups known to be absent are skipped and the first other group must be
+ * fully cached; undefined means the cache cannot tell and the hub must be asked.
+ */
+function pickCachedGroup(
+  view: CacheView,
+  groups: string[][],
+  oneOfOptional = false,
+): string[] | undefined {
+  for (const group of groups) {
+    const states = group.map((f) => view.state(f));
+    if (states.every((s) => s === "present")) return group;
+    if (oneOfOptional && !states.includes("absent")) return undefined;
+  }
+  return oneOfOptional ? undefined : [];
 }
 
 interface FileMeta {

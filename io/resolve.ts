@@ -9,10 +9,11 @@
  * @module
  */
 import { ConfigError, ModelNotFoundError } from "../core/errors.ts";
+import { checkOptions } from "../core/options.ts";
 import type { TokenizerFiles } from "../tokenizer/bpe.ts";
 import { readTokenizerFiles, tokenizerForModel } from "../tokenizer/for_model.ts";
 import type { Tokenizer } from "../tokenizer/tokenizer.ts";
-import { cacheView, fetchHubFiles, hubSettings } from "./hub.ts";
+import { cacheView, fetchHubFiles, type HubOptions, hubSettings } from "./hub.ts";
 import {
   checkTimeoutMs,
   DEFAULT_DOWNLOAD_TIMEOUT_MS,
@@ -20,6 +21,10 @@ import {
   readAllIdle,
 } from "./idle_timeout.ts";
 import { ProgressBar } from "../core/progress.ts";
+import { parseSafetensors } from "./safetensors.ts";
+import { parseShardIndex, shardedTensorSource } from "./sharded.ts";
+import type { TensorSource } from "./tensor_source.ts";
+import { readTorchCheckpoint } from "./torch_bin.ts";
 
 /** A model's files, loaded into memory, whatever their source. */
 export interface ModelFiles {
@@ -27,8 +32,16 @@ export interface ModelFiles {
   name: string;
   /** The parsed `config.json`. */
   config: Record<string, unknown>;
-  /** The bytes of `model.safetensors`. */
-  weights: Uint8Array;
+  /**
+   * The weights, decoded on demand, whatever their format: `model.safetensors`, a sharded
+   * `model.safetensors.index.json`, `pytorch_model.bin`, or a sharded `pytorch_model.bin.index.json`
+   * (looked for in that order, as transformers does).
+   */
+  tensors: TensorSource;
+  /** The weight files read: one file, or an index followed by its shards. */
+  weightFiles: string[];
+  /** The bytes of each of `weightFiles`, as read (the tensors are views of them, not copies). */
+  weightBytes: Uint8Array[];
   /**
    * The tokenizer: from the source's `tokenizer.json` or `vocab.json` + `merges.txt`, else GPT-2's
    * r50k_base when the config is GPT-2's (`model_type` gpt2, 50257 ids); undefined otherwise
@@ -39,31 +52,33 @@ export interface ModelFiles {
   source: string;
 }
 
-/** How to resolve and download. Everything is optional. */
-export interface ResolveOptions {
+/** How to resolve and download: the hub's options, and a few for any source. All optional. */
+export interface ResolveOptions extends HubOptions {
   /** Hub branch, tag or commit. Default "main". */
   revision?: string;
-  /** Hub URL; else `HF_ENDPOINT`; else https://huggingface.co. */
-  endpoint?: string;
-  /** Hub token; else `HF_TOKEN`. */
-  token?: string;
-  /** Hub cache root; else `HF_HUB_CACHE`, `$HF_HOME/hub`, `~/.cache/huggingface/hub`. */
-  cacheDir?: string;
-  /** Use the cache only, no request; else `HF_HUB_OFFLINE`. */
-  offline?: boolean;
   /** Progress bars on stderr; default when stderr is a terminal. */
   progress?: boolean;
-  /**
-   * Milliseconds a request may go without receiving a byte before it is abandoned (hub files and
-   * URL folders). Hub names: else `HF_HUB_DOWNLOAD_TIMEOUT` (seconds); default 10 s.
-   */
-  downloadTimeoutMs?: number;
   /** fetch to use (tests, custom agents). */
   fetch?: typeof fetch;
 }
 
+/** Every option name of {@link ResolveOptions} (checked against the type at compile time). */
+export const RESOLVE_OPTION_KEYS: readonly string[] = Object.keys(
+  {
+    revision: true,
+    endpoint: true,
+    token: true,
+    cacheDir: true,
+    offline: true,
+    downloadTimeoutMs: true,
+    progress: true,
+    fetch: true,
+  } satisfies Record<keyof ResolveOptions, true>,
+);
+
 /**
- * Short names and their hub repositories (TransformerLens's names for the GPT-2 family).
+ * Short names and their hub repositories (TransformerLens's names for GPT-2 and Pythia; other
+ * families go by their hub ids, e.g. "Qwen/Qwen2.5-0.5B", "HuggingFaceTB/SmolLM2-135M").
  *
  * @example
  * ```ts
@@ -78,12 +93,37 @@ export const MODEL_ALIASES: Record<string, string> = {
   "gpt2-large": "openai-community/gpt2-large",
   "gpt2-xl": "openai-community/gpt2-xl",
   "distilgpt2": "distilbert/distilgpt2",
+  // Pythia (GPT-NeoX); its training checkpoints are hub branches: revision "step3000" etc.
+  ...Object.fromEntries(
+    ["70m", "160m", "410m", "1b", "1.4b", "2.8b", "6.9b", "12b"].flatMap((size) => [
+      [`pythia-${size}`, `EleutherAI/pythia-${size}`],
+      [`pythia-${size}-deduped`, `EleutherAI/pythia-${size}-deduped`],
+    ]),
+  ),
 };
 
 /** The name of the model shipped inside the library. */
 export const EMBEDDED_MODEL = "induction-toy";
 
-const REQUIRED = ["config.json", "model.safetensors"];
+/**
+ * The weight files a model may have, in the order transformers prefers them: one safetensors
+ * file, sharded safetensors, one PyTorch file, sharded PyTorch files.
+ *
+ * @example
+ * ```ts
+ * import { WEIGHT_FILES } from "./resolve.ts";
+ * WEIGHT_FILES[0]; // "model.safetensors"
+ * ```
+ */
+export const WEIGHT_FILES = [
+  "model.safetensors",
+  "model.safetensors.index.json",
+  "pytorch_model.bin",
+  "pytorch_model.bin.index.json",
+] as const;
+
+type WeightFile = typeof WEIGHT_FILES[number];
+
 const TOKENIZER_GROUPS = [["tokenizer.json"], ["vocab.json", "merges.txt"]];
 const URL_SCHEME = /^(https?|file):\/\//i;
 
@@ -127,9 +167,11 @@ function classify(name: string): Kind {
   if (/^[^/]+\/[^/]+$/.test(name)) return { kind: "hub", repoId: name };
   throw new ModelNotFoundError(
     `unknown model "${name}": use ${EMBEDDED_MODEL} (embedded), one of ` +
-      `${Object.keys(MODEL_ALIASES).join(", ")}, a hub repository id such as ` +
-      `openai-community/gpt2, a local folder holding config.json and model.safetensors, or an ` +
-      `http(s) URL of such a folder`,
+      `${Object.keys(MODEL_ALIASES).filter((a) => !a.startsWith("pythia")).join(", ")}, ` +
+      `pythia-70m ... pythia-12b (and -deduped), a hub repository id such as ` +
+      `openai-community/gpt2, a local folder holding config.json and the weights ` +
+      `(model.safetensors, pytorch_model.bin, or their sharded index), or an http(s) URL of such ` +
+      `a folder`,
   );
 }
 
@@ -149,6 +191,7 @@ export async function resolveModel(
   nameOrPath: string,
   opts: ResolveOptions = {},
 ): Promise<ModelFiles> {
+  checkOptions(opts, RESOLVE_OPTION_KEYS, "resolveModel");
   const what = classify(nameOrPath);
   const http: HttpOptions = {
     fetch: opts.fetch ?? fetch,
@@ -156,7 +199,7 @@ export async function resolveModel(
       ? DEFAULT_DOWNLOAD_TIMEOUT_MS
       : checkTimeoutMs(opts.downloadTimeoutMs, "downloadTimeoutMs"),
   };
-  let files: Omit<ModelFiles, "tokenizer"> & { tokenizerFiles: TokenizerFiles };
+  let files: Loaded;
   switch (what.kind) {
     case "embedded": {
       const base = new URL("../weights/induction-toy/", import.meta.url);
@@ -176,16 +219,23 @@ export async function resolveModel(
       files = await fromHub(what.repoId, opts);
       break;
   }
-  files.name = nameOrPath;
   const tokenizer = await tokenizerForModel(files.config, files.tokenizerFiles, files.source);
-  const { tokenizerFiles: _unused, ...rest } = files;
-  return { ...rest, tokenizer };
+  const { config, source, weights } = files;
+  return {
+    name: nameOrPath,
+    config,
+    tensors: weights.tensors,
+    weightFiles: weights.files,
+    weightBytes: weights.bytes,
+    tokenizer,
+    source,
+  };
 }
 
 /**
- * Whether a model can be loaded without any download: the embedded model, a local folder, or a
- * hub name whose required files are in the cache at the revision. URLs are never "cached".
- * Never makes a request and never throws.
+ * Whether a model can be loaded without any download: the embedded model, a local folder with a
+ * config and weights, or a hub name whose config and weights (every shard, when sharded) are in
+ * the cache at the revision. URLs are never "cached". Never makes a request and never throws.
  *
  * @example
  * ```ts
@@ -201,45 +251,109 @@ export function isModelCached(
     const what = classify(name);
     if (what.kind === "embedded") return true;
     if (what.kind === "url") return false;
+    let has: (file: string) => boolean;
+    let readText: (file: string) => string;
     if (what.kind === "dir") {
-      return REQUIRED.every((f) => {
-        try {
-          return Deno.statSync(`${what.path}/${f}`).isFile;
-        } catch {
-          return false;
-        }
-      });
+      has = (f) => Deno.statSync(`${what.path}/${f}`).isFile;
+      readText = (f) => Deno.readTextFileSync(`${what.path}/${f}`);
+    } else {
+      const view = cacheView(hubSettings(opts).cacheDir, what.repoId, opts.revision ?? "main");
+      has = (f) => view.state(f) === "present";
+      readText = (f) => Deno.readTextFileSync(view.pathOf(f));
     }
-    const view = cacheView(hubSettings(opts).cacheDir, what.repoId, opts.revision ?? "main");
-    return REQUIRED.every((f) => view.state(f) === "present");
+    const exists = (f: string) => {
+      try {
+        return has(f);
+      } catch {
+        return false;
+      }
+    };
+    if (!exists("config.json")) return false;
+    const format = WEIGHT_FILES.find(exists);
+    if (format === undefined) return false;
+    if (!format.endsWith(".index.json")) return true;
+    return parseShardIndex(readText(format), format).shardFiles.every(exists);
   } catch {
     return false;
   }
 }
 
-async function fromHub(repoId: string, opts: ResolveOptions) {
+/** What every kind of source produces before the tokenizer is chosen. */
+interface Loaded {
+  config: Record<string, unknown>;
+  source: string;
+  weights: Weights;
+  tokenizerFiles: TokenizerFiles;
+}
+
+/** Parsed weights, and the files they came from. */
+interface Weights {
+  tensors: TensorSource;
+  files: string[];
+  bytes: Uint8Array[];
+}
+
+/**
+ * Parses the weight file `file` (already read) and, for an index, the shards `readShards` returns
+ * (in the order asked).
+ */
+async function openWeights(
+  file: WeightFile,
+  bytes: Uint8Array,
+  readShards: (files: string[]) => Promise<Uint8Array[]>,
+): Promise<Weights> {
+  const parse = file.startsWith("pytorch_model") ? readTorchCheckpoint : parseSafetensors;
+  if (!file.endsWith(".index.json")) {
+    return { tensors: parse(bytes, file), files: [file], bytes: [bytes] };
+  }
+  const index = parseShardIndex(new TextDecoder().decode(bytes), file);
+  const shardBytes = await readShards(index.shardFiles);
+  const shards = new Map(index.shardFiles.map((f, i) => [f, parse(shardBytes[i], f)]));
+  return {
+    tensors: shardedTensorSource(index, shards),
+    files: [file, ...index.shardFiles],
+    bytes: [bytes, ...shardBytes],
+  };
+}
+
+async function fromHub(repoId: string, opts: ResolveOptions): Promise<Loaded> {
   const settings = hubSettings(opts);
   const revision = opts.revision ?? "main";
+  const common = { progress: opts.progress, fetch: opts.fetch };
   const snap = await fetchHubFiles(settings, repoId, {
+    ...common,
     revision,
-    required: REQUIRED,
+    required: ["config.json"],
     optional: TOKENIZER_GROUPS,
-    progress: opts.progress,
-    fetch: opts.fetch,
   });
+  // Later calls pin the commit the first one resolved, so every file comes from one snapshot.
+  const pinned = { ...common, revision: snap.commit };
+  const weightSnap = await fetchHubFiles(settings, repoId, {
+    ...pinned,
+    required: [],
+    optional: WEIGHT_FILES.map((f) => [f]),
+    oneOfOptional: true,
+  });
+  const file = WEIGHT_FILES.find((f) => f in weightSnap.paths)!;
+  const weights = await openWeights(
+    file,
+    await Deno.readFile(weightSnap.paths[file]),
+    async (shards) => {
+      const shardSnap = await fetchHubFiles(settings, repoId, { ...pinned, required: shards });
+      return await Promise.all(shards.map((f) => Deno.readFile(shardSnap.paths[f])));
+    },
+  );
   const commit = snap.commit.slice(0, 7);
-  const source = snap.fromCache
+  const source = snap.fromCache && weightSnap.fromCache
     ? `hub cache ${snap.repoDir} (revision ${revision}, commit ${commit})`
     : `${settings.endpoint}/${repoId} (revision ${revision}, commit ${commit}), cached in ` +
       snap.repoDir;
-  const read = (f: string) => Deno.readFile(snap.paths[f]);
   const readText = async (f: string) =>
     snap.paths[f] === undefined ? undefined : await Deno.readTextFile(snap.paths[f]);
   const configPath = snap.paths["config.json"];
   return {
-    name: repoId,
     config: parseConfig(await Deno.readTextFile(configPath), configPath),
-    weights: await read("model.safetensors"),
+    weights,
     source,
     tokenizerFiles: {
       tokenizerJson: await readText("tokenizer.json"),
@@ -249,19 +363,14 @@ async function fromHub(repoId: string, opts: ResolveOptions) {
   };
 }
 
-async function fromDir(path: string) {
+async function fromDir(path: string): Promise<Loaded> {
   const dir = path.replace(/[\\/]+$/, "") || "/";
-  const readRequired = async <T>(file: string, read: (p: string) => Promise<T>): Promise<T> => {
+  /** The file's contents, or undefined when it does not exist. */
+  const read = async <T>(file: string, how: (p: string) => Promise<T>): Promise<T | undefined> => {
     try {
-      return await read(`${dir}/${file}`);
+      return await how(`${dir}/${file}`);
     } catch (e) {
-      if (e instanceof Deno.errors.NotFound) {
-        const hint = file === "model.safetensors"
-          ? " (only safetensors weights are read; convert a pytorch_model.bin with transformers' " +
-            "save_pretrained(..., safe_serialization=True))"
-          : "";
-        throw new ModelNotFoundError(`no ${file} in ${dir}${hint}`, { cause: e });
-      }
+      if (e instanceof Deno.errors.NotFound) return undefined;
       if (e instanceof Deno.errors.PermissionDenied || e instanceof Deno.errors.NotCapable) {
         throw new ModelNotFoundError(
           `cannot read ${dir}/${file}: run with --allow-read=${dir}`,
@@ -271,21 +380,15 @@ async function fromDir(path: string) {
       throw e;
     }
   };
-  const readOptional = async (file: string) => {
-    try {
-      return await Deno.readTextFile(`${dir}/${file}`);
-    } catch (e) {
-      if (e instanceof Deno.errors.NotFound) return undefined;
-      throw e;
-    }
-  };
-  const configText = await readRequired("config.json", Deno.readTextFile);
+  const configText = await read("config.json", Deno.readTextFile);
+  if (configText === undefined) throw new ModelNotFoundError(`no config.json in ${dir}`);
+  const config = parseConfig(configText, `${dir}/config.json`);
+  const weights = await findWeights((f) => read(f, Deno.readFile), dir);
   return {
-    name: path,
-    config: parseConfig(configText, `${dir}/config.json`),
-    weights: await readRequired("model.safetensors", Deno.readFile),
+    config,
+    weights,
     source: dir,
-    tokenizerFiles: await readTokenizerFiles(readOptional),
+    tokenizerFiles: await readTokenizerFiles((f) => read(f, Deno.readTextFile)),
   };
 }
 
@@ -296,16 +399,52 @@ interface HttpOptions {
   timeoutMs: number;
 }
 
+/**
+ * The first weight format `read` finds (it returns undefined for a file that is not there),
+ * opened with its shards: the folder or URL `where` is searched in {@link WEIGHT_FILES}' order.
+ */
+async function findWeights(
+  read: (file: string) => Promise<Uint8Array | undefined>,
+  where: string,
+): Promise<Weights> {
+  for (const file of WEIGHT_FILES) {
+    const bytes = await read(file);
+    if (bytes === undefined) continue;
+    return await openWeights(file, bytes, async (shards) => {
+      const out: Uint8Array[] = [];
+      for (const shard of shards) {
+        const shardBytes = await read(shard);
+        if (shardBytes === undefined) {
+          throw new ModelNotFoundError(`no ${shard} in ${where}, though ${file} lists it`);
+        }
+        out.push(shardBytes);
+      }
+      return out;
+    });
+  }
+  throw new ModelNotFoundError(
+    `no weights in ${where}: looked for ${WEIGHT_FILES.slice(0, -1).join(", ")} and ` +
+      WEIGHT_FILES.at(-1),
+  );
+}
+
 async function fromUrl(
   base: string,
   http: HttpOptions,
   withTokenizer: boolean,
   progress: boolean | undefined,
-) {
+): Promise<Loaded> {
   // Called as a plain function: browsers refuse fetch called as a method of another object.
   const doFetch = http.fetch;
-  /** The file's bytes; undefined when an optional file does not exist. */
-  const get = async (file: string, required: boolean, showProgress = false) => {
+  /**
+   * The file's bytes. Not required: undefined on a 404, and (for extras such as tokenizer files,
+   * `quiet`) on a network error too; a stalled server is always an error.
+   */
+  const get = async (
+    file: string,
+    required: boolean,
+    { quiet = !required, showProgress = false } = {},
+  ): Promise<Uint8Array | undefined> => {
     const url = `${base}/${file}`;
     const idle = new IdleTimeout(http.timeoutMs);
     try {
@@ -313,8 +452,7 @@ async function fromUrl(
       try {
         res = await doFetch(url, { signal: idle.signal });
       } catch (e) {
-        // An optional file the server cannot give is skipped; a stalled server is an error.
-        if (!required && !idle.fired && !(e instanceof Deno.errors.NotCapable)) return undefined;
+        if (quiet && !idle.fired && !(e instanceof Deno.errors.NotCapable)) return undefined;
         throw new ModelNotFoundError(`could not fetch ${url}: ${(e as Error).message}`, {
           cause: e,
         });
@@ -332,13 +470,15 @@ async function fromUrl(
   };
   const text = (bytes: Uint8Array) => new TextDecoder().decode(bytes);
   const config = parseConfig(text((await get("config.json", true))!), `${base}/config.json`);
-  const weights = (await get("model.safetensors", true, true))!;
+  const weights = await findWeights(
+    (file) => get(file, false, { quiet: false, showProgress: true }),
+    base,
+  );
   const readOptional = async (file: string) => {
     const bytes = await get(file, false);
     return bytes && text(bytes);
   };
   return {
-    name: base,
     config,
     weights,
     source: base,

@@ -9,8 +9,9 @@ import { HookError, InputError } from "../core/errors.ts";
 import { checkOptions } from "../core/options.ts";
 import type { Tensor } from "../core/tensor.ts";
 import { familyOf } from "../families/registry.ts";
-import { resolveModel, type ResolveOptions } from "../io/resolve.ts";
+import { RESOLVE_OPTION_KEYS, resolveModel, type ResolveOptions } from "../io/resolve.ts";
 import { parseSafetensors } from "../io/safetensors.ts";
+import type { TensorSource } from "../io/tensor_source.ts";
 import { checkFinite } from "../io/check_finite.ts";
 import type { Tokenizer } from "../tokenizer/tokenizer.ts";
 import { ActivationCache } from "./activation_cache.ts";
@@ -20,7 +21,7 @@ import { forward, type ModelRuntime } from "./forward.ts";
 import { assertHookName, getActName, hookNames } from "./hook_table.ts";
 import { type FwdHook, type HookFilter, type HookFn, HookNames, HookSession } from "./hooks.ts";
 import type { ModelParams } from "./params.ts";
-import { type ProcessingOptions, processWeights } from "./processing.ts";
+import { PROCESSING_OPTION_KEYS, type ProcessingOptions, processWeights } from "./processing.ts";
 import { type Tokens, toTokenTensor } from "./tokens.ts";
 
 /** Options of {@link HookedTransformer.fromPretrained}: weight processing and where to find files. */
@@ -59,20 +60,9 @@ export interface FromBytesOptions extends FromPretrainedOptions {
   tokenizer?: Tokenizer;
 }
 
-const PROCESSING_KEYS = ["foldLn", "centerWritingWeights", "centerUnembed", "foldValueBiases"];
-const RESOLVE_KEYS = [
-  "revision",
-  "endpoint",
-  "token",
-  "cacheDir",
-  "offline",
-  "progress",
-  "fetch",
-  "downloadTimeoutMs",
-];
 const LOAD_KEYS = [
-  ...PROCESSING_KEYS,
-  ...RESOLVE_KEYS,
+  ...PROCESSING_OPTION_KEYS,
+  ...RESOLVE_OPTION_KEYS,
   "threads",
   "weightDtype",
   "backend",
@@ -183,9 +173,15 @@ export class HookedTransformer {
     opts: FromPretrainedOptions = {},
   ): Promise<HookedTransformer> {
     checkOptions(opts, LOAD_KEYS, "fromPretrained");
-    const files = await resolveModel(nameOrPath, opts);
-    return await HookedTransformer.fromBytes(files.config, files.weights, {
-      ...opts,
+    const resolveOpts = Object.fromEntries(
+      Object.entries(opts).filter(([k]) => RESOLVE_OPTION_KEYS.includes(k)),
+    );
+    const files = await resolveModel(nameOrPath, resolveOpts);
+    const loadOpts = Object.fromEntries(
+      Object.entries(opts).filter(([k]) => !RESOLVE_OPTION_KEYS.includes(k)),
+    );
+    return await HookedTransformer.fromTensors(files.config, files.tensors, {
+      ...loadOpts,
       name: files.name,
       tokenizer: files.tokenizer,
     });
@@ -201,13 +197,34 @@ export class HookedTransformer {
     opts: FromBytesOptions = {},
   ): Promise<HookedTransformer> {
     checkOptions(opts, [...LOAD_KEYS, "name", "tokenizer"], "fromBytes");
+    return await HookedTransformer.fromTensors(config, parseSafetensors(safetensors), opts);
+  }
+
+  /**
+   * Builds a model from an HF `config.json` object and its tensors in any format this library
+   * reads (`ModelFiles.tensors` from `resolveModel`: one safetensors file, shards, or a PyTorch
+   * `pytorch_model.bin`), with no file system or network access.
+   *
+   * @example
+   * ```ts
+   * import { HookedTransformer, resolveModel } from "../mod.ts";
+   * const files = await resolveModel("induction-toy");
+   * const model = await HookedTransformer.fromTensors(files.config, files.tensors, { threads: 1 });
+   * model.cfg.nLayers; // 3
+   * ```
+   */
+  static async fromTensors(
+    config: Record<string, unknown>,
+    tensors: TensorSource,
+    opts: FromBytesOptions = {},
+  ): Promise<HookedTransformer> {
+    checkOptions(opts, [...LOAD_KEYS, "name", "tokenizer"], "fromTensors");
     if (opts.checkFinite !== undefined && typeof opts.checkFinite !== "boolean") {
       throw new InputError(`checkFinite must be true or false, got ${String(opts.checkFinite)}`);
     }
     const family = familyOf(config);
     const raw = family.config(config, opts.name ?? "model");
-    const file = parseSafetensors(safetensors);
-    if (opts.checkFinite) checkFinite(file);
+    if (opts.checkFinite) checkFinite(tensors);
     const processing = {
       foldLn: opts.foldLn ?? true,
       centerWritingWeights: opts.centerWritingWeights ?? true,
@@ -215,7 +232,7 @@ export class HookedTransformer {
       foldValueBiases: opts.foldValueBiases ?? true,
     };
     const { params, cfg } = processWeights(
-      family.params(file, raw),
+      family.params(tensors, raw),
       raw,
       processing,
     );

@@ -22,6 +22,16 @@ export interface ProcessingOptions {
   foldValueBiases?: boolean;
 }
 
+/** Every option name of {@link ProcessingOptions} (checked against the type at compile time). */
+export const PROCESSING_OPTION_KEYS: readonly string[] = Object.keys(
+  {
+    foldLn: true,
+    centerWritingWeights: true,
+    centerUnembed: true,
+    foldValueBiases: true,
+  } satisfies Record<keyof ProcessingOptions, true>,
+);
+
 /**
  * Processes the parameters in place and returns them with the config that now describes them
  * (`normalizationType` becomes `"LNPre"` / `"RMSPre"` after `foldLn`). In place because a GPT-2

@@ -187,7 +187,7 @@ async function loaderScript(tmp: string, hub: FakeHub, cacheDir: string): Promis
     await Deno.stdin.read(new Uint8Array(1));
     const m = await resolveModel(${JSON.stringify(hub.repoId)}, {
       endpoint: ${JSON.stringify(hub.endpoint)}, cacheDir: ${JSON.stringify(cacheDir)} });
-    console.log(m.weights.length);`,
+    console.log(m.weightBytes[0].length);`,
   );
   return script;
 }
@@ -236,7 +236,7 @@ Deno.test("a stalled download fails within its timeout, and the next process in 
     assert.equal(out.stdout.trim(), "120872");
     assert.deepEqual(cdnGets(hub), ["whole", "bytes=40000-", "bytes=40000-"]);
     const again = await resolveModel(hub.repoId, { endpoint: hub.endpoint, cacheDir });
-    assert.deepEqual(again.weights, hub.files["model.safetensors"]);
+    assert.deepEqual(again.weightBytes[0], hub.files["model.safetensors"]);
   });
 });
 
@@ -273,7 +273,7 @@ Deno.test("a lock holder that hangs is reported, one that dies releases the lock
     const kept = sizeOf(partial);
     assert.ok(kept > 0 && kept < hub.files["model.safetensors"].length);
     const files = await resolveModel(hub.repoId, { endpoint: hub.endpoint, cacheDir });
-    assert.deepEqual(files.weights, hub.files["model.safetensors"]);
+    assert.deepEqual(files.weightBytes[0], hub.files["model.safetensors"]);
     assert.deepEqual(cdnGets(hub), ["whole", `bytes=${kept}-`]);
   });
 });

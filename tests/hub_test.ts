@@ -83,7 +83,7 @@ Deno.test("first load downloads into the HF cache layout; the second makes no re
   await withHub({}, async (hub, cacheDir) => {
     const opts = { endpoint: hub.endpoint, cacheDir, progress: false };
     const first = await resolveModel(hub.repoId, opts);
-    assert.deepEqual(first.weights, hub.files["model.safetensors"]);
+    assert.deepEqual(first.weightBytes[0], hub.files["model.safetensors"]);
     assert.deepEqual(first.config, JSON.parse(new TextDecoder().decode(hub.files["config.json"])));
     assert.equal(first.tokenizer, undefined, "the tiny fixture has no tokenizer files");
     assert.match(first.source, new RegExp(`^${hub.endpoint}/${hub.repoId} \\(revision main`));
@@ -115,13 +115,13 @@ Deno.test("first load downloads into the HF cache layout; the second makes no re
     const before = hub.requests.length;
     const second = await resolveModel(hub.repoId, opts);
     assert.equal(hub.requests.length, before, "no request on a cached load");
-    assert.deepEqual(second.weights, first.weights);
+    assert.deepEqual(second.weightBytes[0], first.weightBytes[0]);
     assert.equal(second.source, `hub cache ${dir} (revision main, commit ${commit.slice(0, 7)})`);
 
     const offline = await resolveModel(hub.repoId, { ...opts, offline: true });
-    assert.deepEqual(offline.weights, first.weights);
+    assert.deepEqual(offline.weightBytes[0], first.weightBytes[0]);
     const byCommit = await resolveModel(hub.repoId, { ...opts, revision: commit });
-    assert.deepEqual(byCommit.weights, first.weights);
+    assert.deepEqual(byCommit.weightBytes[0], first.weightBytes[0]);
     assert.equal(hub.requests.length, before, "no request offline or by commit either");
     assert.ok(isModelCached(hub.repoId, { cacheDir }));
     assert.ok(!isModelCached(hub.repoId, { cacheDir, revision: "v2" }));
@@ -152,7 +152,7 @@ Deno.test("HF_HUB_OFFLINE=1 and HF_HUB_CACHE / HF_ENDPOINT from the environment"
 
       Deno.env.set("HF_HUB_OFFLINE", "1");
       const cached = await resolveModel(hub.repoId);
-      assert.equal(cached.weights.length, hub.files["model.safetensors"].length);
+      assert.equal(cached.weightBytes[0].length, hub.files["model.safetensors"].length);
       assert.equal(hub.requests.length, count);
     } finally {
       for (const [k, v] of saved) v === undefined ? Deno.env.delete(k!) : Deno.env.set(k!, v);
@@ -186,7 +186,7 @@ Deno.test("a connection cut mid-file is resumed with a Range request", async () 
   const cut = { file: "model.safetensors", at: 50_000, times: 1 };
   await withHub({ cut, slow: { chunk: 8192, delayMs: 0 } }, async (hub, cacheDir) => {
     const files = await resolveModel(hub.repoId, { endpoint: hub.endpoint, cacheDir });
-    assert.deepEqual(files.weights, hub.files["model.safetensors"]);
+    assert.deepEqual(files.weightBytes[0], hub.files["model.safetensors"]);
     const cdn = hub.requests.filter((r) => r.server === "cdn" && r.method === "GET");
     assert.deepEqual(cdn.map((r) => r.range), [null, "bytes=50000-"]);
     assert.ok(!tree(repoDir(cacheDir, hub)).some((f) => f.endsWith(".incomplete")));
@@ -216,7 +216,7 @@ Deno.test("a connection that always breaks fails cleanly, and the next load resu
     const healthy = await startFakeHub({});
     try {
       const files = await resolveModel(hub.repoId, { ...opts, endpoint: healthy.endpoint });
-      assert.deepEqual(files.weights, healthy.files["model.safetensors"]);
+      assert.deepEqual(files.weightBytes[0], healthy.files["model.safetensors"]);
       const get = healthy.requests.filter((r) => r.server === "cdn" && r.method === "GET");
       assert.deepEqual(get.map((r) => r.range), ["bytes=40000-"]);
       assert.ok(!tree(dir).some((f) => f.endsWith(".incomplete")));
@@ -308,7 +308,7 @@ Deno.test("two loads at once share one download (the blob lock)", async () => {
       resolveModel(hub.repoId, opts),
       resolveModel(hub.repoId, opts),
     ]);
-    assert.deepEqual(a.weights, b.weights);
+    assert.deepEqual(a.weightBytes[0], b.weightBytes[0]);
     const gets = hub.requests.filter((r) => r.server === "cdn" && r.method === "GET");
     assert.equal(gets.length, 1);
   });
@@ -341,7 +341,7 @@ Deno.test("without symlink permission the snapshot holds real files", async () =
     };
       const m = await resolveModel(${JSON.stringify(hub.repoId)}, {
         endpoint: ${JSON.stringify(hub.endpoint)}, cacheDir: ${JSON.stringify(cacheDir)} });
-      console.log(m.weights.length);
+      console.log(m.weightBytes[0].length);
     `;
     const out = await new Deno.Command(Deno.execPath(), {
       args: [
@@ -366,7 +366,7 @@ Deno.test("without symlink permission the snapshot holds real files", async () =
     const pointer = `${repoDir(cacheDir, hub)}/snapshots/${hub.commit}/model.safetensors`;
     assert.ok(Deno.lstatSync(pointer).isFile);
     const again = await resolveModel(hub.repoId, { endpoint: hub.endpoint, cacheDir });
-    assert.deepEqual(again.weights, hub.files["model.safetensors"]);
+    assert.deepEqual(again.weightBytes[0], hub.files["model.safetensors"]);
   });
 });
 

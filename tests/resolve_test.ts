@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { ConfigError, ModelNotFoundError } from "../core/errors.ts";
 import { isModelCached, MODEL_ALIASES, resolveModel } from "../io/resolve.ts";
+import { writeSafetensors } from "../io/safetensors.ts";
 import { fixturePath } from "./fixtures.ts";
 import { fromFileUrl } from "./path.ts";
 
@@ -55,8 +56,11 @@ async function withTempDir(body: (dir: string) => Promise<void>) {
   }
 }
 
-Deno.test("aliases: TransformerLens's GPT-2 names map to their hub repositories", () => {
-  assert.deepEqual(MODEL_ALIASES, {
+Deno.test("aliases: TransformerLens's GPT-2 and Pythia names map to their hub repositories", () => {
+  const gpt2 = Object.fromEntries(
+    Object.entries(MODEL_ALIASES).filter(([name]) => !name.startsWith("pythia")),
+  );
+  assert.deepEqual(gpt2, {
     "gpt2": "openai-community/gpt2",
     "gpt2-small": "openai-community/gpt2",
     "gpt2-medium": "openai-community/gpt2-medium",
@@ -64,6 +68,10 @@ Deno.test("aliases: TransformerLens's GPT-2 names map to their hub repositories"
     "gpt2-xl": "openai-community/gpt2-xl",
     "distilgpt2": "distilbert/distilgpt2",
   });
+  assert.equal(MODEL_ALIASES["pythia-70m"], "EleutherAI/pythia-70m");
+  assert.equal(MODEL_ALIASES["pythia-1b"], "EleutherAI/pythia-1b");
+  assert.equal(MODEL_ALIASES["pythia-70m-deduped"], "EleutherAI/pythia-70m-deduped");
+  assert.equal(Object.keys(MODEL_ALIASES).filter((a) => a.startsWith("pythia")).length, 16);
 });
 
 Deno.test("induction-toy: the embedded model, no tokenizer", async () => {
@@ -72,7 +80,7 @@ Deno.test("induction-toy: the embedded model, no tokenizer", async () => {
   assert.equal(m.source, "embedded induction-toy");
   assert.equal(m.config.n_layer, 3);
   assert.equal(m.tokenizer, undefined);
-  assert.deepEqual(m.weights, await Deno.readFile(`${EMBEDDED_DIR}model.safetensors`));
+  assert.deepEqual(m.weightBytes[0], await Deno.readFile(`${EMBEDDED_DIR}model.safetensors`));
   assert.ok(isModelCached("induction-toy"));
 });
 
@@ -82,7 +90,7 @@ Deno.test("induction-toy needs no permission beyond reading its own two files", 
     JSON.stringify(new URL("../io/resolve.ts", import.meta.url).href)
   };
     const m = await resolveModel("induction-toy");
-    console.log(m.source, m.weights.length, m.config.vocab_size);
+    console.log(m.source, m.weightBytes[0].length, m.config.vocab_size);
   `;
   const res = await runScript(script, [`--allow-read=${EMBEDDED_DIR}`]);
   assert.equal(res.code, 0, res.stderr);
@@ -97,7 +105,7 @@ Deno.test("induction-toy works when the library is imported by http URL", async 
     const script = `
       import { resolveModel } from "${site.base}/io/resolve.ts";
       const m = await resolveModel("induction-toy");
-      console.log(m.source, m.weights.length);
+      console.log(m.source, m.weightBytes[0].length);
     `;
     // Network to that host only: no read, no env, no write.
     const res = await runScript(script, [`--allow-net=${host}`, `--allow-import=${host}`], {
@@ -118,7 +126,7 @@ Deno.test("a local folder: config, weights, and clear errors for what is missing
     assert.equal(m.name, path);
     assert.equal(m.source, TINY);
     assert.equal(m.config.vocab_size, 96);
-    assert.deepEqual(m.weights, await Deno.readFile(`${TINY}/model.safetensors`));
+    assert.deepEqual(m.weightBytes[0], await Deno.readFile(`${TINY}/model.safetensors`));
     assert.equal(m.tokenizer, undefined);
     assert.ok(isModelCached(path));
   }
@@ -130,7 +138,10 @@ Deno.test("a local folder: config, weights, and clear errors for what is missing
   assert.ok(!isModelCached("./no/such/folder"));
   await withTempDir(async (dir) => {
     await Deno.writeTextFile(`${dir}/config.json`, "{}");
-    await assert.rejects(resolveModel(dir), /no model\.safetensors in .*safetensors weights/);
+    await assert.rejects(
+      resolveModel(dir),
+      /no weights in .*: looked for model\.safetensors, model\.safetensors\.index\.json, pytorch_model\.bin and pytorch_model\.bin\.index\.json/,
+    );
     await Deno.writeTextFile(`${dir}/config.json`, "[1, 2");
     await Deno.writeFile(`${dir}/model.safetensors`, new Uint8Array(8));
     await assert.rejects(resolveModel(dir), ConfigError);
@@ -143,7 +154,7 @@ Deno.test("a folder with GPT-2's config gets r50k_base; its own tokenizer files 
       `${dir}/config.json`,
       JSON.stringify({ model_type: "gpt2", vocab_size: 50257 }),
     );
-    await Deno.writeFile(`${dir}/model.safetensors`, new Uint8Array(8));
+    await Deno.writeFile(`${dir}/model.safetensors`, writeSafetensors({}));
     const m = await resolveModel(dir);
     assert.deepEqual(m.tokenizer?.encode("Hello world"), [15496, 995]);
 
@@ -170,7 +181,7 @@ Deno.test("an http(s) URL of a folder", async () => {
     const url = `${site.base}/tiny-hf-f32/`;
     const m = await resolveModel(url);
     assert.equal(m.source, `${site.base}/tiny-hf-f32`);
-    assert.deepEqual(m.weights, await Deno.readFile(`${TINY}/model.safetensors`));
+    assert.deepEqual(m.weightBytes[0], await Deno.readFile(`${TINY}/model.safetensors`));
     assert.equal(m.config.n_layer, 2);
     assert.equal(m.tokenizer, undefined, "404 on tokenizer files is fine");
     assert.ok(site.requests.includes("/tiny-hf-f32/tokenizer.json"));
@@ -190,6 +201,7 @@ Deno.test("names that are none of the above get one helpful error", async () => 
     assert.match(e.message, /unknown model "gpt3"/);
     assert.match(e.message, /induction-toy/);
     assert.match(e.message, /gpt2-small/);
+    assert.match(e.message, /pythia-70m \.\.\. pythia-12b/);
     return true;
   });
   assert.equal(isModelCached("gpt3"), false);

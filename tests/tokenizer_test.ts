@@ -1,10 +1,10 @@
 import assert from "node:assert/strict";
-import ranksModule from "js-tiktoken/ranks/r50k_base";
 import { ConfigError, InputError } from "../core/errors.ts";
 import { BpeTokenizer, tokenizerFromFiles } from "../tokenizer/bpe.ts";
-import { BYTE_TO_UNICODE, preTokenize, toByteLevel } from "../tokenizer/byte_level.ts";
+import { preTokenize, toByteLevel } from "../tokenizer/byte_level.ts";
 import { R50K_END_OF_TEXT, r50kTokenizer } from "../tokenizer/r50k.ts";
 import type { Tokenizer } from "../tokenizer/tokenizer.ts";
+import { gpt2FilesFromRanks } from "./tokenizer_files.ts";
 
 const FIXED_CORPUS = [
   "Hello world",
@@ -72,46 +72,6 @@ function randomCorpus(n: number, seed: number): string[] {
 }
 
 const CORPUS = [...FIXED_CORPUS, ...randomCorpus(300, 12345)];
-
-/** GPT-2's vocab.json and merges.txt, rebuilt from the ranks js-tiktoken ships. */
-function gpt2FilesFromRanks(): { vocabJson: string; mergesTxt: string } {
-  const { bpe_ranks: bpeRanks, special_tokens: specials } = ranksModule;
-  const tokens: string[] = []; // rank -> byte-level string
-  for (const line of bpeRanks.split("\n")) {
-    if (!line) continue;
-    const [, offsetStr, ...encoded] = line.split(" ");
-    const offset = Number(offsetStr);
-    encoded.forEach((b64, i) => {
-      const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
-      tokens[offset + i] = [...bytes].map((b) => BYTE_TO_UNICODE[b]).join("");
-    });
-  }
-  const rank = new Map(tokens.map((t, r) => [t, r]));
-  const merges: string[] = [];
-  for (let r = 0; r < tokens.length; r++) {
-    const symbols = [...tokens[r]];
-    if (symbols.length < 2) continue;
-    // Replay BPE with the merges that existed before this token: it must end in two parts.
-    let parts = symbols;
-    while (parts.length > 2) {
-      let best = Infinity;
-      let at = -1;
-      for (let i = 0; i < parts.length - 1; i++) {
-        const q = rank.get(parts[i] + parts[i + 1]);
-        if (q !== undefined && q < r && q < best) [best, at] = [q, i];
-      }
-      assert.ok(at >= 0, `token ${r} cannot be built from earlier merges`);
-      parts = [...parts.slice(0, at), parts[at] + parts[at + 1], ...parts.slice(at + 2)];
-    }
-    merges.push(`${parts[0]} ${parts[1]}`);
-  }
-  const vocab: Record<string, number> = Object.fromEntries(tokens.map((t, r) => [t, r]));
-  for (const [text, id] of Object.entries(specials)) vocab[text] = id;
-  return {
-    vocabJson: JSON.stringify(vocab),
-    mergesTxt: "#version: 0.2\n" + merges.join("\n") + "\n",
-  };
-}
 
 function tokenizerJsonFromFiles(vocabJson: string, mergesTxt: string): string {
   const merges = mergesTxt.split("\n").slice(1).filter((l) => l !== "");
@@ -215,28 +175,40 @@ Deno.test("files BPE: a tiny vocabulary, added tokens and prefix space", () => {
       type: "Sequence",
       pretokenizers: [{ type: "ByteLevel", add_prefix_space: true }],
     },
+    decoder: { type: "ByteLevel" },
     model: { type: "BPE", vocab, merges: [["a", "b"], ["Ġ", "ab"]] },
   });
   const withAdded = BpeTokenizer.fromTokenizerJson(json);
-  assert.deepEqual(withAdded.encode("ab<s>ab<s>x"), [4, 5, 3, 6]);
-  assert.equal(withAdded.decode([4, 5, 3, 6]), " ab<s>ab<s>x");
+  // As HF tokenizers 0.22 gives: the prefix space goes before every stretch between added tokens.
+  assert.deepEqual(withAdded.encode("ab<s>ab<s>x"), [4, 5, 4, 6]);
+  assert.equal(withAdded.decode([4, 5, 4, 6]), " ab<s> ab<s>x");
   assert.equal(withAdded.vocabSize, 7);
 });
 
-Deno.test("files BPE: tokenizers that are not GPT-2's byte-level BPE are a ConfigError", () => {
-  const base = { model: { type: "BPE", vocab: {}, merges: [] }, pre_tokenizer: null };
-  assert.throws(() => BpeTokenizer.fromTokenizerJson("{"), ConfigError);
-  assert.throws(
-    () => BpeTokenizer.fromTokenizerJson(JSON.stringify({ model: { type: "WordPiece" } })),
-    /WordPiece/,
-  );
-  assert.throws(() => BpeTokenizer.fromTokenizerJson(JSON.stringify(base)), /ByteLevel/);
-  const withNormalizer = {
-    ...base,
-    pre_tokenizer: { type: "ByteLevel" },
-    normalizer: { type: "NFC" },
-  };
-  assert.throws(() => BpeTokenizer.fromTokenizerJson(JSON.stringify(withNormalizer)), /normalizer/);
+Deno.test("files BPE: what the library does not implement is a ConfigError naming it", () => {
+  const base = { model: { type: "BPE", vocab: { a: 0 }, merges: [] } };
+  const cases: Array<[unknown, RegExp]> = [
+    ["{", /not valid JSON/],
+    [[1], /must hold a JSON object/],
+    [{ model: { type: "WordPiece" } }, /"WordPiece" model; only BPE/],
+    [{ ...base, normalizer: { type: "Precompiled" } }, /normalizer "Precompiled"/],
+    [{ ...base, pre_tokenizer: { type: "BertPreTokenizer" } }, /pre-tokenizer "BertPreTokenizer"/],
+    [{ ...base, decoder: { type: "WordPiece" } }, /decoder "WordPiece"/],
+    [{ ...base, post_processor: { type: "RobertaProcessing" } }, /post-processor/],
+    [{ ...base, pre_tokenizer: { type: "Split", pattern: { Regex: "a++" } } }, /possessive/],
+    [{ ...base, pre_tokenizer: { type: "Split", pattern: { Regex: "\\bx" } } }, /escape \\b/],
+    [{ model: { type: "BPE", vocab: { a: 0 }, merges: ["a b"] } }, /not in the vocabulary/],
+    [{ model: { type: "BPE", vocab: { a: 0 }, merges: [], dropout: 0.1 } }, /dropout/],
+    [{ ...base, added_tokens: [{ id: "x" }] }, /malformed added token/],
+  ];
+  for (const [json, pattern] of cases) {
+    const text = typeof json === "string" ? json : JSON.stringify(json);
+    assert.throws(() => BpeTokenizer.fromTokenizerJson(text), (e: Error) => {
+      assert.ok(e instanceof ConfigError, `${e}`);
+      assert.match(e.message, pattern);
+      return true;
+    });
+  }
   assert.throws(() => BpeTokenizer.fromVocabAndMerges("{}", "#version: 0.2\na b c\n"), ConfigError);
 });
 

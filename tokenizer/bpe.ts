@@ -1,34 +1,97 @@
 /**
- * GPT-2's byte-level BPE, built from a model folder's `tokenizer.json` or `vocab.json` +
- * `merges.txt` (so fine-tuned checkpoints with their own vocabularies tokenize as HF does).
+ * BPE tokenizers from a model's own files: `tokenizer.json` (HF tokenizers' format) for GPT-2,
+ * GPT-NeoX (Pythia), Llama 3, Qwen2, SmolLM and SentencePiece-style Llama 2 / TinyLlama, or the
+ * older `vocab.json` + `merges.txt` pair of GPT-2 fine-tunes. Encoding runs HF's pipeline: added
+ * tokens are cut out first (those marked `normalized: false` on the raw text, the others after
+ * normalization), each stretch between them is normalized and pre-tokenized, and each word goes
+ * through the BPE model; the post-processor adds special tokens only when asked.
+ *
+ * One implementation serves every family (see `for_model.ts` for why it is not
+ * `@huggingface/tokenizers`): it matches HF's Rust tokenizers id for id on the test corpora,
+ * GPT-2's byte-level regex included.
  * @module
  */
 import { ConfigError, InputError } from "../core/errors.ts";
-import { fromByteLevel, preTokenize, toByteLevel } from "./byte_level.ts";
+import { BpeModel } from "./bpe_model.ts";
+import { buildDecoder, type Decoder } from "./decoders.ts";
+import { buildNormalizer, type Normalizer } from "./normalizers.ts";
+import { buildPostProcessor, type PostProcessor } from "./post_processors.ts";
+import { buildPreTokenizer, type PreTokenizer } from "./pre_tokenizers.ts";
 import type { Tokenizer } from "./tokenizer.ts";
 
-/** What a byte-level BPE is made of. */
-export interface BpeSpec {
-  /** Byte-level token string -> id (the contents of `vocab.json`). */
-  vocab: Record<string, number>;
-  /** Merge rules, highest priority first (the lines of `merges.txt`). */
-  merges: Array<[string, string]>;
-  /** Tokens matched verbatim in the text before BPE, e.g. `<|endoftext|>`. */
-  addedTokens?: Array<{ id: number; content: string }>;
-  /** Prepend a space to the text when it has none (GPT-2: false). */
-  addPrefixSpace?: boolean;
+/** One entry of `tokenizer.json`'s `added_tokens`. */
+export interface AddedToken {
+  /** Its id. */
+  id: number;
+  /** Its text, matched verbatim in the input. */
+  content: string;
+  /** Special tokens (BOS, EOS, padding) are dropped by `decode(..., skipSpecialTokens)`. */
+  special?: boolean;
+  /** Matched after normalization (true) or on the raw text (false). Default: `!special`. */
+  normalized?: boolean;
+  /** Swallows the whitespace before it. */
+  lstrip?: boolean;
+  /** Swallows the whitespace after it. */
+  rstrip?: boolean;
+  /** Only matched as a whole word. */
+  single_word?: boolean;
 }
 
-const decoder = new TextDecoder();
-const encoder = new TextEncoder();
-const CACHE_LIMIT = 50_000;
+/** Where a stretch of text starts in its input, and the added token it is, if it is one. */
+interface Segment {
+  text: string;
+  start: number;
+  id?: number;
+}
 
 function escapeRegExp(s: string): string {
   return s.replace(/[\\^$.*+?()[\]{}|/-]/g, "\\$&");
 }
 
+const WHITE = /\p{White_Space}/u;
+const WORD = /[\p{L}\p{N}_]/u;
+
+/** Finds added tokens in text, leftmost-longest, with their lstrip/rstrip/single_word options. */
+class AddedTokenMatcher {
+  #re: RegExp | undefined;
+  #tokens: Map<string, AddedToken>;
+
+  constructor(tokens: AddedToken[]) {
+    this.#tokens = new Map(tokens.map((t) => [t.content, t]));
+    if (tokens.length > 0) {
+      // Longest first: JavaScript alternation is leftmost-first, HF's matcher leftmost-longest.
+      const alts = [...this.#tokens.keys()].sort((a, b) => b.length - a.length).map(escapeRegExp);
+      this.#re = new RegExp(alts.join("|"), "gu");
+    }
+  }
+
+  /** `text` cut into plain stretches and added tokens (offsets relative to `base`). */
+  split(text: string, base: number): Segment[] {
+    if (!this.#re) return [{ text, start: base }];
+    const out: Segment[] = [];
+    let last = 0;
+    for (const m of text.matchAll(this.#re)) {
+      const token = this.#tokens.get(m[0])!;
+      let s = m.index;
+      let e = s + m[0].length;
+      if (s < last) continue;
+      if (
+        token.single_word &&
+        ((s > 0 && WORD.test(text[s - 1])) || (e < text.length && WORD.test(text[e])))
+      ) continue;
+      if (token.lstrip) { while (s > last && WHITE.test(text[s - 1])) s--; }
+      if (token.rstrip) { while (e < text.length && WHITE.test(text[e])) e++; }
+      if (s > last) out.push({ text: text.slice(last, s), start: base + last });
+      out.push({ text: text.slice(s, e), start: base + s, id: token.id });
+      last = e;
+    }
+    if (last < text.length) out.push({ text: text.slice(last), start: base + last });
+    return out;
+  }
+}
+
 /**
- * A GPT-2-style byte-level BPE tokenizer.
+ * A BPE tokenizer with HF tokenizers' semantics.
  *
  * @example
  * ```ts
@@ -44,50 +107,35 @@ function escapeRegExp(s: string): string {
 export class BpeTokenizer implements Tokenizer {
   /** One more than the largest id (vocabulary plus added tokens). */
   readonly vocabSize: number;
-  #vocab: Map<string, number>;
-  #ranks = new Map<string, number>();
-  #idBytes: (Uint8Array | undefined)[];
-  #added = new Map<string, number>();
-  #addedPattern: RegExp | undefined;
-  #addPrefixSpace: boolean;
-  #cache = new Map<string, number[]>();
+  #model: BpeModel;
+  #normalizer: Normalizer | undefined;
+  #preTokenizer: PreTokenizer | undefined;
+  #postProcessor: PostProcessor;
+  #decoder: Decoder;
+  #rawAdded: AddedTokenMatcher;
+  #normalizedAdded: AddedTokenMatcher;
+  #addedById = new Map<number, AddedToken>();
 
-  /** Builds the tokenizer from its parts; see {@link BpeTokenizer.fromTokenizerJson} for files. */
-  constructor(spec: BpeSpec) {
-    this.#vocab = new Map(Object.entries(spec.vocab));
-    this.#addPrefixSpace = spec.addPrefixSpace ?? false;
-    spec.merges.forEach(([a, b], rank) => {
-      const key = `${a} ${b}`;
-      if (!this.#ranks.has(key)) this.#ranks.set(key, rank);
-    });
-    let maxId = -1;
-    for (const id of this.#vocab.values()) {
-      if (!Number.isInteger(id) || id < 0) {
-        throw new ConfigError(`tokenizer vocabulary has an invalid id ${id}`);
-      }
-      maxId = Math.max(maxId, id);
-    }
-    for (const t of spec.addedTokens ?? []) {
-      this.#added.set(t.content, t.id);
-      maxId = Math.max(maxId, t.id);
-    }
-    this.vocabSize = maxId + 1;
-    this.#idBytes = new Array(this.vocabSize);
-    for (const [token, id] of this.#vocab) this.#idBytes[id] = fromByteLevel(token);
-    for (const [content, id] of this.#added) this.#idBytes[id] = encoder.encode(content);
-    if (this.#added.size > 0) {
-      // Longest first, so a token that is a prefix of another does not win.
-      const alts = [...this.#added.keys()].sort((a, b) => b.length - a.length).map(escapeRegExp);
-      this.#addedPattern = new RegExp(alts.join("|"), "gu");
-    }
+  /** Builds the tokenizer from a parsed `tokenizer.json`; see {@link BpeTokenizer.fromTokenizerJson}. */
+  constructor(json: Record<string, unknown>) {
+    this.#model = new BpeModel(json.model);
+    this.#normalizer = buildNormalizer(json.normalizer);
+    this.#preTokenizer = buildPreTokenizer(json.pre_tokenizer);
+    this.#postProcessor = buildPostProcessor(json.post_processor);
+    this.#decoder = buildDecoder(json.decoder);
+    const added = parseAddedTokens(json.added_tokens);
+    for (const t of added) this.#addedById.set(t.id, t);
+    this.#rawAdded = new AddedTokenMatcher(added.filter((t) => !(t.normalized ?? !t.special)));
+    this.#normalizedAdded = new AddedTokenMatcher(added.filter((t) => t.normalized ?? !t.special));
+    this.vocabSize = Math.max(this.#model.tokens.length, ...added.map((t) => t.id + 1));
   }
 
   /**
-   * Reads an HF `tokenizer.json` (a `BPE` model with a `ByteLevel` pre-tokenizer, as GPT-2's).
-   * Throws ConfigError for any other kind of tokenizer.
+   * Reads an HF `tokenizer.json` with a BPE model. Throws ConfigError for invalid JSON, another
+   * model type, or a component this library does not implement (naming it).
    *
    * @example
-   * ```ts
+   * ```ts ignore
    * import { BpeTokenizer } from "./bpe.ts";
    * const tok = BpeTokenizer.fromTokenizerJson(await Deno.readTextFile("gpt2/tokenizer.json"));
    * tok.encode("Hello world"); // [15496, 995]
@@ -100,49 +148,19 @@ export class BpeTokenizer implements Tokenizer {
     } catch (e) {
       throw new ConfigError(`tokenizer.json is not valid JSON: ${(e as Error).message}`);
     }
-    const root = json as Record<string, unknown>;
-    const model = root?.model as Record<string, unknown> | undefined;
-    if (!model || model.type !== "BPE" || typeof model.vocab !== "object" || !model.vocab) {
-      throw new ConfigError(
-        `tokenizer.json has model type ${JSON.stringify(model?.type)}; only GPT-2's byte-level ` +
-          `BPE is supported`,
-      );
+    if (typeof json !== "object" || json === null || Array.isArray(json)) {
+      throw new ConfigError("tokenizer.json must hold a JSON object");
     }
-    if (root.normalizer != null) {
-      throw new ConfigError(
-        `tokenizer.json has a normalizer (${JSON.stringify(root.normalizer)}); GPT-2's has none`,
-      );
-    }
-    const byteLevel = findByteLevel(root.pre_tokenizer);
-    if (!byteLevel) {
-      throw new ConfigError(
-        "tokenizer.json has no ByteLevel pre-tokenizer; only GPT-2's byte-level BPE is supported",
-      );
-    }
-    const merges = parseMergeList(model.merges);
-    const addedTokens: Array<{ id: number; content: string }> = [];
-    if (Array.isArray(root.added_tokens)) {
-      for (const t of root.added_tokens as Array<Record<string, unknown>>) {
-        if (typeof t.id !== "number" || typeof t.content !== "string") {
-          throw new ConfigError(`tokenizer.json has a malformed added token ${JSON.stringify(t)}`);
-        }
-        addedTokens.push({ id: t.id, content: t.content });
-      }
-    }
-    return new BpeTokenizer({
-      vocab: model.vocab as Record<string, number>,
-      merges,
-      addedTokens,
-      addPrefixSpace: byteLevel.add_prefix_space === true,
-    });
+    return new BpeTokenizer(json as Record<string, unknown>);
   }
 
   /**
    * Reads the older pair of files: `vocab.json` (token -> id) and `merges.txt` (one merge a line,
-   * after a `#version` line). `<|endoftext|>`, when in the vocabulary, is a special token.
+   * after a `#version` line), as GPT-2's byte-level BPE. `<|endoftext|>`, when in the vocabulary,
+   * is a special token.
    *
    * @example
-   * ```ts
+   * ```ts ignore
    * import { BpeTokenizer } from "./bpe.ts";
    * const tok = BpeTokenizer.fromVocabAndMerges(
    *   await Deno.readTextFile("gpt2/vocab.json"),
@@ -151,7 +169,7 @@ export class BpeTokenizer implements Tokenizer {
    * ```
    */
   static fromVocabAndMerges(vocabJson: string, mergesTxt: string): BpeTokenizer {
-    let vocab: Record<string, number>;
+    let vocab: unknown;
     try {
       vocab = JSON.parse(vocabJson);
     } catch (e) {
@@ -160,145 +178,89 @@ export class BpeTokenizer implements Tokenizer {
     if (typeof vocab !== "object" || vocab === null || Array.isArray(vocab)) {
       throw new ConfigError("vocab.json must be an object mapping tokens to ids");
     }
-    const merges: Array<[string, string]> = [];
-    const lines = mergesTxt.split(/\r?\n/);
-    lines.forEach((line, i) => {
+    const merges: string[] = [];
+    mergesTxt.split(/\r?\n/).forEach((line, i) => {
       if (line === "" || (i === 0 && line.startsWith("#version"))) return;
-      const parts = line.split(" ");
-      if (parts.length !== 2) {
+      if (line.split(" ").length !== 2) {
         throw new ConfigError(
           `merges.txt line ${i + 1} is not two tokens: ${JSON.stringify(line)}`,
         );
       }
-      merges.push([parts[0], parts[1]]);
+      merges.push(line);
     });
-    const eot = vocab["<|endoftext|>"];
-    const addedTokens = typeof eot === "number" ? [{ id: eot, content: "<|endoftext|>" }] : [];
-    return new BpeTokenizer({ vocab, merges, addedTokens });
+    const eot = (vocab as Record<string, unknown>)["<|endoftext|>"];
+    return new BpeTokenizer({
+      added_tokens: typeof eot === "number"
+        ? [{ id: eot, content: "<|endoftext|>", special: true, normalized: false }]
+        : [],
+      pre_tokenizer: { type: "ByteLevel", add_prefix_space: false },
+      decoder: { type: "ByteLevel" },
+      model: { type: "BPE", vocab, merges },
+    });
   }
 
-  /** Text -> ids. */
-  encode(text: string): number[] {
+  /**
+   * Text -> ids. Added tokens' text (`<|endoftext|>`, `<s>`) in the input becomes their ids, as in
+   * HF. `addSpecialTokens` also runs the post-processor (Llama's tokenizers then prepend BOS);
+   * default false, as the model's `toTokens` decides about BOS itself.
+   */
+  encode(text: string, opts: { addSpecialTokens?: boolean } = {}): number[] {
     const ids: number[] = [];
-    if (this.#addPrefixSpace && text.length > 0 && !text.startsWith(" ")) text = " " + text;
-    if (!this.#addedPattern) {
-      this.#encodeOrdinary(text, ids);
-      return ids;
+    for (const segment of this.#rawAdded.split(text, 0)) {
+      if (segment.id !== undefined) {
+        ids.push(segment.id);
+        continue;
+      }
+      const normalized = this.#normalizer ? this.#normalizer(segment.text) : segment.text;
+      for (const sub of this.#normalizedAdded.split(normalized, 0)) {
+        if (sub.id !== undefined) {
+          ids.push(sub.id);
+          continue;
+        }
+        if (sub.text === "") continue;
+        const atStart = segment.start === 0 && sub.start === 0;
+        const words = this.#preTokenizer ? this.#preTokenizer([sub.text], atStart) : [sub.text];
+        for (const word of words) for (const id of this.#model.tokenize(word)) ids.push(id);
+      }
     }
-    let start = 0;
-    for (const m of text.matchAll(this.#addedPattern)) {
-      this.#encodeOrdinary(text.slice(start, m.index), ids);
-      ids.push(this.#added.get(m[0])!);
-      start = m.index + m[0].length;
-    }
-    this.#encodeOrdinary(text.slice(start), ids);
-    return ids;
+    return opts.addSpecialTokens ? this.#postProcessor(ids) : ids;
   }
 
-  /** Ids -> text (invalid UTF-8 becomes U+FFFD). Throws InputError for an unknown id. */
-  decode(ids: number[]): string {
-    const parts: Uint8Array[] = [];
-    let length = 0;
+  /**
+   * Ids -> text, through the tokenizer's decoder (invalid UTF-8 becomes U+FFFD). Throws
+   * InputError for an id outside the vocabulary.
+   */
+  decode(ids: number[], opts: { skipSpecialTokens?: boolean } = {}): string {
+    const tokens: string[] = [];
     for (const id of ids) {
-      const bytes = Number.isInteger(id) ? this.#idBytes[id] : undefined;
-      if (!bytes) {
+      const added = this.#addedById.get(id);
+      const token = added?.content ?? (Number.isInteger(id) ? this.#model.tokens[id] : undefined);
+      if (token === undefined) {
         throw new InputError(
           `token id ${id} is not in this tokenizer's vocabulary (0..${this.vocabSize - 1})`,
         );
       }
-      parts.push(bytes);
-      length += bytes.length;
+      if (!(opts.skipSpecialTokens && added?.special)) tokens.push(token);
     }
-    const all = new Uint8Array(length);
-    let at = 0;
-    for (const p of parts) {
-      all.set(p, at);
-      at += p.length;
-    }
-    return decoder.decode(all);
+    return this.#decoder(tokens).join("");
   }
 
-  /** Each id decoded on its own. */
+  /** Each id decoded on its own, as TransformerLens's `to_str_tokens` shows them. */
   tokenStrings(ids: number[]): string[] {
     return ids.map((id) => this.decode([id]));
   }
-
-  #encodeOrdinary(text: string, out: number[]): void {
-    if (text === "") return;
-    for (const word of preTokenize(text)) {
-      let ids = this.#cache.get(word);
-      if (!ids) {
-        ids = this.#bpe(toByteLevel(word));
-        if (this.#cache.size >= CACHE_LIMIT) this.#cache.clear();
-        this.#cache.set(word, ids);
-      }
-      for (const id of ids) out.push(id);
-    }
-  }
-
-  #bpe(word: string): number[] {
-    const whole = this.#vocab.get(word);
-    if (whole !== undefined && [...word].length === 1) return [whole];
-    let symbols = [...word];
-    while (symbols.length > 1) {
-      let best = Infinity;
-      let bestPair = "";
-      for (let i = 0; i < symbols.length - 1; i++) {
-        const key = `${symbols[i]} ${symbols[i + 1]}`;
-        const rank = this.#ranks.get(key);
-        if (rank !== undefined && rank < best) {
-          best = rank;
-          bestPair = key;
-        }
-      }
-      if (best === Infinity) break;
-      const merged: string[] = [];
-      for (let i = 0; i < symbols.length; i++) {
-        if (i < symbols.length - 1 && `${symbols[i]} ${symbols[i + 1]}` === bestPair) {
-          merged.push(symbols[i] + symbols[i + 1]);
-          i++;
-        } else {
-          merged.push(symbols[i]);
-        }
-      }
-      symbols = merged;
-    }
-    return symbols.map((s) => {
-      const id = this.#vocab.get(s);
-      if (id === undefined) {
-        throw new ConfigError(
-          `the tokenizer's vocabulary has no token ${JSON.stringify(s)} (a byte-level BPE ` +
-            `vocabulary must hold all 256 single bytes)`,
-        );
-      }
-      return id;
-    });
-  }
 }
 
-function findByteLevel(pre: unknown): Record<string, unknown> | undefined {
-  const p = pre as Record<string, unknown> | null | undefined;
-  if (!p) return undefined;
-  if (p.type === "ByteLevel") return p;
-  if (p.type === "Sequence" && Array.isArray(p.pretokenizers)) {
-    for (const inner of p.pretokenizers) {
-      const found = findByteLevel(inner);
-      if (found) return found;
+function parseAddedTokens(value: unknown): AddedToken[] {
+  if (value === undefined || value === null) return [];
+  if (!Array.isArray(value)) throw new ConfigError("tokenizer.json added_tokens must be a list");
+  return value.map((t) => {
+    const token = t as AddedToken;
+    if (!Number.isSafeInteger(token?.id) || token.id < 0 || typeof token.content !== "string") {
+      throw new ConfigError(`tokenizer.json has a malformed added token ${JSON.stringify(t)}`);
     }
-  }
-  return undefined;
-}
-
-function parseMergeList(merges: unknown): Array<[string, string]> {
-  if (!Array.isArray(merges)) throw new ConfigError("tokenizer.json model.merges is not a list");
-  return merges.map((m, i) => {
-    if (typeof m === "string") {
-      const parts = m.split(" ");
-      if (parts.length === 2) return [parts[0], parts[1]];
-    } else if (Array.isArray(m) && m.length === 2 && m.every((x) => typeof x === "string")) {
-      return [m[0], m[1]];
-    }
-    throw new ConfigError(`tokenizer.json merge ${i} is malformed: ${JSON.stringify(m)}`);
+    if (token.content === "") throw new ConfigError("tokenizer.json has an empty added token");
+    return token;
   });
 }
 
@@ -319,8 +281,7 @@ export interface TokenizerFiles {
  * @example
  * ```ts
  * import { tokenizerFromFiles } from "./bpe.ts";
- * const tok = tokenizerFromFiles({ tokenizerJson: await Deno.readTextFile("gpt2/tokenizer.json") });
- * tok?.encode("Hello world"); // [15496, 995]
+ * tokenizerFromFiles({}); // undefined: no tokenizer files
  * ```
  */
 export function tokenizerFromFiles(files: TokenizerFiles): BpeTokenizer | undefined {

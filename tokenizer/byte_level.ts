@@ -90,7 +90,16 @@ const encoder = new TextEncoder();
  */
 export function toByteLevel(text: string): string {
   let out = "";
-  for (const b of encoder.encode(text)) out += BYTE_TO_UNICODE[b];
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    // ASCII maps char by char; anything else goes through UTF-8 (a native call, so only then).
+    if (c >= 0x80) {
+      out = "";
+      for (const b of encoder.encode(text)) out += BYTE_TO_UNICODE[b];
+      return out;
+    }
+    out += BYTE_TO_UNICODE[c];
+  }
   return out;
 }
 

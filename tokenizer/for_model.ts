@@ -1,6 +1,18 @@
 /**
  * Which tokenizer a model gets: the one its files describe (`tokenizer.json`, or `vocab.json` +
- * `merges.txt`), else the one its family implies (GPT-2's r50k_base), else none.
+ * `merges.txt`), else the one its family implies (GPT-2's r50k_base), else none. Whether and
+ * which BOS token is prepended is the model's config (`defaultPrependBos`, `bosTokenId`, set by
+ * each family module as TransformerLens does), not the tokenizer's.
+ *
+ * Why one in-house BPE (`bpe.ts`) rather than `@huggingface/tokenizers` (npm, 0.2.0): measured
+ * on 441 + 3000 strings against HF's Rust tokenizers (0.22) for GPT-2, a GPT-NeoX-style file,
+ * Llama 3, Qwen, Llama 2 (legacy and Metaspace forms), both match Llama and Qwen exactly, but the
+ * npm package's ByteLevel pre-tokenizer uses JavaScript's `\s` and gives other ids than HF for
+ * 1.4% of GPT-2 strings (0.9% for GPT-NeoX; U+FEFF, U+180E, U+0085 ...), where this one matches
+ * all. It also encodes 4-8x faster (2.4-3.7 MB/s of mixed text against 0.35-0.6, CPU time on
+ * the same 1.2 MB), loads Llama 3's 9 MB file in about the same time (0.9 s), and needs no
+ * dependency for URL importers or the browser bundle. GPT-2 without tokenizer files keeps
+ * r50k_base from js-tiktoken, which gives the same ids.
  * @module
  */
 import { ConfigError } from "../core/errors.ts";
@@ -46,19 +58,17 @@ export async function tokenizerForModel(
   source: string,
 ): Promise<Tokenizer | undefined> {
   const vocabSize = typeof config.vocab_size === "number" ? config.vocab_size : undefined;
-  const fromFiles = tokenizerFromFiles(files);
-  if (fromFiles) {
-    if (vocabSize !== undefined && fromFiles.vocabSize > vocabSize) {
+  let tokenizer: Tokenizer | undefined = tokenizerFromFiles(files);
+  if (tokenizer) {
+    if (vocabSize !== undefined && tokenizer.vocabSize > vocabSize) {
       throw new ConfigError(
-        `the tokenizer from ${source} has ${fromFiles.vocabSize} ids but the model's ` +
+        `the tokenizer from ${source} has ${tokenizer.vocabSize} ids but the model's ` +
           `vocab_size is ${vocabSize}`,
       );
     }
-    return fromFiles;
-  }
-  if (config.model_type === "gpt2" && vocabSize === 50257) {
+  } else if (config.model_type === "gpt2" && vocabSize === 50257) {
     const { r50kTokenizer } = await import("./r50k.ts");
-    return await r50kTokenizer();
+    tokenizer = await r50kTokenizer();
   }
-  return undefined;
+  return tokenizer;
 }

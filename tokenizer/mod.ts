@@ -10,7 +10,7 @@
  * @module
  */
 export type { Tokenizer } from "./tokenizer.ts";
-export { type BpeSpec, BpeTokenizer, type TokenizerFiles, tokenizerFromFiles } from "./bpe.ts";
+export { type AddedToken, BpeTokenizer, type TokenizerFiles, tokenizerFromFiles } from "./bpe.ts";
 export { R50K_END_OF_TEXT, R50K_VOCAB_SIZE, r50kTokenizer } from "./r50k.ts";
 export { GPT2_PATTERN, preTokenize } from "./byte_level.ts";
-export { readTokenizerFiles, tokenizerForModel } from "./for_model.ts";
+export { type ModelTokenizer, readTokenizerFiles, tokenizerForModel } from "./for_model.ts";

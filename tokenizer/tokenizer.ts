@@ -4,10 +4,11 @@
  */
 
 /**
- * Text <-> token ids. Both implementations (GPT-2's r50k_base from npm, and a byte-level BPE read
- * from a model folder's `tokenizer.json` or `vocab.json` + `merges.txt`) follow HF's GPT-2
- * tokenizer: no BOS is added here (the model's `toTokens` does that), and a special token's text
- * (`<|endoftext|>`) inside the input encodes to its id.
+ * Text <-> token ids. Both implementations (GPT-2's r50k_base from npm, and the BPE read from a
+ * model folder's `tokenizer.json` or `vocab.json` + `merges.txt`) follow HF's tokenizers with
+ * `add_special_tokens=False`: no BOS is added here (`ModelTokenizer.toTokens` does that, as
+ * TransformerLens does), and an added token's text (`<|endoftext|>`, `<s>`) inside the input
+ * encodes to its id.
  *
  * @example
  * ```ts
@@ -18,6 +19,8 @@
  * ```
  */
 export interface Tokenizer {
+  /** One more than the largest id it produces or decodes. */
+  readonly vocabSize: number;
   /** Text -> ids, e.g. "Hello world" -> [15496, 995] for GPT-2. */
   encode(text: string): number[];
   /** Ids -> text; invalid UTF-8 (a sequence cut inside a character) decodes to U+FFFD. */

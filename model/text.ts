@@ -1,0 +1,129 @@
+/**
+ * Text <-> tokens as TransformerLens's tokenizer helpers do it (`to_tokens`, `to_str_tokens`,
+ * `to_string`, `to_single_token`, `get_token_position`), over the model's tokenizer: BOS
+ * prepended by default, batches of strings padded (right by default, as TL) with their padding
+ * returned so runs can mask it.
+ * @module
+ */
+import { InputError } from "../core/errors.ts";
+import type { Tokenizer } from "../tokenizer/tokenizer.ts";
+import type { HookedTransformerConfig } from "./config.ts";
+import { type Padding, type PaddingSide, padSequences } from "./padding.ts";
+import type { TokenTensor } from "./tokens.ts";
+
+/** How text is tokenized. */
+export interface TokenizeOptions {
+  /** Put the BOS token first (default: the model's `defaultPrependBos`, true for GPT-2). */
+  prependBos?: boolean;
+  /** Where pad tokens go when strings of different lengths are batched (default `"right"`). */
+  paddingSide?: PaddingSide;
+}
+
+/** The model's tokenizer and config, which every helper here reads. */
+export interface TextModel {
+  tokenizer: Tokenizer | undefined;
+  cfg: HookedTransformerConfig;
+}
+
+/** The tokenizer, or an {@link InputError} saying the model takes token ids only. */
+export function needTokenizer({ tokenizer, cfg }: TextModel): Tokenizer {
+  if (!tokenizer) {
+    throw new InputError(
+      `${cfg.modelName} has no text tokenizer: pass token ids (numbers in [0, ${cfg.dVocab})) ` +
+        `instead of text`,
+    );
+  }
+  return tokenizer;
+}
+
+function checkTokenizeOptions(opts: TokenizeOptions): void {
+  if (opts.prependBos !== undefined && typeof opts.prependBos !== "boolean") {
+    throw new InputError(
+      `prependBos must be true or false, got ${JSON.stringify(opts.prependBos)}`,
+    );
+  }
+}
+
+/** One text's ids, BOS first unless `prependBos` is false. */
+export function encodeText(model: TextModel, text: string, opts: TokenizeOptions = {}): number[] {
+  if (typeof text !== "string") {
+    throw new InputError(`expected text (a string), got ${JSON.stringify(text)}`);
+  }
+  checkTokenizeOptions(opts);
+  const ids = needTokenizer(model).encode(text);
+  return (opts.prependBos ?? model.cfg.defaultPrependBos) ? [model.cfg.bosTokenId, ...ids] : ids;
+}
+
+/**
+ * A string or a list of strings as one padded batch [batch, pos] and its padding (TL's
+ * `to_tokens`). The pad id is the EOS token (TL's GPT-2 default), else BOS.
+ */
+export function encodeBatch(
+  model: TextModel,
+  input: string | string[],
+  opts: TokenizeOptions = {},
+): { tokens: number[][]; padding: Padding } {
+  const texts = typeof input === "string" ? [input] : input;
+  if (!Array.isArray(texts) || texts.length === 0) {
+    throw new InputError("expected a string or a non-empty list of strings");
+  }
+  const seqs = texts.map((t) => encodeText(model, t, opts));
+  const padId = model.cfg.eosTokenId ?? model.cfg.bosTokenId;
+  return padSequences(seqs, padId, opts.paddingSide ?? "right");
+}
+
+/** Token ids as rows: `number[]` is one row, `number[][]` and a token tensor are a batch. */
+export function tokenRows(input: number[] | number[][] | TokenTensor): number[][] {
+  if (Array.isArray(input)) {
+    if (input.length > 0 && Array.isArray(input[0])) return input as number[][];
+    return [input as number[]];
+  }
+  if (input && input.data instanceof Int32Array && input.shape?.length === 2) {
+    const [b, t] = input.shape;
+    return Array.from({ length: b }, (_, i) => Array.from(input.data.subarray(i * t, i * t + t)));
+  }
+  throw new InputError("expected token ids: number[], number[][] or { data: Int32Array, shape }");
+}
+
+/** The id of a text that is exactly one token (TL's `to_single_token`), else an InputError. */
+export function singleToken(model: TextModel, text: string): number {
+  const ids = encodeText(model, text, { prependBos: false });
+  if (ids.length !== 1) {
+    throw new InputError(
+      `${JSON.stringify(text)} is ${ids.length} tokens, not one` +
+        (ids.length ? ` (${JSON.stringify(needTokenizer(model).tokenStrings(ids))})` : ""),
+    );
+  }
+  return ids[0];
+}
+
+/** Options of `getTokenPosition`. */
+export interface TokenPositionOptions extends TokenizeOptions {
+  /** Which occurrence when the token appears more than once (default `"first"`). */
+  mode?: "first" | "last";
+}
+
+/**
+ * The position of `token` (an id, or text that is one token) in `input` (text, one row of ids, or
+ * a batch of one row), as TL's `get_token_position`; an InputError when it does not occur.
+ */
+export function tokenPosition(
+  model: TextModel,
+  token: string | number,
+  input: string | number[] | number[][] | TokenTensor,
+  opts: TokenPositionOptions = {},
+): number {
+  const mode = opts.mode ?? "first";
+  if (mode !== "first" && mode !== "last") {
+    throw new InputError(`mode must be "first" or "last", got ${JSON.stringify(mode)}`);
+  }
+  const rows = typeof input === "string" ? [encodeText(model, input, opts)] : tokenRows(input);
+  if (rows.length !== 1) {
+    throw new InputError(`getTokenPosition takes one sequence, got a batch of ${rows.length}`);
+  }
+  const id = typeof token === "string" ? singleToken(model, token) : token;
+  const row = rows[0];
+  const at = mode === "first" ? row.indexOf(id) : row.lastIndexOf(id);
+  if (at < 0) throw new InputError(`token ${id} does not occur in the sequence`);
+  return at;
+}

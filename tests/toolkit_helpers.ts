@@ -1,0 +1,35 @@
+/**
+ * Shared by the toolkit tests: the tiny reference model from `tests/fixtures/` and a relative error.
+ * @module
+ */
+import assert from "node:assert/strict";
+import { HookedTransformer } from "../mod.ts";
+import { repoFixturePath } from "./fixtures.ts";
+
+/** The tiny GPT-2 (2 layers, 4 heads, d_model 32, vocabulary 96) with or without processing. */
+export async function tinyModel(processed = true): Promise<HookedTransformer> {
+  const dir = repoFixturePath("tiny-hf-f32");
+  return await HookedTransformer.fromBytes(
+    JSON.parse(await Deno.readTextFile(`${dir}/config.json`)),
+    await Deno.readFile(`${dir}/model.safetensors`),
+    {
+      name: "tiny-hf-f32",
+      threads: 1,
+      foldLn: processed,
+      centerWritingWeights: processed,
+      centerUnembed: processed,
+      foldValueBiases: processed,
+    },
+  );
+}
+
+/** max |a - b| / max(|b|), the relative error of a tensor against a reference. */
+export function relErr(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  assert.equal(a.length, b.length, "lengths");
+  let diff = 0, scale = 0;
+  for (let i = 0; i < a.length; i++) {
+    diff = Math.max(diff, Math.abs(a[i] - b[i]));
+    scale = Math.max(scale, Math.abs(b[i]));
+  }
+  return diff / scale;
+}

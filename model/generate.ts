@@ -87,6 +87,17 @@ function positiveInt(v: unknown, name: string): number {
 /**
  * Generates up to `maxNewTokens` tokens after each input sequence. Text lists are padded on the
  * left so every sequence's last real token is at the end (as TL forces for batched generation).
+ * `model.generate` calls this with the model's runtime and hooks.
+ *
+ * @example
+ * ```ts
+ * import { HookedTransformer } from "../mod.ts";
+ * import { hookSessionOf, runtimeOf } from "./hooked_transformer.ts";
+ * import { generate } from "./generate.ts";
+ * const model = await HookedTransformer.fromPretrained("induction-toy", { threads: 1 });
+ * const ctx = { runtime: runtimeOf(model), session: hookSessionOf(model), text: model };
+ * generate(ctx, [[2047, 5, 9, 5]], { maxNewTokens: 2, temperature: 0 }); // [[2047, 5, 9, 5, ...]]
+ * ```
  */
 export function generate(
   ctx: GenerateContext,

@@ -139,6 +139,14 @@ export function runtimeOf(model: HookedTransformer): ModelRuntime {
 /**
  * The hook session of one pass of the model: its registered forward hooks (`addHook`, `hooks`),
  * then `fwdHooks`, caching `cacheNames`, with the model's optional hook points.
+ *
+ * @example
+ * ```ts
+ * import { HookedTransformer } from "../mod.ts";
+ * import { hookSessionOf } from "./hooked_transformer.ts";
+ * const model = await HookedTransformer.fromPretrained("induction-toy", { threads: 1 });
+ * hookSessionOf(model).silent; // true: no hooks registered, nothing cached
+ * ```
  * @internal
  */
 export function hookSessionOf(
@@ -154,6 +162,15 @@ export function hookSessionOf(
 /**
  * The model's registered hooks. Backward hooks (`addHook(name, fn, { dir: "bwd" })`) are read by
  * gradient passes from `hookRegistryOf(model).entries("bwd")`.
+ *
+ * @example
+ * ```ts
+ * import { HookedTransformer } from "../mod.ts";
+ * import { hookRegistryOf } from "./hooked_transformer.ts";
+ * const model = await HookedTransformer.fromPretrained("induction-toy", { threads: 1 });
+ * model.addHook("blocks.0.hook_resid_pre", () => {}, { dir: "bwd" });
+ * hookRegistryOf(model).entries("bwd").length; // 1
+ * ```
  * @internal
  */
 export function hookRegistryOf(model: HookedTransformer): HookRegistry {

@@ -85,7 +85,15 @@ export function paddingFromMask(mask: AttentionMask, batch: number, T: number): 
   return { first, end };
 }
 
-/** Whether a padding leaves every position of every sequence real (then it can be dropped). */
+/**
+ * Whether a padding leaves every position of every sequence real (then it can be dropped).
+ *
+ * @example
+ * ```ts
+ * import { isUnpadded } from "./padding.ts";
+ * isUnpadded({ first: Int32Array.of(0), end: Int32Array.of(4) }, 4); // true
+ * ```
+ */
 export function isUnpadded(p: Padding, T: number): boolean {
   return p.first.every((f) => f === 0) && p.end.every((e) => e === T);
 }

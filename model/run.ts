@@ -65,7 +65,15 @@ export interface RunOptions {
   tokens?: Tokens;
 }
 
-/** The option names of {@link RunOptions} (for run-time checking). */
+/**
+ * The option names of {@link RunOptions} (for run-time checking).
+ *
+ * @example
+ * ```ts
+ * import { RUN_OPTION_KEYS } from "./run.ts";
+ * RUN_OPTION_KEYS.includes("returnType"); // true
+ * ```
+ */
 export const RUN_OPTION_KEYS: readonly string[] = [
   "returnType",
   "lossPerToken",
@@ -123,7 +131,18 @@ function isResidual(input: unknown): input is Tensor {
     (input as Tensor).data instanceof Float32Array;
 }
 
-/** Checks a call's input and options and resolves them (text is tokenized and padded here). */
+/**
+ * Checks a call's input and options and resolves them (text is tokenized and padded here).
+ *
+ * @example
+ * ```ts
+ * import { HookedTransformer } from "../mod.ts";
+ * import { prepareRun } from "./run.ts";
+ * const model = await HookedTransformer.fromPretrained("induction-toy", { threads: 1 });
+ * const p = prepareRun(model, [[2047, 5, 9], [0, 2047, 5]], { attentionMask: [[1, 1, 1], [0, 1, 1]] });
+ * p.padding?.first; // Int32Array [0, 1]
+ * ```
+ */
 export function prepareRun(model: TextModel, input: ModelInput, opts: RunOptions): PreparedRun {
   const { cfg } = model;
   const returnType = opts.returnType ?? "logits";
@@ -222,7 +241,20 @@ export function prepareRun(model: TextModel, input: ModelInput, opts: RunOptions
   };
 }
 
-/** Runs a prepared call: one forward pass, unembedding only what the return type needs. */
+/**
+ * Runs a prepared call: one forward pass, unembedding only what the return type needs (with the
+ * loss alone, only the positions that have a next token).
+ *
+ * @example
+ * ```ts
+ * import { HookedTransformer } from "../mod.ts";
+ * import { hookSessionOf, runtimeOf } from "./hooked_transformer.ts";
+ * import { executeRun, prepareRun } from "./run.ts";
+ * const model = await HookedTransformer.fromPretrained("induction-toy", { threads: 1 });
+ * const p = prepareRun(model, [[2047, 5, 9, 5, 9]], { returnType: "loss" });
+ * executeRun(runtimeOf(model), hookSessionOf(model), p).loss; // the mean next-token loss
+ * ```
+ */
 export function executeRun(m: ModelRuntime, session: HookSession, p: PreparedRun): RunOutput {
   const { backend, cfg } = m;
   const { batch, T, returnType } = p;

@@ -25,7 +25,21 @@ export interface TextModel {
   cfg: HookedTransformerConfig;
 }
 
-/** The tokenizer, or an {@link InputError} saying the model takes token ids only. */
+/**
+ * The tokenizer, or an {@link InputError} saying the model takes token ids only.
+ *
+ * @example
+ * ```ts
+ * import { HookedTransformer } from "../mod.ts";
+ * import { needTokenizer } from "./text.ts";
+ * const model = await HookedTransformer.fromPretrained("induction-toy", { threads: 1 });
+ * try {
+ *   needTokenizer(model);
+ * } catch (e) {
+ *   (e as Error).message; // "induction-toy has no text tokenizer: pass token ids ..."
+ * }
+ * ```
+ */
 export function needTokenizer({ tokenizer, cfg }: TextModel): Tokenizer {
   if (!tokenizer) {
     throw new InputError(
@@ -44,7 +58,22 @@ function checkTokenizeOptions(opts: TokenizeOptions): void {
   }
 }
 
-/** One text's ids, BOS first unless `prependBos` is false. */
+/**
+ * One text's ids, BOS first unless `prependBos` is false.
+ *
+ * @example
+ * ```ts
+ * import { encodeText } from "./text.ts";
+ * import { gpt2Config } from "../families/gpt2.ts";
+ * const cfg = gpt2Config({ n_layer: 1, n_head: 1, n_embd: 4, vocab_size: 300, n_positions: 8 });
+ * const tokenizer = {
+ *   encode: (t: string) => Array.from(t, (c) => c.charCodeAt(0)),
+ *   decode: (ids: number[]) => String.fromCharCode(...ids),
+ *   tokenStrings: (ids: number[]) => ids.map((i) => String.fromCharCode(i)),
+ * };
+ * encodeText({ tokenizer, cfg }, "hi"); // [cfg.bosTokenId, 104, 105]
+ * ```
+ */
 export function encodeText(model: TextModel, text: string, opts: TokenizeOptions = {}): number[] {
   if (typeof text !== "string") {
     throw new InputError(`expected text (a string), got ${JSON.stringify(text)}`);
@@ -57,6 +86,21 @@ export function encodeText(model: TextModel, text: string, opts: TokenizeOptions
 /**
  * A string or a list of strings as one padded batch [batch, pos] and its padding (TL's
  * `to_tokens`). The pad id is the EOS token (TL's GPT-2 default), else BOS.
+ *
+ * @example
+ * ```ts
+ * import { encodeBatch } from "./text.ts";
+ * import { gpt2Config } from "../families/gpt2.ts";
+ * const cfg = gpt2Config({ n_layer: 1, n_head: 1, n_embd: 4, vocab_size: 300, n_positions: 8 });
+ * const tokenizer = {
+ *   encode: (t: string) => Array.from(t, (c) => c.charCodeAt(0)),
+ *   decode: (ids: number[]) => String.fromCharCode(...ids),
+ *   tokenStrings: (ids: number[]) => ids.map((i) => String.fromCharCode(i)),
+ * };
+ * const { tokens, padding } = encodeBatch({ tokenizer, cfg }, ["hi", "a"], { prependBos: false });
+ * tokens; // [[104, 105], [97, pad]]
+ * padding.end; // Int32Array [2, 1]
+ * ```
  */
 export function encodeBatch(
   model: TextModel,
@@ -72,7 +116,16 @@ export function encodeBatch(
   return padSequences(seqs, padId, opts.paddingSide ?? "right");
 }
 
-/** Token ids as rows: `number[]` is one row, `number[][]` and a token tensor are a batch. */
+/**
+ * Token ids as rows: `number[]` is one row, `number[][]` and a token tensor are a batch.
+ *
+ * @example
+ * ```ts
+ * import { tokenRows } from "./text.ts";
+ * tokenRows([1, 2]); // [[1, 2]]
+ * tokenRows({ data: Int32Array.of(1, 2, 3, 4), shape: [2, 2] }); // [[1, 2], [3, 4]]
+ * ```
+ */
 export function tokenRows(input: number[] | number[][] | TokenTensor): number[][] {
   if (Array.isArray(input)) {
     if (input.length > 0 && Array.isArray(input[0])) return input as number[][];
@@ -85,7 +138,14 @@ export function tokenRows(input: number[] | number[][] | TokenTensor): number[][
   throw new InputError("expected token ids: number[], number[][] or { data: Int32Array, shape }");
 }
 
-/** The id of a text that is exactly one token (TL's `to_single_token`), else an InputError. */
+/**
+ * The id of a text that is exactly one token (TL's `to_single_token`), else an InputError.
+ *
+ * @example
+ * ```ts ignore
+ * singleToken(model, " Mary"); // 5335 with GPT-2's tokenizer
+ * ```
+ */
 export function singleToken(model: TextModel, text: string): number {
   const ids = encodeText(model, text, { prependBos: false });
   if (ids.length !== 1) {
@@ -106,6 +166,14 @@ export interface TokenPositionOptions extends TokenizeOptions {
 /**
  * The position of `token` (an id, or text that is one token) in `input` (text, one row of ids, or
  * a batch of one row), as TL's `get_token_position`; an InputError when it does not occur.
+ *
+ * @example
+ * ```ts
+ * import { HookedTransformer } from "../mod.ts";
+ * import { tokenPosition } from "./text.ts";
+ * const model = await HookedTransformer.fromPretrained("induction-toy", { threads: 1 });
+ * tokenPosition(model, 9, [2047, 5, 9, 5, 9], { mode: "last" }); // 4
+ * ```
  */
 export function tokenPosition(
   model: TextModel,

@@ -8,7 +8,15 @@
  * errors are below 5e-7).
  */
 import assert from "node:assert/strict";
-import { getActName, HookError, type HookFn, InputError, type Tensor } from "../mod.ts";
+import {
+  getActName,
+  HookError,
+  type HookFn,
+  InputError,
+  nextTokenLogProbs,
+  patchedNextTokenLogProbs,
+  type Tensor,
+} from "../mod.ts";
 import { hookRegistryOf } from "../model/hooked_transformer.ts";
 import { repoFixturePath } from "./fixtures.ts";
 import { relErr, tinyModel } from "./toolkit_helpers.ts";
@@ -349,4 +357,25 @@ Deno.test("TL's short names, compact names and negative layers", async () => {
   const { cache } = await model.runWithCache(tokens);
   assert.deepEqual(cache.get("resid_pre", -1).data, cache.get("blocks.1.hook_resid_pre").data);
   assert.deepEqual(cache.get("k", -2).data, cache.get("k", 0).data);
+});
+
+Deno.test("nextTokenLogProbs runs registered hooks; patchedNextTokenLogProbs refuses them", async () => {
+  const model = await tinyModel();
+  const zero: HookFn = (a) => void a.data.fill(0);
+  const plain = await nextTokenLogProbs(model, tokens);
+  const ablatedRun = await model.runWithHooks(tokens, {
+    fwdHooks: [["blocks.1.hook_mlp_out", zero]],
+    returnType: "loss",
+    lossPerToken: true,
+  });
+  model.addHook("blocks.1.hook_mlp_out", zero);
+  const ablated = await nextTokenLogProbs(model, tokens);
+  assert.ok(relErr(ablated.logProbs, plain.logProbs) > 1e-3);
+  assert.ok(relErr(ablated.logProbs, ablatedRun.data.map((v) => -v)) < 1e-6);
+  await assert.rejects(
+    () => patchedNextTokenLogProbs(model, [tokens[0]], []),
+    InputError,
+    "registered hooks",
+  );
+  model.resetHooks();
 });

@@ -7,7 +7,7 @@
  */
 import { HookError } from "../core/errors.ts";
 import { checkOptions } from "../core/options.ts";
-import { checkHookFn, type HookFilter, type HookFn } from "./hooks.ts";
+import { checkHookFn, type FwdHook, type HookFilter, type HookFn } from "./hooks.ts";
 
 /** Which pass a hook belongs to: the forward pass, or the backward (gradient) pass. */
 export type HookDirection = "fwd" | "bwd";
@@ -108,4 +108,54 @@ export class HookRegistry {
   entries(dir: HookDirection): RegisteredHook[] {
     return [...this.#hooks[dir]];
   }
+
+  /**
+   * Runs `fn` with the given pairs registered, and removes them afterwards even if it throws
+   * (TransformerLens's `hooks()` context manager).
+   */
+  async scoped<R>(
+    pairs: { fwd?: FwdHook[]; bwd?: FwdHook[] },
+    fn: () => R | Promise<R>,
+  ): Promise<R> {
+    const removers: (() => void)[] = [];
+    try {
+      for (const dir of ["fwd", "bwd"] as const) {
+        for (const pair of checkPairs(pairs[dir] ?? [], `${dir}Hooks`)) {
+          removers.push(this.add(pair[0], pair[1], { dir }));
+        }
+      }
+      return await fn();
+    } finally {
+      for (const remove of removers) remove();
+    }
+  }
+
+  /**
+   * The forward hooks of one pass by full hook name, in the order they run: the registered ones,
+   * then `extra` (a call's `fwdHooks`). Predicates are matched against `names` (the model's hook
+   * points now); a string filter must be one of them (`checkName` throws otherwise).
+   */
+  forwardHooks(extra: FwdHook[], names: readonly string[]): Map<string, HookFn[]> {
+    const hooks = new Map<string, HookFn[]>();
+    const attach = (filter: HookFilter, fn: HookFn) => {
+      const matched = typeof filter === "function"
+        ? names.filter((n) => filter(n))
+        : [this.checkName(filter)];
+      for (const n of matched) hooks.set(n, [...(hooks.get(n) ?? []), fn]);
+    };
+    for (const { filter, fn } of this.#hooks.fwd) attach(filter, fn);
+    for (const [filter, fn] of checkPairs(extra, "fwdHooks")) {
+      checkHookFn(fn, typeof filter === "string" ? `"${filter}"` : "a filter");
+      attach(filter, fn);
+    }
+    return hooks;
+  }
+}
+
+/** `pairs` as `[filter, fn]` pairs, or a HookError naming the option. */
+function checkPairs(pairs: unknown, what: string): FwdHook[] {
+  if (!Array.isArray(pairs) || pairs.some((p) => !Array.isArray(p) || p.length !== 2)) {
+    throw new HookError(`${what} must be an array of [nameOrPredicate, hookFunction] pairs`);
+  }
+  return pairs as FwdHook[];
 }

@@ -5,7 +5,7 @@
  */
 import type { Backend, WeightDtype } from "../backend/backend.ts";
 import { WasmBackend } from "../backend/wasm/wasm_backend.ts";
-import { HookError, InputError } from "../core/errors.ts";
+import { InputError } from "../core/errors.ts";
 import { checkOptions } from "../core/options.ts";
 import type { Tensor } from "../core/tensor.ts";
 import { familyOf } from "../families/registry.ts";
@@ -26,14 +26,7 @@ import {
   type HookOption,
   type HookOptions,
 } from "./hook_table.ts";
-import {
-  checkHookFn,
-  type FwdHook,
-  type HookFilter,
-  type HookFn,
-  HookNames,
-  HookSession,
-} from "./hooks.ts";
+import { type FwdHook, type HookFilter, type HookFn, HookNames, HookSession } from "./hooks.ts";
 import type { ModelParams } from "./params.ts";
 import { type ProcessingOptions, processWeights } from "./processing.ts";
 import {
@@ -43,16 +36,17 @@ import {
   type ReturnType,
   RUN_OPTION_KEYS,
   type RunOptions,
+  withoutBatchDim,
 } from "./run.ts";
 import {
+  decodeTokens,
   encodeBatch,
-  encodeText,
   needTokenizer,
   singleToken,
+  strTokens,
   type TokenizeOptions,
   tokenPosition,
   type TokenPositionOptions,
-  tokenRows,
 } from "./text.ts";
 import type { RunResult, RunWithCacheResult } from "./run_types.ts";
 import type { Tokens, TokenTensor } from "./tokens.ts";
@@ -374,14 +368,7 @@ export class HookedTransformer {
     await Promise.resolve();
     const session = this.#session(o.fwdHooks ?? [], new Set(this.#selectNames(o.namesFilter)));
     const out = this.#call(input, o, session);
-    let acts = session.cached;
-    if (o.removeBatchDim) {
-      const batch = (out.logits ?? out.residual)?.shape[0] ?? [...acts.values()][0]?.shape[0];
-      if (batch !== 1) {
-        throw new InputError(`removeBatchDim needs a batch of 1, got ${batch}`);
-      }
-      acts = new Map([...acts].map(([k, t]) => [k, { data: t.data, shape: t.shape.slice(1) }]));
-    }
+    const acts = o.removeBatchDim ? withoutBatchDim(session.cached, out.batch) : session.cached;
     return {
       logits: out.logits,
       loss: out.loss,
@@ -418,7 +405,7 @@ export class HookedTransformer {
   /** One call: the prepared input, one pass, and the output its options ask for. */
   #call(input: ModelInput, opts: RunOptions, session: HookSession) {
     const prepared = prepareRun(this, input, opts);
-    const out = executeRun(runtimeOf(this), session, prepared);
+    const out = { ...executeRun(runtimeOf(this), session, prepared), batch: prepared.batch };
     if (prepared.stopAtLayer !== undefined) return { ...out, result: out.residual! };
     const result = prepared.returnType === "loss"
       ? out.loss!
@@ -444,26 +431,9 @@ export class HookedTransformer {
     return list;
   }
 
+  /** One pass's hooks (registered, then `fwdHooks`), cache names and optional hook points. */
   #session(fwdHooks: FwdHook[], cacheNames: ReadonlySet<string>): HookSession {
-    if (!Array.isArray(fwdHooks)) {
-      throw new HookError("fwdHooks must be an array of [nameOrPredicate, hookFunction] pairs");
-    }
-    const hooks = new Map<string, HookFn[]>();
-    const attach = (filter: HookFilter, fn: HookFn) => {
-      const names = typeof filter === "function"
-        ? this.#hookNames.filter((n) => filter(n))
-        : (assertHookName(filter, this.#hookSet, this.cfg), [filter]);
-      for (const n of names) hooks.set(n, [...(hooks.get(n) ?? []), fn]);
-    };
-    for (const { filter, fn } of this.#registry.entries("fwd")) attach(filter, fn);
-    for (const pair of fwdHooks) {
-      if (!Array.isArray(pair) || pair.length !== 2) {
-        throw new HookError("fwdHooks entries must be [nameOrPredicate, hookFunction] pairs");
-      }
-      const [filter, fn] = pair as [HookFilter, HookFn];
-      checkHookFn(fn, typeof filter === "string" ? `"${filter}"` : "a filter");
-      attach(filter, fn);
-    }
+    const hooks = this.#registry.forwardHooks(fwdHooks, this.#hookNames);
     return new HookSession(this.backend, this.#names, hooks, cacheNames, {
       ...this.#hookOptions,
     });
@@ -517,22 +487,7 @@ export class HookedTransformer {
     opts: { bwdHooks?: FwdHook[] } = {},
   ): Promise<R> {
     checkOptions(opts, ["bwdHooks"], "hooks");
-    const pairs = [
-      ...(fwdHooks ?? []).map((p) => [p, "fwd"] as const),
-      ...(opts.bwdHooks ?? []).map((p) => [p, "bwd"] as const),
-    ];
-    const removers: (() => void)[] = [];
-    try {
-      for (const [pair, dir] of pairs) {
-        if (!Array.isArray(pair) || pair.length !== 2) {
-          throw new HookError("hooks takes [nameOrPredicate, hookFunction] pairs");
-        }
-        removers.push(this.#registry.add(pair[0], pair[1], { dir }));
-      }
-      return await fn(this);
-    } finally {
-      for (const remove of removers) remove();
-    }
+    return await this.#registry.scoped({ fwd: fwdHooks, bwd: opts.bwdHooks }, () => fn(this));
   }
 
   // ---- The optional hook points (TransformerLens's set_use_* setters) ----
@@ -748,14 +703,7 @@ export class HookedTransformer {
     opts: TokenizeOptions = {},
   ): string[] | string[][] {
     checkOptions(opts, ["prependBos", "paddingSide"], "toStrTokens");
-    const tok = needTokenizer(this);
-    if (typeof input === "string") return tok.tokenStrings(encodeText(this, input, opts));
-    if (Array.isArray(input) && typeof input[0] === "string") {
-      return (input as string[]).map((t) => tok.tokenStrings(encodeText(this, t, opts)));
-    }
-    const rows = tokenRows(input as number[] | number[][] | TokenTensor);
-    const strs = rows.map((r) => tok.tokenStrings(r));
-    return Array.isArray(input) && !Array.isArray(input[0]) ? strs[0] : strs;
+    return strTokens(this, input, opts);
   }
 
   /**
@@ -767,11 +715,7 @@ export class HookedTransformer {
   toString(tokens: number[][] | TokenTensor): string[];
   toString(tokens?: number[] | number[][] | TokenTensor): string | string[] {
     if (tokens === undefined) return `HookedTransformer(${this.cfg.modelName})`;
-    const tok = needTokenizer(this);
-    const rows = tokenRows(tokens);
-    return Array.isArray(tokens) && !Array.isArray(tokens[0])
-      ? tok.decode(rows[0])
-      : rows.map((r) => tok.decode(r));
+    return decodeTokens(this, tokens);
   }
 
   /**

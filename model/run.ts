@@ -242,6 +242,21 @@ export function prepareRun(model: TextModel, input: ModelInput, opts: RunOptions
 }
 
 /**
+ * Activations without their batch axis (TL's `remove_batch_dim`), for a batch of 1.
+ *
+ * @example
+ * ```ts
+ * import { withoutBatchDim } from "./run.ts";
+ * const acts = new Map([["hook_embed", { data: new Float32Array(6), shape: [1, 2, 3] }]]);
+ * withoutBatchDim(acts, 1).get("hook_embed")?.shape; // [2, 3]
+ * ```
+ */
+export function withoutBatchDim(acts: Map<string, Tensor>, batch: number): Map<string, Tensor> {
+  if (batch !== 1) throw new InputError(`removeBatchDim needs a batch of 1, got ${batch}`);
+  return new Map([...acts].map(([k, t]) => [k, { data: t.data, shape: t.shape.slice(1) }]));
+}
+
+/**
  * Runs a prepared call: one forward pass, unembedding only what the return type needs (with the
  * loss alone, only the positions that have a next token).
  *

@@ -139,6 +139,52 @@ export function tokenRows(input: number[] | number[][] | TokenTensor): number[][
 }
 
 /**
+ * Each token as its text (TL's `to_str_tokens`): text is tokenized first; a batch (a list of
+ * strings, `number[][]` or a token tensor) gives one list per sequence.
+ *
+ * @example
+ * ```ts ignore
+ * strTokens(model, "Hello world"); // ["<|endoftext|>", "Hello", " world"]
+ * ```
+ */
+export function strTokens(
+  model: TextModel,
+  input: string | string[] | number[] | number[][] | TokenTensor,
+  opts: TokenizeOptions = {},
+): string[] | string[][] {
+  const tok = needTokenizer(model);
+  if (typeof input === "string") return tok.tokenStrings(encodeText(model, input, opts));
+  if (Array.isArray(input) && typeof input[0] === "string") {
+    return (input as string[]).map((t) => tok.tokenStrings(encodeText(model, t, opts)));
+  }
+  const rows = tokenRows(input as number[] | number[][] | TokenTensor);
+  const strs = rows.map((r) => tok.tokenStrings(r));
+  return isOneRow(input) ? strs[0] : strs;
+}
+
+/**
+ * Token ids as text (TL's `to_string`): one string for one row of ids, one per row for a batch.
+ *
+ * @example
+ * ```ts ignore
+ * decodeTokens(model, [[15496, 995]]); // ["Hello world"]
+ * ```
+ */
+export function decodeTokens(
+  model: TextModel,
+  tokens: number[] | number[][] | TokenTensor,
+): string | string[] {
+  const tok = needTokenizer(model);
+  const rows = tokenRows(tokens);
+  return isOneRow(tokens) ? tok.decode(rows[0]) : rows.map((r) => tok.decode(r));
+}
+
+/** Whether token input is a single row of ids (`number[]`) rather than a batch. */
+function isOneRow(input: unknown): boolean {
+  return Array.isArray(input) && !Array.isArray(input[0]);
+}
+
+/**
  * The id of a text that is exactly one token (TL's `to_single_token`), else an InputError.
  *
  * @example

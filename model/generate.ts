@@ -168,6 +168,9 @@ export function generate(
 
   const seqs = new Int32Array(B * total);
   rows.forEach((r, b) => seqs.set(r, b * total));
+  if (opts.seed !== undefined && !Number.isFinite(opts.seed)) {
+    throw new InputError(`seed must be a finite number, got ${JSON.stringify(opts.seed)}`);
+  }
   const rng = new SeededRng(opts.seed ?? Math.floor(Math.random() * 2 ** 32), "generate");
   const V = cfg.dVocab;
   const pick = (logits: Float32Array): number =>

@@ -176,6 +176,9 @@ export function prepareRun(model: TextModel, input: ModelInput, opts: RunOptions
   let tokens: TokenTensor | undefined;
   let residual: Tensor | undefined;
   let padding: Padding | undefined;
+  if (opts.tokens !== undefined && opts.startAtLayer === undefined) {
+    throw new InputError("the tokens option is for startAtLayer runs; pass tokens as the input");
+  }
   if (opts.startAtLayer !== undefined) {
     if (!isResidual(input)) {
       throw new InputError(
@@ -220,9 +223,6 @@ export function prepareRun(model: TextModel, input: ModelInput, opts: RunOptions
     tokens = toTokenTensor(text.tokens, cfg);
     padding = text.padding;
   } else {
-    if (opts.tokens !== undefined) {
-      throw new InputError("the tokens option is for startAtLayer runs; pass tokens as the input");
-    }
     tokens = toTokenTensor(input, cfg);
   }
   const [batch, T] = residual ? residual.shape : tokens!.shape;

@@ -288,6 +288,7 @@ Deno.test("generate refuses bad options with typed errors", async () => {
     [{ topK: 2, topP: 0.5 }, "mutually exclusive"],
     [{ returnType: "embeds" }, "returnType"],
     [{ eosTokenId: 96 }, "outside the vocabulary"],
+    [{ seed: "x" }, "seed must be a finite number"],
     [{ attentionMask: [[1, 1, 1, 1, 1, 1, 0]] }, "padded on the left"],
   ];
   for (const [opts, message] of cases) {

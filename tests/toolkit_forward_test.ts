@@ -237,6 +237,7 @@ Deno.test("run, runWithCache and runWithHooks check their options at run time", 
   await assert.rejects(() => model.run(t, { attentionMask: [[0, 0, 0]] }), InputError, "no 1");
   await assert.rejects(() => model.run(t, { attentionMask: [[1, 2, 1]] }), InputError, "0 and 1");
   await assert.rejects(() => model.run([[1]], { returnType: "loss" }), InputError, "at least 2");
+  await assert.rejects(() => model.run(t, { tokens: t }), InputError, "for startAtLayer runs");
   await assert.rejects(() => model.run("text"), InputError, "no text tokenizer");
   await assert.rejects(
     () => model.runWithCache([[1, 2], [3, 4]], { removeBatchDim: true }),

@@ -161,20 +161,3 @@ export function padSequences(
   });
   return { tokens, padding: { first, end } };
 }
-
-/**
- * The attention mask of a padding, `[batch, T]` rows of 0 and 1 (what TransformerLens's
- * `get_attention_mask` returns for a padded batch).
- *
- * @example
- * ```ts
- * import { maskOf } from "./padding.ts";
- * maskOf({ first: Int32Array.of(1), end: Int32Array.of(3) }, 4); // [[0, 1, 1, 0]]
- * ```
- */
-export function maskOf(p: Padding, T: number): number[][] {
-  return Array.from(
-    p.first,
-    (f, b) => Array.from({ length: T }, (_, t) => +(t >= f && t < p.end[b])),
-  );
-}

@@ -22,11 +22,32 @@ export { HookedTransformer } from "./model/hooked_transformer.ts";
 export type {
   FromBytesOptions,
   FromPretrainedOptions,
+  ModelInput,
   ReturnType,
   RunOptions,
   RunWithCacheOptions,
   RunWithHooksOptions,
 } from "./model/hooked_transformer.ts";
+export type {
+  CacheLogitsOf,
+  CacheLossOf,
+  LossOf,
+  OptionValue,
+  OutputOf,
+  ReturnTypeOf,
+  RunResult,
+  RunWithCacheResult,
+  StopsOf,
+} from "./model/run_types.ts";
+export type {
+  AddHookOptions,
+  HookDirection,
+  RegisteredHook,
+  ResetHooksOptions,
+} from "./model/hook_registry.ts";
+export type { GenerateOptions, GenerateResult } from "./model/generate.ts";
+export type { AttentionMask, PaddingSide } from "./model/padding.ts";
+export type { TokenizeOptions, TokenPositionOptions } from "./model/text.ts";
 export { ActivationCache } from "./model/activation_cache.ts";
 export { getActName, hookNames } from "./model/hook_table.ts";
 export type { HookOption, HookOptions } from "./model/hook_table.ts";

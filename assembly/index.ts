@@ -10,6 +10,7 @@ export { layerNorm } from "./norm";
 export { geluNew, add } from "./elementwise";
 export { attention, attentionScores, softmaxRows, attentionApply } from "./attention";
 export { rowArgmax, rowMaxSumExp } from "./rows";
+export { sumHeads } from "./heads";
 
 // First byte the host may use for its own allocations.
 export function heapBase(): usize {

@@ -191,6 +191,19 @@ export interface Backend extends Disposable {
   /** out = a + b elementwise (any may alias). */
   add(a: DeviceArray, b: DeviceArray, out: DeviceArray): void;
 
+  /**
+   * out[r] = x[r, 0] + ... + x[r, heads - 1] (+ bias) for `rows` rows of x [rows, heads, d]: the
+   * attention output from per-head results (TransformerLens's `hook_result` summed, plus b_O).
+   */
+  sumHeads(
+    x: DeviceArray,
+    out: DeviceArray,
+    rows: number,
+    heads: number,
+    d: number,
+    bias?: DeviceArray,
+  ): void;
+
   /** z = softmax(causal((q . k) scale)) v per head; writes the pattern when given. */
   attention(a: AttentionArgs, pattern?: DeviceArray): void;
   /** Scores [nHeads, nQ, nK] = (q . k) scale, entries above the causal diagonal -Infinity. */

@@ -29,6 +29,7 @@ import {
   type StudyResult,
 } from "./peers/run_peers.ts";
 import { logitsChecksum, median, readBenchTokens } from "./peers/common.ts";
+import { generationSpeed } from "./generate_bench.ts";
 
 const args = new Set(Deno.args);
 const withPeers = !args.has("--no-peers");
@@ -179,6 +180,9 @@ if (import.meta.main) {
     )
     : undefined;
 
+  log("generation: this library ...");
+  const generation = await generationSpeed(model, spec.tokens[0].slice(0, 21), 20);
+
   let study: Awaited<ReturnType<typeof ourStudy>> | undefined;
   let torchStudy: StudyResult | undefined;
   if (withStudy) {
@@ -238,6 +242,17 @@ if (import.meta.main) {
       `tfjs ${fmt(agree(forward["30x101"], tfjsFwd?.runs["30x101"]), 5)}`,
   );
 
+  console.log(
+    `\nGreedy generation, GPT-2-small shape (${generation.prompt}-token prompt, ` +
+      `${generation.newTokens} new tokens; tokens per second)`,
+  );
+  console.log("with KV cache   without   speed-up   same tokens");
+  console.log(
+    `${fmt(generation.cached).padStart(13)} ${fmt(generation.uncached).padStart(9)} ${
+      ratio(generation.cached, generation.uncached).padStart(10)
+    } ${String(generation.sameTokens).padStart(13)}`,
+  );
+
   if (study) {
     console.log("\nWhole study, GPT-2-small shape (seconds; PyTorch done the TransformerLens way)");
     console.log("step                       ours   pytorch   speed-up");
@@ -261,6 +276,7 @@ if (import.meta.main) {
     machine: { cores, deno: Deno.version.deno, v8: Deno.version.v8 },
     matmul,
     forward,
+    generation,
     study,
     peers: { torchGemm, tfjsGemm, torchFwd, tfjsFwd, torchStudy },
     seconds: (performance.now() - started) / 1000,

@@ -5,8 +5,14 @@
  * Buffers are sized from both, inside one backend scope released when the pass ends.
  *
  * One code path serves plain runs (every position of every sequence) and resumed runs (sequence b
- * computes only positions [qStart[b], T) from a given layer on, reading the clean keys and values
- * of earlier positions), which is what makes activation patching cheap.
+ * computes only positions [qStart[b], T) from a given layer on, reading the keys and values of
+ * earlier positions from a clean run or from a key/value cache), which is what makes activation
+ * patching and generation cheap. Padded batches mask the keys before each sequence's first real
+ * token and count positions from it (TransformerLens's left-padding offsets).
+ *
+ * The optional hook points (`hook_result`, `hook_q_input`..., `hook_attn_in`, `hook_mlp_in`) take
+ * their own path only in layers where a hook or the cache reads them, so a pass that does not ask
+ * for them runs exactly the default kernels.
  * @module
  */
 import type { Backend, DeviceArray, Scope } from "../backend/backend.ts";
@@ -14,8 +20,10 @@ import { InputError } from "../core/errors.ts";
 import type { Tensor } from "../core/tensor.ts";
 import type { HookedTransformerConfig } from "./config.ts";
 import type { DeviceNorm, DeviceWeights } from "./device_weights.ts";
+import type { HeadWeights } from "./head_weights.ts";
 import { HOOK, type HookPoint } from "./hook_table.ts";
 import type { HookSession, RowLayout } from "./hooks.ts";
+import { type Padding, positionIds } from "./padding.ts";
 import type { ModelParams } from "./params.ts";
 import type { TokenTensor } from "./tokens.ts";
 
@@ -30,6 +38,20 @@ export interface ModelRuntime {
   weights: DeviceWeights;
   /** The weights in JavaScript (the embeddings are gathered from here). */
   params: ModelParams;
+  /** Per-head matrices, uploaded when an option that needs them is first turned on. */
+  heads?: HeadWeights;
+}
+
+/**
+ * Keys and values kept across passes, one sequence after another (generation): per layer
+ * [batch, capacity, (n_heads + 2 n_key_value_heads) d_head] fused Q|K|V rows. A pass writes the
+ * rows it computes at their positions and reads earlier positions from here.
+ */
+export interface KvCache {
+  /** One array per layer. */
+  qkv: readonly DeviceArray[];
+  /** Positions each sequence has room for (at least the plan's T). */
+  capacity: number;
 }
 
 /**
@@ -41,7 +63,10 @@ export interface ForwardPlan {
   batch: number;
   /** Length of every sequence. */
   T: number;
-  /** Tokens to embed (starting at layer 0); absent when the pass starts from `input`. */
+  /**
+   * Tokens to embed (starting at layer 0), one per computed row in row order (so [batch, T] for a
+   * full plan); absent when the pass starts from `input`.
+   */
   tokens?: TokenTensor;
   /** First position each sequence computes (default 0: every position). */
   qStart?: ArrayLike<number>;
@@ -56,8 +81,18 @@ export interface ForwardPlan {
   startMid?: boolean;
   /** Writes the starting residual stream into `resid` (rows as the plan stores them). */
   input?: (resid: DeviceArray, rowOffset: Int32Array) => void;
-  /** Stop before this block (default nLayers): the result's `resid` is its resid_pre. */
+  /**
+   * Stop before this block: the result's `resid` is its resid_pre (with nLayers: the last
+   * block's resid_post, before the final norm). Absent: run to the logits.
+   */
   stopAtLayer?: number;
+  /**
+   * Padded sequences: sequence b's real tokens are positions [first[b], end[b]). Keys before
+   * first[b] are masked and positions count from it; pads get no position embedding (TL).
+   */
+  padding?: Padding;
+  /** Keys and values of earlier positions, per sequence; computed rows are added to it. */
+  kvCache?: KvCache;
   /** Copies of activations for later resumed passes, by layer (full plans only). */
   record?: {
     /** resid_pre of each layer; entry nLayers receives the final resid_post. */
@@ -117,7 +152,7 @@ export function forward(m: ModelRuntime, plan: ForwardPlan, hooks: HookSession):
     if (l === start && plan.startMid) pass.mlpHalf(l);
     else pass.block(l);
   }
-  if (stop < cfg.nLayers) return { resid: pass.readResid() };
+  if (plan.stopAtLayer !== undefined) return { resid: pass.readResid() };
   pass.record("residPre", cfg.nLayers);
 
   // 3. The final norm, and 4. the unembedding.
@@ -138,15 +173,15 @@ interface Buffers {
   qkv: DeviceArray;
   /** Head outputs [rows, n_heads d_head]. */
   z: DeviceArray;
-  /** attn_out / mlp_out [rows, d_model]. */
+  /** attn_out / mlp_out [rows, d_model]; hook_mlp_in's copy of resid_mid in between. */
   out: DeviceArray;
   /** MLP hidden [rows, d_mlp]. */
   mlp: DeviceArray;
-  /** Attention pattern [batch, head, T, T], when a hook point needs it. */
+  /** Attention pattern [batch, head, query, key], when a hook point needs it. */
   pattern?: DeviceArray;
-  /** Attention scores [batch, head, T, T], when a hook point needs them. */
+  /** Attention scores [batch, head, query, key], when a hook point needs them. */
   scores?: DeviceArray;
-  /** [T, qkvCols] gathering one resumed sequence's Q|K|V (resumed plans only). */
+  /** [T, qkvCols] gathering one resumed sequence's Q|K|V from `prefixKv`. */
   kv?: DeviceArray;
 }
 
@@ -155,7 +190,11 @@ class Pass {
   readonly buf: Buffers;
   readonly rowOffset: Int32Array;
   readonly rows: number;
+  /** TransformerLens's position id of each row (padding-aware; rotary reads these too). */
+  readonly positions: Int32Array;
   readonly #qStart: Int32Array;
+  /** Positions each sequence computes, when all compute the same number (hook shapes). */
+  readonly #nQ: number;
   readonly #qkvCols: number;
   readonly #anyHook: (p: HookPoint) => boolean;
 
@@ -170,12 +209,27 @@ class Pass {
     ({ rowOffset: this.rowOffset, rows: this.rows } = planRows(plan));
     this.#qStart = Int32Array.from({ length: batch }, (_, b) => plan.qStart?.[b] ?? 0);
     const resumed = this.#qStart.some((q) => q > 0);
-    if (resumed && !plan.prefixKv) {
-      throw new InputError("a resumed pass (qStart > 0) needs the clean keys and values");
+    if (resumed && !plan.prefixKv && !plan.kvCache) {
+      throw new InputError("a resumed pass (qStart > 0) needs the earlier keys and values");
     }
-    if (resumed && !hooks.silent) {
-      throw new InputError("hooks and caches run on full passes only, not on resumed ones");
+    if (plan.kvCache && plan.kvCache.capacity < T) {
+      throw new InputError(
+        `the key/value cache holds ${plan.kvCache.capacity} positions, not ${T}`,
+      );
     }
+    const uniform = this.#qStart.every((q) => q === this.#qStart[0]);
+    this.#nQ = uniform ? T - this.#qStart[0] : -1;
+    if (!uniform && !hooks.silent) {
+      throw new InputError(
+        "hooks and caches need every sequence of a pass to compute the same positions",
+      );
+    }
+    if (plan.tokens && plan.tokens.data.length !== this.rows) {
+      throw new InputError(
+        `the plan computes ${this.rows} rows but has ${plan.tokens.data.length} tokens`,
+      );
+    }
+    this.positions = positionIds(batch, T, plan.qStart, plan.padding);
     this.#qkvCols = (cfg.nHeads + 2 * cfg.nKeyValueHeads) * cfg.dHead;
     const layers = Array.from({ length: cfg.nLayers }, (_, l) => l);
     this.#anyHook = (p) => !hooks.silent && layers.some((l) => hooks.wants(p, l));
@@ -185,7 +239,7 @@ class Pass {
       );
     const wantScores = this.#anyHook(HOOK.attnScores);
     const wantPattern = wantScores || this.#anyHook(HOOK.pattern);
-    const R = this.rows, d = cfg.dModel, attn = batch * cfg.nHeads * T * T;
+    const R = this.rows, d = cfg.dModel, attn = batch * cfg.nHeads * this.#nQ * T;
     this.buf = {
       resid: scope.alloc(R * d),
       x: scope.alloc(R * d),
@@ -196,13 +250,13 @@ class Pass {
       mlp: scope.alloc(R * cfg.dMlp),
       pattern: wantPattern ? scope.alloc(attn) : undefined,
       scores: wantScores ? scope.alloc(attn) : undefined,
-      kv: resumed ? scope.alloc(T * this.#qkvCols) : undefined,
+      kv: resumed && !plan.kvCache ? scope.alloc(T * this.#qkvCols) : undefined,
     };
   }
 
   /** TransformerLens's shape of a hook point's activation in this pass. */
   #shape(p: HookPoint): number[] {
-    return p.shape(this.m.cfg, this.plan.batch, this.plan.T);
+    return p.shape(this.m.cfg, this.plan.batch, this.#nQ, this.plan.T);
   }
 
   /** Visits hook point `p` over `cols` columns of `x`'s rows (`stride` apart). */
@@ -218,12 +272,14 @@ class Pass {
     if (to) this.m.backend.copy(this.buf.resid, to);
   }
 
-  /** resid = W_E[tokens] + W_pos[positions], with hook_embed and hook_pos_embed. */
+  /**
+   * resid = W_E[tokens] + W_pos[positions], with hook_embed and hook_pos_embed. Pads get no
+   * position embedding (TransformerLens zeroes it).
+   */
   embed(tokens: TokenTensor): void {
     const { backend, cfg, params } = this.m;
     const d = cfg.dModel;
-    const { batch, T } = this.plan;
-    const rows = batch * T;
+    const rows = this.rows;
     const embed = new Float32Array(rows * d);
     const WE = params.W_E.data;
     for (let r = 0; r < rows; r++) {
@@ -235,8 +291,10 @@ class Pass {
     if (params.W_pos) {
       const pos = new Float32Array(rows * d);
       const WP = params.W_pos.data;
+      const pad = this.#padRows();
       for (let r = 0; r < rows; r++) {
-        const t = r % T;
+        if (pad?.[r]) continue;
+        const t = this.positions[r];
         pos.set(WP.subarray(t * d, t * d + d), r * d);
       }
       backend.write(this.buf.out, pos);
@@ -247,19 +305,41 @@ class Pass {
     }
   }
 
+  /** 1 for each row that is a pad token, when the plan is padded. */
+  #padRows(): Uint8Array | undefined {
+    const { padding, T, batch } = this.plan;
+    if (!padding) return undefined;
+    const pad = new Uint8Array(this.rows);
+    for (let b = 0; b < batch; b++) {
+      for (let t = this.#qStart[b]; t < T; t++) {
+        pad[this.rowOffset[b] + t - this.#qStart[b]] =
+          +(t < padding.first[b] || t >= padding.end[b]);
+      }
+    }
+    return pad;
+  }
+
   /** Block `l`: resid_pre -> resid_post. */
   block(l: number): void {
     this.#attentionHalf(l);
     this.mlpHalf(l);
   }
 
-  /** Normalizes the residual stream into `x`, with the norm's two hook points. */
-  norm(scaleHook: HookPoint, normalizedHook: HookPoint, l: number | null, w: DeviceNorm | null) {
+  /**
+   * Normalizes `src` (default the residual stream) into `x`, with the norm's two hook points.
+   */
+  norm(
+    scaleHook: HookPoint,
+    normalizedHook: HookPoint,
+    l: number | null,
+    w: DeviceNorm | null,
+    src: DeviceArray = this.buf.resid,
+  ) {
     const { backend, cfg } = this.m;
     const { buf, rows } = this;
     const d = cfg.dModel;
     const wantScale = this.hooks.wants(scaleHook, l);
-    backend.layerNorm(buf.resid.at(0, rows * d), buf.x, rows, d, cfg.eps, {
+    backend.layerNorm(src.at(0, rows * d), buf.x, rows, d, cfg.eps, {
       gamma: w?.w,
       beta: w?.b,
       scale: wantScale ? buf.scale : undefined,
@@ -277,8 +357,12 @@ class Pass {
     const W = this.#qkvCols;
     this.record("residPre", l);
     this.#visit(HOOK.residPre, l, buf.resid, d);
-    this.norm(HOOK.ln1Scale, HOOK.ln1Normalized, l, blk.ln1);
-    backend.matmul(buf.x, blk.W_QKV, buf.qkv, rows, { bias: blk.b_QKV });
+    if (this.#perHeadInputs(l)) {
+      this.#perHeadQkv(l);
+    } else {
+      this.norm(HOOK.ln1Scale, HOOK.ln1Normalized, l, blk.ln1);
+      backend.matmul(buf.x, blk.W_QKV, buf.qkv, rows, { bias: blk.b_QKV });
+    }
     this.#visit(HOOK.q, l, buf.qkv, qCols, W);
     this.#visit(HOOK.k, l, buf.qkv.at(qCols), kvCols, W);
     this.#visit(HOOK.v, l, buf.qkv.at(qCols + kvCols), kvCols, W);
@@ -286,11 +370,138 @@ class Pass {
     if (qkvRecord) backend.copy(buf.qkv.at(0, rows * W), qkvRecord);
     this.#attention(l);
     this.#visit(HOOK.z, l, buf.z, qCols);
-    backend.matmul(buf.z, blk.W_O, buf.out, rows, { bias: blk.b_O });
+    if (this.hooks.wants(HOOK.result, l)) {
+      this.#attentionResult(l);
+    } else {
+      backend.matmul(buf.z, blk.W_O, buf.out, rows, { bias: blk.b_O });
+    }
     this.#visit(HOOK.attnOut, l, buf.out, d);
     this.#addToResid();
     this.record("residMid", l);
     this.#visit(HOOK.residMid, l, buf.resid, d);
+  }
+
+  /**
+   * Whether layer `l` gives each head its own input (TL's `use_split_qkv_input` /
+   * `use_attn_in`): only when one of the points that show it is read, since otherwise the fused
+   * product computes the same values.
+   */
+  #perHeadInputs(l: number): boolean {
+    const o = this.hooks.options;
+    if (!o.useSplitQkvInput && !o.useAttnIn) return false;
+    const points = [
+      HOOK.attnIn,
+      HOOK.qInput,
+      HOOK.kInput,
+      HOOK.vInput,
+      HOOK.ln1Scale,
+      HOOK.ln1Normalized,
+    ];
+    return points.some((p) => this.hooks.wants(p, l));
+  }
+
+  /**
+   * Q, K and V of layer `l` from per-head inputs, as TransformerLens computes them with
+   * `use_split_qkv_input` (hook_q_input, hook_k_input, hook_v_input: the residual stream repeated
+   * per head) or `use_attn_in` (one hook_attn_in for all three): ln1 is applied to each input
+   * (its hook points fire once for q, k and v, with a head axis), then head h's product reads
+   * head h's row.
+   */
+  #perHeadQkv(l: number) {
+    const { backend, cfg } = this.m;
+    const { rows } = this;
+    const o = this.hooks.options;
+    const { nHeads, nKeyValueHeads: nKv, dHead, dModel: d } = cfg;
+    const w = this.m.heads?.inputs;
+    if (!w) throw new Error("per-head Q/K/V weights were not uploaded (set the option first)");
+    const blk = this.m.weights.blocks[l];
+    const { batch } = this.plan, nQ = this.#nQ;
+    using scope = backend.scope();
+    const resid = backend.read(this.buf.resid.at(0, rows * d));
+    // The residual stream repeated along a head axis: [rows, n, d].
+    const repeated = (n: number) => {
+      const data = new Float32Array(rows * n * d);
+      for (let r = 0; r < rows; r++) {
+        const row = resid.subarray(r * d, (r + 1) * d);
+        for (let h = 0; h < n; h++) data.set(row, (r * n + h) * d);
+      }
+      return scope.upload(data);
+    };
+    let attnIn: DeviceArray | undefined;
+    if (o.useAttnIn) {
+      if (nKv !== nHeads) {
+        throw new InputError("useAttnIn is not supported with grouped-query attention");
+      }
+      attnIn = repeated(nHeads);
+      this.#visit(HOOK.attnIn, l, attnIn, nHeads * d);
+    }
+    const kinds = [
+      { input: HOOK.qInput, heads: nHeads, W: w.W_Q[l], col: 0 },
+      { input: HOOK.kInput, heads: nKv, W: w.W_K[l], col: nHeads * dHead },
+      { input: HOOK.vInput, heads: nKv, W: w.W_V[l], col: (nHeads + nKv) * dHead },
+    ];
+    // All three inputs are hooked before ln1 runs on any of them, as in TL's block.
+    const inputs = kinds.map((k) => {
+      if (!o.useSplitQkvInput) return attnIn!;
+      const input = repeated(k.heads);
+      this.#visit(k.input, l, input, k.heads * d);
+      return input;
+    });
+    for (const [i, k] of kinds.entries()) {
+      const n = k.heads, input = inputs[i];
+      const x = scope.alloc(rows * n * d);
+      const wantScale = this.hooks.wants(HOOK.ln1Scale, l);
+      const scale = wantScale ? scope.alloc(rows * n) : undefined;
+      backend.layerNorm(input, x, rows * n, d, cfg.eps, {
+        gamma: blk.ln1?.w,
+        beta: blk.ln1?.b,
+        scale,
+      });
+      if (scale) {
+        this.hooks.visit(HOOK.ln1Scale, l, scale, [batch, nQ, n, 1], {
+          rows,
+          cols: n,
+          stride: n,
+        });
+      }
+      if (this.hooks.wants(HOOK.ln1Normalized, l)) {
+        this.hooks.visit(HOOK.ln1Normalized, l, x, [batch, nQ, n, d], {
+          rows,
+          cols: n * d,
+          stride: n * d,
+        });
+      }
+      for (let h = 0; h < n; h++) {
+        const col = k.col + h * dHead;
+        backend.matmul(x.at(h * d), k.W[h], this.buf.qkv.at(col), rows, {
+          lda: n * d,
+          ldc: this.#qkvCols,
+          bias: blk.b_QKV.at(col, dHead),
+        });
+      }
+    }
+  }
+
+  /**
+   * attn_out of layer `l` through hook_result (TransformerLens's `use_attn_result`): each head's
+   * z W_O[head] [rows, head, d_model], hooked, then summed over heads plus b_O.
+   */
+  #attentionResult(l: number) {
+    const { backend, cfg } = this.m;
+    const { rows } = this;
+    const { nHeads, dHead, dModel: d } = cfg;
+    const W_O = this.m.heads?.W_O?.[l];
+    if (!W_O) throw new Error("per-head W_O was not uploaded (set useAttnResult first)");
+    using scope = backend.scope();
+    const result = scope.alloc(rows * nHeads * d);
+    for (let h = 0; h < nHeads; h++) {
+      backend.matmul(this.buf.z.at(h * dHead), W_O[h], result.at(h * d), rows, {
+        lda: nHeads * dHead,
+        ldc: nHeads * d,
+      });
+    }
+    this.#visit(HOOK.result, l, result, nHeads * d);
+    backend.sumHeads(result, this.buf.out, rows, nHeads, d, this.m.weights.blocks[l].b_O);
   }
 
   /** resid_mid -> resid_post of block `l`: norm, MLP, residual add. */
@@ -299,7 +510,14 @@ class Pass {
     const { buf, rows } = this;
     const blk = this.m.weights.blocks[l];
     const d = cfg.dModel;
-    this.norm(HOOK.ln2Scale, HOOK.ln2Normalized, l, blk.ln2);
+    // hook_mlp_in: a copy of resid_mid that only the MLP reads (TL's `use_hook_mlp_in`).
+    let mlpIn = buf.resid;
+    if (this.hooks.wants(HOOK.mlpIn, l)) {
+      mlpIn = buf.out;
+      backend.copy(buf.resid.at(0, rows * d), mlpIn);
+      this.#visit(HOOK.mlpIn, l, mlpIn, d);
+    }
+    this.norm(HOOK.ln2Scale, HOOK.ln2Normalized, l, blk.ln2, mlpIn);
     backend.matmul(buf.x, blk.W_in, buf.mlp, rows, { bias: blk.b_in });
     this.#visit(HOOK.mlpPre, l, buf.mlp, cfg.dMlp);
     const hidden = buf.mlp.at(0, rows * cfg.dMlp);
@@ -317,7 +535,11 @@ class Pass {
     this.m.backend.add(resid, this.buf.out.at(0, n), resid);
   }
 
-  /** The attention core of layer `l`: z from the Q|K|V rows, with the score and pattern hooks. */
+  /**
+   * The attention core of layer `l`: z from the Q|K|V rows, with the score and pattern hooks.
+   * As TransformerLens: hook_attn_scores sees the masked scores (-inf where a query may not look)
+   * and the pattern is the softmax of whatever it returns; a hooked pattern is used as it is.
+   */
   #attention(l: number) {
     const { backend, cfg } = this.m;
     const { buf, plan } = this;
@@ -326,16 +548,19 @@ class Pass {
       throw new InputError("grouped-query attention is not implemented by this forward pass yet");
     }
     const W = this.#qkvCols, d = nHeads * dHead, T = plan.T;
-    const perSeq = nHeads * T * T;
     const scale = 1 / Math.sqrt(dHead);
 
-    // Sequence b's Q|K|V rows: in place for full plans; gathered into `kv` for resumed ones.
+    // Sequence b's Q|K|V rows from position 0: in place for full plans; else in the key/value
+    // cache (where this pass's rows are added) or gathered with the clean prefix into `kv`.
     const seq = (b: number) => {
       const qStart = this.#qStart[b];
       const nQ = T - qStart;
       const own = buf.qkv.at(this.rowOffset[b] * W, nQ * W);
       let rows = own;
-      if (qStart > 0) {
+      if (plan.kvCache) {
+        rows = plan.kvCache.qkv[l].at(b * plan.kvCache.capacity * W, T * W);
+        backend.copy(own, rows.at(qStart * W));
+      } else if (qStart > 0) {
         rows = buf.kv!;
         backend.copy(plan.prefixKv![l].at(0, qStart * W), rows);
         backend.copy(own, rows.at(qStart * W));
@@ -352,6 +577,7 @@ class Pass {
         nHeads,
         dHead,
         scale,
+        kStart: plan.padding?.first[b] ?? 0,
       };
     };
 
@@ -361,32 +587,41 @@ class Pass {
       for (let b = 0; b < plan.batch; b++) backend.attention(seq(b));
       return;
     }
-    const pattern = buf.pattern!, layout = { rows: plan.batch * nHeads * T, cols: T, stride: T };
+    const nQ = this.#nQ, perSeq = nHeads * nQ * T;
+    const pattern = buf.pattern!, layout = { rows: plan.batch * nHeads * nQ, cols: T, stride: T };
     const attnShape = this.#shape(HOOK.pattern);
     const patternOf = (b: number) => pattern.at(b * perSeq, perSeq);
+    let hookedScores = false;
     if (wantScores) {
       const scores = buf.scores!;
       for (let b = 0; b < plan.batch; b++) {
         backend.attentionScores(seq(b), scores.at(b * perSeq, perSeq));
       }
-      this.hooks.visit(HOOK.attnScores, l, scores, attnShape, layout);
+      hookedScores = this.hooks.visit(HOOK.attnScores, l, scores, attnShape, layout);
       for (let b = 0; b < plan.batch; b++) {
-        backend.softmaxRows(scores.at(b * perSeq, perSeq), patternOf(b), nHeads, T, 0);
+        backend.softmaxRows(scores.at(b * perSeq, perSeq), patternOf(b), nHeads, nQ, T - nQ, {
+          kStart: plan.padding?.first[b] ?? 0,
+          causal: !hookedScores,
+        });
       }
     } else {
       for (let b = 0; b < plan.batch; b++) backend.attention(seq(b), patternOf(b));
     }
-    const hooked = this.hooks.visit(HOOK.pattern, l, pattern, attnShape, layout);
-    if (wantScores || hooked) {
-      for (let b = 0; b < plan.batch; b++) backend.attentionApply(seq(b), patternOf(b));
+    const hookedPattern = this.hooks.visit(HOOK.pattern, l, pattern, attnShape, layout);
+    if (wantScores || hookedPattern) {
+      const causal = !hookedScores && !hookedPattern;
+      for (let b = 0; b < plan.batch; b++) {
+        backend.attentionApply(seq(b), patternOf(b), { causal });
+      }
     }
   }
 
-  /** The residual stream [batch, T, d_model] (full plans). */
+  /** The residual stream [batch, pos, d_model] (plans whose sequences compute alike). */
   readResid(): Tensor {
-    const { batch, T } = this.plan;
+    const { batch } = this.plan;
     const d = this.m.cfg.dModel;
-    return { data: this.m.backend.read(this.buf.resid.at(0, this.rows * d)), shape: [batch, T, d] };
+    const data = this.m.backend.read(this.buf.resid.at(0, this.rows * d));
+    return { data, shape: [batch, this.rows / batch, d] };
   }
 
   /** logits = x W_U + b_U for the chosen rows of `x`, in chunks handed to `each`. */

@@ -37,8 +37,16 @@ export interface HookPoint {
   readonly local: string;
   /** Whether it sits inside every block (`blocks.{l}.` + local). */
   readonly inBlock: boolean;
-  /** TransformerLens's activation shape for `batch` sequences of `pos` tokens. */
-  readonly shape: (cfg: HookedTransformerConfig, batch: number, pos: number) => number[];
+  /**
+   * TransformerLens's activation shape for `batch` sequences of `pos` computed positions attending
+   * to `keys` positions (more than `pos` when earlier keys come from a key/value cache).
+   */
+  readonly shape: (
+    cfg: HookedTransformerConfig,
+    batch: number,
+    pos: number,
+    keys: number,
+  ) => number[];
   /**
    * Why hooks may not change it, when they may not (the value was already used by the time the
    * hook runs); hooks may still read it.
@@ -56,7 +64,8 @@ const scale: Shape = (_c, b, p) => [b, p, 1];
 const heads: Shape = (c, b, p) => [b, p, c.nHeads, c.dHead];
 const kvHeads: Shape = (c, b, p) => [b, p, c.nKeyValueHeads, c.dHead];
 const perHead: Shape = (c, b, p) => [b, p, c.nHeads, c.dModel];
-const attention: Shape = (c, b, p) => [b, c.nHeads, p, p];
+const perKvHead: Shape = (c, b, p) => [b, p, c.nKeyValueHeads, c.dModel];
+const attention: Shape = (c, b, p, k) => [b, c.nHeads, p, k];
 const mlp: Shape = (c, b, p) => [b, p, c.dMlp];
 
 const SCALE_READ_ONLY = "the normalization has already divided by this scale when the hook " +
@@ -82,8 +91,8 @@ export const HOOK = {
   residPre: point("hook_resid_pre", true, resid),
   attnIn: point("hook_attn_in", true, perHead, { option: "useAttnIn" }),
   qInput: point("hook_q_input", true, perHead, { option: "useSplitQkvInput" }),
-  kInput: point("hook_k_input", true, perHead, { option: "useSplitQkvInput" }),
-  vInput: point("hook_v_input", true, perHead, { option: "useSplitQkvInput" }),
+  kInput: point("hook_k_input", true, perKvHead, { option: "useSplitQkvInput" }),
+  vInput: point("hook_v_input", true, perKvHead, { option: "useSplitQkvInput" }),
   ln1Scale: point("ln1.hook_scale", true, scale, { readOnly: SCALE_READ_ONLY }),
   ln1Normalized: point("ln1.hook_normalized", true, resid),
   q: point("attn.hook_q", true, heads),
@@ -202,6 +211,9 @@ const SHORT_NAMES: Record<string, HookPoint> = {
   q: HOOK.q,
   k: HOOK.k,
   v: HOOK.v,
+  query: HOOK.q,
+  key: HOOK.k,
+  value: HOOK.v,
   rot_q: HOOK.rotQ,
   rot_k: HOOK.rotK,
   z: HOOK.z,
@@ -231,7 +243,8 @@ const NORM_POINTS: Record<string, Record<string, HookPoint>> = {
  * names pass through unchanged. A negative layer counts from the end when `nLayers` is given (as
  * `cache.get` and the model do).
  *
- * @param name A short name (`"mlp_out"`, `"pattern"`, `"q"`, `"scale"`, `"embed"`, ...) or a full one.
+ * @param name A short name (`"mlp_out"`, `"pattern"`, `"q"`, `"scale"`, `"embed"`, ...), TL's compact
+ *   form with the layer (and layer type) inside (`"k6"`, `"scale4ln1"`), or a full name.
  * @param layer The block index, for block hook points.
  * @param layerType For `scale` and `normalized`: `"ln1"`, `"ln2"` or `"ln_final"` (default
  *   `ln_final` without a layer); for other names TransformerLens's suffixes `"attn"`, `"mlp"` are
@@ -245,6 +258,7 @@ const NORM_POINTS: Record<string, Record<string, HookPoint>> = {
  * getActName("pattern", 5); // "blocks.5.attn.hook_pattern"
  * getActName("scale", 0, "ln1"); // "blocks.0.ln1.hook_scale"
  * getActName("resid_pre", -1, undefined, 12); // "blocks.11.hook_resid_pre"
+ * getActName("scale4ln1"); // "blocks.4.ln1.hook_scale"
  * ```
  */
 export function getActName(
@@ -257,6 +271,11 @@ export function getActName(
     throw new HookError(`an activation name must be a string, got ${JSON.stringify(name)}`);
   }
   if (name.includes("hook_")) return name;
+  // TL's compact form: a word, the layer, then the layer type ("k6", "scale4ln1").
+  const compact = layer === undefined ? /^([a-z]+)(\d+)([a-z_0-9]*)$/.exec(name) : null;
+  if (compact) {
+    return getActName(compact[1], Number(compact[2]), compact[3] || layerType, nLayers);
+  }
   let point: HookPoint | undefined;
   const norm = NORM_POINTS[name];
   if (norm) {

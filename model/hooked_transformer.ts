@@ -5,7 +5,7 @@
  */
 import type { Backend, WeightDtype } from "../backend/backend.ts";
 import { WasmBackend } from "../backend/wasm/wasm_backend.ts";
-import { HookError, InputError } from "../core/errors.ts";
+import { InputError } from "../core/errors.ts";
 import { checkOptions } from "../core/options.ts";
 import type { Tensor } from "../core/tensor.ts";
 import { familyOf } from "../families/registry.ts";
@@ -17,12 +17,41 @@ import type { Tokenizer } from "../tokenizer/tokenizer.ts";
 import { ActivationCache } from "./activation_cache.ts";
 import type { HookedTransformerConfig } from "./config.ts";
 import { uploadWeights } from "./device_weights.ts";
-import { forward, type ModelRuntime } from "./forward.ts";
-import { assertHookName, getActName, hookNames } from "./hook_table.ts";
+import type { ModelRuntime } from "./forward.ts";
+import { generate, type GenerateOptions, type GenerateResult } from "./generate.ts";
+import { ensureHeadWeights } from "./head_weights.ts";
+import { type AddHookOptions, HookRegistry, type ResetHooksOptions } from "./hook_registry.ts";
+import {
+  assertHookName,
+  getActName,
+  hookNames,
+  type HookOption,
+  type HookOptions,
+} from "./hook_table.ts";
 import { type FwdHook, type HookFilter, type HookFn, HookNames, HookSession } from "./hooks.ts";
 import type { ModelParams } from "./params.ts";
 import { PROCESSING_OPTION_KEYS, type ProcessingOptions, processWeights } from "./processing.ts";
-import { type Tokens, toTokenTensor } from "./tokens.ts";
+import {
+  executeRun,
+  type ModelInput,
+  prepareRun,
+  type ReturnType,
+  RUN_OPTION_KEYS,
+  type RunOptions,
+  withoutBatchDim,
+} from "./run.ts";
+import {
+  decodeTokens,
+  encodeBatch,
+  needTokenizer,
+  singleToken,
+  strTokens,
+  type TokenizeOptions,
+  tokenPosition,
+  type TokenPositionOptions,
+} from "./text.ts";
+import type { RunResult, RunWithCacheResult } from "./run_types.ts";
+import type { Tokens, TokenTensor } from "./tokens.ts";
 
 /** Options of {@link HookedTransformer.fromPretrained}: weight processing and where to find files. */
 export interface FromPretrainedOptions extends ProcessingOptions, ResolveOptions {
@@ -69,28 +98,30 @@ const LOAD_KEYS = [
   "checkFinite",
 ];
 
-/** What a run returns: full logits, or nothing (TransformerLens's `return_type=None`). */
-export type ReturnType = "logits" | "none";
-
-/** Options of {@link HookedTransformer.run}. */
-export interface RunOptions {
-  /** `"none"` skips the unembedding (default `"logits"`). */
-  returnType?: ReturnType;
-}
+export type { ModelInput, ReturnType, RunOptions, RunResult, RunWithCacheResult };
 
 /** Options of {@link HookedTransformer.runWithCache}. */
 export interface RunWithCacheOptions extends RunOptions {
   /** Which hook points to keep: a name, a list of names, or a predicate (default: all). */
   namesFilter?: string | string[] | ((name: string) => boolean);
+  /** `[nameOrPredicate, hookFn]` pairs run during the cached run (patch and cache in one run). */
+  fwdHooks?: FwdHook[];
+  /** Drop the batch axis of every cached activation (batch 1 only), as TL's `remove_batch_dim`. */
+  removeBatchDim?: boolean;
 }
 
 /** Options of {@link HookedTransformer.runWithHooks}. */
 export interface RunWithHooksOptions extends RunOptions {
   /** `[nameOrPredicate, hookFn]` pairs, run in order at each matching hook point. */
-  fwdHooks: FwdHook[];
+  fwdHooks?: FwdHook[];
 }
 
 const runtimes = new WeakMap<HookedTransformer, ModelRuntime>();
+const sessions = new WeakMap<
+  HookedTransformer,
+  (fwdHooks: FwdHook[], cacheNames: ReadonlySet<string>) => HookSession
+>();
+const registries = new WeakMap<HookedTransformer, HookRegistry>();
 
 /**
  * What the model's passes run on (for the functions of `model/` that plan their own passes:
@@ -99,6 +130,49 @@ const runtimes = new WeakMap<HookedTransformer, ModelRuntime>();
  */
 export function runtimeOf(model: HookedTransformer): ModelRuntime {
   const r = runtimes.get(model);
+  if (!r) throw new InputError("expected a HookedTransformer");
+  return r;
+}
+
+/**
+ * The hook session of one pass of the model: its registered forward hooks (`addHook`, `hooks`),
+ * then `fwdHooks`, caching `cacheNames`, with the model's optional hook points.
+ *
+ * @example
+ * ```ts
+ * import { HookedTransformer } from "../mod.ts";
+ * import { hookSessionOf } from "./hooked_transformer.ts";
+ * const model = await HookedTransformer.fromPretrained("induction-toy", { threads: 1 });
+ * hookSessionOf(model).silent; // true: no hooks registered, nothing cached
+ * ```
+ * @internal
+ */
+export function hookSessionOf(
+  model: HookedTransformer,
+  fwdHooks: FwdHook[] = [],
+  cacheNames: ReadonlySet<string> = new Set(),
+): HookSession {
+  const s = sessions.get(model);
+  if (!s) throw new InputError("expected a HookedTransformer");
+  return s(fwdHooks, cacheNames);
+}
+
+/**
+ * The model's registered hooks. Backward hooks (`addHook(name, fn, { dir: "bwd" })`) are read by
+ * gradient passes from `hookRegistryOf(model).entries("bwd")`.
+ *
+ * @example
+ * ```ts
+ * import { HookedTransformer } from "../mod.ts";
+ * import { hookRegistryOf } from "./hooked_transformer.ts";
+ * const model = await HookedTransformer.fromPretrained("induction-toy", { threads: 1 });
+ * model.addHook("blocks.0.hook_resid_pre", () => {}, { dir: "bwd" });
+ * hookRegistryOf(model).entries("bwd").length; // 1
+ * ```
+ * @internal
+ */
+export function hookRegistryOf(model: HookedTransformer): HookRegistry {
+  const r = registries.get(model);
   if (!r) throw new InputError("expected a HookedTransformer");
   return r;
 }
@@ -124,8 +198,6 @@ export function runtimeOf(model: HookedTransformer): ModelRuntime {
 export class HookedTransformer {
   /** The model's shape and settings, TransformerLens names. */
   readonly cfg: HookedTransformerConfig;
-  /** Every hook point, in forward order. */
-  readonly hookNames: readonly string[];
   /** The text tokenizer, when the model has one (the embedded toy model takes ids only). */
   readonly tokenizer: Tokenizer | undefined;
   /** Which processing steps were applied to the weights. */
@@ -136,7 +208,10 @@ export class HookedTransformer {
   readonly backend: Backend;
   readonly #params: ModelParams;
   readonly #names: HookNames;
-  readonly #hookSet: ReadonlySet<string>;
+  #hookNames: readonly string[];
+  #hookSet: ReadonlySet<string>;
+  readonly #hookOptions: HookOptions = {};
+  readonly #registry: HookRegistry;
 
   private constructor(
     cfg: HookedTransformerConfig,
@@ -151,16 +226,28 @@ export class HookedTransformer {
     this.backend = backend;
     this.processing = processing;
     this.tokenizer = tokenizer;
-    this.hookNames = hookNames(cfg);
-    this.#hookSet = new Set(this.hookNames);
+    this.#hookNames = hookNames(cfg);
+    this.#hookSet = new Set(this.#hookNames);
     this.#names = new HookNames(cfg.nLayers);
     this.weightDtype = weightDtype;
+    this.#registry = new HookRegistry((name) => {
+      assertHookName(name, this.#hookSet, cfg);
+      return name;
+    });
     runtimes.set(this, {
       backend,
       cfg,
       params,
       weights: uploadWeights(backend, params, cfg, weightDtype),
+      heads: {},
     });
+    sessions.set(this, (fwdHooks, cacheNames) => this.#session(fwdHooks, cacheNames));
+    registries.set(this, this.#registry);
+  }
+
+  /** Every hook point, in forward order (the optional ones while their option is on). */
+  get hookNames(): readonly string[] {
+    return this.#hookNames;
   }
 
   /**
@@ -246,67 +333,122 @@ export class HookedTransformer {
     return new HookedTransformer(cfg, params, backend, processing, opts.tokenizer, weightDtype);
   }
 
-  /** Logits [batch, pos, d_vocab] for a batch of token ids (null with `returnType: "none"`). */
-  async run(tokens: Tokens, opts: RunOptions = {}): Promise<Tensor> {
-    checkOptions(opts, ["returnType"], "run");
-    await Promise.resolve();
-    return this.#forward(tokens, this.#session([], new Set()), opts.returnType)!;
-  }
-
   /**
-   * Runs the model and keeps activations under their TransformerLens names.
+   * Runs the model (TransformerLens's `forward`). The input is token ids, text (a string or a
+   * list of strings, tokenized and padded), or with `startAtLayer` a residual stream. Returns
+   * logits [batch, pos, d_vocab] by default; see {@link RunOptions} for the loss, both, none,
+   * `stopAtLayer`, and padded batches (`attentionMask`).
    *
    * @example
    * ```ts
    * import { HookedTransformer } from "../mod.ts";
    * const model = await HookedTransformer.fromPretrained("induction-toy", { threads: 1 });
-   * const { cache } = await model.runWithCache([[2047, 5, 9]], {
+   * const tokens = [[2047, 5, 9, 5, 9]];
+   * const logits = await model.run(tokens); // [1, 5, 2048]
+   * const loss = await model.run(tokens, { returnType: "loss" }); // a number
+   * const perToken = await model.run(tokens, { returnType: "loss", lossPerToken: true }); // [1, 4]
+   * const resid = await model.run(tokens, { stopAtLayer: 1 }); // [1, 5, 128]: resid_pre of block 1
+   * await model.run(resid, { startAtLayer: 1 }); // the same logits as the full run
+   * // A left-padded batch: the second row's real tokens give the logits they give alone.
+   * await model.run([[2047, 5, 9], [0, 2047, 5]], { attentionMask: [[1, 1, 1], [0, 1, 1]] });
+   * ```
+   */
+  async run<O extends RunOptions = Record<never, never>>(
+    input: ModelInput,
+    opts?: O,
+  ): Promise<RunResult<O>> {
+    checkOptions(opts, RUN_OPTION_KEYS, "run");
+    await Promise.resolve();
+    return this.#call(input, opts ?? {}, this.#session([], new Set())).result as RunResult<O>;
+  }
+
+  /**
+   * Runs the model and keeps activations under their TransformerLens names; `fwdHooks` patch
+   * during the same run (the cache holds the patched values). Returns what `returnType` asks for
+   * (`logits` by default, `loss`, or the `residual` with `stopAtLayer`) and the cache.
+   *
+   * @example
+   * ```ts
+   * import { HookedTransformer } from "../mod.ts";
+   * const model = await HookedTransformer.fromPretrained("induction-toy", { threads: 1 });
+   * const { logits, cache } = await model.runWithCache([[2047, 5, 9]], {
    *   namesFilter: ["blocks.0.hook_mlp_out"],
    * });
    * cache.get("mlp_out", 0).shape; // [1, 3, d_model]
+   * const { loss } = await model.runWithCache([[2047, 5, 9]], {
+   *   returnType: "loss",
+   *   namesFilter: (name) => name.endsWith("hook_resid_pre"),
+   *   fwdHooks: [["blocks.0.hook_mlp_out", (act) => void act.data.fill(0)]],
+   * });
    * ```
    */
-  async runWithCache(
-    tokens: Tokens,
-    opts: RunWithCacheOptions = {},
-  ): Promise<{ logits: Tensor | null; cache: ActivationCache }> {
-    checkOptions(opts, ["returnType", "namesFilter"], "runWithCache");
+  runWithCache(
+    input: ModelInput,
+    opts?: RunWithCacheOptions & { returnType?: "logits"; stopAtLayer?: undefined },
+  ): Promise<RunWithCacheResult<Record<never, never>>>;
+  /** Runs the model and keeps activations, returning what `opts.returnType` asks for. */
+  runWithCache<O extends RunOptions>(
+    input: ModelInput,
+    opts: O & RunWithCacheOptions,
+  ): Promise<RunWithCacheResult<O>>;
+  async runWithCache<O extends RunOptions>(
+    input: ModelInput,
+    opts?: O & RunWithCacheOptions,
+  ): Promise<RunWithCacheResult<O>> {
+    const o: RunWithCacheOptions = opts ?? {};
+    checkOptions(
+      o,
+      [...RUN_OPTION_KEYS, "namesFilter", "fwdHooks", "removeBatchDim"],
+      "runWithCache",
+    );
     await Promise.resolve();
-    const session = this.#session([], new Set(this.#selectNames(opts.namesFilter)));
-    const logits = this.#forward(tokens, session, opts.returnType);
-    return { logits, cache: new ActivationCache(session.cached, this.cfg.nLayers) };
+    const session = this.#session(o.fwdHooks ?? [], new Set(this.#selectNames(o.namesFilter)));
+    const out = this.#call(input, o, session);
+    const acts = o.removeBatchDim ? withoutBatchDim(session.cached, out.batch) : session.cached;
+    return {
+      logits: out.logits,
+      loss: out.loss,
+      residual: out.residual,
+      cache: new ActivationCache(acts, this.cfg.nLayers),
+    } as RunWithCacheResult<O>;
   }
 
   /**
    * Runs the model with forward hooks: each `[filter, fn]` pair calls `fn` at every matching hook
-   * point; a hook that returns a tensor (or edits its argument) patches the activation.
+   * point (after the model's registered hooks); a hook that returns a tensor (or edits its
+   * argument) patches the activation. Returns what {@link run} returns.
    */
-  async runWithHooks(tokens: Tokens, opts: RunWithHooksOptions): Promise<Tensor | null> {
-    checkOptions(opts, ["returnType", "fwdHooks"], "runWithHooks");
+  runWithHooks(
+    input: ModelInput,
+    opts?: RunWithHooksOptions & { returnType?: "logits"; stopAtLayer?: undefined },
+  ): Promise<Tensor>;
+  /** Runs the model with forward hooks, returning what `opts.returnType` asks for. */
+  runWithHooks<O extends RunOptions>(
+    input: ModelInput,
+    opts: O & RunWithHooksOptions,
+  ): Promise<RunResult<O>>;
+  async runWithHooks<O extends RunOptions>(
+    input: ModelInput,
+    opts?: O & RunWithHooksOptions,
+  ): Promise<RunResult<O>> {
+    const o: RunWithHooksOptions = opts ?? {};
+    checkOptions(o, [...RUN_OPTION_KEYS, "fwdHooks"], "runWithHooks");
     await Promise.resolve();
-    return this.#forward(tokens, this.#session(opts.fwdHooks ?? [], new Set()), opts.returnType);
+    const session = this.#session(o.fwdHooks ?? [], new Set());
+    return this.#call(input, o, session).result as RunResult<O>;
   }
 
-  #forward(tokens: Tokens, session: HookSession, returnType: unknown): Tensor | null {
-    if (returnType !== undefined && returnType !== "logits" && returnType !== "none") {
-      throw new InputError(
-        `returnType must be "logits" or "none", got ${JSON.stringify(returnType)}`,
-      );
-    }
-    const t = toTokenTensor(tokens, this.cfg);
-    const [batch, T] = t.shape;
-    const V = this.cfg.dVocab;
-    const out = returnType === "none" ? null : new Float32Array(batch * T * V);
-    const { backend } = this;
-    forward(runtimeOf(this), {
-      batch,
-      T,
-      tokens: t,
-      unembed: out
-        ? { each: (r0, _m, logits) => out.set(backend.read(logits), r0 * V) }
-        : undefined,
-    }, session);
-    return out && { data: out, shape: [batch, T, V] };
+  /** One call: the prepared input, one pass, and the output its options ask for. */
+  #call(input: ModelInput, opts: RunOptions, session: HookSession) {
+    const prepared = prepareRun(this, input, opts);
+    const out = { ...executeRun(runtimeOf(this), session, prepared), batch: prepared.batch };
+    if (prepared.stopAtLayer !== undefined) return { ...out, result: out.residual! };
+    const result = prepared.returnType === "loss"
+      ? out.loss!
+      : prepared.returnType === "both"
+      ? { logits: out.logits!, loss: out.loss! }
+      : out.logits;
+    return { ...out, result };
   }
 
   /** A short hook name (`"mlp_out"`) and layer as the full name, negative layers from the end. */
@@ -325,22 +467,166 @@ export class HookedTransformer {
     return list;
   }
 
-  #session(fwdHooks: FwdHook[], cacheNames: Set<string>): HookSession {
-    if (!Array.isArray(fwdHooks)) {
-      throw new HookError("fwdHooks must be an array of [nameOrPredicate, hookFunction] pairs");
+  /** One pass's hooks (registered, then `fwdHooks`), cache names and optional hook points. */
+  #session(fwdHooks: FwdHook[], cacheNames: ReadonlySet<string>): HookSession {
+    const hooks = this.#registry.forwardHooks(fwdHooks, this.#hookNames);
+    return new HookSession(this.backend, this.#names, hooks, cacheNames, {
+      ...this.#hookOptions,
+    });
+  }
+
+  // ---- Hooks that stay on the model (TransformerLens's add_hook, reset_hooks, hooks) ----
+
+  /**
+   * Registers a hook that runs in every pass of the model (`run`, `runWithCache`,
+   * `runWithHooks`, `generate`, `nextTokenLogProbs`) until `resetHooks()` (or for good with
+   * `isPermanent`). Returns a function that removes it. `dir: "bwd"` registers a backward hook,
+   * kept for gradient passes.
+   *
+   * @example
+   * ```ts
+   * import { HookedTransformer } from "../mod.ts";
+   * const model = await HookedTransformer.fromPretrained("induction-toy", { threads: 1 });
+   * const zero = (act: { data: Float32Array }) => void act.data.fill(0);
+   * model.addHook("blocks.0.hook_mlp_out", zero); // every run from now on
+   * model.addHook((name) => name.endsWith("hook_z"), () => {}, { isPermanent: true });
+   * await model.run([[2047, 5, 9]]);
+   * model.resetHooks(); // removes the first; the permanent one stays
+   * model.resetHooks({ includingPermanent: true });
+   * ```
+   */
+  addHook(nameOrFilter: HookFilter, fn: HookFn, opts: AddHookOptions = {}): () => void {
+    return this.#registry.add(nameOrFilter, fn, opts);
+  }
+
+  /** Removes the hooks `addHook` registered (permanent ones too with `includingPermanent`). */
+  resetHooks(opts: ResetHooksOptions = {}): void {
+    this.#registry.reset(opts);
+  }
+
+  /**
+   * Runs `fn` with `fwdHooks` added to the model and removes them afterwards, even if `fn` throws
+   * (TransformerLens's `with model.hooks(fwd_hooks=...)`). Every pass `fn` makes sees the hooks,
+   * generation included. Passes the model started meanwhile from elsewhere see them too.
+   *
+   * @example
+   * ```ts
+   * import { HookedTransformer } from "../mod.ts";
+   * const model = await HookedTransformer.fromPretrained("induction-toy", { threads: 1 });
+   * const zero = (act: { data: Float32Array }) => void act.data.fill(0);
+   * const logits = await model.hooks([["blocks.1.hook_attn_out", zero]], (m) => m.run([[2047, 5]]));
+   * ```
+   */
+  async hooks<R>(
+    fwdHooks: FwdHook[],
+    fn: (model: this) => R | Promise<R>,
+    opts: { bwdHooks?: FwdHook[] } = {},
+  ): Promise<R> {
+    checkOptions(opts, ["bwdHooks"], "hooks");
+    return await this.#registry.scoped({ fwd: fwdHooks, bwd: opts.bwdHooks }, () => fn(this));
+  }
+
+  // ---- The optional hook points (TransformerLens's set_use_* setters) ----
+
+  #setOption(option: HookOption, on: boolean): void {
+    if (typeof on !== "boolean") {
+      throw new InputError(`expected true or false, got ${JSON.stringify(on)}`);
     }
-    const hooks = new Map<string, HookFn[]>();
-    for (const pair of fwdHooks) {
-      if (!Array.isArray(pair) || pair.length !== 2 || typeof pair[1] !== "function") {
-        throw new HookError("fwdHooks entries must be [nameOrPredicate, hookFunction] pairs");
-      }
-      const [filter, fn] = pair as [HookFilter, HookFn];
-      const names = typeof filter === "function"
-        ? this.hookNames.filter((n) => filter(n))
-        : (assertHookName(filter, this.#hookSet, this.cfg), [filter]);
-      for (const n of names) hooks.set(n, [...(hooks.get(n) ?? []), fn]);
+    if (on) {
+      ensureHeadWeights(
+        runtimeOf(this).heads!,
+        this.backend,
+        this.#params,
+        this.cfg,
+        this.weightDtype,
+        {
+          inputs: option === "useSplitQkvInput" || option === "useAttnIn",
+          output: option === "useAttnResult",
+        },
+      );
     }
-    return new HookSession(this.backend, this.#names, hooks, cacheNames);
+    this.#hookOptions[option] = on;
+    this.#hookNames = hookNames(this.cfg, this.#hookOptions);
+    this.#hookSet = new Set(this.#hookNames);
+  }
+
+  /** Which optional hook points are on. */
+  get hookOptions(): Readonly<HookOptions> {
+    return { ...this.#hookOptions };
+  }
+
+  /**
+   * Adds `blocks.{l}.attn.hook_result`: each head's output z W_O[head] before the sum over heads
+   * and b_O, [batch, pos, head, d_model] (TransformerLens's `set_use_attn_result`). Layers where
+   * nothing reads it run as before.
+   *
+   * @example
+   * ```ts
+   * import { HookedTransformer } from "../mod.ts";
+   * const model = await HookedTransformer.fromPretrained("induction-toy", { threads: 1 });
+   * model.setUseAttnResult(true);
+   * const { cache } = await model.runWithCache([[2047, 5, 9]], { namesFilter: (n) => n.endsWith("hook_result") });
+   * cache.get("result", 0).shape; // [1, 3, 4, 128]
+   * ```
+   */
+  setUseAttnResult(on: boolean): void {
+    this.#setOption("useAttnResult", on);
+  }
+
+  /**
+   * Adds `blocks.{l}.hook_q_input`, `hook_k_input`, `hook_v_input`: the residual stream repeated
+   * per head ([batch, pos, head, d_model]; K and V with the key/value heads), so a patch can
+   * reach one head's queries, keys or values (TransformerLens's `set_use_split_qkv_input`). While
+   * on, ln1 runs on each input: `ln1.hook_scale` and `ln1.hook_normalized` gain a head axis and
+   * fire for q, k and v in turn (the cache keeps v's), as in TL.
+   */
+  setUseSplitQkvInput(on: boolean): void {
+    this.#setOption("useSplitQkvInput", on);
+  }
+
+  /**
+   * Adds `blocks.{l}.hook_attn_in`: the residual stream repeated per head, [batch, pos, head,
+   * d_model], the input of all three of Q, K and V (TransformerLens's `set_use_attn_in`); ln1's
+   * hook points gain a head axis as with {@link setUseSplitQkvInput}.
+   */
+  setUseAttnIn(on: boolean): void {
+    this.#setOption("useAttnIn", on);
+  }
+
+  /**
+   * Adds `blocks.{l}.hook_mlp_in` [batch, pos, d_model]: a copy of resid_mid that only the MLP
+   * reads, so patching it leaves the residual stream alone (TransformerLens's
+   * `set_use_hook_mlp_in`).
+   */
+  setUseHookMlpIn(on: boolean): void {
+    this.#setOption("useHookMlpIn", on);
+  }
+
+  // ---- Generation ----
+
+  /**
+   * Generates text or tokens after a prompt (TransformerLens's `generate`), with a key/value
+   * cache so each new token computes one position. Greedy with `temperature: 0`; `seed` makes
+   * sampling repeatable. The model's hooks apply (see {@link hooks}).
+   *
+   * @example
+   * ```ts
+   * import { HookedTransformer } from "../mod.ts";
+   * const model = await HookedTransformer.fromPretrained("induction-toy", { threads: 1 });
+   * const out = await model.generate([[2047, 5, 9, 13, 5, 9]], { maxNewTokens: 3, temperature: 0 });
+   * out; // [[2047, 5, 9, 13, 5, 9, 13, 5, 9]]: the induction heads continue the pattern
+   * ```
+   */
+  async generate(
+    input: string | string[] | Tokens,
+    opts: GenerateOptions = {},
+  ): Promise<GenerateResult> {
+    await Promise.resolve();
+    return generate(
+      { runtime: runtimeOf(this), session: this.#session([], new Set()), text: this },
+      input,
+      opts,
+    );
   }
 
   /**
@@ -423,36 +709,84 @@ export class HookedTransformer {
     return this.#params.b_out;
   }
 
-  // ---- Text ----
+  // ---- Text (TransformerLens's tokenizer helpers) ----
 
-  #needTokenizer(): Tokenizer {
-    if (!this.tokenizer) {
-      throw new InputError(
-        `${this.cfg.modelName} has no text tokenizer: pass token ids (numbers in [0, ${this.cfg.dVocab})) instead of text`,
-      );
-    }
-    return this.tokenizer;
+  /**
+   * Text -> token ids [batch, pos], BOS first by default (TransformerLens's `to_tokens`). A list
+   * of strings is padded to one length with the pad token (EOS), on the right unless
+   * `paddingSide: "left"`; runs given text mask the padding themselves.
+   *
+   * @example
+   * ```ts ignore
+   * model.toTokens("Hello world"); // [[50256, 15496, 995]]
+   * model.toTokens(["Hi", "Hello world"], { paddingSide: "left" }); // [[50256, 50256, 17250], ...]
+   * ```
+   */
+  toTokens(input: string | string[], opts: TokenizeOptions = {}): number[][] {
+    checkOptions(opts, ["prependBos", "paddingSide"], "toTokens");
+    return encodeBatch(this, input, opts).tokens;
   }
 
   /**
-   * Text -> token ids [1, pos], with the BOS token first unless `prependBos` is false
-   * (TransformerLens's `to_tokens`).
+   * Each token as its text (TransformerLens's `to_str_tokens`): text is tokenized first; a batch
+   * (a list of strings, `number[][]` or a token tensor) gives one list per sequence.
    */
-  toTokens(text: string, opts: { prependBos?: boolean } = {}): number[][] {
-    checkOptions(opts, ["prependBos"], "toTokens");
-    const ids = this.#needTokenizer().encode(text);
-    return [opts.prependBos === false ? ids : [this.cfg.bosTokenId, ...ids]];
+  toStrTokens(input: string | number[], opts?: TokenizeOptions): string[];
+  /** Each sequence of a batch (strings or token rows) as its tokens' texts. */
+  toStrTokens(input: string[] | number[][] | TokenTensor, opts?: TokenizeOptions): string[][];
+  toStrTokens(
+    input: string | string[] | number[] | number[][] | TokenTensor,
+    opts: TokenizeOptions = {},
+  ): string[] | string[][] {
+    checkOptions(opts, ["prependBos", "paddingSide"], "toStrTokens");
+    return strTokens(this, input, opts);
   }
 
-  /** Each token as its text (TransformerLens's `to_str_tokens`); text is tokenized first. */
-  toStrTokens(input: string | number[], opts: { prependBos?: boolean } = {}): string[] {
-    const ids = typeof input === "string" ? this.toTokens(input, opts)[0] : input;
-    return this.#needTokenizer().tokenStrings(ids);
-  }
-
-  /** Token ids -> text (TransformerLens's `to_string`); with no argument, the model's name. */
-  toString(tokens?: number[]): string {
+  /**
+   * Token ids -> text (TransformerLens's `to_string`): one string for `number[]`, one per row for
+   * a batch; with no argument, the model's name.
+   */
+  toString(tokens?: number[]): string;
+  /** Each row of a batch of token ids as text. */
+  toString(tokens: number[][] | TokenTensor): string[];
+  toString(tokens?: number[] | number[][] | TokenTensor): string | string[] {
     if (tokens === undefined) return `HookedTransformer(${this.cfg.modelName})`;
-    return this.#needTokenizer().decode(tokens);
+    return decodeTokens(this, tokens);
+  }
+
+  /**
+   * The id of a text that is exactly one token (TransformerLens's `to_single_token`); an
+   * InputError naming the pieces otherwise.
+   *
+   * @example
+   * ```ts ignore
+   * model.toSingleToken(" Mary"); // 5335
+   * ```
+   */
+  toSingleToken(text: string): number {
+    return singleToken(this, text);
+  }
+
+  /** One token id as its text (TransformerLens's `to_single_str_token`). */
+  toSingleStrToken(id: number): string {
+    return needTokenizer(this).tokenStrings([id])[0];
+  }
+
+  /**
+   * Where `token` (an id, or text that is one token) first occurs in `input` (text, or one
+   * sequence of ids), or last with `mode: "last"` (TransformerLens's `get_token_position`).
+   *
+   * @example
+   * ```ts ignore
+   * model.getTokenPosition(" Mary", "When Mary and John went, John gave it to Mary"); // 2
+   * ```
+   */
+  getTokenPosition(
+    token: string | number,
+    input: string | number[] | number[][] | TokenTensor,
+    opts: TokenPositionOptions = {},
+  ): number {
+    checkOptions(opts, ["mode", "prependBos", "paddingSide"], "getTokenPosition");
+    return tokenPosition(this, token, input, opts);
   }
 }

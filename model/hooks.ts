@@ -6,7 +6,7 @@
 import type { Backend, DeviceArray } from "../backend/backend.ts";
 import { HookError } from "../core/errors.ts";
 import type { Tensor } from "../core/tensor.ts";
-import { HOOK_POINTS, hookName, type HookPoint } from "./hook_table.ts";
+import { HOOK_POINTS, hookName, type HookOptions, type HookPoint } from "./hook_table.ts";
 
 /** What a hook function learns about where it is called. */
 export interface HookContext {
@@ -20,6 +20,10 @@ export interface HookContext {
  * A forward hook. It receives an owned copy of the activation in TransformerLens's shape. To
  * patch, return a replacement of the same shape, or edit `activation.data` in place: either way
  * the result is copied back before the next kernel runs. Hooks must be synchronous.
+ *
+ * One rule for read-only hook points (`hook_scale`, whose value the normalization has already
+ * used): changing one, by returning a different tensor or by editing it in place, is the same
+ * {@link HookError}; reading it is fine.
  *
  * @example
  * ```ts
@@ -78,12 +82,14 @@ export class HookSession {
    * @param names The model's name table.
    * @param hooks Hook functions by full name, in the order they run.
    * @param cacheNames Full names to keep in `cached`.
+   * @param options The optional hook points that are on (they change some shapes, e.g. ln1's).
    */
   constructor(
     private readonly backend: Backend,
     private readonly names: HookNames,
     private readonly hooks: ReadonlyMap<string, HookFn[]> = new Map(),
     private readonly cacheNames: ReadonlySet<string> = new Set(),
+    readonly options: Readonly<HookOptions> = {},
   ) {}
 
   /** Whether anything (a hook or the cache) reads this hook point. */
@@ -146,6 +152,30 @@ export class HookSession {
     }
     if (this.cacheNames.has(name)) this.cached.set(name, act);
     return fns !== undefined;
+  }
+}
+
+/**
+ * Throws a {@link HookError} unless `fn` is a plain synchronous function (an `async` function
+ * is refused when it is registered, before any run).
+ *
+ * @example
+ * ```ts
+ * import { checkHookFn } from "./hooks.ts";
+ * checkHookFn(() => {}, "blocks.0.hook_z"); // fine
+ * ```
+ */
+export function checkHookFn(fn: unknown, where: string): asserts fn is HookFn {
+  if (typeof fn !== "function") {
+    throw new HookError(`the hook on ${where} is not a function (got ${typeof fn})`);
+  }
+  if (
+    fn.constructor?.name === "AsyncFunction" || fn.constructor?.name === "AsyncGeneratorFunction"
+  ) {
+    throw new HookError(
+      `the hook on ${where} is an async function: hooks must be synchronous (no async ` +
+        `function, no await); compute what the hook needs before the run`,
+    );
   }
 }
 

@@ -8,9 +8,8 @@ import type { Backend, DeviceArray } from "../backend/backend.ts";
 import { checkOptions } from "../core/options.ts";
 import { ActivationCache } from "./activation_cache.ts";
 import { forward } from "./forward.ts";
-import { type HookedTransformer, runtimeOf } from "./hooked_transformer.ts";
+import { type HookedTransformer, hookSessionOf, runtimeOf } from "./hooked_transformer.ts";
 import { assertHookName } from "./hook_table.ts";
-import { HookNames, HookSession } from "./hooks.ts";
 import { type Tokens, toTokenTensor } from "./tokens.ts";
 
 /**
@@ -90,7 +89,6 @@ export async function nextTokenLogProbs(
   const logProbs = new Float32Array(batch * n);
   const correct = opts.accuracy ? new Uint8Array(batch * n) : undefined;
   const group = Math.max(1, Math.floor((opts.rowBudget ?? 1024) / T));
-  const names = new HookNames(m.cfg.nLayers);
   const cacheNames = new Set(opts.cacheNames ?? []);
   const known = new Set(model.hookNames);
   for (const name of cacheNames) assertHookName(name, known, m.cfg);
@@ -106,7 +104,8 @@ export async function nextTokenLogProbs(
         targets[s * n + p] = ids[s * T + p + 1];
       }
     }
-    const session = new HookSession(m.backend, names, new Map(), cacheNames);
+    // The model's registered hooks (addHook, hooks) run here as in every pass.
+    const session = hookSessionOf(model, [], cacheNames);
     const lp = logProbs.subarray(b0 * n, (b0 + g) * n);
     const hits = correct?.subarray(b0 * n, (b0 + g) * n);
     forward(m, {

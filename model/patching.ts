@@ -13,7 +13,7 @@ import type { Backend, DeviceArray } from "../backend/backend.ts";
 import { InputError } from "../core/errors.ts";
 import { checkLayer } from "./checks.ts";
 import { forward, type ModelRuntime, planRows } from "./forward.ts";
-import { type HookedTransformer, runtimeOf } from "./hooked_transformer.ts";
+import { type HookedTransformer, hookRegistryOf, runtimeOf } from "./hooked_transformer.ts";
 import { HookNames, HookSession } from "./hooks.ts";
 import { logProbReducer } from "./next_token.ts";
 import { type Tokens, toTokenTensor } from "./tokens.ts";
@@ -110,6 +110,12 @@ export async function patchedNextTokenLogProbs(
   const L = cfg.nLayers;
   const from = opts.from ?? 0;
   if (batch !== 1) throw new InputError(`patching runs one sequence at a time, got batch ${batch}`);
+  if (hookRegistryOf(model).entries("fwd").length > 0) {
+    throw new InputError(
+      "patchedNextTokenLogProbs resumes runs without hooks, so it would ignore the model's " +
+        "registered hooks: remove them first (model.resetHooks({ includingPermanent: true }))",
+    );
+  }
   for (const { layer, point, patches } of groups) {
     checkLayer(layer, L, "patch");
     if (!PATCH_POINTS.includes(point)) {

@@ -30,6 +30,7 @@ export interface KernelExports {
   attentionApply(...args: number[]): void;
   rowArgmax(...args: number[]): void;
   rowMaxSumExp(...args: number[]): void;
+  sumHeads(...args: number[]): void;
 }
 
 /** Arguments of matmul and matmulBf16, in the exports' order. */
@@ -127,6 +128,8 @@ export const OPS = {
   },
   rowArgmax: { code: 10, args: ["x", "n", "ld", "out", "rowStart", "rowEnd"] },
   rowMaxSumExp: { code: 11, args: ["x", "n", "ld", "out", "rowStart", "rowEnd"] },
+  /** out[r] = sum over heads of x[r, head] (+ bias): attention output from per-head results. */
+  sumHeads: { code: 60, args: ["x", "out", "heads", "d", "bias", "rowStart", "rowEnd"] },
 } as const;
 
 /** Name of a threaded op. */

@@ -872,6 +872,24 @@ export class Kernels {
   }
 
   /**
+   * out[r] = x[r, 0] + ... + x[r, heads - 1] (+ bias) for `rows` rows of `heads` x d floats
+   * (heads added in order, then the bias); bias 0 for none. out must not overlap x.
+   */
+  sumHeads(x: number, out: number, rows: number, heads: number, d: number, bias = 0): void {
+    const maxT = this.threads;
+    const T = rows * heads * d >= PAR_ELEMENTS_MIN && rows >= 2 * maxT ? maxT : 1;
+    this.#launch("sumHeads", T, (t) => ({
+      x,
+      out,
+      heads,
+      d,
+      bias,
+      rowStart: cut(0, rows, T, t),
+      rowEnd: cut(0, rows, T, t + 1),
+    }));
+  }
+
+  /**
    * Index of the largest value in each of `rows` rows of n floats (row r at x + r*ld floats,
    * ld default n): the first one on ties, like `torch.argmax`; NaN never wins.
    */

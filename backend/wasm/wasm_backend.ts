@@ -304,6 +304,24 @@ export class WasmBackend implements Backend {
     this.kernels.add(this.#ptr(a), this.#ptr(b), this.#ptr(out), a.length);
   }
 
+  sumHeads(
+    x: DeviceArray,
+    out: DeviceArray,
+    rows: number,
+    heads: number,
+    d: number,
+    bias?: DeviceArray,
+  ): void {
+    this.#rowsFit(x, rows, heads * d, heads * d, "sumHeads input");
+    this.#rowsFit(out, rows, d, d, "sumHeads output");
+    if (bias) this.#rowsFit(bias, 1, d, d, "sumHeads bias");
+    const xp = this.#ptr(x), op = this.#ptr(out);
+    if (op < xp + rows * heads * d * 4 && xp < op + rows * d * 4) {
+      throw new KernelError("sumHeads: the output overlaps the input");
+    }
+    this.kernels.sumHeads(xp, op, rows, heads, d, bias ? this.#ptr(bias) : 0);
+  }
+
   #attention(a: AttentionArgs) {
     const nK = a.qStart + a.nQ, width = a.nHeads * a.dHead;
     const nKv = a.nKeyValueHeads ?? a.nHeads;

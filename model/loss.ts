@@ -1,0 +1,96 @@
+/**
+ * TransformerLens's language-model loss (`lm_cross_entropy_loss`): the next-token cross-entropy,
+ * computed on the backend chunk of logits by chunk (log-sum-exp and the target's logit are reduced
+ * where the logits are), so asking for the loss alone never holds a `[batch, pos, d_vocab]` tensor
+ * and unembeds only the positions that have a next token.
+ * @module
+ */
+import type { Backend, DeviceArray } from "../backend/backend.ts";
+import { InputError } from "../core/errors.ts";
+import type { Tensor } from "../core/tensor.ts";
+import type { Padding } from "./padding.ts";
+
+/**
+ * The loss of one batch, filled by the unembedding. Position t of sequence b predicts token
+ * t + 1; with padding, only positions where both are real tokens count (TL's `next_token_mask`).
+ *
+ * @example
+ * ```ts
+ * import { NextTokenLoss } from "./loss.ts";
+ * const loss = new NextTokenLoss(Int32Array.of(5, 6, 7), 1, 3);
+ * loss.rows; // Int32Array [0, 1]: positions 0 and 1 predict tokens 6 and 7
+ * ```
+ */
+export class NextTokenLoss {
+  /** Plan rows (b T + t) whose next token is scored, in order. */
+  readonly rows: Int32Array;
+  /** The token each plan row predicts, -1 where none. */
+  readonly #target: Int32Array;
+  /** log p(next token) by plan row. */
+  readonly #logProb: Float64Array;
+
+  /**
+   * @param tokens The batch's token ids [batch, T], row-major.
+   * @param padding Where the real tokens are (default: everywhere).
+   */
+  constructor(
+    tokens: Int32Array,
+    private readonly batch: number,
+    private readonly T: number,
+    padding?: Padding,
+  ) {
+    if (T < 2) throw new InputError("the loss needs sequences of at least 2 tokens");
+    this.#target = new Int32Array(batch * T).fill(-1);
+    const rows: number[] = [];
+    for (let b = 0; b < batch; b++) {
+      const first = padding?.first[b] ?? 0, end = padding?.end[b] ?? T;
+      for (let t = first; t + 1 < end; t++) {
+        this.#target[b * T + t] = tokens[b * T + t + 1];
+        rows.push(b * T + t);
+      }
+    }
+    if (rows.length === 0) {
+      throw new InputError("no position has a real next token: the loss is undefined");
+    }
+    this.rows = Int32Array.from(rows);
+    this.#logProb = new Float64Array(batch * T);
+  }
+
+  /**
+   * An unembedding callback (`ForwardPlan.unembed.each`) for the plan rows `unembedded` (default:
+   * exactly {@link rows}); rows without a next token are skipped.
+   */
+  reducer(
+    backend: Backend,
+    dVocab: number,
+    unembedded: Int32Array = this.rows,
+  ): (first: number, count: number, logits: DeviceArray) => void {
+    return (first, count, logits) => {
+      const lse = backend.logSumExpRows(logits, count, dVocab);
+      const rows = unembedded.subarray(first, first + count);
+      const want = Int32Array.from(rows, (r) => Math.max(0, this.#target[r]));
+      const picked = backend.takeAlongRows(logits, dVocab, want);
+      rows.forEach((r, i) => {
+        if (this.#target[r] >= 0) this.#logProb[r] = picked[i] - lse[i];
+      });
+    };
+  }
+
+  /** The mean over scored positions of -log p(next token) (TL's default loss). */
+  mean(): number {
+    let sum = 0;
+    for (const r of this.rows) sum -= this.#logProb[r];
+    return sum / this.rows.length;
+  }
+
+  /** -log p(next token) as [batch, T - 1], 0 where the position is not scored (TL's per-token loss). */
+  perToken(): Tensor {
+    const { batch, T } = this;
+    const data = new Float32Array(batch * (T - 1));
+    for (const r of this.rows) {
+      const b = Math.floor(r / T);
+      data[b * (T - 1) + (r % T)] = -this.#logProb[r];
+    }
+    return { data, shape: [batch, T - 1] };
+  }
+}

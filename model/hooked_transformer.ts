@@ -18,7 +18,7 @@ import { uploadWeights } from "./device_weights.ts";
 import { forward, type ModelRuntime } from "./forward.ts";
 import { assertHookName, getActName, hookNames } from "./hook_table.ts";
 import { type FwdHook, type HookFilter, type HookFn, HookNames, HookSession } from "./hooks.ts";
-import type { ModelParams } from "./params.ts";
+import type { ModelParams, NormParams } from "./params.ts";
 import { type ProcessingOptions, processWeights } from "./processing.ts";
 import { type Tokens, toTokenTensor } from "./tokens.ts";
 
@@ -238,7 +238,7 @@ export class HookedTransformer {
     await Promise.resolve();
     const session = this.#session([], new Set(this.#selectNames(opts.namesFilter)));
     const logits = this.#forward(tokens, session, opts.returnType);
-    return { logits, cache: new ActivationCache(session.cached, this.cfg.nLayers) };
+    return { logits, cache: new ActivationCache(session.cached, this) };
   }
 
   /**
@@ -385,6 +385,10 @@ export class HookedTransformer {
   /** MLP output biases [n_layers, d_model] (read-only). */
   get b_out(): Tensor {
     return this.#params.b_out;
+  }
+  /** The final norm's weight and bias [d_model] (read-only); null once folded (`foldLn`). */
+  get lnFinal(): NormParams | null {
+    return this.#params.lnFinal;
   }
 
   // ---- Text ----

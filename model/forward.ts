@@ -50,6 +50,16 @@ export interface ForwardPlan {
    * keys and values of positions before qStart (required when any qStart is above 0).
    */
   prefixKv?: readonly DeviceArray[];
+  /**
+   * Which sequence of `prefixKv` each sequence reads its earlier keys and values from: rows
+   * [prefixSeq[b] T, (prefixSeq[b] + 1) T) of each layer's array (default 0: one shared sequence).
+   */
+  prefixSeq?: ArrayLike<number>;
+  /**
+   * In-place edits of activations where the pass reaches their hook points (before any hook),
+   * resumed passes included: how a patch changes a value inside a block.
+   */
+  edits?: readonly ActivationEdit[];
   /** The block the pass starts in (default 0). */
   startLayer?: number;
   /** Start before the MLP half of `startLayer` (its resid_mid) instead of before attention. */
@@ -76,6 +86,34 @@ export interface ForwardPlan {
     rows?: Int32Array;
     each: (first: number, count: number, logits: DeviceArray) => void;
   };
+}
+
+/**
+ * An edit of one hook point's activation in the backend's memory (see `ForwardPlan.edits`).
+ * Supported at every hook point the pass visits as rows, and at `hook_pattern`.
+ */
+export interface ActivationEdit {
+  /** The hook point. */
+  point: HookPoint;
+  /** Its layer (null outside blocks). */
+  layer: number | null;
+  /**
+   * Edits `x` in place. Row-shaped points: `x` holds `at.rows` rows of `at.cols` floats,
+   * `at.stride` apart; position t (t >= qStart[b]) of sequence b is row
+   * `at.rowOffset[b] + t - at.qStart[b]`. `hook_pattern`: sequence b's
+   * [n_heads, T - qStart[b], T] block starts at float `b * n_heads * T * T`.
+   */
+  apply(x: DeviceArray, at: EditLayout): void;
+}
+
+/** Where an edited activation's rows are (see {@linkcode ActivationEdit}). */
+export interface EditLayout extends RowLayout {
+  /** First row of each sequence. */
+  rowOffset: Int32Array;
+  /** First position each sequence computes. */
+  qStart: Int32Array;
+  /** Sequence length. */
+  T: number;
 }
 
 /** What a pass returns. */
@@ -114,7 +152,7 @@ export function forward(m: ModelRuntime, plan: ForwardPlan, hooks: HookSession):
 
   // 2. The blocks.
   for (let l = start; l < stop; l++) {
-    if (l === start && plan.startMid) pass.mlpHalf(l);
+    if (l === start && plan.startMid) pass.resumeMid(l);
     else pass.block(l);
   }
   if (stop < cfg.nLayers) return { resid: pass.readResid() };
@@ -158,6 +196,8 @@ class Pass {
   readonly #qStart: Int32Array;
   readonly #qkvCols: number;
   readonly #anyHook: (p: HookPoint) => boolean;
+  /** The plan's edits by hook point index and layer. */
+  readonly #edits = new Map<string, ActivationEdit[]>();
 
   constructor(
     private readonly m: ModelRuntime,
@@ -184,7 +224,12 @@ class Pass {
         p.inBlock ? this.#anyHook(p) : hooks.wants(p, null)
       );
     const wantScores = this.#anyHook(HOOK.attnScores);
-    const wantPattern = wantScores || this.#anyHook(HOOK.pattern);
+    for (const e of plan.edits ?? []) {
+      const key = editKey(e.point, e.layer);
+      this.#edits.set(key, [...(this.#edits.get(key) ?? []), e]);
+    }
+    const editsPattern = plan.edits?.some((e) => e.point === HOOK.pattern) ?? false;
+    const wantPattern = wantScores || editsPattern || this.#anyHook(HOOK.pattern);
     const R = this.rows, d = cfg.dModel, attn = batch * cfg.nHeads * T * T;
     this.buf = {
       resid: scope.alloc(R * d),
@@ -205,8 +250,25 @@ class Pass {
     return p.shape(this.m.cfg, this.plan.batch, this.plan.T);
   }
 
+  /** Applies the plan's edits of hook point `p` at layer `l`; returns whether there were any. */
+  #edit(p: HookPoint, l: number | null, x: DeviceArray, cols: number, stride: number): boolean {
+    const edits = this.#edits.size ? this.#edits.get(editKey(p, l)) : undefined;
+    if (!edits) return false;
+    const at: EditLayout = {
+      rows: this.rows,
+      cols,
+      stride,
+      rowOffset: this.rowOffset,
+      qStart: this.#qStart,
+      T: this.plan.T,
+    };
+    for (const e of edits) e.apply(x, at);
+    return true;
+  }
+
   /** Visits hook point `p` over `cols` columns of `x`'s rows (`stride` apart). */
   #visit(p: HookPoint, l: number | null, x: DeviceArray, cols: number, stride = cols): boolean {
+    this.#edit(p, l, x, cols, stride);
     if (!this.hooks.wants(p, l)) return false;
     const layout: RowLayout = { rows: this.rows, cols, stride };
     return this.hooks.visit(p, l, x, this.#shape(p), layout);
@@ -293,6 +355,12 @@ class Pass {
     this.#visit(HOOK.residMid, l, buf.resid, d);
   }
 
+  /** Block `l` for a pass that starts at its resid_mid: that hook point, then the MLP half. */
+  resumeMid(l: number): void {
+    this.#visit(HOOK.residMid, l, this.buf.resid, this.m.cfg.dModel);
+    this.mlpHalf(l);
+  }
+
   /** resid_mid -> resid_post of block `l`: norm, MLP, residual add. */
   mlpHalf(l: number): void {
     const { backend, cfg } = this.m;
@@ -337,7 +405,8 @@ class Pass {
       let rows = own;
       if (qStart > 0) {
         rows = buf.kv!;
-        backend.copy(plan.prefixKv![l].at(0, qStart * W), rows);
+        const from = (plan.prefixSeq?.[b] ?? 0) * T * W;
+        backend.copy(plan.prefixKv![l].at(from, qStart * W), rows);
         backend.copy(own, rows.at(qStart * W));
       }
       return {
@@ -356,7 +425,8 @@ class Pass {
     };
 
     const wantScores = this.hooks.wants(HOOK.attnScores, l);
-    const wantPattern = wantScores || this.hooks.wants(HOOK.pattern, l);
+    const editPattern = this.#edits.has(editKey(HOOK.pattern, l));
+    const wantPattern = wantScores || editPattern || this.hooks.wants(HOOK.pattern, l);
     if (!wantPattern) {
       for (let b = 0; b < plan.batch; b++) backend.attention(seq(b));
       return;
@@ -376,8 +446,9 @@ class Pass {
     } else {
       for (let b = 0; b < plan.batch; b++) backend.attention(seq(b), patternOf(b));
     }
+    const edited = this.#edit(HOOK.pattern, l, pattern, T, T);
     const hooked = this.hooks.visit(HOOK.pattern, l, pattern, attnShape, layout);
-    if (wantScores || hooked) {
+    if (wantScores || edited || hooked) {
       for (let b = 0; b < plan.batch; b++) backend.attentionApply(seq(b), patternOf(b));
     }
   }
@@ -412,4 +483,9 @@ class Pass {
       each(r0, m, logits);
     }
   }
+}
+
+/** The key of a hook point and layer in a pass's edit table. */
+function editKey(p: HookPoint, l: number | null): string {
+  return `${p.index}:${l}`;
 }

@@ -22,7 +22,7 @@
  */
 import type { Backend } from "../backend/backend.ts";
 import { InputError } from "./errors.ts";
-import { numel, type Tensor } from "./tensor.ts";
+import { numel, type Tensor, transpose2d } from "./tensor.ts";
 
 // ---------------------------------------------------------------------------------------------
 // Shapes and checks
@@ -275,6 +275,7 @@ export function permute(t: Tensor, dims: number[]): Tensor {
     throw new InputError(`permute: [${dims}] is not a permutation of the ${r} axes`);
   }
   const shape = axes.map((a) => t.shape[a]);
+  if (r === 2 && axes[0] === 1) return { data: transpose2d(t.data, t.shape[0], t.shape[1]), shape };
   const src = stridesOf(t.shape);
   const out = new Float32Array(t.data.length);
   walk2(shape, axes.map((a) => src[a]), new Array(r).fill(0), (i, a) => out[i] = t.data[a]);

@@ -214,5 +214,17 @@ export type {
   Top1Options,
 } from "./analysis/factored_matrix.ts";
 export { kCompositionCircuit, ovCircuit, qkCircuit } from "./analysis/circuits.ts";
+export { allCompositionScores } from "./analysis/composition.ts";
+export type { CompositionMode } from "./analysis/composition.ts";
+export { detectHead, detectionPattern } from "./analysis/head_detector.ts";
+export type { DetectHeadOptions, ErrorMeasure, HeadName } from "./analysis/head_detector.ts";
+export { lmAccuracy, lmCrossEntropyLoss, testPrompt } from "./analysis/lm_utils.ts";
+export type {
+  AnswerPosition,
+  LmLossOptions,
+  TestPromptOptions,
+  TestPromptResult,
+  TokenRank,
+} from "./analysis/lm_utils.ts";
 export type { HeadIndex } from "./analysis/circuits.ts";
 export type { ProgressCallback } from "./core/progress.ts";

@@ -29,7 +29,10 @@ export interface TokenTensor {
  * Normalises and validates tokens against a config: integer ids in [0, d_vocab), at most n_ctx
  * positions, no ragged rows, not empty. Throws {@link InputError} before any compute.
  */
-export function toTokenTensor(tokens: Tokens, cfg: HookedTransformerConfig): TokenTensor {
+export function toTokenTensor(
+  tokens: Tokens,
+  cfg: Pick<HookedTransformerConfig, "dVocab" | "nCtx" | "modelName">,
+): TokenTensor {
   let data: Int32Array;
   let batch: number;
   let pos: number;
@@ -80,7 +83,12 @@ export function toTokenTensor(tokens: Tokens, cfg: HookedTransformerConfig): Tok
   return { data, shape: [batch, pos] };
 }
 
-function checkId(id: number, b: number, t: number, cfg: HookedTransformerConfig) {
+function checkId(
+  id: number,
+  b: number,
+  t: number,
+  cfg: Pick<HookedTransformerConfig, "dVocab" | "modelName">,
+) {
   if (!Number.isInteger(id) || id < 0 || id >= cfg.dVocab) {
     throw new InputError(
       `token id ${id} at [${b}, ${t}] is outside the vocabulary [0, ${cfg.dVocab}) of ${cfg.modelName}`,

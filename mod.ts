@@ -61,6 +61,7 @@ export type {
   PositionalEmbeddingType,
 } from "./model/config.ts";
 export type { ProcessingOptions } from "./model/processing.ts";
+export type { NormParams } from "./model/params.ts";
 export { select, stack, tensor } from "./core/tensor.ts";
 export type { Tensor } from "./core/tensor.ts";
 export {
@@ -200,6 +201,7 @@ export {
   layerPosPatchSetter,
 } from "./analysis/activation_patching.ts";
 export type {
+  ActPatchFunction,
   ActPatchOptions,
   AxisName,
   GenericPatchOptions,

@@ -555,7 +555,11 @@ function writePattern(
   backend.writeRows(x.at(base), src, t1 - t0, w, T);
 }
 
-type Preset = (
+/**
+ * The signature of the `getActPatch*` presets: `(model, corruptedTokens, cleanCache, metric,
+ * { onProgress })` to the grid of metric values.
+ */
+export type ActPatchFunction = (
   model: HookedTransformer,
   corruptedTokens: Tokens,
   cleanCache: ActivationCache,
@@ -567,7 +571,7 @@ function preset(
   activationName: string,
   patchSetter: PatchSetter,
   indexAxisNames: AxisName[],
-): Preset {
+): ActPatchFunction {
   return async (model, corruptedTokens, cleanCache, metric, opts = {}) => {
     checkOptions(opts, ["onProgress"], "activation patching");
     return await genericActivationPatch(model, corruptedTokens, cleanCache, metric, {
@@ -588,10 +592,10 @@ function preset(
  * const model = await HookedTransformer.fromPretrained("induction-toy", { threads: 1 });
  * const { cache } = await model.runWithCache([[2047, 5, 9, 13, 5, 9]]);
  * const metric = (l: { data: Float32Array; shape: number[] }) => l.data[(l.shape[1] - 1) * l.shape[2] + 13];
- * (await getActPatchResidPre(model, [[2047, 6, 9, 13, 5, 9]], cache, metric)).shape; // [2, 6]
+ * (await getActPatchResidPre(model, [[2047, 6, 9, 13, 5, 9]], cache, metric)).shape; // [3, 6]
  * ```
  */
-export const getActPatchResidPre: Preset = preset("resid_pre", layerPosPatchSetter, [
+export const getActPatchResidPre: ActPatchFunction = preset("resid_pre", layerPosPatchSetter, [
   "layer",
   "pos",
 ]);
@@ -599,11 +603,16 @@ export const getActPatchResidPre: Preset = preset("resid_pre", layerPosPatchSett
  * Patches each layer's `hook_resid_mid` at each position: [n_layers, pos].
  *
  * @example
- * ```ts ignore
- * const grid = await getActPatchResidMid(model, corruptedTokens, cleanCache, metric);
+ * ```ts
+ * import { getActPatchResidMid, HookedTransformer } from "../mod.ts";
+ * const model = await HookedTransformer.fromPretrained("induction-toy", { threads: 1 });
+ * const { cache } = await model.runWithCache([[2047, 5, 9, 13, 5, 9]]);
+ * const metric = (l: { data: Float32Array; shape: number[] }) =>
+ *   l.data[(l.shape[1] - 1) * l.shape[2] + 13];
+ * (await getActPatchResidMid(model, [[2047, 6, 9, 13, 5, 9]], cache, metric)).shape; // [3, 6]
  * ```
  */
-export const getActPatchResidMid: Preset = preset("resid_mid", layerPosPatchSetter, [
+export const getActPatchResidMid: ActPatchFunction = preset("resid_mid", layerPosPatchSetter, [
   "layer",
   "pos",
 ]);
@@ -611,129 +620,222 @@ export const getActPatchResidMid: Preset = preset("resid_mid", layerPosPatchSett
  * Patches each layer's `hook_attn_out` at each position: [n_layers, pos].
  *
  * @example
- * ```ts ignore
- * const grid = await getActPatchAttnOut(model, corruptedTokens, cleanCache, metric);
+ * ```ts
+ * import { getActPatchAttnOut, HookedTransformer } from "../mod.ts";
+ * const model = await HookedTransformer.fromPretrained("induction-toy", { threads: 1 });
+ * const { cache } = await model.runWithCache([[2047, 5, 9, 13, 5, 9]]);
+ * const metric = (l: { data: Float32Array; shape: number[] }) =>
+ *   l.data[(l.shape[1] - 1) * l.shape[2] + 13];
+ * (await getActPatchAttnOut(model, [[2047, 6, 9, 13, 5, 9]], cache, metric)).shape; // [3, 6]
  * ```
  */
-export const getActPatchAttnOut: Preset = preset("attn_out", layerPosPatchSetter, ["layer", "pos"]);
+export const getActPatchAttnOut: ActPatchFunction = preset("attn_out", layerPosPatchSetter, [
+  "layer",
+  "pos",
+]);
 /**
  * Patches each layer's `hook_mlp_out` at each position: [n_layers, pos].
  *
  * @example
- * ```ts ignore
- * const grid = await getActPatchMlpOut(model, corruptedTokens, cleanCache, metric);
+ * ```ts
+ * import { getActPatchMlpOut, HookedTransformer } from "../mod.ts";
+ * const model = await HookedTransformer.fromPretrained("induction-toy", { threads: 1 });
+ * const { cache } = await model.runWithCache([[2047, 5, 9, 13, 5, 9]]);
+ * const metric = (l: { data: Float32Array; shape: number[] }) =>
+ *   l.data[(l.shape[1] - 1) * l.shape[2] + 13];
+ * (await getActPatchMlpOut(model, [[2047, 6, 9, 13, 5, 9]], cache, metric)).shape; // [3, 6]
  * ```
  */
-export const getActPatchMlpOut: Preset = preset("mlp_out", layerPosPatchSetter, ["layer", "pos"]);
+export const getActPatchMlpOut: ActPatchFunction = preset("mlp_out", layerPosPatchSetter, [
+  "layer",
+  "pos",
+]);
 /**
  * Patches one head's `hook_z` at every position: [n_layers, n_heads].
  *
  * @example
- * ```ts ignore
- * const grid = await getActPatchAttnHeadOutAllPos(model, corruptedTokens, cleanCache, metric);
+ * ```ts
+ * import { getActPatchAttnHeadOutAllPos, HookedTransformer } from "../mod.ts";
+ * const model = await HookedTransformer.fromPretrained("induction-toy", { threads: 1 });
+ * const { cache } = await model.runWithCache([[2047, 5, 9, 13, 5, 9]]);
+ * const metric = (l: { data: Float32Array; shape: number[] }) =>
+ *   l.data[(l.shape[1] - 1) * l.shape[2] + 13];
+ * (await getActPatchAttnHeadOutAllPos(model, [[2047, 6, 9, 13, 5, 9]], cache, metric)).shape; // [3, 4]
  * ```
  */
-export const getActPatchAttnHeadOutAllPos: Preset = preset("z", layerHeadVectorPatchSetter, [
-  "layer",
-  "head",
-]);
+export const getActPatchAttnHeadOutAllPos: ActPatchFunction = preset(
+  "z",
+  layerHeadVectorPatchSetter,
+  [
+    "layer",
+    "head",
+  ],
+);
 /**
  * Patches one head's `hook_z` at one position: [n_layers, pos, n_heads].
  *
  * @example
- * ```ts ignore
- * const grid = await getActPatchAttnHeadOutByPos(model, corruptedTokens, cleanCache, metric);
+ * ```ts
+ * import { getActPatchAttnHeadOutByPos, HookedTransformer } from "../mod.ts";
+ * const model = await HookedTransformer.fromPretrained("induction-toy", { threads: 1 });
+ * const { cache } = await model.runWithCache([[2047, 5, 9, 13, 5, 9]]);
+ * const metric = (l: { data: Float32Array; shape: number[] }) =>
+ *   l.data[(l.shape[1] - 1) * l.shape[2] + 13];
+ * (await getActPatchAttnHeadOutByPos(model, [[2047, 6, 9, 13, 5, 9]], cache, metric)).shape; // [3, 6, 4]
  * ```
  */
-export const getActPatchAttnHeadOutByPos: Preset = preset("z", layerPosHeadVectorPatchSetter, [
-  "layer",
-  "pos",
-  "head",
-]);
+export const getActPatchAttnHeadOutByPos: ActPatchFunction = preset(
+  "z",
+  layerPosHeadVectorPatchSetter,
+  [
+    "layer",
+    "pos",
+    "head",
+  ],
+);
 /**
  * Patches one head's `hook_q` at every position: [n_layers, n_heads].
  *
  * @example
- * ```ts ignore
- * const grid = await getActPatchAttnHeadQAllPos(model, corruptedTokens, cleanCache, metric);
+ * ```ts
+ * import { getActPatchAttnHeadQAllPos, HookedTransformer } from "../mod.ts";
+ * const model = await HookedTransformer.fromPretrained("induction-toy", { threads: 1 });
+ * const { cache } = await model.runWithCache([[2047, 5, 9, 13, 5, 9]]);
+ * const metric = (l: { data: Float32Array; shape: number[] }) =>
+ *   l.data[(l.shape[1] - 1) * l.shape[2] + 13];
+ * (await getActPatchAttnHeadQAllPos(model, [[2047, 6, 9, 13, 5, 9]], cache, metric)).shape; // [3, 4]
  * ```
  */
-export const getActPatchAttnHeadQAllPos: Preset = preset("q", layerHeadVectorPatchSetter, [
-  "layer",
-  "head",
-]);
+export const getActPatchAttnHeadQAllPos: ActPatchFunction = preset(
+  "q",
+  layerHeadVectorPatchSetter,
+  [
+    "layer",
+    "head",
+  ],
+);
 /**
  * Patches one head's `hook_q` at one position: [n_layers, pos, n_heads].
  *
  * @example
- * ```ts ignore
- * const grid = await getActPatchAttnHeadQByPos(model, corruptedTokens, cleanCache, metric);
+ * ```ts
+ * import { getActPatchAttnHeadQByPos, HookedTransformer } from "../mod.ts";
+ * const model = await HookedTransformer.fromPretrained("induction-toy", { threads: 1 });
+ * const { cache } = await model.runWithCache([[2047, 5, 9, 13, 5, 9]]);
+ * const metric = (l: { data: Float32Array; shape: number[] }) =>
+ *   l.data[(l.shape[1] - 1) * l.shape[2] + 13];
+ * (await getActPatchAttnHeadQByPos(model, [[2047, 6, 9, 13, 5, 9]], cache, metric)).shape; // [3, 6, 4]
  * ```
  */
-export const getActPatchAttnHeadQByPos: Preset = preset("q", layerPosHeadVectorPatchSetter, [
-  "layer",
-  "pos",
-  "head",
-]);
+export const getActPatchAttnHeadQByPos: ActPatchFunction = preset(
+  "q",
+  layerPosHeadVectorPatchSetter,
+  [
+    "layer",
+    "pos",
+    "head",
+  ],
+);
 /**
  * Patches one key/value head's `hook_k` at every position: [n_layers, n_key_value_heads].
  *
  * @example
- * ```ts ignore
- * const grid = await getActPatchAttnHeadKAllPos(model, corruptedTokens, cleanCache, metric);
+ * ```ts
+ * import { getActPatchAttnHeadKAllPos, HookedTransformer } from "../mod.ts";
+ * const model = await HookedTransformer.fromPretrained("induction-toy", { threads: 1 });
+ * const { cache } = await model.runWithCache([[2047, 5, 9, 13, 5, 9]]);
+ * const metric = (l: { data: Float32Array; shape: number[] }) =>
+ *   l.data[(l.shape[1] - 1) * l.shape[2] + 13];
+ * (await getActPatchAttnHeadKAllPos(model, [[2047, 6, 9, 13, 5, 9]], cache, metric)).shape; // [3, 4]
  * ```
  */
-export const getActPatchAttnHeadKAllPos: Preset = preset("k", layerHeadVectorPatchSetter, [
-  "layer",
-  "head",
-]);
+export const getActPatchAttnHeadKAllPos: ActPatchFunction = preset(
+  "k",
+  layerHeadVectorPatchSetter,
+  [
+    "layer",
+    "head",
+  ],
+);
 /**
  * Patches one key/value head's `hook_k` at one position: [n_layers, pos, n_key_value_heads].
  *
  * @example
- * ```ts ignore
- * const grid = await getActPatchAttnHeadKByPos(model, corruptedTokens, cleanCache, metric);
+ * ```ts
+ * import { getActPatchAttnHeadKByPos, HookedTransformer } from "../mod.ts";
+ * const model = await HookedTransformer.fromPretrained("induction-toy", { threads: 1 });
+ * const { cache } = await model.runWithCache([[2047, 5, 9, 13, 5, 9]]);
+ * const metric = (l: { data: Float32Array; shape: number[] }) =>
+ *   l.data[(l.shape[1] - 1) * l.shape[2] + 13];
+ * (await getActPatchAttnHeadKByPos(model, [[2047, 6, 9, 13, 5, 9]], cache, metric)).shape; // [3, 6, 4]
  * ```
  */
-export const getActPatchAttnHeadKByPos: Preset = preset("k", layerPosHeadVectorPatchSetter, [
-  "layer",
-  "pos",
-  "head",
-]);
+export const getActPatchAttnHeadKByPos: ActPatchFunction = preset(
+  "k",
+  layerPosHeadVectorPatchSetter,
+  [
+    "layer",
+    "pos",
+    "head",
+  ],
+);
 /**
  * Patches one key/value head's `hook_v` at every position: [n_layers, n_key_value_heads].
  *
  * @example
- * ```ts ignore
- * const grid = await getActPatchAttnHeadVAllPos(model, corruptedTokens, cleanCache, metric);
+ * ```ts
+ * import { getActPatchAttnHeadVAllPos, HookedTransformer } from "../mod.ts";
+ * const model = await HookedTransformer.fromPretrained("induction-toy", { threads: 1 });
+ * const { cache } = await model.runWithCache([[2047, 5, 9, 13, 5, 9]]);
+ * const metric = (l: { data: Float32Array; shape: number[] }) =>
+ *   l.data[(l.shape[1] - 1) * l.shape[2] + 13];
+ * (await getActPatchAttnHeadVAllPos(model, [[2047, 6, 9, 13, 5, 9]], cache, metric)).shape; // [3, 4]
  * ```
  */
-export const getActPatchAttnHeadVAllPos: Preset = preset("v", layerHeadVectorPatchSetter, [
-  "layer",
-  "head",
-]);
+export const getActPatchAttnHeadVAllPos: ActPatchFunction = preset(
+  "v",
+  layerHeadVectorPatchSetter,
+  [
+    "layer",
+    "head",
+  ],
+);
 /**
  * Patches one key/value head's `hook_v` at one position: [n_layers, pos, n_key_value_heads].
  *
  * @example
- * ```ts ignore
- * const grid = await getActPatchAttnHeadVByPos(model, corruptedTokens, cleanCache, metric);
+ * ```ts
+ * import { getActPatchAttnHeadVByPos, HookedTransformer } from "../mod.ts";
+ * const model = await HookedTransformer.fromPretrained("induction-toy", { threads: 1 });
+ * const { cache } = await model.runWithCache([[2047, 5, 9, 13, 5, 9]]);
+ * const metric = (l: { data: Float32Array; shape: number[] }) =>
+ *   l.data[(l.shape[1] - 1) * l.shape[2] + 13];
+ * (await getActPatchAttnHeadVByPos(model, [[2047, 6, 9, 13, 5, 9]], cache, metric)).shape; // [3, 6, 4]
  * ```
  */
-export const getActPatchAttnHeadVByPos: Preset = preset("v", layerPosHeadVectorPatchSetter, [
-  "layer",
-  "pos",
-  "head",
-]);
+export const getActPatchAttnHeadVByPos: ActPatchFunction = preset(
+  "v",
+  layerPosHeadVectorPatchSetter,
+  [
+    "layer",
+    "pos",
+    "head",
+  ],
+);
 /**
  * Patches one head's whole attention pattern: [n_layers, n_heads].
  *
  * @example
- * ```ts ignore
- * const grid = await getActPatchAttnHeadPatternAllPos(model, corruptedTokens, cleanCache, metric);
+ * ```ts
+ * import { getActPatchAttnHeadPatternAllPos, HookedTransformer } from "../mod.ts";
+ * const model = await HookedTransformer.fromPretrained("induction-toy", { threads: 1 });
+ * const { cache } = await model.runWithCache([[2047, 5, 9, 13, 5, 9]]);
+ * const metric = (l: { data: Float32Array; shape: number[] }) =>
+ *   l.data[(l.shape[1] - 1) * l.shape[2] + 13];
+ * (await getActPatchAttnHeadPatternAllPos(model, [[2047, 6, 9, 13, 5, 9]], cache, metric)).shape; // [3, 4]
  * ```
  */
-export const getActPatchAttnHeadPatternAllPos: Preset = preset(
+export const getActPatchAttnHeadPatternAllPos: ActPatchFunction = preset(
   "pattern",
   layerHeadPatternPatchSetter,
   ["layer", "head_index"],
@@ -743,11 +845,16 @@ export const getActPatchAttnHeadPatternAllPos: Preset = preset(
  * (TransformerLens's axis order).
  *
  * @example
- * ```ts ignore
- * const grid = await getActPatchAttnHeadPatternByPos(model, corruptedTokens, cleanCache, metric);
+ * ```ts
+ * import { getActPatchAttnHeadPatternByPos, HookedTransformer } from "../mod.ts";
+ * const model = await HookedTransformer.fromPretrained("induction-toy", { threads: 1 });
+ * const { cache } = await model.runWithCache([[2047, 5, 9, 13, 5, 9]]);
+ * const metric = (l: { data: Float32Array; shape: number[] }) =>
+ *   l.data[(l.shape[1] - 1) * l.shape[2] + 13];
+ * (await getActPatchAttnHeadPatternByPos(model, [[2047, 6, 9, 13, 5, 9]], cache, metric)).shape; // [3, 4, 6]
  * ```
  */
-export const getActPatchAttnHeadPatternByPos: Preset = preset(
+export const getActPatchAttnHeadPatternByPos: ActPatchFunction = preset(
   "pattern",
   layerHeadPosPatternPatchSetter,
   [
@@ -760,11 +867,16 @@ export const getActPatchAttnHeadPatternByPos: Preset = preset(
  * Patches one entry of one head's pattern: [n_layers, n_heads, dest_pos, src_pos].
  *
  * @example
- * ```ts ignore
- * const grid = await getActPatchAttnHeadPatternDestSrcPos(model, corruptedTokens, cleanCache, metric);
+ * ```ts
+ * import { getActPatchAttnHeadPatternDestSrcPos, HookedTransformer } from "../mod.ts";
+ * const model = await HookedTransformer.fromPretrained("induction-toy", { threads: 1 });
+ * const { cache } = await model.runWithCache([[2047, 5, 9, 13, 5, 9]]);
+ * const metric = (l: { data: Float32Array; shape: number[] }) =>
+ *   l.data[(l.shape[1] - 1) * l.shape[2] + 13];
+ * (await getActPatchAttnHeadPatternDestSrcPos(model, [[2047, 6, 9, 13, 5, 9]], cache, metric)).shape; // [3, 4, 6, 6]
  * ```
  */
-export const getActPatchAttnHeadPatternDestSrcPos: Preset = preset(
+export const getActPatchAttnHeadPatternDestSrcPos: ActPatchFunction = preset(
   "pattern",
   layerHeadDestSrcPosPatternPatchSetter,
   ["layer", "head_index", "dest_pos", "src_pos"],
@@ -774,8 +886,13 @@ export const getActPatchAttnHeadPatternDestSrcPos: Preset = preset(
  * `getActPatchResidPre`, `getActPatchAttnOut` and `getActPatchMlpOut` stacked: [3, n_layers, pos].
  *
  * @example
- * ```ts ignore
- * const [residPre, attnOut, mlpOut] = unstack(await getActPatchBlockEvery(model, corrupted, cache, metric));
+ * ```ts
+ * import { getActPatchBlockEvery, HookedTransformer } from "../mod.ts";
+ * const model = await HookedTransformer.fromPretrained("induction-toy", { threads: 1 });
+ * const { cache } = await model.runWithCache([[2047, 5, 9, 13, 5, 9]]);
+ * const metric = (l: { data: Float32Array; shape: number[] }) =>
+ *   l.data[(l.shape[1] - 1) * l.shape[2] + 13];
+ * (await getActPatchBlockEvery(model, [[2047, 6, 9, 13, 5, 9]], cache, metric)).shape; // [3, 3, 6]
  * ```
  */
 export async function getActPatchBlockEvery(
@@ -807,8 +924,13 @@ function padLast(t: Tensor, to: number): Tensor {
  * [5, n_layers, n_heads] (k and v padded with zeros when there are fewer key/value heads).
  *
  * @example
- * ```ts ignore
- * const grids = await getActPatchAttnHeadAllPosEvery(model, corrupted, cache, metric); // [5, L, H]
+ * ```ts
+ * import { getActPatchAttnHeadAllPosEvery, HookedTransformer } from "../mod.ts";
+ * const model = await HookedTransformer.fromPretrained("induction-toy", { threads: 1 });
+ * const { cache } = await model.runWithCache([[2047, 5, 9, 13, 5, 9]]);
+ * const metric = (l: { data: Float32Array; shape: number[] }) =>
+ *   l.data[(l.shape[1] - 1) * l.shape[2] + 13];
+ * (await getActPatchAttnHeadAllPosEvery(model, [[2047, 6, 9, 13, 5, 9]], cache, metric)).shape; // [5, 3, 4]
  * ```
  */
 export async function getActPatchAttnHeadAllPosEvery(
@@ -837,8 +959,13 @@ export async function getActPatchAttnHeadAllPosEvery(
  * [5, n_layers, pos, n_heads] (the pattern's [layer, head, dest] grid moved to this order).
  *
  * @example
- * ```ts ignore
- * const grids = await getActPatchAttnHeadByPosEvery(model, corrupted, cache, metric); // [5, L, T, H]
+ * ```ts
+ * import { getActPatchAttnHeadByPosEvery, HookedTransformer } from "../mod.ts";
+ * const model = await HookedTransformer.fromPretrained("induction-toy", { threads: 1 });
+ * const { cache } = await model.runWithCache([[2047, 5, 9, 13, 5, 9]]);
+ * const metric = (l: { data: Float32Array; shape: number[] }) =>
+ *   l.data[(l.shape[1] - 1) * l.shape[2] + 13];
+ * (await getActPatchAttnHeadByPosEvery(model, [[2047, 6, 9, 13, 5, 9]], cache, metric)).shape; // [5, 3, 6, 4]
  * ```
  */
 export async function getActPatchAttnHeadByPosEvery(

@@ -25,8 +25,8 @@ export type CompositionMode = "Q" | "K" | "V";
  * import { allCompositionScores, HookedTransformer } from "../mod.ts";
  * const model = await HookedTransformer.fromPretrained("induction-toy", { threads: 1 });
  * const k = allCompositionScores(model, "K");
- * k.shape; // [2, 4, 2, 4]
- * k.data[((0 * 4 + 0) * 2 + 1) * 4 + 2]; // layer 0 head 0 into layer 1 head 2's keys
+ * k.shape; // [3, 4, 3, 4]
+ * k.data[((0 * 4 + 2) * 3 + 1) * 4 + 2]; // layer 0 head 2 into layer 1 head 2's keys
  * ```
  */
 export function allCompositionScores(model: HookedTransformer, mode: CompositionMode): Tensor {

@@ -78,7 +78,7 @@ export function detectionPattern(kind: HeadName, tokens: readonly number[]): Ten
  * const model = await HookedTransformer.fromPretrained("induction-toy", { threads: 1 });
  * const seq = [2047, 5, 9, 13, 21, 5, 9, 13, 21];
  * const scores = await detectHead(model, seq, "induction_head");
- * scores.shape; // [2, 4]; the toy's induction head, layer 1 head 2, scores highest
+ * scores.shape; // [3, 4]; the toy's induction head, layer 1 head 2, scores highest
  * ```
  */
 export async function detectHead(

@@ -66,6 +66,7 @@ export function lmCrossEntropyLoss(
   tokens: Tokens,
   opts: LmLossOptions & { perToken: true },
 ): Tensor;
+/** Without `perToken`: the mean loss. */
 export function lmCrossEntropyLoss(
   logits: Tensor,
   tokens: Tokens,
@@ -120,6 +121,7 @@ export function lmCrossEntropyLoss(
  * ```
  */
 export function lmAccuracy(logits: Tensor, tokens: Tokens, opts: { perToken: true }): Tensor;
+/** Without `perToken`: the share of correct predictions. */
 export function lmAccuracy(logits: Tensor, tokens: Tokens, opts?: { perToken?: false }): number;
 export function lmAccuracy(
   logits: Tensor,

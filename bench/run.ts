@@ -7,6 +7,7 @@
  *   deno task bench                 everything (about 10 minutes on 2 cores)
  *   deno task bench --no-peers      this library only
  *   deno task bench --no-study      skip the whole-study comparison
+ *   deno task bench --no-patching   skip the activation-patching comparison
  *
  * A peer that is not installed is reported as skipped (see bench/README.md for installing them).
  * @module
@@ -29,10 +30,12 @@ import {
   type StudyResult,
 } from "./peers/run_peers.ts";
 import { logitsChecksum, median, readBenchTokens } from "./peers/common.ts";
+import { PATCH_SEQ, patchingBench } from "./patching_bench.ts";
 
 const args = new Set(Deno.args);
 const withPeers = !args.has("--no-peers");
 const withStudy = !args.has("--no-study");
+const withPatching = !args.has("--no-patching");
 const cores = navigator.hardwareConcurrency;
 
 function log(line: string) {
@@ -188,6 +191,11 @@ if (import.meta.main) {
       torchStudy = peerNote("pytorch study", await runTorch("study", bench.dir, bench.tokensPath));
     }
   }
+  let patching: Awaited<ReturnType<typeof patchingBench>> | undefined;
+  if (withPatching) {
+    log("activation patching: this library and the naive runWithHooks loop ...");
+    patching = await patchingBench(model, spec.tokens[0]);
+  }
   model.dispose();
 
   // ---- Tables ----
@@ -257,11 +265,27 @@ if (import.meta.main) {
     );
   }
 
+  if (patching) {
+    console.log(
+      `\nActivation patching, GPT-2-small shape, 1 x ${PATCH_SEQ} tokens (seconds; naive = one ` +
+        `runWithHooks per patch, timed on a sample)`,
+    );
+    console.log("grid                        runs    ours    naive  speed-up  max |diff|");
+    for (const [name, r] of Object.entries(patching)) {
+      console.log(
+        `${name.padEnd(26)} ${String(r.runs).padStart(5)} ${fmt(r.ours).padStart(7)} ` +
+          `${fmt(r.naiveEstimate).padStart(8)} ${ratio(r.naiveEstimate, r.ours).padStart(9)} ` +
+          `${r.maxDiff.toExponential(1).padStart(11)}`,
+      );
+    }
+  }
+
   const results = {
     machine: { cores, deno: Deno.version.deno, v8: Deno.version.v8 },
     matmul,
     forward,
     study,
+    patching,
     peers: { torchGemm, tfjsGemm, torchFwd, tfjsFwd, torchStudy },
     seconds: (performance.now() - started) / 1000,
   };

@@ -230,8 +230,8 @@ const ATTR_KEYS = ["incorrectTokens", "posSlice", "batchSlice", "hasBatchDim"];
  * const { cache } = await model.runWithCache([[2047, 5, 9, 5]]);
  * cache.get("pattern", 1).shape; // [1, 4, 4, 4], as cache.get("blocks.1.attn.hook_pattern")
  * const [stack, labels] = cache.decomposeResid({ posSlice: -1, returnLabels: true });
- * labels; // ["embed", "pos_embed", "0_attn_out", "0_mlp_out", "1_attn_out", "1_mlp_out"]
- * stack.shape; // [6, 1, d_model]
+ * labels; // ["embed", "pos_embed", "0_attn_out", "0_mlp_out", "1_attn_out", ..., "2_mlp_out"]
+ * stack.shape; // [8, 1, d_model]
  * ```
  */
 export class ActivationCache {
@@ -385,11 +385,12 @@ export class ActivationCache {
    * const model = await HookedTransformer.fromPretrained("induction-toy", { threads: 1 });
    * const { cache } = await model.runWithCache([[2047, 5, 9, 5]]);
    * const [resid, labels] = cache.accumulatedResid({ applyLn: true, posSlice: -1, returnLabels: true });
-   * labels; // ["0_pre", "1_pre", "final_post"]
-   * const lens = matmul(resid, model.W_U); // [3, 1, d_vocab]: what each layer "predicts"
+   * labels; // ["0_pre", "1_pre", "2_pre", "final_post"]
+   * const lens = matmul(resid, model.W_U); // [4, 1, d_vocab]: what each layer "predicts"
    * ```
    */
   accumulatedResid(opts: AccumulatedResidOptions & { returnLabels: true }): [Tensor, string[]];
+  /** Without `returnLabels`: the stack alone. */
   accumulatedResid(opts?: AccumulatedResidOptions & { returnLabels?: false }): Tensor;
   accumulatedResid(opts: AccumulatedResidOptions = {}): Tensor | [Tensor, string[]] {
     checkOptions(opts, ACCUMULATED_KEYS, "accumulatedResid");
@@ -435,11 +436,12 @@ export class ActivationCache {
    * const model = await HookedTransformer.fromPretrained("induction-toy", { threads: 1 });
    * const { cache } = await model.runWithCache([[2047, 5, 9, 5]]);
    * const [parts, labels] = cache.decomposeResid({ mode: "attn", returnLabels: true });
-   * labels; // ["embed", "pos_embed", "0_attn_out", "1_attn_out"]
-   * parts.shape; // [4, 1, 4, d_model]
+   * labels; // ["embed", "pos_embed", "0_attn_out", "1_attn_out", "2_attn_out"]
+   * parts.shape; // [5, 1, 4, d_model]
    * ```
    */
   decomposeResid(opts: DecomposeResidOptions & { returnLabels: true }): [Tensor, string[]];
+  /** Without `returnLabels`: the stack alone. */
   decomposeResid(opts?: DecomposeResidOptions & { returnLabels?: false }): Tensor;
   decomposeResid(opts: DecomposeResidOptions = {}): Tensor | [Tensor, string[]] {
     checkOptions(opts, DECOMPOSE_KEYS, "decomposeResid");
@@ -481,6 +483,24 @@ export class ActivationCache {
       out = this.applyLnToStack(out, { layer, posSlice: opts.posSlice, mlpInput: opts.mlpInput });
     }
     return opts.returnLabels ? [out, labels] : out;
+  }
+
+  /**
+   * One activation of every layer before `layer` (default all), stacked: [layers, ...] (TL's
+   * `stack_activation`).
+   *
+   * @example
+   * ```ts
+   * import { HookedTransformer } from "../mod.ts";
+   * const model = await HookedTransformer.fromPretrained("induction-toy", { threads: 1 });
+   * const { cache } = await model.runWithCache([[2047, 5, 9]]);
+   * cache.stackActivation("pattern").shape; // [3, 1, 4, 3, 3]
+   * ```
+   */
+  stackActivation(activationName: string, layer = -1, sublayerType?: string): Tensor {
+    const L = this.#layer(layer, "stackActivation");
+    if (L === 0) throw new InputError("stackActivation: layer 0 stacks nothing");
+    return stack(Array.from({ length: L }, (_, l) => this.get(activationName, l, sublayerType)));
   }
 
   /**
@@ -530,6 +550,7 @@ export class ActivationCache {
    * ```
    */
   stackHeadResults(opts: StackHeadResultsOptions & { returnLabels: true }): [Tensor, string[]];
+  /** Without `returnLabels`: the stack alone. */
   stackHeadResults(opts?: StackHeadResultsOptions & { returnLabels?: false }): Tensor;
   stackHeadResults(opts: StackHeadResultsOptions = {}): Tensor | [Tensor, string[]] {
     checkOptions(opts, HEAD_KEYS, "stackHeadResults");
@@ -612,6 +633,7 @@ export class ActivationCache {
     layer: number,
     opts: StackNeuronResultsOptions & { returnLabels: true },
   ): [Tensor, string[]];
+  /** Without `returnLabels`: the stack alone. */
   stackNeuronResults(
     layer: number,
     opts?: StackNeuronResultsOptions & { returnLabels?: false },
@@ -665,12 +687,13 @@ export class ActivationCache {
    *   posSlice: -1,
    *   returnLabels: true,
    * });
-   * labels.slice(-5); // ["0_mlp_out", "1_mlp_out", "embed", "pos_embed", "bias"]
+   * labels.slice(-5); // ["1_mlp_out", "2_mlp_out", "embed", "pos_embed", "bias"]
    * ```
    */
   getFullResidDecomposition(
     opts: FullResidDecompositionOptions & { returnLabels: true },
   ): [Tensor, string[]];
+  /** Without `returnLabels`: the stack alone. */
   getFullResidDecomposition(
     opts?: FullResidDecompositionOptions & { returnLabels?: false },
   ): Tensor;
@@ -738,7 +761,7 @@ export class ActivationCache {
    * const model = await HookedTransformer.fromPretrained("induction-toy", { threads: 1 });
    * const { cache } = await model.runWithCache([[2047, 5, 9]]);
    * const parts = cache.decomposeResid({ posSlice: -1 });
-   * cache.applyLnToStack(parts, { posSlice: -1 }).shape; // [6, 1, d_model]
+   * cache.applyLnToStack(parts, { posSlice: -1 }).shape; // [8, 1, d_model]
    * ```
    */
   applyLnToStack(stackIn: Tensor, opts: ApplyLnOptions = {}): Tensor {
@@ -791,7 +814,7 @@ export class ActivationCache {
    * const { cache } = await model.runWithCache([[2047, 5, 9, 5]]);
    * const [parts, labels] = cache.decomposeResid({ posSlice: -1, returnLabels: true });
    * const attrs = cache.logitAttrs(parts, [9], { incorrectTokens: [5], posSlice: -1 });
-   * attrs.shape; // [6, 1]: one number per component and batch entry
+   * attrs.shape; // [8, 1]: one number per component and batch entry
    * ```
    */
   logitAttrs(stackIn: Tensor, tokens: LogitTokens, opts: LogitAttrsOptions = {}): Tensor {

@@ -410,7 +410,7 @@ export class HookedTransformer {
    * ```ts
    * import { HookedTransformer } from "../mod.ts";
    * const model = await HookedTransformer.fromPretrained("induction-toy", { threads: 1 });
-   * model.OV.shape; // [2, 4, d_model, d_model]
+   * model.OV.shape; // [3, 4, d_model, d_model]
    * model.OV.get(1, 2).eigenvalues.re.shape; // [d_head]
    * ```
    */

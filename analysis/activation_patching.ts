@@ -202,12 +202,21 @@ export interface GenericPatchOptions {
   indices?: number[][];
   /** Called after each layer's patches: `(layersDone, layers)`. */
   onProgress?: ProgressCallback;
+  /** See {@link ActPatchOptions.logitPositions}. */
+  logitPositions?: number[];
 }
 
 /** Options of the `getActPatch*` presets. */
 export interface ActPatchOptions {
   /** Called after each layer's patches: `(layersDone, layers)`. */
   onProgress?: ProgressCallback;
+  /**
+   * The only positions whose logits the metric reads (negative: from the end), e.g. `[-1]` for
+   * a metric of the last position: patched runs then unembed only those, which saves most of the
+   * unembedding on a large vocabulary. The logits at other positions are the corrupted run's, so
+   * a metric that reads them would be wrong. Default: every position (TransformerLens's).
+   */
+  logitPositions?: number[];
 }
 
 const SETTER_SHAPES = new Map<
@@ -300,7 +309,7 @@ export async function genericActivationPatch(
 ): Promise<Tensor> {
   checkOptions(
     opts,
-    ["patchSetter", "activationName", "indexAxisNames", "indices", "onProgress"],
+    ["patchSetter", "activationName", "indexAxisNames", "indices", "onProgress", "logitPositions"],
     "genericActivationPatch",
   );
   await Promise.resolve();
@@ -395,11 +404,30 @@ export async function genericActivationPatch(
       patchGroup(model, point, l, mine.map((i) => rows[i]), clean.get(l)!, opts.patchSetter, B, T),
     );
   }
+  let logitPositions: number[] | undefined;
+  if (opts.logitPositions !== undefined) {
+    if (!Array.isArray(opts.logitPositions) || opts.logitPositions.length === 0) {
+      throw new InputError("logitPositions must be a non-empty array of positions");
+    }
+    logitPositions = opts.logitPositions.map((p) => {
+      if (!Number.isInteger(p) || p < -T || p >= T) {
+        throw new InputError(`logitPositions: ${p} is outside [-${T}, ${T})`);
+      }
+      return p < 0 ? p + T : p;
+    });
+  }
   opts.onProgress?.(0, groups.length);
-  runPatchGroups(model, tokens, groups, (g, run, logits) => {
-    const i = groupRows[g][run];
-    out[i] = metricValue(metric, logits, () => `${opts.activationName} patch [${rows[i]}]`);
-  }, opts.onProgress);
+  runPatchGroups(
+    model,
+    tokens,
+    groups,
+    (g, run, logits) => {
+      const i = groupRows[g][run];
+      out[i] = metricValue(metric, logits, () => `${opts.activationName} patch [${rows[i]}]`);
+    },
+    opts.onProgress,
+    logitPositions,
+  );
   return { data: out, shape };
 }
 
@@ -573,12 +601,12 @@ function preset(
   indexAxisNames: AxisName[],
 ): ActPatchFunction {
   return async (model, corruptedTokens, cleanCache, metric, opts = {}) => {
-    checkOptions(opts, ["onProgress"], "activation patching");
+    checkOptions(opts, ["onProgress", "logitPositions"], "activation patching");
     return await genericActivationPatch(model, corruptedTokens, cleanCache, metric, {
       patchSetter,
       activationName,
       indexAxisNames,
-      onProgress: opts.onProgress,
+      ...opts,
     });
   };
 }

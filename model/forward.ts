@@ -155,11 +155,15 @@ export function forward(m: ModelRuntime, plan: ForwardPlan, hooks: HookSession):
     if (l === start && plan.startMid) pass.resumeMid(l);
     else pass.block(l);
   }
-  if (stop < cfg.nLayers) return { resid: pass.readResid() };
+  if (stop < cfg.nLayers) {
+    pass.checkEdits();
+    return { resid: pass.readResid() };
+  }
   pass.record("residPre", cfg.nLayers);
 
   // 3. The final norm, and 4. the unembedding.
   pass.norm(HOOK.lnFinalScale, HOOK.lnFinalNormalized, null, m.weights.lnFinal);
+  pass.checkEdits();
   if (plan.unembed) pass.unembed(plan.unembed.rows, plan.unembed.each);
   return {};
 }
@@ -196,8 +200,9 @@ class Pass {
   readonly #qStart: Int32Array;
   readonly #qkvCols: number;
   readonly #anyHook: (p: HookPoint) => boolean;
-  /** The plan's edits by hook point index and layer. */
+  /** The plan's edits by hook point index and layer, and those applied so far. */
   readonly #edits = new Map<string, ActivationEdit[]>();
+  readonly #applied = new Set<ActivationEdit>();
 
   constructor(
     private readonly m: ModelRuntime,
@@ -262,8 +267,25 @@ class Pass {
       qStart: this.#qStart,
       T: this.plan.T,
     };
-    for (const e of edits) e.apply(x, at);
+    for (const e of edits) {
+      e.apply(x, at);
+      this.#applied.add(e);
+    }
     return true;
+  }
+
+  /** Throws unless every edit of the plan was applied (its hook point was reached). */
+  checkEdits(): void {
+    for (const e of this.plan.edits ?? []) {
+      if (!this.#applied.has(e)) {
+        throw new InputError(
+          `this pass never reaches ${e.point.local}${
+            e.layer === null ? "" : ` of layer ${e.layer}`
+          }` +
+            `, so it cannot be edited there`,
+        );
+      }
+    }
   }
 
   /** Visits hook point `p` over `cols` columns of `x`'s rows (`stride` apart). */

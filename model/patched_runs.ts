@@ -51,7 +51,9 @@ const MAX_LOGIT_FLOATS = 1 << 26;
 
 /**
  * Runs `tokens` once, then every group's patched runs; `onRun(group, run, logits)` receives each
- * run's full logits [batch, pos, d_vocab] (valid during the call). Returns the base run's logits.
+ * run's full logits [batch, pos, d_vocab] (valid during the call). With `logitPositions` only those
+ * positions are unembedded in patched runs (the others keep the base run's logits). Returns the
+ * base run's logits.
  */
 export function runPatchGroups(
   model: HookedTransformer,
@@ -59,6 +61,7 @@ export function runPatchGroups(
   groups: PatchGroup[],
   onRun: (group: number, run: number, logits: Tensor) => void,
   onGroup?: (done: number, total: number) => void,
+  logitPositions?: readonly number[],
 ): Tensor {
   const m = runtimeOf(model);
   const { backend, cfg } = m;
@@ -125,6 +128,8 @@ interface BaseRun {
   baseLogits: Float32Array;
   names: HookNames;
   silent: HookSession;
+  /** Positions to unembed (all when absent). */
+  logitPositions?: readonly number[];
 }
 
 /** Runs r0..r1-1 of group `g` as one pass. */
@@ -145,10 +150,14 @@ function runChunk(
   const prefixSeq = Int32Array.from({ length: S }, (_, s) => s % B);
   const { rowOffset } = planRows({ batch: S, T, qStart });
   const logits = Array.from({ length: runs }, () => ctx.baseLogits.slice());
-  // Every computed row is unembedded into its run's logits (earlier rows keep the base run's).
-  const rowRun: number[] = [], rowAt: number[] = [];
+  // Computed rows (of the asked positions) are unembedded into their run's logits; the others
+  // keep the base run's.
+  const wanted = ctx.logitPositions ? new Set(ctx.logitPositions) : undefined;
+  const rowIndex: number[] = [], rowRun: number[] = [], rowAt: number[] = [];
   for (let s = 0; s < S; s++) {
     for (let t = qStart[s]; t < T; t++) {
+      if (wanted && !wanted.has(t)) continue;
+      rowIndex.push(rowOffset[s] + t - qStart[s]);
       rowRun.push(Math.floor(s / B));
       rowAt.push(((s % B) * T + t) * V);
     }
@@ -197,6 +206,7 @@ function runChunk(
       }]
       : undefined,
     unembed: {
+      rows: Int32Array.from(rowIndex),
       each: (first, count, chunk) => {
         const values = backend.read(chunk);
         for (let j = 0; j < count; j++) {

@@ -81,6 +81,11 @@ Deno.test("residual-stream grids equal TL's [n_layers, pos]", async () => {
   ) {
     assertGrid(await f(model, corrupted, cache, logitDiff), [2, 12], expected.flat(), name);
   }
+  // The metric reads only the last position: unembedding only it gives the same grid.
+  const last = await getActPatchAttnOut(model, corrupted, cache, logitDiff, {
+    logitPositions: [-1],
+  });
+  assertGrid(last, [2, 12], G.attn_out.flat(), "attn_out, last position's logits only");
   const every = await getActPatchBlockEvery(model, corrupted, cache, logitDiff);
   assertGrid(every, [3, 2, 12], [G.resid_pre, G.attn_out, G.mlp_out].flat(2), "block every");
 });
@@ -178,6 +183,10 @@ Deno.test("bad input: typed errors naming the problem", async () => {
     /same shape/,
   );
   await assert.rejects(() => getActPatchResidPre(model, corrupted, cache, {} as never), InputError);
+  await assert.rejects(
+    () => getActPatchResidPre(model, corrupted, cache, logitDiff, { logitPositions: [12] }),
+    /outside \[-12, 12\)/,
+  );
   await assert.rejects(
     () => getActPatchResidPre(model, corrupted, cache, logitDiff, { on_progress: 1 } as never),
     /did you mean onProgress/,

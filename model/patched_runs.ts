@@ -110,7 +110,7 @@ export function runPatchGroups(
         g,
         r0,
         r1,
-        { B, T, tokens, base, baseLogits, names, silent },
+        { B, T, tokens, base, baseLogits, names, silent, logitPositions },
         (run, logits) => onRun(gi, run, logits),
       );
       r0 = r1;

@@ -86,6 +86,15 @@ Deno.test("residual-stream grids equal TL's [n_layers, pos]", async () => {
     logitPositions: [-1],
   });
   assertGrid(last, [2, 12], G.attn_out.flat(), "attn_out, last position's logits only");
+  // Logits at positions left out are the corrupted run's: a metric of position 1 sees no patch.
+  const first = (l: Tensor) => l.data[96 + 5];
+  const skipped = await getActPatchResidPre(model, corrupted, cache, first, {
+    logitPositions: [-1],
+  });
+  const corruptedFirst = (await model.run(corrupted)).data[96 + 5];
+  assert.ok(skipped.data.every((v) => Math.abs(v - corruptedFirst) < 1e-6));
+  const full = await getActPatchResidPre(model, corrupted, cache, first);
+  assert.ok(Math.abs(full.data[1] - corruptedFirst) > 1e-3, "patching position 1 moves its logits");
   const every = await getActPatchBlockEvery(model, corrupted, cache, logitDiff);
   assertGrid(every, [3, 2, 12], [G.resid_pre, G.attn_out, G.mlp_out].flat(2), "block every");
 });

@@ -324,9 +324,7 @@ export async function genericActivationPatch(
   const known = new Set(model.hookNames);
   assertHookName(nameOf(0), known, cfg);
   const point = locateHook(nameOf(0))!.point;
-  const heads = (opts.activationName === "k" || opts.activationName === "v")
-    ? cfg.nKeyValueHeads
-    : cfg.nHeads;
+  const heads = point === HOOK.k || point === HOOK.v ? cfg.nKeyValueHeads : cfg.nHeads;
 
   // The index rows, and the result's shape.
   let rows: number[][], shape: number[];

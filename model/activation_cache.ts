@@ -563,14 +563,28 @@ export class ActivationCache {
       perLayer.push(applySlice(this.get("result", l), opts.posSlice, -3));
       for (let h = 0; h < nHeads; h++) labels.push(`L${l}H${h}`);
     }
+    const out = this.#finishStack(perLayer, labels, layer, opts);
+    return opts.returnLabels ? [out, labels] : out;
+  }
+
+  /**
+   * Per-layer parts [..., components, d_model] as one stack, components first; with
+   * `inclRemainder` the stream entering `layer` minus their sum (label `"remainder"`); with
+   * `applyLn` that layer's norm applied.
+   */
+  #finishStack(
+    perLayer: Tensor[],
+    labels: string[],
+    layer: number,
+    opts: { posSlice?: SliceInput; inclRemainder?: boolean; applyLn?: boolean },
+  ): Tensor {
     const rest = this.#streamAt(layer, opts.posSlice);
     let out = perLayer.length ? componentsFirst(cat(perLayer, -2)) : emptyStack(rest);
     if (opts.inclRemainder) {
       out = appendComponent(out, perLayer.length ? sub(rest, sum(out, 0)) : rest);
       labels.push("remainder");
     }
-    if (opts.applyLn) out = this.applyLnToStack(out, { layer, posSlice: opts.posSlice });
-    return opts.returnLabels ? [out, labels] : out;
+    return opts.applyLn ? this.applyLnToStack(out, { layer, posSlice: opts.posSlice }) : out;
   }
 
   /** The stream entering `layer` (resid_post of the layer before; resid_pre[0] at layer 0). */
@@ -661,13 +675,7 @@ export class ActivationCache {
       perLayer.push(r);
       for (const n of ids) labels.push(`L${l}N${n}`);
     }
-    const rest = this.#streamAt(L, opts.posSlice);
-    let out = perLayer.length ? componentsFirst(cat(perLayer, -2)) : emptyStack(rest);
-    if (opts.inclRemainder) {
-      out = appendComponent(out, perLayer.length ? sub(rest, sum(out, 0)) : rest);
-      labels.push("remainder");
-    }
-    if (opts.applyLn) out = this.applyLnToStack(out, { layer: L, posSlice: opts.posSlice });
+    const out = this.#finishStack(perLayer, labels, L, opts);
     return opts.returnLabels ? [out, labels] : out;
   }
 

@@ -49,6 +49,18 @@ export type { GenerateOptions, GenerateResult } from "./model/generate.ts";
 export type { AttentionMask, PaddingSide } from "./model/padding.ts";
 export type { TokenizeOptions, TokenPositionOptions } from "./model/text.ts";
 export { ActivationCache } from "./model/activation_cache.ts";
+export type {
+  AccumulatedResidOptions,
+  ApplyLnOptions,
+  CacheModel,
+  DecomposeResidOptions,
+  FullResidDecompositionOptions,
+  LogitAttrsOptions,
+  LogitTokens,
+  SliceInput,
+  StackHeadResultsOptions,
+  StackNeuronResultsOptions,
+} from "./model/activation_cache.ts";
 export { getActName, hookNames } from "./model/hook_table.ts";
 export type { HookOption, HookOptions } from "./model/hook_table.ts";
 export type { FwdHook, HookContext, HookFilter, HookFn } from "./model/hooks.ts";
@@ -70,8 +82,63 @@ export type {
   PositionalEmbeddingType,
 } from "./model/config.ts";
 export type { ProcessingOptions } from "./model/processing.ts";
+export type { NormParams } from "./model/params.ts";
 export { select, stack, tensor } from "./core/tensor.ts";
 export type { Tensor } from "./core/tensor.ts";
+export {
+  abs,
+  add,
+  arange,
+  argmax,
+  argmin,
+  broadcastShapes,
+  cat,
+  div,
+  einsum,
+  eq,
+  exp,
+  fromNested,
+  full,
+  ge,
+  gt,
+  index,
+  item,
+  le,
+  log,
+  logSoftmax,
+  lt,
+  map,
+  matmul,
+  max,
+  maximum,
+  mean,
+  min,
+  minimum,
+  mul,
+  ne,
+  neg,
+  permute,
+  pow,
+  reshape,
+  slice,
+  softmax,
+  sqrt,
+  sub,
+  sum,
+  take,
+  toNested,
+  topk,
+  transpose,
+  where,
+} from "./core/ops.ts";
+export type {
+  EinsumOptions,
+  IndexSpec,
+  Range,
+  ReduceOptions,
+  TensorOrNumber,
+  TopkOptions,
+} from "./core/ops.ts";
 export { SeededRng } from "./core/rng.ts";
 export { parseSafetensors, writeSafetensors } from "./io/safetensors.ts";
 export type {
@@ -133,6 +200,41 @@ export {
 export type { AttentionPattern, HeadScores } from "./analysis/head_scores.ts";
 export { patchingScores, patchPositions } from "./analysis/patching.ts";
 export type { PatchAlignment, PatchingOptions, PatchPositions } from "./analysis/patching.ts";
+export {
+  genericActivationPatch,
+  getActPatchAttnHeadAllPosEvery,
+  getActPatchAttnHeadByPosEvery,
+  getActPatchAttnHeadKAllPos,
+  getActPatchAttnHeadKByPos,
+  getActPatchAttnHeadOutAllPos,
+  getActPatchAttnHeadOutByPos,
+  getActPatchAttnHeadPatternAllPos,
+  getActPatchAttnHeadPatternByPos,
+  getActPatchAttnHeadPatternDestSrcPos,
+  getActPatchAttnHeadQAllPos,
+  getActPatchAttnHeadQByPos,
+  getActPatchAttnHeadVAllPos,
+  getActPatchAttnHeadVByPos,
+  getActPatchAttnOut,
+  getActPatchBlockEvery,
+  getActPatchMlpOut,
+  getActPatchResidMid,
+  getActPatchResidPre,
+  layerHeadDestSrcPosPatternPatchSetter,
+  layerHeadPatternPatchSetter,
+  layerHeadPosPatternPatchSetter,
+  layerHeadVectorPatchSetter,
+  layerPosHeadVectorPatchSetter,
+  layerPosPatchSetter,
+} from "./analysis/activation_patching.ts";
+export type {
+  ActPatchFunction,
+  ActPatchOptions,
+  AxisName,
+  GenericPatchOptions,
+  PatchingMetric,
+  PatchSetter,
+} from "./analysis/activation_patching.ts";
 export { FactoredMatrix, top1Accuracy } from "./analysis/factored_matrix.ts";
 export type {
   FactoredMatrixOptions,
@@ -141,5 +243,17 @@ export type {
   Top1Options,
 } from "./analysis/factored_matrix.ts";
 export { kCompositionCircuit, ovCircuit, qkCircuit } from "./analysis/circuits.ts";
+export { allCompositionScores } from "./analysis/composition.ts";
+export type { CompositionMode } from "./analysis/composition.ts";
+export { detectHead, detectionPattern } from "./analysis/head_detector.ts";
+export type { DetectHeadOptions, ErrorMeasure, HeadName } from "./analysis/head_detector.ts";
+export { lmAccuracy, lmCrossEntropyLoss, testPrompt } from "./analysis/lm_utils.ts";
+export type {
+  AnswerPosition,
+  LmLossOptions,
+  TestPromptOptions,
+  TestPromptResult,
+  TokenRank,
+} from "./analysis/lm_utils.ts";
 export type { HeadIndex } from "./analysis/circuits.ts";
 export type { ProgressCallback } from "./core/progress.ts";

@@ -9,7 +9,8 @@
 import { checkHead } from "../model/checks.ts";
 import type { HookedTransformer } from "../model/hooked_transformer.ts";
 import { select, type Tensor } from "../core/tensor.ts";
-import { FactoredMatrix, matmul, transpose } from "./factored_matrix.ts";
+import { matmul, transpose } from "../core/ops.ts";
+import { FactoredMatrix } from "./factored_matrix.ts";
 
 /**
  * A head as `[layer, head]`.

@@ -6,12 +6,21 @@
  *
  * Large products run on the matmul of the {@link Backend} given at construction (`model.backend`
  * in the circuit helpers); without a backend everything runs in plain JavaScript,
- * which suits small matrices.
+ * which suits small matrices. Leading (batch) dimensions are supported as in TransformerLens:
+ * `model.OV` is [n_layers, n_heads, d_model, d_model], and `model.OV.get(1, 4)` one head's.
  * @module
  */
 import { InputError } from "../core/errors.ts";
 import type { Backend, DeviceArray, PackedMatrix, Scope } from "../backend/backend.ts";
-import { type Tensor, transpose2d } from "../core/tensor.ts";
+import { eigenvalues } from "../core/linalg.ts";
+import {
+  broadcastShapes,
+  checkTensor,
+  matmul as tensorMatmul,
+  matmul2d,
+  transpose as tensorTranspose,
+} from "../core/ops.ts";
+import { numel, type Tensor } from "../core/tensor.ts";
 import type { ProgressCallback } from "../core/progress.ts";
 
 /**
@@ -56,98 +65,37 @@ export interface RowBlock {
  * ```
  */
 export interface Svd {
-  /** Left singular vectors [ldim, r], one per column. */
+  /** Left singular vectors [..., ldim, r], one per column. */
   U: Tensor;
-  /** Singular values, descending, r = min(ldim, mdim, rdim). */
+  /**
+   * Singular values, descending, r = min(ldim, mdim, rdim) per matrix (with leading dimensions,
+   * [...leading, r] flattened).
+   */
   S: Float32Array;
-  /** Right singular vectors [rdim, r] (not transposed, as TransformerLens's `Vh`). */
+  /** Right singular vectors [..., rdim, r] (not transposed, as TransformerLens's `Vh`). */
   Vh: Tensor;
 }
 
-/** Products at least this many multiply-adds go to the backend when there is one. */
-const WASM_MIN_MACS = 1 << 18;
-/** Floats of A rows plus C rows held on the backend per dense-product block. */
-const DENSE_BLOCK_FLOATS = 1 << 21;
-
-function shape2(t: Tensor, what: string): [number, number] {
-  if (!t || !(t.data instanceof Float32Array) || !Array.isArray(t.shape)) {
-    throw new InputError(`${what} must be a Tensor { data: Float32Array, shape }`);
-  }
-  if (t.shape.length !== 2) {
+/** Checks a factor: a tensor of at least 2 dimensions; returns its last two. */
+function factorDims(t: Tensor, what: string): [number, number] {
+  checkTensor(t, what);
+  if (t.shape.length < 2) {
     throw new InputError(
-      `${what} must be a matrix (2 dimensions), got shape [${t.shape}]; FactoredMatrix has no ` +
-        `leading batch dimensions: select() one matrix first`,
+      `${what} must have at least 2 dimensions ([..., rows, cols]), got [${t.shape}]`,
     );
   }
-  const [r, c] = t.shape;
-  if (t.data.length !== r * c) {
-    throw new InputError(`${what} has ${t.data.length} values but shape [${t.shape}]`);
-  }
-  return [r, c];
+  return [t.shape.at(-2)!, t.shape.at(-1)!];
 }
 
-/**
- * The transpose of a matrix (a copy).
- *
- * @example
- * ```ts
- * import { transpose } from "./factored_matrix.ts";
- * transpose({ data: new Float32Array([1, 2, 3, 4, 5, 6]), shape: [2, 3] }).data; // [1, 4, 2, 5, 3, 6]
- * ```
- */
-export function transpose(t: Tensor): Tensor {
-  const [r, c] = shape2(t, "transpose: the matrix");
-  return { data: transpose2d(t.data, r, c), shape: [c, r] };
+/** The product of 2-D tensors (on the backend when large). */
+function mm(a: Tensor, b: Tensor, backend?: Backend): Tensor {
+  const [m, k] = a.shape, [, n] = b.shape;
+  return { data: matmul2d(a.data, b.data, m, k, n, backend), shape: [m, n] };
 }
 
-/**
- * C = A B for dense matrices A [m, k] and B [k, n]: on the backend's matmul when `backend` is
- * given and the product is large (B packed once, A in row blocks so memory stays bounded),
- * otherwise in JavaScript with float64 accumulation.
- *
- * @example
- * ```ts
- * import { matmul } from "./factored_matrix.ts";
- * const a = { data: new Float32Array([1, 2, 3, 4]), shape: [2, 2] };
- * matmul(a, a).data; // [7, 10, 15, 22]
- * ```
- */
-export function matmul(a: Tensor, b: Tensor, backend?: Backend): Tensor {
-  const [m, k] = shape2(a, "matmul: the left matrix");
-  const [k2, n] = shape2(b, "matmul: the right matrix");
-  if (k !== k2) {
-    throw new InputError(`matmul: inner dimensions differ: [${a.shape}] @ [${b.shape}]`);
-  }
-  const out = new Float32Array(m * n);
-  if (m === 0 || n === 0) return { data: out, shape: [m, n] };
-  if (k === 0) return { data: out, shape: [m, n] };
-  if (backend && m * k * n >= WASM_MIN_MACS) {
-    using scope = backend.scope();
-    const packed = scope.uploadMatrix(b.data, k, n);
-    const rowsPer = Math.max(1, Math.min(m, Math.floor(DENSE_BLOCK_FLOATS / (k + n))));
-    const aBuf = scope.alloc(rowsPer * k);
-    const cBuf = scope.alloc(rowsPer * n);
-    for (let r0 = 0; r0 < m; r0 += rowsPer) {
-      const rows = Math.min(rowsPer, m - r0);
-      backend.write(aBuf, a.data.subarray(r0 * k, (r0 + rows) * k));
-      backend.matmul(aBuf, packed, cBuf, rows);
-      out.set(backend.read(cBuf.at(0, rows * n)), r0 * n);
-    }
-    return { data: out, shape: [m, n] };
-  }
-  const A = a.data, B = b.data;
-  const acc = new Float64Array(n);
-  for (let i = 0; i < m; i++) {
-    acc.fill(0);
-    for (let p = 0; p < k; p++) {
-      const x = A[i * k + p];
-      if (x === 0) continue;
-      const row = p * n;
-      for (let j = 0; j < n; j++) acc[j] += x * B[row + j];
-    }
-    out.set(acc, i * n);
-  }
-  return { data: out, shape: [m, n] };
+/** The transpose of a 2-D tensor. */
+function tr(t: Tensor): Tensor {
+  return tensorTranspose(t);
 }
 
 /** G = X^T X for X [r, c] (column Gram matrix), in float64. */
@@ -298,10 +246,12 @@ function columnsTimes(q: Float64Array[], r: number, S: Float64Array, c: number, 
 }
 
 /**
- * A matrix M = A B held as its factors A [ldim, mdim] and B [mdim, rdim], like TransformerLens's
- * `FactoredMatrix` (2-D only: no leading batch dimensions). Products keep the factorisation and
- * put the multiplication on the cheaper side, exactly as TransformerLens chooses; `AB` materialises
- * (refused above {@link FactoredMatrix.maxABElements}); `rowBlocks` streams M in blocks of rows.
+ * A matrix M = A B held as its factors A [..., ldim, mdim] and B [..., mdim, rdim], like
+ * TransformerLens's `FactoredMatrix`, leading (batch) dimensions included: they broadcast
+ * between A and B, and every method works per matrix (`get` indexes them, as TL's `M[l, h]`).
+ * Products keep the factorisation and put the multiplication on the cheaper side, exactly as
+ * TransformerLens chooses; `AB` materialises (refused above {@link FactoredMatrix.maxABElements});
+ * `rowBlocks` streams one matrix in blocks of rows.
  *
  * @example
  * ```ts
@@ -313,6 +263,10 @@ function columnsTimes(q: Float64Array[], r: number, S: Float64Array, c: number, 
  * M.AB.data; // [1, 2, 3, 4, 5, 6, 5, 7, 9]
  * M.norm(); // Frobenius norm of AB, from 2 x 2 Gram matrices
  * for (const block of M.rowBlocks(2)) console.log(block.start, block.rows); // 0 2, then 2 1
+ * // Leading dimensions: two matrices sharing B.
+ * const batch = new FactoredMatrix({ data: new Float32Array(12).fill(1), shape: [2, 3, 2] }, B);
+ * batch.shape; // [2, 3, 3]
+ * batch.get(1).AB.shape; // [3, 3]
  * ```
  */
 export class FactoredMatrix {
@@ -322,9 +276,9 @@ export class FactoredMatrix {
    */
   static maxABElements = 2 ** 27;
 
-  /** The left factor [ldim, mdim]. */
+  /** The left factor [..., ldim, mdim] (its own leading dimensions, before broadcasting). */
   readonly A: Tensor;
-  /** The right factor [mdim, rdim]. */
+  /** The right factor [..., mdim, rdim] (its own leading dimensions, before broadcasting). */
   readonly B: Tensor;
   /** The backend of the large products (undefined: plain JavaScript). */
   readonly backend: Backend | undefined;
@@ -334,15 +288,27 @@ export class FactoredMatrix {
   readonly mdim: number;
   /** Columns of M. */
   readonly rdim: number;
+  /** The leading dimensions of A and B broadcast together ([] for a single matrix). */
+  readonly leadingDims: number[];
   #svd: Svd | undefined;
 
-  /** Wraps A [ldim, mdim] and B [mdim, rdim] (not copied: do not modify them afterwards). */
+  /**
+   * Wraps A [..., ldim, mdim] and B [..., mdim, rdim] (not copied: do not modify them
+   * afterwards); their leading dimensions must broadcast.
+   */
   constructor(A: Tensor, B: Tensor, opts: FactoredMatrixOptions = {}) {
-    const [l, m] = shape2(A, "FactoredMatrix: A");
-    const [m2, r] = shape2(B, "FactoredMatrix: B");
+    const [l, m] = factorDims(A, "FactoredMatrix: A");
+    const [m2, r] = factorDims(B, "FactoredMatrix: B");
     if (m !== m2) {
       throw new InputError(
         `FactoredMatrix: inner dimensions must match, got A [${A.shape}] and B [${B.shape}]`,
+      );
+    }
+    try {
+      this.leadingDims = broadcastShapes(A.shape.slice(0, -2), B.shape.slice(0, -2));
+    } catch {
+      throw new InputError(
+        `FactoredMatrix: the leading dimensions of A [${A.shape}] and B [${B.shape}] do not broadcast`,
       );
     }
     this.A = A;
@@ -353,95 +319,153 @@ export class FactoredMatrix {
     this.rdim = r;
   }
 
-  /** [ldim, rdim], the shape of M = A B. */
-  get shape(): [number, number] {
-    return [this.ldim, this.rdim];
+  /** [...leading, ldim, rdim], the shape of M = A B. */
+  get shape(): number[] {
+    return [...this.leadingDims, this.ldim, this.rdim];
+  }
+
+  /** Number of dimensions of M (2 plus the leading ones). */
+  get ndim(): number {
+    return this.leadingDims.length + 2;
   }
 
   #wrap(A: Tensor, B: Tensor): FactoredMatrix {
     return new FactoredMatrix(A, B, { backend: this.backend });
   }
 
+  /** Matrix `i` (flat over the leading dimensions) of factor `t`, a 2-D view. */
+  #factorAt(t: Tensor, i: number): Tensor {
+    const own = t.shape.slice(0, -2), lead = this.leadingDims;
+    const tail = t.shape.slice(-2);
+    let flat = 0, rest = i, stride = 1;
+    for (let d = lead.length - 1; d >= 0; d--) {
+      const idx = rest % lead[d];
+      rest = Math.floor(rest / lead[d]);
+      const od = d - (lead.length - own.length);
+      if (od >= 0) {
+        if (own[od] !== 1) flat += idx * stride;
+        stride *= own[od];
+      }
+    }
+    const size = tail[0] * tail[1];
+    return { data: t.data.subarray(flat * size, (flat + 1) * size), shape: tail };
+  }
+
+  /** Each matrix of the batch as a 2-D FactoredMatrix (one element without leading dims). */
+  #matrices(): FactoredMatrix[] {
+    if (this.leadingDims.length === 0) return [this];
+    return Array.from(
+      { length: numel(this.leadingDims) },
+      (_, i) => this.#wrap(this.#factorAt(this.A, i), this.#factorAt(this.B, i)),
+    );
+  }
+
+  /** Per-matrix results stacked under the leading dimensions. */
+  #stacked(parts: Tensor[]): Tensor {
+    if (this.leadingDims.length === 0) return parts[0];
+    const size = parts[0].data.length;
+    const data = new Float32Array(parts.length * size);
+    parts.forEach((p, i) => data.set(p.data, i * size));
+    return { data, shape: [...this.leadingDims, ...parts[0].shape] };
+  }
+
+  #single(what: string): void {
+    if (this.leadingDims.length > 0) {
+      throw new InputError(
+        `${what} works on one matrix, but this FactoredMatrix has leading dimensions ` +
+          `[${this.leadingDims}]: pick one with get(...), e.g. M.get(${
+            this.leadingDims.map(() => 0)
+          })`,
+      );
+    }
+  }
+
   /**
-   * M = A B materialised [ldim, rdim]. Throws an {@link InputError} when that has more than
+   * M = A B materialised [..., ldim, rdim]. Throws an {@link InputError} when that has more than
    * {@link FactoredMatrix.maxABElements} elements: stream it with `rowBlocks` instead.
    */
   get AB(): Tensor {
-    const n = this.ldim * this.rdim;
+    const n = numel(this.shape);
     if (n > FactoredMatrix.maxABElements) {
       throw new InputError(
-        `FactoredMatrix.AB would materialise a ${this.ldim} x ${this.rdim} matrix ` +
+        `FactoredMatrix.AB would materialise [${this.shape}] ` +
           `(${(n * 4 / 2 ** 30).toFixed(2)} GiB of float32), above the cap of ` +
           `${FactoredMatrix.maxABElements} elements: stream it with rowBlocks(), use ` +
           `top1Accuracy()/norm()/svd(), or raise FactoredMatrix.maxABElements deliberately`,
       );
     }
-    return matmul(this.A, this.B, this.backend);
+    return this.#stacked(this.#matrices().map((m) => mm(m.A, m.B, this.backend)));
   }
 
-  /** The reverse product B A [mdim, mdim] (square M only: ldim == rdim). */
+  /** The reverse product B A [..., mdim, mdim] (square M only: ldim == rdim). */
   get BA(): Tensor {
     if (this.ldim !== this.rdim) {
       throw new InputError(`BA needs ldim == rdim, but the shape is [${this.shape}]`);
     }
-    return matmul(this.B, this.A, this.backend);
+    return this.#stacked(this.#matrices().map((m) => mm(m.B, m.A, this.backend)));
   }
 
   /** The transpose M^T = B^T A^T, still factored. */
   get T(): FactoredMatrix {
-    return this.#wrap(transpose(this.B), transpose(this.A));
+    return this.#wrap(tensorTranspose(this.B), tensorTranspose(this.A));
   }
 
   /**
-   * M X for a matrix X [rdim, p] (a FactoredMatrix [ldim, p]), or for another FactoredMatrix
-   * (`(M X.A) X.B`). As TransformerLens: when rdim > mdim the product folds into B
-   * (A, B X), otherwise into a dense left factor (A B, X).
+   * M X for a matrix X [..., rdim, p] (a FactoredMatrix [..., ldim, p]; leading dimensions
+   * broadcast), or for another FactoredMatrix (`(M X.A) X.B`). As TransformerLens: when
+   * rdim > mdim the product folds into B (A, B X), otherwise into a dense left factor (A B, X).
    */
   matmul(other: Tensor | FactoredMatrix): FactoredMatrix {
     if (other instanceof FactoredMatrix) return this.matmul(other.A).matmul(other.B);
-    const [r] = shape2(other, "matmul: the right matrix");
+    const [r] = factorDims(other, "matmul: the right matrix");
     if (r !== this.rdim) {
       throw new InputError(
         `matmul: M is [${this.shape}] but the right matrix is [${other.shape}] (needs ${this.rdim} rows)`,
       );
     }
-    if (this.rdim > this.mdim) return this.#wrap(this.A, matmul(this.B, other, this.backend));
+    if (this.rdim > this.mdim) {
+      return this.#wrap(this.A, tensorMatmul(this.B, other, this.backend));
+    }
     return this.#wrap(this.AB, other);
   }
 
   /**
-   * X M for a matrix X [p, ldim] (a FactoredMatrix [p, rdim]), or for another FactoredMatrix
-   * (`X.A (X.B M)`). As TransformerLens: when ldim > mdim the product folds into A (X A, B),
-   * otherwise into a dense right factor (X, A B).
+   * X M for a matrix X [..., p, ldim] (a FactoredMatrix [..., p, rdim]), or for another
+   * FactoredMatrix (`X.A (X.B M)`). As TransformerLens: when ldim > mdim the product folds into
+   * A (X A, B), otherwise into a dense right factor (X, A B).
    */
   rmatmul(other: Tensor | FactoredMatrix): FactoredMatrix {
     if (other instanceof FactoredMatrix) return this.rmatmul(other.B).rmatmul(other.A);
-    const [, c] = shape2(other, "rmatmul: the left matrix");
+    const [, c] = factorDims(other, "rmatmul: the left matrix");
     if (c !== this.ldim) {
       throw new InputError(
         `rmatmul: M is [${this.shape}] but the left matrix is [${other.shape}] (needs ${this.ldim} columns)`,
       );
     }
-    if (this.ldim > this.mdim) return this.#wrap(matmul(other, this.A, this.backend), this.B);
+    if (this.ldim > this.mdim) {
+      return this.#wrap(tensorMatmul(other, this.A, this.backend), this.B);
+    }
     return this.#wrap(other, this.AB);
   }
 
-  /** M v for a vector v [rdim]: A (B v), never materialising M. */
+  /** M v for a vector v [rdim]: A (B v), never materialising M (one matrix). */
   matvec(v: Float32Array): Float32Array {
+    this.#single("matvec");
     if (v.length !== this.rdim) {
       throw new InputError(`matvec: vector has ${v.length} values, expected rdim = ${this.rdim}`);
     }
-    const bv = matmul(this.B, { data: v, shape: [this.rdim, 1] });
-    return matmul(this.A, bv, this.backend).data;
+    const bv = mm(this.B, { data: v, shape: [this.rdim, 1] });
+    return mm(this.A, bv, this.backend).data;
   }
 
-  /** v M for a vector v [ldim]: (v A) B, never materialising M. */
+  /** v M for a vector v [ldim]: (v A) B, never materialising M (one matrix). */
   vecmat(v: Float32Array): Float32Array {
+    this.#single("vecmat");
     if (v.length !== this.ldim) {
       throw new InputError(`vecmat: vector has ${v.length} values, expected ldim = ${this.ldim}`);
     }
-    const va = matmul({ data: v, shape: [1, this.ldim] }, this.A);
-    return matmul(va, this.B, this.backend).data;
+    const va = mm({ data: v, shape: [1, this.ldim] }, this.A);
+    return mm(va, this.B, this.backend).data;
   }
 
   /** s M (the scalar goes into A, as TransformerLens's `*`). */
@@ -449,8 +473,76 @@ export class FactoredMatrix {
     return this.#wrap({ data: this.A.data.map((x) => x * s), shape: [...this.A.shape] }, this.B);
   }
 
-  /** Rows [start, end) of M, still factored (A's rows, the same B). */
+  /**
+   * Indexing as TransformerLens's `M[...]`: one entry per leading dimension (a number picks, null
+   * keeps; negative numbers count from the end); one more picks rows (kept as a 1-row matrix),
+   * two more rows and columns.
+   *
+   * @example
+   * ```ts
+   * import { FactoredMatrix } from "./factored_matrix.ts";
+   * const A = { data: new Float32Array(2 * 3 * 4 * 2).fill(1), shape: [2, 3, 4, 2] };
+   * const B = { data: new Float32Array(2 * 5).fill(1), shape: [2, 5] };
+   * const M = new FactoredMatrix(A, B);
+   * M.get(1, -1).shape; // [4, 5]
+   * M.get(null, 0).shape; // [2, 4, 5]
+   * M.get(0, 0, 2, 3).shape; // [1, 1]
+   * ```
+   */
+  get(...index: (number | null)[]): FactoredMatrix {
+    const lead = this.leadingDims, nLead = lead.length;
+    if (index.length > nLead + 2) {
+      throw new InputError(
+        `get: ${index.length} indices for a FactoredMatrix of shape [${this.shape}]`,
+      );
+    }
+    const norm = (i: number | null, n: number, what: string) => {
+      if (i === null) return null;
+      const j = i < 0 ? i + n : i;
+      if (!Number.isInteger(i) || j < 0 || j >= n) {
+        throw new InputError(`get: ${what} index ${i} is outside [-${n}, ${n})`);
+      }
+      return j;
+    };
+    const leadIdx = index.slice(0, nLead).map((i, d) => norm(i, lead[d], `dimension ${d}`));
+    const pick = (t: Tensor, row: number | null, col: number | null) => {
+      const own = t.shape.slice(0, -2);
+      const off = nLead - own.length;
+      let x = t;
+      // Leading dimensions, last first so earlier axes keep their positions.
+      for (let d = nLead - 1; d >= 0; d--) {
+        const i = leadIdx[d];
+        const od = d - off;
+        if (i === undefined || i === null || od < 0) continue;
+        x = selectAxis(x, od, own[od] === 1 ? 0 : i, false);
+      }
+      if (row !== null) x = selectAxis(x, x.shape.length - 2, row, true);
+      if (col !== null) x = selectAxis(x, x.shape.length - 1, col, true);
+      return x;
+    };
+    const row = index.length > nLead ? norm(index[nLead], this.ldim, "row") : null;
+    const col = index.length > nLead + 1 ? norm(index[nLead + 1], this.rdim, "column") : null;
+    return this.#wrap(pick(this.A, row, null), pick(this.B, null, col));
+  }
+
+  /** M with a new dimension of size 1 at leading position `k` (TL's `unsqueeze`). */
+  unsqueeze(k: number): FactoredMatrix {
+    const n = this.leadingDims.length;
+    if (!Number.isInteger(k) || k < 0 || k > n) {
+      throw new InputError(`unsqueeze: position ${k} is outside [0, ${n}]`);
+    }
+    const grow = (t: Tensor) => {
+      const own = t.shape.slice(0, -2);
+      const full = [...new Array(n - own.length).fill(1), ...own];
+      full.splice(k, 0, 1);
+      return { data: t.data, shape: [...full, ...t.shape.slice(-2)] };
+    };
+    return this.#wrap(grow(this.A), grow(this.B));
+  }
+
+  /** Rows [start, end) of M, still factored (A's rows, the same B; one matrix). */
   rowSlice(start: number, end: number): FactoredMatrix {
+    this.#single("rowSlice");
     if (
       !Number.isInteger(start) || !Number.isInteger(end) || start < 0 || end > this.ldim ||
       start > end
@@ -464,13 +556,14 @@ export class FactoredMatrix {
     );
   }
 
-  /** Row i of M (rdim floats), computed from the factors. */
+  /** Row i of M (rdim floats), computed from the factors (one matrix). */
   row(i: number): Float32Array {
     return this.rowSlice(i, i + 1).AB.data;
   }
 
-  /** The diagonal of a square M, sum_p A[i, p] B[p, i], without materialising M. */
+  /** The diagonal of a square M, sum_p A[i, p] B[p, i], without materialising M (one matrix). */
   diag(): Float32Array {
+    this.#single("diag");
     if (this.ldim !== this.rdim) {
       throw new InputError(`diag needs a square matrix, the shape is [${this.shape}]`);
     }
@@ -486,10 +579,11 @@ export class FactoredMatrix {
   }
 
   /**
-   * The Frobenius norm of M = A B, from the mdim x mdim Gram matrices:
+   * The Frobenius norm of M = A B (one matrix), from the mdim x mdim Gram matrices:
    * ||A B||_F^2 = sum_pq (A^T A)_pq (B B^T)_pq, in float64 (M is never materialised).
    */
   norm(): number {
+    this.#single("norm (use norms() for every matrix)");
     const ga = gramColumns(this.A.data, this.ldim, this.mdim);
     const gb = gramRows(this.B.data, this.mdim, this.rdim);
     let s = 0;
@@ -498,16 +592,43 @@ export class FactoredMatrix {
   }
 
   /**
+   * The Frobenius norm of every matrix, [...leading] (TL's `norm()`).
+   *
+   * @example
+   * ```ts
+   * import { FactoredMatrix } from "./factored_matrix.ts";
+   * const A = { data: Float32Array.of(1, 0, 0, 2), shape: [2, 1, 2] };
+   * const B = { data: Float32Array.of(3, 4), shape: [2, 1] };
+   * new FactoredMatrix(A, B).norms().data; // Float32Array [3, 8]
+   * ```
+   */
+  norms(): Tensor {
+    const values = this.#matrices().map((m) => m.norm());
+    return { data: Float32Array.from(values), shape: [...this.leadingDims] };
+  }
+
+  /**
    * Singular value decomposition M = U diag(S) Vh^T without materialising M (as TransformerLens:
    * decompose each factor, then the small middle matrix): thin QR of A and of B^T, then a Jacobi
-   * SVD of the mdim x mdim core, in float64. r = min(ldim, mdim, rdim) values; singular vectors of
-   * zero singular values may be zero. Cached.
+   * SVD of the mdim x mdim core, in float64. r = min(ldim, mdim, rdim) values per matrix;
+   * singular vectors of zero singular values may be zero. Cached.
    */
   svd(): Svd {
     if (this.#svd) return this.#svd;
+    if (this.leadingDims.length > 0) {
+      const parts = this.#matrices().map((m) => m.svd());
+      const S = new Float32Array(parts.length * parts[0].S.length);
+      parts.forEach((p, i) => S.set(p.S, i * p.S.length));
+      this.#svd = {
+        U: this.#stacked(parts.map((p) => p.U)),
+        S,
+        Vh: this.#stacked(parts.map((p) => p.Vh)),
+      };
+      return this.#svd;
+    }
     const { ldim, mdim: k, rdim } = this;
     const qa = qrColumns(this.A.data, ldim, k);
-    const bt = transpose(this.B);
+    const bt = tr(this.B);
     const qb = qrColumns(bt.data, rdim, k);
     // core = Ra Rb^T [k, k]
     const core = new Float64Array(k * k);
@@ -532,7 +653,7 @@ export class FactoredMatrix {
     return this.#svd;
   }
 
-  /** Left singular vectors [ldim, r] (see {@link FactoredMatrix.svd}). */
+  /** Left singular vectors [..., ldim, r] (see {@link FactoredMatrix.svd}). */
   get U(): Tensor {
     return this.svd().U;
   }
@@ -540,13 +661,16 @@ export class FactoredMatrix {
   get S(): Float32Array {
     return this.svd().S;
   }
-  /** Right singular vectors [rdim, r] (see {@link FactoredMatrix.svd}). */
+  /** Right singular vectors [..., rdim, r] (see {@link FactoredMatrix.svd}). */
   get Vh(): Tensor {
     return this.svd().Vh;
   }
 
-  /** diag(S) Vh^T [r, rdim]: the factorisation with the left orthogonal factor removed. */
+  /** diag(S) Vh^T [..., r, rdim]: the factorisation with the left orthogonal factor removed. */
   collapseL(): Tensor {
+    if (this.leadingDims.length > 0) {
+      return this.#stacked(this.#matrices().map((m) => m.collapseL()));
+    }
     const { S, Vh } = this.svd();
     const r = S.length, n = this.rdim;
     const out = new Float32Array(r * n);
@@ -556,8 +680,11 @@ export class FactoredMatrix {
     return { data: out, shape: [r, n] };
   }
 
-  /** U diag(S) [ldim, r]: the factorisation with the right orthogonal factor removed. */
+  /** U diag(S) [..., ldim, r]: the factorisation with the right orthogonal factor removed. */
   collapseR(): Tensor {
+    if (this.leadingDims.length > 0) {
+      return this.#stacked(this.#matrices().map((m) => m.collapseR()));
+    }
     const { S, U } = this.svd();
     const r = S.length;
     const out = U.data.slice();
@@ -567,6 +694,10 @@ export class FactoredMatrix {
 
   /** The same matrix as (U sqrt(S), sqrt(S) Vh^T): balanced factors with orthogonal rows/columns. */
   makeEven(): FactoredMatrix {
+    if (this.leadingDims.length > 0) {
+      const parts = this.#matrices().map((m) => m.makeEven());
+      return this.#wrap(this.#stacked(parts.map((p) => p.A)), this.#stacked(parts.map((p) => p.B)));
+    }
     const { S, U, Vh } = this.svd();
     const r = S.length, n = this.rdim;
     const root = S.map(Math.sqrt);
@@ -579,15 +710,42 @@ export class FactoredMatrix {
     return this.#wrap({ data: a, shape: [this.ldim, r] }, { data: b, shape: [r, n] });
   }
 
-  /** The top-left `n x n` corner of M (for printing), computed from the factors. */
+  /**
+   * The eigenvalues of each (square) matrix, from the small B A (TL's `eigenvalues`: A B and B A
+   * share their non-zero eigenvalues): `re` and `im` [..., mdim], sorted by decreasing magnitude.
+   *
+   * @example
+   * ```ts
+   * import { FactoredMatrix } from "./factored_matrix.ts";
+   * const A = { data: Float32Array.of(1, 0, 0, 1, 0, 0), shape: [3, 2] };
+   * const B = { data: Float32Array.of(0, -1, 0, 1, 0, 0), shape: [2, 3] };
+   * const { re, im } = new FactoredMatrix(A, B).eigenvalues; // a rotation: +i and -i
+   * [re.data[0], im.data[0]]; // [0, 1]
+   * ```
+   */
+  get eigenvalues(): { re: Tensor; im: Tensor } {
+    const BA = this.BA;
+    const k = this.mdim, count = BA.data.length / (k * k);
+    const re = new Float32Array(count * k), im = new Float32Array(count * k);
+    for (let i = 0; i < count; i++) {
+      const e = eigenvalues(BA.data.subarray(i * k * k, (i + 1) * k * k), k);
+      re.set(e.re, i * k);
+      im.set(e.im, i * k);
+    }
+    const shape = [...this.leadingDims, k];
+    return { re: { data: re, shape }, im: { data: im, shape: [...shape] } };
+  }
+
+  /** The top-left `n x n` corner of M (for printing), computed from the factors (one matrix). */
   getCorner(n = 3): Tensor {
+    this.#single("getCorner");
     const rows = Math.min(n, this.ldim), cols = Math.min(n, this.rdim);
     const a = this.rowSlice(0, rows).A;
     const b = new Float32Array(this.mdim * cols);
     for (let p = 0; p < this.mdim; p++) {
       b.set(this.B.data.subarray(p * this.rdim, p * this.rdim + cols), p * cols);
     }
-    return matmul(a, { data: b, shape: [this.mdim, cols] });
+    return mm(a, { data: b, shape: [this.mdim, cols] });
   }
 
   /**
@@ -598,6 +756,7 @@ export class FactoredMatrix {
    * blocks is fine: its own scopes open and close inside this one.
    */
   *rowBlocks(blockRows = 64): Generator<RowBlock, void, undefined> {
+    this.#single("rowBlocks");
     const stream = new RowStream(this, blockRows);
     try {
       for (let start = 0; start < this.ldim; start += stream.blockRows) {
@@ -609,9 +768,9 @@ export class FactoredMatrix {
     }
   }
 
-  /** `FactoredMatrix: Shape([ldim, rdim]), Hidden Dim(mdim)`, as TransformerLens prints it. */
+  /** `FactoredMatrix: Shape([..., ldim, rdim]), Hidden Dim(mdim)`, as TransformerLens prints it. */
   toString(): string {
-    return `FactoredMatrix: Shape([${this.ldim}, ${this.rdim}]), Hidden Dim(${this.mdim})`;
+    return `FactoredMatrix: Shape([${this.shape.join(", ")}]), Hidden Dim(${this.mdim})`;
   }
 }
 
@@ -645,7 +804,7 @@ class RowStream {
     const { mdim, rdim } = this.#m;
     const a = this.#m.A.data.subarray(start * mdim, (start + rows) * mdim);
     const backend = this.#backend;
-    if (!backend) return matmul({ data: a, shape: [rows, mdim] }, this.#m.B).data;
+    if (!backend) return mm({ data: a, shape: [rows, mdim] }, this.#m.B).data;
     if (!this.#scope) {
       this.#scope = backend.scope();
       this.#packed = this.#scope.uploadMatrix(this.#m.B.data, mdim, rdim);
@@ -707,6 +866,9 @@ export interface Top1Options {
  * ```
  */
 export async function top1Accuracy(m: FactoredMatrix, opts: Top1Options = {}): Promise<number> {
+  if (m.leadingDims.length > 0) {
+    throw new InputError(`top1Accuracy needs one matrix; pick it with get(...) from [${m.shape}]`);
+  }
   if (m.ldim !== m.rdim) {
     throw new InputError(`top1Accuracy needs a square matrix, the shape is [${m.shape}]`);
   }
@@ -750,4 +912,16 @@ function argmaxJs(x: Float32Array, off: number, n: number): number {
     }
   }
   return best;
+}
+
+/** `t` with one axis indexed: dropped (`keep` false) or kept with length 1. */
+function selectAxis(t: Tensor, axis: number, i: number, keep: boolean): Tensor {
+  const outer = numel(t.shape.slice(0, axis)), n = t.shape[axis];
+  const inner = numel(t.shape.slice(axis + 1));
+  const data = new Float32Array(outer * inner);
+  for (let o = 0; o < outer; o++) {
+    data.set(t.data.subarray((o * n + i) * inner, (o * n + i + 1) * inner), o * inner);
+  }
+  const shape = [...t.shape.slice(0, axis), ...(keep ? [1] : []), ...t.shape.slice(axis + 1)];
+  return { data, shape };
 }

@@ -7,6 +7,7 @@
  *   deno task bench                 everything (about 10 minutes on 2 cores)
  *   deno task bench --no-peers      this library only
  *   deno task bench --no-study      skip the whole-study comparison
+ *   deno task bench --no-patching   skip the activation-patching comparison
  *
  * A peer that is not installed is reported as skipped (see bench/README.md for installing them).
  * @module
@@ -30,10 +31,12 @@ import {
 } from "./peers/run_peers.ts";
 import { logitsChecksum, median, readBenchTokens } from "./peers/common.ts";
 import { generationSpeed } from "./generate_bench.ts";
+import { PATCH_SEQ, patchingBench } from "./patching_bench.ts";
 
 const args = new Set(Deno.args);
 const withPeers = !args.has("--no-peers");
 const withStudy = !args.has("--no-study");
+const withPatching = !args.has("--no-patching");
 const cores = navigator.hardwareConcurrency;
 
 function log(line: string) {
@@ -192,6 +195,11 @@ if (import.meta.main) {
       torchStudy = peerNote("pytorch study", await runTorch("study", bench.dir, bench.tokensPath));
     }
   }
+  let patching: Awaited<ReturnType<typeof patchingBench>> | undefined;
+  if (withPatching) {
+    log("activation patching: this library and the naive runWithHooks loop ...");
+    patching = await patchingBench(model, spec.tokens[0]);
+  }
   model.dispose();
 
   // ---- Tables ----
@@ -272,12 +280,34 @@ if (import.meta.main) {
     );
   }
 
+  if (patching) {
+    console.log(
+      `\nActivation patching, GPT-2-small shape, 1 x ${PATCH_SEQ} tokens (seconds; naive = one ` +
+        `runWithHooks per patch, timed on a sample)`,
+    );
+    console.log(
+      "grid                        runs  ours (all logits)  ours (last pos)    naive  speed-up  " +
+        "max |diff|",
+    );
+    for (const [name, r] of Object.entries(patching)) {
+      const all = r.ours === null ? "-" : `${fmt(r.ours)} ${ratio(r.naiveEstimate, r.ours)}`;
+      console.log(
+        `${name.padEnd(26)} ${String(r.runs).padStart(5)} ${all.padStart(18)} ` +
+          `${fmt(r.oursLastPosition).padStart(16)} ${fmt(r.naiveEstimate).padStart(8)} ` +
+          `${ratio(r.naiveEstimate, r.oursLastPosition).padStart(9)} ` +
+          `${r.maxDiff.toExponential(1).padStart(11)}`,
+      );
+    }
+    console.log("speed-up: naive / ours (last pos); the all-logits column shows its own ratio");
+  }
+
   const results = {
     machine: { cores, deno: Deno.version.deno, v8: Deno.version.v8 },
     matmul,
     forward,
     generation,
     study,
+    patching,
     peers: { torchGemm, tfjsGemm, torchFwd, tfjsFwd, torchStudy },
     seconds: (performance.now() - started) / 1000,
   };

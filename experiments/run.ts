@@ -26,7 +26,8 @@ import { runStudy } from "./study.ts";
 export const USAGE = `deno task experiments [flags]
 
 Reproduces "How to interpret GPT2-small" (repeated tokens, induction and previous-token heads,
-MLP patching, the K-composition circuit) and writes results.json and report.html.
+MLP patching, the K-composition circuit), adds a direct logit attribution and a logit lens of
+the repeated tokens, and writes results.json and report.html.
 
 Flags:
   --model NAME|PATH     gpt2, gpt2-medium, ..., an owner/name hub id, a local folder or a URL,
@@ -282,7 +283,7 @@ export async function main(args: string[], reporter?: Reporter): Promise<number>
     console.log(USAGE);
     return 0;
   }
-  const rep = reporter ?? new Reporter(7);
+  const rep = reporter ?? new Reporter(8);
   const startedAt = performance.now();
   try {
     const { name, choice } = chooseModel(opts.model);

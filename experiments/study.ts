@@ -25,6 +25,7 @@ import {
 import type { HookedTransformer } from "../model/hooked_transformer.ts";
 import { MODEL_ALIASES } from "../io/resolve.ts";
 import { Reporter } from "./progress.ts";
+import { toolkitAnalysis } from "./toolkit_analysis.ts";
 
 /** The run's settings and the facts about the model that `results.json` records. */
 export interface StudyOptions {
@@ -127,7 +128,7 @@ export async function runStudy(
   opts: StudyOptions,
 ): Promise<ExperimentResults> {
   const startedAt = opts.startedAt ?? performance.now();
-  const rep = opts.reporter ?? new Reporter(7, { quiet: true });
+  const rep = opts.reporter ?? new Reporter(8, { quiet: true });
   const cfg = model.cfg;
   const { seqLen, batch, seed } = opts;
   const topK = opts.topPairs ?? 3;
@@ -259,6 +260,22 @@ export async function runStudy(
     }; OV copying ${chosen.induction.join(".")} ${fmt(circ.value.ov, 4)}`,
   );
 
+  // 7. The second worked analysis, with the public toolkit: direct logit attribution and a
+  // logit lens on the repeated tokens.
+  const kit = await timed(
+    "toolkit",
+    "Direct logit attribution and logit lens",
+    () => toolkitAnalysis(model, tokens, seqLen),
+  );
+  const top = kit.value.dla.topHeads[0];
+  const lens = kit.value.logitLens;
+  rep.step(
+    "logit attribution and lens",
+    kit.seconds,
+    `head ${top.label} writes the answer most (${fmt(top.attribution, 2)}); logit lens top-1 on ` +
+      `the repeat ${lens.accuracySecond.map((a) => fmt(a, 2)).join(" → ")}`,
+  );
+
   const totalSeconds = (performance.now() - startedAt) / 1000;
   const positions = (a: "study" | "aligned") => patchPositions(seqLen, a).targets;
   const rows = Array.from(
@@ -353,6 +370,7 @@ export async function runStudy(
       pairs: sortedPairs,
       ovCopying: { layer: chosen.induction[0], head: chosen.induction[1], top1: circ.value.ov },
     },
+    toolkit: kit.value,
     timings,
     totalSeconds,
     reference: STUDY_REFERENCE,

@@ -75,6 +75,16 @@ export interface ForwardPlan {
    * keys and values of positions before qStart (required when any qStart is above 0).
    */
   prefixKv?: readonly DeviceArray[];
+  /**
+   * Which sequence of `prefixKv` each sequence reads its earlier keys and values from: rows
+   * [prefixSeq[b] T, (prefixSeq[b] + 1) T) of each layer's array (default 0: one shared sequence).
+   */
+  prefixSeq?: ArrayLike<number>;
+  /**
+   * In-place edits of activations where the pass reaches their hook points (before any hook),
+   * resumed passes included: how a patch changes a value inside a block.
+   */
+  edits?: readonly ActivationEdit[];
   /** The block the pass starts in (default 0). */
   startLayer?: number;
   /** Start before the MLP half of `startLayer` (its resid_mid) instead of before attention. */
@@ -113,6 +123,36 @@ export interface ForwardPlan {
   };
 }
 
+/**
+ * An edit of one hook point's activation in the backend's memory (see `ForwardPlan.edits`).
+ * Supported at every hook point the pass visits as rows, and at `hook_pattern`.
+ */
+export interface ActivationEdit {
+  /** The hook point. */
+  point: HookPoint;
+  /** Its layer (null outside blocks). */
+  layer: number | null;
+  /**
+   * Edits `x` in place. Row-shaped points: `x` holds `at.rows` rows of `at.cols` floats,
+   * `at.stride` apart; position t (t >= qStart[b]) of sequence b is row
+   * `at.rowOffset[b] + t - at.qStart[b]`. `hook_pattern`: sequence b's
+   * [n_heads, T - qStart[b], T] block starts at float `at.patternOffset[b]`.
+   */
+  apply(x: DeviceArray, at: EditLayout): void;
+}
+
+/** Where an edited activation's rows are (see {@linkcode ActivationEdit}). */
+export interface EditLayout extends RowLayout {
+  /** First row of each sequence. */
+  rowOffset: Int32Array;
+  /** First position each sequence computes. */
+  qStart: Int32Array;
+  /** Sequence length. */
+  T: number;
+  /** Where each sequence's attention pattern block starts in the pattern buffer. */
+  patternOffset: Int32Array;
+}
+
 /** What a pass returns. */
 export interface ForwardResult {
   /** The residual stream entering `stopAtLayer` [batch, T, d_model], when the plan stops early. */
@@ -149,14 +189,18 @@ export function forward(m: ModelRuntime, plan: ForwardPlan, hooks: HookSession):
 
   // 2. The blocks.
   for (let l = start; l < stop; l++) {
-    if (l === start && plan.startMid) pass.mlpHalf(l);
+    if (l === start && plan.startMid) pass.resumeMid(l);
     else pass.block(l);
   }
-  if (plan.stopAtLayer !== undefined) return { resid: pass.readResid() };
+  if (plan.stopAtLayer !== undefined) {
+    pass.checkEdits();
+    return { resid: pass.readResid() };
+  }
   pass.record("residPre", cfg.nLayers);
 
   // 3. The final norm, and 4. the unembedding.
   pass.norm(HOOK.lnFinalScale, HOOK.lnFinalNormalized, null, m.weights.lnFinal);
+  pass.checkEdits();
   if (plan.unembed) pass.unembed(plan.unembed.rows, plan.unembed.each);
   return {};
 }
@@ -197,6 +241,11 @@ class Pass {
   readonly #nQ: number;
   readonly #qkvCols: number;
   readonly #anyHook: (p: HookPoint) => boolean;
+  /** Where each sequence's [n_heads, T - qStart[b], T] pattern block starts. */
+  readonly #patternOffset: Int32Array;
+  /** The plan's edits by hook point index and layer, and those applied so far. */
+  readonly #edits = new Map<string, ActivationEdit[]>();
+  readonly #applied = new Set<ActivationEdit>();
 
   constructor(
     private readonly m: ModelRuntime,
@@ -238,8 +287,19 @@ class Pass {
         p.inBlock ? this.#anyHook(p) : hooks.wants(p, null)
       );
     const wantScores = this.#anyHook(HOOK.attnScores);
-    const wantPattern = wantScores || this.#anyHook(HOOK.pattern);
-    const R = this.rows, d = cfg.dModel, attn = batch * cfg.nHeads * this.#nQ * T;
+    for (const e of plan.edits ?? []) {
+      const key = editKey(e.point, e.layer);
+      this.#edits.set(key, [...(this.#edits.get(key) ?? []), e]);
+    }
+    const editsPattern = plan.edits?.some((e) => e.point === HOOK.pattern) ?? false;
+    const wantPattern = wantScores || editsPattern || this.#anyHook(HOOK.pattern);
+    this.#patternOffset = new Int32Array(batch);
+    let attn = 0;
+    for (let b = 0; b < batch; b++) {
+      this.#patternOffset[b] = attn;
+      attn += cfg.nHeads * (T - this.#qStart[b]) * T;
+    }
+    const R = this.rows, d = cfg.dModel;
     this.buf = {
       resid: scope.alloc(R * d),
       x: scope.alloc(R * d),
@@ -259,8 +319,41 @@ class Pass {
     return p.shape(this.m.cfg, this.plan.batch, this.#nQ, this.plan.T);
   }
 
+  /** Applies the plan's edits of hook point `p` at layer `l`; returns whether there were any. */
+  #edit(p: HookPoint, l: number | null, x: DeviceArray, cols: number, stride: number): boolean {
+    const edits = this.#edits.size ? this.#edits.get(editKey(p, l)) : undefined;
+    if (!edits) return false;
+    const at: EditLayout = {
+      rows: this.rows,
+      cols,
+      stride,
+      rowOffset: this.rowOffset,
+      qStart: this.#qStart,
+      T: this.plan.T,
+      patternOffset: this.#patternOffset,
+    };
+    for (const e of edits) {
+      e.apply(x, at);
+      this.#applied.add(e);
+    }
+    return true;
+  }
+
+  /** Throws unless every edit of the plan was applied (its hook point was reached). */
+  checkEdits(): void {
+    for (const e of this.plan.edits ?? []) {
+      if (!this.#applied.has(e)) {
+        const where = e.layer === null ? "" : ` of layer ${e.layer}`;
+        throw new InputError(
+          `this pass never reaches ${e.point.local}${where}, so it cannot be edited there`,
+        );
+      }
+    }
+  }
+
   /** Visits hook point `p` over `cols` columns of `x`'s rows (`stride` apart). */
   #visit(p: HookPoint, l: number | null, x: DeviceArray, cols: number, stride = cols): boolean {
+    this.#edit(p, l, x, cols, stride);
     if (!this.hooks.wants(p, l)) return false;
     const layout: RowLayout = { rows: this.rows, cols, stride };
     return this.hooks.visit(p, l, x, this.#shape(p), layout);
@@ -504,6 +597,12 @@ class Pass {
     backend.sumHeads(result, this.buf.out, rows, nHeads, d, this.m.weights.blocks[l].b_O);
   }
 
+  /** Block `l` for a pass that starts at its resid_mid: that hook point, then the MLP half. */
+  resumeMid(l: number): void {
+    this.#visit(HOOK.residMid, l, this.buf.resid, this.m.cfg.dModel);
+    this.mlpHalf(l);
+  }
+
   /** resid_mid -> resid_post of block `l`: norm, MLP, residual add. */
   mlpHalf(l: number): void {
     const { backend, cfg } = this.m;
@@ -562,7 +661,8 @@ class Pass {
         backend.copy(own, rows.at(qStart * W));
       } else if (qStart > 0) {
         rows = buf.kv!;
-        backend.copy(plan.prefixKv![l].at(0, qStart * W), rows);
+        const from = (plan.prefixSeq?.[b] ?? 0) * T * W;
+        backend.copy(plan.prefixKv![l].at(from, qStart * W), rows);
         backend.copy(own, rows.at(qStart * W));
       }
       return {
@@ -582,24 +682,28 @@ class Pass {
     };
 
     const wantScores = this.hooks.wants(HOOK.attnScores, l);
-    const wantPattern = wantScores || this.hooks.wants(HOOK.pattern, l);
+    const editPattern = this.#edits.has(editKey(HOOK.pattern, l));
+    const wantPattern = wantScores || editPattern || this.hooks.wants(HOOK.pattern, l);
     if (!wantPattern) {
       for (let b = 0; b < plan.batch; b++) backend.attention(seq(b));
       return;
     }
-    const nQ = this.#nQ, perSeq = nHeads * nQ * T;
-    const pattern = buf.pattern!, layout = { rows: plan.batch * nHeads * nQ, cols: T, stride: T };
+    const offset = this.#patternOffset;
+    const pattern = buf.pattern!,
+      layout = { rows: plan.batch * nHeads * this.#nQ, cols: T, stride: T };
     const attnShape = this.#shape(HOOK.pattern);
-    const patternOf = (b: number) => pattern.at(b * perSeq, perSeq);
+    const perSeq = (b: number) => nHeads * (T - this.#qStart[b]) * T;
+    const patternOf = (b: number) => pattern.at(offset[b], perSeq(b));
     let hookedScores = false;
     if (wantScores) {
       const scores = buf.scores!;
       for (let b = 0; b < plan.batch; b++) {
-        backend.attentionScores(seq(b), scores.at(b * perSeq, perSeq));
+        backend.attentionScores(seq(b), scores.at(offset[b], perSeq(b)));
       }
       hookedScores = this.hooks.visit(HOOK.attnScores, l, scores, attnShape, layout);
       for (let b = 0; b < plan.batch; b++) {
-        backend.softmaxRows(scores.at(b * perSeq, perSeq), patternOf(b), nHeads, nQ, T - nQ, {
+        const q = this.#qStart[b];
+        backend.softmaxRows(scores.at(offset[b], perSeq(b)), patternOf(b), nHeads, T - q, q, {
           kStart: plan.padding?.first[b] ?? 0,
           causal: !hookedScores,
         });
@@ -607,9 +711,10 @@ class Pass {
     } else {
       for (let b = 0; b < plan.batch; b++) backend.attention(seq(b), patternOf(b));
     }
+    const edited = this.#edit(HOOK.pattern, l, pattern, T, T);
     const hookedPattern = this.hooks.visit(HOOK.pattern, l, pattern, attnShape, layout);
-    if (wantScores || hookedPattern) {
-      const causal = !hookedScores && !hookedPattern;
+    if (wantScores || edited || hookedPattern) {
+      const causal = !hookedScores && !hookedPattern && !edited;
       for (let b = 0; b < plan.batch; b++) {
         backend.attentionApply(seq(b), patternOf(b), { causal });
       }
@@ -647,4 +752,9 @@ class Pass {
       each(r0, m, logits);
     }
   }
+}
+
+/** The key of a hook point and layer in a pass's edit table. */
+function editKey(p: HookPoint, l: number | null): string {
+  return `${p.index}:${l}`;
 }

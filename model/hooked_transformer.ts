@@ -7,6 +7,8 @@ import type { Backend, WeightDtype } from "../backend/backend.ts";
 import { WasmBackend } from "../backend/wasm/wasm_backend.ts";
 import { InputError } from "../core/errors.ts";
 import { checkOptions } from "../core/options.ts";
+import { transpose } from "../core/ops.ts";
+import { FactoredMatrix } from "../analysis/factored_matrix.ts";
 import type { Tensor } from "../core/tensor.ts";
 import { familyOf } from "../families/registry.ts";
 import { RESOLVE_OPTION_KEYS, resolveModel, type ResolveOptions } from "../io/resolve.ts";
@@ -29,8 +31,9 @@ import {
   type HookOptions,
 } from "./hook_table.ts";
 import { type FwdHook, type HookFilter, type HookFn, HookNames, HookSession } from "./hooks.ts";
-import type { ModelParams } from "./params.ts";
+import type { ModelParams, NormParams } from "./params.ts";
 import { PROCESSING_OPTION_KEYS, type ProcessingOptions, processWeights } from "./processing.ts";
+import { refactorFactoredAttnMatrices } from "./refactor_attn.ts";
 import {
   executeRun,
   type ModelInput,
@@ -79,6 +82,11 @@ export interface FromPretrainedOptions extends ProcessingOptions, ResolveOptions
    * first such tensor (default false: TransformerLens does not check; 0.15 s for GPT-2 small).
    */
   checkFinite?: boolean;
+  /**
+   * Refactor each head's W_Q W_K^T and W_V W_O by SVD after the other processing steps, without
+   * changing the outputs (TransformerLens's `refactor_factored_attn_matrices`; default false).
+   */
+  refactorFactoredAttnMatrices?: boolean;
 }
 
 /** Options of {@link HookedTransformer.fromBytes}. */
@@ -96,6 +104,7 @@ const LOAD_KEYS = [
   "weightDtype",
   "backend",
   "checkFinite",
+  "refactorFactoredAttnMatrices",
 ];
 
 export type { ModelInput, ReturnType, RunOptions, RunResult, RunWithCacheResult };
@@ -323,6 +332,7 @@ export class HookedTransformer {
       raw,
       processing,
     );
+    if (opts.refactorFactoredAttnMatrices) refactorFactoredAttnMatrices(params, cfg);
     const weightDtype = opts.weightDtype ?? "f32";
     if (weightDtype !== "f32" && weightDtype !== "bf16") {
       throw new InputError(
@@ -409,7 +419,7 @@ export class HookedTransformer {
       logits: out.logits,
       loss: out.loss,
       residual: out.residual,
-      cache: new ActivationCache(acts, this.cfg.nLayers),
+      cache: new ActivationCache(acts, this),
     } as RunWithCacheResult<O>;
   }
 
@@ -708,6 +718,36 @@ export class HookedTransformer {
   get b_out(): Tensor {
     return this.#params.b_out;
   }
+  /**
+   * Every head's OV circuit W_V W_O as a FactoredMatrix [n_layers, n_heads, d_model, d_model]
+   * (TransformerLens's `model.OV`; `model.OV.get(l, h)` is one head's).
+   *
+   * @example
+   * ```ts
+   * import { HookedTransformer } from "../mod.ts";
+   * const model = await HookedTransformer.fromPretrained("induction-toy", { threads: 1 });
+   * model.OV.shape; // [3, 4, d_model, d_model]
+   * model.OV.get(1, 2).eigenvalues.re.shape; // [d_head]
+   * ```
+   */
+  get OV(): FactoredMatrix {
+    return new FactoredMatrix(perQueryHead(this.W_V, this.cfg), this.W_O, {
+      backend: this.backend,
+    });
+  }
+  /**
+   * Every head's QK circuit W_Q W_K^T as a FactoredMatrix [n_layers, n_heads, d_model, d_model]
+   * (TransformerLens's `model.QK`).
+   */
+  get QK(): FactoredMatrix {
+    return new FactoredMatrix(this.W_Q, transpose(perQueryHead(this.W_K, this.cfg)), {
+      backend: this.backend,
+    });
+  }
+  /** The final norm's weight and bias [d_model] (read-only); null once folded (`foldLn`). */
+  get lnFinal(): NormParams | null {
+    return this.#params.lnFinal;
+  }
 
   // ---- Text (TransformerLens's tokenizer helpers) ----
 
@@ -789,4 +829,22 @@ export class HookedTransformer {
     checkOptions(opts, ["mode", "prependBos", "paddingSide"], "getTokenPosition");
     return tokenPosition(this, token, input, opts);
   }
+}
+
+/**
+ * Key or value weights [n_layers, n_key_value_heads, d_model, d_head] repeated per query head
+ * (grouped-query attention), so circuits pair each query head with its key/value head.
+ */
+function perQueryHead(W: Tensor, cfg: HookedTransformerConfig): Tensor {
+  const { nLayers: L, nHeads: H, nKeyValueHeads: K } = cfg;
+  if (K === H) return W;
+  const size = W.data.length / (L * K);
+  const data = new Float32Array(L * H * size);
+  for (let l = 0; l < L; l++) {
+    for (let h = 0; h < H; h++) {
+      const src = (l * K + Math.floor(h / (H / K))) * size;
+      data.set(W.data.subarray(src, src + size), (l * H + h) * size);
+    }
+  }
+  return { data, shape: [L, H, ...W.shape.slice(2)] };
 }

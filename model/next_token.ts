@@ -114,7 +114,7 @@ export async function nextTokenLogProbs(
       tokens: { data: ids, shape: [g, T] },
       unembed: { rows, each: logProbReducer(m.backend, m.cfg.dVocab, targets, lp, hits) },
     }, session);
-    opts.onGroup?.(new ActivationCache(session.cached, m.cfg.nLayers), b0, g);
+    opts.onGroup?.(new ActivationCache(session.cached, model), b0, g);
   }
   return { logProbs, correct, shape: [batch, n] };
 }

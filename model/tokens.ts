@@ -25,6 +25,9 @@ export interface TokenTensor {
   shape: [number, number] | number[];
 }
 
+/** What token validation reads of a model's config. */
+export type TokenConfig = Pick<HookedTransformerConfig, "dVocab" | "nCtx" | "modelName">;
+
 /**
  * Normalises and validates tokens against a config: integer ids in [0, d_vocab), at most n_ctx
  * positions, no ragged rows, no holes, not empty; a `{ data, shape }` tensor needs an
@@ -35,13 +38,12 @@ export interface TokenTensor {
  * @example
  * ```ts
  * import { toTokenTensor } from "./tokens.ts";
- * import { configFromHf } from "./config.ts";
- * const cfg = configFromHf({ model_type: "gpt2", vocab_size: 10, n_positions: 8, n_embd: 4, n_layer: 1, n_head: 1 }, "toy");
+ * const cfg = { dVocab: 10, nCtx: 8, modelName: "toy" };
  * toTokenTensor([[1, 2, 3]], cfg).shape; // [1, 3]
  * toTokenTensor({ data: Int32Array.from([1, 2, 3, 4]), shape: [2, 2] }, cfg).shape; // [2, 2]
  * ```
  */
-export function toTokenTensor(tokens: Tokens, cfg: HookedTransformerConfig): TokenTensor {
+export function toTokenTensor(tokens: Tokens, cfg: TokenConfig): TokenTensor {
   const { data, batch, pos } = Array.isArray(tokens)
     ? fromArrays(tokens, cfg)
     : fromTensor(tokens, cfg);
@@ -64,7 +66,7 @@ interface Checked {
 const FORMS = "number[] (one sequence), number[][] (a batch) or { data: Int32Array, shape: " +
   "[batch, pos] }";
 
-function fromArrays(tokens: unknown[], cfg: HookedTransformerConfig): Checked {
+function fromArrays(tokens: unknown[], cfg: TokenConfig): Checked {
   const nested = tokens.length > 0 && Array.isArray(tokens[0]);
   const rows = nested ? tokens : [tokens];
   const batch = rows.length;
@@ -102,7 +104,7 @@ function fromArrays(tokens: unknown[], cfg: HookedTransformerConfig): Checked {
   return { data, batch, pos };
 }
 
-function fromTensor(tokens: unknown, cfg: HookedTransformerConfig): Checked {
+function fromTensor(tokens: unknown, cfg: TokenConfig): Checked {
   if (typeof tokens !== "object" || tokens === null || !("data" in tokens)) {
     const hint = typeof tokens === "string" ? " (encode text with model.toTokens first)" : "";
     throw new InputError(`tokens must be ${FORMS}; got ${describe(tokens)}${hint}`);
@@ -160,7 +162,7 @@ function checkId(
   id: unknown,
   b: number,
   t: number,
-  cfg: HookedTransformerConfig,
+  cfg: TokenConfig,
 ): asserts id is number {
   if (typeof id === "number" && Number.isInteger(id) && id >= 0 && id < cfg.dVocab) return;
   const vocab = `[0, ${cfg.dVocab}) of ${cfg.modelName}`;

@@ -260,10 +260,107 @@ Deno.test("FactoredMatrix refuses to materialise above the cap, and validates sh
   assert.equal(M.AB.data.length, 1_000_000);
   assert.throws(() => new FactoredMatrix(random(3, 4, 1), random(5, 3, 1)), InputError, "inner");
   assert.throws(
-    () => new FactoredMatrix({ data: new Float32Array(8), shape: [2, 2, 2] }, random(2, 2, 1)),
+    () => new FactoredMatrix({ data: new Float32Array(2), shape: [2] }, random(2, 2, 1)),
     InputError,
-    "2 dimensions",
+    "at least 2 dimensions",
   );
+  assert.throws(
+    () => new FactoredMatrix(randomT([2, 3, 4], 1), randomT([3, 4, 5], 2)),
+    InputError,
+    "do not broadcast",
+  );
+});
+
+function randomT(shape: number[], seed: number): Tensor {
+  const data = new Float32Array(shape.reduce((a, b) => a * b, 1));
+  new SeededRng(seed, "fm-batch").fillNormal(data);
+  return { data, shape };
+}
+
+/** Matrix i of a [..., r, c] tensor. */
+function part(t: Tensor, i: number): Tensor {
+  const [r, c] = t.shape.slice(-2);
+  return { data: t.data.slice(i * r * c, (i + 1) * r * c), shape: [r, c] };
+}
+
+Deno.test("FactoredMatrix with leading dimensions: broadcast factors, get, per-matrix results", () => {
+  // A [2, 3, 6, 4] and B [3, 4, 5] broadcast to M [2, 3, 6, 5].
+  const A = randomT([2, 3, 6, 4], 1), B = randomT([3, 4, 5], 2);
+  const M = new FactoredMatrix(A, B);
+  assert.deepEqual(M.shape, [2, 3, 6, 5]);
+  assert.equal(M.ndim, 4);
+  assert.equal(M.toString(), "FactoredMatrix: Shape([2, 3, 6, 5]), Hidden Dim(4)");
+  const AB = M.AB;
+  assert.deepEqual(AB.shape, [2, 3, 6, 5]);
+  for (const [i, j] of [[0, 0], [1, 2], [1, 0]]) {
+    const ref = dense(part(A, i * 3 + j), part(B, j));
+    assertClose(part(AB, i * 3 + j).data, ref, 1e-6, `AB[${i}, ${j}]`);
+    const one = M.get(i, j);
+    assert.deepEqual(one.shape, [6, 5]);
+    assertClose(one.AB.data, ref, 1e-6, `get(${i}, ${j})`);
+    assertClose([M.norms().data[i * 3 + j]], [one.norm()], 1e-6, "norms");
+  }
+  assert.deepEqual(M.get(null, -1).shape, [2, 6, 5]);
+  assertClose(M.get(null, -1).get(1).AB.data, dense(part(A, 5), part(B, 2)), 1e-6, "get(null, -1)");
+  // One more index picks rows (kept), two more rows and columns, as TL.
+  const rowsM = M.get(1, 2, 4);
+  assert.deepEqual(rowsM.shape, [1, 5]);
+  const full = dense(part(A, 5), part(B, 2));
+  assertClose(rowsM.AB.data, full.slice(20, 25), 1e-6, "row");
+  assertClose(M.get(1, 2, -1, 3).AB.data, [full[5 * 5 + 3]], 1e-6, "entry");
+  assert.throws(() => M.get(2), InputError, "outside");
+  assert.throws(() => M.get(0, 0, 0, 0, 0), InputError, "indices");
+  // Transpose, products (leading dimensions broadcast), unsqueeze, SVD per matrix.
+  assertClose(M.T.get(1, 1).AB.data, transposeData(dense(part(A, 4), part(B, 1)), 6, 5), 1e-6, "T");
+  const X = randomT([5, 7], 3);
+  assertClose(
+    M.matmul(X).get(0, 1).AB.data,
+    dense(t64(dense(part(A, 1), part(B, 1)), [6, 5]), X),
+    1e-5,
+    "matmul",
+  );
+  const Y = randomT([3, 2, 6], 4);
+  assertClose(
+    M.rmatmul(Y).get(1, 0).AB.data,
+    dense(part(Y, 0), t64(dense(part(A, 3), part(B, 0)), [6, 5])),
+    1e-5,
+    "rmatmul",
+  );
+  assert.deepEqual(M.unsqueeze(1).shape, [2, 1, 3, 6, 5]);
+  const svd = M.svd();
+  assert.deepEqual(svd.U.shape, [2, 3, 6, 4]);
+  assert.equal(svd.S.length, 2 * 3 * 4);
+  assertClose(svd.S.slice(4 * 4, 5 * 4), M.get(1, 1).S, 1e-6, "S of matrix [1, 1]");
+  assertClose(part(M.collapseL(), 2).data, M.get(0, 2).collapseL().data, 1e-6, "collapseL");
+  assertClose(M.makeEven().AB.data, AB.data, 1e-4, "makeEven");
+  // Single-matrix methods say how to pick one.
+  assert.throws(() => M.norm(), InputError, "get(");
+  assert.throws(() => [...M.rowBlocks()], InputError, "get(");
+});
+
+function transposeData(x: Float64Array, r: number, c: number): Float64Array {
+  const out = new Float64Array(r * c);
+  for (let i = 0; i < r; i++) for (let j = 0; j < c; j++) out[j * r + i] = x[i * c + j];
+  return out;
+}
+
+Deno.test("FactoredMatrix eigenvalues: those of B A, complex pairs included", () => {
+  // A rotation scaled by 2 in the first two coordinates of a 3 x 3 matrix of rank 2.
+  const A = { data: Float32Array.of(1, 0, 0, 1, 0, 0), shape: [3, 2] };
+  const B = { data: Float32Array.of(0, -2, 0, 2, 0, 0), shape: [2, 3] };
+  const { re, im } = new FactoredMatrix(A, B).eigenvalues;
+  assert.deepEqual(Array.from(re.data), [0, 0]);
+  assert.deepEqual(Array.from(im.data), [2, -2]);
+  // By hand: the block [[2, 1], [-1, 2]] has 2 +- i, then 3 and -1; by magnitude 3, 2+i, 2-i, -1.
+  const D = {
+    data: Float32Array.of(2, 1, 0, 0, -1, 2, 0, 0, 0, 0, 3, 0, 0, 0, 0, -1),
+    shape: [4, 4],
+  };
+  const I = { data: Float32Array.from(eye(4)), shape: [4, 4] };
+  const e = new FactoredMatrix(D, I).eigenvalues;
+  assertClose(e.re.data, [3, 2, 2, -1], 1e-6, "re");
+  assertClose(e.im.data, [0, 1, -1, 0], 1e-6, "im");
+  assert.throws(() => new FactoredMatrix(random(3, 2, 1), random(2, 4, 1)).eigenvalues, InputError);
 });
 
 Deno.test("rowBlocks on a backend: an outer scope cannot allocate while the stream is open", () => {

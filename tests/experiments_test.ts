@@ -45,7 +45,7 @@ Deno.test("experiments: the toy run finds the model card's circuit and writes bo
     assert.match(why[0], /^model: induction-toy — the embedded model, because/);
     assert.match(why[0], /GPT-2 small's files are not on this machine/);
     // Steps and their times, and no bar redraws off a terminal.
-    for (let i = 1; i <= 7; i++) assert.match(r.stderr, new RegExp(`\\[${i}/7\\]`));
+    for (let i = 1; i <= 8; i++) assert.match(r.stderr, new RegExp(`\\[${i}/8\\]`));
     assert.ok(!r.stderr.includes("\r"), "no carriage returns when stderr is not a terminal");
 
     const names = [...Deno.readDirSync(out)].map((e) => e.name).sort();
@@ -96,7 +96,21 @@ Deno.test("experiments: the toy run finds the model card's circuit and writes bo
       "attention",
       "patching",
       "circuits",
+      "toolkit",
     ]);
+    // The second analysis: the induction head writes the answer most; the attributions sum to the
+    // logits; the logit lens of the last stream is the model's own prediction (the study's figures).
+    const kit = results.toolkit!;
+    assert.equal(kit.batch, 4);
+    assert.equal(kit.dla.topHeads[0].label, "L1H2");
+    assert.ok(kit.dla.sumCheck < 1e-3, `${kit.dla.sumCheck}`);
+    assert.deepEqual(kit.logitLens.labels, ["0_pre", "1_pre", "2_pre", "final_post"]);
+    const last = kit.logitLens.labels.length - 1;
+    assert.ok(Math.abs(kit.logitLens.logProbSecond[last] - results.logProbs.secondHalf) < 1e-4);
+    assert.ok(
+      Math.abs(kit.logitLens.accuracySecond[last] - results.logProbs.accuracySecond) < 1e-9,
+    );
+    assert.ok(kit.logitLens.accuracySecond[0] < kit.logitLens.accuracySecond[last]);
     assert.ok(results.totalSeconds >= results.timings.reduce((a, t) => a + t.seconds, 0) - 1e-6);
 
     const html = await Deno.readTextFile(`${out}/report.html`);

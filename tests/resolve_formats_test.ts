@@ -5,7 +5,7 @@
  * @module
  */
 import assert from "node:assert/strict";
-import { ModelNotFoundError, WeightsError } from "../core/errors.ts";
+import { ModelNotFoundError } from "../core/errors.ts";
 import type { Tensor } from "../core/tensor.ts";
 import { repoFolderName } from "../io/hub.ts";
 import { isModelCached, resolveModel } from "../io/resolve.ts";

@@ -6,7 +6,7 @@
  * @module
  */
 import assert from "node:assert/strict";
-import { ConfigError, InputError } from "../core/errors.ts";
+import { ConfigError } from "../core/errors.ts";
 import { BpeTokenizer } from "../tokenizer/bpe.ts";
 import { tokenizerForModel } from "../tokenizer/for_model.ts";
 import { splitText } from "../tokenizer/pre_tokenizers.ts";

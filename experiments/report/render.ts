@@ -178,6 +178,67 @@ function barCell(value: number, max: number, chosen: boolean): string {
     `style="width:${pct.toFixed(1)}%"></div></div></td>`;
 }
 
+/** A bar for a signed value: its length is |value| / max, red when negative. */
+function signedBar(value: number, max: number): string {
+  const pct = max > 0 ? Math.max(0.5, Math.min(100, (100 * Math.abs(value)) / max)) : 0;
+  return `<td class="barcell"><div class="bartrack"><div class="bar${value < 0 ? " neg" : ""}" ` +
+    `style="width:${pct.toFixed(1)}%"></div></div></td>`;
+}
+
+/** The second worked analysis: direct logit attribution and the logit lens (when present). */
+function toolkitSection(r: ExperimentResults): string {
+  const k = r.toolkit;
+  if (!k) return "";
+  const [p0, p1] = k.positions;
+  const parts = k.dla.components;
+  const maxPart = Math.max(...parts.map((c) => Math.abs(c.attribution)), 1e-9);
+  const partRows = parts.map((c) =>
+    `<tr><td><code>${esc(c.label)}</code></td><td class="num">${num(c.attribution, 2)}</td>${
+      signedBar(c.attribution, maxPart)
+    }</tr>`
+  ).join("");
+  const maxHead = Math.max(...k.dla.topHeads.map((h) => Math.abs(h.attribution)), 1e-9);
+  const headRows = k.dla.topHeads.map((h) =>
+    `<tr><td><code>${esc(h.label)}</code></td><td class="num">${num(h.attribution, 2)}</td>${
+      signedBar(h.attribution, maxHead)
+    }</tr>`
+  ).join("");
+  const lens = k.logitLens;
+  const lensRows = lens.labels.map((label, i) =>
+    `<tr><td><code>${esc(label)}</code></td><td class="num">${num(lens.logProbFirst[i], 2)}</td>` +
+    `<td class="num">${num(lens.logProbSecond[i], 2)}</td><td class="num">${
+      num(lens.accuracySecond[i], 2)
+    }</td>${barCell(lens.accuracySecond[i], 1, i === lens.labels.length - 1)}</tr>`
+  ).join("");
+  return `<section id="toolkit">
+<h2>Who writes the answer: logit attribution and the logit lens</h2>
+<p class="caption">A second analysis, written with the library's TransformerLens toolkit only (<code>cache.decomposeResid</code>, <code>stackHeadResults</code>, <code>logitAttrs</code>, <code>accumulatedResid</code>, tensor ops): on the first ${k.batch} sequences, how much each component writes the correct next token's logit on the repeated half (positions ${p0}…${
+    p1 - 1
+  }, mean over positions and sequences), and what each layer's residual stream would predict through the final norm and the unembedding. The attributions plus b_U reproduce the logits to ${
+    k.dla.sumCheck.toExponential(1)
+  }.</p>
+<div class="grid2">
+<div>
+<table>
+<thead><tr><th>component</th><th class="num">logit attribution</th><th></th></tr></thead>
+<tbody>${partRows}</tbody>
+</table>
+<table style="margin-top:14px">
+<thead><tr><th>head</th><th class="num">logit attribution</th><th></th></tr></thead>
+<tbody>${headRows}</tbody>
+</table>
+</div>
+<div>
+<table>
+<thead><tr><th>stream</th><th class="num">log-prob, 1st half</th><th class="num">log-prob, repeat</th><th class="num">top-1, repeat</th><th></th></tr></thead>
+<tbody>${lensRows}</tbody>
+</table>
+</div>
+</div>
+</section>
+`;
+}
+
 function sameHead(a: HeadRef, b: HeadRef): boolean {
   return a[0] === b[0] && a[1] === b[1];
 }
@@ -276,6 +337,7 @@ tr.chosen td:first-child { box-shadow: inset 3px 0 0 var(--warm); }
 .bar { height: 100%; background: var(--accent); border-radius: 5px; }
 .bar.chosen { background: var(--warm); }
 .bar.time { background: #8a94a8; }
+.bar.neg { background: #c0504d; opacity: .75; }
 .legend-chip { display: inline-block; width: 10px; height: 10px; border: 2.5px solid var(--warm); border-radius: 2px; vertical-align: -1px; }
 footer { color: var(--faint); font-size: 12.5px; padding: 4px 0 36px; }
 footer a { color: inherit; }
@@ -498,6 +560,7 @@ ${note}
 </div>
 </section>
 
+${toolkitSection(r)}
 <section id="timings">
 <h2>Where the time went</h2>
 <p class="caption">Wall-clock time of each step on this machine (${esc(r.runtime)}), ${

@@ -6,6 +6,8 @@
  * @module
  */
 
+import type { ToolkitAnalysis } from "../toolkit_analysis.ts";
+
 /** The `schema` field of every results file. */
 export const RESULTS_SCHEMA = "transformer-lens-deno/experiments-results";
 
@@ -209,6 +211,11 @@ export interface ExperimentResults {
     /** OV copying: top-1 of W_E W_V W_O W_U for the chosen induction head. */
     ovCopying: { layer: number; head: number; top1: number };
   };
+  /**
+   * The second worked analysis (direct logit attribution and a logit lens of the repeated
+   * tokens, written with the public toolkit); absent in files written before it existed.
+   */
+  toolkit?: ToolkitAnalysis;
   /** Each step's wall-clock time, in order. */
   timings: StepTiming[];
   /** Wall-clock seconds of the whole run, loading included. */

@@ -1,7 +1,7 @@
 /**
  * ActivationCache's TransformerLens analyses against float64 references on tiny-hf-f32:
  * `tiny-tl-golden.json` (decompose_resid, accumulated_resid, stack_head_results, logit_attrs) and
- * `tiny-tl-toolkit-reference.json` (stack_neuron_results, get_full_resid_decomposition, the
+ * `tl-toolkit/reference.json` (stack_neuron_results, get_full_resid_decomposition, the
  * cached-scale branches), labels included. Tolerance: the float32 forward pass of this 2-layer,
  * 32-wide model is within ~1e-6 of float64, and these analyses are sums and scalings of its
  * activations; 1e-5 relative to the largest reference value leaves an order of margin.
@@ -9,13 +9,13 @@
 import assert from "node:assert/strict";
 import { ActivationCache, HookedTransformer, InputError, sum } from "../mod.ts";
 import type { Tensor } from "../mod.ts";
-import { localFixturePath } from "./fixtures.ts";
+import { fixturePath } from "./fixtures.ts";
 
-const golden = JSON.parse(Deno.readTextFileSync(localFixturePath("tiny-tl-golden.json")));
-const ref = JSON.parse(Deno.readTextFileSync(localFixturePath("tiny-tl-toolkit-reference.json")));
+const golden = JSON.parse(Deno.readTextFileSync(fixturePath("tiny-tl-golden.json")));
+const ref = JSON.parse(Deno.readTextFileSync(fixturePath("tl-toolkit/reference.json")));
 
 async function loadTiny(): Promise<HookedTransformer> {
-  const dir = localFixturePath("tiny-hf-f32");
+  const dir = fixturePath("tiny-hf-f32");
   const config = JSON.parse(await Deno.readTextFile(`${dir}/config.json`));
   return await HookedTransformer.fromBytes(
     config,

@@ -2,7 +2,7 @@
  * Activation patching (TransformerLens's `patching` module) on tiny-hf-f32 with the
  * logit-difference metric of `tiny-tl-golden.json`: every grid against float64 references
  * (tiny-tl-golden.json's resid_pre, attn_out, mlp_out and head-output grids; the rest from
- * tiny-tl-toolkit-reference.json, whose script reproduces the golden grids to 5e-12 first), the
+ * tl-toolkit/reference.json, whose script reproduces the golden grids to 5e-12 first), the
  * fast path against a `runWithHooks` loop, and bad input.
  *
  * Tolerance: the metric is a difference of two logits of magnitude ~2 computed in float32; the
@@ -35,13 +35,13 @@ import {
   layerPosPatchSetter,
 } from "../mod.ts";
 import type { PatchSetter, Tensor } from "../mod.ts";
-import { localFixturePath } from "./fixtures.ts";
+import { fixturePath } from "./fixtures.ts";
 
-const golden = JSON.parse(Deno.readTextFileSync(localFixturePath("tiny-tl-golden.json")));
-const ref = JSON.parse(Deno.readTextFileSync(localFixturePath("tiny-tl-toolkit-reference.json")));
+const golden = JSON.parse(Deno.readTextFileSync(fixturePath("tiny-tl-golden.json")));
+const ref = JSON.parse(Deno.readTextFileSync(fixturePath("tl-toolkit/reference.json")));
 const TOL = 2e-6;
 
-const dir = localFixturePath("tiny-hf-f32");
+const dir = fixturePath("tiny-hf-f32");
 const model = await HookedTransformer.fromBytes(
   JSON.parse(Deno.readTextFileSync(`${dir}/config.json`)),
   Deno.readFileSync(`${dir}/model.safetensors`),

@@ -59,8 +59,3 @@ export interface TinyGolden {
 export function readTinyGolden(): TinyGolden {
   return JSON.parse(Deno.readTextFileSync(fixturePath("tiny-golden.json")));
 }
-
-/** Absolute path of a fixture copied into this repository's `tests/fixtures/` (byte-identical). */
-export function localFixturePath(name: string): string {
-  return fromFileUrl(new URL(`./fixtures/${name}`, import.meta.url));
-}

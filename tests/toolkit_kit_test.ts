@@ -1,6 +1,6 @@
 /**
  * The rest of the TransformerLens kit on tiny-hf-f32 against float64 references
- * (tiny-tl-toolkit-reference.json, from tests/fixtures/tl_toolkit_reference.py, and
+ * (tl-toolkit/reference.json, from tests/fixtures/tl-toolkit/make_reference.py, and
  * tiny-tl-golden.json's loss): detectHead, model.OV / model.QK, allCompositionScores, OV
  * eigenvalues, refactorFactoredAttnMatrices, lmCrossEntropyLoss, lmAccuracy, testPrompt.
  */
@@ -17,11 +17,11 @@ import {
   testPrompt,
   transpose,
 } from "../mod.ts";
-import { localFixturePath } from "./fixtures.ts";
+import { fixturePath } from "./fixtures.ts";
 
-const golden = JSON.parse(Deno.readTextFileSync(localFixturePath("tiny-tl-golden.json")));
-const ref = JSON.parse(Deno.readTextFileSync(localFixturePath("tiny-tl-toolkit-reference.json")));
-const dir = localFixturePath("tiny-hf-f32");
+const golden = JSON.parse(Deno.readTextFileSync(fixturePath("tiny-tl-golden.json")));
+const ref = JSON.parse(Deno.readTextFileSync(fixturePath("tl-toolkit/reference.json")));
+const dir = fixturePath("tiny-hf-f32");
 const config = JSON.parse(Deno.readTextFileSync(`${dir}/config.json`));
 const bytes = Deno.readFileSync(`${dir}/model.safetensors`);
 const model = await HookedTransformer.fromBytes(config, bytes, { name: "tiny", threads: 1 });

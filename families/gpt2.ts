@@ -5,12 +5,11 @@
  */
 import { ConfigError, WeightsError } from "../core/errors.ts";
 import { transpose2d } from "../core/tensor.ts";
-import { checkConfig, type HookedTransformerConfig } from "../model/config.ts";
+import { checkConfig, type HookedTransformerConfig, NO_ROTARY } from "../model/config.ts";
 import { emptyStacks, layerOf, type ModelParams } from "../model/params.ts";
-import type { SafetensorsFile } from "../io/safetensors.ts";
+import type { TensorReader } from "./hf_config.ts";
 
-/** Where a family reads tensors from (a safetensors file, or anything with the same methods). */
-export type TensorReader = Pick<SafetensorsFile, "names" | "has" | "info" | "tensor">;
+export type { TensorReader } from "./hf_config.ts";
 
 function field(hf: Record<string, unknown>, key: string, fallback?: number): number {
   const v = hf[key];
@@ -98,8 +97,7 @@ export function gpt2Config(
     normalizationType: "LN",
     eps,
     positionalEmbeddingType: "standard",
-    rotaryDim: 0,
-    rotaryBase: 10000,
+    ...NO_ROTARY,
     parallelAttnMlp: false,
     bosTokenId: bos,
     eosTokenId: eos,
@@ -193,6 +191,7 @@ export function gpt2Params(file: TensorReader, cfg: HookedTransformerConfig): Mo
     ...stacks,
     ln2: stacked(ln2w, ln2b),
     W_gate: null,
+    b_gate: null,
     lnFinal: {
       w: { data: read("ln_f.weight", [d]), shape: [d] },
       b: { data: read("ln_f.bias", [d]), shape: [d] },

@@ -7,19 +7,34 @@
 import { ConfigError } from "../core/errors.ts";
 import type { HookedTransformerConfig } from "../model/config.ts";
 import type { ModelParams } from "../model/params.ts";
-import { gpt2Config, gpt2Params, type TensorReader } from "./gpt2.ts";
+import { gpt2Config, gpt2Params } from "./gpt2.ts";
+import { gptNeoxConfig, gptNeoxParams } from "./gpt_neox.ts";
+import type { TensorReader } from "./hf_config.ts";
+import { llamaConfig, llamaParams, qwen2Config, qwen2Params } from "./llama.ts";
 
 /** A family's two conversions. */
 export interface Family {
+  /** The family's name, for reports and messages ("GPT-2", "GPT-NeoX", "Llama", "Qwen2"). */
+  name: string;
   /** HF `config.json` -> the family-neutral config (a ConfigError for what is unsupported). */
   config(hf: Record<string, unknown>, modelName: string): HookedTransformerConfig;
-  /** The checkpoint's tensors -> TransformerLens parameters, checked against the config. */
-  params(file: TensorReader, cfg: HookedTransformerConfig): ModelParams;
+  /**
+   * The checkpoint's tensors -> TransformerLens parameters, checked against the config (`hf`
+   * says which optional tensors the checkpoint must have: biases, an untied unembedding).
+   */
+  params(
+    file: TensorReader,
+    cfg: HookedTransformerConfig,
+    hf: Record<string, unknown>,
+  ): ModelParams;
 }
 
 /** Families by HF `model_type`. */
 export const FAMILIES: Readonly<Record<string, Family>> = {
-  gpt2: { config: gpt2Config, params: gpt2Params },
+  gpt2: { name: "GPT-2", config: gpt2Config, params: gpt2Params },
+  gpt_neox: { name: "GPT-NeoX", config: gptNeoxConfig, params: gptNeoxParams },
+  llama: { name: "Llama", config: llamaConfig, params: llamaParams },
+  qwen2: { name: "Qwen2", config: qwen2Config, params: qwen2Params },
 };
 
 /**

@@ -17,6 +17,7 @@ import type { DeviceNorm, DeviceWeights } from "./device_weights.ts";
 import { HOOK, type HookPoint } from "./hook_table.ts";
 import type { HookSession, RowLayout } from "./hooks.ts";
 import type { ModelParams } from "./params.ts";
+import type { RotaryTable } from "./rotary.ts";
 import type { TokenTensor } from "./tokens.ts";
 
 /** Rows of logits computed per unembedding product, so memory holds one chunk only. */
@@ -30,6 +31,8 @@ export interface ModelRuntime {
   weights: DeviceWeights;
   /** The weights in JavaScript (the embeddings are gathered from here). */
   params: ModelParams;
+  /** Rotary cosines and sines by position (rotary models; null otherwise). */
+  rotary: RotaryTable | null;
 }
 
 /**
@@ -46,13 +49,21 @@ export interface ForwardPlan {
   /** First position each sequence computes (default 0: every position). */
   qStart?: ArrayLike<number>;
   /**
+   * The absolute position of each of the plan's rows, for position embeddings (W_pos, rotary):
+   * default qStart[b] + i for row i of sequence b. (Left padding shifts them.)
+   */
+  positions?: ArrayLike<number>;
+  /**
    * Per layer, a clean run's fused Q|K|V rows [T, (n_heads + 2 n_key_value_heads) d_head]: the
    * keys and values of positions before qStart (required when any qStart is above 0).
    */
   prefixKv?: readonly DeviceArray[];
   /** The block the pass starts in (default 0). */
   startLayer?: number;
-  /** Start before the MLP half of `startLayer` (its resid_mid) instead of before attention. */
+  /**
+   * Start before the MLP half of `startLayer` (its resid_mid) instead of before attention (not
+   * for parallel attention + MLP blocks, which have no resid_mid).
+   */
   startMid?: boolean;
   /** Writes the starting residual stream into `resid` (rows as the plan stores them). */
   input?: (resid: DeviceArray, rowOffset: Int32Array) => void;
@@ -62,9 +73,14 @@ export interface ForwardPlan {
   record?: {
     /** resid_pre of each layer; entry nLayers receives the final resid_post. */
     residPre?: DeviceArray[];
-    /** resid_mid of each layer. */
+    /**
+     * resid_mid of each layer; in parallel blocks resid_pre + attn_out, the partial sum before
+     * mlp_out is added (not a hook point there).
+     */
     residMid?: DeviceArray[];
-    /** Fused Q|K|V rows of each layer. */
+    /** mlp_out of each layer. */
+    mlpOut?: DeviceArray[];
+    /** Fused Q|K|V rows of each layer (keys after rotary embeddings). */
     qkv?: DeviceArray[];
   };
   /**
@@ -96,6 +112,16 @@ export function planRows(plan: Pick<ForwardPlan, "batch" | "T" | "qStart">): {
     rows += plan.T - (plan.qStart?.[b] ?? 0);
   }
   return { rowOffset, rows };
+}
+
+/** Row i of sequence b sits at position qStart[b] + i. */
+function defaultPositions(qStart: Int32Array, T: number): Int32Array {
+  let rows = 0;
+  for (const q of qStart) rows += T - q;
+  const out = new Int32Array(rows);
+  let r = 0;
+  for (const q of qStart) for (let t = q; t < T; t++) out[r++] = t;
+  return out;
 }
 
 /**
@@ -142,6 +168,12 @@ interface Buffers {
   out: DeviceArray;
   /** MLP hidden [rows, d_mlp]. */
   mlp: DeviceArray;
+  /** Gated MLPs: [gate | up] pre-activations [rows, 2 d_mlp]. */
+  gateUp?: DeviceArray;
+  /** Parallel blocks: attn_out [rows, d_model], kept while the MLP runs. */
+  attnOut?: DeviceArray;
+  /** Rotary models: each row's cosines and sines [rows, rotaryDim]. */
+  cs?: DeviceArray;
   /** Attention pattern [batch, head, T, T], when a hook point needs it. */
   pattern?: DeviceArray;
   /** Attention scores [batch, head, T, T], when a hook point needs them. */
@@ -156,6 +188,7 @@ class Pass {
   readonly rowOffset: Int32Array;
   readonly rows: number;
   readonly #qStart: Int32Array;
+  readonly #positions: ArrayLike<number>;
   readonly #qkvCols: number;
   readonly #anyHook: (p: HookPoint) => boolean;
 
@@ -176,6 +209,17 @@ class Pass {
     if (resumed && !hooks.silent) {
       throw new InputError("hooks and caches run on full passes only, not on resumed ones");
     }
+    if (plan.startMid && cfg.parallelAttnMlp) {
+      throw new InputError(
+        `${cfg.modelName} has parallel attention and MLP blocks: there is no resid_mid to start from`,
+      );
+    }
+    this.#positions = plan.positions ?? defaultPositions(this.#qStart, T);
+    if (this.#positions.length !== this.rows) {
+      throw new InputError(
+        `the plan gives ${this.#positions.length} positions for its ${this.rows} rows`,
+      );
+    }
     this.#qkvCols = (cfg.nHeads + 2 * cfg.nKeyValueHeads) * cfg.dHead;
     const layers = Array.from({ length: cfg.nLayers }, (_, l) => l);
     this.#anyHook = (p) => !hooks.silent && layers.some((l) => hooks.wants(p, l));
@@ -194,6 +238,9 @@ class Pass {
       z: scope.alloc(R * cfg.nHeads * cfg.dHead),
       out: scope.alloc(R * d),
       mlp: scope.alloc(R * cfg.dMlp),
+      gateUp: cfg.gatedMlp ? scope.alloc(R * 2 * cfg.dMlp) : undefined,
+      attnOut: cfg.parallelAttnMlp ? scope.alloc(R * d) : undefined,
+      cs: m.rotary ? scope.upload(m.rotary.rows(this.#positions)) : undefined,
       pattern: wantPattern ? scope.alloc(attn) : undefined,
       scores: wantScores ? scope.alloc(attn) : undefined,
       kv: resumed ? scope.alloc(T * this.#qkvCols) : undefined,
@@ -212,10 +259,10 @@ class Pass {
     return this.hooks.visit(p, l, x, this.#shape(p), layout);
   }
 
-  /** Copies the residual stream into `plan.record[what][l]` when asked. */
-  record(what: "residPre" | "residMid", l: number): void {
+  /** Copies the residual stream (or `from`) into `plan.record[what][l]` when asked. */
+  record(what: "residPre" | "residMid" | "mlpOut", l: number, from = this.buf.resid): void {
     const to = this.plan.record?.[what]?.[l];
-    if (to) this.m.backend.copy(this.buf.resid, to);
+    if (to) this.m.backend.copy(from.at(0, to.length), to);
   }
 
   /** resid = W_E[tokens] + W_pos[positions], with hook_embed and hook_pos_embed. */
@@ -236,7 +283,7 @@ class Pass {
       const pos = new Float32Array(rows * d);
       const WP = params.W_pos.data;
       for (let r = 0; r < rows; r++) {
-        const t = r % T;
+        const t = this.#positions[r];
         pos.set(WP.subarray(t * d, t * d + d), r * d);
       }
       backend.write(this.buf.out, pos);
@@ -249,27 +296,49 @@ class Pass {
 
   /** Block `l`: resid_pre -> resid_post. */
   block(l: number): void {
-    this.#attentionHalf(l);
-    this.mlpHalf(l);
+    const { buf } = this;
+    const d = this.m.cfg.dModel;
+    this.#attentionOut(l);
+    if (!this.m.cfg.parallelAttnMlp) {
+      this.#addToResid(buf.out);
+      this.record("residMid", l);
+      this.#visit(HOOK.residMid, l, buf.resid, d);
+      this.mlpHalf(l);
+      return;
+    }
+    // Parallel: the MLP reads resid_pre too; resid_post = (resid_pre + attn_out) + mlp_out.
+    this.#mlpOut(l);
+    this.#addToResid(buf.attnOut!);
+    this.record("residMid", l);
+    this.#addToResid(buf.out);
+    this.#visit(HOOK.residPost, l, buf.resid, d);
   }
 
-  /** Normalizes the residual stream into `x`, with the norm's two hook points. */
+  /**
+   * Normalizes the residual stream into `x` (LayerNorm or RMSNorm by the config), with the norm's
+   * two hook points; `hook_normalized` sees the values before the norm's weight and bias, as in
+   * TransformerLens.
+   */
   norm(scaleHook: HookPoint, normalizedHook: HookPoint, l: number | null, w: DeviceNorm | null) {
     const { backend, cfg } = this.m;
     const { buf, rows } = this;
     const d = cfg.dModel;
     const wantScale = this.hooks.wants(scaleHook, l);
-    backend.layerNorm(buf.resid.at(0, rows * d), buf.x, rows, d, cfg.eps, {
-      gamma: w?.w,
-      beta: w?.b,
-      scale: wantScale ? buf.scale : undefined,
-    });
+    const opts = { scale: wantScale ? buf.scale : undefined };
+    const resid = buf.resid.at(0, rows * d);
+    const rms = cfg.normalizationType === "RMS" || cfg.normalizationType === "RMSPre";
+    if (rms) backend.rmsNorm(resid, buf.x, rows, d, cfg.eps, opts);
+    else backend.layerNorm(resid, buf.x, rows, d, cfg.eps, opts);
     if (wantScale) this.#visit(scaleHook, l, buf.scale!, 1);
     this.#visit(normalizedHook, l, buf.x, d);
+    if (w) backend.affineRows(buf.x, buf.x, rows, d, w.w, w.b);
   }
 
-  /** resid_pre -> resid_mid of block `l`: norm, attention, residual add. */
-  #attentionHalf(l: number) {
+  /**
+   * resid_pre -> attn_out of block `l` (norm, attention, output projection), into `out`, or into
+   * `attnOut` in parallel blocks.
+   */
+  #attentionOut(l: number) {
     const { backend, cfg } = this.m;
     const { buf, rows } = this;
     const blk = this.m.weights.blocks[l];
@@ -282,39 +351,63 @@ class Pass {
     this.#visit(HOOK.q, l, buf.qkv, qCols, W);
     this.#visit(HOOK.k, l, buf.qkv.at(qCols), kvCols, W);
     this.#visit(HOOK.v, l, buf.qkv.at(qCols + kvCols), kvCols, W);
+    if (buf.cs) {
+      const { nHeads, nKeyValueHeads, dHead, rotaryDim } = cfg;
+      backend.rotary(buf.qkv, buf.cs, {
+        rows,
+        stride: W,
+        nHeads: nHeads + nKeyValueHeads,
+        dHead,
+        rotaryDim,
+      });
+      this.#visit(HOOK.rotQ, l, buf.qkv, qCols, W);
+      this.#visit(HOOK.rotK, l, buf.qkv.at(qCols), kvCols, W);
+    }
     const qkvRecord = this.plan.record?.qkv?.[l];
     if (qkvRecord) backend.copy(buf.qkv.at(0, rows * W), qkvRecord);
     this.#attention(l);
     this.#visit(HOOK.z, l, buf.z, qCols);
-    backend.matmul(buf.z, blk.W_O, buf.out, rows, { bias: blk.b_O });
-    this.#visit(HOOK.attnOut, l, buf.out, d);
-    this.#addToResid();
-    this.record("residMid", l);
-    this.#visit(HOOK.residMid, l, buf.resid, d);
+    const out = buf.attnOut ?? buf.out;
+    backend.matmul(buf.z, blk.W_O, out, rows, { bias: blk.b_O });
+    this.#visit(HOOK.attnOut, l, out, d);
   }
 
-  /** resid_mid -> resid_post of block `l`: norm, MLP, residual add. */
+  /** resid_mid -> resid_post of block `l` (sequential blocks): norm, MLP, residual add. */
   mlpHalf(l: number): void {
+    this.#mlpOut(l);
+    this.#addToResid(this.buf.out);
+    this.#visit(HOOK.residPost, l, this.buf.resid, this.m.cfg.dModel);
+  }
+
+  /** The MLP of block `l` on the residual stream, into `out` (mlp_out). */
+  #mlpOut(l: number): void {
     const { backend, cfg } = this.m;
     const { buf, rows } = this;
     const blk = this.m.weights.blocks[l];
-    const d = cfg.dModel;
+    const d = cfg.dModel, dMlp = cfg.dMlp;
     this.norm(HOOK.ln2Scale, HOOK.ln2Normalized, l, blk.ln2);
-    backend.matmul(buf.x, blk.W_in, buf.mlp, rows, { bias: blk.b_in });
-    this.#visit(HOOK.mlpPre, l, buf.mlp, cfg.dMlp);
-    const hidden = buf.mlp.at(0, rows * cfg.dMlp);
-    backend.geluNew(hidden, hidden);
-    this.#visit(HOOK.mlpPost, l, buf.mlp, cfg.dMlp);
+    if (buf.gateUp) {
+      // One product for [gate | up], then act(gate) * up.
+      backend.matmul(buf.x, blk.W_in, buf.gateUp, rows, { bias: blk.b_in });
+      this.#visit(HOOK.mlpPre, l, buf.gateUp, dMlp, 2 * dMlp);
+      this.#visit(HOOK.mlpPreLinear, l, buf.gateUp.at(dMlp), dMlp, 2 * dMlp);
+      backend.gatedActivation(cfg.actFn, buf.gateUp, buf.mlp, rows, dMlp);
+    } else {
+      backend.matmul(buf.x, blk.W_in, buf.mlp, rows, { bias: blk.b_in });
+      this.#visit(HOOK.mlpPre, l, buf.mlp, dMlp);
+      const hidden = buf.mlp.at(0, rows * dMlp);
+      backend.activation(cfg.actFn, hidden, hidden);
+    }
+    this.#visit(HOOK.mlpPost, l, buf.mlp, dMlp);
     backend.matmul(buf.mlp, blk.W_out, buf.out, rows, { bias: blk.b_out });
+    this.record("mlpOut", l, buf.out);
     this.#visit(HOOK.mlpOut, l, buf.out, d);
-    this.#addToResid();
-    this.#visit(HOOK.residPost, l, buf.resid, d);
   }
 
-  #addToResid() {
+  #addToResid(x: DeviceArray) {
     const n = this.rows * this.m.cfg.dModel;
     const resid = this.buf.resid.at(0, n);
-    this.m.backend.add(resid, this.buf.out.at(0, n), resid);
+    this.m.backend.add(resid, x.at(0, n), resid);
   }
 
   /** The attention core of layer `l`: z from the Q|K|V rows, with the score and pattern hooks. */
@@ -322,10 +415,7 @@ class Pass {
     const { backend, cfg } = this.m;
     const { buf, plan } = this;
     const { nHeads, dHead, nKeyValueHeads } = cfg;
-    if (nKeyValueHeads !== nHeads) {
-      throw new InputError("grouped-query attention is not implemented by this forward pass yet");
-    }
-    const W = this.#qkvCols, d = nHeads * dHead, T = plan.T;
+    const W = this.#qkvCols, d = nHeads * dHead, kvCols = nKeyValueHeads * dHead, T = plan.T;
     const perSeq = nHeads * T * T;
     const scale = 1 / Math.sqrt(dHead);
 
@@ -343,7 +433,7 @@ class Pass {
       return {
         q: rows.at(qStart * W),
         k: rows.at(d),
-        v: rows.at(2 * d),
+        v: rows.at(d + kvCols),
         stride: W,
         z: buf.z.at(this.rowOffset[b] * d),
         zStride: d,
@@ -352,6 +442,7 @@ class Pass {
         nHeads,
         dHead,
         scale,
+        nKeyValueHeads,
       };
     };
 

@@ -18,8 +18,9 @@ import { uploadWeights } from "./device_weights.ts";
 import { forward, type ModelRuntime } from "./forward.ts";
 import { assertHookName, getActName, hookNames } from "./hook_table.ts";
 import { type FwdHook, type HookFilter, type HookFn, HookNames, HookSession } from "./hooks.ts";
-import type { ModelParams } from "./params.ts";
+import { type ModelParams, repeatKvHeads } from "./params.ts";
 import { type ProcessingOptions, processWeights } from "./processing.ts";
+import { RotaryTable } from "./rotary.ts";
 import { type Tokens, toTokenTensor } from "./tokens.ts";
 
 /** Options of {@link HookedTransformer.fromPretrained}: weight processing and where to find files. */
@@ -133,6 +134,8 @@ export class HookedTransformer {
   readonly #params: ModelParams;
   readonly #names: HookNames;
   readonly #hookSet: ReadonlySet<string>;
+  /** W_K, b_K, W_V, b_V with key/value heads repeated per query head (built on first use). */
+  readonly #repeated = new Map<string, Tensor>();
 
   private constructor(
     cfg: HookedTransformerConfig,
@@ -156,6 +159,7 @@ export class HookedTransformer {
       cfg,
       params,
       weights: uploadWeights(backend, params, cfg, weightDtype),
+      rotary: cfg.positionalEmbeddingType === "rotary" ? new RotaryTable(cfg) : null,
     });
   }
 
@@ -196,7 +200,7 @@ export class HookedTransformer {
       foldValueBiases: opts.foldValueBiases ?? true,
     };
     const { params, cfg } = processWeights(
-      family.params(parseSafetensors(safetensors), raw),
+      family.params(parseSafetensors(safetensors), raw, config),
       raw,
       processing,
     );
@@ -326,7 +330,10 @@ export class HookedTransformer {
   /** Position embedding [n_ctx, d_model] (read-only). */
   get W_pos(): Tensor {
     if (!this.#params.W_pos) {
-      throw new InputError(`${this.cfg.modelName} has rotary positions: it has no W_pos`);
+      throw new InputError(
+        `${this.cfg.modelName} has rotary position embeddings (applied to queries and keys): ` +
+          `it has no W_pos`,
+      );
     }
     return this.#params.W_pos;
   }
@@ -342,13 +349,43 @@ export class HookedTransformer {
   get W_Q(): Tensor {
     return this.#params.W_Q;
   }
-  /** Key weights [n_layers, n_heads, d_model, d_head] (read-only). */
+  /**
+   * Key weights [n_layers, n_heads, d_model, d_head] (read-only). With grouped-query attention
+   * each key/value head is repeated for the query heads that read it, as TransformerLens's
+   * `W_K` (a copy, made once); {@linkcode HookedTransformer._W_K} has the model's own
+   * [n_layers, n_key_value_heads, d_model, d_head].
+   */
   get W_K(): Tensor {
+    return this.#perQueryHead("W_K");
+  }
+  /** Value weights [n_layers, n_heads, d_model, d_head], repeated as `W_K` (read-only). */
+  get W_V(): Tensor {
+    return this.#perQueryHead("W_V");
+  }
+  /** Key weights per key/value head [n_layers, n_key_value_heads, d_model, d_head] (read-only). */
+  get _W_K(): Tensor {
     return this.#params.W_K;
   }
-  /** Value weights [n_layers, n_heads, d_model, d_head] (read-only). */
-  get W_V(): Tensor {
+  /** Value weights per key/value head [n_layers, n_key_value_heads, d_model, d_head] (read-only). */
+  get _W_V(): Tensor {
     return this.#params.W_V;
+  }
+  /** Key biases per key/value head [n_layers, n_key_value_heads, d_head] (read-only). */
+  get _b_K(): Tensor {
+    return this.#params.b_K;
+  }
+  /** Value biases per key/value head [n_layers, n_key_value_heads, d_head] (read-only). */
+  get _b_V(): Tensor {
+    return this.#params.b_V;
+  }
+
+  #perQueryHead(name: "W_K" | "W_V" | "b_K" | "b_V"): Tensor {
+    let t = this.#repeated.get(name);
+    if (!t) {
+      t = repeatKvHeads(this.#params[name], this.cfg.nHeads / this.cfg.nKeyValueHeads);
+      this.#repeated.set(name, t);
+    }
+    return t;
   }
   /** Output weights [n_layers, n_heads, d_head, d_model] (read-only). */
   get W_O(): Tensor {
@@ -358,13 +395,16 @@ export class HookedTransformer {
   get b_Q(): Tensor {
     return this.#params.b_Q;
   }
-  /** Key biases [n_layers, n_heads, d_head] (read-only). */
+  /** Key biases [n_layers, n_heads, d_head], repeated as `W_K` (read-only). */
   get b_K(): Tensor {
-    return this.#params.b_K;
+    return this.#perQueryHead("b_K");
   }
-  /** Value biases [n_layers, n_heads, d_head] (zeros after foldValueBiases; read-only). */
+  /**
+   * Value biases [n_layers, n_heads, d_head], repeated as `W_K` (zeros after foldValueBiases;
+   * read-only).
+   */
   get b_V(): Tensor {
-    return this.#params.b_V;
+    return this.#perQueryHead("b_V");
   }
   /** Attention output biases [n_layers, d_model] (read-only). */
   get b_O(): Tensor {
@@ -374,9 +414,28 @@ export class HookedTransformer {
   get W_in(): Tensor {
     return this.#params.W_in;
   }
-  /** MLP input biases [n_layers, d_mlp] (read-only). */
+  /** MLP input biases [n_layers, d_mlp] (the up projection's in gated MLPs; read-only). */
   get b_in(): Tensor {
     return this.#params.b_in;
+  }
+  /** Gate weights of gated MLPs [n_layers, d_model, d_mlp] (read-only). */
+  get W_gate(): Tensor {
+    return this.#gated("W_gate");
+  }
+  /** Gate biases of gated MLPs [n_layers, d_mlp] (zeros unless the checkpoint has them). */
+  get b_gate(): Tensor {
+    return this.#gated("b_gate");
+  }
+
+  #gated(name: "W_gate" | "b_gate"): Tensor {
+    const t = this.#params[name];
+    if (!t) {
+      throw new InputError(
+        `${this.cfg.modelName} has no ${name}: its MLP is not gated (${name} belongs to ` +
+          `gated MLPs such as Llama's SwiGLU)`,
+      );
+    }
+    return t;
   }
   /** MLP output weights [n_layers, d_mlp, d_model] (read-only). */
   get W_out(): Tensor {

@@ -24,6 +24,11 @@ export function fixturePath(name: string): string {
   return sharedDir(`fixtures/${name}`);
 }
 
+/** Absolute path of a fixture copied into the repository, under `tests/fixtures/`. */
+export function localFixturePath(name: string): string {
+  return fromFileUrl(new URL(`./fixtures/${name}`, import.meta.url));
+}
+
 /** Absolute path of a folder or file under `../shared/models/`. */
 export function sharedModelPath(name: string): string {
   return sharedDir(`models/${name}`);

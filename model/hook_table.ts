@@ -56,6 +56,7 @@ const scale: Shape = (_c, b, p) => [b, p, 1];
 const heads: Shape = (c, b, p) => [b, p, c.nHeads, c.dHead];
 const kvHeads: Shape = (c, b, p) => [b, p, c.nKeyValueHeads, c.dHead];
 const perHead: Shape = (c, b, p) => [b, p, c.nHeads, c.dModel];
+const perKvHead: Shape = (c, b, p) => [b, p, c.nKeyValueHeads, c.dModel];
 const attention: Shape = (c, b, p) => [b, c.nHeads, p, p];
 const mlp: Shape = (c, b, p) => [b, p, c.dMlp];
 
@@ -82,8 +83,8 @@ export const HOOK = {
   residPre: point("hook_resid_pre", true, resid),
   attnIn: point("hook_attn_in", true, perHead, { option: "useAttnIn" }),
   qInput: point("hook_q_input", true, perHead, { option: "useSplitQkvInput" }),
-  kInput: point("hook_k_input", true, perHead, { option: "useSplitQkvInput" }),
-  vInput: point("hook_v_input", true, perHead, { option: "useSplitQkvInput" }),
+  kInput: point("hook_k_input", true, perKvHead, { option: "useSplitQkvInput" }),
+  vInput: point("hook_v_input", true, perKvHead, { option: "useSplitQkvInput" }),
   ln1Scale: point("ln1.hook_scale", true, scale, { readOnly: SCALE_READ_ONLY }),
   ln1Normalized: point("ln1.hook_normalized", true, resid),
   q: point("attn.hook_q", true, heads),

@@ -13,17 +13,9 @@
  * checkpoint's final-norm parameters to the hook's values.
  */
 import assert from "node:assert/strict";
-import { HookedTransformer } from "../model/hooked_transformer.ts";
 import { parseSafetensors } from "../io/safetensors.ts";
+import { centred, FAMILY_FIXTURES, loadFamily } from "./families_fixtures.ts";
 import { localFixturePath } from "./fixtures.ts";
-
-/** The four models, and the final norm's tensor names in their checkpoints. */
-export const FAMILY_FIXTURES = [
-  { dir: "tiny-neox", finalNorm: "gpt_neox.final_layer_norm" },
-  { dir: "tiny-neox-sequential", finalNorm: "gpt_neox.final_layer_norm" },
-  { dir: "tiny-llama", finalNorm: "model.norm" },
-  { dir: "tiny-qwen2", finalNorm: "model.norm" },
-] as const;
 
 interface Golden {
   logits: number[][][];
@@ -35,43 +27,11 @@ const golden = JSON.parse(
   await Deno.readTextFile(localFixturePath("families-golden.json")),
 ) as { tokens: number[][] } & Record<string, Golden>;
 
-/** Loads a fixture model, processed as TransformerLens does or not at all. */
-export async function loadFamily(
-  dir: string,
-  processed: boolean,
-  weightDtype: "f32" | "bf16" = "f32",
-): Promise<HookedTransformer> {
-  const path = localFixturePath(dir);
-  const config = JSON.parse(await Deno.readTextFile(`${path}/config.json`));
-  const bytes = await Deno.readFile(`${path}/model.safetensors`);
-  return await HookedTransformer.fromBytes(config, bytes, {
-    name: dir,
-    threads: 1,
-    foldLn: processed,
-    centerWritingWeights: processed,
-    centerUnembed: processed,
-    foldValueBiases: processed,
-    weightDtype,
-  });
-}
-
 function maxAbsDiff(actual: ArrayLike<number>, expected: ArrayLike<number>): number {
   assert.equal(actual.length, expected.length);
   let m = 0;
   for (let i = 0; i < actual.length; i++) m = Math.max(m, Math.abs(actual[i] - expected[i]));
   return m;
-}
-
-/** Each row of `logits` minus its mean over the vocabulary (float64). */
-export function centred(logits: number[], V: number): number[] {
-  const out = logits.slice();
-  for (let r = 0; r < out.length; r += V) {
-    let mean = 0;
-    for (let j = 0; j < V; j++) mean += out[r + j];
-    mean /= V;
-    for (let j = 0; j < V; j++) out[r + j] -= mean;
-  }
-  return out;
 }
 
 for (const { dir, finalNorm } of FAMILY_FIXTURES) {

@@ -116,7 +116,7 @@ export function gpt2Config(
  * import { gpt2Config, gpt2Params } from "./gpt2.ts";
  * import { parseSafetensors } from "../io/safetensors.ts";
  * import { syntheticGpt2 } from "../weights/synthetic.ts";
- * const { config, weights } = syntheticGpt2({ nLayers: 2, nHeads: 4, dModel: 32, dVocab: 96, nCtx: 32 });
+ * const { config, weights } = syntheticGpt2({ nLayers: 2, nHeads: 4, dModel: 32, dVocab: 96, nCtx: 32, seed: 0 });
  * const params = gpt2Params(parseSafetensors(weights), gpt2Config(config));
  * params.W_Q.shape; // [2, 4, 32, 8]: [n_layers, n_heads, d_model, d_head]
  * ```

@@ -81,7 +81,7 @@ export function gptNeoxConfig(hf: HfConfig, modelName = "model"): HookedTransfor
     positionalEmbeddingType: "rotary",
     ...rotaryFields(hf, Math.floor(dHead * pct), "rotary_emb_base"),
     parallelAttnMlp: boolField(hf, "use_parallel_residual", true),
-    ...tokenIds(hf, dVocab),
+    ...tokenIds(hf, dVocab, { bos: 0, eos: 2 }), // GPTNeoXConfig's defaults
     // As TransformerLens: Pythia's tokenizer adds no BOS, so text is not prefixed by default.
     defaultPrependBos: false,
   });

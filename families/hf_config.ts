@@ -89,20 +89,29 @@ export function activationField(hf: HfConfig, fallback: string): ActivationFunct
   return act;
 }
 
-/** The BOS and EOS ids (the first EOS when config.json lists several, as Llama 3's do). */
+/**
+ * The BOS and EOS ids: config.json's, else the HF config class's defaults (`defaults`), else the
+ * EOS as BOS; the first EOS when config.json lists several, as Llama 3's do.
+ */
 export function tokenIds(
   hf: HfConfig,
   dVocab: number,
+  defaults: { bos?: number; eos?: number } = {},
 ): { bosTokenId: number; eosTokenId: number | null } {
   const eosList = Array.isArray(hf.eos_token_id) ? hf.eos_token_id : [hf.eos_token_id];
-  const eos = typeof eosList[0] === "number" ? eosList[0] : null;
-  const bos = hf.bos_token_id ?? eos;
-  if (typeof bos !== "number" || !Number.isInteger(bos) || bos < 0 || bos >= dVocab) {
-    throw new ConfigError(
-      `bos_token_id ${JSON.stringify(bos)} is outside the vocabulary [0, ${dVocab})`,
-    );
+  const eos = eosList[0] ?? defaults.eos ?? null;
+  const bos = hf.bos_token_id ?? defaults.bos ?? eos;
+  for (const [key, id] of [["bos_token_id", bos], ["eos_token_id", eos]] as const) {
+    if (id === null && key === "eos_token_id") continue;
+    if (typeof id !== "number" || !Number.isInteger(id) || id < 0 || id >= dVocab) {
+      throw new ConfigError(
+        id === null
+          ? "config.json gives no bos_token_id (nor eos_token_id): the BOS token is unknown"
+          : `${key} ${JSON.stringify(id)} is outside the vocabulary [0, ${dVocab})`,
+      );
+    }
   }
-  return { bosTokenId: bos, eosTokenId: eos };
+  return { bosTokenId: bos as number, eosTokenId: eos as number | null };
 }
 
 /** The rotary fields of a config whose heads turn their first `rotaryDim` dims. */

@@ -34,6 +34,8 @@ interface Variant {
   biases(hf: HfConfig): { qkv: boolean; o: boolean; mlp: boolean };
   /** TransformerLens's default for prepending BOS to text. */
   defaultPrependBos: boolean;
+  /** The HF config class's default token ids. */
+  tokens: { bos?: number; eos?: number };
 }
 
 const LLAMA: Variant = {
@@ -44,6 +46,7 @@ const LLAMA: Variant = {
     return { qkv: attn, o: attn, mlp: boolField(hf, "mlp_bias", false) };
   },
   defaultPrependBos: true,
+  tokens: { bos: 1, eos: 2 },
 };
 
 const QWEN2: Variant = {
@@ -52,6 +55,7 @@ const QWEN2: Variant = {
   biases: () => ({ qkv: true, o: false, mlp: false }),
   // As TransformerLens: Qwen2's tokenizer adds no BOS, so text is not prefixed by default.
   defaultPrependBos: false,
+  tokens: {},
 };
 
 function variantConfig(v: Variant, hf: HfConfig, modelName: string): HookedTransformerConfig {
@@ -91,7 +95,7 @@ function variantConfig(v: Variant, hf: HfConfig, modelName: string): HookedTrans
     positionalEmbeddingType: "rotary",
     ...rotaryFields(hf, dHead),
     parallelAttnMlp: false,
-    ...tokenIds(hf, dVocab),
+    ...tokenIds(hf, dVocab, v.tokens),
     defaultPrependBos: v.defaultPrependBos,
   });
 }

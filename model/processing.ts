@@ -33,7 +33,7 @@ export interface ProcessingOptions {
  * import { gpt2Config, gpt2Params } from "../families/gpt2.ts";
  * import { parseSafetensors } from "../io/safetensors.ts";
  * import { syntheticGpt2 } from "../weights/synthetic.ts";
- * const { config, weights } = syntheticGpt2({ nLayers: 1, nHeads: 2, dModel: 8, dVocab: 10, nCtx: 4 });
+ * const { config, weights } = syntheticGpt2({ nLayers: 1, nHeads: 2, dModel: 8, dVocab: 10, nCtx: 4, seed: 0 });
  * const raw = gpt2Config(config);
  * const { params, cfg } = processWeights(gpt2Params(parseSafetensors(weights), raw), raw, {});
  * params.ln1; // null: folded

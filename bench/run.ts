@@ -7,6 +7,8 @@
  *   deno task bench                 everything (about 10 minutes on 2 cores)
  *   deno task bench --no-peers      this library only
  *   deno task bench --no-study      skip the whole-study comparison
+ *   deno task bench --no-families   skip the other families' forward (Pythia-160M and
+ *                                   SmolLM2-135M shapes, beside GPT-2 small's)
  *
  * A peer that is not installed is reported as skipped (see bench/README.md for installing them).
  * @module
@@ -29,10 +31,12 @@ import {
   type StudyResult,
 } from "./peers/run_peers.ts";
 import { logitsChecksum, median, readBenchTokens } from "./peers/common.ts";
+import { benchFamilies, familiesTable } from "./families_bench.ts";
 
 const args = new Set(Deno.args);
 const withPeers = !args.has("--no-peers");
 const withStudy = !args.has("--no-study");
+const withFamilies = !args.has("--no-families");
 const cores = navigator.hardwareConcurrency;
 
 function log(line: string) {
@@ -189,6 +193,7 @@ if (import.meta.main) {
     }
   }
   model.dispose();
+  const families = withFamilies ? await benchFamilies(spec.tokens, log) : undefined;
 
   // ---- Tables ----
   const gemmOf = (r: MatmulResult | undefined, shape: string, key: string) => {
@@ -238,6 +243,14 @@ if (import.meta.main) {
       `tfjs ${fmt(agree(forward["30x101"], tfjsFwd?.runs["30x101"]), 5)}`,
   );
 
+  if (families) {
+    const gpt2 = Object.fromEntries(
+      Object.entries(forward).map(([k, r]) => [k, (r.batch * r.seq) / r.seconds]),
+    );
+    console.log("\nForward pass by family, random weights (median seconds; full logits)");
+    console.log(familiesTable(families, gpt2));
+  }
+
   if (study) {
     console.log("\nWhole study, GPT-2-small shape (seconds; PyTorch done the TransformerLens way)");
     console.log("step                       ours   pytorch   speed-up");
@@ -262,6 +275,7 @@ if (import.meta.main) {
     matmul,
     forward,
     study,
+    families,
     peers: { torchGemm, tfjsGemm, torchFwd, tfjsFwd, torchStudy },
     seconds: (performance.now() - started) / 1000,
   };

@@ -52,7 +52,10 @@ export interface ResolveOptions {
 }
 
 /**
- * Short names and their hub repositories (TransformerLens's names for the GPT-2 family).
+ * Short names and their hub repositories: TransformerLens's names for GPT-2, Pythia (GPT-NeoX) and
+ * Qwen2.5, and the official ids of the modern small models (hub ids resolve without an alias too;
+ * listing them names them in messages). `meta-llama/Llama-3.2-1B` is gated: accept its licence on
+ * the hub and give a token (`token` or `HF_TOKEN`).
  *
  * @example
  * ```ts
@@ -67,6 +70,22 @@ export const MODEL_ALIASES: Record<string, string> = {
   "gpt2-large": "openai-community/gpt2-large",
   "gpt2-xl": "openai-community/gpt2-xl",
   "distilgpt2": "distilbert/distilgpt2",
+  "pythia-14m": "EleutherAI/pythia-14m",
+  "pythia-31m": "EleutherAI/pythia-31m",
+  "pythia-70m": "EleutherAI/pythia-70m",
+  "pythia": "EleutherAI/pythia-70m",
+  "pythia-160m": "EleutherAI/pythia-160m",
+  "pythia-410m": "EleutherAI/pythia-410m",
+  "pythia-1b": "EleutherAI/pythia-1b",
+  "pythia-70m-deduped": "EleutherAI/pythia-70m-deduped",
+  "pythia-160m-deduped": "EleutherAI/pythia-160m-deduped",
+  "pythia-410m-deduped": "EleutherAI/pythia-410m-deduped",
+  "pythia-1b-deduped": "EleutherAI/pythia-1b-deduped",
+  "qwen2.5-0.5b": "Qwen/Qwen2.5-0.5B",
+  "Qwen/Qwen2.5-0.5B": "Qwen/Qwen2.5-0.5B",
+  "HuggingFaceTB/SmolLM2-135M": "HuggingFaceTB/SmolLM2-135M",
+  "HuggingFaceTB/SmolLM2-360M": "HuggingFaceTB/SmolLM2-360M",
+  "meta-llama/Llama-3.2-1B": "meta-llama/Llama-3.2-1B",
 };
 
 /** The name of the model shipped inside the library. */

@@ -16,6 +16,7 @@ import { HookNames, HookSession } from "../model/hooks.ts";
 import { patchedNextTokenLogProbs } from "../model/patching.ts";
 import { HookedTransformer as HT } from "../model/hooked_transformer.ts";
 import { familyOf } from "../families/registry.ts";
+import { MODEL_ALIASES } from "../io/resolve.ts";
 import { loadFamily, readFamily } from "./families_fixtures.ts";
 import { localFixturePath } from "./fixtures.ts";
 
@@ -387,6 +388,51 @@ Deno.test("config and weight mismatches are typed errors naming the problem", as
   assert.equal(scaled.cfg.useNTKByPartsRope, true);
   assert.equal(scaled.cfg.NTKByPartsFactor, 8);
   scaled.dispose();
+});
+
+Deno.test("TransformerLens's names of the families resolve to their hub repositories", () => {
+  assert.equal(MODEL_ALIASES["pythia-70m"], "EleutherAI/pythia-70m");
+  assert.equal(MODEL_ALIASES["pythia-1b"], "EleutherAI/pythia-1b");
+  assert.equal(MODEL_ALIASES["pythia-70m-deduped"], "EleutherAI/pythia-70m-deduped");
+  assert.equal(MODEL_ALIASES["qwen2.5-0.5b"], "Qwen/Qwen2.5-0.5B");
+  for (const id of ["Qwen/Qwen2.5-0.5B", "HuggingFaceTB/SmolLM2-135M", "meta-llama/Llama-3.2-1B"]) {
+    assert.equal(MODEL_ALIASES[id], id);
+  }
+});
+
+Deno.test("deno task experiments runs the study on a Llama folder and names the family", async () => {
+  const out = await Deno.makeTempDir();
+  try {
+    const run = await new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "-A",
+        new URL("../experiments/run.ts", import.meta.url).pathname,
+        "--model",
+        localFixturePath("tiny-llama"),
+        "--seq-len",
+        "6",
+        "--batch",
+        "2",
+        "--out",
+        out,
+      ],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const stderr = new TextDecoder().decode(run.stderr);
+    assert.equal(run.code, 0, stderr);
+    assert.match(stderr, /Llama, 2 layers x 4 heads/);
+    const results = JSON.parse(await Deno.readTextFile(`${out}/results.json`));
+    assert.equal(results.model.config.family, "Llama");
+    assert.equal(results.model.config.originalArchitecture, "LlamaForCausalLM");
+    assert.match(
+      await Deno.readTextFile(`${out}/report.html`),
+      /<span class="family">Llama<\/span>/,
+    );
+  } finally {
+    await Deno.remove(out, { recursive: true });
+  }
 });
 
 Deno.test({

@@ -141,7 +141,7 @@ function positiveInt(name: string, value: unknown): number {
  * `save_pretrained` writes them, with `__metadata__` `{ format: "pt" }`.
  *
  * @example
- * ```ts
+ * ```ts ignore
  * import { syntheticGpt2 } from "./synthetic.ts";
  * // GPT-2 small's shape, as a benchmark model (about 0.5 GB of float32):
  * const { config, weights } = syntheticGpt2({

@@ -119,7 +119,7 @@ function checked(what: string, opts: SyntheticOptions) {
  * 1 + normal(0, std), every other tensor normal(0, std).
  *
  * @example
- * ```ts
+ * ```ts ignore
  * import { PYTHIA_160M, syntheticGptNeox } from "./synthetic_families.ts";
  * const { config, weights } = syntheticGptNeox({ ...PYTHIA_160M, seed: 0 }); // ~0.65 GB
  * config.rotary_pct; // 0.25

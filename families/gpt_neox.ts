@@ -57,12 +57,10 @@ export function gptNeoxConfig(hf: HfConfig, modelName = "model"): HookedTransfor
   }
   const dHead = dModel / nHeads;
   const params = hf.rope_parameters as HfConfig | null | undefined;
-  const pct = numberField(
-    { rotary_pct: hf.rotary_pct ?? hf.partial_rotary_factor ?? params?.partial_rotary_factor },
-    "rotary_pct",
-    1,
-    [0, 1.0000001],
-  );
+  const pct = hf.rotary_pct ?? hf.partial_rotary_factor ?? params?.partial_rotary_factor ?? 1;
+  if (typeof pct !== "number" || !(pct > 0 && pct <= 1)) {
+    throw new ConfigError(`rotary_pct must be a number in (0, 1], got ${JSON.stringify(pct)}`);
+  }
   return checkConfig({
     modelName,
     originalArchitecture: "GPTNeoXForCausalLM",

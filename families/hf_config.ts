@@ -126,10 +126,12 @@ export type RotaryFields = Pick<HookedTransformerConfig, keyof typeof NO_ROTARY>
  */
 export function rotaryFields(hf: HfConfig, rotaryDim: number, baseKey?: string): RotaryFields {
   const params = objectOrNull(hf, "rope_parameters");
-  const theta = hf.rope_theta ?? (baseKey ? hf[baseKey] : undefined) ?? params?.rope_theta ??
-    10000;
-  const key = hf.rope_theta !== undefined ? "rope_theta" : baseKey ?? "rope_theta";
-  const rotaryBase = numberField({ [key]: theta }, key, 10000, [1, Infinity]);
+  const [key, theta] = hf.rope_theta != null
+    ? ["rope_theta", hf.rope_theta]
+    : baseKey && hf[baseKey] != null
+    ? [baseKey, hf[baseKey]]
+    : ["rope_parameters.rope_theta", params?.rope_theta ?? 10000];
+  const rotaryBase = numberField({ [key]: theta }, key, undefined, [1, Infinity]);
   const scaling = objectOrNull(hf, "rope_scaling") ?? params;
   const type = scaling?.rope_type ?? scaling?.type ?? "default";
   const fields: RotaryFields = { ...NO_ROTARY, rotaryDim, rotaryBase };

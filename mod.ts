@@ -62,12 +62,24 @@ export type {
 } from "./io/safetensors.ts";
 export { syntheticGpt2 } from "./weights/synthetic.ts";
 export type { SyntheticGpt2, SyntheticGpt2Options } from "./weights/synthetic.ts";
+export {
+  PYTHIA_160M,
+  SMOLLM2_135M,
+  syntheticGptNeox,
+  syntheticLlama,
+} from "./weights/synthetic_families.ts";
+export type {
+  SyntheticGptNeoxOptions,
+  SyntheticLlamaOptions,
+  SyntheticOptions,
+} from "./weights/synthetic_families.ts";
 export { isModelCached, MODEL_ALIASES, resolveModel } from "./io/resolve.ts";
 export type { ModelFiles, ResolveOptions } from "./io/resolve.ts";
 export type { Tokenizer } from "./tokenizer/tokenizer.ts";
 export { WasmBackend } from "./backend/wasm/wasm_backend.ts";
 export type { LoadOptions } from "./backend/wasm/kernels.ts";
 export type {
+  Activation,
   AttentionArgs,
   Backend,
   CausalOptions,
@@ -75,6 +87,8 @@ export type {
   LayerNormOptions,
   MatmulOptions,
   PackedMatrix,
+  RmsNormOptions,
+  RotaryLayout,
   Scope,
   WeightDtype,
 } from "./backend/backend.ts";

@@ -44,7 +44,7 @@ export interface DeviceWeights {
 
 /**
  * Uploads processed parameters once, packing every matrix. With `weightDtype: "bf16"` the big
- * matrices (W_QKV, W_O, W_in, W_out, W_U) are stored as bfloat16 (rounded to nearest even);
+ * matrices (W_QKV, W_O, [W_gate|]W_in, W_out, W_U) are stored as bfloat16 (nearest even);
  * biases and norm parameters stay f32.
  */
 export function uploadWeights(

@@ -28,7 +28,7 @@ export interface FromPretrainedOptions extends ProcessingOptions, ResolveOptions
   /** Worker threads for the kernels (default: all cores where the runtime allows). */
   threads?: number;
   /**
-   * How the big matrices (W_Q|W_K|W_V, W_O, W_in, W_out, W_U) are stored in WebAssembly memory
+   * How the big matrices (W_Q|W_K|W_V, W_O, [W_gate|]W_in, W_out, W_U) are stored in wasm memory
    * (default `"f32"`). `"bf16"` halves their memory, so gpt2-large fits with room to spare and
    * gpt2-xl fits at all (1.56B parameters: 6.2 GB in f32, past wasm32's 4 GiB; 3.1 GB in bf16);
    * arithmetic stays f32 (each weight is widened in registers).

@@ -7,6 +7,8 @@
  *   deno run -A bench/families_bench.ts      prints the table (without the GPT-2 column)
  * @module
  */
+import { numel } from "../core/tensor.ts";
+import { parseSafetensors } from "../io/safetensors.ts";
 import { HookedTransformer } from "../model/hooked_transformer.ts";
 import { median } from "./peers/common.ts";
 import {
@@ -26,7 +28,7 @@ export const FAMILY_SHAPES: readonly { name: string; make: () => SyntheticGpt2 }
 /** One family's forward timings. */
 export interface FamilyForward {
   name: string;
-  /** Parameters of the checkpoint. */
+  /** Parameters of the checkpoint (a tied unembedding counted once). */
   params: number;
   /** By run (`1x101`, `30x101`): median seconds and tokens per second. */
   runs: Record<string, { seconds: number; tokensPerSecond: number }>;
@@ -56,6 +58,8 @@ export async function benchFamilies(
   for (const { name, make } of FAMILY_SHAPES) {
     log(`forward: ${name} ...`);
     const { config, weights } = make();
+    const file = parseSafetensors(weights);
+    const params = file.names().reduce((n, t) => n + numel(file.info(t).shape), 0);
     const model = await HookedTransformer.fromBytes(config, weights, { name });
     const V = model.cfg.dVocab;
     const ids = tokens.map((row) => row.map((t) => t % V));
@@ -68,11 +72,6 @@ export async function benchFamilies(
         tokensPerSecond: (batch * rows[0].length) / seconds,
       };
     }
-    let params = model.W_E.data.length + model.W_U.data.length;
-    for (const t of [model.W_Q, model._W_K, model._W_V, model.W_O, model.W_in, model.W_out]) {
-      params += t.data.length;
-    }
-    if (model.cfg.gatedMlp) params += model.W_gate.data.length;
     out.push({ name, params, runs });
     model.dispose();
   }

@@ -156,11 +156,23 @@ export type { ShardIndex } from "./io/sharded.ts";
 export { readTorchCheckpoint } from "./io/torch_bin.ts";
 export type { TorchCheckpoint } from "./io/torch_bin.ts";
 export { isModelCached, MODEL_ALIASES, resolveModel, WEIGHT_FILES } from "./io/resolve.ts";
+export {
+  PYTHIA_160M,
+  SMOLLM2_135M,
+  syntheticGptNeox,
+  syntheticLlama,
+} from "./weights/synthetic_families.ts";
+export type {
+  SyntheticGptNeoxOptions,
+  SyntheticLlamaOptions,
+  SyntheticOptions,
+} from "./weights/synthetic_families.ts";
 export type { ModelFiles, ResolveOptions } from "./io/resolve.ts";
 export type { Tokenizer } from "./tokenizer/tokenizer.ts";
 export { WasmBackend } from "./backend/wasm/wasm_backend.ts";
 export type { LoadOptions } from "./backend/wasm/kernels.ts";
 export type {
+  Activation,
   AttentionArgs,
   Backend,
   CausalOptions,
@@ -168,6 +180,8 @@ export type {
   LayerNormOptions,
   MatmulOptions,
   PackedMatrix,
+  RmsNormOptions,
+  RotaryLayout,
   Scope,
   WeightDtype,
 } from "./backend/backend.ts";

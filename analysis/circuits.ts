@@ -4,6 +4,17 @@
  * (W_E W_V W_O W_U) and QK circuit (W_E W_Q W_K^T W_E^T). All read the model's weights as
  * loaded: processed by default (fold_ln, centring, folded value biases, as TransformerLens's
  * `from_pretrained`), which the study's numbers depend on.
+ *
+ * Every family uses TransformerLens's definitions, from `W_Q`, `W_K`, `W_V`, `W_O` as the model
+ * holds them: with grouped-query attention `W_K` / `W_V` are the repeated per-query-head ones.
+ *
+ * Rotary models (GPT-NeoX / Pythia, Llama, Qwen2): rotary embeddings are ignored, as
+ * TransformerLens ignores them. A query at position p and a key at position p' score
+ * q R(p' - p) k, where R turns each rotated pair of dims by the offset's angle; the QK and
+ * K-composition circuits use R = I, so they are the exact scores of a query and a key at the same
+ * position (offset 0), and for other offsets exact only on the dims that do not turn (3/4 of each
+ * head in Pythia, none in Llama and Qwen2). The OV circuit is exact for every family: values are
+ * never rotated.
  * @module
  */
 import { checkHead } from "../model/checks.ts";

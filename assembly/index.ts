@@ -6,11 +6,13 @@ export {
   packedSize, packB, unpackB, matmul, matmulScratchBytes,
   packedSizeBf16, packBBf16, unpackBBf16, matmulBf16,
 } from "./matmul";
-export { layerNorm } from "./norm";
+export { layerNorm, rmsNorm, affineRows } from "./norm";
 export { geluNew, add } from "./elementwise";
 export { attention, attentionScores, softmaxRows, attentionApply } from "./attention";
 export { rowArgmax, rowMaxSumExp } from "./rows";
 export { sumHeads } from "./heads";
+export { activation, gatedActivation } from "./activations";
+export { rotary } from "./rotary";
 
 // First byte the host may use for its own allocations.
 export function heapBase(): usize {

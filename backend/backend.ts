@@ -96,6 +96,29 @@ export interface LayerNormOptions {
   scale?: DeviceArray;
 }
 
+/** Options of {@linkcode Backend.rmsNorm}. */
+export interface RmsNormOptions {
+  /** Receives sqrt(mean(x^2) + eps) of each row (TransformerLens's hook_scale). */
+  scale?: DeviceArray;
+}
+
+/** The MLP activation functions, TransformerLens's names (`gelu` is the exact, erf one). */
+export type Activation = "gelu_new" | "gelu" | "silu" | "relu";
+
+/** Where rotary embeddings turn: `rows` rows `stride` floats apart, heads from column 0. */
+export interface RotaryLayout {
+  /** Number of rows. */
+  rows: number;
+  /** Row stride in floats. */
+  stride: number;
+  /** Heads turned in each row (the query heads, then the key heads of fused Q|K|V rows). */
+  nHeads: number;
+  /** Width of one head. */
+  dHead: number;
+  /** Leading dims of each head that turn (even, at most dHead); the rest pass through. */
+  rotaryDim: number;
+}
+
 /**
  * One sequence's causal attention: queries at absolute positions qStart .. qStart + nQ - 1, keys
  * and values at 0 .. qStart + nQ - 1, query i seeing keys [kStart, qStart + i]. Row i of q, k and
@@ -186,8 +209,48 @@ export interface Backend extends Disposable {
     eps: number,
     opts?: LayerNormOptions,
   ): void;
+  /**
+   * Per row of d floats: x / sqrt(mean(x^2) + eps) (RMSNorm before its weight, as
+   * TransformerLens's hook_normalized sees it); x and out may alias.
+   */
+  rmsNorm(
+    x: DeviceArray,
+    out: DeviceArray,
+    rows: number,
+    d: number,
+    eps: number,
+    opts?: RmsNormOptions,
+  ): void;
+  /** Per row of d floats: out = x * w (+ b), a normalization's weight and bias (may alias). */
+  affineRows(
+    x: DeviceArray,
+    out: DeviceArray,
+    rows: number,
+    d: number,
+    w: DeviceArray,
+    b?: DeviceArray,
+  ): void;
   /** out = gelu_new(x) elementwise (may alias). */
   geluNew(x: DeviceArray, out: DeviceArray): void;
+  /** out = act(x) elementwise (may alias). */
+  activation(act: Activation, x: DeviceArray, out: DeviceArray): void;
+  /**
+   * Gated MLP: row r of `gateUp` is [gate (dMlp floats) | up (dMlp floats)]; row r of `out`
+   * (dMlp floats) is act(gate) * up.
+   */
+  gatedActivation(
+    act: Activation,
+    gateUp: DeviceArray,
+    out: DeviceArray,
+    rows: number,
+    dMlp: number,
+  ): void;
+  /**
+   * Rotary embeddings (the rotate-half convention of GPT-NeoX and Llama) in place: in each head,
+   * dims i and i + rotaryDim/2 turn by angle i of the row's position. Row r of `cs` holds the
+   * rotaryDim/2 cosines of row r's angles, then their sines.
+   */
+  rotary(x: DeviceArray, cs: DeviceArray, layout: RotaryLayout): void;
   /** out = a + b elementwise (any may alias). */
   add(a: DeviceArray, b: DeviceArray, out: DeviceArray): void;
 

@@ -8,6 +8,8 @@
  *   deno task bench --no-peers      this library only
  *   deno task bench --no-study      skip the whole-study comparison
  *   deno task bench --no-patching   skip the activation-patching comparison
+ *   deno task bench --no-families   skip the other families' forward (Pythia-160M and
+ *                                   SmolLM2-135M shapes, beside GPT-2 small's)
  *
  * A peer that is not installed is reported as skipped (see bench/README.md for installing them).
  * @module
@@ -32,11 +34,13 @@ import {
 import { logitsChecksum, median, readBenchTokens } from "./peers/common.ts";
 import { generationSpeed } from "./generate_bench.ts";
 import { PATCH_SEQ, patchingBench } from "./patching_bench.ts";
+import { benchFamilies, familiesTable } from "./families_bench.ts";
 
 const args = new Set(Deno.args);
 const withPeers = !args.has("--no-peers");
 const withStudy = !args.has("--no-study");
 const withPatching = !args.has("--no-patching");
+const withFamilies = !args.has("--no-families");
 const cores = navigator.hardwareConcurrency;
 
 function log(line: string) {
@@ -201,6 +205,7 @@ if (import.meta.main) {
     patching = await patchingBench(model, spec.tokens[0]);
   }
   model.dispose();
+  const families = withFamilies ? await benchFamilies(spec.tokens, log) : undefined;
 
   // ---- Tables ----
   const gemmOf = (r: MatmulResult | undefined, shape: string, key: string) => {
@@ -260,6 +265,13 @@ if (import.meta.main) {
       ratio(generation.cached, generation.uncached).padStart(10)
     } ${String(generation.sameTokens).padStart(13)}`,
   );
+  if (families) {
+    const gpt2 = Object.fromEntries(
+      Object.entries(forward).map(([k, r]) => [k, (r.batch * r.seq) / r.seconds]),
+    );
+    console.log("\nForward pass by family, random weights (median seconds; full logits)");
+    console.log(familiesTable(families, gpt2));
+  }
 
   if (study) {
     console.log("\nWhole study, GPT-2-small shape (seconds; PyTorch done the TransformerLens way)");
@@ -308,6 +320,7 @@ if (import.meta.main) {
     generation,
     study,
     patching,
+    families,
     peers: { torchGemm, tfjsGemm, torchFwd, tfjsFwd, torchStudy },
     seconds: (performance.now() - started) / 1000,
   };

@@ -17,6 +17,7 @@ import denoJson from "../deno.json" with { type: "json" };
 import { renderReport } from "./report/render.ts";
 import type { ExperimentResults, HeadRef } from "./report/schema.ts";
 import { LensError } from "../core/errors.ts";
+import { familyName } from "../families/registry.ts";
 import { HookedTransformer } from "../model/hooked_transformer.ts";
 import { EMBEDDED_MODEL, isModelCached, resolveModel } from "../io/resolve.ts";
 import { formatSeconds, Reporter } from "./progress.ts";
@@ -301,7 +302,8 @@ export async function main(args: string[], reporter?: Reporter): Promise<number>
     rep.step(
       "load model",
       loadSeconds,
-      `${cfg.nLayers} layers x ${cfg.nHeads} heads, d_model ${cfg.dModel}, d_vocab ${cfg.dVocab}; ` +
+      `${familyName(cfg)}, ${cfg.nLayers} layers x ${cfg.nHeads} heads, d_model ${cfg.dModel}, ` +
+        `d_vocab ${cfg.dVocab}; ` +
         files.source,
     );
 

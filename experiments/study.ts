@@ -23,6 +23,7 @@ import {
   STUDY_REFERENCE,
 } from "./report/schema.ts";
 import type { HookedTransformer } from "../model/hooked_transformer.ts";
+import { familyName } from "../families/registry.ts";
 import { MODEL_ALIASES } from "../io/resolve.ts";
 import { Reporter } from "./progress.ts";
 import { toolkitAnalysis } from "./toolkit_analysis.ts";
@@ -301,6 +302,8 @@ export async function runStudy(
       isGpt2Small: isGpt2Small(opts.model.name, cfg),
       config: {
         modelName: cfg.modelName,
+        family: familyName(cfg),
+        originalArchitecture: cfg.originalArchitecture,
         nLayers: cfg.nLayers,
         nHeads: cfg.nHeads,
         dModel: cfg.dModel,

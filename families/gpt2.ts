@@ -5,7 +5,7 @@
  */
 import { ConfigError, WeightsError } from "../core/errors.ts";
 import { transpose2d } from "../core/tensor.ts";
-import { checkConfig, type HookedTransformerConfig } from "../model/config.ts";
+import { checkConfig, type HookedTransformerConfig, NO_ROTARY } from "../model/config.ts";
 import { emptyStacks, layerOf, type ModelParams } from "../model/params.ts";
 import type { TensorSource } from "../io/tensor_source.ts";
 
@@ -95,8 +95,7 @@ export function gpt2Config(
     normalizationType: "LN",
     eps,
     positionalEmbeddingType: "standard",
-    rotaryDim: 0,
-    rotaryBase: 10000,
+    ...NO_ROTARY,
     parallelAttnMlp: false,
     bosTokenId: bos,
     eosTokenId: eos,
@@ -192,6 +191,7 @@ export function gpt2Params(file: TensorSource, cfg: HookedTransformerConfig): Mo
     ...stacks,
     ln2: stacked(ln2w, ln2b),
     W_gate: null,
+    b_gate: null,
     lnFinal: {
       w: { data: read("ln_f.weight", [d]), shape: [d] },
       b: { data: read("ln_f.bias", [d]), shape: [d] },

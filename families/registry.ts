@@ -7,21 +7,67 @@
 import { ConfigError } from "../core/errors.ts";
 import type { HookedTransformerConfig } from "../model/config.ts";
 import type { ModelParams } from "../model/params.ts";
-import type { TensorSource } from "../io/tensor_source.ts";
 import { gpt2Config, gpt2Params } from "./gpt2.ts";
+import { gptNeoxConfig, gptNeoxParams } from "./gpt_neox.ts";
+import type { TensorSource } from "../io/tensor_source.ts";
+import { llamaConfig, llamaParams, qwen2Config, qwen2Params } from "./llama.ts";
 
 /** A family's two conversions. */
 export interface Family {
+  /** The family's name, for reports and messages ("GPT-2", "GPT-NeoX", "Llama", "Qwen2"). */
+  name: string;
+  /** The HF architecture its configs become (`originalArchitecture`). */
+  architecture: string;
   /** HF `config.json` -> the family-neutral config (a ConfigError for what is unsupported). */
   config(hf: Record<string, unknown>, modelName: string): HookedTransformerConfig;
-  /** The checkpoint's tensors -> TransformerLens parameters, checked against the config. */
-  params(file: TensorSource, cfg: HookedTransformerConfig): ModelParams;
+  /**
+   * The checkpoint's tensors -> TransformerLens parameters, checked against the config (`hf`
+   * says which optional tensors the checkpoint must have: biases, an untied unembedding).
+   */
+  params(
+    file: TensorSource,
+    cfg: HookedTransformerConfig,
+    hf: Record<string, unknown>,
+  ): ModelParams;
 }
 
 /** Families by HF `model_type`. */
 export const FAMILIES: Readonly<Record<string, Family>> = {
-  gpt2: { config: gpt2Config, params: gpt2Params },
+  gpt2: { name: "GPT-2", architecture: "GPT2LMHeadModel", config: gpt2Config, params: gpt2Params },
+  gpt_neox: {
+    name: "GPT-NeoX",
+    architecture: "GPTNeoXForCausalLM",
+    config: gptNeoxConfig,
+    params: gptNeoxParams,
+  },
+  llama: {
+    name: "Llama",
+    architecture: "LlamaForCausalLM",
+    config: llamaConfig,
+    params: llamaParams,
+  },
+  qwen2: {
+    name: "Qwen2",
+    architecture: "Qwen2ForCausalLM",
+    config: qwen2Config,
+    params: qwen2Params,
+  },
 };
+
+/**
+ * The family name of a model's config (by its `originalArchitecture`), e.g. "GPT-NeoX"; the
+ * architecture itself for one no family here produces.
+ *
+ * @example
+ * ```ts
+ * import { familyName } from "./registry.ts";
+ * familyName({ originalArchitecture: "GPTNeoXForCausalLM" }); // "GPT-NeoX"
+ * ```
+ */
+export function familyName(cfg: Pick<HookedTransformerConfig, "originalArchitecture">): string {
+  const family = Object.values(FAMILIES).find((f) => f.architecture === cfg.originalArchitecture);
+  return family?.name ?? cfg.originalArchitecture;
+}
 
 /**
  * The family of an HF config (by `model_type`; GPT-2 when absent, as old GPT-2 configs omit it).

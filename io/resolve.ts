@@ -77,8 +77,10 @@ export const RESOLVE_OPTION_KEYS: readonly string[] = Object.keys(
 );
 
 /**
- * Short names and their hub repositories (TransformerLens's names for GPT-2 and Pythia; other
- * families go by their hub ids, e.g. "Qwen/Qwen2.5-0.5B", "HuggingFaceTB/SmolLM2-135M").
+ * Short names and their hub repositories: TransformerLens's names for GPT-2, Pythia (GPT-NeoX) and
+ * Qwen2.5, and the official ids of the modern small models (hub ids resolve without an alias too;
+ * listing them names them in messages). `meta-llama/Llama-3.2-1B` is gated: accept its licence on
+ * the hub and give a token (`token` or `HF_TOKEN`).
  *
  * @example
  * ```ts
@@ -100,6 +102,14 @@ export const MODEL_ALIASES: Record<string, string> = {
       [`pythia-${size}-deduped`, `EleutherAI/pythia-${size}-deduped`],
     ]),
   ),
+  "pythia-14m": "EleutherAI/pythia-14m",
+  "pythia-31m": "EleutherAI/pythia-31m",
+  "pythia": "EleutherAI/pythia-70m",
+  "qwen2.5-0.5b": "Qwen/Qwen2.5-0.5B",
+  "Qwen/Qwen2.5-0.5B": "Qwen/Qwen2.5-0.5B",
+  "HuggingFaceTB/SmolLM2-135M": "HuggingFaceTB/SmolLM2-135M",
+  "HuggingFaceTB/SmolLM2-360M": "HuggingFaceTB/SmolLM2-360M",
+  "meta-llama/Llama-3.2-1B": "meta-llama/Llama-3.2-1B",
 };
 
 /** The name of the model shipped inside the library. */

@@ -62,10 +62,25 @@ export interface HookedTransformerConfig {
   eps: number;
   /** How positions enter the model. */
   positionalEmbeddingType: PositionalEmbeddingType;
-  /** Dimensions of each head that rotary embeddings rotate (rotary models). */
+  /** Leading dimensions of each head that rotary embeddings turn (rotary models; 0 otherwise). */
   rotaryDim: number;
-  /** Rotary base frequency (rotary models). */
+  /** Rotary base: dims i and i + rotaryDim/2 turn by position x rotaryBase^(-2i / rotaryDim). */
   rotaryBase: number;
+  /**
+   * Whether rotary pairs are adjacent dims (GPT-J) rather than dims i and i + rotaryDim/2 (the
+   * rotate-half convention of GPT-NeoX, Llama and Qwen2, the only one implemented: false).
+   */
+  rotaryAdjacentPairs: boolean;
+  /** Llama 3's frequency scaling of rotary embeddings (HF `rope_scaling` type "llama3"). */
+  useNTKByPartsRope: boolean;
+  /** Llama 3 scaling: how much low frequencies are divided by (HF `factor`). */
+  NTKByPartsFactor: number;
+  /** Llama 3 scaling: wavelengths above NTKOriginalCtxLen / this are scaled fully. */
+  NTKByPartsLowFreqFactor: number;
+  /** Llama 3 scaling: wavelengths below NTKOriginalCtxLen / this are not scaled. */
+  NTKByPartsHighFreqFactor: number;
+  /** Llama 3 scaling: the context length the model was first trained on. */
+  NTKOriginalCtxLen: number;
   /** Whether attention and MLP read the same block input and both add to it (GPT-NeoX). */
   parallelAttnMlp: boolean;
   /** The token prepended as beginning-of-sequence. */
@@ -75,6 +90,31 @@ export interface HookedTransformerConfig {
   /** Whether text is tokenized with the BOS token first by default (TransformerLens's default). */
   defaultPrependBos: boolean;
 }
+
+/**
+ * The rotary fields of a model without rotary embeddings (TransformerLens's defaults), for family
+ * modules to spread into their config.
+ */
+export const NO_ROTARY: Pick<
+  HookedTransformerConfig,
+  | "rotaryDim"
+  | "rotaryBase"
+  | "rotaryAdjacentPairs"
+  | "useNTKByPartsRope"
+  | "NTKByPartsFactor"
+  | "NTKByPartsLowFreqFactor"
+  | "NTKByPartsHighFreqFactor"
+  | "NTKOriginalCtxLen"
+> = {
+  rotaryDim: 0,
+  rotaryBase: 10000,
+  rotaryAdjacentPairs: false,
+  useNTKByPartsRope: false,
+  NTKByPartsFactor: 8,
+  NTKByPartsLowFreqFactor: 1,
+  NTKByPartsHighFreqFactor: 4,
+  NTKOriginalCtxLen: 8192,
+};
 
 /**
  * Checks the invariants every family's config must satisfy (the forward pass relies on them) and
@@ -122,6 +162,28 @@ export function checkConfig(cfg: HookedTransformerConfig): HookedTransformerConf
       throw new ConfigError(`rotaryDim ${cfg.rotaryDim} must be in [1, dHead = ${cfg.dHead}]`);
     }
     if (cfg.rotaryDim % 2 !== 0) throw new ConfigError(`rotaryDim ${cfg.rotaryDim} must be even`);
+    if (!(cfg.rotaryBase > 1) || !Number.isFinite(cfg.rotaryBase)) {
+      throw new ConfigError(`rotaryBase must be a finite number above 1, got ${cfg.rotaryBase}`);
+    }
+    if (cfg.rotaryAdjacentPairs) {
+      throw new ConfigError(
+        "rotaryAdjacentPairs (GPT-J's rotary convention) is not implemented: only the " +
+          "rotate-half convention of GPT-NeoX, Llama and Qwen2",
+      );
+    }
+    if (cfg.useNTKByPartsRope) {
+      const f = cfg.NTKByPartsFactor, lo = cfg.NTKByPartsLowFreqFactor;
+      const hi = cfg.NTKByPartsHighFreqFactor, ctx = cfg.NTKOriginalCtxLen;
+      if (!(f >= 1 && lo > 0 && hi > lo && ctx > 0) || ![f, lo, hi, ctx].every(Number.isFinite)) {
+        throw new ConfigError(
+          `Llama 3 rotary scaling needs factor >= 1, 0 < low_freq_factor < high_freq_factor and ` +
+            `original_max_position_embeddings > 0; got factor ${f}, low_freq_factor ${lo}, ` +
+            `high_freq_factor ${hi}, original_max_position_embeddings ${ctx}`,
+        );
+      }
+    }
+  } else if (cfg.rotaryDim !== 0) {
+    throw new ConfigError(`rotaryDim is ${cfg.rotaryDim} but the model has no rotary embeddings`);
   }
   return cfg;
 }

@@ -1,7 +1,8 @@
 /**
  * The model's parameters on the backend, in the layout the forward pass wants: every weight
- * matrix packed once at load, and each layer's Q, K and V fused into one [d_model, (n_heads +
- * 2 n_key_value_heads) d_head] matrix so that one product computes all three.
+ * matrix packed once at load, each layer's Q, K and V fused into one [d_model, (n_heads +
+ * 2 n_key_value_heads) d_head] matrix so that one product computes all three, and a gated MLP's
+ * W_gate and W_in fused into one [d_model, 2 d_mlp] matrix likewise.
  * @module
  */
 import type { Backend, DeviceArray, PackedMatrix, WeightDtype } from "../backend/backend.ts";
@@ -25,7 +26,9 @@ export interface DeviceBlock {
   W_O: PackedMatrix;
   b_O: DeviceArray;
   ln2: DeviceNorm | null;
+  /** [d_model, d_mlp]; in gated MLPs [d_model, 2 d_mlp]: W_gate's columns, then W_in's. */
   W_in: PackedMatrix;
+  /** [d_mlp]; in gated MLPs [2 d_mlp]: b_gate, then b_in. */
   b_in: DeviceArray;
   W_out: PackedMatrix;
   b_out: DeviceArray;
@@ -41,7 +44,7 @@ export interface DeviceWeights {
 
 /**
  * Uploads processed parameters once, packing every matrix. With `weightDtype: "bf16"` the big
- * matrices (W_QKV, W_O, W_in, W_out, W_U) are stored as bfloat16 (rounded to nearest even);
+ * matrices (W_QKV, W_O, [W_gate|]W_in, W_out, W_U) are stored as bfloat16 (nearest even);
  * biases and norm parameters stay f32.
  */
 export function uploadWeights(
@@ -59,8 +62,23 @@ export function uploadWeights(
     const slice = (t: NormParams["w"]) => l === null ? t.data : layerOf(t, l).data;
     return { w: backend.upload(slice(p.w)), b: p.b ? backend.upload(slice(p.b)) : undefined };
   };
+  // Gated MLPs: the row-major [d_model, 2 d_mlp] concatenation [W_gate | W_in] and its bias.
+  const mlpIn = (l: number): [Float32Array, Float32Array] => {
+    const W_in = layerOf(params.W_in, l).data, b_in = layerOf(params.b_in, l).data;
+    if (!params.W_gate) return [W_in, b_in];
+    const W_gate = layerOf(params.W_gate, l).data;
+    const w = new Float32Array(2 * d * dMlp), b = new Float32Array(2 * dMlp);
+    for (let i = 0; i < d; i++) {
+      w.set(W_gate.subarray(i * dMlp, (i + 1) * dMlp), 2 * i * dMlp);
+      w.set(W_in.subarray(i * dMlp, (i + 1) * dMlp), (2 * i + 1) * dMlp);
+    }
+    b.set(layerOf(params.b_gate!, l).data);
+    b.set(b_in, dMlp);
+    return [w, b];
+  };
   const blocks: DeviceBlock[] = [];
   for (let l = 0; l < cfg.nLayers; l++) {
+    const [W_in, b_in] = mlpIn(l);
     const qkv = new Float32Array(d * qkvCols);
     const bias = new Float32Array(qkvCols);
     let col = 0;
@@ -83,8 +101,8 @@ export function uploadWeights(
       W_O: matrix(layerOf(params.W_O, l).data, nHeads * dHead, d),
       b_O: backend.upload(layerOf(params.b_O, l).data),
       ln2: norm(params.ln2, l),
-      W_in: matrix(layerOf(params.W_in, l).data, d, dMlp),
-      b_in: backend.upload(layerOf(params.b_in, l).data),
+      W_in: matrix(W_in, d, b_in.length),
+      b_in: backend.upload(b_in),
       W_out: matrix(layerOf(params.W_out, l).data, dMlp, d),
       b_out: backend.upload(layerOf(params.b_out, l).data),
     });

@@ -25,6 +25,7 @@ import { HOOK, type HookPoint } from "./hook_table.ts";
 import type { HookSession, RowLayout } from "./hooks.ts";
 import { type Padding, positionIds } from "./padding.ts";
 import type { ModelParams } from "./params.ts";
+import type { RotaryTable } from "./rotary.ts";
 import type { TokenTensor } from "./tokens.ts";
 
 /** Rows of logits computed per unembedding product, so memory holds one chunk only. */
@@ -40,6 +41,8 @@ export interface ModelRuntime {
   params: ModelParams;
   /** Per-head matrices, uploaded when an option that needs them is first turned on. */
   heads?: HeadWeights;
+  /** Rotary cosines and sines by position (rotary models; null otherwise). */
+  rotary: RotaryTable | null;
 }
 
 /**
@@ -71,6 +74,11 @@ export interface ForwardPlan {
   /** First position each sequence computes (default 0: every position). */
   qStart?: ArrayLike<number>;
   /**
+   * The position of each of the plan's rows, for position embeddings (W_pos, rotary). Default:
+   * qStart[b] + i for row i of sequence b, counted from the first real token when padded.
+   */
+  positions?: ArrayLike<number>;
+  /**
    * Per layer, a clean run's fused Q|K|V rows [T, (n_heads + 2 n_key_value_heads) d_head]: the
    * keys and values of positions before qStart (required when any qStart is above 0).
    */
@@ -87,7 +95,10 @@ export interface ForwardPlan {
   edits?: readonly ActivationEdit[];
   /** The block the pass starts in (default 0). */
   startLayer?: number;
-  /** Start before the MLP half of `startLayer` (its resid_mid) instead of before attention. */
+  /**
+   * Start before the MLP half of `startLayer` (its resid_mid) instead of before attention (not
+   * for parallel attention + MLP blocks, which have no resid_mid).
+   */
   startMid?: boolean;
   /** Writes the starting residual stream into `resid` (rows as the plan stores them). */
   input?: (resid: DeviceArray, rowOffset: Int32Array) => void;
@@ -107,9 +118,14 @@ export interface ForwardPlan {
   record?: {
     /** resid_pre of each layer; entry nLayers receives the final resid_post. */
     residPre?: DeviceArray[];
-    /** resid_mid of each layer. */
+    /**
+     * resid_mid of each layer; in parallel blocks resid_pre + attn_out, the partial sum before
+     * mlp_out is added (not a hook point there).
+     */
     residMid?: DeviceArray[];
-    /** Fused Q|K|V rows of each layer. */
+    /** mlp_out of each layer. */
+    mlpOut?: DeviceArray[];
+    /** Fused Q|K|V rows of each layer (keys after rotary embeddings). */
     qkv?: DeviceArray[];
   };
   /**
@@ -227,6 +243,12 @@ interface Buffers {
   scores?: DeviceArray;
   /** [T, qkvCols] gathering one resumed sequence's Q|K|V from `prefixKv`. */
   kv?: DeviceArray;
+  /** Gated MLPs: [gate | up] pre-activations [rows, 2 d_mlp]. */
+  gateUp?: DeviceArray;
+  /** Parallel blocks: attn_out [rows, d_model], kept while the MLP runs. */
+  attnOut?: DeviceArray;
+  /** Rotary models: each row's cosines and sines [rows, rotaryDim]. */
+  cs?: DeviceArray;
 }
 
 /** One pass's state: the plan, its buffers, and each stage as a method. */
@@ -273,12 +295,27 @@ class Pass {
         "hooks and caches need every sequence of a pass to compute the same positions",
       );
     }
+    if (plan.startMid && cfg.parallelAttnMlp) {
+      throw new InputError(
+        `${cfg.modelName} has parallel attention and MLP blocks: there is no resid_mid to start from`,
+      );
+    }
     if (plan.tokens && plan.tokens.data.length !== this.rows) {
       throw new InputError(
         `the plan computes ${this.rows} rows but has ${plan.tokens.data.length} tokens`,
       );
     }
-    this.positions = positionIds(batch, T, plan.qStart, plan.padding);
+    this.positions = plan.positions
+      ? Int32Array.from(plan.positions)
+      : positionIds(batch, T, plan.qStart, plan.padding);
+    if (this.positions.length !== this.rows) {
+      throw new InputError(
+        `the plan gives ${this.positions.length} positions for its ${this.rows} rows`,
+      );
+    }
+    if (this.positions.some((p) => p < 0 || p >= cfg.nCtx)) {
+      throw new InputError(`a position is outside the model's context [0, ${cfg.nCtx})`);
+    }
     this.#qkvCols = (cfg.nHeads + 2 * cfg.nKeyValueHeads) * cfg.dHead;
     const layers = Array.from({ length: cfg.nLayers }, (_, l) => l);
     this.#anyHook = (p) => !hooks.silent && layers.some((l) => hooks.wants(p, l));
@@ -311,6 +348,9 @@ class Pass {
       pattern: wantPattern ? scope.alloc(attn) : undefined,
       scores: wantScores ? scope.alloc(attn) : undefined,
       kv: resumed && !plan.kvCache ? scope.alloc(T * this.#qkvCols) : undefined,
+      gateUp: cfg.gatedMlp ? scope.alloc(R * 2 * cfg.dMlp) : undefined,
+      attnOut: cfg.parallelAttnMlp ? scope.alloc(R * d) : undefined,
+      cs: m.rotary ? scope.upload(m.rotary.rows(this.positions)) : undefined,
     };
   }
 
@@ -359,10 +399,10 @@ class Pass {
     return this.hooks.visit(p, l, x, this.#shape(p), layout);
   }
 
-  /** Copies the residual stream into `plan.record[what][l]` when asked. */
-  record(what: "residPre" | "residMid", l: number): void {
+  /** Copies the residual stream (or `from`) into `plan.record[what][l]` when asked. */
+  record(what: "residPre" | "residMid" | "mlpOut", l: number, from = this.buf.resid): void {
     const to = this.plan.record?.[what]?.[l];
-    if (to) this.m.backend.copy(this.buf.resid, to);
+    if (to) this.m.backend.copy(from.at(0, to.length), to);
   }
 
   /**
@@ -414,12 +454,37 @@ class Pass {
 
   /** Block `l`: resid_pre -> resid_post. */
   block(l: number): void {
-    this.#attentionHalf(l);
-    this.mlpHalf(l);
+    const { buf } = this;
+    const d = this.m.cfg.dModel;
+    this.#attentionOut(l);
+    if (!this.m.cfg.parallelAttnMlp) {
+      this.#addToResid(buf.out);
+      this.record("residMid", l);
+      this.#visit(HOOK.residMid, l, buf.resid, d);
+      this.mlpHalf(l);
+      return;
+    }
+    // Parallel: the MLP reads resid_pre too; resid_post = (resid_pre + attn_out) + mlp_out.
+    this.#mlpOut(l);
+    this.#addToResid(buf.attnOut!);
+    this.record("residMid", l);
+    this.#addToResid(buf.out);
+    this.#visit(HOOK.residPost, l, buf.resid, d);
+  }
+
+  /** (x - mean) / scale (LayerNorm) or x / scale (RMSNorm) of `rows` rows, by the config. */
+  #normalize(src: DeviceArray, out: DeviceArray, rows: number, scale?: DeviceArray) {
+    const { backend, cfg } = this.m;
+    const d = cfg.dModel;
+    const rms = cfg.normalizationType === "RMS" || cfg.normalizationType === "RMSPre";
+    if (rms) backend.rmsNorm(src.at(0, rows * d), out, rows, d, cfg.eps, { scale });
+    else backend.layerNorm(src.at(0, rows * d), out, rows, d, cfg.eps, { scale });
   }
 
   /**
-   * Normalizes `src` (default the residual stream) into `x`, with the norm's two hook points.
+   * Normalizes `src` (default the residual stream) into `x` (LayerNorm or RMSNorm by the config),
+   * with the norm's two hook points; `hook_normalized` sees the values before the norm's weight
+   * and bias, as in TransformerLens.
    */
   norm(
     scaleHook: HookPoint,
@@ -428,21 +493,20 @@ class Pass {
     w: DeviceNorm | null,
     src: DeviceArray = this.buf.resid,
   ) {
-    const { backend, cfg } = this.m;
     const { buf, rows } = this;
-    const d = cfg.dModel;
+    const d = this.m.cfg.dModel;
     const wantScale = this.hooks.wants(scaleHook, l);
-    backend.layerNorm(src.at(0, rows * d), buf.x, rows, d, cfg.eps, {
-      gamma: w?.w,
-      beta: w?.b,
-      scale: wantScale ? buf.scale : undefined,
-    });
+    this.#normalize(src, buf.x, rows, wantScale ? buf.scale : undefined);
     if (wantScale) this.#visit(scaleHook, l, buf.scale!, 1);
     this.#visit(normalizedHook, l, buf.x, d);
+    if (w) this.m.backend.affineRows(buf.x, buf.x, rows, d, w.w, w.b);
   }
 
-  /** resid_pre -> resid_mid of block `l`: norm, attention, residual add. */
-  #attentionHalf(l: number) {
+  /**
+   * resid_pre -> attn_out of block `l` (norm, attention, output projection), into `out`, or into
+   * `attnOut` in parallel blocks.
+   */
+  #attentionOut(l: number) {
     const { backend, cfg } = this.m;
     const { buf, rows } = this;
     const blk = this.m.weights.blocks[l];
@@ -459,19 +523,29 @@ class Pass {
     this.#visit(HOOK.q, l, buf.qkv, qCols, W);
     this.#visit(HOOK.k, l, buf.qkv.at(qCols), kvCols, W);
     this.#visit(HOOK.v, l, buf.qkv.at(qCols + kvCols), kvCols, W);
+    if (buf.cs) {
+      const { nHeads, nKeyValueHeads, dHead, rotaryDim } = cfg;
+      backend.rotary(buf.qkv, buf.cs, {
+        rows,
+        stride: W,
+        nHeads: nHeads + nKeyValueHeads,
+        dHead,
+        rotaryDim,
+      });
+      this.#visit(HOOK.rotQ, l, buf.qkv, qCols, W);
+      this.#visit(HOOK.rotK, l, buf.qkv.at(qCols), kvCols, W);
+    }
     const qkvRecord = this.plan.record?.qkv?.[l];
     if (qkvRecord) backend.copy(buf.qkv.at(0, rows * W), qkvRecord);
     this.#attention(l);
     this.#visit(HOOK.z, l, buf.z, qCols);
+    const out = buf.attnOut ?? buf.out;
     if (this.hooks.wants(HOOK.result, l)) {
-      this.#attentionResult(l);
+      this.#attentionResult(l, out);
     } else {
-      backend.matmul(buf.z, blk.W_O, buf.out, rows, { bias: blk.b_O });
+      backend.matmul(buf.z, blk.W_O, out, rows, { bias: blk.b_O });
     }
-    this.#visit(HOOK.attnOut, l, buf.out, d);
-    this.#addToResid();
-    this.record("residMid", l);
-    this.#visit(HOOK.residMid, l, buf.resid, d);
+    this.#visit(HOOK.attnOut, l, out, d);
   }
 
   /**
@@ -545,11 +619,7 @@ class Pass {
       const x = scope.alloc(rows * n * d);
       const wantScale = this.hooks.wants(HOOK.ln1Scale, l);
       const scale = wantScale ? scope.alloc(rows * n) : undefined;
-      backend.layerNorm(input, x, rows * n, d, cfg.eps, {
-        gamma: blk.ln1?.w,
-        beta: blk.ln1?.b,
-        scale,
-      });
+      this.#normalize(input, x, rows * n, scale);
       if (scale) {
         this.hooks.visit(HOOK.ln1Scale, l, scale, [batch, nQ, n, 1], {
           rows,
@@ -564,6 +634,7 @@ class Pass {
           stride: n * d,
         });
       }
+      if (blk.ln1) backend.affineRows(x, x, rows * n, d, blk.ln1.w, blk.ln1.b);
       for (let h = 0; h < n; h++) {
         const col = k.col + h * dHead;
         backend.matmul(x.at(h * d), k.W[h], this.buf.qkv.at(col), rows, {
@@ -579,7 +650,7 @@ class Pass {
    * attn_out of layer `l` through hook_result (TransformerLens's `use_attn_result`): each head's
    * z W_O[head] [rows, head, d_model], hooked, then summed over heads plus b_O.
    */
-  #attentionResult(l: number) {
+  #attentionResult(l: number, out: DeviceArray) {
     const { backend, cfg } = this.m;
     const { rows } = this;
     const { nHeads, dHead, dModel: d } = cfg;
@@ -594,7 +665,7 @@ class Pass {
       });
     }
     this.#visit(HOOK.result, l, result, nHeads * d);
-    backend.sumHeads(result, this.buf.out, rows, nHeads, d, this.m.weights.blocks[l].b_O);
+    backend.sumHeads(result, out, rows, nHeads, d, this.m.weights.blocks[l].b_O);
   }
 
   /** Block `l` for a pass that starts at its resid_mid: that hook point, then the MLP half. */
@@ -603,13 +674,20 @@ class Pass {
     this.mlpHalf(l);
   }
 
-  /** resid_mid -> resid_post of block `l`: norm, MLP, residual add. */
+  /** resid_mid -> resid_post of block `l` (sequential blocks): norm, MLP, residual add. */
   mlpHalf(l: number): void {
+    this.#mlpOut(l);
+    this.#addToResid(this.buf.out);
+    this.#visit(HOOK.residPost, l, this.buf.resid, this.m.cfg.dModel);
+  }
+
+  /** The MLP of block `l` on the residual stream, into `out` (mlp_out). */
+  #mlpOut(l: number): void {
     const { backend, cfg } = this.m;
     const { buf, rows } = this;
     const blk = this.m.weights.blocks[l];
-    const d = cfg.dModel;
-    // hook_mlp_in: a copy of resid_mid that only the MLP reads (TL's `use_hook_mlp_in`).
+    const d = cfg.dModel, dMlp = cfg.dMlp;
+    // hook_mlp_in: a copy of the MLP's input that only the MLP reads (TL's `use_hook_mlp_in`).
     let mlpIn = buf.resid;
     if (this.hooks.wants(HOOK.mlpIn, l)) {
       mlpIn = buf.out;
@@ -617,21 +695,28 @@ class Pass {
       this.#visit(HOOK.mlpIn, l, mlpIn, d);
     }
     this.norm(HOOK.ln2Scale, HOOK.ln2Normalized, l, blk.ln2, mlpIn);
-    backend.matmul(buf.x, blk.W_in, buf.mlp, rows, { bias: blk.b_in });
-    this.#visit(HOOK.mlpPre, l, buf.mlp, cfg.dMlp);
-    const hidden = buf.mlp.at(0, rows * cfg.dMlp);
-    backend.geluNew(hidden, hidden);
-    this.#visit(HOOK.mlpPost, l, buf.mlp, cfg.dMlp);
+    if (buf.gateUp) {
+      // One product for [gate | up], then act(gate) * up.
+      backend.matmul(buf.x, blk.W_in, buf.gateUp, rows, { bias: blk.b_in });
+      this.#visit(HOOK.mlpPre, l, buf.gateUp, dMlp, 2 * dMlp);
+      this.#visit(HOOK.mlpPreLinear, l, buf.gateUp.at(dMlp), dMlp, 2 * dMlp);
+      backend.gatedActivation(cfg.actFn, buf.gateUp, buf.mlp, rows, dMlp);
+    } else {
+      backend.matmul(buf.x, blk.W_in, buf.mlp, rows, { bias: blk.b_in });
+      this.#visit(HOOK.mlpPre, l, buf.mlp, dMlp);
+      const hidden = buf.mlp.at(0, rows * dMlp);
+      backend.activation(cfg.actFn, hidden, hidden);
+    }
+    this.#visit(HOOK.mlpPost, l, buf.mlp, dMlp);
     backend.matmul(buf.mlp, blk.W_out, buf.out, rows, { bias: blk.b_out });
+    this.record("mlpOut", l, buf.out);
     this.#visit(HOOK.mlpOut, l, buf.out, d);
-    this.#addToResid();
-    this.#visit(HOOK.residPost, l, buf.resid, d);
   }
 
-  #addToResid() {
+  #addToResid(x: DeviceArray) {
     const n = this.rows * this.m.cfg.dModel;
     const resid = this.buf.resid.at(0, n);
-    this.m.backend.add(resid, this.buf.out.at(0, n), resid);
+    this.m.backend.add(resid, x.at(0, n), resid);
   }
 
   /**
@@ -643,10 +728,7 @@ class Pass {
     const { backend, cfg } = this.m;
     const { buf, plan } = this;
     const { nHeads, dHead, nKeyValueHeads } = cfg;
-    if (nKeyValueHeads !== nHeads) {
-      throw new InputError("grouped-query attention is not implemented by this forward pass yet");
-    }
-    const W = this.#qkvCols, d = nHeads * dHead, T = plan.T;
+    const W = this.#qkvCols, d = nHeads * dHead, kvCols = nKeyValueHeads * dHead, T = plan.T;
     const scale = 1 / Math.sqrt(dHead);
 
     // Sequence b's Q|K|V rows from position 0: in place for full plans; else in the key/value
@@ -668,7 +750,7 @@ class Pass {
       return {
         q: rows.at(qStart * W),
         k: rows.at(d),
-        v: rows.at(2 * d),
+        v: rows.at(d + kvCols),
         stride: W,
         z: buf.z.at(this.rowOffset[b] * d),
         zStride: d,
@@ -677,6 +759,7 @@ class Pass {
         nHeads,
         dHead,
         scale,
+        nKeyValueHeads,
         kStart: plan.padding?.first[b] ?? 0,
       };
     };

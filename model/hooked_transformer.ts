@@ -31,7 +31,7 @@ import {
   type HookOptions,
 } from "./hook_table.ts";
 import { type FwdHook, type HookFilter, type HookFn, HookNames, HookSession } from "./hooks.ts";
-import type { ModelParams, NormParams } from "./params.ts";
+import { type ModelParams, type NormParams, repeatKvHeads } from "./params.ts";
 import { PROCESSING_OPTION_KEYS, type ProcessingOptions, processWeights } from "./processing.ts";
 import { refactorFactoredAttnMatrices } from "./refactor_attn.ts";
 import {
@@ -55,13 +55,14 @@ import {
 } from "./text.ts";
 import type { RunResult, RunWithCacheResult } from "./run_types.ts";
 import type { Tokens, TokenTensor } from "./tokens.ts";
+import { RotaryTable } from "./rotary.ts";
 
 /** Options of {@link HookedTransformer.fromPretrained}: weight processing and where to find files. */
 export interface FromPretrainedOptions extends ProcessingOptions, ResolveOptions {
   /** Worker threads for the kernels (default: all cores where the runtime allows). */
   threads?: number;
   /**
-   * How the big matrices (W_Q|W_K|W_V, W_O, W_in, W_out, W_U) are stored in WebAssembly memory
+   * How the big matrices (W_Q|W_K|W_V, W_O, [W_gate|]W_in, W_out, W_U) are stored in wasm memory
    * (default `"f32"`). `"bf16"` halves their memory, so gpt2-large fits with room to spare and
    * gpt2-xl fits at all (1.56B parameters: 6.2 GB in f32, past wasm32's 4 GiB; 3.1 GB in bf16);
    * arithmetic stays f32 (each weight is widened in registers).
@@ -221,6 +222,8 @@ export class HookedTransformer {
   #hookSet: ReadonlySet<string>;
   readonly #hookOptions: HookOptions = {};
   readonly #registry: HookRegistry;
+  /** W_K, b_K, W_V, b_V with key/value heads repeated per query head (built on first use). */
+  readonly #repeated = new Map<string, Tensor>();
 
   private constructor(
     cfg: HookedTransformerConfig,
@@ -249,6 +252,7 @@ export class HookedTransformer {
       params,
       weights: uploadWeights(backend, params, cfg, weightDtype),
       heads: {},
+      rotary: cfg.positionalEmbeddingType === "rotary" ? new RotaryTable(cfg) : null,
     });
     sessions.set(this, (fwdHooks, cacheNames) => this.#session(fwdHooks, cacheNames));
     registries.set(this, this.#registry);
@@ -328,7 +332,7 @@ export class HookedTransformer {
       foldValueBiases: opts.foldValueBiases ?? true,
     };
     const { params, cfg } = processWeights(
-      family.params(tensors, raw),
+      family.params(tensors, raw, config),
       raw,
       processing,
     );
@@ -658,7 +662,10 @@ export class HookedTransformer {
   /** Position embedding [n_ctx, d_model] (read-only). */
   get W_pos(): Tensor {
     if (!this.#params.W_pos) {
-      throw new InputError(`${this.cfg.modelName} has rotary positions: it has no W_pos`);
+      throw new InputError(
+        `${this.cfg.modelName} has rotary position embeddings (applied to queries and keys): ` +
+          `it has no W_pos`,
+      );
     }
     return this.#params.W_pos;
   }
@@ -674,13 +681,43 @@ export class HookedTransformer {
   get W_Q(): Tensor {
     return this.#params.W_Q;
   }
-  /** Key weights [n_layers, n_heads, d_model, d_head] (read-only). */
+  /**
+   * Key weights [n_layers, n_heads, d_model, d_head] (read-only). With grouped-query attention
+   * each key/value head is repeated for the query heads that read it, as TransformerLens's
+   * `W_K` (a copy, made once); {@linkcode HookedTransformer._W_K} has the model's own
+   * [n_layers, n_key_value_heads, d_model, d_head].
+   */
   get W_K(): Tensor {
+    return this.#perQueryHead("W_K");
+  }
+  /** Value weights [n_layers, n_heads, d_model, d_head], repeated as `W_K` (read-only). */
+  get W_V(): Tensor {
+    return this.#perQueryHead("W_V");
+  }
+  /** Key weights per key/value head [n_layers, n_key_value_heads, d_model, d_head] (read-only). */
+  get _W_K(): Tensor {
     return this.#params.W_K;
   }
-  /** Value weights [n_layers, n_heads, d_model, d_head] (read-only). */
-  get W_V(): Tensor {
+  /** Value weights per key/value head [n_layers, n_key_value_heads, d_model, d_head] (read-only). */
+  get _W_V(): Tensor {
     return this.#params.W_V;
+  }
+  /** Key biases per key/value head [n_layers, n_key_value_heads, d_head] (read-only). */
+  get _b_K(): Tensor {
+    return this.#params.b_K;
+  }
+  /** Value biases per key/value head [n_layers, n_key_value_heads, d_head] (read-only). */
+  get _b_V(): Tensor {
+    return this.#params.b_V;
+  }
+
+  #perQueryHead(name: "W_K" | "W_V" | "b_K" | "b_V"): Tensor {
+    let t = this.#repeated.get(name);
+    if (!t) {
+      t = repeatKvHeads(this.#params[name], this.cfg.nHeads / this.cfg.nKeyValueHeads);
+      this.#repeated.set(name, t);
+    }
+    return t;
   }
   /** Output weights [n_layers, n_heads, d_head, d_model] (read-only). */
   get W_O(): Tensor {
@@ -690,13 +727,16 @@ export class HookedTransformer {
   get b_Q(): Tensor {
     return this.#params.b_Q;
   }
-  /** Key biases [n_layers, n_heads, d_head] (read-only). */
+  /** Key biases [n_layers, n_heads, d_head], repeated as `W_K` (read-only). */
   get b_K(): Tensor {
-    return this.#params.b_K;
+    return this.#perQueryHead("b_K");
   }
-  /** Value biases [n_layers, n_heads, d_head] (zeros after foldValueBiases; read-only). */
+  /**
+   * Value biases [n_layers, n_heads, d_head], repeated as `W_K` (zeros after foldValueBiases;
+   * read-only).
+   */
   get b_V(): Tensor {
-    return this.#params.b_V;
+    return this.#perQueryHead("b_V");
   }
   /** Attention output biases [n_layers, d_model] (read-only). */
   get b_O(): Tensor {
@@ -706,9 +746,28 @@ export class HookedTransformer {
   get W_in(): Tensor {
     return this.#params.W_in;
   }
-  /** MLP input biases [n_layers, d_mlp] (read-only). */
+  /** MLP input biases [n_layers, d_mlp] (the up projection's in gated MLPs; read-only). */
   get b_in(): Tensor {
     return this.#params.b_in;
+  }
+  /** Gate weights of gated MLPs [n_layers, d_model, d_mlp] (read-only). */
+  get W_gate(): Tensor {
+    return this.#gated("W_gate");
+  }
+  /** Gate biases of gated MLPs [n_layers, d_mlp] (zeros unless the checkpoint has them). */
+  get b_gate(): Tensor {
+    return this.#gated("b_gate");
+  }
+
+  #gated(name: "W_gate" | "b_gate"): Tensor {
+    const t = this.#params[name];
+    if (!t) {
+      throw new InputError(
+        `${this.cfg.modelName} has no ${name}: its MLP is not gated (${name} belongs to ` +
+          `gated MLPs such as Llama's SwiGLU)`,
+      );
+    }
+    return t;
   }
   /** MLP output weights [n_layers, d_mlp, d_model] (read-only). */
   get W_out(): Tensor {

@@ -44,10 +44,18 @@ export interface ModelParams {
   ln2: NormParams | null;
   /** MLP input (the "up" projection in gated MLPs) [n_layers, d_model, d_mlp]. */
   W_in: Tensor;
-  /** [n_layers, d_mlp] */
+  /** [n_layers, d_mlp] (the up projection's bias in gated MLPs, see `b_gate`). */
   b_in: Tensor;
   /** Gate projection of gated MLPs [n_layers, d_model, d_mlp]; null otherwise. */
   W_gate: Tensor | null;
+  /**
+   * Gate bias of gated MLPs [n_layers, d_mlp] (zeros unless the checkpoint has one, as Llama's
+   * `mlp_bias`); null otherwise. In gated MLPs, `b_in` is the up projection's bias: hook_pre =
+   * x W_gate + b_gate, hook_pre_linear = x W_in + b_in, hook_post = act(hook_pre) *
+   * hook_pre_linear, as in Hugging Face's models. (TransformerLens adds its b_in after the
+   * product instead; for every model it converts, both biases are zero, so the two agree.)
+   */
+  b_gate: Tensor | null;
   /** [n_layers, d_mlp, d_model] */
   W_out: Tensor;
   /** [n_layers, d_model] */
@@ -121,4 +129,30 @@ export function layerOf(t: Tensor, l: number): Tensor {
   const shape = t.shape.slice(1);
   const size = numel(shape);
   return { data: t.data.subarray(l * size, (l + 1) * size), shape };
+}
+
+/**
+ * A key/value stack [n_layers, n_key_value_heads, ...] with each head repeated `group` times
+ * along axis 1 (`torch.repeat_interleave(x, group, dim=1)`), as TransformerLens's `W_K` of a
+ * grouped-query attention model: query head h reads key/value head floor(h / group).
+ *
+ * @example
+ * ```ts
+ * import { repeatKvHeads } from "./params.ts";
+ * const b_K = { data: new Float32Array([1, 2, 3, 4]), shape: [1, 2, 2] }; // 2 kv heads of 2
+ * repeatKvHeads(b_K, 2).data; // Float32Array [1, 2, 1, 2, 3, 4, 3, 4]: 4 heads
+ * ```
+ */
+export function repeatKvHeads(t: Tensor, group: number): Tensor {
+  if (group === 1) return t;
+  const [L, heads, ...rest] = t.shape;
+  const size = numel(rest);
+  const out = new Float32Array(t.data.length * group);
+  for (let l = 0; l < L; l++) {
+    for (let h = 0; h < heads; h++) {
+      const src = t.data.subarray((l * heads + h) * size, (l * heads + h + 1) * size);
+      for (let g = 0; g < group; g++) out.set(src, ((l * heads + h) * group + g) * size);
+    }
+  }
+  return { data: out, shape: [L, heads * group, ...rest] };
 }

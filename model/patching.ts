@@ -7,6 +7,11 @@
  * and unembeds only the positions whose log-probs are asked for. All patched runs of one layer
  * share each matrix product as one ragged batch. Every pass is the one forward pass of
  * `forward.ts`, planned differently.
+ *
+ * Parallel attention + MLP blocks (GPT-NeoX, Pythia) have no resid_mid: patching it is an
+ * InputError there. Their attn_out and mlp_out patches resume at the next block, from the
+ * patched resid_post = (resid_pre + attn_out) + mlp_out with the clean value of the other term
+ * (the MLP reads resid_pre, so an attn_out patch leaves that block's mlp_out unchanged).
  * @module
  */
 import type { Backend, DeviceArray } from "../backend/backend.ts";
@@ -70,8 +75,10 @@ const MAX_BATCH_ROWS = 3072;
 interface CleanState {
   /** resid_pre of each layer, and the final resid_post as entry nLayers: [T, d_model] each. */
   residPre: DeviceArray[];
-  /** resid_mid of each layer. */
+  /** resid_mid of each layer (parallel blocks: resid_pre + attn_out). */
   residMid: DeviceArray[];
+  /** mlp_out of each layer (parallel blocks only: empty otherwise). */
+  mlpOut: DeviceArray[];
   /** Each layer's fused Q|K|V rows. */
   qkv: DeviceArray[];
 }
@@ -121,6 +128,12 @@ export async function patchedNextTokenLogProbs(
     if (!PATCH_POINTS.includes(point)) {
       throw new InputError(`patch point must be one of ${PATCH_POINTS.join(", ")}, got ${point}`);
     }
+    if (point === "resid_mid" && cfg.parallelAttnMlp) {
+      throw new InputError(
+        `${cfg.modelName} has parallel attention and MLP blocks, which have no resid_mid (both ` +
+          `read resid_pre): patch resid_pre, attn_out or mlp_out`,
+      );
+    }
     for (const p of patches) {
       if (!Number.isInteger(p.position) || p.position < 0 || p.position >= T) {
         throw new InputError(`patch position ${p.position} is outside [0, ${T})`);
@@ -135,6 +148,7 @@ export async function patchedNextTokenLogProbs(
   const state: CleanState = {
     residPre: Array.from({ length: L + 1 }, () => scope.alloc(T * d)),
     residMid: Array.from({ length: L }, () => scope.alloc(T * d)),
+    mlpOut: cfg.parallelAttnMlp ? Array.from({ length: L }, () => scope.alloc(T * d)) : [],
     qkv: Array.from(
       { length: L },
       () => scope.alloc(T * (cfg.nHeads + 2 * cfg.nKeyValueHeads) * cfg.dHead),
@@ -174,8 +188,10 @@ function patchGroup(
   const { backend, cfg } = m;
   const d = cfg.dModel;
   // Where each patched run starts, and how its first row is formed from clean activations.
-  const startLayer = point === "mlp_out" ? layer + 1 : layer;
-  const startMid = point === "resid_mid" || point === "attn_out";
+  const parallel = cfg.parallelAttnMlp;
+  const nextBlock = point === "mlp_out" || (parallel && point === "attn_out");
+  const startLayer = nextBlock ? layer + 1 : layer;
+  const startMid = !parallel && (point === "resid_mid" || point === "attn_out");
   const source = startMid ? state.residMid[layer] : state.residPre[startLayer];
   const patched = patches.map(() => clean.slice());
   for (let i0 = 0; i0 < patches.length;) {
@@ -229,7 +245,7 @@ function patchGroup(
 /**
  * The residual stream at the patched position: the patched value itself (resid_pre, resid_mid),
  * or the clean stream before the add plus the patched value (attn_out, mlp_out: the same float32
- * add as a full run).
+ * adds as a full run; in parallel blocks an attn_out patch then adds the clean mlp_out).
  */
 function patchFirstRow(
   backend: Backend,
@@ -243,9 +259,13 @@ function patchFirstRow(
     backend.write(row, p.value);
     return;
   }
+  const at = (x: DeviceArray) => backend.read(x.at(p.position * row.length, row.length));
   const before = point === "attn_out" ? state.residPre[layer] : state.residMid[layer];
-  const base = backend.read(before.at(p.position * row.length, row.length));
-  const sum = new Float32Array(row.length);
-  for (let i = 0; i < sum.length; i++) sum[i] = base[i] + p.value[i];
+  const sum = at(before);
+  for (let i = 0; i < sum.length; i++) sum[i] = sum[i] + p.value[i];
+  if (point === "attn_out" && state.mlpOut.length > 0) {
+    const mlpOut = at(state.mlpOut[layer]);
+    for (let i = 0; i < sum.length; i++) sum[i] = sum[i] + mlpOut[i];
+  }
   backend.write(row, sum);
 }

@@ -132,7 +132,7 @@ function foldNorms(p: ModelParams, nLayers: number) {
     if (p.ln2) {
       const { w, b } = normOf(p.ln2, l);
       foldInto(w, b, at(p.W_in, l), at(p.b_in, l));
-      if (p.W_gate) foldInto(w, b, at(p.W_gate, l), null);
+      if (p.W_gate) foldInto(w, b, at(p.W_gate, l), at(p.b_gate!, l));
     }
   }
   if (p.lnFinal) foldInto(p.lnFinal.w.data, p.lnFinal.b?.data ?? null, p.W_U, p.b_U);

@@ -58,9 +58,68 @@ export interface SyntheticGpt2 {
   weights: Uint8Array;
 }
 
-type Fill = (out: Float32Array, start: number) => void;
+/** Fills `out` with a tensor's values from flat index `start` on (called in order, in chunks). */
+export type Fill = (out: Float32Array, start: number) => void;
 
-const TORCH_DTYPE: Record<FloatDtype, string> = {
+/** One tensor of a synthetic checkpoint: its name, shape and values. */
+export interface TensorSpec {
+  name: string;
+  shape: number[];
+  fill: Fill;
+}
+
+/**
+ * A tensor of normal(mean, std) values from its own random stream, keyed by seed and name (so
+ * the same name holds the same values whatever else the checkpoint holds).
+ */
+export function normalTensor(
+  seed: number,
+  name: string,
+  shape: number[],
+  mean: number,
+  std: number,
+): TensorSpec {
+  let rng: SeededRng | null = null;
+  const fill: Fill = (out) => {
+    rng ??= new SeededRng(seed, name);
+    rng.fillNormal(out, mean, std);
+  };
+  return { name, shape, fill };
+}
+
+/**
+ * `model.safetensors` bytes of the tensors (names prefixed by `prefix`), in name order as HF's
+ * `save_pretrained` writes them, with `__metadata__` `{ format: "pt" }`. Values are written
+ * straight into the final buffer (F32) or through a small chunk (F16, BF16).
+ */
+export function checkpointBytes(specs: TensorSpec[], dtype: FloatDtype, prefix = ""): Uint8Array {
+  specs = [...specs].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  const { bytes, slots } = allocateSafetensors(
+    specs.map((s) => ({ name: prefix + s.name, dtype, shape: s.shape })),
+    { format: "pt" },
+  );
+  const direct = dtype === "F32" && HOST_LITTLE_ENDIAN;
+  const chunk = direct ? null : new Float32Array(1 << 16);
+  const elementBytes = dtype === "F32" ? 4 : 2;
+  for (let i = 0; i < specs.length; i++) {
+    const { byteOffset, byteLength } = slots[i];
+    const count = byteLength / elementBytes;
+    if (chunk === null) {
+      specs[i].fill(new Float32Array(bytes.buffer, byteOffset, count), 0);
+      continue;
+    }
+    for (let start = 0; start < count; start += chunk.length) {
+      const part = chunk.subarray(0, Math.min(chunk.length, count - start));
+      specs[i].fill(part, start);
+      const at = byteOffset + start * elementBytes;
+      encodeFloats(dtype, part, bytes.subarray(at, at + part.length * elementBytes));
+    }
+  }
+  return bytes;
+}
+
+/** `torch_dtype` / `dtype` of an HF config for each stored dtype. */
+export const TORCH_DTYPE: Record<FloatDtype, string> = {
   F32: "float32",
   F16: "float16",
   BF16: "bfloat16",
@@ -82,7 +141,7 @@ function positiveInt(name: string, value: unknown): number {
  * `save_pretrained` writes them, with `__metadata__` `{ format: "pt" }`.
  *
  * @example
- * ```ts
+ * ```ts ignore
  * import { syntheticGpt2 } from "./synthetic.ts";
  * // GPT-2 small's shape, as a benchmark model (about 0.5 GB of float32):
  * const { config, weights } = syntheticGpt2({
@@ -119,15 +178,9 @@ export function syntheticGpt2(opts: SyntheticGpt2Options): SyntheticGpt2 {
     throw new ConfigError(`syntheticGpt2: seed must be a finite number, got ${opts.seed}`);
   }
 
-  const specs: { name: string; shape: number[]; fill: Fill }[] = [];
-  const normal = (name: string, shape: number[], mean = 0) => {
-    let rng: SeededRng | null = null;
-    const fill: Fill = (out) => {
-      rng ??= new SeededRng(opts.seed, name);
-      rng.fillNormal(out, mean, std);
-    };
-    specs.push({ name, shape, fill });
-  };
+  const specs: TensorSpec[] = [];
+  const normal = (name: string, shape: number[], mean = 0) =>
+    specs.push(normalTensor(opts.seed, name, shape, mean, std));
   const layerNorm = (prefix: string) => {
     normal(`${prefix}.weight`, [d], 1);
     normal(`${prefix}.bias`, [d]);
@@ -151,30 +204,7 @@ export function syntheticGpt2(opts: SyntheticGpt2Options): SyntheticGpt2 {
     normal(`${h}.mlp.c_proj.bias`, [d]);
   }
   layerNorm("ln_f");
-  specs.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
-
-  const prefix = layout === "prefixed" ? "transformer." : "";
-  const { bytes, slots } = allocateSafetensors(
-    specs.map((s) => ({ name: prefix + s.name, dtype, shape: s.shape })),
-    { format: "pt" },
-  );
-  const direct = dtype === "F32" && HOST_LITTLE_ENDIAN;
-  const chunk = direct ? null : new Float32Array(1 << 16);
-  const elementBytes = dtype === "F32" ? 4 : 2;
-  for (let i = 0; i < specs.length; i++) {
-    const { byteOffset, byteLength } = slots[i];
-    const count = byteLength / elementBytes;
-    if (chunk === null) {
-      specs[i].fill(new Float32Array(bytes.buffer, byteOffset, count), 0);
-      continue;
-    }
-    for (let start = 0; start < count; start += chunk.length) {
-      const part = chunk.subarray(0, Math.min(chunk.length, count - start));
-      specs[i].fill(part, start);
-      const at = byteOffset + start * elementBytes;
-      encodeFloats(dtype, part, bytes.subarray(at, at + part.length * elementBytes));
-    }
-  }
+  const bytes = checkpointBytes(specs, dtype, layout === "prefixed" ? "transformer." : "");
 
   const config: Record<string, unknown> = {
     activation_function: "gelu_new",

@@ -31,6 +31,11 @@ export interface KernelExports {
   rowArgmax(...args: number[]): void;
   rowMaxSumExp(...args: number[]): void;
   sumHeads(...args: number[]): void;
+  rotary(...args: number[]): void;
+  rmsNorm(...args: number[]): void;
+  affineRows(...args: number[]): void;
+  activation(...args: number[]): void;
+  gatedActivation(...args: number[]): void;
 }
 
 /** Arguments of matmul and matmulBf16, in the exports' order. */
@@ -130,7 +135,19 @@ export const OPS = {
   rowMaxSumExp: { code: 11, args: ["x", "n", "ld", "out", "rowStart", "rowEnd"] },
   /** out[r] = sum over heads of x[r, head] (+ bias): attention output from per-head results. */
   sumHeads: { code: 60, args: ["x", "out", "heads", "d", "bias", "rowStart", "rowEnd"] },
+  // 20-39: the kernels of rotary, RMSNorm and gated-MLP model families.
+  rotary: {
+    code: 20,
+    args: ["x", "stride", "nHeads", "dHead", "rotaryDim", "cs", "rowStart", "rowEnd"],
+  },
+  rmsNorm: { code: 21, args: ["x", "out", "rows", "d", "eps", "scale", "rowStart", "rowEnd"] },
+  affineRows: { code: 22, args: ["x", "out", "d", "w", "b", "rowStart", "rowEnd"] },
+  activation: { code: 23, args: ["x", "out", "act", "start", "end"] },
+  gatedActivation: { code: 24, args: ["gateUp", "out", "dMlp", "act", "rowStart", "rowEnd"] },
 } as const;
+
+/** The activation functions of `activation` and `gatedActivation`, by their code in the module. */
+export const ACTIVATION_CODES = { gelu_new: 0, gelu: 1, silu: 2, relu: 3 } as const;
 
 /** Name of a threaded op. */
 export type OpName = keyof typeof OPS;

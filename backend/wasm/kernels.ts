@@ -29,6 +29,7 @@
  */
 import { KernelError } from "../../core/errors.ts";
 import {
+  ACTIVATION_CODES,
   argIndex,
   ARGS_F64,
   CHUNK,
@@ -101,6 +102,19 @@ export interface LayerNormOptions {
   rowStart?: number;
   /** One past the last row to normalise (default rows). */
   rowEnd?: number;
+}
+
+/** An activation function of {@linkcode Kernels.activation} (TransformerLens's names). */
+export type ActivationName = keyof typeof ACTIVATION_CODES;
+
+function activationCode(act: ActivationName): number {
+  const code = ACTIVATION_CODES[act];
+  if (code === undefined) {
+    throw new KernelError(
+      `unknown activation ${JSON.stringify(act)}: expected ${Object.keys(ACTIVATION_CODES)}`,
+    );
+  }
+  return code;
 }
 
 /** Queries and keys of one sequence's causal attention (see {@linkcode Kernels.attention}). */
@@ -741,6 +755,85 @@ export class Kernels {
   add(a: number, b: number, out: number, n: number): void {
     const [T, range] = this.#ranges(n);
     this.#launch("add", T, (t) => ({ a, b, out, ...range(t) }));
+  }
+
+  /** Threads for a row-wise op over `rows` rows of `perRow` elements, and thread t's rows. */
+  #rowRanges(
+    rows: number,
+    perRow: number,
+  ): [number, (t: number) => { rowStart: number; rowEnd: number }] {
+    const maxT = this.threads;
+    const T = rows * perRow >= PAR_ELEMENTS_MIN && rows >= 2 * maxT ? maxT : 1;
+    return [T, (t) => ({ rowStart: cut(0, rows, T, t), rowEnd: cut(0, rows, T, t + 1) })];
+  }
+
+  /**
+   * RMSNorm without its weight: out = x / sqrt(mean(x^2) + eps) per row of d floats (sum of
+   * squares in f64, one rounding). `scale` receives sqrt(mean(x^2) + eps) per row when given.
+   * x and out may alias.
+   */
+  rmsNorm(x: number, out: number, rows: number, d: number, eps: number, scale = 0): void {
+    const [T, range] = this.#rowRanges(rows, d);
+    this.#launch("rmsNorm", T, (t) => ({ x, out, rows, d, eps, scale, ...range(t) }));
+  }
+
+  /** out = x * w (+ b) per row of d floats (w, b: pointers to d floats; b 0 for none). */
+  affineRows(x: number, out: number, rows: number, d: number, w: number, b = 0): void {
+    const [T, range] = this.#rowRanges(rows, d);
+    this.#launch("affineRows", T, (t) => ({ x, out, d, w, b, ...range(t) }));
+  }
+
+  /**
+   * out = act(x) over n floats (x and out may alias), computed in f64 and rounded once: exact
+   * GELU (erf), SiLU, ReLU, or gelu_new (the same values as {@linkcode Kernels.geluNew}).
+   */
+  activation(act: ActivationName, x: number, out: number, n: number): void {
+    const code = activationCode(act);
+    const [T, range] = this.#ranges(n);
+    this.#launch("activation", T, (t) => ({ x, out, act: code, ...range(t) }));
+  }
+
+  /**
+   * Gated MLP activation: row r of `gateUp` is [gate (dMlp floats) | up (dMlp floats)];
+   * out[r, j] = act(gate[r, j]) * up[r, j], in f64 and rounded once.
+   */
+  gatedActivation(act: ActivationName, gateUp: number, out: number, rows: number, dMlp: number) {
+    const code = activationCode(act);
+    const [T, range] = this.#rowRanges(rows, dMlp);
+    this.#launch("gatedActivation", T, (t) => ({ gateUp, out, dMlp, act: code, ...range(t) }));
+  }
+
+  /**
+   * Rotary embeddings (rotate-half convention) in place on heads [0, nHeads) of `rows` rows of
+   * x (`stride` floats apart): in each head, dims i and i + rotaryDim/2 (i < rotaryDim/2) turn
+   * by angle i of the row's position. `cs` holds a row of rotaryDim floats per row of x: the
+   * rotaryDim/2 cosines, then the sines.
+   */
+  rotary(
+    x: number,
+    stride: number,
+    rows: number,
+    nHeads: number,
+    dHead: number,
+    rotaryDim: number,
+    cs: number,
+  ): void {
+    if (rotaryDim % 2 !== 0 || rotaryDim > dHead || nHeads * dHead > stride) {
+      throw new KernelError(
+        `rotary: rotaryDim ${rotaryDim} must be even and at most dHead ${dHead}, and ` +
+          `${nHeads} heads must fit a row of ${stride} floats`,
+      );
+    }
+    const [T, range] = this.#rowRanges(rows, nHeads * rotaryDim);
+    this.#launch("rotary", T, (t) => ({
+      x,
+      stride,
+      nHeads,
+      dHead,
+      rotaryDim,
+      cs,
+      ...range(t),
+    }));
   }
 
   /** Threads to use for attention over heads [hs, he) with this much work. */

@@ -5,6 +5,7 @@
  * @module
  */
 import type {
+  Activation,
   AttentionArgs,
   Backend,
   CausalOptions,
@@ -12,6 +13,8 @@ import type {
   LayerNormOptions,
   MatmulOptions,
   PackedMatrix,
+  RmsNormOptions,
+  RotaryLayout,
   Scope,
   WeightDtype,
 } from "../backend.ts";
@@ -290,6 +293,75 @@ export class WasmBackend implements Backend {
       beta: opts.beta && this.#ptr(opts.beta),
       scale: opts.scale && this.#ptr(opts.scale),
     });
+  }
+
+  rmsNorm(
+    x: DeviceArray,
+    out: DeviceArray,
+    rows: number,
+    d: number,
+    eps: number,
+    opts: RmsNormOptions = {},
+  ): void {
+    this.#rowsFit(x, rows, d, d, "rmsNorm input");
+    this.#rowsFit(out, rows, d, d, "rmsNorm output");
+    if (opts.scale) this.#rowsFit(opts.scale, rows, 1, 1, "rmsNorm scale");
+    this.kernels.rmsNorm(
+      this.#ptr(x),
+      this.#ptr(out),
+      rows,
+      d,
+      eps,
+      opts.scale && this.#ptr(opts.scale),
+    );
+  }
+
+  affineRows(
+    x: DeviceArray,
+    out: DeviceArray,
+    rows: number,
+    d: number,
+    w: DeviceArray,
+    b?: DeviceArray,
+  ): void {
+    this.#rowsFit(x, rows, d, d, "affineRows input");
+    this.#rowsFit(out, rows, d, d, "affineRows output");
+    this.#rowsFit(w, 1, d, d, "affineRows weight");
+    if (b) this.#rowsFit(b, 1, d, d, "affineRows bias");
+    this.kernels.affineRows(this.#ptr(x), this.#ptr(out), rows, d, this.#ptr(w), b && this.#ptr(b));
+  }
+
+  activation(act: Activation, x: DeviceArray, out: DeviceArray): void {
+    this.#rowsFit(out, 1, x.length, 0, "activation output");
+    // gelu_new keeps its own kernel (GPT-2's path); the values are the same either way.
+    if (act === "gelu_new") this.kernels.geluNew(this.#ptr(x), this.#ptr(out), x.length);
+    else this.kernels.activation(act, this.#ptr(x), this.#ptr(out), x.length);
+  }
+
+  gatedActivation(
+    act: Activation,
+    gateUp: DeviceArray,
+    out: DeviceArray,
+    rows: number,
+    dMlp: number,
+  ): void {
+    this.#rowsFit(gateUp, rows, 2 * dMlp, 2 * dMlp, "gatedActivation input");
+    this.#rowsFit(out, rows, dMlp, dMlp, "gatedActivation output");
+    this.kernels.gatedActivation(act, this.#ptr(gateUp), this.#ptr(out), rows, dMlp);
+  }
+
+  rotary(x: DeviceArray, cs: DeviceArray, l: RotaryLayout): void {
+    this.#rowsFit(x, l.rows, l.nHeads * l.dHead, l.stride, "rotary rows");
+    this.#rowsFit(cs, l.rows, l.rotaryDim, l.rotaryDim, "rotary cos|sin rows");
+    this.kernels.rotary(
+      this.#ptr(x),
+      l.stride,
+      l.rows,
+      l.nHeads,
+      l.dHead,
+      l.rotaryDim,
+      this.#ptr(cs),
+    );
   }
 
   geluNew(x: DeviceArray, out: DeviceArray): void {

@@ -467,7 +467,11 @@ export function renderReport(results: ExperimentResults): string {
 <div class="eyebrow">How to interpret GPT-2 small · reproduced with TransformerLens for Deno</div>
 <h1>Induction heads in <span class="model">${esc(r.model.name)}</span></h1>
 <div class="meta">
-<span><b>${cfg.nLayers}</b> layers × <b>${cfg.nHeads}</b> heads, d_model <b>${cfg.dModel}</b>, vocabulary <b>${cfg.dVocab}</b></span>
+${
+    cfg.family
+      ? `<span class="family">${esc(cfg.family)}</span>`
+      : ""
+  }<span><b>${cfg.nLayers}</b> layers × <b>${cfg.nHeads}</b> heads, d_model <b>${cfg.dModel}</b>, vocabulary <b>${cfg.dVocab}</b></span>
 <span>seq_len <b>${S}</b> · batch <b>${r.settings.batch}</b> · seed <b>${r.settings.seed}</b></span>
 <span>ran in <b>${secs(r.totalSeconds)}</b></span>
 </div>

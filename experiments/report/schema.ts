@@ -130,6 +130,10 @@ export interface ExperimentResults {
     /** Its shape. */
     config: {
       modelName: string;
+      /** The model family ("GPT-2", "GPT-NeoX", "Llama", "Qwen2"; absent in older files). */
+      family?: string;
+      /** The HF architecture, e.g. `GPTNeoXForCausalLM` (absent in older files). */
+      originalArchitecture?: string;
       nLayers: number;
       nHeads: number;
       dModel: number;

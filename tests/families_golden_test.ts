@@ -1,0 +1,83 @@
+/**
+ * GPT-NeoX (parallel and sequential), Llama and Qwen2 against Hugging Face's modeling semantics
+ * computed in float64 (`tests/fixtures/families-golden.json`, copied from the shared fixtures).
+ *
+ * Tolerances (the issue's): logits 1e-4, attention patterns 1e-5, hidden states 1e-4, with
+ * processing off; with TransformerLens's processing on, logits equal HF's minus their mean over
+ * the vocabulary, within 1e-4. Float32 compute over 2 layers of width 32 leaves errors around
+ * 1e-6, so the bounds have two orders of margin and still catch any semantic slip (a wrong
+ * rotary pairing or position moves logits by ~1e-1).
+ *
+ * HF's last hidden state is after the final norm *with* its weight (and bias), while
+ * `ln_final.hook_normalized` is before them (TransformerLens's semantics): the test applies the
+ * checkpoint's final-norm parameters to the hook's values.
+ */
+import assert from "node:assert/strict";
+import { parseSafetensors } from "../io/safetensors.ts";
+import { centred, FAMILY_FIXTURES, loadFamily } from "./families_fixtures.ts";
+import { fixturePath } from "./fixtures.ts";
+
+interface Golden {
+  logits: number[][][];
+  attentions: number[][][][][];
+  hidden_states: number[][][][];
+}
+
+const golden = JSON.parse(
+  await Deno.readTextFile(fixturePath("families-golden.json")),
+) as { tokens: number[][] } & Record<string, Golden>;
+
+function maxAbsDiff(actual: ArrayLike<number>, expected: ArrayLike<number>): number {
+  assert.equal(actual.length, expected.length);
+  let m = 0;
+  for (let i = 0; i < actual.length; i++) m = Math.max(m, Math.abs(actual[i] - expected[i]));
+  return m;
+}
+
+for (const { dir, finalNorm } of FAMILY_FIXTURES) {
+  const g = golden[dir];
+
+  Deno.test(`${dir}: logits, patterns and hidden states match HF (unprocessed)`, async () => {
+    const model = await loadFamily(dir, false);
+    try {
+      const { logits, cache } = await model.runWithCache(golden.tokens);
+      const err = maxAbsDiff(logits!.data, g.logits.flat(2));
+      assert.ok(err < 1e-4, `logits: ${err}`);
+      for (let l = 0; l < model.cfg.nLayers; l++) {
+        const e = maxAbsDiff(cache.get("pattern", l).data, g.attentions[l].flat(3));
+        assert.ok(e < 1e-5, `pattern layer ${l}: ${e}`);
+      }
+      const hidden = [cache.get("resid_pre", 0).data];
+      for (let l = 0; l < model.cfg.nLayers - 1; l++) {
+        hidden.push(cache.get("resid_post", l).data);
+      }
+      // HF's last hidden state: the final norm's output after its weight (and bias).
+      const file = parseSafetensors(
+        await Deno.readFile(`${fixturePath(dir)}/model.safetensors`),
+      );
+      const w = file.tensor(`${finalNorm}.weight`).data;
+      const b = file.has(`${finalNorm}.bias`) ? file.tensor(`${finalNorm}.bias`).data : null;
+      const d = model.cfg.dModel;
+      hidden.push(
+        cache.get("ln_final.hook_normalized").data.map((x, i) => x * w[i % d] + (b ? b[i % d] : 0)),
+      );
+      hidden.forEach((h, i) => {
+        const e = maxAbsDiff(h, g.hidden_states[i].flat(2));
+        assert.ok(e < 1e-4, `hidden state ${i}: ${e}`);
+      });
+    } finally {
+      model.dispose();
+    }
+  });
+
+  Deno.test(`${dir}: processed logits equal HF logits minus their vocabulary mean`, async () => {
+    const model = await loadFamily(dir, true);
+    try {
+      const logits = (await model.run(golden.tokens)).data;
+      const err = maxAbsDiff(logits, centred(g.logits.flat(2), model.cfg.dVocab));
+      assert.ok(err < 1e-4, `processed logits: ${err}`);
+    } finally {
+      model.dispose();
+    }
+  });
+}

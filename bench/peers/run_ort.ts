@@ -219,7 +219,7 @@ export async function runOrt(
   }
   const npm = /npm|Could not find|registry|Module not found|Import .* failed/i.test(run.stderr);
   const skipped = run.code === 3 && result?.error
-    ? `skipped: ${name} could not run the export: ${String(result.error)}`
+    ? `skipped: ${name} could not run ${ONNX_FILE}: ${String(result.error)}`
     : npm
     ? `skipped: ${name} could not be loaded (deno install needs the npm registry once)`
     : `skipped: the ${name} harness failed (exit ${run.code})`;

@@ -225,7 +225,10 @@ if (import.meta.main) {
   console.log(
     "\nForward pass, GPT-2-small shape (median seconds, effective GFLOP/s, ours / theirs in time)",
   );
-  console.log("                          1x101 s GFLOP/s ours/it   30x101 s GFLOP/s ours/it");
+  const head = ["1x101", "30x101"].map((key) =>
+    `${`${key} s`.padStart(9)} ${"GFLOP/s".padStart(7)} ${"ours/it".padStart(7)}`
+  );
+  console.log(`${"".padEnd(24)} ${head.join("  ")}`);
   const forwardRows: [string, ForwardResult["runs"] | undefined][] = [
     [`ours (${cores}T)`, forward],
     ["pytorch (2T)", torchFwd?.runs],

@@ -135,9 +135,7 @@ export async function ensureOnnxExport(
   if (!made.ok) {
     return {
       ...made,
-      skipped: `skipped: the ONNX export needs the PyTorch harness (${
-        made.skipped.replace(/^skipped: /, "")
-      })`,
+      skipped: `skipped: no ONNX export (${made.skipped.replace(/^skipped: /, "")})`,
     };
   }
   const r = made.result;

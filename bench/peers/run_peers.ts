@@ -124,8 +124,7 @@ function blasLibraryPath(choice: TorchOptions["blas"]): string | undefined {
   return rest ? `${dir}:${rest}` : dir;
 }
 
-/** An environment variable, or undefined when unset or not permitted. */
-export function env(name: string): string | undefined {
+function env(name: string): string | undefined {
   try {
     return Deno.env.get(name);
   } catch {

@@ -417,6 +417,9 @@ def mode_forward(args):
     return result
 
 
+ONNX_OPSET = 17
+
+
 class OnnxGraph(torch.nn.Module):
     """The harness's forward as an nn.Module for torch.onnx.export. The weights are registered as
     buffers (the same tensor objects the forward reads), so the trace stores them as initializers."""
@@ -484,9 +487,6 @@ def mode_export_onnx(args):
         "exportSeconds": round(export_s, 3),
         "reference": {"path": ref_path, "rows": rows, "shape": list(reference.shape), "dtype": "float32"},
     }
-
-
-ONNX_OPSET = 17
 
 SGEMM_SHAPES = [(101, 768, 2304), (101, 768, 3072), (101, 768, 50257), (3030, 768, 2304)]
 

@@ -3,7 +3,7 @@
  * (`run_ort.ts` makes the export), run by `onnxruntime-node` (native, MLAS) or `onnxruntime-web`
  * (WebAssembly SIMD, threaded), the two runtimes behind transformers.js.
  *
- *   deno run --allow-read --allow-env --allow-sys --allow-ffi bench/peers/ort_gpt2.ts forward \
+ *   deno run --allow-read [--allow-ffi] bench/peers/ort_gpt2.ts forward \
  *     --runtime node|web --model DIR --tokens FILE [--threads 2] [--runs-small 5] [--runs-large 3]
  *
  * DIR is the bench model's directory, holding `config.json` and the export `model.onnx` with its
@@ -11,8 +11,9 @@
  * own logits of the first and last token rows; every run's logits are checked against them
  * (`referenceCheck`). `--allow-ffi` is needed by `onnxruntime-node` only (a Node-API addon).
  *
- * Prints one JSON object on stdout (a {@link ForwardResult}); progress goes to stderr. Exits with
- * 3 and a JSON `error` when the runtime cannot load or start the model.
+ * Prints one JSON object on stdout (an {@link OrtForwardResult}); progress goes to stderr. Exits
+ * with 2 and the usage line on a bad command line, with 3 and a JSON `error` when the export is
+ * missing or the runtime cannot load or run it.
  * @module
  */
 import {
@@ -63,6 +64,16 @@ function flag(args: string[], name: string): string | undefined {
   return i >= 0 ? args[i + 1] : undefined;
 }
 
+/** The value of an optional count flag (threads, runs): a positive integer. */
+function countFlag(args: string[], name: string, fallback: number): number {
+  const text = flag(args, name);
+  const n = text === undefined ? fallback : Number(text);
+  if (!Number.isInteger(n) || n < 1) {
+    throw new Error(`${name} must be a positive integer, got ${JSON.stringify(text)}`);
+  }
+  return n;
+}
+
 /** The pieces of the ONNX Runtime JS API the harness uses (the same in both packages). */
 type Ort = typeof import("onnxruntime-node");
 type Session = Awaited<ReturnType<Ort["InferenceSession"]["create"]>>;
@@ -109,14 +120,38 @@ function maxAbsDiff(a: Float32Array, b: Float32Array): number {
   return worst;
 }
 
-async function modeForward(args: string[], runtime: OrtRuntime): Promise<OrtForwardResult> {
+/** The command line of `forward`. */
+interface ForwardArgs {
+  runtime: OrtRuntime;
+  dir: string;
+  tokensFile: string;
+  threads: number;
+  runsSmall: number;
+  runsLarge: number;
+}
+
+/** Reads the command line; throws a message for the usage line when it is wrong. */
+function parseArgs(args: string[]): ForwardArgs {
+  const runtime = flag(args, "--runtime");
   const dir = flag(args, "--model"), tokensFile = flag(args, "--tokens");
+  if (args[0] !== "forward") throw new Error(`unknown mode ${JSON.stringify(args[0])}`);
+  if (runtime !== "node" && runtime !== "web") throw new Error("--runtime must be node or web");
   if (!dir || !tokensFile) throw new Error("forward needs --model DIR --tokens FILE");
+  return {
+    runtime,
+    dir,
+    tokensFile,
+    threads: countFlag(args, "--threads", 2),
+    runsSmall: countFlag(args, "--runs-small", 5),
+    runsLarge: countFlag(args, "--runs-large", 3),
+  };
+}
+
+async function modeForward(
+  { runtime, dir, tokensFile, threads, runsSmall, runsLarge }: ForwardArgs,
+): Promise<OrtForwardResult> {
   const onnx = `${dir}/${ONNX_FILE}`;
   const hf = JSON.parse(await Deno.readTextFile(`${dir}/config.json`));
-  const threads = Number(flag(args, "--threads") ?? 2);
-  const runsSmall = Number(flag(args, "--runs-small") ?? 5);
-  const runsLarge = Number(flag(args, "--runs-large") ?? 3);
   let stamp: OnnxExportStamp;
   try {
     stamp = JSON.parse(await Deno.readTextFile(`${onnx}.json`));
@@ -160,16 +195,16 @@ async function modeForward(args: string[], runtime: OrtRuntime): Promise<OrtForw
     const input = new ort.Tensor("int64", BigInt64Array.from(rows.flat(), BigInt), [batch, T]);
     const once = async () => (await session.run({ input_ids: input })).logits;
     log(`onnxruntime-${runtime} forward ${batch}x${T}: ${runs} runs`);
-    for (let w = batch === 1 ? 2 : 1; w > 0; w--) (await once()).dispose();
+    const warmUps = batch === 1 ? 2 : 1;
+    for (let w = 1; w < warmUps; w++) (await once()).dispose();
+    let logits = await once(); // the last warm-up; each timed run replaces it
     const times: number[] = [];
-    let logits: Awaited<ReturnType<typeof once>> | undefined;
     for (let r = 0; r < runs; r++) {
-      logits?.dispose();
+      logits.dispose();
       t0 = performance.now();
       logits = await once();
       times.push((performance.now() - t0) / 1000);
     }
-    if (!logits) throw new Error(`--runs-small and --runs-large must be at least 1`);
     const data = logits.data as Float32Array;
     const rowSize = T * vocab;
     const row = (b: number) => data.subarray(b * rowSize, (b + 1) * rowSize);
@@ -206,19 +241,22 @@ async function modeForward(args: string[], runtime: OrtRuntime): Promise<OrtForw
 }
 
 async function main(args: string[]): Promise<number> {
-  const runtime = flag(args, "--runtime");
-  if (args[0] !== "forward" || (runtime !== "node" && runtime !== "web")) {
+  let parsed: ForwardArgs;
+  try {
+    parsed = parseArgs(args);
+  } catch (e) {
     console.error(
-      "usage: ort_gpt2.ts forward --runtime node|web --model DIR --tokens FILE [--threads N]",
+      `${(e as Error).message}\nusage: ort_gpt2.ts forward --runtime node|web ` +
+        "--model DIR --tokens FILE [--threads N] [--runs-small N] [--runs-large N]",
     );
     return 2;
   }
   let result: OrtForwardResult;
   try {
-    result = await modeForward(args, runtime);
+    result = await modeForward(parsed);
   } catch (e) {
     const error = String((e as Error)?.message ?? e);
-    console.log(JSON.stringify({ peer: `onnxruntime-${runtime}`, mode: "forward", error }));
+    console.log(JSON.stringify({ peer: `onnxruntime-${parsed.runtime}`, mode: "forward", error }));
     return 3;
   }
   console.log(JSON.stringify(result));

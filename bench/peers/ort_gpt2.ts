@@ -264,6 +264,6 @@ async function main(args: string[]): Promise<number> {
 }
 
 if (import.meta.main) {
-  // Deno.exit: the web build's pthread workers would otherwise keep the process alive.
+  // The exit code tells run_ort.ts a bad command line (2) from a runtime failure (3).
   Deno.exit(await main(Deno.args));
 }

@@ -1,7 +1,8 @@
 /**
- * `deno task bench`: this library beside PyTorch (CPU, 2 threads) and TensorFlow.js
- * (`@tensorflow/tfjs-backend-wasm`) on the same GPT-2-small-shape weights and tokens, in one run
- * on one machine. Prints three tables (matmul GFLOP/s, forward passes, the whole study) with
+ * `deno task bench`: this library beside PyTorch (CPU, 2 threads), TensorFlow.js
+ * (`@tensorflow/tfjs-backend-wasm`) and, for the forward pass, ONNX Runtime (`onnxruntime-node`
+ * and `onnxruntime-web`) on the same GPT-2-small-shape weights and tokens, in one run on one
+ * machine. Prints three tables (matmul GFLOP/s, forward passes, the whole study) with
  * ratios, and writes every figure to `out/bench/results.json`.
  *
  *   deno task bench                 everything (about 10 minutes on 2 cores)
@@ -35,6 +36,7 @@ import { logitsChecksum, median, readBenchTokens } from "./peers/common.ts";
 import { generationSpeed } from "./generate_bench.ts";
 import { PATCH_SEQ, patchingBench } from "./patching_bench.ts";
 import { benchFamilies, familiesTable } from "./families_bench.ts";
+import { type OrtForwardResult, runOrt } from "./peers/run_ort.ts";
 
 const args = new Set(Deno.args);
 const withPeers = !args.has("--no-peers");
@@ -186,6 +188,12 @@ if (import.meta.main) {
       await runTfjs("forward", bench.dir, bench.tokensPath, { threads: cores }),
     )
     : undefined;
+  const ortNodeFwd = withPeers
+    ? peerNote("onnxruntime-node forward", await runOrt("node", bench, { threads: cores }))
+    : undefined;
+  const ortWebFwd = withPeers
+    ? peerNote("onnxruntime-web forward", await runOrt("web", bench, { threads: cores }))
+    : undefined;
 
   log("generation: this library ...");
   const generation = await generationSpeed(model, spec.tokens[0].slice(0, 21), 20);
@@ -231,28 +239,42 @@ if (import.meta.main) {
     );
   }
 
-  console.log("\nForward pass, GPT-2-small shape (seconds, median; effective GFLOP/s)");
   console.log(
-    "tokens   ours            pytorch (2T)    tfjs-wasm       ours vs pytorch  ours vs tfjs",
+    "\nForward pass, GPT-2-small shape (median seconds, effective GFLOP/s, ours / theirs in time)",
   );
-  for (const key of ["1x101", "30x101"]) {
-    const o = forward[key], p = torchFwd?.runs[key], t = tfjsFwd?.runs[key];
-    const cell = (r?: { seconds: number; gflops: number }) =>
-      r ? `${fmt(r.seconds, 3)} s ${fmt(r.gflops, 0).padStart(4)}`.padEnd(15) : "-".padEnd(15);
-    console.log(
-      `${key.padEnd(8)} ${cell(o)} ${cell(p)} ${cell(t)} ` +
-        `${ratio(o.seconds, p?.seconds).padStart(15)} ${ratio(o.seconds, t?.seconds).padStart(13)}`,
-    );
+  const head = ["1x101", "30x101"].map((key) =>
+    `${`${key} s`.padStart(9)} ${"GFLOP/s".padStart(7)} ${"ours/it".padStart(7)}`
+  );
+  console.log(`${"".padEnd(24)} ${head.join("  ")}`);
+  const forwardRows: [string, ForwardResult["runs"] | undefined][] = [
+    [`ours (${cores}T)`, forward],
+    ["pytorch (2T)", torchFwd?.runs],
+    [`tfjs-wasm (${tfjsFwd?.threads ?? cores}T)`, tfjsFwd?.runs],
+    [`onnxruntime-node (${cores}T)`, ortNodeFwd?.runs],
+    [`onnxruntime-web (${ortWebFwd?.threads ?? cores}T)`, ortWebFwd?.runs],
+  ];
+  for (const [name, runs] of forwardRows) {
+    const cells = ["1x101", "30x101"].map((key) => {
+      const r = runs?.[key];
+      return `${fmt(r?.seconds, 3).padStart(9)} ${fmt(r?.gflops, 0).padStart(7)} ${
+        ratio(forward[key].seconds, r?.seconds).padStart(7)
+      }`;
+    });
+    console.log(`${name.padEnd(24)} ${cells.join("  ")}`);
   }
   const agree = (a?: { checksum: { last5: number[] } }, b?: { checksum: { last5: number[] } }) =>
     a && b
       ? Math.max(...a.checksum.last5.map((v, i) => Math.abs(v - b.checksum.last5[i])))
       : undefined;
+  const peersAgree = forwardRows.slice(1).map(([name, runs]) =>
+    `${name.split(" ")[0]} ${fmt(agree(forward["30x101"], runs?.["30x101"]), 5)}`
+  );
+  console.log(`logits agree (max |diff| of centred logits[0,-1,:5]): ${peersAgree.join(", ")}`);
+  const exportCheck = (r?: OrtForwardResult) =>
+    r ? r.referenceCheck["30x101"].maxAbsDiff.toExponential(1) : "-";
   console.log(
-    `logits agree (max |diff| of centred logits[0,-1,:5]): pytorch ${
-      fmt(agree(forward["30x101"], torchFwd?.runs["30x101"]), 5)
-    }, ` +
-      `tfjs ${fmt(agree(forward["30x101"], tfjsFwd?.runs["30x101"]), 5)}`,
+    "ONNX export vs the PyTorch harness (max |diff| of logits, rows 0 and 29 of 30x101): " +
+      `node ${exportCheck(ortNodeFwd)}, web ${exportCheck(ortWebFwd)}`,
   );
 
   console.log(
@@ -321,7 +343,7 @@ if (import.meta.main) {
     study,
     patching,
     families,
-    peers: { torchGemm, tfjsGemm, torchFwd, tfjsFwd, torchStudy },
+    peers: { torchGemm, tfjsGemm, torchFwd, tfjsFwd, ortNodeFwd, ortWebFwd, torchStudy },
     seconds: (performance.now() - started) / 1000,
   };
   await Deno.mkdir("out/bench", { recursive: true });

@@ -250,7 +250,7 @@ Deno.test("patching fast path equals the naive runWithHooks path", async () => {
     for (const layer of [0, model.cfg.nLayers - 1]) {
       const name = getActName(point, layer);
       const act = cache.get(name).data;
-      const patches = [];
+      const patches: { position: number; value: Float32Array }[] = [];
       for (let p = S; p < 2 * S; p++) {
         patches.push({ position: p, value: act.slice((p - S) * d, (p - S + 1) * d) });
       }

@@ -1,5 +1,6 @@
 /**
- * Runs every peer measurement once and prints a summary (the figures in bench/README.md):
+ * Runs every peer measurement once (PyTorch, TensorFlow.js, ONNX Runtime) and prints a summary
+ * (the figures in bench/README.md):
  *
  *   deno run -A bench/peers/measure.ts [--quick] [--skip-study] [--out FILE]
  *
@@ -10,6 +11,7 @@
  */
 import { defaultBenchDir, writeBenchModel } from "../model_file.ts";
 import { type PeerOutcome, runTfjs, runTorch } from "./run_peers.ts";
+import { runOrt } from "./run_ort.ts";
 import type { ForwardResult, MatmulResult } from "./common.ts";
 
 const args = Deno.args;
@@ -31,6 +33,8 @@ results.tfjsMatmul1 = await runTfjs("matmul", undefined, undefined, { threads: 1
 results.tfjsMatmul2 = await runTfjs("matmul", undefined, undefined, { threads: 2 });
 results.tfjsForward1 = await runTfjs("forward", dir, tokensPath, { threads: 1, extraArgs: runs });
 results.tfjsForward2 = await runTfjs("forward", dir, tokensPath, { threads: 2, extraArgs: runs });
+results.ortNodeForward = await runOrt("node", model, { threads: 2, extraArgs: runs });
+results.ortWebForward = await runOrt("web", model, { threads: 2, extraArgs: runs });
 if (!skipStudy) {
   const limit = quick ? ["--patch-layers", "2", "--patch-positions", "5"] : [];
   results.torchStudy = await runTorch("study", dir, tokensPath, { extraArgs: limit });
@@ -51,6 +55,7 @@ for (const [name, r] of Object.entries(results)) {
     );
     say(`${name} [${fr.threads} thr${fr.binary ? `, ${fr.binary}` : ""}]: ${cells.join(", ")}`);
     say(`  checksum 1x101 last5 ${JSON.stringify(fr.runs["1x101"]?.checksum.last5)}`);
+    if (fr.referenceCheck) say(`  against PyTorch's logits ${JSON.stringify(fr.referenceCheck)}`);
   } else if (res.mode === "sgemm" || res.mode === "matmul") {
     const mr = res as MatmulResult;
     for (const s of mr.shapes) {

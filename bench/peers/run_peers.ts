@@ -49,6 +49,23 @@ export interface StudyResult {
   [extra: string]: unknown;
 }
 
+/** What `torch_gpt2.py export-onnx` prints. */
+export interface OnnxExportResult {
+  peer: "pytorch";
+  mode: "export-onnx";
+  torch: string;
+  opset: number;
+  /** Weights processed as TransformerLens does (the harness's default). */
+  processed: boolean;
+  /** The `.onnx` file written, and its size in bytes. */
+  onnx: string;
+  bytes: number;
+  exportSeconds: number;
+  /** The harness's logits [rows.length, seq, vocab] of token rows `rows`, float32, at `path`. */
+  reference: { path: string; rows: number[]; shape: number[]; dtype: "float32" };
+  [extra: string]: unknown;
+}
+
 /** Options of {@link runTorch}. */
 export interface TorchOptions {
   /** Threads for torch and OpenBLAS (default 2). `sgemm` always measures 1 and 2. */
@@ -115,14 +132,19 @@ function env(name: string): string | undefined {
   }
 }
 
-interface Spawned {
+/** A finished child process: exit code, its output, and how long it ran. */
+export interface Spawned {
   code: number;
   stdout: string;
   stderr: string;
   wallSeconds: number;
 }
 
-async function spawn(
+/**
+ * Runs `cmd` with stdin closed, collecting stdout and stderr; stderr is echoed live to this
+ * process's stderr when `progress` is true (the harnesses' progress lines).
+ */
+export async function spawn(
   cmd: string[],
   progress: boolean,
   extraEnv: Record<string, string> = {},
@@ -150,7 +172,8 @@ async function spawn(
   return { code, stdout: out, stderr, wallSeconds: (performance.now() - t0) / 1000 };
 }
 
-function lastJsonLine(stdout: string): Record<string, unknown> | null {
+/** The last line of `stdout` that parses as a JSON object (a harness's result), or null. */
+export function lastJsonLine(stdout: string): Record<string, unknown> | null {
   const lines = stdout.trim().split("\n").filter((l) => l.startsWith("{"));
   if (lines.length === 0) return null;
   try {
@@ -160,7 +183,8 @@ function lastJsonLine(stdout: string): Record<string, unknown> | null {
   }
 }
 
-function tail(text: string, lines = 8): string {
+/** The last `lines` lines of `text` (for the `detail` of a skipped peer). */
+export function tail(text: string, lines = 8): string {
   return text.trim().split("\n").slice(-lines).join("\n");
 }
 
@@ -170,6 +194,8 @@ function tail(text: string, lines = 8): string {
  * - `forward`: median seconds of 1 x 101 and 30 x 101 forwards, GFLOP/s, logits checksum.
  * - `sgemm`: torch.matmul and numpy GFLOP/s on {@link MATMUL_SHAPES}, 1 and 2 threads.
  * - `study`: the whole study the TransformerLens way, timed per step.
+ * - `export-onnx`: the forward exported to ONNX (pass `["--out", FILE]` in `extraArgs`), with
+ *   the harness's reference logits beside it; `run_ort.ts` calls it.
  *
  * Skipped (not thrown) when Python, torch or numpy is missing.
  */
@@ -192,11 +218,17 @@ export async function runTorch(
   opts?: TorchOptions,
 ): Promise<PeerOutcome<StudyResult>>;
 export async function runTorch(
-  mode: "forward" | "sgemm" | "study",
+  mode: "export-onnx",
+  modelDir: string,
+  tokensFile: string,
+  opts?: TorchOptions,
+): Promise<PeerOutcome<OnnxExportResult>>;
+export async function runTorch(
+  mode: "forward" | "sgemm" | "study" | "export-onnx",
   modelDir?: string,
   tokensFile?: string,
   opts: TorchOptions = {},
-): Promise<PeerOutcome<ForwardResult | MatmulResult | StudyResult>> {
+): Promise<PeerOutcome<ForwardResult | MatmulResult | StudyResult | OnnxExportResult>> {
   const python = opts.python ?? env("TL_BENCH_PYTHON") ?? "/usr/bin/python3";
   const script = here("./torch_gpt2.py");
   const args = [python, script, mode, "--threads", String(opts.threads ?? 2)];

@@ -14,6 +14,7 @@ Run with Debian's interpreter, which is where `python3-torch` lives:
     /usr/bin/python3 bench/peers/torch_gpt2.py forward --model DIR --tokens FILE
     /usr/bin/python3 bench/peers/torch_gpt2.py sgemm
     /usr/bin/python3 bench/peers/torch_gpt2.py study --model DIR --tokens FILE
+    /usr/bin/python3 bench/peers/torch_gpt2.py export-onnx --model DIR --tokens FILE --out F.onnx
 
 Prints one JSON object on stdout; progress goes to stderr. Times are seconds.
 """
@@ -32,7 +33,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-IGNORE = float("-inf")
+# A float32 tensor, as TransformerLens's IGNORE buffer (a Python float would export to ONNX as a
+# double constant, which ONNX's Where rejects beside float scores).
+IGNORE = torch.tensor(float("-inf"))
 
 # --------------------------------------------------------------------------------------------
 # Threads: torch's intra-op pool (OpenMP) and OpenBLAS's own pthread pool, which Debian's torch
@@ -414,6 +417,77 @@ def mode_forward(args):
     return result
 
 
+ONNX_OPSET = 17
+
+
+class OnnxGraph(torch.nn.Module):
+    """The harness's forward as an nn.Module for torch.onnx.export. The weights are registered as
+    buffers (the same tensor objects the forward reads), so the trace stores them as initializers."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+        for name, tensor in model.p.items():
+            self.register_buffer(name.replace(".", "_"), tensor)
+
+    def forward(self, tokens):
+        return self.model.forward(tokens)
+
+
+def _write_atomically(path, write):
+    tmp = f"{path}.tmp-{os.getpid()}"
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def mode_export_onnx(args):
+    """Exports the forward (tokens -> full logits) to ONNX, opset 17, batch and sequence dynamic,
+    and writes the harness's own logits of the first and last token rows (each run alone) beside
+    it, so an ONNX runtime's output can be checked against PyTorch's."""
+    set_threads(args.threads)
+    model, load_s, process_s = build_model(args.model, raw=args.raw)
+    spec, tokens = read_tokens(args.tokens)
+    out = args.out
+    # Traced on a [2, 7] input, so a batch or sequence length wrongly baked into the graph fails
+    # (or shows in the logits check) at the benchmark's 1 x 101 and 30 x 101.
+    example = tokens[:2, :7]
+    log(f"export-onnx: tracing, opset {ONNX_OPSET}, to {out}")
+    t = time.perf_counter()
+    with torch.no_grad():
+        _write_atomically(out, lambda tmp: torch.onnx.export(
+            OnnxGraph(model),
+            (example,),
+            tmp,
+            opset_version=ONNX_OPSET,
+            input_names=["input_ids"],
+            output_names=["logits"],
+            dynamic_axes={"input_ids": {0: "batch", 1: "seq"}, "logits": {0: "batch", 1: "seq"}},
+            do_constant_folding=True,
+        ))
+    export_s = time.perf_counter() - t
+    rows = [0, tokens.shape[0] - 1]
+    with torch.inference_mode():
+        reference = torch.cat([model.forward(tokens[r:r + 1]) for r in rows]).contiguous()
+    ref_path = out + ".reference.f32"
+    _write_atomically(ref_path, lambda tmp: reference.numpy().astype("<f4").tofile(tmp))
+    return {
+        "peer": "pytorch",
+        "mode": "export-onnx",
+        "torch": torch.__version__,
+        "opset": ONNX_OPSET,
+        "processed": not args.raw,
+        "onnx": out,
+        "bytes": os.path.getsize(out),
+        "loadSeconds": round(load_s, 3),
+        "processSeconds": round(process_s, 3),
+        "exportSeconds": round(export_s, 3),
+        "reference": {"path": ref_path, "rows": rows, "shape": list(reference.shape), "dtype": "float32"},
+    }
+
 SGEMM_SHAPES = [(101, 768, 2304), (101, 768, 3072), (101, 768, 50257), (3030, 768, 2304)]
 
 
@@ -563,9 +637,10 @@ def mode_study(args):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("mode", choices=["forward", "sgemm", "study", "check"])
+    ap.add_argument("mode", choices=["forward", "sgemm", "study", "export-onnx", "check"])
     ap.add_argument("--model", help="directory with config.json and model.safetensors")
     ap.add_argument("--tokens", help="JSON file {seqLen, bos, tokens: [[...], ...]}")
+    ap.add_argument("--out", help="export-onnx: the .onnx file to write")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--runs-small", type=int, default=5, help="timed runs of 1 x T (after 2 warm-ups)")
     ap.add_argument("--runs-large", type=int, default=3, help="timed runs of B x T (after 1 warm-up)")
@@ -583,7 +658,10 @@ def main():
     else:
         if not args.model or not args.tokens:
             ap.error("--model and --tokens are required")
-        result = mode_forward(args) if args.mode == "forward" else mode_study(args)
+        if args.mode == "export-onnx" and not args.out:
+            ap.error("export-onnx needs --out FILE.onnx")
+        modes = {"forward": mode_forward, "study": mode_study, "export-onnx": mode_export_onnx}
+        result = modes[args.mode](args)
     json.dump(result, sys.stdout)
     sys.stdout.write("\n")
 

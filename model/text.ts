@@ -67,6 +67,7 @@ function checkTokenizeOptions(opts: TokenizeOptions): void {
  * import { gpt2Config } from "../families/gpt2.ts";
  * const cfg = gpt2Config({ n_layer: 1, n_head: 1, n_embd: 4, vocab_size: 300, n_positions: 8 });
  * const tokenizer = {
+ *   vocabSize: 300,
  *   encode: (t: string) => Array.from(t, (c) => c.charCodeAt(0)),
  *   decode: (ids: number[]) => String.fromCharCode(...ids),
  *   tokenStrings: (ids: number[]) => ids.map((i) => String.fromCharCode(i)),
@@ -93,6 +94,7 @@ export function encodeText(model: TextModel, text: string, opts: TokenizeOptions
  * import { gpt2Config } from "../families/gpt2.ts";
  * const cfg = gpt2Config({ n_layer: 1, n_head: 1, n_embd: 4, vocab_size: 300, n_positions: 8 });
  * const tokenizer = {
+ *   vocabSize: 300,
  *   encode: (t: string) => Array.from(t, (c) => c.charCodeAt(0)),
  *   decode: (ids: number[]) => String.fromCharCode(...ids),
  *   tokenStrings: (ids: number[]) => ids.map((i) => String.fromCharCode(i)),

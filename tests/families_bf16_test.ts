@@ -3,7 +3,7 @@
  *
  * - A BF16 checkpoint (the fixture's tensors rounded to bf16, nearest even, as `save_pretrained`
  *   of a bf16 model stores them) against float64 logits of the same rounded weights
- *   (`tests/fixtures/families-bf16-golden.json`, computed by `tests/reference/families_reference.py`,
+ *   (`tests/fixtures/families-bf16/golden.json`, computed by `tests/fixtures/families-bf16/make_golden.py`,
  *   which reproduces the float32 golden to 5e-15): within 1e-4 unprocessed, and processed up to the
  *   vocabulary mean, as the float32 checkpoints. bf16 rounding moves these logits by 3-5e-2, so the
  *   test sees the difference between the bf16 and the f32 weights.
@@ -21,7 +21,7 @@ import { centred, FAMILY_FIXTURES, loadFamily, readFamily } from "./families_fix
 import { fixturePath } from "./fixtures.ts";
 
 const golden = JSON.parse(
-  await Deno.readTextFile(fixturePath("families-bf16-golden.json")),
+  await Deno.readTextFile(fixturePath("families-bf16/golden.json")),
 ) as { tokens: number[][] } & Record<string, { logits: number[][][] }>;
 
 const ROUNDED_PRODUCTS = 9;

@@ -1,14 +1,14 @@
 /**
  * The committed reference fixtures are the files received, byte for byte: each matches its line in
  * `tests/fixtures/SHA256SUMS` (recorded from the originals), and no file is unlisted (but those
- * in the folders the project writes itself: `torch-bin/`, `tokenizers/`, `tl-toolkit/`).
+ * in the folders the project writes itself: `torch-bin/`, `tokenizers/`, `tl-toolkit/`, `families-bf16/`).
  */
 import assert from "node:assert/strict";
 import { fixturePath } from "./fixtures.ts";
 
 const ROOT = fixturePath("");
 /** Fixtures this project wrote itself, with their scripts (see the folder's README). */
-const MADE_HERE = ["torch-bin/", "tokenizers/", "tl-toolkit/"];
+const MADE_HERE = ["torch-bin/", "tokenizers/", "tl-toolkit/", "families-bf16/"];
 
 function listed(): Map<string, string> {
   const sums = new Map<string, string>();

@@ -13,4 +13,4 @@ export type { Tokenizer } from "./tokenizer.ts";
 export { type AddedToken, BpeTokenizer, type TokenizerFiles, tokenizerFromFiles } from "./bpe.ts";
 export { R50K_END_OF_TEXT, R50K_VOCAB_SIZE, r50kTokenizer } from "./r50k.ts";
 export { GPT2_PATTERN, preTokenize } from "./byte_level.ts";
-export { type ModelTokenizer, readTokenizerFiles, tokenizerForModel } from "./for_model.ts";
+export { readTokenizerFiles, tokenizerForModel } from "./for_model.ts";

@@ -321,8 +321,8 @@ function notCachedHint(repoId: string, repoDir: string): string {
  * their paths. With every required file cached at the revision (through `refs/`), no request is
  * made at all. Offline (`settings.offline`), only the cache is used.
  *
- * @example
- * ```ts
+ * @example Downloads from the hub (needs the network and write access to the cache)
+ * ```ts ignore
  * import { fetchHubFiles, hubSettings } from "./hub.ts";
  * const snap = await fetchHubFiles(hubSettings(), "openai-community/gpt2", {
  *   required: ["config.json", "model.safetensors"],

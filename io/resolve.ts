@@ -193,7 +193,12 @@ function classify(name: string): Kind {
  * import { resolveModel } from "./resolve.ts";
  * const toy = await resolveModel("induction-toy"); // embedded: no download, no permissions
  * toy.config.n_layer; // 3
- * const gpt2 = await resolveModel("gpt2"); // hub download into ~/.cache/huggingface/hub, once
+ * ```
+ *
+ * @example A hub model (needs the network the first time; cached in ~/.cache/huggingface/hub)
+ * ```ts ignore
+ * import { resolveModel } from "./resolve.ts";
+ * const gpt2 = await resolveModel("gpt2");
  * gpt2.tokenizer?.encode("Hello world"); // [15496, 995]
  * ```
  */

@@ -91,7 +91,9 @@ export interface TensorInfo {
  * @example
  * ```ts
  * import { parseSafetensors } from "./safetensors.ts";
- * const file = parseSafetensors(await Deno.readFile("model.safetensors"));
+ * // The embedded model's weights (any model.safetensors reads the same way).
+ * const url = new URL("../weights/induction-toy/model.safetensors", import.meta.url);
+ * const file = parseSafetensors(await Deno.readFile(url));
  * for (const name of file.names()) console.log(name, file.info(name).shape);
  * const wte = file.tensor("wte.weight"); // a fresh Float32Array, whatever the stored dtype
  * ```
@@ -270,10 +272,9 @@ class ParsedSafetensors implements SafetensorsFile {
  * @example
  * ```ts
  * import { parseSafetensors } from "./safetensors.ts";
- * const path = "model.safetensors";
- * const file = parseSafetensors(await Deno.readFile(path), path);
- * file.metadata; // { format: "pt" }
- * file.info("wte.weight"); // { dtype: "F32", shape: [50257, 768], byteOffset, byteLength }
+ * const url = new URL("../weights/induction-toy/model.safetensors", import.meta.url);
+ * const file = parseSafetensors(await Deno.readFile(url), "induction-toy/model.safetensors");
+ * file.info("wte.weight").shape; // [2048, 128]; with byteOffset, byteLength and the dtype
  * ```
  */
 export function parseSafetensors(

@@ -11,6 +11,32 @@ import type { Tensor } from "../core/tensor.ts";
 import type { Padding } from "./padding.ts";
 
 /**
+ * log softmax(logits_i)[targets[i]] for each of the `count` rows of a chunk of logits
+ * [count, dVocab] on the backend: the row's log-sum-exp and the target's logit are reduced there.
+ *
+ * @example
+ * ```ts
+ * import { WasmBackend } from "../backend/wasm/wasm_backend.ts";
+ * import { targetLogProbs } from "./loss.ts";
+ * const backend = await WasmBackend.load({ threads: 1 });
+ * using scope = backend.scope();
+ * const logits = scope.upload(new Float32Array([0, 0, 0, 0])); // 2 rows of 2 equal logits
+ * targetLogProbs(backend, logits, 2, 2, Int32Array.of(0, 1)); // [-0.693..., -0.693...]
+ * ```
+ */
+export function targetLogProbs(
+  backend: Backend,
+  logits: DeviceArray,
+  count: number,
+  dVocab: number,
+  targets: Int32Array,
+): Float64Array {
+  const lse = backend.logSumExpRows(logits, count, dVocab);
+  const picked = backend.takeAlongRows(logits, dVocab, targets);
+  return lse.map((l, i) => picked[i] - l);
+}
+
+/**
  * The loss of one batch, filled by the unembedding. Position t of sequence b predicts token
  * t + 1; with padding, only positions where both are real tokens count (TL's `next_token_mask`).
  *
@@ -66,12 +92,11 @@ export class NextTokenLoss {
     unembedded: Int32Array = this.rows,
   ): (first: number, count: number, logits: DeviceArray) => void {
     return (first, count, logits) => {
-      const lse = backend.logSumExpRows(logits, count, dVocab);
       const rows = unembedded.subarray(first, first + count);
       const want = Int32Array.from(rows, (r) => Math.max(0, this.#target[r]));
-      const picked = backend.takeAlongRows(logits, dVocab, want);
+      const lp = targetLogProbs(backend, logits, count, dVocab, want);
       rows.forEach((r, i) => {
-        if (this.#target[r] >= 0) this.#logProb[r] = picked[i] - lse[i];
+        if (this.#target[r] >= 0) this.#logProb[r] = lp[i];
       });
     };
   }

@@ -10,6 +10,7 @@ import { ActivationCache } from "./activation_cache.ts";
 import { forward } from "./forward.ts";
 import { type HookedTransformer, hookSessionOf, runtimeOf } from "./hooked_transformer.ts";
 import { assertHookName } from "./hook_table.ts";
+import { targetLogProbs } from "./loss.ts";
 import { type Tokens, toTokenTensor } from "./tokens.ts";
 
 /**
@@ -25,10 +26,8 @@ export function logProbReducer(
   correct?: Uint8Array,
 ): (first: number, count: number, logits: DeviceArray) => void {
   return (first, count, logits) => {
-    const lse = backend.logSumExpRows(logits, count, dVocab);
     const want = targets.subarray(first, first + count);
-    const picked = backend.takeAlongRows(logits, dVocab, want);
-    for (let i = 0; i < count; i++) logProbs[first + i] = picked[i] - lse[i];
+    logProbs.set(targetLogProbs(backend, logits, count, dVocab, want), first);
     if (correct) {
       const best = backend.argmaxRows(logits, count, dVocab);
       for (let i = 0; i < count; i++) correct[first + i] = best[i] === want[i] ? 1 : 0;

@@ -168,6 +168,7 @@ export type {
   SyntheticOptions,
 } from "./weights/synthetic_families.ts";
 export type { ModelFiles, ResolveOptions } from "./io/resolve.ts";
+export type { HubOptions } from "./io/hub.ts";
 export type { Tokenizer } from "./tokenizer/tokenizer.ts";
 export { WasmBackend } from "./backend/wasm/wasm_backend.ts";
 export type { LoadOptions } from "./backend/wasm/kernels.ts";
@@ -177,10 +178,9 @@ export type {
   Backend,
   CausalOptions,
   DeviceArray,
-  LayerNormOptions,
   MatmulOptions,
+  NormOptions,
   PackedMatrix,
-  RmsNormOptions,
   RotaryLayout,
   Scope,
   WeightDtype,

@@ -86,19 +86,12 @@ export interface MatmulOptions {
   accumulate?: boolean;
 }
 
-/** Options of {@linkcode Backend.layerNorm}. */
-export interface LayerNormOptions {
-  /** d floats multiplying the normalised values. */
-  gamma?: DeviceArray;
-  /** d floats added after gamma. */
-  beta?: DeviceArray;
-  /** Receives sqrt(var + eps) of each row (TransformerLens's hook_scale). */
-  scale?: DeviceArray;
-}
-
-/** Options of {@linkcode Backend.rmsNorm}. */
-export interface RmsNormOptions {
-  /** Receives sqrt(mean(x^2) + eps) of each row (TransformerLens's hook_scale). */
+/** Options of {@linkcode Backend.layerNorm} and {@linkcode Backend.rmsNorm}. */
+export interface NormOptions {
+  /**
+   * Receives each row's scale, sqrt(var + eps) or sqrt(mean(x^2) + eps) (TransformerLens's
+   * hook_scale).
+   */
   scale?: DeviceArray;
 }
 
@@ -200,14 +193,17 @@ export interface Backend extends Disposable {
 
   /** C[m, n] = A[m, k] @ B[k, n] (+ bias) (+ C when accumulating). */
   matmul(a: DeviceArray, b: PackedMatrix, c: DeviceArray, m: number, opts?: MatmulOptions): void;
-  /** Per row of d floats: (x - mean) / sqrt(var + eps) (* gamma + beta); x and out may alias. */
+  /**
+   * Per row of d floats: (x - mean) / sqrt(var + eps) (LayerNorm before its weight and bias, as
+   * TransformerLens's hook_normalized sees it; `affineRows` applies them); x and out may alias.
+   */
   layerNorm(
     x: DeviceArray,
     out: DeviceArray,
     rows: number,
     d: number,
     eps: number,
-    opts?: LayerNormOptions,
+    opts?: NormOptions,
   ): void;
   /**
    * Per row of d floats: x / sqrt(mean(x^2) + eps) (RMSNorm before its weight, as
@@ -219,7 +215,7 @@ export interface Backend extends Disposable {
     rows: number,
     d: number,
     eps: number,
-    opts?: RmsNormOptions,
+    opts?: NormOptions,
   ): void;
   /** Per row of d floats: out = x * w (+ b), a normalization's weight and bias (may alias). */
   affineRows(
@@ -230,8 +226,6 @@ export interface Backend extends Disposable {
     w: DeviceArray,
     b?: DeviceArray,
   ): void;
-  /** out = gelu_new(x) elementwise (may alias). */
-  geluNew(x: DeviceArray, out: DeviceArray): void;
   /** out = act(x) elementwise (may alias). */
   activation(act: Activation, x: DeviceArray, out: DeviceArray): void;
   /**

@@ -10,10 +10,9 @@ import type {
   Backend,
   CausalOptions,
   DeviceArray,
-  LayerNormOptions,
   MatmulOptions,
+  NormOptions,
   PackedMatrix,
-  RmsNormOptions,
   RotaryLayout,
   Scope,
   WeightDtype,
@@ -283,14 +282,12 @@ export class WasmBackend implements Backend {
     rows: number,
     d: number,
     eps: number,
-    opts: LayerNormOptions = {},
+    opts: NormOptions = {},
   ): void {
     this.#rowsFit(x, rows, d, d, "layerNorm input");
     this.#rowsFit(out, rows, d, d, "layerNorm output");
     if (opts.scale) this.#rowsFit(opts.scale, rows, 1, 1, "layerNorm scale");
     this.kernels.layerNorm(this.#ptr(x), this.#ptr(out), rows, d, eps, {
-      gamma: opts.gamma && this.#ptr(opts.gamma),
-      beta: opts.beta && this.#ptr(opts.beta),
       scale: opts.scale && this.#ptr(opts.scale),
     });
   }
@@ -301,7 +298,7 @@ export class WasmBackend implements Backend {
     rows: number,
     d: number,
     eps: number,
-    opts: RmsNormOptions = {},
+    opts: NormOptions = {},
   ): void {
     this.#rowsFit(x, rows, d, d, "rmsNorm input");
     this.#rowsFit(out, rows, d, d, "rmsNorm output");
@@ -362,11 +359,6 @@ export class WasmBackend implements Backend {
       l.rotaryDim,
       this.#ptr(cs),
     );
-  }
-
-  geluNew(x: DeviceArray, out: DeviceArray): void {
-    this.#rowsFit(out, 1, x.length, 0, "geluNew output");
-    this.kernels.geluNew(this.#ptr(x), this.#ptr(out), x.length);
   }
 
   add(a: DeviceArray, b: DeviceArray, out: DeviceArray): void {

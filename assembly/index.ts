@@ -5,11 +5,14 @@
 export {
   packedSize, packB, unpackB, matmul, matmulScratchBytes,
   packedSizeBf16, packBBf16, unpackBBf16, matmulBf16,
+  matmulBT, matmulBTBf16,
 } from "./matmul";
 export { layerNorm } from "./norm";
-export { geluNew, add } from "./elementwise";
+export { normBackward } from "./norm_backward";
+export { geluNew, geluNewBackward, add } from "./elementwise";
 export { attention, attentionScores, softmaxRows, attentionApply } from "./attention";
-export { rowArgmax, rowMaxSumExp } from "./rows";
+export { attentionGradPattern, softmaxBackwardRows, attentionGradQK } from "./attention_backward";
+export { rowArgmax, rowMaxSumExp, crossEntropyGradRows } from "./rows";
 
 // First byte the host may use for its own allocations.
 export function heapBase(): usize {

@@ -30,6 +30,15 @@ export interface KernelExports {
   attentionApply(...args: number[]): void;
   rowArgmax(...args: number[]): void;
   rowMaxSumExp(...args: number[]): void;
+  // Backward passes (op codes 40-59).
+  matmulBT(...args: number[]): void;
+  matmulBTBf16(...args: number[]): void;
+  normBackward(...args: number[]): void;
+  geluNewBackward(...args: number[]): void;
+  attentionGradPattern(...args: number[]): void;
+  softmaxBackwardRows(...args: number[]): void;
+  attentionGradQK(...args: number[]): void;
+  crossEntropyGradRows(...args: number[]): void;
 }
 
 /** Arguments of matmul and matmulBf16, in the exports' order. */
@@ -43,6 +52,24 @@ const MATMUL_ARGS = [
   "lda",
   "ldc",
   "bias",
+  "accumulate",
+  "rowStart",
+  "rowEnd",
+  "panelStart",
+  "panelEnd",
+  "scratch",
+] as const;
+
+/** Arguments of matmulBT and matmulBTBf16, in the exports' order. */
+const MATMUL_BT_ARGS = [
+  "a",
+  "packedB",
+  "c",
+  "m",
+  "k",
+  "n",
+  "lda",
+  "ldc",
   "accumulate",
   "rowStart",
   "rowEnd",
@@ -127,6 +154,78 @@ export const OPS = {
   },
   rowArgmax: { code: 10, args: ["x", "n", "ld", "out", "rowStart", "rowEnd"] },
   rowMaxSumExp: { code: 11, args: ["x", "n", "ld", "out", "rowStart", "rowEnd"] },
+  // ---- Backward passes ----
+  /** C[m, k] = A[m, n] @ B^T over B packed [k, n]; panels are C's column panels. */
+  matmulBT: { code: 40, args: MATMUL_BT_ARGS },
+  /** The same over a bf16-packed B. */
+  matmulBTBf16: { code: 41, args: MATMUL_BT_ARGS },
+  normBackward: {
+    code: 42,
+    args: [
+      "x",
+      "g",
+      "gamma",
+      "dx",
+      "dScale",
+      "rows",
+      "d",
+      "eps",
+      "center",
+      "scaleGiven",
+      "accumulate",
+      "rowStart",
+      "rowEnd",
+    ],
+  },
+  geluNewBackward: { code: 43, args: ["x", "dy", "dx", "start", "end"] },
+  attentionGradPattern: {
+    code: 44,
+    args: [
+      "dz",
+      "dzStride",
+      "v",
+      "stride",
+      "pattern",
+      "dPattern",
+      "dv",
+      "dStride",
+      "T",
+      "dHead",
+      "headStart",
+      "headEnd",
+      "group",
+      "kStart",
+      "causal",
+      "fullRows",
+    ],
+  },
+  softmaxBackwardRows: {
+    code: 45,
+    args: ["pattern", "dPattern", "dScores", "T", "headStart", "headEnd"],
+  },
+  attentionGradQK: {
+    code: 46,
+    args: [
+      "dScores",
+      "q",
+      "k",
+      "stride",
+      "dq",
+      "dk",
+      "dStride",
+      "T",
+      "dHead",
+      "scale",
+      "headStart",
+      "headEnd",
+      "group",
+      "kStart",
+    ],
+  },
+  crossEntropyGradRows: {
+    code: 47,
+    args: ["x", "n", "ld", "ms", "coef", "target", "out", "ldOut", "rowStart", "rowEnd"],
+  },
 } as const;
 
 /** Name of a threaded op. */

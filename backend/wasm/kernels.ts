@@ -656,13 +656,8 @@ export class Kernels {
     }
     const panels = Math.ceil(n / NR);
     const rows = rowEnd - rowStart;
-    const maxT = this.threads;
     // Any split gives bit-identical results (see assembly/matmul.ts); pick the cheaper one.
-    let T = 1, byPanels = true;
-    if (maxT > 1 && rows * k * n >= PAR_MATMUL_MIN) {
-      if (panels >= 4 * maxT) T = maxT;
-      else if (rows >= 8 * maxT) (T = maxT), (byPanels = false);
-    }
+    const [T, byPanels] = this.#matmulSplit(rows, k, n, panels);
     // With threads: chunks (of ~1/8 of each thread's share) taken dynamically, see runOp.
     const chunk = byPanels
       ? Math.max(8, Math.ceil(panels / (8 * T)))
@@ -849,6 +844,277 @@ export class Kernels {
       kStart: a.kStart ?? 0,
       causal: a.causal ?? true ? 1 : 0,
     }), BY_HEAD);
+  }
+
+  /**
+   * C[m, k] = A[m, n] @ B^T (+ C when accumulate), B packed [k, n] by {@linkcode Kernels.packB}
+   * (or {@linkcode Kernels.packBBf16} with `bDtype: "bf16"`): the product a backward pass needs
+   * (dX = dY W^T) from the forward's packed weights, without a transposed copy. Equals, bit for
+   * bit, {@linkcode Kernels.matmul} over B^T packed (per element: acc = C or 0, then a*b added in
+   * n order). `rowStart`/`rowEnd` and the thread split work as in matmul.
+   */
+  matmulBT(
+    a: number,
+    packedB: number,
+    c: number,
+    m: number,
+    k: number,
+    n: number,
+    opts: Omit<MatmulOptions, "bias"> = {},
+  ): void {
+    const lda = opts.lda ?? n;
+    const ldc = opts.ldc ?? k;
+    const rowStart = opts.rowStart ?? 0;
+    const rowEnd = opts.rowEnd ?? m;
+    if (rowStart < 0 || rowEnd > m || rowStart > rowEnd) {
+      throw new KernelError(
+        `matmulBT: row range [${rowStart}, ${rowEnd}) is not inside [0, ${m})`,
+      );
+    }
+    if (lda < n || ldc < k) {
+      throw new KernelError(`matmulBT: lda ${lda} < n ${n} or ldc ${ldc} < k ${k}`);
+    }
+    const bf16 = opts.bDtype === "bf16";
+    if (opts.bDtype !== undefined && opts.bDtype !== "f32" && !bf16) {
+      throw new KernelError(`matmulBT: bDtype must be "f32" or "bf16", got ${opts.bDtype}`);
+    }
+    const panels = Math.ceil(k / NR);
+    const rows = rowEnd - rowStart;
+    const [T, byPanels] = this.#matmulSplit(rows, k, n, panels);
+    const chunk = byPanels
+      ? Math.max(8, Math.ceil(panels / (8 * T)))
+      : Math.max(16, Math.ceil(rows / (8 * T) / 4) * 4);
+    const accumulate = opts.accumulate ? 1 : 0;
+    this.#launch(bf16 ? "matmulBTBf16" : "matmulBT", T, (t) => ({
+      a,
+      packedB,
+      c,
+      m,
+      k,
+      n,
+      lda,
+      ldc,
+      accumulate,
+      rowStart,
+      rowEnd,
+      panelStart: 0,
+      panelEnd: panels,
+      scratch: this.#scratchOf(t),
+    }), { split: byPanels ? "panelStart" : "rowStart", chunk });
+  }
+
+  /** Threads for a product of `rows` x `inner` x `cols` (`panels` column panels), and how. */
+  #matmulSplit(rows: number, inner: number, cols: number, panels: number): [number, boolean] {
+    const maxT = this.threads;
+    if (maxT > 1 && rows * inner * cols >= PAR_MATMUL_MIN) {
+      if (panels >= 4 * maxT) return [maxT, true];
+      if (rows >= 8 * maxT) return [maxT, false];
+    }
+    return [1, true];
+  }
+
+  /**
+   * The backward pass of LayerNorm (`center`, default) or RMSNorm (`center: false`) over rows of
+   * d floats: x is the norm's input, g the gradient at its output (hook_normalized), gamma its
+   * weight if any. Writes dL/dscale per row into `dScale` (hook_scale's gradient) when given, or
+   * reads it from there with `scaleGiven` (a hook replaced it); writes (or with `accumulate`, adds)
+   * dL/dx into `dx` unless `dx` is 0. f64 inside, each output rounded once.
+   */
+  normBackward(
+    x: number,
+    g: number,
+    dx: number,
+    rows: number,
+    d: number,
+    eps: number,
+    opts: {
+      gamma?: number;
+      center?: boolean;
+      dScale?: number;
+      scaleGiven?: boolean;
+      accumulate?: boolean;
+    } = {},
+  ): void {
+    const maxT = this.threads;
+    const T = rows * d >= PAR_ELEMENTS_MIN && rows >= 2 * maxT ? maxT : 1;
+    this.#launch("normBackward", T, (t) => ({
+      x,
+      g,
+      gamma: opts.gamma ?? 0,
+      dx,
+      dScale: opts.dScale ?? 0,
+      rows,
+      d,
+      eps,
+      center: opts.center ?? true ? 1 : 0,
+      scaleGiven: opts.scaleGiven ? 1 : 0,
+      accumulate: opts.accumulate ? 1 : 0,
+      rowStart: cut(0, rows, T, t),
+      rowEnd: cut(0, rows, T, t + 1),
+    }));
+  }
+
+  /** dx = dy * gelu_new'(x) over n floats, f64 inside (dx may alias dy or x). */
+  geluNewBackward(x: number, dy: number, dx: number, n: number): void {
+    const [T, range] = this.#ranges(n);
+    this.#launch("geluNewBackward", T, (t) => ({ x, dy, dx, ...range(t) }));
+  }
+
+  /**
+   * Attention backward, step 1, for one sequence of T positions: dPattern [nHeads, T, T] =
+   * dz_i . v_j (every key with `fullRows`, as TransformerLens's hook_pattern gradient; else the
+   * causal keys, other entries 0) and dv_j = sum_i pattern[i, j] dz_i (over the causal queries, or
+   * every query with `causal: false`). dv rows share the stride `dStride` of dq and dk.
+   */
+  attentionGradPattern(a: {
+    dz: number;
+    dzStride: number;
+    v: number;
+    stride: number;
+    pattern: number;
+    dPattern: number;
+    dv: number;
+    dStride: number;
+    T: number;
+    nHeads: number;
+    dHead: number;
+    group?: number;
+    kStart?: number;
+    causal?: boolean;
+    fullRows?: boolean;
+  }): void {
+    const group = a.group ?? 1, nKv = a.nHeads / group;
+    const T = this.#attnThreads(0, nKv, a.T, a.T, a.dHead * group);
+    this.#launch("attentionGradPattern", T, () => ({
+      dz: a.dz,
+      dzStride: a.dzStride,
+      v: a.v,
+      stride: a.stride,
+      pattern: a.pattern,
+      dPattern: a.dPattern,
+      dv: a.dv,
+      dStride: a.dStride,
+      T: a.T,
+      dHead: a.dHead,
+      headStart: 0,
+      headEnd: nKv,
+      group,
+      kStart: a.kStart ?? 0,
+      causal: a.causal ?? true ? 1 : 0,
+      fullRows: a.fullRows ? 1 : 0,
+    }), BY_HEAD);
+  }
+
+  /**
+   * Attention backward, step 2: dScores = pattern (dPattern - rowsum(pattern dPattern)) over
+   * [nHeads, T, T] (dScores may alias dPattern).
+   */
+  softmaxBackwardRows(
+    pattern: number,
+    dPattern: number,
+    dScores: number,
+    nHeads: number,
+    T: number,
+  ): void {
+    const threads = this.#attnThreads(0, nHeads, T, T, 16);
+    this.#launch("softmaxBackwardRows", threads, () => ({
+      pattern,
+      dPattern,
+      dScores,
+      T,
+      headStart: 0,
+      headEnd: nHeads,
+    }), BY_HEAD);
+  }
+
+  /**
+   * Attention backward, step 3: dq_i = scale sum_j dScores[i, j] k_j and dk_j = scale sum_i
+   * dScores[i, j] q_i over the causal entries (rows of dq and dk `dStride` apart).
+   */
+  attentionGradQK(a: {
+    dScores: number;
+    q: number;
+    k: number;
+    stride: number;
+    dq: number;
+    dk: number;
+    dStride: number;
+    T: number;
+    nHeads: number;
+    dHead: number;
+    scale: number;
+    group?: number;
+    kStart?: number;
+  }): void {
+    const group = a.group ?? 1, nKv = a.nHeads / group;
+    const T = this.#attnThreads(0, nKv, a.T, a.T, a.dHead * group);
+    this.#launch("attentionGradQK", T, () => ({
+      dScores: a.dScores,
+      q: a.q,
+      k: a.k,
+      stride: a.stride,
+      dq: a.dq,
+      dk: a.dk,
+      dStride: a.dStride,
+      T: a.T,
+      dHead: a.dHead,
+      scale: a.scale,
+      headStart: 0,
+      headEnd: nKv,
+      group,
+      kStart: a.kStart ?? 0,
+    }), BY_HEAD);
+  }
+
+  /**
+   * For each of `rows` rows of n floats (row stride ld): out[r, j] = coef[r] softmax(x[r])[j],
+   * minus coef[r] at j = target[r] when target[r] >= 0: the gradient of
+   * coef[r] * cross-entropy(x[r], target[r]). Returns each row's log-sum-exp (as
+   * {@linkcode Kernels.logSumExpRows}). out (row stride ldOut, default n) may alias x.
+   */
+  crossEntropyGradRows(
+    x: number,
+    rows: number,
+    n: number,
+    coef: Float32Array,
+    target: Int32Array,
+    out: number,
+    ld: number = n,
+    ldOut: number = n,
+  ): Float64Array<ArrayBuffer> {
+    if (coef.length !== rows || target.length !== rows) {
+      throw new KernelError(
+        `crossEntropyGradRows: ${rows} rows need ${rows} coefficients and targets, got ` +
+          `${coef.length} and ${target.length}`,
+      );
+    }
+    const mark = this.mark();
+    try {
+      const ms = this.alloc(4 * rows), c = this.alloc(rows), t = this.alloc(rows);
+      this.write(c, coef);
+      new Int32Array(this.memory.buffer, t, rows).set(target);
+      this.#rows("rowMaxSumExp", x, rows, n, ld, ms);
+      const T = rows * n >= PAR_ELEMENTS_MIN && rows >= this.threads ? this.threads : 1;
+      this.#launch("crossEntropyGradRows", T, (i) => ({
+        x,
+        n,
+        ld,
+        ms,
+        coef: c,
+        target: t,
+        out,
+        ldOut,
+        rowStart: cut(0, rows, T, i),
+        rowEnd: cut(0, rows, T, i + 1),
+      }));
+      const pairs = new Float64Array(this.memory.buffer, ms, 2 * rows);
+      return Float64Array.from(
+        { length: rows },
+        (_, r) => pairs[2 * r] + Math.log(pairs[2 * r + 1]),
+      );
+    } finally {
+      this.release(mark);
+    }
   }
 
   #rows(op: OpName, x: number, rows: number, n: number, ld: number, out: number): void {

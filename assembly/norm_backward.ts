@@ -6,7 +6,8 @@
 //   dL/ds = -sum_j gw_j c_j / s^2             (hook_scale's gradient)
 //   dc_j  = gw_j / s + dL/ds * c_j / (d s)    (s depends on c)
 //   dx    = dc - mean(dc) (LayerNorm) or dc (RMSNorm)
-// dL/ds may instead be given (a backward hook replaced it). The mean and s are
+// dL/ds may instead be given (a backward hook replaced it); either way it is
+// used rounded to f32, so the two give the same dx. The mean and s are
 // recomputed from x exactly as the forward kernel computes them (f64, the same
 // summation order); everything else is f64 too, rounded once to f32.
 
@@ -72,7 +73,9 @@ export function normBackward(
     if (scaleGiven) {
       ds = <f64>load<f32>(dScale + (<usize>r << 2));
     } else {
-      ds = -sgc / (sc * sc);
+      // rounded to f32 as if it had been stored and given back, so that reading (or hooking)
+      // the scale's gradient never changes dx
+      ds = <f64>(<f32>(-sgc / (sc * sc)));
       if (dScale) store<f32>(dScale + (<usize>r << 2), <f32>ds);
     }
     if (!dx) continue;

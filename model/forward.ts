@@ -58,7 +58,10 @@ export interface ForwardPlan {
   input?: (resid: DeviceArray, rowOffset: Int32Array) => void;
   /** Stop before this block (default nLayers): the result's `resid` is its resid_pre. */
   stopAtLayer?: number;
-  /** Copies of activations for later resumed passes, by layer (full plans only). */
+  /**
+   * Copies of activations for later passes (resumed runs, the backward pass), by layer (full
+   * plans only), each as the block used it: after any hook on it.
+   */
   record?: {
     /** resid_pre of each layer; entry nLayers receives the final resid_post. */
     residPre?: DeviceArray[];
@@ -76,6 +79,11 @@ export interface ForwardPlan {
     rows?: Int32Array;
     each: (first: number, count: number, logits: DeviceArray) => void;
   };
+  /**
+   * Always compute the attention pattern into the pass's `pattern` buffer, and keep the softmax's
+   * own output in `softmax` wherever a hook replaces the pattern (the backward pass reads both).
+   */
+  keepPattern?: boolean;
 }
 
 /** What a pass returns. */
@@ -142,16 +150,22 @@ interface Buffers {
   out: DeviceArray;
   /** MLP hidden [rows, d_mlp]. */
   mlp: DeviceArray;
-  /** Attention pattern [batch, head, T, T], when a hook point needs it. */
+  /** Attention pattern [batch, head, T, T], when a hook point (or `keepPattern`) needs it. */
   pattern?: DeviceArray;
+  /** The softmax's output before a hook replaced the pattern (`keepPattern` only). */
+  softmax?: DeviceArray;
   /** Attention scores [batch, head, T, T], when a hook point needs them. */
   scores?: DeviceArray;
   /** [T, qkvCols] gathering one resumed sequence's Q|K|V (resumed plans only). */
   kv?: DeviceArray;
 }
 
-/** One pass's state: the plan, its buffers, and each stage as a method. */
-class Pass {
+/**
+ * One pass's state: the plan, its buffers, and each stage as a method. The backward pass
+ * (`backward.ts`) runs single blocks of one to recompute their activations.
+ * @internal
+ */
+export class Pass {
   readonly buf: Buffers;
   readonly rowOffset: Int32Array;
   readonly rows: number;
@@ -184,7 +198,8 @@ class Pass {
         p.inBlock ? this.#anyHook(p) : hooks.wants(p, null)
       );
     const wantScores = this.#anyHook(HOOK.attnScores);
-    const wantPattern = wantScores || this.#anyHook(HOOK.pattern);
+    const wantPattern = wantScores || this.#anyHook(HOOK.pattern) || !!plan.keepPattern;
+    const patternHooked = !!plan.keepPattern && layers.some((l) => hooks.hooked(HOOK.pattern, l));
     const R = this.rows, d = cfg.dModel, attn = batch * cfg.nHeads * T * T;
     this.buf = {
       resid: scope.alloc(R * d),
@@ -195,6 +210,7 @@ class Pass {
       out: scope.alloc(R * d),
       mlp: scope.alloc(R * cfg.dMlp),
       pattern: wantPattern ? scope.alloc(attn) : undefined,
+      softmax: patternHooked ? scope.alloc(attn) : undefined,
       scores: wantScores ? scope.alloc(attn) : undefined,
       kv: resumed ? scope.alloc(T * this.#qkvCols) : undefined,
     };
@@ -249,7 +265,7 @@ class Pass {
 
   /** Block `l`: resid_pre -> resid_post. */
   block(l: number): void {
-    this.#attentionHalf(l);
+    this.attentionHalf(l);
     this.mlpHalf(l);
   }
 
@@ -269,14 +285,14 @@ class Pass {
   }
 
   /** resid_pre -> resid_mid of block `l`: norm, attention, residual add. */
-  #attentionHalf(l: number) {
+  attentionHalf(l: number): void {
     const { backend, cfg } = this.m;
     const { buf, rows } = this;
     const blk = this.m.weights.blocks[l];
     const d = cfg.dModel, qCols = cfg.nHeads * cfg.dHead, kvCols = cfg.nKeyValueHeads * cfg.dHead;
     const W = this.#qkvCols;
-    this.record("residPre", l);
     this.#visit(HOOK.residPre, l, buf.resid, d);
+    this.record("residPre", l);
     this.norm(HOOK.ln1Scale, HOOK.ln1Normalized, l, blk.ln1);
     backend.matmul(buf.x, blk.W_QKV, buf.qkv, rows, { bias: blk.b_QKV });
     this.#visit(HOOK.q, l, buf.qkv, qCols, W);
@@ -289,19 +305,31 @@ class Pass {
     backend.matmul(buf.z, blk.W_O, buf.out, rows, { bias: blk.b_O });
     this.#visit(HOOK.attnOut, l, buf.out, d);
     this.#addToResid();
-    this.record("residMid", l);
     this.#visit(HOOK.residMid, l, buf.resid, d);
+    this.record("residMid", l);
   }
 
   /** resid_mid -> resid_post of block `l`: norm, MLP, residual add. */
   mlpHalf(l: number): void {
+    this.mlpIn(l);
+    this.mlpOut(l);
+  }
+
+  /** The MLP's input side: norm and the input product(s), up to hook_pre. */
+  mlpIn(l: number): void {
+    const { backend, cfg } = this.m;
+    const blk = this.m.weights.blocks[l];
+    this.norm(HOOK.ln2Scale, HOOK.ln2Normalized, l, blk.ln2);
+    backend.matmul(this.buf.x, blk.W_in, this.buf.mlp, this.rows, { bias: blk.b_in });
+    this.#visit(HOOK.mlpPre, l, this.buf.mlp, cfg.dMlp);
+  }
+
+  /** The rest of the MLP: activation, output product, residual add. */
+  mlpOut(l: number): void {
     const { backend, cfg } = this.m;
     const { buf, rows } = this;
     const blk = this.m.weights.blocks[l];
     const d = cfg.dModel;
-    this.norm(HOOK.ln2Scale, HOOK.ln2Normalized, l, blk.ln2);
-    backend.matmul(buf.x, blk.W_in, buf.mlp, rows, { bias: blk.b_in });
-    this.#visit(HOOK.mlpPre, l, buf.mlp, cfg.dMlp);
     const hidden = buf.mlp.at(0, rows * cfg.dMlp);
     backend.geluNew(hidden, hidden);
     this.#visit(HOOK.mlpPost, l, buf.mlp, cfg.dMlp);
@@ -356,7 +384,7 @@ class Pass {
     };
 
     const wantScores = this.hooks.wants(HOOK.attnScores, l);
-    const wantPattern = wantScores || this.hooks.wants(HOOK.pattern, l);
+    const wantPattern = wantScores || this.hooks.wants(HOOK.pattern, l) || this.plan.keepPattern;
     if (!wantPattern) {
       for (let b = 0; b < plan.batch; b++) backend.attention(seq(b));
       return;
@@ -375,6 +403,9 @@ class Pass {
       }
     } else {
       for (let b = 0; b < plan.batch; b++) backend.attention(seq(b), patternOf(b));
+    }
+    if (buf.softmax && this.hooks.hooked(HOOK.pattern, l)) {
+      backend.copy(pattern.at(0, plan.batch * perSeq), buf.softmax);
     }
     const hooked = this.hooks.visit(HOOK.pattern, l, pattern, attnShape, layout);
     if (wantScores || hooked) {

@@ -16,8 +16,17 @@ import { ActivationCache } from "./activation_cache.ts";
 import type { HookedTransformerConfig } from "./config.ts";
 import { uploadWeights } from "./device_weights.ts";
 import { forward, type ModelRuntime } from "./forward.ts";
+import { runWithGradients } from "./gradients.ts";
 import { assertHookName, getActName, hookNames } from "./hook_table.ts";
-import { type FwdHook, type HookFilter, type HookFn, HookNames, HookSession } from "./hooks.ts";
+import {
+  type BwdHook,
+  type FwdHook,
+  type HookFilter,
+  type HookFn,
+  HookNames,
+  HookSession,
+} from "./hooks.ts";
+import { checkMetric, type Metric } from "./metrics.ts";
 import type { ModelParams } from "./params.ts";
 import { type ProcessingOptions, processWeights } from "./processing.ts";
 import { type Tokens, toTokenTensor } from "./tokens.ts";
@@ -65,8 +74,11 @@ const RESOLVE_KEYS = [
 ];
 const LOAD_KEYS = [...PROCESSING_KEYS, ...RESOLVE_KEYS, "threads", "weightDtype", "backend"];
 
-/** What a run returns: full logits, or nothing (TransformerLens's `return_type=None`). */
-export type ReturnType = "logits" | "none";
+/**
+ * What a run returns: full logits, or nothing (TransformerLens's `return_type=None`); with
+ * gradients also TransformerLens's loss (`"loss"`), or both logits and loss (`"both"`).
+ */
+export type ReturnType = "logits" | "loss" | "both" | "none";
 
 /** Options of {@link HookedTransformer.run}. */
 export interface RunOptions {
@@ -78,12 +90,28 @@ export interface RunOptions {
 export interface RunWithCacheOptions extends RunOptions {
   /** Which hook points to keep: a name, a list of names, or a predicate (default: all). */
   namesFilter?: string | string[] | ((name: string) => boolean);
+  /**
+   * Also run the backward pass and cache d metric / d activation at the same hook points, under
+   * `<name>_grad` (TransformerLens's `incl_bwd_cache`). The metric is `metric`, else the loss
+   * (`returnType: "loss"`).
+   */
+  inclBwdCache?: boolean;
+  /** What the backward pass differentiates (with `inclBwdCache`; default the loss). */
+  metric?: Metric;
 }
 
 /** Options of {@link HookedTransformer.runWithHooks}. */
 export interface RunWithHooksOptions extends RunOptions {
   /** `[nameOrPredicate, hookFn]` pairs, run in order at each matching hook point. */
-  fwdHooks: FwdHook[];
+  fwdHooks?: FwdHook[];
+  /**
+   * `[nameOrPredicate, hookFn]` pairs run on the gradients during a backward pass from the loss
+   * (`returnType: "loss"`) or from `metric`: each sees d metric / d activation and may return a
+   * replacement that flows on (TransformerLens's backward hooks).
+   */
+  bwdHooks?: BwdHook[];
+  /** What the backward pass differentiates (default the loss). */
+  metric?: Metric;
 }
 
 const runtimes = new WeakMap<HookedTransformer, ModelRuntime>();
@@ -233,9 +261,23 @@ export class HookedTransformer {
   async runWithCache(
     tokens: Tokens,
     opts: RunWithCacheOptions = {},
-  ): Promise<{ logits: Tensor | null; cache: ActivationCache }> {
-    checkOptions(opts, ["returnType", "namesFilter"], "runWithCache");
+  ): Promise<{ logits: Tensor | null; cache: ActivationCache; loss?: number; value?: number }> {
+    checkOptions(
+      opts,
+      ["returnType", "namesFilter", "inclBwdCache", "metric"],
+      "runWithCache",
+    );
     await Promise.resolve();
+    if (opts.inclBwdCache || opts.metric !== undefined) {
+      if (!opts.inclBwdCache) {
+        throw new InputError(
+          "runWithCache: a metric is what the backward pass differentiates: add inclBwdCache: true",
+        );
+      }
+      const names = new Set(this.#selectNames(opts.namesFilter));
+      const r = this.#gradients(tokens, opts, { cacheNames: names, gradNames: names });
+      return { ...r, cache: new ActivationCache(r.cache, this.cfg.nLayers) };
+    }
     const session = this.#session([], new Set(this.#selectNames(opts.namesFilter)));
     const logits = this.#forward(tokens, session, opts.returnType);
     return { logits, cache: new ActivationCache(session.cached, this.cfg.nLayers) };
@@ -243,12 +285,62 @@ export class HookedTransformer {
 
   /**
    * Runs the model with forward hooks: each `[filter, fn]` pair calls `fn` at every matching hook
-   * point; a hook that returns a tensor (or edits its argument) patches the activation.
+   * point; a hook that returns a tensor (or edits its argument) patches the activation. With
+   * `bwdHooks` (or a `metric`) a backward pass follows, from the loss (`returnType: "loss"`) or
+   * the metric, and each backward hook sees the gradient at its hook point.
+   *
+   * @example
+   * ```ts
+   * import { HookedTransformer } from "../mod.ts";
+   * const model = await HookedTransformer.fromPretrained("induction-toy", { threads: 1 });
+   * let norm = 0;
+   * const loss = await model.runWithHooks([[2047, 5, 9, 5, 9]], {
+   *   returnType: "loss",
+   *   bwdHooks: [["blocks.0.hook_resid_pre", (grad) => {
+   *     norm = Math.hypot(...grad.data); // d loss / d resid_pre of block 0
+   *   }]],
+   * });
+   * ```
    */
-  async runWithHooks(tokens: Tokens, opts: RunWithHooksOptions): Promise<Tensor | null> {
-    checkOptions(opts, ["returnType", "fwdHooks"], "runWithHooks");
+  async runWithHooks(
+    tokens: Tokens,
+    opts: RunWithHooksOptions & { returnType: "loss" },
+  ): Promise<number>;
+  async runWithHooks(
+    tokens: Tokens,
+    opts: RunWithHooksOptions & { returnType: "both" },
+  ): Promise<{ logits: Tensor; loss: number }>;
+  async runWithHooks(tokens: Tokens, opts: RunWithHooksOptions): Promise<Tensor | null>;
+  async runWithHooks(
+    tokens: Tokens,
+    opts: RunWithHooksOptions,
+  ): Promise<Tensor | number | { logits: Tensor; loss: number } | null> {
+    checkOptions(opts, ["returnType", "fwdHooks", "bwdHooks", "metric"], "runWithHooks");
     await Promise.resolve();
+    if (opts.bwdHooks !== undefined || opts.metric !== undefined) {
+      const r = this.#gradients(tokens, opts, {});
+      if (opts.returnType === "loss") return r.loss!;
+      if (opts.returnType === "both") return { logits: r.logits!, loss: r.loss! };
+      return r.logits;
+    }
     return this.#forward(tokens, this.#session(opts.fwdHooks ?? [], new Set()), opts.returnType);
+  }
+
+  /** A run with a backward pass (see `gradients.ts`). */
+  #gradients(
+    tokens: Tokens,
+    opts: { fwdHooks?: FwdHook[]; bwdHooks?: BwdHook[]; metric?: Metric; returnType?: ReturnType },
+    names: { cacheNames?: Set<string>; gradNames?: Set<string> },
+  ) {
+    if (opts.metric !== undefined) checkMetric(opts.metric, "metric");
+    return runWithGradients(runtimeOf(this), {
+      tokens: toTokenTensor(tokens, this.cfg),
+      fwdHooks: this.#hookMap(opts.fwdHooks ?? [], "fwdHooks"),
+      bwdHooks: this.#hookMap(opts.bwdHooks ?? [], "bwdHooks"),
+      metric: opts.metric,
+      returnType: opts.returnType,
+      ...names,
+    });
   }
 
   #forward(tokens: Tokens, session: HookSession, returnType: unknown): Tensor | null {
@@ -290,13 +382,23 @@ export class HookedTransformer {
   }
 
   #session(fwdHooks: FwdHook[], cacheNames: Set<string>): HookSession {
-    if (!Array.isArray(fwdHooks)) {
-      throw new HookError("fwdHooks must be an array of [nameOrPredicate, hookFunction] pairs");
+    return new HookSession(
+      this.backend,
+      this.#names,
+      this.#hookMap(fwdHooks, "fwdHooks"),
+      cacheNames,
+    );
+  }
+
+  /** `[filter, fn]` pairs as hook functions by full name, in order. */
+  #hookMap(pairs: FwdHook[] | BwdHook[], what: string): Map<string, HookFn[]> {
+    if (!Array.isArray(pairs)) {
+      throw new HookError(`${what} must be an array of [nameOrPredicate, hookFunction] pairs`);
     }
     const hooks = new Map<string, HookFn[]>();
-    for (const pair of fwdHooks) {
+    for (const pair of pairs) {
       if (!Array.isArray(pair) || pair.length !== 2 || typeof pair[1] !== "function") {
-        throw new HookError("fwdHooks entries must be [nameOrPredicate, hookFunction] pairs");
+        throw new HookError(`${what} entries must be [nameOrPredicate, hookFunction] pairs`);
       }
       const [filter, fn] = pair as [HookFilter, HookFn];
       const names = typeof filter === "function"
@@ -304,7 +406,7 @@ export class HookedTransformer {
         : (assertHookName(filter, this.#hookSet, this.cfg), [filter]);
       for (const n of names) hooks.set(n, [...(hooks.get(n) ?? []), fn]);
     }
-    return new HookSession(this.backend, this.#names, hooks, cacheNames);
+    return hooks;
   }
 
   /**

@@ -6,11 +6,13 @@
  */
 import type {
   AttentionArgs,
+  AttentionGradArgs,
   Backend,
   CausalOptions,
   DeviceArray,
   LayerNormOptions,
   MatmulOptions,
+  NormBackwardOptions,
   PackedMatrix,
   Scope,
   WeightDtype,
@@ -389,5 +391,165 @@ export class WasmBackend implements Backend {
   argmaxRows(x: DeviceArray, rows: number, n: number, ld: number = n): Int32Array {
     this.#rowsFit(x, rows, n, ld, "argmaxRows");
     return this.kernels.argmaxRows(this.#ptr(x), rows, n, ld);
+  }
+
+  // ---- Backward passes ----
+
+  matmulTransposed(
+    a: DeviceArray,
+    b: PackedMatrix,
+    c: DeviceArray,
+    m: number,
+    opts: Omit<MatmulOptions, "bias"> = {},
+  ): void {
+    const w = this.#matrix(b);
+    const lda = opts.lda ?? w.n, ldc = opts.ldc ?? w.k;
+    this.#rowsFit(a, m, w.n, lda, "matmulTransposed A");
+    this.#rowsFit(c, m, w.k, ldc, "matmulTransposed C");
+    this.kernels.matmulBT(this.#ptr(a), w.ptr, this.#ptr(c), m, w.k, w.n, {
+      lda,
+      ldc,
+      accumulate: opts.accumulate,
+      bDtype: w.dtype,
+    });
+  }
+
+  normBackward(
+    x: DeviceArray,
+    grad: DeviceArray,
+    dx: DeviceArray | null,
+    rows: number,
+    d: number,
+    eps: number,
+    opts: NormBackwardOptions = {},
+  ): void {
+    this.#rowsFit(x, rows, d, d, "normBackward input");
+    this.#rowsFit(grad, rows, d, d, "normBackward gradient");
+    if (dx) this.#rowsFit(dx, rows, d, d, "normBackward dx");
+    if (opts.gamma) this.#rowsFit(opts.gamma, 1, d, d, "normBackward gamma");
+    if (opts.scaleGrad) this.#rowsFit(opts.scaleGrad, rows, 1, 1, "normBackward scale gradient");
+    if (opts.scaleGiven && !opts.scaleGrad) {
+      throw new KernelError("normBackward: scaleGiven needs the scaleGrad array");
+    }
+    this.kernels.normBackward(this.#ptr(x), this.#ptr(grad), dx ? this.#ptr(dx) : 0, rows, d, eps, {
+      gamma: opts.gamma && this.#ptr(opts.gamma),
+      center: opts.center,
+      dScale: opts.scaleGrad && this.#ptr(opts.scaleGrad),
+      scaleGiven: opts.scaleGiven,
+      accumulate: opts.accumulate,
+    });
+  }
+
+  geluNewBackward(x: DeviceArray, grad: DeviceArray, out: DeviceArray): void {
+    if (grad.length !== x.length || out.length < x.length) {
+      throw new KernelError(
+        `geluNewBackward of ${x.length} values with ${grad.length} gradients into ${out.length}`,
+      );
+    }
+    this.kernels.geluNewBackward(this.#ptr(x), this.#ptr(grad), this.#ptr(out), x.length);
+  }
+
+  #attentionGrad(a: AttentionGradArgs) {
+    const nKv = a.nKeyValueHeads ?? a.nHeads;
+    if (!Number.isInteger(nKv) || nKv < 1 || a.nHeads % nKv !== 0) {
+      throw new KernelError(`attention backward: ${a.nHeads} heads do not group into ${nKv}`);
+    }
+    const qw = a.nHeads * a.dHead, kw = nKv * a.dHead;
+    this.#rowsFit(a.q, a.T, qw, a.stride, "attention backward q");
+    this.#rowsFit(a.k, a.T, kw, a.stride, "attention backward k");
+    this.#rowsFit(a.v, a.T, kw, a.stride, "attention backward v");
+    this.#rowsFit(a.dz, a.T, qw, a.dzStride, "attention backward dz");
+    this.#rowsFit(a.dq, a.T, qw, a.dStride, "attention backward dq");
+    this.#rowsFit(a.dk, a.T, kw, a.dStride, "attention backward dk");
+    this.#rowsFit(a.dv, a.T, kw, a.dStride, "attention backward dv");
+    return { group: a.nHeads / nKv, kStart: a.kStart ?? 0 };
+  }
+
+  #square(x: DeviceArray, nHeads: number, T: number, what: string): number {
+    if (x.length < nHeads * T * T) {
+      throw new KernelError(`${what} needs ${nHeads * T * T} floats, the array has ${x.length}`);
+    }
+    return this.#ptr(x);
+  }
+
+  attentionGradPattern(
+    a: AttentionGradArgs,
+    pattern: DeviceArray,
+    dPattern: DeviceArray,
+    opts: { causal?: boolean; fullRows?: boolean } = {},
+  ): void {
+    const { group, kStart } = this.#attentionGrad(a);
+    this.kernels.attentionGradPattern({
+      dz: this.#ptr(a.dz),
+      dzStride: a.dzStride,
+      v: this.#ptr(a.v),
+      stride: a.stride,
+      pattern: this.#square(pattern, a.nHeads, a.T, "attention backward pattern"),
+      dPattern: this.#square(dPattern, a.nHeads, a.T, "attention backward dPattern"),
+      dv: this.#ptr(a.dv),
+      dStride: a.dStride,
+      T: a.T,
+      nHeads: a.nHeads,
+      dHead: a.dHead,
+      group,
+      kStart,
+      causal: opts.causal,
+      fullRows: opts.fullRows,
+    });
+  }
+
+  softmaxBackwardRows(
+    pattern: DeviceArray,
+    dPattern: DeviceArray,
+    dScores: DeviceArray,
+    nHeads: number,
+    T: number,
+  ): void {
+    this.kernels.softmaxBackwardRows(
+      this.#square(pattern, nHeads, T, "softmaxBackwardRows pattern"),
+      this.#square(dPattern, nHeads, T, "softmaxBackwardRows dPattern"),
+      this.#square(dScores, nHeads, T, "softmaxBackwardRows dScores"),
+      nHeads,
+      T,
+    );
+  }
+
+  attentionGradQK(a: AttentionGradArgs, dScores: DeviceArray): void {
+    const { group, kStart } = this.#attentionGrad(a);
+    this.kernels.attentionGradQK({
+      dScores: this.#square(dScores, a.nHeads, a.T, "attention backward dScores"),
+      q: this.#ptr(a.q),
+      k: this.#ptr(a.k),
+      stride: a.stride,
+      dq: this.#ptr(a.dq),
+      dk: this.#ptr(a.dk),
+      dStride: a.dStride,
+      T: a.T,
+      nHeads: a.nHeads,
+      dHead: a.dHead,
+      scale: a.scale,
+      group,
+      kStart,
+    });
+  }
+
+  crossEntropyGradRows(
+    x: DeviceArray,
+    rows: number,
+    n: number,
+    coef: Float32Array,
+    target: Int32Array,
+    out: DeviceArray,
+  ): Float64Array {
+    this.#rowsFit(x, rows, n, n, "crossEntropyGradRows input");
+    this.#rowsFit(out, rows, n, n, "crossEntropyGradRows output");
+    return this.kernels.crossEntropyGradRows(
+      this.#ptr(x),
+      rows,
+      n,
+      coef,
+      target,
+      this.#ptr(out),
+    );
   }
 }

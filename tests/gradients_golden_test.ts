@@ -9,6 +9,7 @@
 import assert from "node:assert/strict";
 import { HookedTransformer } from "../model/hooked_transformer.ts";
 import { logitDiffMetric } from "../model/metrics.ts";
+import { attributionPatching } from "../model/attribution.ts";
 import type { Tensor } from "../core/tensor.ts";
 import { repoFixturePath } from "./fixtures.ts";
 
@@ -89,4 +90,135 @@ Deno.test("logit-difference gradients match TransformerLens", async () => {
     assert.ok(err < 1e-4, `${name}_grad: relative error ${err}`);
   }
   console.log(`worst relative error ${worst.toExponential(2)}`);
+});
+
+// Attribution patching sums (clean - corrupted) x gradient over d_model, and on these tokens the
+// clean and corrupted activations differ by little at most positions: each entry is a small sum
+// of larger terms, so float32 activations (accurate to ~1e-6 of their size, as the forward tests
+// show) bound its error by ~1e-6 sum (|clean| + |corrupted|) |grad|, not by 1e-4 of the grid's
+// largest entry. The bound is that plus 1e-4 of the largest entry; the error measured is about
+// 1e-7 of the sum.
+Deno.test("attribution patching grids match TransformerLens's", async () => {
+  const model = await loadTiny(true);
+  const metric = logitDiffMetric(golden.answer_tokens, golden.wrong_tokens);
+  for (const hook of ["resid_pre", "attn_out", "mlp_out"] as const) {
+    const ref = golden.attribution_patching[hook];
+    const grid = await attributionPatching(
+      model,
+      golden.tokens,
+      golden.corrupted_tokens,
+      metric,
+      hook,
+    );
+    assert.deepEqual(grid.shape, shapeOf(ref));
+    // the terms' size, from the same caches attributionPatching reads
+    const names = [0, 1].map((l) => model.getActName(hook, l));
+    const clean = (await model.runWithCache(golden.tokens, { namesFilter: names })).cache;
+    const corrupted = (await model.runWithCache(golden.corrupted_tokens, {
+      namesFilter: names,
+      inclBwdCache: true,
+      metric,
+    })).cache;
+    const want = (ref as number[][]).flat();
+    const top = Math.max(...want.map(Math.abs));
+    const d = model.cfg.dModel, T = 12;
+    names.forEach((name, l) => {
+      const a = clean.get(name).data, c = corrupted.get(name).data;
+      const g = corrupted.get(`${name}_grad`).data;
+      for (let p = 0; p < T; p++) {
+        let size = 0;
+        for (let b = 0; b < 2; b++) {
+          for (let j = (b * T + p) * d; j < (b * T + p + 1) * d; j++) {
+            size += (Math.abs(a[j]) + Math.abs(c[j])) * Math.abs(g[j]);
+          }
+        }
+        const err = Math.abs(grid.data[l * T + p] - want[l * T + p]);
+        assert.ok(err <= 1e-4 * top + 1e-6 * size, `${hook}[${l}, ${p}]: error ${err}`);
+      }
+    });
+  }
+});
+
+// Forward patches and backward hooks in one run, against float64 PyTorch autograd with the same
+// hooks (tests/fixtures/make_grad_hooks_reference.py): assigned elements are constants, replaced
+// gradients flow on. The same tolerance as above.
+const hooked: Json = JSON.parse(
+  Deno.readTextFileSync(repoFixturePath("grad-hooks-reference.json")),
+);
+
+/** A forward hook assigning `value` at `index` ([b, p, ...] leading indices, a last-axis range). */
+function assign(
+  index: number[],
+  value: number | ((i: number) => number),
+  range?: [number, number],
+) {
+  return (act: Tensor) => {
+    const shape = act.shape;
+    let offset = 0, size = 1;
+    for (let k = shape.length - 1; k >= index.length; k--) size *= shape[k];
+    index.forEach((i, k) => offset = offset * shape[k] + i);
+    offset *= size;
+    const [lo, hi] = range ?? [0, size];
+    for (let j = lo; j < hi; j++) {
+      act.data[offset + j] = typeof value === "number" ? value : value(j);
+    }
+  };
+}
+
+async function hookedRun(
+  model: HookedTransformer,
+  fwd: [string, (a: Tensor) => void][],
+  bwd: [string, (g: Tensor) => Tensor | void][],
+  metric?: ReturnType<typeof logitDiffMetric>,
+) {
+  const grads: Record<string, Tensor> = {};
+  const value = await model.runWithHooks(golden.tokens, {
+    returnType: metric ? "none" : "loss",
+    metric,
+    fwdHooks: fwd,
+    bwdHooks: [...bwd, [() => true, (g, hook) => void (grads[hook.name] = g)]],
+  });
+  return { value, grads };
+}
+
+Deno.test("forward patches and backward hooks together match PyTorch autograd", async () => {
+  const model = await loadTiny(true);
+  const ref = hooked.patched_loss;
+  const { value, grads } = await hookedRun(model, [
+    ["blocks.0.hook_mlp_out", assign([0, 3], 0)],
+    ["blocks.0.attn.hook_attn_scores", assign([1, 1, 6], 0.5, [2, 3])],
+    ["blocks.1.attn.hook_pattern", assign([0, 0, 7], 1 / 8, [0, 8])],
+    ["blocks.1.attn.hook_z", assign([1, 5, 2], 0.3)],
+    ["blocks.1.hook_resid_mid", assign([0, 9], (j) => -1 + (2 * j) / 31)],
+  ], [
+    ["blocks.1.hook_mlp_out", (g) => ({ data: g.data.map((v) => v * 0.5), shape: g.shape })],
+    ["blocks.0.ln2.hook_scale", (g) => void g.data.forEach((v, i) => g.data[i] = v + 0.01)],
+    [
+      "blocks.0.attn.hook_pattern",
+      (g) => void g.data.forEach((_, i) => i % 12 === 0 && (g.data[i] = 0)),
+    ],
+  ]);
+  const loss = value as unknown as number;
+  assert.ok(Math.abs(loss - ref.value) < 1e-5, `loss ${loss} vs ${ref.value}`);
+  assert.equal(Object.keys(grads).length, Object.keys(ref.grads).length);
+  for (const name of Object.keys(ref.grads)) {
+    const err = relErr(grads[name], ref.grads[name]);
+    assert.ok(err < 1e-4, `${name}: relative error ${err}`);
+  }
+});
+
+Deno.test("a patched run's logit-difference gradients match PyTorch autograd", async () => {
+  const model = await loadTiny(true);
+  const ref = hooked.patched_logit_diff;
+  const metric = logitDiffMetric(golden.answer_tokens, golden.wrong_tokens);
+  const { grads } = await hookedRun(
+    model,
+    [["blocks.0.hook_resid_pre", assign([1, 2], 0)]],
+    [],
+    metric,
+  );
+  for (const name of Object.keys(ref.grads)) {
+    const err = relErr(grads[name], ref.grads[name]);
+    assert.ok(err < 1e-4, `${name}: relative error ${err}`);
+  }
 });

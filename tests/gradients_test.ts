@@ -7,7 +7,7 @@ import { HookError, InputError } from "../core/errors.ts";
 import type { Tensor } from "../core/tensor.ts";
 import { HookedTransformer } from "../model/hooked_transformer.ts";
 import { logitDiffMetric, logProbMetric, lossMetric, type Metric } from "../model/metrics.ts";
-import { WasmBackend } from "../backend/wasm/wasm_backend.ts";
+import type { WasmBackend } from "../backend/wasm/wasm_backend.ts";
 import { syntheticGpt2 } from "../weights/synthetic.ts";
 import { repoFixturePath } from "./fixtures.ts";
 

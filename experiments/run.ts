@@ -272,7 +272,7 @@ export async function main(args: string[], reporter?: Reporter): Promise<number>
     console.log(USAGE);
     return 0;
   }
-  const rep = reporter ?? new Reporter(7);
+  const rep = reporter ?? new Reporter(8);
   const startedAt = performance.now();
   try {
     const { name, choice } = chooseModel(opts.model);

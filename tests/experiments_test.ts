@@ -45,7 +45,7 @@ Deno.test("experiments: the toy run finds the model card's circuit and writes bo
     assert.match(why[0], /^model: induction-toy — the embedded model, because/);
     assert.match(why[0], /GPT-2 small's files are not on this machine/);
     // Steps and their times, and no bar redraws off a terminal.
-    for (let i = 1; i <= 7; i++) assert.match(r.stderr, new RegExp(`\\[${i}/7\\]`));
+    for (let i = 1; i <= 8; i++) assert.match(r.stderr, new RegExp(`\\[${i}/8\\]`));
     assert.ok(!r.stderr.includes("\r"), "no carriage returns when stderr is not a terminal");
 
     const names = [...Deno.readDirSync(out)].map((e) => e.name).sort();
@@ -95,8 +95,16 @@ Deno.test("experiments: the toy run finds the model card's circuit and writes bo
       "heads",
       "attention",
       "patching",
+      "attribution",
       "circuits",
     ]);
+    const attr = results.attribution!;
+    for (const a of ["study", "aligned"] as const) {
+      assert.equal(attr[a].estimates.length, 3);
+      assert.equal(attr[a].estimates[0].length, S);
+      assert.deepEqual(attr[a].positions, results.patching[a].positions);
+      assert.ok(Math.abs(attr[a].correlation) <= 1, `${attr[a].correlation}`);
+    }
     assert.ok(results.totalSeconds >= results.timings.reduce((a, t) => a + t.seconds, 0) - 1e-6);
 
     const html = await Deno.readTextFile(`${out}/report.html`);

@@ -73,11 +73,13 @@ export { WasmBackend } from "./backend/wasm/wasm_backend.ts";
 export type { LoadOptions } from "./backend/wasm/kernels.ts";
 export type {
   AttentionArgs,
+  AttentionGradArgs,
   Backend,
   CausalOptions,
   DeviceArray,
   LayerNormOptions,
   MatmulOptions,
+  NormBackwardOptions,
   PackedMatrix,
   Scope,
   WeightDtype,

@@ -1,8 +1,8 @@
 /**
  * `deno task bench`: this library beside PyTorch (CPU, 2 threads) and TensorFlow.js
  * (`@tensorflow/tfjs-backend-wasm`) on the same GPT-2-small-shape weights and tokens, in one run
- * on one machine. Prints three tables (matmul GFLOP/s, forward passes, the whole study) with
- * ratios, and writes every figure to `out/bench/results.json`.
+ * on one machine. Prints tables (matmul GFLOP/s, forward passes, forward + backward passes, the
+ * whole study) with ratios, and writes every figure to `out/bench/results.json`.
  *
  *   deno task bench                 everything (about 10 minutes on 2 cores)
  *   deno task bench --no-peers      this library only
@@ -14,11 +14,13 @@
 import { HookedTransformer } from "../mod.ts";
 import { logProbsAndHeadScores } from "../analysis/log_probs.ts";
 import { patchingScores } from "../analysis/patching.ts";
+import { attributionScores } from "../analysis/attribution.ts";
 import { kCompositionCircuit } from "../analysis/circuits.ts";
 import { top1Accuracy } from "../analysis/factored_matrix.ts";
 import { Kernels } from "../backend/wasm/kernels.ts";
 import { BENCH_SEQ_LEN, BENCH_SHAPE, defaultBenchDir, writeBenchModel } from "./model_file.ts";
 import {
+  type BackwardResult,
   forwardFlops,
   type ForwardResult,
   MATMUL_SHAPES,
@@ -107,6 +109,34 @@ async function ourForward(model: HookedTransformer, tokens: number[][]) {
   return runs as ForwardResult["runs"];
 }
 
+/**
+ * Our forward + backward of the loss at 1 x 101 and 30 x 101 (median seconds): every activation's
+ * gradient computed, none cached (PyTorch's `loss.backward()` to the embeddings), beside the
+ * forward of the same run.
+ */
+async function ourBackward(model: HookedTransformer, tokens: number[][]) {
+  const runs: Record<string, { batch: number; seq: number; seconds: number; loss: number }> = {};
+  for (const batch of [1, 30]) {
+    const rows = tokens.slice(0, batch);
+    const run = () =>
+      model.runWithCache(rows, { returnType: "loss", inclBwdCache: true, namesFilter: [] });
+    let loss = (await run()).loss!;
+    const times: number[] = [];
+    for (let i = 0; i < (batch === 1 ? 5 : 3); i++) {
+      const t = performance.now();
+      loss = (await run()).loss!;
+      times.push((performance.now() - t) / 1000);
+    }
+    runs[`${batch}x${rows[0].length}`] = {
+      batch,
+      seq: rows[0].length,
+      seconds: median(times),
+      loss,
+    };
+  }
+  return runs;
+}
+
 /** The study's steps on our side, timed like the PyTorch harness's `study` mode. */
 async function ourStudy(model: HookedTransformer, tokens: number[][]) {
   const steps: Record<string, number> = {};
@@ -126,6 +156,12 @@ async function ourStudy(model: HookedTransformer, tokens: number[][]) {
     "mlpPatching",
     () =>
       patchingScores(model, [tokens[0]], BENCH_SEQ_LEN, { hook: "mlp_out", alignment: "study" }),
+  );
+  // The same sweep estimated by attribution patching (not part of the study's total).
+  await lap(
+    "mlpAttribution",
+    () =>
+      attributionScores(model, [tokens[0]], BENCH_SEQ_LEN, { hook: "mlp_out", alignment: "study" }),
   );
   const top1 = await lap(
     "kComposition",
@@ -177,6 +213,12 @@ if (import.meta.main) {
       "tfjs forward",
       await runTfjs("forward", bench.dir, bench.tokensPath, { threads: cores }),
     )
+    : undefined;
+
+  log("forward + backward: this library ...");
+  const backward = await ourBackward(model, spec.tokens);
+  const torchBwd = withPeers
+    ? peerNote("pytorch backward", await runTorch("backward", bench.dir, bench.tokensPath))
     : undefined;
 
   let study: Awaited<ReturnType<typeof ourStudy>> | undefined;
@@ -238,7 +280,28 @@ if (import.meta.main) {
       `tfjs ${fmt(agree(forward["30x101"], tfjsFwd?.runs["30x101"]), 5)}`,
   );
 
+  console.log(
+    "\nForward + backward of the loss, GPT-2-small shape (seconds, median; every activation's " +
+      "gradient)",
+  );
+  console.log("tokens   ours fwd  ours fwd+bwd  fwd+bwd/fwd  pytorch fwd+bwd  ours vs pytorch");
+  for (const key of ["1x101", "30x101"]) {
+    const f = forward[key].seconds, b = backward[key].seconds;
+    const p = (torchBwd as BackwardResult | undefined)?.runs[key]?.seconds;
+    console.log(
+      `${key.padEnd(8)} ${fmt(f, 3).padStart(8)} ${fmt(b, 3).padStart(13)} ${
+        ratio(b, f).padStart(12)
+      } ${fmt(p, 3).padStart(16)} ${ratio(b, p).padStart(16)}`,
+    );
+  }
+
   if (study) {
+    const ex = study.steps.mlpPatching, at = study.steps.mlpAttribution;
+    console.log(
+      `\nMLP sweep (${model.cfg.nLayers} layers x ${BENCH_SEQ_LEN} positions): exact patching ` +
+        `${fmt(ex)} s, attribution patching ${fmt(at, 2)} s (${ratio(ex, at)} less time); ` +
+        `PyTorch exact (TransformerLens way) ${fmt(torchStudy?.steps.mlpPatching)} s`,
+    );
     console.log("\nWhole study, GPT-2-small shape (seconds; PyTorch done the TransformerLens way)");
     console.log("step                       ours   pytorch   speed-up");
     for (const step of ["score30x101", "mlpPatching", "kComposition"]) {
@@ -261,8 +324,9 @@ if (import.meta.main) {
     machine: { cores, deno: Deno.version.deno, v8: Deno.version.v8 },
     matmul,
     forward,
+    backward,
     study,
-    peers: { torchGemm, tfjsGemm, torchFwd, tfjsFwd, torchStudy },
+    peers: { torchGemm, tfjsGemm, torchFwd, tfjsFwd, torchStudy, torchBwd },
     seconds: (performance.now() - started) / 1000,
   };
   await Deno.mkdir("out/bench", { recursive: true });

@@ -306,10 +306,12 @@ export class HookedTransformer {
     tokens: Tokens,
     opts: RunWithHooksOptions & { returnType: "loss" },
   ): Promise<number>;
+  /** With `returnType: "both"`: the logits and the loss. */
   async runWithHooks(
     tokens: Tokens,
     opts: RunWithHooksOptions & { returnType: "both" },
   ): Promise<{ logits: Tensor; loss: number }>;
+  /** The logits, or null with `returnType: "none"`. */
   async runWithHooks(tokens: Tokens, opts: RunWithHooksOptions): Promise<Tensor | null>;
   async runWithHooks(
     tokens: Tokens,

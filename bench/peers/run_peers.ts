@@ -49,6 +49,14 @@ export interface StudyResult {
   [extra: string]: unknown;
 }
 
+/** What `torch_gpt2.py backward` prints: forward + backward of the loss, keyed "1x101", "30x101". */
+export interface BackwardResult {
+  peer: "pytorch";
+  mode: "backward";
+  runs: Record<string, { batch: number; seq: number; seconds: number; loss: number }>;
+  [extra: string]: unknown;
+}
+
 /** Options of {@link runTorch}. */
 export interface TorchOptions {
   /** Threads for torch and OpenBLAS (default 2). `sgemm` always measures 1 and 2. */
@@ -170,6 +178,7 @@ function tail(text: string, lines = 8): string {
  * - `forward`: median seconds of 1 x 101 and 30 x 101 forwards, GFLOP/s, logits checksum.
  * - `sgemm`: torch.matmul and numpy GFLOP/s on {@link MATMUL_SHAPES}, 1 and 2 threads.
  * - `study`: the whole study the TransformerLens way, timed per step.
+ * - `backward`: median seconds of forward + backward of the loss (autograd to the embeddings).
  *
  * Skipped (not thrown) when Python, torch or numpy is missing.
  */
@@ -192,11 +201,17 @@ export async function runTorch(
   opts?: TorchOptions,
 ): Promise<PeerOutcome<StudyResult>>;
 export async function runTorch(
-  mode: "forward" | "sgemm" | "study",
+  mode: "backward",
+  modelDir: string,
+  tokensFile: string,
+  opts?: TorchOptions,
+): Promise<PeerOutcome<BackwardResult>>;
+export async function runTorch(
+  mode: "forward" | "sgemm" | "study" | "backward",
   modelDir?: string,
   tokensFile?: string,
   opts: TorchOptions = {},
-): Promise<PeerOutcome<ForwardResult | MatmulResult | StudyResult>> {
+): Promise<PeerOutcome<ForwardResult | MatmulResult | StudyResult | BackwardResult>> {
   const python = opts.python ?? env("TL_BENCH_PYTHON") ?? "/usr/bin/python3";
   const script = here("./torch_gpt2.py");
   const args = [python, script, mode, "--threads", String(opts.threads ?? 2)];

@@ -319,7 +319,9 @@ export class HookedTransformer {
   ): Promise<Tensor | number | { logits: Tensor; loss: number } | null> {
     checkOptions(opts, ["returnType", "fwdHooks", "bwdHooks", "metric"], "runWithHooks");
     await Promise.resolve();
-    if (opts.bwdHooks !== undefined || opts.metric !== undefined) {
+    const bwd = opts.bwdHooks;
+    // (an empty list runs no backward pass; anything else but a list is refused there)
+    if (opts.metric !== undefined || (bwd !== undefined && !(Array.isArray(bwd) && !bwd.length))) {
       const r = this.#gradients(tokens, opts, {});
       if (opts.returnType === "loss") return r.loss!;
       if (opts.returnType === "both") return { logits: r.logits!, loss: r.loss! };

@@ -67,6 +67,11 @@ async function ourMatmul(): Promise<Record<string, Record<string, number>>> {
       kn.view(a, m * k).fill(0.25);
       const s = timeIt(() => kn.matmul(a, packed, c, m, k, n));
       (out[`${m}x${k}x${n}`] ??= {})[`threads${threads}`] = 2 * m * k * n / s / 1e9;
+      // The backward's product with the same weights: dX [m, k] = dY [m, n] W^T.
+      const dy = kn.alloc(m * n), dx = kn.alloc(m * k);
+      kn.view(dy, m * n).fill(0.25);
+      const sT = timeIt(() => kn.matmulBT(dy, packed, dx, m, k, n));
+      out[`${m}x${k}x${n}`][`threads${threads}Transposed`] = 2 * m * k * n / sT / 1e9;
       kn.release(mark);
     }
     kn.close();
@@ -261,6 +266,20 @@ if (import.meta.main) {
         `${fmt(t1).padStart(8)} ${fmt(t2).padStart(8)} ${ratio(oN, tf).padStart(10)} ${
           ratio(oN, t2).padStart(13)
         }`,
+    );
+  }
+
+  console.log(
+    `\nBackward products dX = dY W^T, read from the forward's packed W (GFLOP/s, ${cores} threads)`,
+  );
+  console.log("shape              forward  transposed  transposed/forward");
+  for (const [m, k, n] of MATMUL_SHAPES) {
+    const r = matmul[`${m}x${k}x${n}`];
+    const f = r[`threads${cores}`], t = r[`threads${cores}Transposed`];
+    console.log(
+      `${`${m}x${k}x${n}`.padEnd(18)} ${fmt(f).padStart(7)} ${fmt(t).padStart(11)} ${
+        ratio(t, f).padStart(19)
+      }`,
     );
   }
 

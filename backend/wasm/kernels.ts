@@ -639,43 +639,71 @@ export class Kernels {
     n: number,
     opts: MatmulOptions = {},
   ): void {
-    const lda = opts.lda ?? k;
-    const ldc = opts.ldc ?? n;
-    const rowStart = opts.rowStart ?? 0;
-    const rowEnd = opts.rowEnd ?? m;
-    if (rowStart < 0 || rowEnd > m || rowStart > rowEnd) {
-      throw new KernelError(`matmul: row range [${rowStart}, ${rowEnd}) is not inside [0, ${m})`);
-    }
-    if (lda < k || ldc < n) {
-      throw new KernelError(`matmul: lda ${lda} < k ${k} or ldc ${ldc} < n ${n}`);
-    }
-    const bias = opts.bias ?? 0, acc = opts.accumulate ? 1 : 0;
-    const bf16 = opts.bDtype === "bf16" ? 1 : 0;
-    if (opts.bDtype !== undefined && opts.bDtype !== "f32" && !bf16) {
-      throw new KernelError(`matmul: bDtype must be "f32" or "bf16", got ${opts.bDtype}`);
-    }
-    const panels = Math.ceil(n / NR);
-    const rows = rowEnd - rowStart;
-    // Any split gives bit-identical results (see assembly/matmul.ts); pick the cheaper one.
-    const [T, byPanels] = this.#matmulSplit(rows, k, n, panels);
-    // With threads: chunks (of ~1/8 of each thread's share) taken dynamically, see runOp.
-    const chunk = byPanels
-      ? Math.max(8, Math.ceil(panels / (8 * T)))
-      : Math.max(16, Math.ceil(rows / (8 * T) / 4) * 4);
-    const accumulate = acc;
-    this.#launch(bf16 ? "matmulBf16" : "matmul", T, (t) => ({
+    const p = this.#product("matmul", m, k, n, opts);
+    this.#launchProduct(p.bf16 ? "matmulBf16" : "matmul", p, {
       a,
       packedB,
       c,
       m,
       k,
       n,
-      lda,
-      ldc,
-      bias,
-      accumulate,
-      rowStart,
-      rowEnd,
+      lda: p.lda,
+      ldc: p.ldc,
+      bias: opts.bias ?? 0,
+      accumulate: opts.accumulate ? 1 : 0,
+    });
+  }
+
+  /**
+   * A product's checked options: C [m, cols] from A [m, inner] (rows `lda`, `ldc` floats apart),
+   * the row range, and whether B is bf16.
+   */
+  #product(
+    what: string,
+    m: number,
+    inner: number,
+    cols: number,
+    opts: Omit<MatmulOptions, "bias">,
+  ) {
+    const lda = opts.lda ?? inner, ldc = opts.ldc ?? cols;
+    const rowStart = opts.rowStart ?? 0, rowEnd = opts.rowEnd ?? m;
+    if (rowStart < 0 || rowEnd > m || rowStart > rowEnd) {
+      throw new KernelError(`${what}: row range [${rowStart}, ${rowEnd}) is not inside [0, ${m})`);
+    }
+    if (lda < inner || ldc < cols) {
+      throw new KernelError(`${what}: lda ${lda} < ${inner} or ldc ${ldc} < ${cols}`);
+    }
+    if (opts.bDtype !== undefined && opts.bDtype !== "f32" && opts.bDtype !== "bf16") {
+      throw new KernelError(`${what}: bDtype must be "f32" or "bf16", got ${opts.bDtype}`);
+    }
+    return { lda, ldc, rowStart, rowEnd, inner, cols, bf16: opts.bDtype === "bf16" };
+  }
+
+  /**
+   * Runs a product op over C's rows [rowStart, rowEnd) and every column panel, shared by threads
+   * (by panels or by rows, whichever is cheaper: any split gives bit-identical results, see
+   * assembly/matmul.ts), in chunks of ~1/8 of each thread's share taken dynamically (runOp).
+   */
+  #launchProduct(
+    op: "matmul" | "matmulBf16" | "matmulBT" | "matmulBTBf16",
+    p: { rowStart: number; rowEnd: number; inner: number; cols: number },
+    args: Record<string, number>,
+  ): void {
+    const panels = Math.ceil(p.cols / NR);
+    const rows = p.rowEnd - p.rowStart;
+    const maxT = this.threads;
+    let T = 1, byPanels = true;
+    if (maxT > 1 && rows * p.inner * p.cols >= PAR_MATMUL_MIN) {
+      if (panels >= 4 * maxT) T = maxT;
+      else if (rows >= 8 * maxT) (T = maxT), (byPanels = false);
+    }
+    const chunk = byPanels
+      ? Math.max(8, Math.ceil(panels / (8 * T)))
+      : Math.max(16, Math.ceil(rows / (8 * T) / 4) * 4);
+    this.#launch(op, T, (t) => ({
+      ...args,
+      rowStart: p.rowStart,
+      rowEnd: p.rowEnd,
       panelStart: 0,
       panelEnd: panels,
       scratch: this.#scratchOf(t),
@@ -862,55 +890,18 @@ export class Kernels {
     n: number,
     opts: Omit<MatmulOptions, "bias"> = {},
   ): void {
-    const lda = opts.lda ?? n;
-    const ldc = opts.ldc ?? k;
-    const rowStart = opts.rowStart ?? 0;
-    const rowEnd = opts.rowEnd ?? m;
-    if (rowStart < 0 || rowEnd > m || rowStart > rowEnd) {
-      throw new KernelError(
-        `matmulBT: row range [${rowStart}, ${rowEnd}) is not inside [0, ${m})`,
-      );
-    }
-    if (lda < n || ldc < k) {
-      throw new KernelError(`matmulBT: lda ${lda} < n ${n} or ldc ${ldc} < k ${k}`);
-    }
-    const bf16 = opts.bDtype === "bf16";
-    if (opts.bDtype !== undefined && opts.bDtype !== "f32" && !bf16) {
-      throw new KernelError(`matmulBT: bDtype must be "f32" or "bf16", got ${opts.bDtype}`);
-    }
-    const panels = Math.ceil(k / NR);
-    const rows = rowEnd - rowStart;
-    const [T, byPanels] = this.#matmulSplit(rows, k, n, panels);
-    const chunk = byPanels
-      ? Math.max(8, Math.ceil(panels / (8 * T)))
-      : Math.max(16, Math.ceil(rows / (8 * T) / 4) * 4);
-    const accumulate = opts.accumulate ? 1 : 0;
-    this.#launch(bf16 ? "matmulBTBf16" : "matmulBT", T, (t) => ({
+    const p = this.#product("matmulBT", m, n, k, opts);
+    this.#launchProduct(p.bf16 ? "matmulBTBf16" : "matmulBT", p, {
       a,
       packedB,
       c,
       m,
       k,
       n,
-      lda,
-      ldc,
-      accumulate,
-      rowStart,
-      rowEnd,
-      panelStart: 0,
-      panelEnd: panels,
-      scratch: this.#scratchOf(t),
-    }), { split: byPanels ? "panelStart" : "rowStart", chunk });
-  }
-
-  /** Threads for a product of `rows` x `inner` x `cols` (`panels` column panels), and how. */
-  #matmulSplit(rows: number, inner: number, cols: number, panels: number): [number, boolean] {
-    const maxT = this.threads;
-    if (maxT > 1 && rows * inner * cols >= PAR_MATMUL_MIN) {
-      if (panels >= 4 * maxT) return [maxT, true];
-      if (rows >= 8 * maxT) return [maxT, false];
-    }
-    return [1, true];
+      lda: p.lda,
+      ldc: p.ldc,
+      accumulate: opts.accumulate ? 1 : 0,
+    });
   }
 
   /**

@@ -63,7 +63,11 @@ export type {
 } from "./model/activation_cache.ts";
 export { getActName, hookNames } from "./model/hook_table.ts";
 export type { HookOption, HookOptions } from "./model/hook_table.ts";
-export type { FwdHook, HookContext, HookFilter, HookFn } from "./model/hooks.ts";
+export type { BwdHook, FwdHook, HookContext, HookFilter, HookFn } from "./model/hooks.ts";
+export { logitDiffMetric, logProbMetric, lossMetric } from "./model/metrics.ts";
+export type { LossMetricOptions, Metric, MetricRun, PositionOptions } from "./model/metrics.ts";
+export { attributionPatching } from "./model/attribution.ts";
+export type { AttributionPoint } from "./model/attribution.ts";
 export type { Tokens, TokenTensor } from "./model/tokens.ts";
 export { nextTokenLogProbs } from "./model/next_token.ts";
 export type { NextTokenLogProbs, NextTokenOptions } from "./model/next_token.ts";
@@ -175,10 +179,12 @@ export type { LoadOptions } from "./backend/wasm/kernels.ts";
 export type {
   Activation,
   AttentionArgs,
+  AttentionGradArgs,
   Backend,
   CausalOptions,
   DeviceArray,
   MatmulOptions,
+  NormBackwardOptions,
   NormOptions,
   PackedMatrix,
   RotaryLayout,

@@ -16,7 +16,7 @@ import { madd, hsum, expv, exps, setExpConstants } from "./simd";
 // then the scalar tail. Keys are taken four at a time (four independent
 // accumulator chains, so the multiply-add latency overlaps); each key's
 // arithmetic is the same as in the one-key loop.
-function scoreRow(q: usize, k: usize, strideB: usize, dHead: i32, nk: i32, scale: f32, out: usize): void {
+export function scoreRow(q: usize, k: usize, strideB: usize, dHead: i32, nk: i32, scale: f32, out: usize): void {
   const d4 = dHead & ~3;
   let kr = k;
   let j = 0;
@@ -103,7 +103,7 @@ function softmaxRow(src: usize, dst: usize, nk: i32): void {
 }
 
 // z[0..dHead) = sum_{j < nk} p[j] * v_j, accumulated in j order per element.
-function applyRow(p: usize, v: usize, strideB: usize, dHead: i32, nk: i32, z: usize): void {
+export function applyRow(p: usize, v: usize, strideB: usize, dHead: i32, nk: i32, z: usize): void {
   let d = 0;
   for (; d + 16 <= dHead; d += 16) {
     const o = <usize>d << 2;

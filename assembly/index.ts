@@ -5,13 +5,17 @@
 export {
   packedSize, packB, unpackB, matmul, matmulScratchBytes,
   packedSizeBf16, packBBf16, unpackBBf16, matmulBf16,
+  matmulBT, matmulBTBf16,
 } from "./matmul";
 export { layerNorm, rmsNorm, affineRows } from "./norm";
+export { normBackward } from "./norm_backward";
 export { geluNew, add } from "./elementwise";
 export { attention, attentionScores, softmaxRows, attentionApply } from "./attention";
-export { rowArgmax, rowMaxSumExp } from "./rows";
+export { attentionGradPattern, softmaxBackwardRows, attentionGradQK } from "./attention_backward";
+export { rowArgmax, rowMaxSumExp, crossEntropyGradRows } from "./rows";
 export { sumHeads } from "./heads";
 export { activation, gatedActivation } from "./activations";
+export { activationBackward, gatedActivationBackward } from "./activations_backward";
 export { rotary } from "./rotary";
 
 // First byte the host may use for its own allocations.

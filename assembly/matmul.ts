@@ -41,13 +41,17 @@ import { madd } from "./simd";
 @inline const MC: i32 = 128;
 // @ts-ignore: decorator
 @inline const KC: i32 = 1024;
-// Scratch layout: [tile: MR*NR floats][packed A: MC*KC floats]
+// Panels of B^T that matmulBT builds at once (see there).
+// @ts-ignore: decorator
+@inline const GT: i32 = 8;
+// Scratch layout: [tile: MR*NR floats][packed A: MC*KC floats][GT panels of
+// B^T: GT*KC*NR floats, matmulBT only]
 // @ts-ignore: decorator
 @inline const TILE_BYTES: usize = 128;
 
 // Bytes of scratch one matmul call needs (per thread).
 export function matmulScratchBytes(): i32 {
-  return <i32>TILE_BYTES + MC * KC * 4;
+  return <i32>TILE_BYTES + MC * KC * 4 + GT * KC * NR * 4;
 }
 
 export function packedSize(k: i32, n: i32): i32 {
@@ -274,6 +278,46 @@ function kernel1x8<T>(ap: usize, bp: usize, kc: i32, c: usize, fromC: bool, bias
   v128.store(c, x0, 0); v128.store(c, x1, 16);
 }
 
+// One column panel (nc <= 8 valid columns) of C over mc rows of packed A:
+// full 4 x 8 tiles, lone last rows, and edge tiles through a 4 x 8 scratch
+// tile, all with the same per-element arithmetic. c points at the panel's
+// first element of the block's first row.
+// @ts-ignore: decorator
+@inline
+function panelTiles<T>(
+  apack: usize, b: usize, kc: i32, mc: i32, nc: i32,
+  c: usize, ldcB: usize, fromC: bool, biasP: usize, tile: usize,
+): void {
+  for (let r0 = 0; r0 < mc; r0 += MR) {
+    const ap = apack + (<usize>r0 * <usize>kc << 2);
+    const cp = c + <usize>r0 * ldcB;
+    const nr = min(MR, mc - r0);
+    if (nr == MR && nc == NR) {
+      kernel4x8<T>(ap, b, kc, cp, ldcB, fromC, biasP);
+    } else if (nr == 1 && nc == NR) {
+      kernel1x8<T>(ap, b, kc, cp, fromC, biasP);
+    } else {
+      // Edge tile: the same arithmetic through a 4 x 8 scratch tile.
+      for (let r = 0; r < MR; r++) {
+        for (let j = 0; j < NR; j++) {
+          let v: f32 = 0;
+          if (r < nr && j < nc) {
+            if (fromC) v = load<f32>(cp + <usize>r * ldcB + (<usize>j << 2));
+            if (biasP) v = v + load<f32>(biasP + (<usize>j << 2));
+          }
+          store<f32>(tile + (<usize>(r * NR + j) << 2), v);
+        }
+      }
+      kernel4x8<T>(ap, b, kc, tile, NR << 2, true, 0);
+      for (let r = 0; r < nr; r++) {
+        for (let j = 0; j < nc; j++) {
+          store<f32>(cp + <usize>r * ldcB + (<usize>j << 2), load<f32>(tile + (<usize>(r * NR + j) << 2)));
+        }
+      }
+    }
+  }
+}
+
 // Rows [rowStart, rowEnd) and column panels [panelStart, panelEnd) of C.
 // lda, ldc in floats. bias: 0 or pointer to n floats.
 // scratch: matmulScratchBytes() bytes, private to the calling thread.
@@ -301,34 +345,7 @@ function matmulT<T>(
         const nc = min(NR, n - c0);
         const b = bp + (<usize>p * <usize>k + <usize>pc) * NR * sizeof<T>();
         const biasP: usize = first && bias ? bias + (<usize>c0 << 2) : 0;
-        for (let r0 = 0; r0 < mc; r0 += MR) {
-          const ap = apack + (<usize>r0 * <usize>kc << 2);
-          const cp = c + <usize>(ic + r0) * ldcB + (<usize>c0 << 2);
-          const nr = min(MR, mc - r0);
-          if (nr == MR && nc == NR) {
-            kernel4x8<T>(ap, b, kc, cp, ldcB, fromC, biasP);
-          } else if (nr == 1 && nc == NR) {
-            kernel1x8<T>(ap, b, kc, cp, fromC, biasP);
-          } else {
-            // Edge tile: the same arithmetic through a 4 x 8 scratch tile.
-            for (let r = 0; r < MR; r++) {
-              for (let j = 0; j < NR; j++) {
-                let v: f32 = 0;
-                if (r < nr && j < nc) {
-                  if (fromC) v = load<f32>(cp + <usize>r * ldcB + (<usize>j << 2));
-                  if (biasP) v = v + load<f32>(biasP + (<usize>j << 2));
-                }
-                store<f32>(tile + (<usize>(r * NR + j) << 2), v);
-              }
-            }
-            kernel4x8<T>(ap, b, kc, tile, NR << 2, true, 0);
-            for (let r = 0; r < nr; r++) {
-              for (let j = 0; j < nc; j++) {
-                store<f32>(cp + <usize>r * ldcB + (<usize>j << 2), load<f32>(tile + (<usize>(r * NR + j) << 2)));
-              }
-            }
-          }
-        }
+        panelTiles<T>(apack, b, kc, mc, nc, c + <usize>ic * ldcB + (<usize>c0 << 2), ldcB, fromC, biasP, tile);
       }
     }
   }
@@ -350,4 +367,128 @@ export function matmulBf16(
   rowStart: i32, rowEnd: i32, panelStart: i32, panelEnd: i32, scratch: usize,
 ): void {
   matmulT<u16>(a, bp, c, m, k, n, lda, ldc, bias, accumulate, rowStart, rowEnd, panelStart, panelEnd, scratch);
+}
+
+// ---- C = A @ B^T over the same packed B (backward passes: dX = dY W^T) ----
+//
+// B is packed [k, n] as above; C[m, k] = A[m, n] @ B^T, so the inner
+// dimension is B's n and C's column panels are groups of 8 rows of B. Rather
+// than keep a second, transposed copy of every weight (as much memory again),
+// each k block of C's panels is transposed from B's panels into 8-wide
+// panels of B^T in scratch (4 x 4 blocks transposed in registers) and the
+// forward's micro-kernels run on them. GT = 8 panels are built at once, so
+// each of B's panels is read in runs of GT * 8 rows (2 KB for f32) rather
+// than 8 rows (256 bytes) spread a whole panel apart. They are rebuilt for
+// every block of MC rows: kc * 8 values moved per kc * mc * 8 multiply-adds.
+// Per element the arithmetic is the forward kernel's on B^T (acc = C or 0,
+// then madd in n order), so the split into row blocks, panels or threads
+// never changes a bit, and matmulBT(A, pack(B)) equals matmul(A, pack(B^T))
+// exactly.
+
+// Row kk of a B panel as columns [4 half, 4 half + 4): f32 loads 16 bytes;
+// bf16 loads the row's 8 values and widens half of them.
+// @ts-ignore: decorator
+@inline
+function loadHalf<T>(row: usize, half: i32): v128 {
+  if (sizeof<T>() == 2) {
+    const v = v128.load(row);
+    return half == 0 ? i32x4.shl(i32x4.extend_low_i16x8_u(v), 16) : i32x4.shl(i32x4.extend_high_i16x8_u(v), 16);
+  }
+  return half == 0 ? v128.load(row, 0) : v128.load(row, 16);
+}
+
+// Panels [q0, q1) of B^T (B rows 8 q0 .. 8 q1 - 1, zero past k) for inner
+// indices [pc, pc + kc): panel q - q0 at bt + (q - q0) KC NR floats holds
+// bt[jj][r] = B[8q + r, pc + jj], rounded up to whole panels of B (B is
+// zero-padded past n).
+// @ts-ignore: decorator
+@inline
+function transposePanels<T>(bp: usize, k: i32, q0: i32, q1: i32, pc: i32, kc: i32, bt: usize): void {
+  const rowB = <usize>NR * sizeof<T>();
+  const p0 = pc / NR;
+  const panels = (kc + NR - 1) / NR;
+  const zero = f32x4.splat(0);
+  for (let pi = 0; pi < panels; pi++) {
+    const src = bp + (<usize>(p0 + pi) * <usize>k) * rowB;
+    for (let q = q0; q < q1; q++) {
+      const r0 = q * NR;
+      const nr = min(NR, k - r0);
+      const s0 = src + <usize>r0 * rowB;
+      const dst = bt + ((<usize>(q - q0) * KC + <usize>pi * NR) * NR << 2);
+      // Four 4 x 4 blocks: rows 4 rb .. 4 rb + 3 of B, columns 4 cb .. 4 cb + 3.
+      for (let rb = 0; rb < 2; rb++) {
+        const base = rb * 4;
+        const s = s0 + <usize>base * rowB;
+        for (let cb = 0; cb < 2; cb++) {
+          const x0 = base < nr ? loadHalf<T>(s, cb) : zero;
+          const x1 = base + 1 < nr ? loadHalf<T>(s + rowB, cb) : zero;
+          const x2 = base + 2 < nr ? loadHalf<T>(s + 2 * rowB, cb) : zero;
+          const x3 = base + 3 < nr ? loadHalf<T>(s + 3 * rowB, cb) : zero;
+          const t0 = i32x4.shuffle(x0, x1, 0, 4, 1, 5);
+          const t1 = i32x4.shuffle(x2, x3, 0, 4, 1, 5);
+          const t2 = i32x4.shuffle(x0, x1, 2, 6, 3, 7);
+          const t3 = i32x4.shuffle(x2, x3, 2, 6, 3, 7);
+          // row jj = 4 cb + c of the panel holds B rows base .. base + 3 in lanes
+          const d = dst + (<usize>(cb * 4 * NR + base) << 2);
+          v128.store(d, i32x4.shuffle(t0, t1, 0, 1, 4, 5), 0);
+          v128.store(d, i32x4.shuffle(t0, t1, 2, 3, 6, 7), NR * 4);
+          v128.store(d, i32x4.shuffle(t2, t3, 0, 1, 4, 5), 2 * NR * 4);
+          v128.store(d, i32x4.shuffle(t2, t3, 2, 3, 6, 7), 3 * NR * 4);
+        }
+      }
+    }
+  }
+}
+
+// Rows [rowStart, rowEnd) and column panels [panelStart, panelEnd) of
+// C[m, k] = A[m, n] @ B^T, B packed [k, n]. lda, ldc in floats.
+// @ts-ignore: decorator
+@inline
+function matmulBTT<T>(
+  a: usize, bp: usize, c: usize, m: i32, k: i32, n: i32,
+  lda: i32, ldc: i32, accumulate: i32,
+  rowStart: i32, rowEnd: i32, panelStart: i32, panelEnd: i32, scratch: usize,
+): void {
+  const acc = accumulate != 0;
+  const ldaB = <usize>lda << 2;
+  const ldcB = <usize>ldc << 2;
+  const tile = scratch;
+  const apack = scratch + TILE_BYTES;
+  const bt = apack + (<usize>(MC * KC) << 2);
+  for (let pc = 0; pc < n; pc += KC) {
+    const kc = min(KC, n - pc);
+    const fromC = pc > 0 || acc;
+    for (let ic = rowStart; ic < rowEnd; ic += MC) {
+      const mc = min(MC, rowEnd - ic);
+      packA(a + <usize>ic * ldaB + (<usize>pc << 2), ldaB, mc, kc, apack);
+      for (let q0 = panelStart; q0 < panelEnd; q0 += GT) {
+        const q1 = min(panelEnd, q0 + GT);
+        transposePanels<T>(bp, k, q0, q1, pc, kc, bt);
+        for (let q = q0; q < q1; q++) {
+          const c0 = q * NR;
+          const b = bt + (<usize>(q - q0) * KC * NR << 2);
+          panelTiles<f32>(apack, b, kc, mc, min(NR, k - c0), c + <usize>ic * ldcB + (<usize>c0 << 2), ldcB, fromC, 0, tile);
+        }
+      }
+    }
+  }
+}
+
+// C[m, k] = A[m, n] @ B^T over f32 panels of B [k, n] (packB).
+export function matmulBT(
+  a: usize, bp: usize, c: usize, m: i32, k: i32, n: i32,
+  lda: i32, ldc: i32, accumulate: i32,
+  rowStart: i32, rowEnd: i32, panelStart: i32, panelEnd: i32, scratch: usize,
+): void {
+  matmulBTT<f32>(a, bp, c, m, k, n, lda, ldc, accumulate, rowStart, rowEnd, panelStart, panelEnd, scratch);
+}
+
+// The same over bf16 panels (packBBf16): each value widened to f32 as it is
+// transposed, so it equals matmulBT over the bf16-rounded B bit for bit.
+export function matmulBTBf16(
+  a: usize, bp: usize, c: usize, m: i32, k: i32, n: i32,
+  lda: i32, ldc: i32, accumulate: i32,
+  rowStart: i32, rowEnd: i32, panelStart: i32, panelEnd: i32, scratch: usize,
+): void {
+  matmulBTT<u16>(a, bp, c, m, k, n, lda, ldc, accumulate, rowStart, rowEnd, panelStart, panelEnd, scratch);
 }

@@ -82,3 +82,39 @@ export function rowMaxSumExp(x: usize, n: i32, ld: i32, out: usize, rowStart: i3
     store<f64>(out + (<usize>r << 4), s, 8);
   }
 }
+
+// Gradient of a weighted cross-entropy, for rows [rowStart, rowEnd):
+//   out[r, j] = coef[r] softmax(x[r])[j] - (j == target[r] ? coef[r] : 0)
+// = d/dx[r] of coef[r] (logsumexp(x[r]) - x[r, target[r]]). ms holds the
+// (max, sum exp) f64 pairs rowMaxSumExp wrote for the same rows; coef is f32
+// per row, target i32 per row (< 0: no one-hot term). Row r of x at x + r ld
+// floats, of out at out + r ldOut floats; out may alias x.
+export function crossEntropyGradRows(
+  x: usize, n: i32, ld: i32, ms: usize, coef: usize, target: usize, out: usize, ldOut: i32,
+  rowStart: i32, rowEnd: i32,
+): void {
+  setExpConstants(<f32>n * 0.0 + 1.0);
+  const n4 = n & ~3;
+  for (let r = rowStart; r < rowEnd; r++) {
+    const row = x + (<usize>r * <usize>ld << 2);
+    const orow = out + (<usize>r * <usize>ldOut << 2);
+    const m = <f32>load<f64>(ms + (<usize>r << 4));
+    const c = load<f32>(coef + (<usize>r << 2));
+    const k = <f32>(<f64>c / load<f64>(ms + (<usize>r << 4), 8));
+    const mv = f32x4.splat(m), kv = f32x4.splat(k);
+    let j = 0;
+    for (; j < n4; j += 4) {
+      const o = <usize>j << 2;
+      v128.store(orow + o, f32x4.mul(expv(f32x4.sub(v128.load(row + o), mv)), kv));
+    }
+    for (; j < n; j++) {
+      const o = <usize>j << 2;
+      store<f32>(orow + o, exps(load<f32>(row + o) - m) * k);
+    }
+    const t = load<i32>(target + (<usize>r << 2));
+    if (t >= 0 && t < n) {
+      const o = <usize>t << 2;
+      store<f32>(orow + o, load<f32>(orow + o) - c);
+    }
+  }
+}

@@ -161,6 +161,60 @@ export interface CausalOptions {
   causal?: boolean;
 }
 
+/** Options of {@linkcode Backend.normBackward}. */
+export interface NormBackwardOptions {
+  /** The norm's weight (d floats), when it has one. */
+  gamma?: DeviceArray;
+  /** LayerNorm (true, default: the mean is subtracted) or RMSNorm (false). */
+  center?: boolean;
+  /** Receives dL/dscale of each row (hook_scale's gradient); with `scaleGiven`, supplies it. */
+  scaleGrad?: DeviceArray;
+  /** Read dL/dscale from `scaleGrad` (a backward hook replaced it) instead of computing it. */
+  scaleGiven?: boolean;
+  /** Add dL/dx to `dx` instead of overwriting it (the residual stream's gradient). */
+  accumulate?: boolean;
+}
+
+/**
+ * One sequence's attention backward: T positions, every one a query (qStart 0), laid out as in
+ * {@linkcode AttentionArgs}. dq, dk and dv are rows `dStride` floats apart with the columns of q,
+ * k and v (one fused gradient buffer beside the fused Q|K|V rows).
+ */
+export interface AttentionGradArgs {
+  /** Query rows. */
+  q: DeviceArray;
+  /** Key rows. */
+  k: DeviceArray;
+  /** Value rows. */
+  v: DeviceArray;
+  /** Row stride of q, k and v, in floats. */
+  stride: number;
+  /** Gradient at z (hook_z), rows `dzStride` floats apart. */
+  dz: DeviceArray;
+  /** Row stride of dz, in floats. */
+  dzStride: number;
+  /** Receives the queries' gradient. */
+  dq: DeviceArray;
+  /** Receives the keys' gradient. */
+  dk: DeviceArray;
+  /** Receives the values' gradient. */
+  dv: DeviceArray;
+  /** Row stride of dq, dk and dv, in floats. */
+  dStride: number;
+  /** Positions. */
+  T: number;
+  /** Query heads. */
+  nHeads: number;
+  /** Width of one head. */
+  dHead: number;
+  /** The forward's score scale. */
+  scale: number;
+  /** Key/value heads (grouped-query attention; default nHeads). */
+  nKeyValueHeads?: number;
+  /** First unmasked key (left padding; default 0). */
+  kStart?: number;
+}
+
 /**
  * The operations the model runs. Float32 throughout; each result is bit-identical whatever the
  * number of threads the backend uses.
@@ -194,8 +248,8 @@ export interface Backend extends Disposable {
   /** C[m, n] = A[m, k] @ B[k, n] (+ bias) (+ C when accumulating). */
   matmul(a: DeviceArray, b: PackedMatrix, c: DeviceArray, m: number, opts?: MatmulOptions): void;
   /**
-   * Per row of d floats: (x - mean) / sqrt(var + eps) (LayerNorm before its weight and bias, as
-   * TransformerLens's hook_normalized sees it; `affineRows` applies them); x and out may alias.
+   * Per row of d floats: (x - mean) / sqrt(var + eps), LayerNorm before its weight and bias
+   * (`affineRows` applies them); x and out may alias.
    */
   layerNorm(
     x: DeviceArray,
@@ -236,6 +290,25 @@ export interface Backend extends Disposable {
     act: Activation,
     gateUp: DeviceArray,
     out: DeviceArray,
+    rows: number,
+    dMlp: number,
+  ): void;
+  /**
+   * Backward of {@linkcode Backend.activation}: dx = dy * act'(x) elementwise (dx may be x or dy),
+   * with PyTorch autograd's values where the derivative is not defined: relu gives 0 where
+   * x <= 0 (at 0 too) and dy elsewhere; gelu, gelu_new and silu give NaN at +-Infinity.
+   */
+  activationBackward(act: Activation, x: DeviceArray, dy: DeviceArray, dx: DeviceArray): void;
+  /**
+   * Backward of {@linkcode Backend.gatedActivation} (out = act(gate) * up): from rows of `gateUp`
+   * and of `dOut` (d loss / d out, dMlp floats), row r of `dGateUp` gets
+   * [dOut * up * act'(gate) | dOut * act(gate)] (2 dMlp floats; dGateUp may be gateUp).
+   */
+  gatedActivationBackward(
+    act: Activation,
+    gateUp: DeviceArray,
+    dOut: DeviceArray,
+    dGateUp: DeviceArray,
     rows: number,
     dMlp: number,
   ): void;
@@ -287,4 +360,70 @@ export interface Backend extends Disposable {
   takeAlongRows(x: DeviceArray, n: number, index: Int32Array): Float32Array;
   /** Index of each row's largest value (the first on ties, as torch.argmax; NaN never wins). */
   argmaxRows(x: DeviceArray, rows: number, n: number, ld?: number): Int32Array;
+
+  // ---- Backward passes ----
+
+  /**
+   * C[m, b.k] = A[m, b.n] @ B^T (+ C when accumulating): dX = dY W^T from the forward's packed W,
+   * with the forward matmul's per-element arithmetic on W^T.
+   */
+  matmulTransposed(
+    a: DeviceArray,
+    b: PackedMatrix,
+    c: DeviceArray,
+    m: number,
+    opts?: Omit<MatmulOptions, "bias">,
+  ): void;
+  /**
+   * The backward of {@linkcode Backend.layerNorm} (or of RMSNorm, `center: false`) over rows of d
+   * floats: `x` its input, `grad` the gradient at its output. Writes dL/dx into `dx` (unless null:
+   * only the scale's gradient) and dL/dscale into `opts.scaleGrad` when given.
+   */
+  normBackward(
+    x: DeviceArray,
+    grad: DeviceArray,
+    dx: DeviceArray | null,
+    rows: number,
+    d: number,
+    eps: number,
+    opts?: NormBackwardOptions,
+  ): void;
+  /**
+   * Attention backward, step 1: dPattern [nHeads, T, T] = dz_i . v_j over every key (`fullRows`,
+   * hook_pattern's gradient as TransformerLens has it) or the causal keys (others 0), and dv =
+   * pattern^T dz over the causal queries (or every query, `causal: false`, for a pattern a hook
+   * changed).
+   */
+  attentionGradPattern(
+    a: AttentionGradArgs,
+    pattern: DeviceArray,
+    dPattern: DeviceArray,
+    opts?: { causal?: boolean; fullRows?: boolean },
+  ): void;
+  /**
+   * Attention backward, step 2 (the softmax): dScores = pattern (dPattern - rowsum(pattern
+   * dPattern)) over [nHeads, T, T] (dScores may alias dPattern): hook_attn_scores's gradient.
+   */
+  softmaxBackwardRows(
+    pattern: DeviceArray,
+    dPattern: DeviceArray,
+    dScores: DeviceArray,
+    nHeads: number,
+    T: number,
+  ): void;
+  /** Attention backward, step 3: dq and dk from dScores over the causal entries. */
+  attentionGradQK(a: AttentionGradArgs, dScores: DeviceArray): void;
+  /**
+   * For each of `rows` rows of n floats: out[r] = coef[r] (softmax(x[r]) - onehot(target[r]))
+   * (no one-hot term where target[r] < 0), the gradient of coef[r] * cross-entropy; returns each
+   * row's log-sum-exp. out may alias x.
+   */
+  crossEntropyGradRows(
+    x: DeviceArray,
+    rows: number,
+    n: number,
+    coef: Float32Array,
+    target: Int32Array,
+    out: DeviceArray,
+  ): Float64Array;
 }

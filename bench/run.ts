@@ -2,8 +2,8 @@
  * `deno task bench`: this library beside PyTorch (CPU, 2 threads), TensorFlow.js
  * (`@tensorflow/tfjs-backend-wasm`) and, for the forward pass, ONNX Runtime (`onnxruntime-node`
  * and `onnxruntime-web`) on the same GPT-2-small-shape weights and tokens, in one run on one
- * machine. Prints three tables (matmul GFLOP/s, forward passes, the whole study) with
- * ratios, and writes every figure to `out/bench/results.json`.
+ * machine. Prints tables (matmul GFLOP/s, forward passes, generation, forward + backward passes,
+ * the whole study) with ratios, and writes every figure to `out/bench/results.json`.
  *
  *   deno task bench                 everything (about 10 minutes on 2 cores)
  *   deno task bench --no-peers      this library only
@@ -18,11 +18,13 @@
 import { HookedTransformer } from "../mod.ts";
 import { logProbsAndHeadScores } from "../analysis/log_probs.ts";
 import { patchingScores } from "../analysis/patching.ts";
+import { attributionScores } from "../analysis/attribution.ts";
 import { kCompositionCircuit } from "../analysis/circuits.ts";
 import { top1Accuracy } from "../analysis/factored_matrix.ts";
 import { Kernels } from "../backend/wasm/kernels.ts";
 import { BENCH_SEQ_LEN, BENCH_SHAPE, defaultBenchDir, writeBenchModel } from "./model_file.ts";
 import {
+  type BackwardResult,
   forwardFlops,
   type ForwardResult,
   MATMUL_SHAPES,
@@ -75,6 +77,11 @@ async function ourMatmul(): Promise<Record<string, Record<string, number>>> {
       kn.view(a, m * k).fill(0.25);
       const s = timeIt(() => kn.matmul(a, packed, c, m, k, n));
       (out[`${m}x${k}x${n}`] ??= {})[`threads${threads}`] = 2 * m * k * n / s / 1e9;
+      // The backward's product with the same weights: dX [m, k] = dY [m, n] W^T.
+      const dy = kn.alloc(m * n), dx = kn.alloc(m * k);
+      kn.view(dy, m * n).fill(0.25);
+      const sT = timeIt(() => kn.matmulBT(dy, packed, dx, m, k, n));
+      out[`${m}x${k}x${n}`][`threads${threads}Transposed`] = 2 * m * k * n / sT / 1e9;
       kn.release(mark);
     }
     kn.close();
@@ -117,6 +124,42 @@ async function ourForward(model: HookedTransformer, tokens: number[][]) {
   return runs as ForwardResult["runs"];
 }
 
+/**
+ * Our forward + backward of the loss at 1 x 101 and 30 x 101 (median seconds): every activation's
+ * gradient computed, none cached (PyTorch's `loss.backward()` to the embeddings). Each timed
+ * forward + backward follows a timed plain forward (full logits) of the same rows, so their ratio
+ * compares runs under the same load.
+ */
+async function ourBackward(model: HookedTransformer, tokens: number[][]) {
+  const runs: Record<
+    string,
+    { batch: number; seq: number; seconds: number; forwardSeconds: number; loss: number }
+  > = {};
+  for (const batch of [1, 30]) {
+    const rows = tokens.slice(0, batch);
+    const run = () =>
+      model.runWithCache(rows, { returnType: "loss", inclBwdCache: true, namesFilter: [] });
+    let loss = (await run()).loss!;
+    const fwd: number[] = [], both: number[] = [];
+    for (let i = 0; i < (batch === 1 ? 5 : 3); i++) {
+      let t = performance.now();
+      await model.run(rows);
+      fwd.push((performance.now() - t) / 1000);
+      t = performance.now();
+      loss = (await run()).loss!;
+      both.push((performance.now() - t) / 1000);
+    }
+    runs[`${batch}x${rows[0].length}`] = {
+      batch,
+      seq: rows[0].length,
+      seconds: median(both),
+      forwardSeconds: median(fwd),
+      loss,
+    };
+  }
+  return runs;
+}
+
 /** The study's steps on our side, timed like the PyTorch harness's `study` mode. */
 async function ourStudy(model: HookedTransformer, tokens: number[][]) {
   const steps: Record<string, number> = {};
@@ -136,6 +179,12 @@ async function ourStudy(model: HookedTransformer, tokens: number[][]) {
     "mlpPatching",
     () =>
       patchingScores(model, [tokens[0]], BENCH_SEQ_LEN, { hook: "mlp_out", alignment: "study" }),
+  );
+  // The same sweep estimated by attribution patching (not part of the study's total).
+  await lap(
+    "mlpAttribution",
+    () =>
+      attributionScores(model, [tokens[0]], BENCH_SEQ_LEN, { hook: "mlp_out", alignment: "study" }),
   );
   const top1 = await lap(
     "kComposition",
@@ -198,6 +247,12 @@ if (import.meta.main) {
   log("generation: this library ...");
   const generation = await generationSpeed(model, spec.tokens[0].slice(0, 21), 20);
 
+  log("forward + backward: this library ...");
+  const backward = await ourBackward(model, spec.tokens);
+  const torchBwd = withPeers
+    ? peerNote("pytorch backward", await runTorch("backward", bench.dir, bench.tokensPath))
+    : undefined;
+
   let study: Awaited<ReturnType<typeof ourStudy>> | undefined;
   let torchStudy: StudyResult | undefined;
   if (withStudy) {
@@ -236,6 +291,20 @@ if (import.meta.main) {
         `${fmt(t1).padStart(8)} ${fmt(t2).padStart(8)} ${ratio(oN, tf).padStart(10)} ${
           ratio(oN, t2).padStart(13)
         }`,
+    );
+  }
+
+  console.log(
+    `\nBackward products dX = dY W^T, read from the forward's packed W (GFLOP/s, ${cores} threads)`,
+  );
+  console.log("shape              forward  transposed  transposed/forward");
+  for (const [m, k, n] of MATMUL_SHAPES) {
+    const r = matmul[`${m}x${k}x${n}`];
+    const f = r[`threads${cores}`], t = r[`threads${cores}Transposed`];
+    console.log(
+      `${`${m}x${k}x${n}`.padEnd(18)} ${fmt(f).padStart(7)} ${fmt(t).padStart(11)} ${
+        ratio(t, f).padStart(19)
+      }`,
     );
   }
 
@@ -295,7 +364,28 @@ if (import.meta.main) {
     console.log(familiesTable(families, gpt2));
   }
 
+  console.log(
+    "\nForward + backward of the loss, GPT-2-small shape (seconds, median; every activation's " +
+      "gradient)",
+  );
+  console.log("tokens   ours fwd  ours fwd+bwd  fwd+bwd/fwd  pytorch fwd+bwd  ours vs pytorch");
+  for (const key of ["1x101", "30x101"]) {
+    const f = backward[key].forwardSeconds, b = backward[key].seconds;
+    const p = (torchBwd as BackwardResult | undefined)?.runs[key]?.seconds;
+    console.log(
+      `${key.padEnd(8)} ${fmt(f, 3).padStart(8)} ${fmt(b, 3).padStart(13)} ${
+        ratio(b, f).padStart(12)
+      } ${fmt(p, 3).padStart(16)} ${ratio(b, p).padStart(16)}`,
+    );
+  }
+
   if (study) {
+    const ex = study.steps.mlpPatching, at = study.steps.mlpAttribution;
+    console.log(
+      `\nMLP sweep (${model.cfg.nLayers} layers x ${BENCH_SEQ_LEN} positions): exact patching ` +
+        `${fmt(ex)} s, attribution patching ${fmt(at, 2)} s (${ratio(ex, at)} less time); ` +
+        `PyTorch exact (TransformerLens way) ${fmt(torchStudy?.steps.mlpPatching)} s`,
+    );
     console.log("\nWhole study, GPT-2-small shape (seconds; PyTorch done the TransformerLens way)");
     console.log("step                       ours   pytorch   speed-up");
     for (const step of ["score30x101", "mlpPatching", "kComposition"]) {
@@ -340,10 +430,11 @@ if (import.meta.main) {
     matmul,
     forward,
     generation,
+    backward,
     study,
     patching,
     families,
-    peers: { torchGemm, tfjsGemm, torchFwd, tfjsFwd, ortNodeFwd, ortWebFwd, torchStudy },
+    peers: { torchGemm, tfjsGemm, torchFwd, tfjsFwd, ortNodeFwd, ortWebFwd, torchStudy, torchBwd },
     seconds: (performance.now() - started) / 1000,
   };
   await Deno.mkdir("out/bench", { recursive: true });

@@ -11,6 +11,7 @@ import { top1Accuracy } from "../analysis/factored_matrix.ts";
 import { attentionPattern } from "../analysis/head_scores.ts";
 import { logProbsAndHeadScores } from "../analysis/log_probs.ts";
 import { patchingScores, patchPositions } from "../analysis/patching.ts";
+import { attributionScores, correlation } from "../analysis/attribution.ts";
 import { generateRepeatedTokens } from "../analysis/repeated_tokens.ts";
 import {
   type CompositionPair,
@@ -228,6 +229,19 @@ export async function runStudy(
       `position ${peak.p} (${peak.which})`,
   );
 
+  // 5b. The same sweeps estimated by attribution patching: one forward and backward pass each.
+  const attr = await timed("attribution", "Attribution patching (2 sweeps)", async () => ({
+    study: await attributionScores(model, tokens, seqLen, { alignment: "study" }),
+    aligned: await attributionScores(model, tokens, seqLen, { alignment: "aligned" }),
+  }));
+  const r = (a: "study" | "aligned") => correlation(patch.value[a].flat(), attr.value[a].flat());
+  rep.step(
+    "attribution patching",
+    attr.seconds,
+    `2 forward + backward passes; correlation with exact patching ${fmt(r("study"))} ` +
+      `(study's alignment), ${fmt(r("aligned"))} (aligned)`,
+  );
+
   // 6. Circuits: K-composition pairs and the induction head's OV copying.
   const pairs = compositionPairs(topInduction, topPreviousToken, chosen, topK);
   const n = cfg.dVocab;
@@ -366,6 +380,23 @@ export async function runStudy(
         positions: positions("aligned"),
         scores: patch.value.aligned,
       },
+    },
+    attribution: {
+      hook: "mlp_out",
+      study: {
+        alignment: "study",
+        positions: positions("study"),
+        estimates: attr.value.study,
+        correlation: r("study"),
+      },
+      aligned: {
+        alignment: "aligned",
+        positions: positions("aligned"),
+        estimates: attr.value.aligned,
+        correlation: r("aligned"),
+      },
+      seconds: attr.seconds,
+      exactSeconds: patch.seconds,
     },
     circuits: {
       chance: 1 / n,

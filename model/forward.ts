@@ -114,7 +114,10 @@ export interface ForwardPlan {
   padding?: Padding;
   /** Keys and values of earlier positions, per sequence; computed rows are added to it. */
   kvCache?: KvCache;
-  /** Copies of activations for later resumed passes, by layer (full plans only). */
+  /**
+   * Copies of activations for later passes (resumed runs, the backward pass), by layer (full
+   * plans only), each as the block used it: after any hook on it.
+   */
   record?: {
     /** resid_pre of each layer; entry nLayers receives the final resid_post. */
     residPre?: DeviceArray[];
@@ -137,6 +140,11 @@ export interface ForwardPlan {
     rows?: Int32Array;
     each: (first: number, count: number, logits: DeviceArray) => void;
   };
+  /**
+   * Always compute the attention pattern into the pass's `pattern` buffer, and keep the softmax's
+   * own output in `softmax` wherever a hook replaces the pattern (the backward pass reads both).
+   */
+  keepPattern?: boolean;
 }
 
 /**
@@ -173,6 +181,15 @@ export interface EditLayout extends RowLayout {
 export interface ForwardResult {
   /** The residual stream entering `stopAtLayer` [batch, T, d_model], when the plan stops early. */
   resid?: Tensor;
+}
+
+/**
+ * Whether `hook_normalized` sees the norm's output after its weight (and bias): TransformerLens's
+ * LayerNorm hooks `x / scale * w + b`, its RMSNorm hooks `x / scale` and multiplies by `w` after.
+ * (With folded weights, LNPre and RMSPre, there is no weight and both agree.)
+ */
+export function normalizedAfterWeight(cfg: HookedTransformerConfig): boolean {
+  return cfg.normalizationType === "LN" || cfg.normalizationType === "LNPre";
 }
 
 /** Where each sequence's rows start, and the total, for a plan. */
@@ -237,8 +254,10 @@ interface Buffers {
   out: DeviceArray;
   /** MLP hidden [rows, d_mlp]. */
   mlp: DeviceArray;
-  /** Attention pattern [batch, head, query, key], when a hook point needs it. */
+  /** Attention pattern [batch, head, query, key], when a hook point (or `keepPattern`) needs it. */
   pattern?: DeviceArray;
+  /** The softmax's output before a hook replaced the pattern (`keepPattern` only). */
+  softmax?: DeviceArray;
   /** Attention scores [batch, head, query, key], when a hook point needs them. */
   scores?: DeviceArray;
   /** [T, qkvCols] gathering one resumed sequence's Q|K|V from `prefixKv`. */
@@ -251,8 +270,12 @@ interface Buffers {
   cs?: DeviceArray;
 }
 
-/** One pass's state: the plan, its buffers, and each stage as a method. */
-class Pass {
+/**
+ * One pass's state: the plan, its buffers, and each stage as a method. The backward pass
+ * (`backward.ts`) runs single blocks of one to recompute their activations.
+ * @internal
+ */
+export class Pass {
   readonly buf: Buffers;
   readonly rowOffset: Int32Array;
   readonly rows: number;
@@ -329,7 +352,9 @@ class Pass {
       this.#edits.set(key, [...(this.#edits.get(key) ?? []), e]);
     }
     const editsPattern = plan.edits?.some((e) => e.point === HOOK.pattern) ?? false;
-    const wantPattern = wantScores || editsPattern || this.#anyHook(HOOK.pattern);
+    const wantPattern = wantScores || editsPattern || this.#anyHook(HOOK.pattern) ||
+      !!plan.keepPattern;
+    const patternHooked = !!plan.keepPattern && layers.some((l) => hooks.hooked(HOOK.pattern, l));
     this.#patternOffset = new Int32Array(batch);
     let attn = 0;
     for (let b = 0; b < batch; b++) {
@@ -346,6 +371,7 @@ class Pass {
       out: scope.alloc(R * d),
       mlp: scope.alloc(R * cfg.dMlp),
       pattern: wantPattern ? scope.alloc(attn) : undefined,
+      softmax: patternHooked ? scope.alloc(attn) : undefined,
       scores: wantScores ? scope.alloc(attn) : undefined,
       kv: resumed && !plan.kvCache ? scope.alloc(T * this.#qkvCols) : undefined,
       gateUp: cfg.gatedMlp ? scope.alloc(R * 2 * cfg.dMlp) : undefined,
@@ -459,8 +485,8 @@ class Pass {
     this.#attentionOut(l);
     if (!this.m.cfg.parallelAttnMlp) {
       this.#addToResid(buf.out);
-      this.record("residMid", l);
       this.#visit(HOOK.residMid, l, buf.resid, d);
+      this.record("residMid", l);
       this.mlpHalf(l);
       return;
     }
@@ -483,8 +509,7 @@ class Pass {
 
   /**
    * Normalizes `src` (default the residual stream) into `x` (LayerNorm or RMSNorm by the config),
-   * with the norm's two hook points; `hook_normalized` sees the values before the norm's weight
-   * and bias, as in TransformerLens.
+   * with the norm's two hook points and its weight (see {@linkcode normalizedAfterWeight}).
    */
   norm(
     scaleHook: HookPoint,
@@ -498,8 +523,10 @@ class Pass {
     const wantScale = this.hooks.wants(scaleHook, l);
     this.#normalize(src, buf.x, rows, wantScale ? buf.scale : undefined);
     if (wantScale) this.#visit(scaleHook, l, buf.scale!, 1);
+    const after = normalizedAfterWeight(this.m.cfg);
+    if (w && after) this.m.backend.affineRows(buf.x, buf.x, rows, d, w.w, w.b);
     this.#visit(normalizedHook, l, buf.x, d);
-    if (w) this.m.backend.affineRows(buf.x, buf.x, rows, d, w.w, w.b);
+    if (w && !after) this.m.backend.affineRows(buf.x, buf.x, rows, d, w.w, w.b);
   }
 
   /**
@@ -512,8 +539,8 @@ class Pass {
     const blk = this.m.weights.blocks[l];
     const d = cfg.dModel, qCols = cfg.nHeads * cfg.dHead, kvCols = cfg.nKeyValueHeads * cfg.dHead;
     const W = this.#qkvCols;
-    this.record("residPre", l);
     this.#visit(HOOK.residPre, l, buf.resid, d);
+    this.record("residPre", l);
     if (this.#perHeadInputs(l)) {
       this.#perHeadQkv(l);
     } else {
@@ -627,6 +654,8 @@ class Pass {
           stride: n,
         });
       }
+      const after = normalizedAfterWeight(cfg);
+      if (blk.ln1 && after) backend.affineRows(x, x, rows * n, d, blk.ln1.w, blk.ln1.b);
       if (this.hooks.wants(HOOK.ln1Normalized, l)) {
         this.hooks.visit(HOOK.ln1Normalized, l, x, [batch, nQ, n, d], {
           rows,
@@ -634,7 +663,7 @@ class Pass {
           stride: n * d,
         });
       }
-      if (blk.ln1) backend.affineRows(x, x, rows * n, d, blk.ln1.w, blk.ln1.b);
+      if (blk.ln1 && !after) backend.affineRows(x, x, rows * n, d, blk.ln1.w, blk.ln1.b);
       for (let h = 0; h < n; h++) {
         const col = k.col + h * dHead;
         backend.matmul(x.at(h * d), k.W[h], this.buf.qkv.at(col), rows, {
@@ -681,8 +710,44 @@ class Pass {
     this.#visit(HOOK.residPost, l, this.buf.resid, this.m.cfg.dModel);
   }
 
+  /**
+   * Block `l`'s activations from its input in the residual stream up to the MLP's
+   * pre-activation, for the backward pass; returns what the MLP's norm read (see `mlpIn`).
+   */
+  recomputeToMlp(l: number): DeviceArray {
+    this.#attentionOut(l);
+    if (!this.m.cfg.parallelAttnMlp) {
+      this.#addToResid(this.buf.out);
+      this.#visit(HOOK.residMid, l, this.buf.resid, this.m.cfg.dModel);
+    }
+    return this.#mlpIn(l);
+  }
+
   /** The MLP of block `l` on the residual stream, into `out` (mlp_out). */
   #mlpOut(l: number): void {
+    this.#mlpIn(l);
+    const { backend, cfg } = this.m;
+    const { buf, rows } = this;
+    const blk = this.m.weights.blocks[l];
+    const d = cfg.dModel, dMlp = cfg.dMlp;
+    if (buf.gateUp) {
+      backend.gatedActivation(cfg.actFn, buf.gateUp, buf.mlp, rows, dMlp);
+    } else {
+      const hidden = buf.mlp.at(0, rows * dMlp);
+      backend.activation(cfg.actFn, hidden, hidden);
+    }
+    this.#visit(HOOK.mlpPost, l, buf.mlp, dMlp);
+    backend.matmul(buf.mlp, blk.W_out, buf.out, rows, { bias: blk.b_out });
+    this.record("mlpOut", l, buf.out);
+    this.#visit(HOOK.mlpOut, l, buf.out, d);
+  }
+
+  /**
+   * The MLP's input side of block `l`: hook_mlp_in, the norm and the input product, up to the
+   * pre-activation (`mlp`, or [gate | up] in `gateUp`). Returns the norm's input: the residual
+   * stream, or hook_mlp_in's copy of it in `out`.
+   */
+  #mlpIn(l: number): DeviceArray {
     const { backend, cfg } = this.m;
     const { buf, rows } = this;
     const blk = this.m.weights.blocks[l];
@@ -696,21 +761,15 @@ class Pass {
     }
     this.norm(HOOK.ln2Scale, HOOK.ln2Normalized, l, blk.ln2, mlpIn);
     if (buf.gateUp) {
-      // One product for [gate | up], then act(gate) * up.
+      // One product for [gate | up]; the activation computes act(gate) * up.
       backend.matmul(buf.x, blk.W_in, buf.gateUp, rows, { bias: blk.b_in });
       this.#visit(HOOK.mlpPre, l, buf.gateUp, dMlp, 2 * dMlp);
       this.#visit(HOOK.mlpPreLinear, l, buf.gateUp.at(dMlp), dMlp, 2 * dMlp);
-      backend.gatedActivation(cfg.actFn, buf.gateUp, buf.mlp, rows, dMlp);
     } else {
       backend.matmul(buf.x, blk.W_in, buf.mlp, rows, { bias: blk.b_in });
       this.#visit(HOOK.mlpPre, l, buf.mlp, dMlp);
-      const hidden = buf.mlp.at(0, rows * dMlp);
-      backend.activation(cfg.actFn, hidden, hidden);
     }
-    this.#visit(HOOK.mlpPost, l, buf.mlp, dMlp);
-    backend.matmul(buf.mlp, blk.W_out, buf.out, rows, { bias: blk.b_out });
-    this.record("mlpOut", l, buf.out);
-    this.#visit(HOOK.mlpOut, l, buf.out, d);
+    return mlpIn;
   }
 
   #addToResid(x: DeviceArray) {
@@ -766,7 +825,8 @@ class Pass {
 
     const wantScores = this.hooks.wants(HOOK.attnScores, l);
     const editPattern = this.#edits.has(editKey(HOOK.pattern, l));
-    const wantPattern = wantScores || editPattern || this.hooks.wants(HOOK.pattern, l);
+    const wantPattern = wantScores || editPattern || this.hooks.wants(HOOK.pattern, l) ||
+      this.plan.keepPattern;
     if (!wantPattern) {
       for (let b = 0; b < plan.batch; b++) backend.attention(seq(b));
       return;
@@ -793,6 +853,9 @@ class Pass {
       }
     } else {
       for (let b = 0; b < plan.batch; b++) backend.attention(seq(b), patternOf(b));
+    }
+    if (buf.softmax && this.hooks.hooked(HOOK.pattern, l)) {
+      backend.copy(pattern.at(0, offset[plan.batch - 1] + perSeq(plan.batch - 1)), buf.softmax);
     }
     const edited = this.#edit(HOOK.pattern, l, pattern, T, T);
     const hookedPattern = this.hooks.visit(HOOK.pattern, l, pattern, attnShape, layout);

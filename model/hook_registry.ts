@@ -7,7 +7,7 @@
  */
 import { HookError } from "../core/errors.ts";
 import { checkOptions } from "../core/options.ts";
-import { checkHookFn, type FwdHook, type HookFilter, type HookFn } from "./hooks.ts";
+import { type BwdHook, checkHookFn, type FwdHook, type HookFilter, type HookFn } from "./hooks.ts";
 
 /** Which pass a hook belongs to: the forward pass, or the backward (gradient) pass. */
 export type HookDirection = "fwd" | "bwd";
@@ -114,7 +114,7 @@ export class HookRegistry {
    * (TransformerLens's `hooks()` context manager).
    */
   async scoped<R>(
-    pairs: { fwd?: FwdHook[]; bwd?: FwdHook[] },
+    pairs: { fwd?: FwdHook[]; bwd?: BwdHook[] },
     fn: () => R | Promise<R>,
   ): Promise<R> {
     const removers: (() => void)[] = [];
@@ -131,11 +131,12 @@ export class HookRegistry {
   }
 
   /**
-   * The forward hooks of one pass by full hook name, in the order they run: the registered ones,
-   * then `extra` (a call's `fwdHooks`). Predicates are matched against `names` (the model's hook
-   * points now); a string filter must be one of them (`checkName` throws otherwise).
+   * The hooks of one pass in direction `dir` by full hook name, in the order they run: the
+   * registered ones, then `extra` (a call's `fwdHooks` or `bwdHooks`). Predicates are matched
+   * against `names` (the model's hook points now); a string filter must be one of them
+   * (`checkName` throws otherwise).
    */
-  forwardHooks(extra: FwdHook[], names: readonly string[]): Map<string, HookFn[]> {
+  hooksOf(dir: HookDirection, extra: FwdHook[], names: readonly string[]): Map<string, HookFn[]> {
     const hooks = new Map<string, HookFn[]>();
     const attach = (filter: HookFilter, fn: HookFn) => {
       const matched = typeof filter === "function"
@@ -143,8 +144,8 @@ export class HookRegistry {
         : [this.checkName(filter)];
       for (const n of matched) hooks.set(n, [...(hooks.get(n) ?? []), fn]);
     };
-    for (const { filter, fn } of this.#hooks.fwd) attach(filter, fn);
-    for (const [filter, fn] of checkPairs(extra, "fwdHooks")) {
+    for (const { filter, fn } of this.#hooks[dir]) attach(filter, fn);
+    for (const [filter, fn] of checkPairs(extra, `${dir}Hooks`)) {
       checkHookFn(fn, typeof filter === "string" ? `"${filter}"` : "a filter");
       attach(filter, fn);
     }

@@ -20,6 +20,7 @@ import { ActivationCache } from "./activation_cache.ts";
 import type { HookedTransformerConfig } from "./config.ts";
 import { uploadWeights } from "./device_weights.ts";
 import type { ModelRuntime } from "./forward.ts";
+import { runWithGradients } from "./gradients.ts";
 import { generate, type GenerateOptions, type GenerateResult } from "./generate.ts";
 import { ensureHeadWeights } from "./head_weights.ts";
 import { type AddHookOptions, HookRegistry, type ResetHooksOptions } from "./hook_registry.ts";
@@ -30,7 +31,15 @@ import {
   type HookOption,
   type HookOptions,
 } from "./hook_table.ts";
-import { type FwdHook, type HookFilter, type HookFn, HookNames, HookSession } from "./hooks.ts";
+import {
+  type BwdHook,
+  type FwdHook,
+  type HookFilter,
+  type HookFn,
+  HookNames,
+  HookSession,
+} from "./hooks.ts";
+import { checkMetric, type Metric } from "./metrics.ts";
 import { type ModelParams, type NormParams, repeatKvHeads } from "./params.ts";
 import { PROCESSING_OPTION_KEYS, type ProcessingOptions, processWeights } from "./processing.ts";
 import { refactorFactoredAttnMatrices } from "./refactor_attn.ts";
@@ -118,12 +127,29 @@ export interface RunWithCacheOptions extends RunOptions {
   fwdHooks?: FwdHook[];
   /** Drop the batch axis of every cached activation (batch 1 only), as TL's `remove_batch_dim`. */
   removeBatchDim?: boolean;
+  /**
+   * Also run the backward pass and cache d metric / d activation at the same hook points, under
+   * `<name>_grad` (TransformerLens's `incl_bwd_cache`). The metric is `metric`, else the loss
+   * (`returnType: "loss"`).
+   */
+  inclBwdCache?: boolean;
+  /** What the backward pass differentiates (with `inclBwdCache`; default the loss). */
+  metric?: Metric;
 }
 
 /** Options of {@link HookedTransformer.runWithHooks}. */
 export interface RunWithHooksOptions extends RunOptions {
   /** `[nameOrPredicate, hookFn]` pairs, run in order at each matching hook point. */
   fwdHooks?: FwdHook[];
+  /**
+   * `[nameOrPredicate, hookFn]` pairs run on the gradients during a backward pass from the loss
+   * (`returnType: "loss"`) or from `metric`: each sees d metric / d activation and may return a
+   * replacement that flows on (TransformerLens's backward hooks). The model's registered backward
+   * hooks (`addHook(..., { dir: "bwd" })`) run first.
+   */
+  bwdHooks?: BwdHook[];
+  /** What the backward pass differentiates (default the loss). */
+  metric?: Metric;
 }
 
 const runtimes = new WeakMap<HookedTransformer, ModelRuntime>();
@@ -412,11 +438,31 @@ export class HookedTransformer {
     const o: RunWithCacheOptions = opts ?? {};
     checkOptions(
       o,
-      [...RUN_OPTION_KEYS, "namesFilter", "fwdHooks", "removeBatchDim"],
+      [...RUN_OPTION_KEYS, "namesFilter", "fwdHooks", "removeBatchDim", "inclBwdCache", "metric"],
       "runWithCache",
     );
     await Promise.resolve();
-    const session = this.#session(o.fwdHooks ?? [], new Set(this.#selectNames(o.namesFilter)));
+    const cacheNames = new Set(this.#selectNames(o.namesFilter));
+    if (o.inclBwdCache !== undefined && typeof o.inclBwdCache !== "boolean") {
+      throw new InputError(`inclBwdCache must be true or false, got ${o.inclBwdCache}`);
+    }
+    if (o.inclBwdCache || o.metric !== undefined) {
+      if (!o.inclBwdCache) {
+        throw new InputError(
+          "runWithCache: a metric is what the backward pass differentiates: add inclBwdCache: true",
+        );
+      }
+      const r = this.#gradients(input, o, { cacheNames, gradNames: cacheNames });
+      const acts = o.removeBatchDim ? withoutBatchDim(r.cache, r.batch) : r.cache;
+      return {
+        logits: r.logits,
+        loss: r.loss,
+        residual: undefined,
+        cache: new ActivationCache(acts, this),
+        value: r.value,
+      } as RunWithCacheResult<O>;
+    }
+    const session = this.#session(o.fwdHooks ?? [], cacheNames);
     const out = this.#call(input, o, session);
     const acts = o.removeBatchDim ? withoutBatchDim(session.cached, out.batch) : session.cached;
     return {
@@ -430,7 +476,22 @@ export class HookedTransformer {
   /**
    * Runs the model with forward hooks: each `[filter, fn]` pair calls `fn` at every matching hook
    * point (after the model's registered hooks); a hook that returns a tensor (or edits its
-   * argument) patches the activation. Returns what {@link run} returns.
+   * argument) patches the activation. Returns what {@link run} returns. With `bwdHooks` (or a
+   * `metric`) a backward pass follows, from the loss (`returnType: "loss"`) or the metric, and
+   * each backward hook sees the gradient at its hook point.
+   *
+   * @example
+   * ```ts
+   * import { HookedTransformer } from "../mod.ts";
+   * const model = await HookedTransformer.fromPretrained("induction-toy", { threads: 1 });
+   * let norm = 0;
+   * const loss = await model.runWithHooks([[2047, 5, 9, 5, 9]], {
+   *   returnType: "loss",
+   *   bwdHooks: [["blocks.0.hook_resid_pre", (grad) => {
+   *     norm = Math.hypot(...grad.data); // d loss / d resid_pre of block 0
+   *   }]],
+   * });
+   * ```
    */
   runWithHooks(
     input: ModelInput,
@@ -446,8 +507,19 @@ export class HookedTransformer {
     opts?: O & RunWithHooksOptions,
   ): Promise<RunResult<O>> {
     const o: RunWithHooksOptions = opts ?? {};
-    checkOptions(o, [...RUN_OPTION_KEYS, "fwdHooks"], "runWithHooks");
+    checkOptions(o, [...RUN_OPTION_KEYS, "fwdHooks", "bwdHooks", "metric"], "runWithHooks");
     await Promise.resolve();
+    const bwd = o.bwdHooks;
+    // (an empty list runs no backward pass; anything else but a list is refused there)
+    if (o.metric !== undefined || (bwd !== undefined && !(Array.isArray(bwd) && !bwd.length))) {
+      const r = this.#gradients(input, o, {});
+      const result = r.returnType === "loss"
+        ? r.loss
+        : r.returnType === "both"
+        ? { logits: r.logits, loss: r.loss }
+        : r.logits;
+      return result as RunResult<O>;
+    }
     const session = this.#session(o.fwdHooks ?? [], new Set());
     return this.#call(input, o, session).result as RunResult<O>;
   }
@@ -463,6 +535,36 @@ export class HookedTransformer {
       ? { logits: out.logits!, loss: out.loss! }
       : out.logits;
     return { ...out, result };
+  }
+
+  /**
+   * A run with a backward pass (see `gradients.ts`): whole unpadded sequences from the tokens to
+   * the logits, with the model's registered hooks of both directions first.
+   */
+  #gradients(
+    input: ModelInput,
+    opts: RunOptions & { fwdHooks?: FwdHook[]; bwdHooks?: BwdHook[]; metric?: Metric },
+    names: { cacheNames?: Set<string>; gradNames?: Set<string> },
+  ) {
+    const p = prepareRun(this, input, opts);
+    if (p.padding || p.startLayer !== 0 || p.stopAtLayer !== undefined || p.lossPerToken) {
+      throw new InputError(
+        "gradients are computed for whole sequences of equal length from the tokens to one " +
+          "scalar: drop attentionMask (or run prompts of one length), startAtLayer, stopAtLayer " +
+          "and lossPerToken",
+      );
+    }
+    if (opts.metric !== undefined) checkMetric(opts.metric, "metric");
+    const r = runWithGradients(runtimeOf(this), {
+      tokens: p.tokens!,
+      fwdHooks: this.#registry.hooksOf("fwd", opts.fwdHooks ?? [], this.#hookNames),
+      bwdHooks: this.#registry.hooksOf("bwd", opts.bwdHooks ?? [], this.#hookNames),
+      hookOptions: { ...this.#hookOptions },
+      metric: opts.metric,
+      returnType: p.returnType,
+      ...names,
+    });
+    return { ...r, batch: p.batch, returnType: p.returnType };
   }
 
   /** A short hook name (`"mlp_out"`) and layer as the full name, negative layers from the end. */
@@ -483,7 +585,7 @@ export class HookedTransformer {
 
   /** One pass's hooks (registered, then `fwdHooks`), cache names and optional hook points. */
   #session(fwdHooks: FwdHook[], cacheNames: ReadonlySet<string>): HookSession {
-    const hooks = this.#registry.forwardHooks(fwdHooks, this.#hookNames);
+    const hooks = this.#registry.hooksOf("fwd", fwdHooks, this.#hookNames);
     return new HookSession(this.backend, this.#names, hooks, cacheNames, {
       ...this.#hookOptions,
     });
@@ -534,7 +636,7 @@ export class HookedTransformer {
   async hooks<R>(
     fwdHooks: FwdHook[],
     fn: (model: this) => R | Promise<R>,
-    opts: { bwdHooks?: FwdHook[] } = {},
+    opts: { bwdHooks?: BwdHook[] } = {},
   ): Promise<R> {
     checkOptions(opts, ["bwdHooks"], "hooks");
     return await this.#registry.scoped({ fwd: fwdHooks, bwd: opts.bwdHooks }, () => fn(this));

@@ -45,6 +45,14 @@ export type HookFilter = string | ((name: string) => boolean);
 /** A `[filter, function]` pair as passed to `runWithHooks({ fwdHooks })`. */
 export type FwdHook = [HookFilter, HookFn];
 
+/**
+ * A `[filter, function]` pair as passed to `runWithHooks({ bwdHooks })`: the function receives
+ * the gradient of the metric with respect to the activation (an owned copy, the activation's
+ * shape) and may return a replacement, or edit it in place, to change the gradient that flows on.
+ * Several hooks at one point run in order, each seeing the previous one's result.
+ */
+export type BwdHook = [HookFilter, HookFn];
+
 /** Every hook point's full name, by declaration index and layer (built once per model). */
 export class HookNames {
   readonly #names: string[][];
@@ -62,6 +70,25 @@ export class HookNames {
   }
 }
 
+/** What a forward hook changed: the activation after the hooks, and which elements differ. */
+export interface HookChange {
+  /** The activation as the hooks left it, TransformerLens's shape. */
+  value: Tensor;
+  /** 1 where the hooks changed the element (compared bit for bit), else 0. */
+  mask: Uint8Array;
+}
+
+/** Options of {@linkcode HookSession}. */
+export interface HookSessionOptions {
+  /**
+   * A backward pass's session: the values visited are gradients, and hooks may replace a
+   * read-only point's gradient (hook_scale's), since it still flows on.
+   */
+  backward?: boolean;
+  /** Keep what the hooks changed at each hook point in {@linkcode HookSession.changes}. */
+  trackChanges?: boolean;
+}
+
 /** Where an activation sits in the backend: `rows` rows of `cols` floats, `stride` apart. */
 export interface RowLayout {
   rows: number;
@@ -76,6 +103,10 @@ export interface RowLayout {
 export class HookSession {
   /** Activations kept for the cache, by full name, in the order they were visited. */
   readonly cached: Map<string, Tensor> = new Map();
+  /** With `trackChanges`: what the hooks changed, by full name (unchanged points absent). */
+  readonly changes: Map<string, HookChange> = new Map();
+  readonly #backward: boolean;
+  readonly #trackChanges: boolean;
 
   /**
    * @param backend Where the activations live.
@@ -83,6 +114,7 @@ export class HookSession {
    * @param hooks Hook functions by full name, in the order they run.
    * @param cacheNames Full names to keep in `cached`.
    * @param options The optional hook points that are on (they change some shapes, e.g. ln1's).
+   * @param opts A backward session; tracking of changes.
    */
   constructor(
     private readonly backend: Backend,
@@ -90,7 +122,11 @@ export class HookSession {
     private readonly hooks: ReadonlyMap<string, HookFn[]> = new Map(),
     private readonly cacheNames: ReadonlySet<string> = new Set(),
     readonly options: Readonly<HookOptions> = {},
-  ) {}
+    opts: HookSessionOptions = {},
+  ) {
+    this.#backward = !!opts.backward;
+    this.#trackChanges = !!opts.trackChanges;
+  }
 
   /** Whether anything (a hook or the cache) reads this hook point. */
   wants(point: HookPoint, layer: number | null): boolean {
@@ -112,7 +148,8 @@ export class HookSession {
   /**
    * Copies the activation out of `x` (laid out as `layout`), runs the hooks, writes the result
    * back when hooks ran, and caches it when asked. Returns true when hooks ran. A read-only point
-   * (`point.readOnly`) refuses any change, whether returned or made in place.
+   * (`point.readOnly`) refuses any change, whether returned or made in place (in a forward
+   * session).
    */
   visit(
     point: HookPoint,
@@ -127,27 +164,31 @@ export class HookSession {
     let act: Tensor = { data: this.backend.readRows(x, rows, cols, stride), shape };
     const fns = this.hooks.get(name);
     if (fns) {
-      const before = point.readOnly ? act.data.slice() : undefined;
+      const readOnly = point.readOnly && !this.#backward;
+      const before = readOnly || this.#trackChanges ? act.data.slice() : undefined;
       const ctx: HookContext = { name, layer: point.inBlock ? layer : null };
+      const what = this.#backward ? "backward hook" : "hook";
       for (const fn of fns) {
         const out = fn(act, ctx) as unknown;
         if (out instanceof Promise || (typeof out === "object" && out !== null && "then" in out)) {
           throw new HookError(
-            `the hook on "${name}" returned a Promise: hooks must be synchronous (no async ` +
+            `the ${what} on "${name}" returned a Promise: hooks must be synchronous (no async ` +
               `function, no await); compute what the hook needs before the run`,
           );
         }
         if (out !== undefined && out !== null && out !== act) {
-          act = checkReplacement(name, act, out);
+          act = checkReplacement(`${what} on "${name}"`, act, out);
         }
-        checkData(name, act, rows * cols);
+        checkData(`${what} on "${name}"`, act, rows * cols);
       }
-      if (before) {
-        if (act.data.some((v, i) => !Object.is(v, before[i]))) {
+      const mask = before && changedMask(before, act.data);
+      if (readOnly) {
+        if (mask) {
           throw new HookError(`a hook changed "${name}", which is read-only: ${point.readOnly}`);
         }
       } else {
         this.backend.writeRows(x, act.data, rows, cols, stride);
+        if (mask && this.#trackChanges) this.changes.set(name, { value: act, mask });
       }
     }
     if (this.cacheNames.has(name)) this.cached.set(name, act);
@@ -179,18 +220,28 @@ export function checkHookFn(fn: unknown, where: string): asserts fn is HookFn {
   }
 }
 
-function checkReplacement(name: string, before: Tensor, out: unknown): Tensor {
+/** 1 where `after` differs from `before` bit for bit, or undefined when nothing changed. */
+function changedMask(before: Float32Array, after: Float32Array): Uint8Array | undefined {
+  let mask: Uint8Array | undefined;
+  for (let i = 0; i < after.length; i++) {
+    if (!Object.is(after[i], before[i])) (mask ??= new Uint8Array(after.length))[i] = 1;
+  }
+  return mask;
+}
+
+/** `where` says which hook, e.g. `hook on "blocks.0.hook_mlp_out"`. */
+function checkReplacement(where: string, before: Tensor, out: unknown): Tensor {
   const t = out as Tensor;
   if (typeof out !== "object" || !(t.data instanceof Float32Array) || !Array.isArray(t.shape)) {
     throw new HookError(
-      `the hook on "${name}" returned something that is not a Tensor { data: Float32Array, shape }`,
+      `the ${where} returned something that is not a Tensor { data: Float32Array, shape }`,
     );
   }
   const same = t.shape.length === before.shape.length &&
     t.shape.every((d, i) => d === before.shape[i]);
   if (!same) {
     throw new HookError(
-      `the hook on "${name}" returned shape [${t.shape}] but the activation has shape ` +
+      `the ${where} returned shape [${t.shape}] but the value it replaces has shape ` +
         `[${before.shape}]: a replacement must keep the shape`,
     );
   }
@@ -198,13 +249,13 @@ function checkReplacement(name: string, before: Tensor, out: unknown): Tensor {
 }
 
 /** The activation's data must still hold exactly its shape's values (a hook may swap it). */
-function checkData(name: string, act: Tensor, expected: number): void {
+function checkData(where: string, act: Tensor, expected: number): void {
   if (!(act.data instanceof Float32Array) || act.data.length !== expected) {
     const got = act.data instanceof Float32Array
       ? `${act.data.length} values`
       : `a ${Object.prototype.toString.call(act.data)}`;
     throw new HookError(
-      `after the hook on "${name}" the activation holds ${got}, but its shape ` +
+      `after the ${where} the value holds ${got}, but its shape ` +
         `[${act.shape}] needs a Float32Array of ${expected}: keep the data's length when ` +
         `editing in place, or return a new Tensor of the same shape`,
     );

@@ -66,6 +66,8 @@ export interface RunWithCacheResult<O> {
   residual: StopsOf<O> extends true ? Tensor
     : StopsOf<O> extends false ? undefined
     : Tensor | undefined;
-  /** The activations, by hook name. */
+  /** The activations, by hook name (with `inclBwdCache`, their gradients under `<name>_grad`). */
   cache: ActivationCache;
+  /** With `inclBwdCache`: the value of what the backward pass differentiated (the metric). */
+  value?: number;
 }

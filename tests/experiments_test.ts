@@ -95,6 +95,7 @@ Deno.test("experiments: the toy run finds the model card's circuit and writes bo
       "heads",
       "attention",
       "patching",
+      "attribution",
       "circuits",
       "toolkit",
     ]);
@@ -111,6 +112,13 @@ Deno.test("experiments: the toy run finds the model card's circuit and writes bo
       Math.abs(kit.logitLens.accuracySecond[last] - results.logProbs.accuracySecond) < 1e-9,
     );
     assert.ok(kit.logitLens.accuracySecond[0] < kit.logitLens.accuracySecond[last]);
+    const attr = results.attribution!;
+    for (const a of ["study", "aligned"] as const) {
+      assert.equal(attr[a].estimates.length, 3);
+      assert.equal(attr[a].estimates[0].length, S);
+      assert.deepEqual(attr[a].positions, results.patching[a].positions);
+      assert.ok(Math.abs(attr[a].correlation) <= 1, `${attr[a].correlation}`);
+    }
     assert.ok(results.totalSeconds >= results.timings.reduce((a, t) => a + t.seconds, 0) - 1e-6);
 
     const html = await Deno.readTextFile(`${out}/report.html`);

@@ -8,9 +8,9 @@
  * 1e-6, so the bounds have two orders of margin and still catch any semantic slip (a wrong
  * rotary pairing or position moves logits by ~1e-1).
  *
- * HF's last hidden state is after the final norm *with* its weight (and bias), while
- * `ln_final.hook_normalized` is before them (TransformerLens's semantics): the test applies the
- * checkpoint's final-norm parameters to the hook's values.
+ * HF's last hidden state is after the final norm *with* its weight (and bias). TransformerLens's
+ * LayerNorm hooks `ln_final.hook_normalized` after them too, its RMSNorm before its weight: for
+ * the RMSNorm families the test applies the checkpoint's final-norm weight to the hook's values.
  */
 import assert from "node:assert/strict";
 import { parseSafetensors } from "../io/safetensors.ts";
@@ -56,11 +56,10 @@ for (const { dir, finalNorm } of FAMILY_FIXTURES) {
         await Deno.readFile(`${fixturePath(dir)}/model.safetensors`),
       );
       const w = file.tensor(`${finalNorm}.weight`).data;
-      const b = file.has(`${finalNorm}.bias`) ? file.tensor(`${finalNorm}.bias`).data : null;
       const d = model.cfg.dModel;
-      hidden.push(
-        cache.get("ln_final.hook_normalized").data.map((x, i) => x * w[i % d] + (b ? b[i % d] : 0)),
-      );
+      const normalized = cache.get("ln_final.hook_normalized").data;
+      const rms = model.cfg.normalizationType === "RMS";
+      hidden.push(rms ? normalized.map((x, i) => x * w[i % d]) : normalized);
       hidden.forEach((h, i) => {
         const e = maxAbsDiff(h, g.hidden_states[i].flat(2));
         assert.ok(e < 1e-4, `hidden state ${i}: ${e}`);

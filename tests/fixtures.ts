@@ -59,3 +59,8 @@ export interface TinyGolden {
 export function readTinyGolden(): TinyGolden {
   return JSON.parse(Deno.readTextFileSync(fixturePath("tiny-golden.json")));
 }
+
+/** Absolute path of a file or folder under this repository's `tests/fixtures/` (copies). */
+export function repoFixturePath(name: string): string {
+  return fromFileUrl(new URL(`fixtures/${name}`, import.meta.url));
+}

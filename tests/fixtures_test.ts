@@ -8,7 +8,7 @@ import { fixturePath } from "./fixtures.ts";
 
 const ROOT = fixturePath("");
 /** Fixtures this project wrote itself, with their scripts (see the folder's README). */
-const MADE_HERE = ["torch-bin/", "tokenizers/", "tl-toolkit/", "families-bf16/"];
+const MADE_HERE = ["torch-bin/", "tokenizers/", "tl-toolkit/", "families-bf16/", "grad-hooks/"];
 
 function listed(): Map<string, string> {
   const sums = new Map<string, string>();

@@ -167,6 +167,23 @@ export function sampleResults(): ExperimentResults {
         scores: patch(1),
       },
     },
+    attribution: {
+      hook: "mlp_out",
+      study: {
+        alignment: "study",
+        positions: Array.from({ length: S }, (_, j) => S + j),
+        estimates: patch(0).map((row) => row.map((v, j) => 0.8 * v + 0.01 * Math.sin(j))),
+        correlation: 0.93,
+      },
+      aligned: {
+        alignment: "aligned",
+        positions: Array.from({ length: S }, (_, j) => S + 1 + j),
+        estimates: patch(1).map((row) => row.map((v, j) => 1.1 * v - 0.01 * Math.cos(j))),
+        correlation: 0.97,
+      },
+      seconds: 0.9,
+      exactSeconds: 48.3,
+    },
     circuits: {
       chance: 1 / V,
       kComposition: pairs[0],

@@ -36,6 +36,16 @@ export interface KernelExports {
   affineRows(...args: number[]): void;
   activation(...args: number[]): void;
   gatedActivation(...args: number[]): void;
+  // Backward passes (op codes 40-59).
+  matmulBT(...args: number[]): void;
+  matmulBTBf16(...args: number[]): void;
+  normBackward(...args: number[]): void;
+  attentionGradPattern(...args: number[]): void;
+  softmaxBackwardRows(...args: number[]): void;
+  attentionGradQK(...args: number[]): void;
+  crossEntropyGradRows(...args: number[]): void;
+  activationBackward(...args: number[]): void;
+  gatedActivationBackward(...args: number[]): void;
 }
 
 /** Arguments of matmul and matmulBf16, in the exports' order. */
@@ -49,6 +59,24 @@ const MATMUL_ARGS = [
   "lda",
   "ldc",
   "bias",
+  "accumulate",
+  "rowStart",
+  "rowEnd",
+  "panelStart",
+  "panelEnd",
+  "scratch",
+] as const;
+
+/** Arguments of matmulBT and matmulBTBf16, in the exports' order. */
+const MATMUL_BT_ARGS = [
+  "a",
+  "packedB",
+  "c",
+  "m",
+  "k",
+  "n",
+  "lda",
+  "ldc",
   "accumulate",
   "rowStart",
   "rowEnd",
@@ -144,6 +172,83 @@ export const OPS = {
   affineRows: { code: 22, args: ["x", "out", "d", "w", "b", "rowStart", "rowEnd"] },
   activation: { code: 23, args: ["x", "out", "act", "start", "end"] },
   gatedActivation: { code: 24, args: ["gateUp", "out", "dMlp", "act", "rowStart", "rowEnd"] },
+  // ---- Backward passes ----
+  /** C[m, k] = A[m, n] @ B^T over B packed [k, n]; panels are C's column panels. */
+  matmulBT: { code: 40, args: MATMUL_BT_ARGS },
+  /** The same over a bf16-packed B. */
+  matmulBTBf16: { code: 41, args: MATMUL_BT_ARGS },
+  normBackward: {
+    code: 42,
+    args: [
+      "x",
+      "g",
+      "gamma",
+      "dx",
+      "dScale",
+      "rows",
+      "d",
+      "eps",
+      "center",
+      "scaleGiven",
+      "accumulate",
+      "rowStart",
+      "rowEnd",
+    ],
+  },
+  attentionGradPattern: {
+    code: 44,
+    args: [
+      "dz",
+      "dzStride",
+      "v",
+      "stride",
+      "pattern",
+      "dPattern",
+      "dv",
+      "dStride",
+      "T",
+      "dHead",
+      "headStart",
+      "headEnd",
+      "group",
+      "kStart",
+      "causal",
+      "fullRows",
+    ],
+  },
+  softmaxBackwardRows: {
+    code: 45,
+    args: ["pattern", "dPattern", "dScores", "T", "headStart", "headEnd"],
+  },
+  attentionGradQK: {
+    code: 46,
+    args: [
+      "dScores",
+      "q",
+      "k",
+      "stride",
+      "dq",
+      "dk",
+      "dStride",
+      "T",
+      "dHead",
+      "scale",
+      "headStart",
+      "headEnd",
+      "group",
+      "kStart",
+    ],
+  },
+  crossEntropyGradRows: {
+    code: 47,
+    args: ["x", "n", "ld", "ms", "coef", "target", "out", "ldOut", "rowStart", "rowEnd"],
+  },
+  // 48-49: the backward of the families' activations (activation, gatedActivation).
+  activationBackward: { code: 48, args: ["x", "dy", "dx", "act", "start", "end"] },
+  gatedActivationBackward: {
+    code: 49,
+    args: ["gateUp", "dOut", "dGateUp", "dMlp", "act", "rowStart", "rowEnd"],
+  },
 } as const;
 
 /** The activation functions of `activation` and `gatedActivation`, by their code in the module. */

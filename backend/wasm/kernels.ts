@@ -661,48 +661,71 @@ export class Kernels {
     n: number,
     opts: MatmulOptions = {},
   ): void {
-    const lda = opts.lda ?? k;
-    const ldc = opts.ldc ?? n;
-    const rowStart = opts.rowStart ?? 0;
-    const rowEnd = opts.rowEnd ?? m;
-    if (rowStart < 0 || rowEnd > m || rowStart > rowEnd) {
-      throw new KernelError(`matmul: row range [${rowStart}, ${rowEnd}) is not inside [0, ${m})`);
-    }
-    if (lda < k || ldc < n) {
-      throw new KernelError(`matmul: lda ${lda} < k ${k} or ldc ${ldc} < n ${n}`);
-    }
-    const bias = opts.bias ?? 0, acc = opts.accumulate ? 1 : 0;
-    const bf16 = opts.bDtype === "bf16" ? 1 : 0;
-    if (opts.bDtype !== undefined && opts.bDtype !== "f32" && !bf16) {
-      throw new KernelError(`matmul: bDtype must be "f32" or "bf16", got ${opts.bDtype}`);
-    }
-    const panels = Math.ceil(n / NR);
-    const rows = rowEnd - rowStart;
-    const maxT = this.threads;
-    // Any split gives bit-identical results (see assembly/matmul.ts); pick the cheaper one.
-    let T = 1, byPanels = true;
-    if (maxT > 1 && rows * k * n >= PAR_MATMUL_MIN) {
-      if (panels >= 4 * maxT) T = maxT;
-      else if (rows >= 8 * maxT) (T = maxT), (byPanels = false);
-    }
-    // With threads: chunks (of ~1/8 of each thread's share) taken dynamically, see runOp.
-    const chunk = byPanels
-      ? Math.max(8, Math.ceil(panels / (8 * T)))
-      : Math.max(16, Math.ceil(rows / (8 * T) / 4) * 4);
-    const accumulate = acc;
-    this.#launch(bf16 ? "matmulBf16" : "matmul", T, (t) => ({
+    const p = this.#product("matmul", m, k, n, opts);
+    this.#launchProduct(p.bf16 ? "matmulBf16" : "matmul", p, {
       a,
       packedB,
       c,
       m,
       k,
       n,
-      lda,
-      ldc,
-      bias,
-      accumulate,
-      rowStart,
-      rowEnd,
+      lda: p.lda,
+      ldc: p.ldc,
+      bias: opts.bias ?? 0,
+      accumulate: opts.accumulate ? 1 : 0,
+    });
+  }
+
+  /**
+   * A product's checked options: C [m, cols] from A [m, inner] (rows `lda`, `ldc` floats apart),
+   * the row range, and whether B is bf16.
+   */
+  #product(
+    what: string,
+    m: number,
+    inner: number,
+    cols: number,
+    opts: Omit<MatmulOptions, "bias">,
+  ) {
+    const lda = opts.lda ?? inner, ldc = opts.ldc ?? cols;
+    const rowStart = opts.rowStart ?? 0, rowEnd = opts.rowEnd ?? m;
+    if (rowStart < 0 || rowEnd > m || rowStart > rowEnd) {
+      throw new KernelError(`${what}: row range [${rowStart}, ${rowEnd}) is not inside [0, ${m})`);
+    }
+    if (lda < inner || ldc < cols) {
+      throw new KernelError(`${what}: lda ${lda} < ${inner} or ldc ${ldc} < ${cols}`);
+    }
+    if (opts.bDtype !== undefined && opts.bDtype !== "f32" && opts.bDtype !== "bf16") {
+      throw new KernelError(`${what}: bDtype must be "f32" or "bf16", got ${opts.bDtype}`);
+    }
+    return { lda, ldc, rowStart, rowEnd, inner, cols, bf16: opts.bDtype === "bf16" };
+  }
+
+  /**
+   * Runs a product op over C's rows [rowStart, rowEnd) and every column panel, shared by threads
+   * (by panels or by rows, whichever is cheaper: any split gives bit-identical results, see
+   * assembly/matmul.ts), in chunks of ~1/8 of each thread's share taken dynamically (runOp).
+   */
+  #launchProduct(
+    op: "matmul" | "matmulBf16" | "matmulBT" | "matmulBTBf16",
+    p: { rowStart: number; rowEnd: number; inner: number; cols: number },
+    args: Record<string, number>,
+  ): void {
+    const panels = Math.ceil(p.cols / NR);
+    const rows = p.rowEnd - p.rowStart;
+    const maxT = this.threads;
+    let T = 1, byPanels = true;
+    if (maxT > 1 && rows * p.inner * p.cols >= PAR_MATMUL_MIN) {
+      if (panels >= 4 * maxT) T = maxT;
+      else if (rows >= 8 * maxT) (T = maxT), (byPanels = false);
+    }
+    const chunk = byPanels
+      ? Math.max(8, Math.ceil(panels / (8 * T)))
+      : Math.max(16, Math.ceil(rows / (8 * T) / 4) * 4);
+    this.#launch(op, T, (t) => ({
+      ...args,
+      rowStart: p.rowStart,
+      rowEnd: p.rowEnd,
       panelStart: 0,
       panelEnd: panels,
       scratch: this.#scratchOf(t),
@@ -801,6 +824,42 @@ export class Kernels {
     const code = activationCode(act);
     const [T, range] = this.#rowRanges(rows, dMlp);
     this.#launch("gatedActivation", T, (t) => ({ gateUp, out, dMlp, act: code, ...range(t) }));
+  }
+
+  /**
+   * Backward of {@linkcode Kernels.activation}: dx = dy * act'(x) over n floats (dx may alias x
+   * or dy), in f64 and rounded once. As PyTorch's autograd: relu gives 0 where x <= 0 (at 0 too,
+   * whatever dy is) and dy elsewhere (a NaN x too); the smooth derivatives are NaN at +-Infinity.
+   */
+  activationBackward(act: ActivationName, x: number, dy: number, dx: number, n: number): void {
+    const code = activationCode(act);
+    const [T, range] = this.#ranges(n);
+    this.#launch("activationBackward", T, (t) => ({ x, dy, dx, act: code, ...range(t) }));
+  }
+
+  /**
+   * Backward of {@linkcode Kernels.gatedActivation}: from rows of `gateUp` ([gate | up], 2 dMlp
+   * floats) and of `dOut` (dMlp floats), rows of `dGateUp` get [dOut * up * act'(gate) |
+   * dOut * act(gate)], in f64 and rounded once. dGateUp may alias gateUp, not dOut.
+   */
+  gatedActivationBackward(
+    act: ActivationName,
+    gateUp: number,
+    dOut: number,
+    dGateUp: number,
+    rows: number,
+    dMlp: number,
+  ): void {
+    const code = activationCode(act);
+    const [T, range] = this.#rowRanges(rows, dMlp);
+    this.#launch("gatedActivationBackward", T, (t) => ({
+      gateUp,
+      dOut,
+      dGateUp,
+      dMlp,
+      act: code,
+      ...range(t),
+    }));
   }
 
   /**
@@ -950,6 +1009,234 @@ export class Kernels {
       kStart: a.kStart ?? 0,
       causal: a.causal ?? true ? 1 : 0,
     }), BY_HEAD);
+  }
+
+  /**
+   * C[m, k] = A[m, n] @ B^T (+ C when accumulate), B packed [k, n] by {@linkcode Kernels.packB}
+   * (or {@linkcode Kernels.packBBf16} with `bDtype: "bf16"`): the product a backward pass needs
+   * (dX = dY W^T) from the forward's packed weights, without a transposed copy. Equals, bit for
+   * bit, {@linkcode Kernels.matmul} over B^T packed (per element: acc = C or 0, then a*b added in
+   * n order). `rowStart`/`rowEnd` and the thread split work as in matmul.
+   */
+  matmulBT(
+    a: number,
+    packedB: number,
+    c: number,
+    m: number,
+    k: number,
+    n: number,
+    opts: Omit<MatmulOptions, "bias"> = {},
+  ): void {
+    const p = this.#product("matmulBT", m, n, k, opts);
+    this.#launchProduct(p.bf16 ? "matmulBTBf16" : "matmulBT", p, {
+      a,
+      packedB,
+      c,
+      m,
+      k,
+      n,
+      lda: p.lda,
+      ldc: p.ldc,
+      accumulate: opts.accumulate ? 1 : 0,
+    });
+  }
+
+  /**
+   * The backward pass of LayerNorm (`center`, default) or RMSNorm (`center: false`) over rows of
+   * d floats: x is the norm's input, g the gradient at its output (hook_normalized), gamma its
+   * weight if any. Writes dL/dscale per row into `dScale` (hook_scale's gradient) when given, or
+   * reads it from there with `scaleGiven` (a hook replaced it); writes (or with `accumulate`, adds)
+   * dL/dx into `dx` unless `dx` is 0. f64 inside, each output rounded once.
+   */
+  normBackward(
+    x: number,
+    g: number,
+    dx: number,
+    rows: number,
+    d: number,
+    eps: number,
+    opts: {
+      gamma?: number;
+      center?: boolean;
+      dScale?: number;
+      scaleGiven?: boolean;
+      accumulate?: boolean;
+    } = {},
+  ): void {
+    const maxT = this.threads;
+    const T = rows * d >= PAR_ELEMENTS_MIN && rows >= 2 * maxT ? maxT : 1;
+    this.#launch("normBackward", T, (t) => ({
+      x,
+      g,
+      gamma: opts.gamma ?? 0,
+      dx,
+      dScale: opts.dScale ?? 0,
+      rows,
+      d,
+      eps,
+      center: opts.center ?? true ? 1 : 0,
+      scaleGiven: opts.scaleGiven ? 1 : 0,
+      accumulate: opts.accumulate ? 1 : 0,
+      rowStart: cut(0, rows, T, t),
+      rowEnd: cut(0, rows, T, t + 1),
+    }));
+  }
+
+  /**
+   * Attention backward, step 1, for one sequence of T positions: dPattern [nHeads, T, T] =
+   * dz_i . v_j (every key with `fullRows`, as TransformerLens's hook_pattern gradient; else the
+   * causal keys, other entries 0) and dv_j = sum_i pattern[i, j] dz_i (over the causal queries, or
+   * every query with `causal: false`). dv rows share the stride `dStride` of dq and dk.
+   */
+  attentionGradPattern(a: {
+    dz: number;
+    dzStride: number;
+    v: number;
+    stride: number;
+    pattern: number;
+    dPattern: number;
+    dv: number;
+    dStride: number;
+    T: number;
+    nHeads: number;
+    dHead: number;
+    group?: number;
+    kStart?: number;
+    causal?: boolean;
+    fullRows?: boolean;
+  }): void {
+    const group = a.group ?? 1, nKv = a.nHeads / group;
+    const T = this.#attnThreads(0, nKv, a.T, a.T, a.dHead * group);
+    this.#launch("attentionGradPattern", T, () => ({
+      dz: a.dz,
+      dzStride: a.dzStride,
+      v: a.v,
+      stride: a.stride,
+      pattern: a.pattern,
+      dPattern: a.dPattern,
+      dv: a.dv,
+      dStride: a.dStride,
+      T: a.T,
+      dHead: a.dHead,
+      headStart: 0,
+      headEnd: nKv,
+      group,
+      kStart: a.kStart ?? 0,
+      causal: a.causal ?? true ? 1 : 0,
+      fullRows: a.fullRows ? 1 : 0,
+    }), BY_HEAD);
+  }
+
+  /**
+   * Attention backward, step 2: dScores = pattern (dPattern - rowsum(pattern dPattern)) over
+   * [nHeads, T, T] (dScores may alias dPattern).
+   */
+  softmaxBackwardRows(
+    pattern: number,
+    dPattern: number,
+    dScores: number,
+    nHeads: number,
+    T: number,
+  ): void {
+    const threads = this.#attnThreads(0, nHeads, T, T, 16);
+    this.#launch("softmaxBackwardRows", threads, () => ({
+      pattern,
+      dPattern,
+      dScores,
+      T,
+      headStart: 0,
+      headEnd: nHeads,
+    }), BY_HEAD);
+  }
+
+  /**
+   * Attention backward, step 3: dq_i = scale sum_j dScores[i, j] k_j and dk_j = scale sum_i
+   * dScores[i, j] q_i over the causal entries (rows of dq and dk `dStride` apart).
+   */
+  attentionGradQK(a: {
+    dScores: number;
+    q: number;
+    k: number;
+    stride: number;
+    dq: number;
+    dk: number;
+    dStride: number;
+    T: number;
+    nHeads: number;
+    dHead: number;
+    scale: number;
+    group?: number;
+    kStart?: number;
+  }): void {
+    const group = a.group ?? 1, nKv = a.nHeads / group;
+    const T = this.#attnThreads(0, nKv, a.T, a.T, a.dHead * group);
+    this.#launch("attentionGradQK", T, () => ({
+      dScores: a.dScores,
+      q: a.q,
+      k: a.k,
+      stride: a.stride,
+      dq: a.dq,
+      dk: a.dk,
+      dStride: a.dStride,
+      T: a.T,
+      dHead: a.dHead,
+      scale: a.scale,
+      headStart: 0,
+      headEnd: nKv,
+      group,
+      kStart: a.kStart ?? 0,
+    }), BY_HEAD);
+  }
+
+  /**
+   * For each of `rows` rows of n floats (row stride ld): out[r, j] = coef[r] softmax(x[r])[j],
+   * minus coef[r] at j = target[r] when target[r] >= 0: the gradient of
+   * coef[r] * cross-entropy(x[r], target[r]). Returns each row's log-sum-exp (as
+   * {@linkcode Kernels.logSumExpRows}). out (row stride ldOut, default n) may alias x.
+   */
+  crossEntropyGradRows(
+    x: number,
+    rows: number,
+    n: number,
+    coef: Float32Array,
+    target: Int32Array,
+    out: number,
+    ld: number = n,
+    ldOut: number = n,
+  ): Float64Array<ArrayBuffer> {
+    if (coef.length !== rows || target.length !== rows) {
+      throw new KernelError(
+        `crossEntropyGradRows: ${rows} rows need ${rows} coefficients and targets, got ` +
+          `${coef.length} and ${target.length}`,
+      );
+    }
+    const mark = this.mark();
+    try {
+      const ms = this.alloc(4 * rows), c = this.alloc(rows), t = this.alloc(rows);
+      this.write(c, coef);
+      new Int32Array(this.memory.buffer, t, rows).set(target);
+      this.#rows("rowMaxSumExp", x, rows, n, ld, ms);
+      const T = rows * n >= PAR_ELEMENTS_MIN && rows >= this.threads ? this.threads : 1;
+      this.#launch("crossEntropyGradRows", T, (i) => ({
+        x,
+        n,
+        ld,
+        ms,
+        coef: c,
+        target: t,
+        out,
+        ldOut,
+        rowStart: cut(0, rows, T, i),
+        rowEnd: cut(0, rows, T, i + 1),
+      }));
+      const pairs = new Float64Array(this.memory.buffer, ms, 2 * rows);
+      return Float64Array.from(
+        { length: rows },
+        (_, r) => pairs[2 * r] + Math.log(pairs[2 * r + 1]),
+      );
+    } finally {
+      this.release(mark);
+    }
   }
 
   #rows(op: OpName, x: number, rows: number, n: number, ld: number, out: number): void {

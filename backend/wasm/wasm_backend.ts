@@ -7,10 +7,12 @@
 import type {
   Activation,
   AttentionArgs,
+  AttentionGradArgs,
   Backend,
   CausalOptions,
   DeviceArray,
   MatmulOptions,
+  NormBackwardOptions,
   NormOptions,
   PackedMatrix,
   RotaryLayout,
@@ -347,6 +349,46 @@ export class WasmBackend implements Backend {
     this.kernels.gatedActivation(act, this.#ptr(gateUp), this.#ptr(out), rows, dMlp);
   }
 
+  activationBackward(act: Activation, x: DeviceArray, dy: DeviceArray, dx: DeviceArray): void {
+    if (dy.length !== x.length) {
+      throw new KernelError(
+        `activationBackward: ${dy.length} gradients for ${x.length} activations`,
+      );
+    }
+    this.#rowsFit(dx, 1, x.length, 0, "activationBackward dx");
+    const xp = this.#ptr(x), dyp = this.#ptr(dy), dxp = this.#ptr(dx);
+    this.#sameOrApart(dxp, xp, x.length, "activationBackward: dx and x");
+    this.#sameOrApart(dxp, dyp, x.length, "activationBackward: dx and dy");
+    this.kernels.activationBackward(act, xp, dyp, dxp, x.length);
+  }
+
+  gatedActivationBackward(
+    act: Activation,
+    gateUp: DeviceArray,
+    dOut: DeviceArray,
+    dGateUp: DeviceArray,
+    rows: number,
+    dMlp: number,
+  ): void {
+    this.#rowsFit(gateUp, rows, 2 * dMlp, 2 * dMlp, "gatedActivationBackward gateUp");
+    this.#rowsFit(dOut, rows, dMlp, dMlp, "gatedActivationBackward dOut");
+    this.#rowsFit(dGateUp, rows, 2 * dMlp, 2 * dMlp, "gatedActivationBackward dGateUp");
+    const gp = this.#ptr(gateUp), op = this.#ptr(dOut), dp = this.#ptr(dGateUp);
+    const n = rows * 2 * dMlp;
+    this.#sameOrApart(dp, gp, n, "gatedActivationBackward: dGateUp and gateUp");
+    if (dp < op + rows * dMlp * 4 && op < dp + n * 4) {
+      throw new KernelError("gatedActivationBackward: dGateUp overlaps dOut");
+    }
+    this.kernels.gatedActivationBackward(act, gp, op, dp, rows, dMlp);
+  }
+
+  /** An elementwise output over n floats at `out` must be the input at `inp` or apart from it. */
+  #sameOrApart(out: number, inp: number, n: number, what: string): void {
+    if (out !== inp && out < inp + n * 4 && inp < out + n * 4) {
+      throw new KernelError(`${what} overlap: pass the same array (in place) or disjoint ones`);
+    }
+  }
+
   rotary(x: DeviceArray, cs: DeviceArray, l: RotaryLayout): void {
     this.#rowsFit(x, l.rows, l.nHeads * l.dHead, l.stride, "rotary rows");
     this.#rowsFit(cs, l.rows, l.rotaryDim, l.rotaryDim, "rotary cos|sin rows");
@@ -476,5 +518,156 @@ export class WasmBackend implements Backend {
   argmaxRows(x: DeviceArray, rows: number, n: number, ld: number = n): Int32Array {
     this.#rowsFit(x, rows, n, ld, "argmaxRows");
     return this.kernels.argmaxRows(this.#ptr(x), rows, n, ld);
+  }
+
+  // ---- Backward passes ----
+
+  matmulTransposed(
+    a: DeviceArray,
+    b: PackedMatrix,
+    c: DeviceArray,
+    m: number,
+    opts: Omit<MatmulOptions, "bias"> = {},
+  ): void {
+    const w = this.#matrix(b);
+    const lda = opts.lda ?? w.n, ldc = opts.ldc ?? w.k;
+    this.#rowsFit(a, m, w.n, lda, "matmulTransposed A");
+    this.#rowsFit(c, m, w.k, ldc, "matmulTransposed C");
+    this.kernels.matmulBT(this.#ptr(a), w.ptr, this.#ptr(c), m, w.k, w.n, {
+      lda,
+      ldc,
+      accumulate: opts.accumulate,
+      bDtype: w.dtype,
+    });
+  }
+
+  normBackward(
+    x: DeviceArray,
+    grad: DeviceArray,
+    dx: DeviceArray | null,
+    rows: number,
+    d: number,
+    eps: number,
+    opts: NormBackwardOptions = {},
+  ): void {
+    this.#rowsFit(x, rows, d, d, "normBackward input");
+    this.#rowsFit(grad, rows, d, d, "normBackward gradient");
+    if (dx) this.#rowsFit(dx, rows, d, d, "normBackward dx");
+    if (opts.gamma) this.#rowsFit(opts.gamma, 1, d, d, "normBackward gamma");
+    if (opts.scaleGrad) this.#rowsFit(opts.scaleGrad, rows, 1, 1, "normBackward scale gradient");
+    if (opts.scaleGiven && !opts.scaleGrad) {
+      throw new KernelError("normBackward: scaleGiven needs the scaleGrad array");
+    }
+    this.kernels.normBackward(this.#ptr(x), this.#ptr(grad), dx ? this.#ptr(dx) : 0, rows, d, eps, {
+      gamma: opts.gamma && this.#ptr(opts.gamma),
+      center: opts.center,
+      dScale: opts.scaleGrad && this.#ptr(opts.scaleGrad),
+      scaleGiven: opts.scaleGiven,
+      accumulate: opts.accumulate,
+    });
+  }
+
+  #attentionGrad(a: AttentionGradArgs) {
+    const nKv = a.nKeyValueHeads ?? a.nHeads;
+    if (!Number.isInteger(nKv) || nKv < 1 || a.nHeads % nKv !== 0) {
+      throw new KernelError(`attention backward: ${a.nHeads} heads do not group into ${nKv}`);
+    }
+    const qw = a.nHeads * a.dHead, kw = nKv * a.dHead;
+    this.#rowsFit(a.q, a.T, qw, a.stride, "attention backward q");
+    this.#rowsFit(a.k, a.T, kw, a.stride, "attention backward k");
+    this.#rowsFit(a.v, a.T, kw, a.stride, "attention backward v");
+    this.#rowsFit(a.dz, a.T, qw, a.dzStride, "attention backward dz");
+    this.#rowsFit(a.dq, a.T, qw, a.dStride, "attention backward dq");
+    this.#rowsFit(a.dk, a.T, kw, a.dStride, "attention backward dk");
+    this.#rowsFit(a.dv, a.T, kw, a.dStride, "attention backward dv");
+    return { group: a.nHeads / nKv, kStart: a.kStart ?? 0 };
+  }
+
+  #square(x: DeviceArray, nHeads: number, T: number, what: string): number {
+    if (x.length < nHeads * T * T) {
+      throw new KernelError(`${what} needs ${nHeads * T * T} floats, the array has ${x.length}`);
+    }
+    return this.#ptr(x);
+  }
+
+  attentionGradPattern(
+    a: AttentionGradArgs,
+    pattern: DeviceArray,
+    dPattern: DeviceArray,
+    opts: { causal?: boolean; fullRows?: boolean } = {},
+  ): void {
+    const { group, kStart } = this.#attentionGrad(a);
+    this.kernels.attentionGradPattern({
+      dz: this.#ptr(a.dz),
+      dzStride: a.dzStride,
+      v: this.#ptr(a.v),
+      stride: a.stride,
+      pattern: this.#square(pattern, a.nHeads, a.T, "attention backward pattern"),
+      dPattern: this.#square(dPattern, a.nHeads, a.T, "attention backward dPattern"),
+      dv: this.#ptr(a.dv),
+      dStride: a.dStride,
+      T: a.T,
+      nHeads: a.nHeads,
+      dHead: a.dHead,
+      group,
+      kStart,
+      causal: opts.causal,
+      fullRows: opts.fullRows,
+    });
+  }
+
+  softmaxBackwardRows(
+    pattern: DeviceArray,
+    dPattern: DeviceArray,
+    dScores: DeviceArray,
+    nHeads: number,
+    T: number,
+  ): void {
+    this.kernels.softmaxBackwardRows(
+      this.#square(pattern, nHeads, T, "softmaxBackwardRows pattern"),
+      this.#square(dPattern, nHeads, T, "softmaxBackwardRows dPattern"),
+      this.#square(dScores, nHeads, T, "softmaxBackwardRows dScores"),
+      nHeads,
+      T,
+    );
+  }
+
+  attentionGradQK(a: AttentionGradArgs, dScores: DeviceArray): void {
+    const { group, kStart } = this.#attentionGrad(a);
+    this.kernels.attentionGradQK({
+      dScores: this.#square(dScores, a.nHeads, a.T, "attention backward dScores"),
+      q: this.#ptr(a.q),
+      k: this.#ptr(a.k),
+      stride: a.stride,
+      dq: this.#ptr(a.dq),
+      dk: this.#ptr(a.dk),
+      dStride: a.dStride,
+      T: a.T,
+      nHeads: a.nHeads,
+      dHead: a.dHead,
+      scale: a.scale,
+      group,
+      kStart,
+    });
+  }
+
+  crossEntropyGradRows(
+    x: DeviceArray,
+    rows: number,
+    n: number,
+    coef: Float32Array,
+    target: Int32Array,
+    out: DeviceArray,
+  ): Float64Array {
+    this.#rowsFit(x, rows, n, n, "crossEntropyGradRows input");
+    this.#rowsFit(out, rows, n, n, "crossEntropyGradRows output");
+    return this.kernels.crossEntropyGradRows(
+      this.#ptr(x),
+      rows,
+      n,
+      coef,
+      target,
+      this.#ptr(out),
+    );
   }
 }

@@ -66,6 +66,14 @@ export interface OnnxExportResult {
   [extra: string]: unknown;
 }
 
+/** What `torch_gpt2.py backward` prints: forward + backward of the loss, keyed "1x101", "30x101". */
+export interface BackwardResult {
+  peer: "pytorch";
+  mode: "backward";
+  runs: Record<string, { batch: number; seq: number; seconds: number; loss: number }>;
+  [extra: string]: unknown;
+}
+
 /** Options of {@link runTorch}. */
 export interface TorchOptions {
   /** Threads for torch and OpenBLAS (default 2). `sgemm` always measures 1 and 2. */
@@ -196,6 +204,7 @@ export function tail(text: string, lines = 8): string {
  * - `study`: the whole study the TransformerLens way, timed per step.
  * - `export-onnx`: the forward exported to ONNX (pass `["--out", FILE]` in `extraArgs`), with
  *   the harness's reference logits beside it; `run_ort.ts` calls it.
+ * - `backward`: median seconds of forward + backward of the loss (autograd to the embeddings).
  *
  * Skipped (not thrown) when Python, torch or numpy is missing.
  */
@@ -224,11 +233,19 @@ export async function runTorch(
   opts?: TorchOptions,
 ): Promise<PeerOutcome<OnnxExportResult>>;
 export async function runTorch(
-  mode: "forward" | "sgemm" | "study" | "export-onnx",
+  mode: "backward",
+  modelDir: string,
+  tokensFile: string,
+  opts?: TorchOptions,
+): Promise<PeerOutcome<BackwardResult>>;
+export async function runTorch(
+  mode: "forward" | "sgemm" | "study" | "export-onnx" | "backward",
   modelDir?: string,
   tokensFile?: string,
   opts: TorchOptions = {},
-): Promise<PeerOutcome<ForwardResult | MatmulResult | StudyResult | OnnxExportResult>> {
+): Promise<
+  PeerOutcome<ForwardResult | MatmulResult | StudyResult | OnnxExportResult | BackwardResult>
+> {
   const python = opts.python ?? env("TL_BENCH_PYTHON") ?? "/usr/bin/python3";
   const script = here("./torch_gpt2.py");
   const args = [python, script, mode, "--threads", String(opts.threads ?? 2)];

@@ -15,6 +15,7 @@ Run with Debian's interpreter, which is where `python3-torch` lives:
     /usr/bin/python3 bench/peers/torch_gpt2.py sgemm
     /usr/bin/python3 bench/peers/torch_gpt2.py study --model DIR --tokens FILE
     /usr/bin/python3 bench/peers/torch_gpt2.py export-onnx --model DIR --tokens FILE --out F.onnx
+    /usr/bin/python3 bench/peers/torch_gpt2.py backward --model DIR --tokens FILE
 
 Prints one JSON object on stdout; progress goes to stderr. Times are seconds.
 """
@@ -635,9 +636,49 @@ def mode_study(args):
     return out
 
 
+def mode_backward(args):
+    """Forward + backward of the loss, as TransformerLens users take gradients: autograd through
+    every activation back to the embeddings (the weights frozen, so no weight gradients), on the
+    same shapes as `forward`."""
+    set_threads(args.threads)
+    model, load_s, process_s = build_model(args.model, raw=args.raw)
+    spec, tokens = read_tokens(args.tokens)
+    result = {
+        "peer": "pytorch",
+        "mode": "backward",
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "blas": blas_info(),
+        "processed": not args.raw,
+        "runs": {},
+    }
+    # The embeddings are the leaf that requires a gradient, so every activation after them does.
+    model.hooks = {"hook_embed": lambda x, _name: x.detach().requires_grad_(True)}
+
+    def step(x):
+        loss = -log_probs(model.forward(x), x).mean()
+        loss.backward()
+        return float(loss)
+
+    for batch, runs in ((1, args.runs_small), (tokens.shape[0], args.runs_large)):
+        x = tokens[:batch]
+        log(f"pytorch forward + backward {batch}x{x.shape[1]}: {runs} runs")
+        loss, times = timed(lambda: step(x), runs, warmup=2 if batch == 1 else 1)
+        med = statistics.median(times)
+        result["runs"][f"{batch}x{x.shape[1]}"] = {
+            "batch": batch,
+            "seq": int(x.shape[1]),
+            "seconds": round(med, 4),
+            "allSeconds": [round(t, 4) for t in times],
+            "loss": round(loss, 6),
+        }
+    model.hooks = {}
+    return result
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("mode", choices=["forward", "sgemm", "study", "export-onnx", "check"])
+    ap.add_argument("mode", choices=["forward", "sgemm", "study", "export-onnx", "backward", "check"])
     ap.add_argument("--model", help="directory with config.json and model.safetensors")
     ap.add_argument("--tokens", help="JSON file {seqLen, bos, tokens: [[...], ...]}")
     ap.add_argument("--out", help="export-onnx: the .onnx file to write")
@@ -660,7 +701,12 @@ def main():
             ap.error("--model and --tokens are required")
         if args.mode == "export-onnx" and not args.out:
             ap.error("export-onnx needs --out FILE.onnx")
-        modes = {"forward": mode_forward, "study": mode_study, "export-onnx": mode_export_onnx}
+        modes = {
+            "forward": mode_forward,
+            "study": mode_study,
+            "export-onnx": mode_export_onnx,
+            "backward": mode_backward,
+        }
         result = modes[args.mode](args)
     json.dump(result, sys.stdout)
     sys.stdout.write("\n")

@@ -265,6 +265,106 @@ export const CLIENT_JS: string = String.raw`
     return cv;
   }
 
+  // Nice tick values covering [lo, hi]: multiples of 1, 2 or 5 times a power of ten.
+  function ticks(lo, hi, n) {
+    var span = (hi - lo) || 1, raw = span / n;
+    var p = Math.pow(10, Math.floor(Math.log10(raw)));
+    var step = [1, 2, 5, 10].map(function (k) { return k * p; }).find(function (s) { return s >= raw; });
+    var out = [];
+    for (var v = Math.ceil(lo / step) * step; v <= hi + step * 1e-9; v += step) out.push(Math.abs(v) < step * 1e-9 ? 0 : v);
+    return { values: out, digits: Math.max(0, -Math.floor(Math.log10(step))) };
+  }
+
+  // A scatter plot of o.points [{ x, y, c (0..1 colour), label }] with equal x and y ranges and
+  // the line y = x, on a canvas inside host.
+  function scatter(host, o) {
+    host.innerHTML = "";
+    var pts = o.points;
+    if (!pts.length) throw new Error("empty scatter " + (host.dataset.kind || ""));
+    var dpr = Math.max(1, window.devicePixelRatio || 1);
+    var m = { l: 62, r: 14, t: 10, b: 42 };
+    var W = Math.max(260, Math.min(host.clientWidth || 420, 560)), side = W - m.l - m.r;
+    var H = m.t + side + m.b;
+    var lo = 0, hi = 0;
+    pts.forEach(function (p) {
+      lo = Math.min(lo, p.x, p.y);
+      hi = Math.max(hi, p.x, p.y);
+    });
+    var pad = (hi - lo) * 0.05 || 1;
+    lo -= pad;
+    hi += pad;
+    var cv = document.createElement("canvas");
+    cv.width = Math.round(W * dpr);
+    cv.height = Math.round(H * dpr);
+    cv.style.width = W + "px";
+    cv.style.height = H + "px";
+    host.appendChild(cv);
+    var g = cv.getContext("2d");
+    g.scale(dpr, dpr);
+    function px(v) { return m.l + (v - lo) / (hi - lo) * side; }
+    function py(v) { return m.t + side - (v - lo) / (hi - lo) * side; }
+    var t = ticks(lo, hi, 5);
+    g.strokeStyle = LINE;
+    g.lineWidth = 1;
+    g.font = font(11);
+    g.fillStyle = MUTED;
+    t.values.forEach(function (v) {
+      g.beginPath();
+      g.moveTo(px(v), m.t);
+      g.lineTo(px(v), m.t + side);
+      g.moveTo(m.l, py(v));
+      g.lineTo(m.l + side, py(v));
+      g.stroke();
+      g.textAlign = "center";
+      g.textBaseline = "top";
+      g.fillText(fmt(v, t.digits), px(v), m.t + side + 5);
+      g.textAlign = "right";
+      g.textBaseline = "middle";
+      g.fillText(fmt(v, t.digits), m.l - 6, py(v));
+    });
+    g.strokeRect(m.l - 0.5, m.t - 0.5, side + 1, side + 1);
+    g.strokeStyle = "rgba(31,35,48,0.5)";
+    g.setLineDash([5, 4]);
+    g.beginPath();
+    g.moveTo(px(lo), py(lo));
+    g.lineTo(px(hi), py(hi));
+    g.stroke();
+    g.setLineDash([]);
+    pts.forEach(function (p) {
+      var c = ramp(SEQ, 0.3 + 0.7 * p.c);
+      g.fillStyle = "rgba(" + Math.round(c[0]) + "," + Math.round(c[1]) + "," + Math.round(c[2]) + ",0.8)";
+      g.beginPath();
+      g.arc(px(p.x), py(p.y), 3.2, 0, 2 * Math.PI);
+      g.fill();
+    });
+    g.fillStyle = INK;
+    g.font = font(12, "500");
+    g.textAlign = "center";
+    g.textBaseline = "top";
+    g.fillText(o.xTitle, m.l + side / 2, m.t + side + 22);
+    g.save();
+    g.translate(13, m.t + side / 2);
+    g.rotate(-Math.PI / 2);
+    g.textBaseline = "middle";
+    g.fillText(o.yTitle, 0, 0);
+    g.restore();
+    cv.addEventListener("mousemove", function (e) {
+      var rect = cv.getBoundingClientRect();
+      var x = e.clientX - rect.left, y = e.clientY - rect.top, best = null, bd = 64;
+      pts.forEach(function (p) {
+        var d = Math.pow(px(p.x) - x, 2) + Math.pow(py(p.y) - y, 2);
+        if (d < bd) {
+          bd = d;
+          best = p;
+        }
+      });
+      if (best) showTip(e, best.label);
+      else hideTip();
+    });
+    cv.addEventListener("mouseleave", hideTip);
+    return cv;
+  }
+
   function range(a) {
     var lo = Infinity, hi = -Infinity;
     a.forEach(function (row) {
@@ -462,6 +562,27 @@ export const CLIENT_JS: string = String.raw`
           return "layer <b>" + r + "</b>, position " + tokenLabel(p) + "<br>clean value from position " + from +
             "<br>loss change <b>" + fmt(v, 4) + "</b> nats";
         },
+      });
+    },
+    scatter: function (host) {
+      var rec = D.attribution[host.dataset.kind];
+      var L = rec.exact.length, pts = [];
+      rec.exact.forEach(function (row, l) {
+        row.forEach(function (x, j) {
+          var y = rec.estimates[l][j], p = rec.positions[j];
+          pts.push({
+            x: x,
+            y: y,
+            c: L > 1 ? l / (L - 1) : 1,
+            label: "layer <b>" + l + "</b>, position " + tokenLabel(p) + "<br>exact <b>" + fmt(x, 4) +
+              "</b> nats<br>estimate <b>" + fmt(y, 4) + "</b> nats",
+          });
+        });
+      });
+      return scatter(host, {
+        points: pts,
+        xTitle: "exact loss change (nats)",
+        yTitle: "attribution estimate (nats)",
       });
     },
   };

@@ -41,6 +41,23 @@ export interface ReportView {
     aligned: { positions: number[]; scores: number[][] };
     range: [number, number];
   };
+  /** Attribution patching's estimates beside the exact scores, when the run did it. */
+  attribution?: {
+    study: AttributionView;
+    aligned: AttributionView;
+  };
+}
+
+/** One sweep's exact scores and attribution estimates, [layer][column]. */
+export interface AttributionView {
+  /** The patched position of each column. */
+  positions: number[];
+  /** Exact loss changes. */
+  exact: number[][];
+  /** First-order estimates. */
+  estimates: number[][];
+  /** Their correlation. */
+  correlation: number;
 }
 
 /** Rounds to `digits` significant digits, keeping the JSON small. */
@@ -68,6 +85,12 @@ export function reportView(results: ExperimentResults): ReportView {
   const lo = Math.min(0, ...all.filter(Number.isFinite));
   const hi = Math.max(0, ...all.filter(Number.isFinite));
   const b = r.attention.induction.batchIndex;
+  const attribution = (a: "study" | "aligned"): AttributionView => ({
+    positions: r.attribution![a].positions,
+    exact: roundGrid(r.patching[a].scores),
+    estimates: roundGrid(r.attribution![a].estimates),
+    correlation: round(r.attribution![a].correlation),
+  });
   return {
     seqLen: r.settings.seqLen,
     firstHalf: r.logProbs.firstHalf,
@@ -104,6 +127,9 @@ export function reportView(results: ExperimentResults): ReportView {
       },
       range: [round(lo), round(hi)],
     },
+    attribution: r.attribution
+      ? { study: attribution("study"), aligned: attribution("aligned") }
+      : undefined,
   };
 }
 
@@ -537,6 +563,7 @@ ${note}
 <div class="chart" data-chart="patching" data-kind="aligned"></div></figure>
 </section>
 
+${attributionSection(r)}
 <section id="circuit">
 <h2>The circuit in the weights</h2>
 <p class="caption">K-composition: through the full vocabulary-by-vocabulary circuit of the previous-token head's output read by the induction head's keys, the fraction of tokens whose best-matching key is the token itself (chance is 1/d_vocab).</p>
@@ -587,6 +614,32 @@ ${UPLOT_JS}</script>
 </body>
 </html>
 `;
+}
+
+/** The section comparing attribution patching with exact patching (empty when not run). */
+function attributionSection(r: ExperimentResults): string {
+  const a = r.attribution;
+  if (!a) return "";
+  const S = r.settings.seqLen;
+  const speed = a.seconds > 0 ? `, ${num(a.exactSeconds / a.seconds, 0)}× less time` : "";
+  return `<section id="attribution">
+<h2>What the gradient predicts</h2>
+<p class="caption">Attribution patching estimates every patch above at once, from one forward and one backward pass: (clean value − patched-over value) · ∂loss/∂<code>${
+    esc(a.hook)
+  }</code>, summed over d_model. Each dot is one layer (darker: later) and position; on the dashed line the estimate equals the exact loss change. Both sweeps took ${
+    secs(a.seconds)
+  } against ${
+    secs(a.exactSeconds)
+  } of exact patching${speed}. A first-order estimate is good where a patch changes the activation a little, and can be far off where it changes it a lot: in the study's alignment the first column patches in BOS's activation.</p>
+<div class="grid2">
+<figure><figcaption>Study's alignment <span>positions ${S}…${2 * S - 1} · correlation ${
+    num(a.study.correlation)
+  }</span></figcaption><div class="chart" data-chart="scatter" data-kind="study"></div></figure>
+<figure><figcaption>Aligned <span>positions ${S + 1}…${2 * S} · correlation ${
+    num(a.aligned.correlation)
+  }</span></figcaption><div class="chart" data-chart="scatter" data-kind="aligned"></div></figure>
+</div>
+</section>`;
 }
 
 /**

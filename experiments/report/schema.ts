@@ -59,6 +59,18 @@ export interface PatchingRecord {
   scores: number[][];
 }
 
+/** Attribution patching's estimates of one patching sweep, beside the exact sweep. */
+export interface AttributionRecord {
+  /** Which sweep (see {@linkcode PatchingRecord}). */
+  alignment: "study" | "aligned";
+  /** The patched position of each column. */
+  positions: number[];
+  /** First-order estimates of the loss change, [layer][column], in nats. */
+  estimates: number[][];
+  /** Pearson's correlation of the estimates with the exact sweep's scores. */
+  correlation: number;
+}
+
 /** How long one step took. */
 export interface StepTiming {
   /** Machine name of the step, e.g. `"patching"`. */
@@ -203,6 +215,20 @@ export interface ExperimentResults {
     cleanLoss?: number;
     study: PatchingRecord;
     aligned: PatchingRecord;
+  };
+  /**
+   * The same sweeps estimated by attribution patching (one forward and backward pass each), when
+   * the run did it.
+   */
+  attribution?: {
+    /** Hook name pattern, e.g. `"mlp_out"`. */
+    hook: string;
+    study: AttributionRecord;
+    aligned: AttributionRecord;
+    /** Wall-clock seconds of both attribution sweeps. */
+    seconds: number;
+    /** Wall-clock seconds of both exact sweeps. */
+    exactSeconds: number;
   };
   /** Circuits read from the weights. */
   circuits: {

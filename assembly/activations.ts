@@ -11,13 +11,13 @@ import { expd, setExpdConstants } from "./simd";
 import { gelu2, setGeluConstants } from "./elementwise";
 
 // @ts-ignore: decorator
-@inline const GELU_NEW: i32 = 0;
+@inline export const GELU_NEW: i32 = 0;
 // @ts-ignore: decorator
-@inline const GELU: i32 = 1;
+@inline export const GELU: i32 = 1;
 // @ts-ignore: decorator
-@inline const SILU: i32 = 2;
+@inline export const SILU: i32 = 2;
 // @ts-ignore: decorator
-@inline const RELU: i32 = 3;
+@inline export const RELU: i32 = 3;
 
 // Exact GELU: gelu(x) = x Phi(x), Phi(x) = erfc(-x / sqrt 2) / 2. AssemblyScript
 // has no erf, and a SIMD one needs no branches, so erfc comes from
@@ -35,8 +35,9 @@ let g11: v128 = g0, g12: v128 = g0, g13: v128 = g0, g14: v128 = g0;
 let cOne: v128 = g0, cTwo: v128 = g0, cQuarter: v128 = g0, cMinusHalf: v128 = g0;
 let cRsqrt2: v128 = g0, cZmax: v128 = g0, cZero: v128 = g0;
 
-// `one` must be 1.0 computed from a runtime value (see simd.ts on V8 and v128 constants).
-function setActivationConstants(one: f64): void {
+// Sets the constants of the activations (and of expd and gelu2); `one` must be 1.0 computed
+// from a runtime value (see simd.ts on V8 and v128 constants).
+export function setActivationConstants(one: f64): void {
   g0 = f64x2.splat(0.5107913526210115 * one);
   g1 = f64x2.splat(0.3435803411742941 * one);
   g2 = f64x2.splat(0.13973604642869117 * one);
@@ -64,9 +65,17 @@ function setActivationConstants(one: f64): void {
   setGeluConstants(one);
 }
 
+// exp(-x^2 / 2) of two lanes: the Gaussian factor of Phi and phi.
 // @ts-ignore: decorator
 @inline
-function gelu(x: v128): v128 {
+export function gaussian(x: v128): v128 {
+  return expd(f64x2.mul(f64x2.mul(x, x), cMinusHalf));
+}
+
+// Phi(x), the standard normal CDF, of two lanes, given g = gaussian(x).
+// @ts-ignore: decorator
+@inline
+export function normalCdf(x: v128, g: v128): v128 {
   const z = f64x2.pmin(f64x2.mul(f64x2.abs(x), cRsqrt2), cZmax);
   const u = f64x2.div(f64x2.sub(cTwo, z), f64x2.add(cTwo, z));
   let p = f64x2.add(f64x2.mul(g14, u), g13);
@@ -84,12 +93,14 @@ function gelu(x: v128): v128 {
   p = f64x2.add(f64x2.mul(p, u), g1);
   p = f64x2.add(f64x2.mul(p, u), g0);
   // erfc(z) / 2 = (t / 2) P(u) exp(-z^2), t / 2 = (1 + u) / 4
-  const half = f64x2.mul(
-    f64x2.mul(f64x2.mul(f64x2.add(cOne, u), cQuarter), p),
-    expd(f64x2.mul(f64x2.mul(x, x), cMinusHalf)),
-  );
-  const phi = v128.bitselect(half, f64x2.sub(cOne, half), f64x2.lt(x, cZero));
-  return f64x2.mul(x, phi);
+  const half = f64x2.mul(f64x2.mul(f64x2.mul(f64x2.add(cOne, u), cQuarter), p), g);
+  return v128.bitselect(half, f64x2.sub(cOne, half), f64x2.lt(x, cZero));
+}
+
+// @ts-ignore: decorator
+@inline
+function gelu(x: v128): v128 {
+  return f64x2.mul(x, normalCdf(x, gaussian(x)));
 }
 
 // silu(x) = x / (1 + exp(-x)).
@@ -106,24 +117,26 @@ function relu(x: v128): v128 {
   return f64x2.max(x, cZero);
 }
 
+// act(x) of two f64 lanes, act a constant after inlining.
 // @ts-ignore: decorator
 @inline
-function act2(act: i32, x: v128): v128 {
+export function act2(act: i32, x: v128): v128 {
   if (act == GELU) return gelu(x);
   if (act == SILU) return silu(x);
   if (act == GELU_NEW) return gelu2(x);
   return relu(x);
 }
 
+// Lanes 0-1 and 2-3 of four f32 as f64, and two f64 pairs back to four f32 (rounded once).
 // @ts-ignore: decorator
 @inline
-function lo(v: v128): v128 { return f64x2.promote_low_f32x4(v); }
+export function lo(v: v128): v128 { return f64x2.promote_low_f32x4(v); }
 // @ts-ignore: decorator
 @inline
-function hi(v: v128): v128 { return f64x2.promote_low_f32x4(v128.shuffle<i32>(v, v, 2, 3, 2, 3)); }
+export function hi(v: v128): v128 { return f64x2.promote_low_f32x4(v128.shuffle<i32>(v, v, 2, 3, 2, 3)); }
 // @ts-ignore: decorator
 @inline
-function pack(a: v128, b: v128): v128 {
+export function pack(a: v128, b: v128): v128 {
   return v128.shuffle<i32>(f32x4.demote_f64x2_zero(a), f32x4.demote_f64x2_zero(b), 0, 1, 4, 5);
 }
 

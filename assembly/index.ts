@@ -12,6 +12,7 @@ export { attention, attentionScores, softmaxRows, attentionApply } from "./atten
 export { rowArgmax, rowMaxSumExp } from "./rows";
 export { sumHeads } from "./heads";
 export { activation, gatedActivation } from "./activations";
+export { activationBackward, gatedActivationBackward } from "./activations_backward";
 export { rotary } from "./rotary";
 
 // First byte the host may use for its own allocations.

@@ -240,6 +240,25 @@ export interface Backend extends Disposable {
     dMlp: number,
   ): void;
   /**
+   * Backward of {@linkcode Backend.activation}: dx = dy * act'(x) elementwise (dx may be x or dy),
+   * with PyTorch autograd's values where the derivative is not defined: relu gives 0 where
+   * x <= 0 (at 0 too) and dy elsewhere; gelu, gelu_new and silu give NaN at +-Infinity.
+   */
+  activationBackward(act: Activation, x: DeviceArray, dy: DeviceArray, dx: DeviceArray): void;
+  /**
+   * Backward of {@linkcode Backend.gatedActivation} (out = act(gate) * up): from rows of `gateUp`
+   * and of `dOut` (d loss / d out, dMlp floats), row r of `dGateUp` gets
+   * [dOut * up * act'(gate) | dOut * act(gate)] (2 dMlp floats; dGateUp may be gateUp).
+   */
+  gatedActivationBackward(
+    act: Activation,
+    gateUp: DeviceArray,
+    dOut: DeviceArray,
+    dGateUp: DeviceArray,
+    rows: number,
+    dMlp: number,
+  ): void;
+  /**
    * Rotary embeddings (the rotate-half convention of GPT-NeoX and Llama) in place: in each head,
    * dims i and i + rotaryDim/2 turn by angle i of the row's position. Row r of `cs` holds the
    * rotaryDim/2 cosines of row r's angles, then their sines.

@@ -36,6 +36,8 @@ export interface KernelExports {
   affineRows(...args: number[]): void;
   activation(...args: number[]): void;
   gatedActivation(...args: number[]): void;
+  activationBackward(...args: number[]): void;
+  gatedActivationBackward(...args: number[]): void;
 }
 
 /** Arguments of matmul and matmulBf16, in the exports' order. */
@@ -144,6 +146,12 @@ export const OPS = {
   affineRows: { code: 22, args: ["x", "out", "d", "w", "b", "rowStart", "rowEnd"] },
   activation: { code: 23, args: ["x", "out", "act", "start", "end"] },
   gatedActivation: { code: 24, args: ["gateUp", "out", "dMlp", "act", "rowStart", "rowEnd"] },
+  // 48-49: the backward of the families' activations (activation, gatedActivation).
+  activationBackward: { code: 48, args: ["x", "dy", "dx", "act", "start", "end"] },
+  gatedActivationBackward: {
+    code: 49,
+    args: ["gateUp", "dOut", "dGateUp", "dMlp", "act", "rowStart", "rowEnd"],
+  },
 } as const;
 
 /** The activation functions of `activation` and `gatedActivation`, by their code in the module. */

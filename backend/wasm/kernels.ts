@@ -804,6 +804,42 @@ export class Kernels {
   }
 
   /**
+   * Backward of {@linkcode Kernels.activation}: dx = dy * act'(x) over n floats (dx may alias x
+   * or dy), in f64 and rounded once. As PyTorch's autograd: relu gives 0 where x <= 0 (at 0 too,
+   * whatever dy is) and dy elsewhere (a NaN x too); the smooth derivatives are NaN at +-Infinity.
+   */
+  activationBackward(act: ActivationName, x: number, dy: number, dx: number, n: number): void {
+    const code = activationCode(act);
+    const [T, range] = this.#ranges(n);
+    this.#launch("activationBackward", T, (t) => ({ x, dy, dx, act: code, ...range(t) }));
+  }
+
+  /**
+   * Backward of {@linkcode Kernels.gatedActivation}: from rows of `gateUp` ([gate | up], 2 dMlp
+   * floats) and of `dOut` (dMlp floats), rows of `dGateUp` get [dOut * up * act'(gate) |
+   * dOut * act(gate)], in f64 and rounded once. dGateUp may alias gateUp, not dOut.
+   */
+  gatedActivationBackward(
+    act: ActivationName,
+    gateUp: number,
+    dOut: number,
+    dGateUp: number,
+    rows: number,
+    dMlp: number,
+  ): void {
+    const code = activationCode(act);
+    const [T, range] = this.#rowRanges(rows, dMlp);
+    this.#launch("gatedActivationBackward", T, (t) => ({
+      gateUp,
+      dOut,
+      dGateUp,
+      dMlp,
+      act: code,
+      ...range(t),
+    }));
+  }
+
+  /**
    * Rotary embeddings (rotate-half convention) in place on heads [0, nHeads) of `rows` rows of
    * x (`stride` floats apart): in each head, dims i and i + rotaryDim/2 (i < rotaryDim/2) turn
    * by angle i of the row's position. `cs` holds a row of rotaryDim floats per row of x: the

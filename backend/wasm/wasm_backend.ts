@@ -347,6 +347,46 @@ export class WasmBackend implements Backend {
     this.kernels.gatedActivation(act, this.#ptr(gateUp), this.#ptr(out), rows, dMlp);
   }
 
+  activationBackward(act: Activation, x: DeviceArray, dy: DeviceArray, dx: DeviceArray): void {
+    if (dy.length !== x.length) {
+      throw new KernelError(
+        `activationBackward: ${dy.length} gradients for ${x.length} activations`,
+      );
+    }
+    this.#rowsFit(dx, 1, x.length, 0, "activationBackward dx");
+    const xp = this.#ptr(x), dyp = this.#ptr(dy), dxp = this.#ptr(dx);
+    this.#sameOrApart(dxp, xp, x.length, "activationBackward: dx and x");
+    this.#sameOrApart(dxp, dyp, x.length, "activationBackward: dx and dy");
+    this.kernels.activationBackward(act, xp, dyp, dxp, x.length);
+  }
+
+  gatedActivationBackward(
+    act: Activation,
+    gateUp: DeviceArray,
+    dOut: DeviceArray,
+    dGateUp: DeviceArray,
+    rows: number,
+    dMlp: number,
+  ): void {
+    this.#rowsFit(gateUp, rows, 2 * dMlp, 2 * dMlp, "gatedActivationBackward gateUp");
+    this.#rowsFit(dOut, rows, dMlp, dMlp, "gatedActivationBackward dOut");
+    this.#rowsFit(dGateUp, rows, 2 * dMlp, 2 * dMlp, "gatedActivationBackward dGateUp");
+    const gp = this.#ptr(gateUp), op = this.#ptr(dOut), dp = this.#ptr(dGateUp);
+    const n = rows * 2 * dMlp;
+    this.#sameOrApart(dp, gp, n, "gatedActivationBackward: dGateUp and gateUp");
+    if (dp < op + rows * dMlp * 4 && op < dp + n * 4) {
+      throw new KernelError("gatedActivationBackward: dGateUp overlaps dOut");
+    }
+    this.kernels.gatedActivationBackward(act, gp, op, dp, rows, dMlp);
+  }
+
+  /** An elementwise output over n floats at `out` must be the input at `inp` or apart from it. */
+  #sameOrApart(out: number, inp: number, n: number, what: string): void {
+    if (out !== inp && out < inp + n * 4 && inp < out + n * 4) {
+      throw new KernelError(`${what} overlap: pass the same array (in place) or disjoint ones`);
+    }
+  }
+
   rotary(x: DeviceArray, cs: DeviceArray, l: RotaryLayout): void {
     this.#rowsFit(x, l.rows, l.nHeads * l.dHead, l.stride, "rotary rows");
     this.#rowsFit(cs, l.rows, l.rotaryDim, l.rotaryDim, "rotary cos|sin rows");

@@ -12,6 +12,7 @@ import assert from "node:assert/strict";
 import { Kernels, relaxedSimdSupported } from "../backend/wasm/kernels.ts";
 import { KernelError } from "../core/errors.ts";
 import { SeededRng } from "../core/rng.ts";
+import { ACTIVATION_REFS, erfc, geluRef } from "./activation_references.ts";
 
 const U = 2 ** -24; // float32 unit roundoff
 
@@ -39,52 +40,7 @@ function bitsEqual(a: Float32Array, b: Float32Array, what: string): void {
   }
 }
 
-/**
- * erfc(z) for z >= 0 in float64, by a method unrelated to the kernel's: the Taylor series of erf
- * below 2 (terms at most e^4 = 55 times the result: ~1e-14 absolute, and erfc(2) = 4.7e-3, so
- * ~1e-12 relative), the continued fraction of erfc at and above 2 (Lentz, to convergence).
- */
-function erfc(z: number): number {
-  if (z < 2) {
-    let term = z, sum = z;
-    for (let n = 1; n < 200 && Math.abs(term) > 1e-18 * Math.abs(sum); n++) {
-      term *= -z * z / n;
-      sum += term / (2 * n + 1);
-    }
-    return 1 - (2 / Math.sqrt(Math.PI)) * sum;
-  }
-  // erfc(z) = exp(-z^2)/sqrt(pi) * 1 / (z + (1/2) / (z + 1 / (z + (3/2) / (z + ...))))
-  const tiny = 1e-300;
-  let f = z, c = z, d = 0;
-  for (let n = 1; n < 5000; n++) {
-    const a = n / 2;
-    d = z + a * d;
-    d = Math.abs(d) < tiny ? tiny : d;
-    c = z + a / c;
-    c = Math.abs(c) < tiny ? tiny : c;
-    d = 1 / d;
-    const delta = c * d;
-    f *= delta;
-    if (Math.abs(delta - 1) < 1e-16) break;
-  }
-  return Math.exp(-z * z) / Math.sqrt(Math.PI) / f;
-}
-
-/** x Phi(x) in float64, relative accuracy ~1e-12 (Phi from erfc without cancellation). */
-function geluRef(x: number): number {
-  const half = erfc(Math.abs(x) / Math.SQRT2) / 2;
-  return x * (x < 0 ? half : 1 - half);
-}
-
-const REFS: Record<"gelu" | "silu" | "relu" | "gelu_new", (x: number) => number> = {
-  gelu: geluRef,
-  silu: (x) => x / (1 + Math.exp(-x)),
-  relu: (x) => Number.isNaN(x) ? NaN : Math.max(x, 0),
-  gelu_new: (x) => {
-    const u = Math.sqrt(2 / Math.PI) * (x + 0.044715 * x * x * x);
-    return x / (1 + Math.exp(-2 * u));
-  },
-};
+const REFS = ACTIVATION_REFS;
 const ACTS = Object.keys(REFS) as (keyof typeof REFS)[];
 
 const SPECIAL = [

@@ -1,7 +1,7 @@
 /**
- * TransformerLens for Deno: GPT-2-family models on WebAssembly SIMD kernels, with
- * TransformerLens's hook points for caching, reading and patching every activation, and the
- * analyses of "How to interpret GPT2-small".
+ * TransformerLens for Deno: GPT-2, Pythia (GPT-NeoX), Llama and Qwen2 models on WebAssembly SIMD
+ * kernels, with TransformerLens's hook points for caching, reading and patching every activation,
+ * its toolkit, and the analyses of "How to interpret GPT2-small".
  *
  * @example
  * ```ts ignore

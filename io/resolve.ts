@@ -1,6 +1,7 @@
 /**
- * Turns a model name into its files: the embedded `induction-toy`, a GPT-2 alias or hub repo id
- * (downloaded into the Hugging Face cache), a local folder, or an http(s) URL of a folder.
+ * Turns a model name into its files: the embedded `induction-toy`, an alias (`gpt2`, `pythia-70m`,
+ * ...) or hub repo id (downloaded into the Hugging Face cache), a local folder, or an http(s) URL
+ * of a folder.
  *
  * Permissions are only those each kind of source needs: the embedded model reads nothing but its
  * own two files (by `fetch` next to this module, so it also works when the library is imported by

@@ -52,9 +52,9 @@ export interface RunOptions {
    */
   startAtLayer?: number;
   /**
-   * [batch, pos] of 0 (padding) and 1 (real token), for batches padded on the left or right: pads
-   * are never attended to, positions count from each sequence's first real token, and the loss
-   * skips them. Text input is masked automatically.
+   * [batch, pos] of 0 (padding) and 1 (real token), for batches padded on the left or right: real
+   * tokens never attend to pads, positions count from each sequence's first real token, and the
+   * loss skips pads. Text input is masked automatically.
    */
   attentionMask?: AttentionMask;
   /** Text input: which side gets the pad tokens (default `"right"`). */

@@ -1,5 +1,7 @@
 /**
- * GPT-2 tokenizers: r50k_base from npm, or a byte-level BPE read from a model folder's files.
+ * Tokenizers: GPT-2's r50k_base from npm, or the BPE a model's own files describe
+ * (`tokenizer.json` of GPT-2, GPT-NeoX, Llama, Qwen2, SentencePiece-style models, or
+ * `vocab.json` + `merges.txt`).
  *
  * @example
  * ```ts

@@ -4,13 +4,10 @@
  * @module
  */
 import { InputError } from "../core/errors.ts";
-import { getActName } from "../model/hook_table.ts";
 import type { HookedTransformer } from "../model/hooked_transformer.ts";
 import { lossMetric } from "../model/metrics.ts";
-import { PATCH_POINTS } from "../model/patching.ts";
-import { type Tokens, toTokenTensor } from "../model/tokens.ts";
-import { type PatchingOptions, patchPositions } from "./patching.ts";
-import { repeatedShape } from "./repeated_tokens.ts";
+import type { Tokens } from "../model/tokens.ts";
+import { type PatchingOptions, planSweep } from "./patching.ts";
 
 /**
  * First-order estimates of {@link patchingScores}' grid: for layer l and column j (patched
@@ -38,16 +35,8 @@ export async function attributionScores(
   seqLen: number,
   opts: Omit<PatchingOptions, "onProgress"> = {},
 ): Promise<number[][]> {
-  const hook = opts.hook ?? "mlp_out";
-  if (!PATCH_POINTS.includes(hook)) {
-    throw new InputError(`hook must be one of ${PATCH_POINTS.join(", ")}; got ${hook}`);
-  }
-  const { targets, sources } = patchPositions(seqLen, opts.alignment ?? "study");
-  const all = toTokenTensor(tokens, model.cfg);
-  const [, T] = repeatedShape(all, seqLen);
-  const one = { data: all.data.slice(0, T), shape: [1, T] };
+  const { targets, sources, one, names } = planSweep(model, tokens, seqLen, opts);
   const d = model.cfg.dModel;
-  const names = Array.from({ length: model.cfg.nLayers }, (_, l) => getActName(hook, l));
   const { cache } = await model.runWithCache(one, {
     namesFilter: names,
     inclBwdCache: true,

@@ -85,6 +85,36 @@ function lossFrom(lp: Float32Array, from: number): number {
 }
 
 /**
+ * What a sweep over repeated tokens patches (shared by {@link patchingScores} and its
+ * attribution-patching estimate): the hook point (checked), the patched positions and their
+ * sources, the first sequence [1, T], and the hook point's name in each layer.
+ * @internal
+ */
+export function planSweep(
+  model: HookedTransformer,
+  tokens: Tokens,
+  seqLen: number,
+  opts: Pick<PatchingOptions, "hook" | "alignment">,
+): {
+  hook: PatchPoint;
+  targets: number[];
+  sources: number[];
+  one: { data: Int32Array; shape: number[] };
+  names: string[];
+} {
+  const hook = opts.hook ?? "mlp_out";
+  if (!PATCH_POINTS.includes(hook)) {
+    throw new InputError(`hook must be one of ${PATCH_POINTS.join(", ")}; got ${hook}`);
+  }
+  const { targets, sources } = patchPositions(seqLen, opts.alignment ?? "study");
+  const all = toTokenTensor(tokens, model.cfg);
+  const [, T] = repeatedShape(all, seqLen);
+  const one = { data: all.data.slice(0, T), shape: [1, T] };
+  const names = Array.from({ length: model.cfg.nLayers }, (_, l) => getActName(hook, l));
+  return { hook, targets, sources, one, names };
+}
+
+/**
  * Activation patching on repeated tokens, as the study does it: batch 1; for each layer l and
  * each column j, replace `blocks.{l}.hook_{hook}` at position p = targets[j] (batch 0) with the
  * clean run's value at p - seqLen, and score loss(patched) - loss(clean), loss = mean of
@@ -115,17 +145,9 @@ export async function patchingScores(
   seqLen: number,
   opts: PatchingOptions = {},
 ): Promise<number[][]> {
-  const hook = opts.hook ?? "mlp_out";
-  if (!PATCH_POINTS.includes(hook)) {
-    throw new InputError(`hook must be one of ${PATCH_POINTS.join(", ")}; got ${hook}`);
-  }
-  const { targets, sources } = patchPositions(seqLen, opts.alignment ?? "study");
-  const all = toTokenTensor(tokens, model.cfg);
-  const [, T] = repeatedShape(all, seqLen);
-  const one = { data: all.data.slice(0, T), shape: [1, T] };
+  const { hook, targets, sources, one, names } = planSweep(model, tokens, seqLen, opts);
   const L = model.cfg.nLayers;
   const d = model.cfg.dModel;
-  const names = Array.from({ length: L }, (_, l) => getActName(hook, l));
   const { cache } = await model.runWithCache(one, { namesFilter: names, returnType: "none" });
   const groups = names.map((name, l) => {
     const act = cache.get(name).data;

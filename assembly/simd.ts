@@ -89,9 +89,9 @@ export function exps(x: f32): f32 {
   return f32x4.extract_lane(expv(f32x4.splat(x)), 0);
 }
 
-// exp for f64 lanes, about 1 ulp, no lookup tables: t is clamped to
+// exp for f64 lanes to 2.1e-10 relative, no lookup tables: t is clamped to
 // [-745, 709] (NaN passes through), t = n ln2 + r (Cody-Waite, |r| <= ln2/2),
-// exp(r) by a degree-8 Taylor polynomial (truncation < 2.1e-10 relative, far
+// exp(r) by a degree-8 Taylor polynomial (its truncation is that error, far
 // below the f32 rounding of the kernels' results), 2^n applied in two halves
 // so that underflow and overflow come out right. Constants as for expv:
 // globals set by setExpdConstants() at the start of every exported function

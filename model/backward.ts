@@ -25,7 +25,13 @@
  */
 import type { DeviceArray, Scope } from "../backend/backend.ts";
 import type { DeviceNorm } from "./device_weights.ts";
-import { type ModelRuntime, normalizedAfterWeight, Pass } from "./forward.ts";
+import {
+  type ModelRuntime,
+  normalizedAfterWeight,
+  Pass,
+  PER_HEAD_POINTS,
+  repeatPerHead,
+} from "./forward.ts";
 import { HOOK, type HookOptions, type HookPoint } from "./hook_table.ts";
 import { type HookChange, type HookFn, HookNames, HookSession } from "./hooks.ts";
 
@@ -47,16 +53,6 @@ export interface BackwardPlan {
   /** The optional hook points that were on in the forward pass. */
   hookOptions: Readonly<HookOptions>;
 }
-
-/** The hook points that show per-head inputs (`useSplitQkvInput`, `useAttnIn`). */
-const PER_HEAD_POINTS = [
-  HOOK.attnIn,
-  HOOK.qInput,
-  HOOK.kInput,
-  HOOK.vInput,
-  HOOK.ln1Scale,
-  HOOK.ln1Normalized,
-];
 
 /**
  * Runs the backward pass. `grads` visits each hook point's gradient: caching it and running the
@@ -376,13 +372,7 @@ class BackwardPass {
     // value a forward hook wrote.
     const input = (p: HookPoint, heads: number) => {
       const changed = this.#change(p, l);
-      if (changed) return scope.upload(changed.value.data);
-      const data = new Float32Array(rows * heads * d);
-      for (let r = 0; r < rows; r++) {
-        const row = resid.subarray(r * d, (r + 1) * d);
-        for (let h = 0; h < heads; h++) data.set(row, (r * heads + h) * d);
-      }
-      return scope.upload(data);
+      return scope.upload(changed ? changed.value.data : repeatPerHead(resid, rows, heads, d));
     };
     const kinds = [
       { point: HOOK.qInput, heads: nHeads, W: w.W_Q[l], col: 0 },
@@ -435,14 +425,8 @@ class BackwardPass {
     const W_O = this.m.heads?.W_O?.[l];
     if (!W_O) throw new Error("per-head W_O was not uploaded (set useAttnResult first)");
     using scope = backend.scope();
-    const result = scope.alloc(rows * nHeads * d);
     const g = backend.read(dOut.at(0, rows * d));
-    const repeated = new Float32Array(rows * nHeads * d);
-    for (let r = 0; r < rows; r++) {
-      const row = g.subarray(r * d, (r + 1) * d);
-      for (let h = 0; h < nHeads; h++) repeated.set(row, (r * nHeads + h) * d);
-    }
-    backend.write(result, repeated);
+    const result = scope.upload(repeatPerHead(g, rows, nHeads, d));
     this.#visit(HOOK.result, l, result, nHeads * d);
     for (let h = 0; h < nHeads; h++) {
       backend.matmulTransposed(result.at(h * d), W_O[h], this.buf.z.at(h * dHead), rows, {

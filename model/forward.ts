@@ -192,6 +192,39 @@ export function normalizedAfterWeight(cfg: HookedTransformerConfig): boolean {
   return cfg.normalizationType === "LN" || cfg.normalizationType === "LNPre";
 }
 
+/**
+ * The hook points that show per-head Q/K/V inputs (`useSplitQkvInput`, `useAttnIn`): a layer
+ * computes Q, K and V head by head only when one of them is read or edited.
+ * @internal
+ */
+export const PER_HEAD_POINTS: readonly HookPoint[] = [
+  HOOK.attnIn,
+  HOOK.qInput,
+  HOOK.kInput,
+  HOOK.vInput,
+  HOOK.ln1Scale,
+  HOOK.ln1Normalized,
+];
+
+/**
+ * Rows [rows, d] repeated along a head axis: [rows, heads, d] (TransformerLens's per-head inputs
+ * and hook_result's gradient).
+ * @internal
+ */
+export function repeatPerHead(
+  x: Float32Array,
+  rows: number,
+  heads: number,
+  d: number,
+): Float32Array {
+  const out = new Float32Array(rows * heads * d);
+  for (let r = 0; r < rows; r++) {
+    const row = x.subarray(r * d, (r + 1) * d);
+    for (let h = 0; h < heads; h++) out.set(row, (r * heads + h) * d);
+  }
+  return out;
+}
+
 /** Where each sequence's rows start, and the total, for a plan. */
 export function planRows(plan: Pick<ForwardPlan, "batch" | "T" | "qStart">): {
   rowOffset: Int32Array;
@@ -583,15 +616,7 @@ export class Pass {
   #perHeadInputs(l: number): boolean {
     const o = this.hooks.options;
     if (!o.useSplitQkvInput && !o.useAttnIn) return false;
-    const points = [
-      HOOK.attnIn,
-      HOOK.qInput,
-      HOOK.kInput,
-      HOOK.vInput,
-      HOOK.ln1Scale,
-      HOOK.ln1Normalized,
-    ];
-    return points.some((p) => this.hooks.wants(p, l));
+    return PER_HEAD_POINTS.some((p) => this.hooks.wants(p, l));
   }
 
   /**
@@ -612,15 +637,7 @@ export class Pass {
     const { batch } = this.plan, nQ = this.#nQ;
     using scope = backend.scope();
     const resid = backend.read(this.buf.resid.at(0, rows * d));
-    // The residual stream repeated along a head axis: [rows, n, d].
-    const repeated = (n: number) => {
-      const data = new Float32Array(rows * n * d);
-      for (let r = 0; r < rows; r++) {
-        const row = resid.subarray(r * d, (r + 1) * d);
-        for (let h = 0; h < n; h++) data.set(row, (r * n + h) * d);
-      }
-      return scope.upload(data);
-    };
+    const repeated = (n: number) => scope.upload(repeatPerHead(resid, rows, n, d));
     let attnIn: DeviceArray | undefined;
     if (o.useAttnIn) {
       if (nKv !== nHeads) {

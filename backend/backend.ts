@@ -236,6 +236,11 @@ export interface Backend extends Disposable {
 
   /** A copy of the array's values. */
   read(x: DeviceArray): Float32Array;
+  /**
+   * Copies the array's values into `out` from index `offset` (default 0), without an
+   * intermediate array: how chunks of logits reach one large result.
+   */
+  readInto(x: DeviceArray, out: Float32Array, offset?: number): void;
   /** Writes `data` at the start of `x` (`data.length <= x.length`). */
   write(x: DeviceArray, data: Float32Array): void;
   /** A dense copy of `rows` rows of `cols` floats whose starts are `stride` floats apart. */

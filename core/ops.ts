@@ -1067,7 +1067,7 @@ export function matmul2d(
       const rows = Math.min(rowsPer, m - r0);
       backend.write(aBuf, a.subarray(r0 * k, (r0 + rows) * k));
       backend.matmul(aBuf, packed, cBuf, rows);
-      out.set(backend.read(cBuf.at(0, rows * n)), r0 * n);
+      backend.readInto(cBuf.at(0, rows * n), out, r0 * n);
     }
     return out;
   }

@@ -122,7 +122,7 @@ export function runWithGradients(m: ModelRuntime, run: GradientRun): GradientRes
       T,
       tokens,
       record: { residPre },
-      unembed: { each: (r0, _count, lg) => out.set(backend.read(lg), r0 * V) },
+      unembed: { each: (r0, _count, lg) => backend.readInto(lg, out, r0 * V) },
     }, fwd);
     logits = { data: out, shape: [batch, T, V] };
     value = metric.value(logits, metricRun);

@@ -82,7 +82,7 @@ export function runPatchGroups(
     T,
     tokens,
     record: base,
-    unembed: { each: (r0, _n, logits) => baseLogits.set(backend.read(logits), r0 * V) },
+    unembed: { each: (r0, _n, logits) => backend.readInto(logits, baseLogits, r0 * V) },
   }, silent);
 
   groups.forEach((g, gi) => {

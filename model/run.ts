@@ -298,7 +298,7 @@ export function executeRun(m: ModelRuntime, session: HookSession, p: PreparedRun
     const reduce = loss?.reducer(backend, V, Int32Array.from({ length: batch * T }, (_, i) => i));
     plan.unembed = {
       each: (r0, count, chunk) => {
-        logits.set(backend.read(chunk), r0 * V);
+        backend.readInto(chunk, logits, r0 * V);
         reduce?.(r0, count, chunk);
       },
     };

@@ -546,6 +546,11 @@ export class Kernels {
     return out;
   }
 
+  /** Copies nFloats floats out of memory into `out` from index `offset`. */
+  readInto(ptr: number, nFloats: number, out: Float32Array, offset: number): void {
+    out.set(this.view(ptr, nFloats), offset);
+  }
+
   /** Copies nFloats floats from src to dst inside memory (the ranges may overlap). */
   copy(src: number, dst: number, nFloats: number): void {
     new Uint8Array(this.memory.buffer).copyWithin(dst, src, src + nFloats * 4);

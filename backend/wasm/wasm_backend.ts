@@ -226,6 +226,15 @@ export class WasmBackend implements Backend {
     return this.kernels.read(this.#ptr(x), x.length);
   }
 
+  readInto(x: DeviceArray, out: Float32Array, offset = 0): void {
+    if (!Number.isInteger(offset) || offset < 0 || offset + x.length > out.length) {
+      throw new KernelError(
+        `readInto: ${x.length} values at offset ${offset} do not fit an array of ${out.length}`,
+      );
+    }
+    this.kernels.readInto(this.#ptr(x), x.length, out, offset);
+  }
+
   write(x: DeviceArray, data: Float32Array): void {
     if (data.length > x.length) {
       throw new KernelError(`write of ${data.length} floats into a device array of ${x.length}`);

@@ -163,8 +163,6 @@ export interface CausalOptions {
 
 /** Options of {@linkcode Backend.normBackward}. */
 export interface NormBackwardOptions {
-  /** The norm's weight (d floats), when it has one. */
-  gamma?: DeviceArray;
   /** LayerNorm (true, default: the mean is subtracted) or RMSNorm (false). */
   center?: boolean;
   /** Receives dL/dscale of each row (hook_scale's gradient); with `scaleGiven`, supplies it. */

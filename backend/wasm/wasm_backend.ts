@@ -562,13 +562,11 @@ export class WasmBackend implements Backend {
     this.#rowsFit(x, rows, d, d, "normBackward input");
     this.#rowsFit(grad, rows, d, d, "normBackward gradient");
     if (dx) this.#rowsFit(dx, rows, d, d, "normBackward dx");
-    if (opts.gamma) this.#rowsFit(opts.gamma, 1, d, d, "normBackward gamma");
     if (opts.scaleGrad) this.#rowsFit(opts.scaleGrad, rows, 1, 1, "normBackward scale gradient");
     if (opts.scaleGiven && !opts.scaleGrad) {
       throw new KernelError("normBackward: scaleGiven needs the scaleGrad array");
     }
     this.kernels.normBackward(this.#ptr(x), this.#ptr(grad), dx ? this.#ptr(dx) : 0, rows, d, eps, {
-      gamma: opts.gamma && this.#ptr(opts.gamma),
       center: opts.center,
       dScale: opts.scaleGrad && this.#ptr(opts.scaleGrad),
       scaleGiven: opts.scaleGiven,

@@ -34,6 +34,7 @@ import {
 } from "./forward.ts";
 import { HOOK, type HookOptions, type HookPoint } from "./hook_table.ts";
 import { type HookChange, type HookFn, HookNames, HookSession } from "./hooks.ts";
+import type { Padding } from "./padding.ts";
 
 /** What a backward pass starts from: a forward pass's record. */
 export interface BackwardPlan {
@@ -41,6 +42,8 @@ export interface BackwardPlan {
   batch: number;
   /** Length of every sequence. */
   T: number;
+  /** Where each sequence's real tokens are, in a padded batch. */
+  padding?: Padding;
   /**
    * Each block's input residual stream as the block used it (after hooks), and the final
    * resid_post as entry nLayers: [batch * T, d_model] each (the forward's `record.residPre`).
@@ -63,7 +66,8 @@ export function backward(m: ModelRuntime, plan: BackwardPlan, grads: HookSession
   const names = new HookNames(cfg.nLayers);
   using scope = m.backend.scope();
   const replay = replaySession(m, names, plan);
-  const pass = new Pass(m, { batch: plan.batch, T: plan.T, keepPattern: true }, replay, scope);
+  const { batch, T, padding } = plan;
+  const pass = new Pass(m, { batch, T, padding, keepPattern: true }, replay, scope);
   const bwd = new BackwardPass(m, plan, grads, names, pass, scope);
   bwd.finalNorm();
   for (let l = cfg.nLayers - 1; l >= 0; l--) bwd.block(l);
@@ -466,6 +470,9 @@ class BackwardPass {
       scale: 1 / Math.sqrt(dHead),
       nKeyValueHeads,
     });
+    // Keys from 0 in every sequence, padded or not: the forward's softmax gave masked and pad keys
+    // weight 0, so nothing flows through them, and hook_pattern's gradient there is dz . v, as
+    // autograd gives TransformerLens (a hooked pattern may also have used them).
     const at = (x: DeviceArray, b: number) => x.at(b * perSeq, perSeq);
     // The pattern's gradient over whole rows when a hook point reads it (TransformerLens's
     // hook_pattern gradient has entries above the diagonal too), else only where it flows on.

@@ -10,6 +10,7 @@ import type { Tensor } from "../core/tensor.ts";
 import { backward } from "./backward.ts";
 import { forward, LOGIT_CHUNK_ROWS, type ModelRuntime } from "./forward.ts";
 import type { HookOptions } from "./hook_table.ts";
+import type { Padding } from "./padding.ts";
 import { type HookFn, HookNames, HookSession } from "./hooks.ts";
 import { chunkedMetric, lossMetric, type Metric, type MetricRun } from "./metrics.ts";
 import type { TokenTensor } from "./tokens.ts";
@@ -35,6 +36,8 @@ export interface GradientRun {
   returnType?: GradientReturnType;
   /** The optional hook points that are on. */
   hookOptions?: Readonly<HookOptions>;
+  /** Where each sequence's real tokens are, in a padded batch. */
+  padding?: Padding;
 }
 
 /** What a run with gradients computed. */
@@ -81,7 +84,8 @@ export function runWithGradients(m: ModelRuntime, run: GradientRun): GradientRes
   const fwd = new HookSession(backend, names, run.fwdHooks, run.cacheNames, hookOptions, {
     trackChanges: true,
   });
-  const metricRun: MetricRun = { tokens };
+  const { padding } = run;
+  const metricRun: MetricRun = { tokens, padding };
   // Full logits when they are returned, when the loss is asked beside another metric, or for a
   // metric of the user's own; else the built-in metric's chunked form.
   const keepLogits = returnType === "logits" || returnType === "both" ||
@@ -101,6 +105,7 @@ export function runWithGradients(m: ModelRuntime, run: GradientRun): GradientRes
       batch,
       T,
       tokens,
+      padding,
       record: { residPre },
       unembed: {
         rows: chunked.rows,
@@ -121,6 +126,7 @@ export function runWithGradients(m: ModelRuntime, run: GradientRun): GradientRes
       batch,
       T,
       tokens,
+      padding,
       record: { residPre },
       unembed: { each: (r0, _count, lg) => backend.readInto(lg, out, r0 * V) },
     }, fwd);
@@ -142,7 +148,7 @@ export function runWithGradients(m: ModelRuntime, run: GradientRun): GradientRes
   const bwd = new HookSession(backend, names, run.bwdHooks, run.gradNames, hookOptions, {
     backward: true,
   });
-  backward(m, { batch, T, residPre, dFinal, changes: fwd.changes, hookOptions }, bwd);
+  backward(m, { batch, T, padding, residPre, dFinal, changes: fwd.changes, hookOptions }, bwd);
 
   const cache = new Map(fwd.cached);
   for (const [name, g] of bwd.cached) cache.set(`${name}_grad`, g);

@@ -538,8 +538,8 @@ export class HookedTransformer {
   }
 
   /**
-   * A run with a backward pass (see `gradients.ts`): whole unpadded sequences from the tokens to
-   * the logits, with the model's registered hooks of both directions first.
+   * A run with a backward pass (see `gradients.ts`): from the tokens (padded or not) to the
+   * logits, with the model's registered hooks of both directions first.
    */
   #gradients(
     input: ModelInput,
@@ -547,10 +547,9 @@ export class HookedTransformer {
     names: { cacheNames?: Set<string>; gradNames?: Set<string> },
   ) {
     const p = prepareRun(this, input, opts);
-    if (p.padding || p.startLayer !== 0 || p.stopAtLayer !== undefined || p.lossPerToken) {
+    if (p.startLayer !== 0 || p.stopAtLayer !== undefined || p.lossPerToken) {
       throw new InputError(
-        "gradients are computed for whole sequences of equal length from the tokens to one " +
-          "scalar: drop attentionMask (or run prompts of one length), startAtLayer, stopAtLayer " +
+        "gradients are computed from the tokens to one scalar: drop startAtLayer, stopAtLayer " +
           "and lossPerToken",
       );
     }
@@ -562,6 +561,7 @@ export class HookedTransformer {
       hookOptions: { ...this.#hookOptions },
       metric: opts.metric,
       returnType: p.returnType,
+      padding: p.padding,
       ...names,
     });
     return { ...r, batch: p.batch, returnType: p.returnType };

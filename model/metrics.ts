@@ -9,12 +9,15 @@
 import type { Backend, DeviceArray } from "../backend/backend.ts";
 import { InputError } from "../core/errors.ts";
 import type { Tensor } from "../core/tensor.ts";
+import type { Padding } from "./padding.ts";
 import type { TokenTensor } from "./tokens.ts";
 
 /** What a metric may read about the run it scores: its tokens (the loss needs them). */
 export interface MetricRun {
   /** The run's tokens [batch, pos]. */
   tokens: TokenTensor;
+  /** Where each sequence's real tokens are, in a padded batch (the loss skips pads). */
+  padding?: Padding;
 }
 
 /**
@@ -204,7 +207,8 @@ function crossEntropyChunked(backend: Backend, ce: CrossEntropyRows, dVocab: num
 /**
  * TransformerLens's loss as a metric: the mean over the batch and positions of the next-token
  * cross-entropy (`lm_cross_entropy_loss`), optionally only for predictions at positions
- * t >= `from` (t predicts token t + 1). Inside a run it reads the run's tokens.
+ * t >= `from` (t predicts token t + 1). Inside a run it reads the run's tokens, and in a padded
+ * batch counts only positions where both t and t + 1 are real tokens (TL's attention-mask loss).
  *
  * @example
  * ```ts
@@ -238,18 +242,26 @@ export function lossMetric(opts: LossMetricOptions = {}): Metric {
     if (shape[0] !== B || shape[1] !== T) {
       throw new InputError(`lossMetric: logits [${shape}] do not match tokens [${B}, ${T}]`);
     }
-    if (from >= T - 1) {
-      throw new InputError(`lossMetric: from ${from} leaves no prediction in ${T} tokens`);
-    }
-    const n = T - 1 - from;
-    const rows = new Int32Array(B * n), targets = new Int32Array(B * n);
+    const padding = opts.tokens ? undefined : run?.padding;
+    const rows: number[] = [], targets: number[] = [];
     for (let b = 0; b < B; b++) {
-      for (let i = 0; i < n; i++) {
-        rows[b * n + i] = b * T + from + i;
-        targets[b * n + i] = tokens.data[b * T + from + i + 1];
+      const first = Math.max(from, padding?.first[b] ?? 0), end = padding?.end[b] ?? T;
+      for (let t = first; t + 1 < end; t++) {
+        rows.push(b * T + t);
+        targets.push(tokens.data[b * T + t + 1]);
       }
     }
-    return { rows, targets, coef: 1 / (B * n) };
+    if (rows.length === 0) {
+      throw new InputError(
+        `lossMetric: from ${from} leaves no prediction in ${T} tokens` +
+          (padding ? " (counting real tokens only)" : ""),
+      );
+    }
+    return {
+      rows: Int32Array.from(rows),
+      targets: Int32Array.from(targets),
+      coef: 1 / rows.length,
+    };
   };
   const metric: BuiltinMetric = {
     value: (logits, run) => crossEntropyValue(logits, plan(logitShape(logits, "lossMetric"), run)),

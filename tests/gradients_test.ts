@@ -293,3 +293,85 @@ Deno.test("a NaN metric or a hook of the wrong shape is a typed error, and the m
   const after = await lossGrads(model);
   for (const name of before.keys()) bitsEqual(after.get(name).data, before.get(name).data, name);
 });
+
+// A padded batch's gradients are each sequence's own: at real positions, B times the gradients of
+// the sequence run alone (the logit-difference metric averages over the batch). Left padding moves
+// a sequence's positions (and rotary angles) and masks the pads as keys; the backward follows.
+for (const which of ["tiny-hf-f32", "tiny-llama"]) {
+  Deno.test(`${which}: gradients of a left-padded batch equal the separate runs'`, async () => {
+    const dir = repoFixturePath(which);
+    const config = JSON.parse(await Deno.readTextFile(`${dir}/config.json`));
+    const model = await HookedTransformer.fromBytes(
+      config,
+      await Deno.readFile(`${dir}/model.safetensors`),
+      { threads: 1 },
+    );
+    try {
+      const a = [7, 3, 17, 42, 8, 3, 17], b = [5, 9, 13, 2, 60, 61, 5, 9, 13, 2, 60];
+      const T = b.length, pad = T - a.length;
+      const padded = [[...Array(pad).fill(0), ...a], b];
+      const attentionMask = [[...Array(pad).fill(0), ...a.map(() => 1)], b.map(() => 1)];
+      const names = [
+        "hook_embed",
+        "blocks.0.hook_resid_pre",
+        "blocks.0.attn.hook_q",
+        "blocks.1.attn.hook_pattern",
+        "blocks.1.mlp.hook_post",
+        "ln_final.hook_normalized",
+      ];
+      const ans = [11, 12], wrong = [20, 21];
+      const batch = await model.runWithCache(padded, {
+        attentionMask,
+        metric: logitDiffMetric(ans, wrong),
+        inclBwdCache: true,
+        returnType: "none",
+        namesFilter: names,
+      });
+      for (const [s, seq] of [a, b].entries()) {
+        const alone = await model.runWithCache([seq], {
+          metric: logitDiffMetric([ans[s]], [wrong[s]]),
+          inclBwdCache: true,
+          returnType: "none",
+          namesFilter: names,
+        });
+        const first = T - seq.length;
+        for (const name of names) {
+          const g = batch.cache.get(`${name}_grad`), one = alone.cache.get(`${name}_grad`);
+          const per = g.data.length / (2 * T); // floats per position (pattern: per query row)
+          const rows = g.data.subarray((s * T + first) * per, (s + 1) * T * per);
+          let got: Float32Array;
+          if (name.endsWith("hook_pattern")) {
+            // [head, query, key]: the real queries' rows, at the real keys.
+            const H = g.shape[1];
+            const block = g.data.subarray(s * H * T * T, (s + 1) * H * T * T);
+            got = new Float32Array(one.data.length);
+            const n = seq.length;
+            for (let h = 0; h < H; h++) {
+              for (let q = 0; q < n; q++) {
+                got.set(
+                  block.subarray((h * T + first + q) * T + first, (h * T + first + q) * T + T),
+                  (h * n + q) * n,
+                );
+              }
+            }
+          } else {
+            got = rows;
+          }
+          const doubled = got.map((v) => 2 * v);
+          assert.ok(maxRel(doubled, one.data) < 1e-5, `${name}_grad of sequence ${s}`);
+        }
+      }
+      // The loss of a padded batch counts real predictions only, as the forward's loss does.
+      const { loss } = await model.runWithCache(padded, {
+        attentionMask,
+        returnType: "loss",
+        inclBwdCache: true,
+        namesFilter: [],
+      });
+      const forwardLoss = await model.run(padded, { attentionMask, returnType: "loss" });
+      assert.ok(Math.abs(loss! - forwardLoss) < 1e-6 * forwardLoss, `${loss} vs ${forwardLoss}`);
+    } finally {
+      model.dispose();
+    }
+  });
+}

@@ -46,7 +46,7 @@ export type {
   ResetHooksOptions,
 } from "./model/hook_registry.ts";
 export type { GenerateOptions, GenerateResult } from "./model/generate.ts";
-export type { AttentionMask, PaddingSide } from "./model/padding.ts";
+export type { AttentionMask, Padding, PaddingSide } from "./model/padding.ts";
 export type { TokenizeOptions, TokenPositionOptions } from "./model/text.ts";
 export { ActivationCache } from "./model/activation_cache.ts";
 export type {

@@ -19,6 +19,7 @@ import { familyOf } from "../families/registry.ts";
 import { MODEL_ALIASES } from "../io/resolve.ts";
 import { loadFamily, readFamily } from "./families_fixtures.ts";
 import { fixturePath } from "./fixtures.ts";
+import { bitsEqual } from "./assertions.ts";
 
 const U = 2 ** -24;
 const TOKENS = [[5, 17, 3, 88, 40, 40, 9, 61, 2], [70, 1, 33, 33, 12, 95, 0, 7, 50]];
@@ -29,15 +30,6 @@ async function model(dir: string, processed = true): Promise<HookedTransformer> 
   const key = `${dir}:${processed}`;
   if (!models.has(key)) models.set(key, await loadFamily(dir, processed));
   return models.get(key)!;
-}
-
-function bitsEqual(a: Float32Array, b: Float32Array, what: string) {
-  assert.equal(a.length, b.length, what);
-  const ua = new Uint32Array(a.buffer, a.byteOffset, a.length);
-  const ub = new Uint32Array(b.buffer, b.byteOffset, b.length);
-  for (let i = 0; i < ua.length; i++) {
-    if (ua[i] !== ub[i]) assert.fail(`${what}: element ${i}: ${a[i]} vs ${b[i]}`);
-  }
 }
 
 function logSoftmaxAt(row: Float32Array, j: number): number {

@@ -10,6 +10,7 @@ import { logitDiffMetric, logProbMetric, lossMetric, type Metric } from "../mode
 import type { WasmBackend } from "../backend/wasm/wasm_backend.ts";
 import { syntheticGpt2 } from "../weights/synthetic.ts";
 import { repoFixturePath } from "./fixtures.ts";
+import { bitsEqual } from "./assertions.ts";
 
 // deno-lint-ignore no-explicit-any
 const golden: any = JSON.parse(Deno.readTextFileSync(repoFixturePath("tiny-tl-golden.json")));
@@ -25,15 +26,6 @@ async function tiny(threads = 1): Promise<HookedTransformer> {
       threads,
     },
   );
-}
-
-function bitsEqual(a: Float32Array, b: Float32Array, what: string): void {
-  assert.equal(a.length, b.length, `${what}: length`);
-  const ua = new Uint32Array(a.buffer, a.byteOffset, a.length);
-  const ub = new Uint32Array(b.buffer, b.byteOffset, b.length);
-  for (let i = 0; i < a.length; i++) {
-    if (ua[i] !== ub[i]) assert.fail(`${what}: element ${i} differs: ${a[i]} vs ${b[i]}`);
-  }
 }
 
 function maxRel(a: Float32Array, b: Float32Array): number {

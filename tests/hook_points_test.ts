@@ -7,6 +7,7 @@
  */
 import assert from "node:assert/strict";
 import { HookedTransformer, syntheticGpt2, type Tensor } from "../mod.ts";
+import { bitsEqual } from "./assertions.ts";
 
 const { config, weights } = syntheticGpt2({
   nLayers: 2,
@@ -25,13 +26,9 @@ async function load(threads: number): Promise<HookedTransformer> {
   return await HookedTransformer.fromBytes(config, weights, { threads });
 }
 
-function bitsEqual(a: Tensor, b: Tensor, what: string) {
+function tensorBitsEqual(a: Tensor, b: Tensor, what: string) {
   assert.deepEqual(a.shape, b.shape, `${what}: shape`);
-  const x = new Uint32Array(a.data.buffer, a.data.byteOffset, a.data.length);
-  const y = new Uint32Array(b.data.buffer, b.data.byteOffset, b.data.length);
-  for (let i = 0; i < x.length; i++) {
-    if (x[i] !== y[i]) assert.fail(`${what}: element ${i} differs (${a.data[i]} vs ${b.data[i]})`);
-  }
+  bitsEqual(a.data, b.data, what);
 }
 
 Deno.test("every hook point cached alone equals the full cache, on 1 and 2 threads", async () => {
@@ -44,7 +41,7 @@ Deno.test("every hook point cached alone equals the full cache, on 1 and 2 threa
     for (const name of model.hookNames) {
       const { cache } = await model.runWithCache(TOKENS, { namesFilter: name, returnType: "none" });
       assert.deepEqual(cache.keys(), [name]);
-      bitsEqual(cache.get(name), full.get(name), `${name} alone, ${label}`);
+      tensorBitsEqual(cache.get(name), full.get(name), `${name} alone, ${label}`);
     }
   }
   one.dispose();

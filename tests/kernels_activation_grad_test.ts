@@ -24,6 +24,7 @@ import {
   ACTIVATION_REFS,
   type ActivationName,
 } from "./activation_references.ts";
+import { bitsEqual } from "./assertions.ts";
 
 const U = 2 ** -24; // float32 unit roundoff
 const ACTS = Object.keys(ACTIVATION_REFS) as ActivationName[];
@@ -40,15 +41,6 @@ function randn(n: number, seed: number, sd = 1): Float32Array {
   const out = new Float32Array(n);
   for (let i = 0; i < n; i++) out[i] = sd * r.normal();
   return out;
-}
-
-function bitsEqual(a: Float32Array, b: Float32Array, what: string): void {
-  assert.equal(a.length, b.length, `${what}: length`);
-  const ua = new Uint32Array(a.buffer, a.byteOffset, a.length);
-  const ub = new Uint32Array(b.buffer, b.byteOffset, b.length);
-  for (let i = 0; i < a.length; i++) {
-    if (ua[i] !== ub[i]) assert.fail(`${what}: element ${i} differs: ${a[i]} vs ${b[i]}`);
-  }
 }
 
 /**

@@ -11,6 +11,7 @@ import assert from "node:assert/strict";
 import { KernelError } from "../core/errors.ts";
 import { Kernels, relaxedSimdSupported } from "../backend/wasm/kernels.ts";
 import { SeededRng } from "../core/rng.ts";
+import { bitsEqual } from "./assertions.ts";
 
 const U = 2 ** -24;
 
@@ -32,15 +33,6 @@ function bf16Ref(x: number): number {
   const lo = Math.floor(q), frac = q - lo;
   const r = frac > 0.5 || (frac === 0.5 && lo % 2 !== 0) ? lo + 1 : lo;
   return Math.fround(r * ulp);
-}
-
-function bitsEqual(a: Float32Array, b: Float32Array, what: string): void {
-  assert.equal(a.length, b.length, `${what}: length`);
-  const ua = new Uint32Array(a.buffer, a.byteOffset, a.length);
-  const ub = new Uint32Array(b.buffer, b.byteOffset, b.length);
-  for (let i = 0; i < a.length; i++) {
-    if (ua[i] !== ub[i]) assert.fail(`${what}: element ${i} differs: ${a[i]} vs ${b[i]}`);
-  }
 }
 
 const relaxedOk = await relaxedSimdSupported();

@@ -13,6 +13,7 @@ import { Kernels, relaxedSimdSupported } from "../backend/wasm/kernels.ts";
 import { KernelError } from "../core/errors.ts";
 import { SeededRng } from "../core/rng.ts";
 import { ACTIVATION_REFS, erfc, geluRef } from "./activation_references.ts";
+import { bitsEqual } from "./assertions.ts";
 
 const U = 2 ** -24; // float32 unit roundoff
 
@@ -28,15 +29,6 @@ function close(got: number, want: number, what: string): void {
   const tol = Math.abs(want) < 1.2e-38 ? 1.5e-45 : 2 * U * Math.abs(want);
   if (!(Math.abs(got - want) <= tol) && !(Number.isNaN(got) && Number.isNaN(want))) {
     assert.fail(`${what}: got ${got}, want ${want} (diff ${Math.abs(got - want)}, tol ${tol})`);
-  }
-}
-
-function bitsEqual(a: Float32Array, b: Float32Array, what: string): void {
-  assert.equal(a.length, b.length, `${what}: length`);
-  const ua = new Uint32Array(a.buffer, a.byteOffset, a.length);
-  const ub = new Uint32Array(b.buffer, b.byteOffset, b.length);
-  for (let i = 0; i < a.length; i++) {
-    if (ua[i] !== ub[i]) assert.fail(`${what}: element ${i} differs: ${a[i]} vs ${b[i]}`);
   }
 }
 

@@ -12,6 +12,7 @@
 import assert from "node:assert/strict";
 import { Kernels, relaxedSimdSupported } from "../backend/wasm/kernels.ts";
 import { SeededRng } from "../core/rng.ts";
+import { bitsEqual } from "./assertions.ts";
 
 const U = 2 ** -24; // float32 unit roundoff
 
@@ -20,15 +21,6 @@ function randn(n: number, seed: number, sd = 1, mean = 0): Float32Array<ArrayBuf
   const out = new Float32Array(n);
   for (let i = 0; i < n; i++) out[i] = mean + sd * r.normal();
   return out;
-}
-
-function bitsEqual(a: Float32Array, b: Float32Array, what: string): void {
-  assert.equal(a.length, b.length, `${what}: length`);
-  const ua = new Uint32Array(a.buffer, a.byteOffset, a.length);
-  const ub = new Uint32Array(b.buffer, b.byteOffset, b.length);
-  for (let i = 0; i < a.length; i++) {
-    if (ua[i] !== ub[i]) assert.fail(`${what}: element ${i} differs: ${a[i]} vs ${b[i]}`);
-  }
 }
 
 function close(got: number, want: number, tol: number, what: string): void {

@@ -1,0 +1,15 @@
+/**
+ * Assertions the tests share.
+ * @module
+ */
+import assert from "node:assert/strict";
+
+/** Fails unless `a` and `b` hold the same float32 bit patterns (NaN payloads and -0 included). */
+export function bitsEqual(a: Float32Array, b: Float32Array, what: string): void {
+  assert.equal(a.length, b.length, `${what}: length`);
+  const ua = new Uint32Array(a.buffer, a.byteOffset, a.length);
+  const ub = new Uint32Array(b.buffer, b.byteOffset, b.length);
+  for (let i = 0; i < a.length; i++) {
+    if (ua[i] !== ub[i]) assert.fail(`${what}: element ${i} differs: ${a[i]} vs ${b[i]}`);
+  }
+}

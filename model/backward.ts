@@ -31,6 +31,7 @@ import {
   Pass,
   PER_HEAD_POINTS,
   repeatPerHead,
+  rotateQK,
 } from "./forward.ts";
 import { HOOK, type HookOptions, type HookPoint } from "./hook_table.ts";
 import { type HookChange, type HookFn, HookNames, HookSession } from "./hooks.ts";
@@ -139,7 +140,7 @@ class BackwardPass {
       z: scope.alloc(R * cfg.nHeads * cfg.dHead),
       qkv: scope.alloc(R * this.#qkvCols),
       pattern: scope.alloc(plan.batch * cfg.nHeads * plan.T * plan.T),
-      csInverse: m.rotary ? scope.upload(inverseRotation(m, pass.positions)) : undefined,
+      csInverse: m.rotary ? scope.upload(m.rotary.inverseRows(pass.positions)) : undefined,
     };
   }
 
@@ -324,14 +325,7 @@ class BackwardPass {
     if (buf.csInverse) {
       this.#visit(HOOK.rotK, l, buf.qkv.at(qCols), kvCols, W);
       this.#visit(HOOK.rotQ, l, buf.qkv, qCols, W);
-      const { nHeads, nKeyValueHeads, dHead, rotaryDim } = cfg;
-      backend.rotary(buf.qkv, buf.csInverse, {
-        rows,
-        stride: W,
-        nHeads: nHeads + nKeyValueHeads,
-        dHead,
-        rotaryDim,
-      });
+      rotateQK(this.m, buf.qkv, buf.csInverse, rows);
     }
     this.#visit(HOOK.v, l, buf.qkv.at(qCols + kvCols), kvCols, W);
     this.#visit(HOOK.k, l, buf.qkv.at(qCols), kvCols, W);
@@ -502,14 +496,4 @@ class BackwardPass {
     if (this.m.params.W_pos) this.#branch(HOOK.posEmbed, null);
     this.#branch(HOOK.embed, null);
   }
-}
-
-/** Each row's rotary cosines and negated sines: the rotation by minus each angle. */
-function inverseRotation(m: ModelRuntime, positions: Int32Array): Float32Array {
-  const cs = m.rotary!.rows(positions);
-  const dim = m.cfg.rotaryDim, half = dim / 2;
-  for (let r = 0; r < positions.length; r++) {
-    for (let i = half; i < dim; i++) cs[r * dim + i] = -cs[r * dim + i];
-  }
-  return cs;
 }

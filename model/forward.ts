@@ -225,6 +225,22 @@ export function repeatPerHead(
   return out;
 }
 
+/**
+ * Turns the query and key heads of `rows` fused Q|K|V rows in place by each row's angles in `cs`
+ * (cosines, then sines: `RotaryTable.rows`, or `inverseRows` to turn back).
+ * @internal
+ */
+export function rotateQK(m: ModelRuntime, qkv: DeviceArray, cs: DeviceArray, rows: number): void {
+  const { nHeads, nKeyValueHeads, dHead, rotaryDim } = m.cfg;
+  m.backend.rotary(qkv, cs, {
+    rows,
+    stride: (nHeads + 2 * nKeyValueHeads) * dHead,
+    nHeads: nHeads + nKeyValueHeads,
+    dHead,
+    rotaryDim,
+  });
+}
+
 /** Where each sequence's rows start, and the total, for a plan. */
 export function planRows(plan: Pick<ForwardPlan, "batch" | "T" | "qStart">): {
   rowOffset: Int32Array;
@@ -584,14 +600,7 @@ export class Pass {
     this.#visit(HOOK.k, l, buf.qkv.at(qCols), kvCols, W);
     this.#visit(HOOK.v, l, buf.qkv.at(qCols + kvCols), kvCols, W);
     if (buf.cs) {
-      const { nHeads, nKeyValueHeads, dHead, rotaryDim } = cfg;
-      backend.rotary(buf.qkv, buf.cs, {
-        rows,
-        stride: W,
-        nHeads: nHeads + nKeyValueHeads,
-        dHead,
-        rotaryDim,
-      });
+      rotateQK(this.m, buf.qkv, buf.cs, rows);
       this.#visit(HOOK.rotQ, l, buf.qkv, qCols, W);
       this.#visit(HOOK.rotK, l, buf.qkv.at(qCols), kvCols, W);
     }

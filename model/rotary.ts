@@ -89,6 +89,18 @@ export class RotaryTable {
     return out;
   }
 
+  /**
+   * Rows of the inverse rotation (each position's angles negated: the cosines, then the negated
+   * sines), which carries a gradient back through rotary, since the rotation is orthogonal.
+   */
+  inverseRows(positions: ArrayLike<number>): Float32Array {
+    const out = this.rows(positions), dim = this.#dim;
+    for (let r = 0; r < positions.length; r++) {
+      for (let i = dim / 2; i < dim; i++) out[r * dim + i] = -out[r * dim + i];
+    }
+    return out;
+  }
+
   #grow(n: number): void {
     const dim = this.#dim, half = dim / 2, have = this.#rows.length / dim;
     if (n <= have) return;

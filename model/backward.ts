@@ -79,7 +79,7 @@ export function backward(m: ModelRuntime, plan: BackwardPlan, grads: HookSession
 function replaySession(m: ModelRuntime, names: HookNames, plan: BackwardPlan): HookSession {
   const hooks = new Map<string, HookFn[]>();
   for (const [name, { value }] of plan.changes) hooks.set(name, [() => value]);
-  return new HookSession(m.backend, names, hooks, new Set(), plan.hookOptions);
+  return new HookSession(m.backend, names, hooks, new Set(), { hookOptions: plan.hookOptions });
 }
 
 /** The gradient buffers of one backward pass. */

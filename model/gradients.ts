@@ -81,7 +81,8 @@ export function runWithGradients(m: ModelRuntime, run: GradientRun): GradientRes
   const rows = batch * T, d = cfg.dModel, V = cfg.dVocab;
   const names = new HookNames(cfg.nLayers);
   const hookOptions = run.hookOptions ?? {};
-  const fwd = new HookSession(backend, names, run.fwdHooks, run.cacheNames, hookOptions, {
+  const fwd = new HookSession(backend, names, run.fwdHooks, run.cacheNames, {
+    hookOptions,
     trackChanges: true,
   });
   const { padding } = run;
@@ -145,7 +146,8 @@ export function runWithGradients(m: ModelRuntime, run: GradientRun): GradientRes
         `metric for a log of 0 or a division by 0, and the hooks for NaN activations)`,
     );
   }
-  const bwd = new HookSession(backend, names, run.bwdHooks, run.gradNames, hookOptions, {
+  const bwd = new HookSession(backend, names, run.bwdHooks, run.gradNames, {
+    hookOptions,
     backward: true,
   });
   backward(m, { batch, T, padding, residPre, dFinal, changes: fwd.changes, hookOptions }, bwd);

@@ -587,7 +587,7 @@ export class HookedTransformer {
   #session(fwdHooks: FwdHook[], cacheNames: ReadonlySet<string>): HookSession {
     const hooks = this.#registry.hooksOf("fwd", fwdHooks, this.#hookNames);
     return new HookSession(this.backend, this.#names, hooks, cacheNames, {
-      ...this.#hookOptions,
+      hookOptions: { ...this.#hookOptions },
     });
   }
 

@@ -80,6 +80,8 @@ export interface HookChange {
 
 /** Options of {@linkcode HookSession}. */
 export interface HookSessionOptions {
+  /** The optional hook points that are on (they change some shapes, e.g. ln1's). */
+  hookOptions?: Readonly<HookOptions>;
   /**
    * A backward pass's session: the values visited are gradients, and hooks may replace a
    * read-only point's gradient (hook_scale's), since it still flows on.
@@ -105,6 +107,8 @@ export class HookSession {
   readonly cached: Map<string, Tensor> = new Map();
   /** With `trackChanges`: what the hooks changed, by full name (unchanged points absent). */
   readonly changes: Map<string, HookChange> = new Map();
+  /** The optional hook points that are on. */
+  readonly options: Readonly<HookOptions>;
   readonly #backward: boolean;
   readonly #trackChanges: boolean;
 
@@ -113,17 +117,16 @@ export class HookSession {
    * @param names The model's name table.
    * @param hooks Hook functions by full name, in the order they run.
    * @param cacheNames Full names to keep in `cached`.
-   * @param options The optional hook points that are on (they change some shapes, e.g. ln1's).
-   * @param opts A backward session; tracking of changes.
+   * @param opts The optional hook points that are on; a backward session; tracking of changes.
    */
   constructor(
     private readonly backend: Backend,
     private readonly names: HookNames,
     private readonly hooks: ReadonlyMap<string, HookFn[]> = new Map(),
     private readonly cacheNames: ReadonlySet<string> = new Set(),
-    readonly options: Readonly<HookOptions> = {},
     opts: HookSessionOptions = {},
   ) {
+    this.options = opts.hookOptions ?? {};
     this.#backward = !!opts.backward;
     this.#trackChanges = !!opts.trackChanges;
   }

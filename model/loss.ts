@@ -37,6 +37,37 @@ export function targetLogProbs(
 }
 
 /**
+ * The predictions a next-token loss scores: plan rows b T + t with t >= `from` whose token t + 1
+ * is real (with padding, both t and t + 1 inside the sequence's real tokens, TL's
+ * `next_token_mask`), and the token each predicts.
+ *
+ * @example
+ * ```ts
+ * import { nextTokenRows } from "./loss.ts";
+ * const { rows, targets } = nextTokenRows(Int32Array.of(5, 6, 7), 1, 3);
+ * rows; // Int32Array [0, 1]
+ * targets; // Int32Array [6, 7]
+ * ```
+ */
+export function nextTokenRows(
+  tokens: ArrayLike<number>,
+  batch: number,
+  T: number,
+  padding?: Padding,
+  from = 0,
+): { rows: Int32Array; targets: Int32Array } {
+  const rows: number[] = [], targets: number[] = [];
+  for (let b = 0; b < batch; b++) {
+    const first = Math.max(from, padding?.first[b] ?? 0), end = padding?.end[b] ?? T;
+    for (let t = first; t + 1 < end; t++) {
+      rows.push(b * T + t);
+      targets.push(tokens[b * T + t + 1]);
+    }
+  }
+  return { rows: Int32Array.from(rows), targets: Int32Array.from(targets) };
+}
+
+/**
  * The loss of one batch, filled by the unembedding. Position t of sequence b predicts token
  * t + 1; with padding, only positions where both are real tokens count (TL's `next_token_mask`).
  *
@@ -66,19 +97,13 @@ export class NextTokenLoss {
     padding?: Padding,
   ) {
     if (T < 2) throw new InputError("the loss needs sequences of at least 2 tokens");
-    this.#target = new Int32Array(batch * T).fill(-1);
-    const rows: number[] = [];
-    for (let b = 0; b < batch; b++) {
-      const first = padding?.first[b] ?? 0, end = padding?.end[b] ?? T;
-      for (let t = first; t + 1 < end; t++) {
-        this.#target[b * T + t] = tokens[b * T + t + 1];
-        rows.push(b * T + t);
-      }
-    }
+    const { rows, targets } = nextTokenRows(tokens, batch, T, padding);
     if (rows.length === 0) {
       throw new InputError("no position has a real next token: the loss is undefined");
     }
-    this.rows = Int32Array.from(rows);
+    this.#target = new Int32Array(batch * T).fill(-1);
+    rows.forEach((r, i) => this.#target[r] = targets[i]);
+    this.rows = rows;
     this.#logProb = new Float64Array(batch * T);
   }
 

@@ -9,6 +9,7 @@
 import type { Backend, DeviceArray } from "../backend/backend.ts";
 import { InputError } from "../core/errors.ts";
 import type { Tensor } from "../core/tensor.ts";
+import { nextTokenRows } from "./loss.ts";
 import type { Padding } from "./padding.ts";
 import type { TokenTensor } from "./tokens.ts";
 
@@ -243,25 +244,14 @@ export function lossMetric(opts: LossMetricOptions = {}): Metric {
       throw new InputError(`lossMetric: logits [${shape}] do not match tokens [${B}, ${T}]`);
     }
     const padding = opts.tokens ? undefined : run?.padding;
-    const rows: number[] = [], targets: number[] = [];
-    for (let b = 0; b < B; b++) {
-      const first = Math.max(from, padding?.first[b] ?? 0), end = padding?.end[b] ?? T;
-      for (let t = first; t + 1 < end; t++) {
-        rows.push(b * T + t);
-        targets.push(tokens.data[b * T + t + 1]);
-      }
-    }
+    const { rows, targets } = nextTokenRows(tokens.data, B, T, padding, from);
     if (rows.length === 0) {
       throw new InputError(
         `lossMetric: from ${from} leaves no prediction in ${T} tokens` +
           (padding ? " (counting real tokens only)" : ""),
       );
     }
-    return {
-      rows: Int32Array.from(rows),
-      targets: Int32Array.from(targets),
-      coef: 1 / rows.length,
-    };
+    return { rows, targets, coef: 1 / rows.length };
   };
   const metric: BuiltinMetric = {
     value: (logits, run) => crossEntropyValue(logits, plan(logitShape(logits, "lossMetric"), run)),

@@ -21,7 +21,7 @@ import { familyName } from "../families/registry.ts";
 import { HookedTransformer } from "../model/hooked_transformer.ts";
 import { EMBEDDED_MODEL, isModelCached, resolveModel } from "../io/resolve.ts";
 import { formatSeconds, Reporter } from "./progress.ts";
-import { runStudy } from "./study.ts";
+import { runStudy, STUDY_STEPS } from "./study.ts";
 
 /** The command's help text. */
 export const USAGE = `deno task experiments [flags]
@@ -284,7 +284,8 @@ export async function main(args: string[], reporter?: Reporter): Promise<number>
     console.log(USAGE);
     return 0;
   }
-  const rep = reporter ?? new Reporter(8);
+  // Loading the model is step 1; the study numbers the rest.
+  const rep = reporter ?? new Reporter(1 + STUDY_STEPS);
   const startedAt = performance.now();
   try {
     const { name, choice } = chooseModel(opts.model);

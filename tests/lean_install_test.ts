@@ -25,8 +25,7 @@ function packageName(specifier: string): string {
 }
 
 Deno.test("the root deno.json and deno.lock name only the library's npm packages", async () => {
-  const move =
-    "move it to tests/deno.json or bench/deno.json (deno task installs all of these)";
+  const move = "move it to tests/deno.json or bench/deno.json (deno task installs all of these)";
   const config = await json("deno.json");
   for (
     const [name, target] of Object.entries(config.imports ?? {}) as [

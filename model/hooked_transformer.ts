@@ -21,6 +21,7 @@ import type { HookedTransformerConfig } from "./config.ts";
 import { uploadWeights } from "./device_weights.ts";
 import type { ModelRuntime } from "./forward.ts";
 import { runWithGradients } from "./gradients.ts";
+import { exclusiveUse } from "./exclusive.ts";
 import { generate, type GenerateOptions, type GenerateResult } from "./generate.ts";
 import { ensureHeadWeights } from "./head_weights.ts";
 import { type AddHookOptions, HookRegistry, type ResetHooksOptions } from "./hook_registry.ts";
@@ -528,6 +529,7 @@ export class HookedTransformer {
 
   /** One call: the prepared input, one pass, and the output its options ask for. */
   async #call(input: ModelInput, opts: RunOptions, session: HookSession) {
+    using _turn = await exclusiveUse(this.backend);
     const prepared = prepareRun(this, input, opts);
     const out = {
       ...(await executeRun(runtimeOf(this), session, prepared)),
@@ -551,6 +553,7 @@ export class HookedTransformer {
     opts: RunOptions & { fwdHooks?: FwdHook[]; bwdHooks?: BwdHook[]; metric?: Metric },
     names: { cacheNames?: Set<string>; gradNames?: Set<string> },
   ) {
+    using _turn = await exclusiveUse(this.backend);
     const p = prepareRun(this, input, opts);
     if (p.startLayer !== 0 || p.stopAtLayer !== undefined || p.lossPerToken) {
       throw new InputError(
@@ -742,8 +745,8 @@ export class HookedTransformer {
     input: string | string[] | Tokens,
     opts: GenerateOptions = {},
   ): Promise<GenerateResult> {
-    await Promise.resolve();
-    return generate(
+    using _turn = await exclusiveUse(this.backend);
+    return await generate(
       { runtime: runtimeOf(this), session: this.#session([], new Set()), text: this },
       input,
       opts,

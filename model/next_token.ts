@@ -11,6 +11,7 @@ import { forward } from "./forward.ts";
 import { type HookedTransformer, hookSessionOf, runtimeOf } from "./hooked_transformer.ts";
 import { assertHookName } from "./hook_table.ts";
 import { targetLogProbs } from "./loss.ts";
+import { exclusiveUse } from "./exclusive.ts";
 import { type Tokens, toTokenTensor } from "./tokens.ts";
 
 /**
@@ -84,8 +85,8 @@ export async function nextTokenLogProbs(
   opts: NextTokenOptions = {},
 ): Promise<NextTokenLogProbs> {
   checkOptions(opts, ["accuracy", "cacheNames", "onGroup", "rowBudget"], "nextTokenLogProbs");
-  await Promise.resolve();
   const m = runtimeOf(model);
+  using _turn = await exclusiveUse(m.backend);
   const t = toTokenTensor(tokens, m.cfg);
   const [batch, T] = t.shape;
   const n = T - 1;

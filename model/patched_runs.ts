@@ -16,6 +16,7 @@ import type { DeviceArray } from "../backend/backend.ts";
 import { InputError } from "../core/errors.ts";
 import type { Tensor } from "../core/tensor.ts";
 import { type EditLayout, forward, type ModelRuntime, planRows } from "./forward.ts";
+import { exclusiveUse } from "./exclusive.ts";
 import { type HookedTransformer, runtimeOf } from "./hooked_transformer.ts";
 import type { HookPoint } from "./hook_table.ts";
 import { type HookFn, HookNames, HookSession } from "./hooks.ts";
@@ -64,6 +65,7 @@ export async function runPatchGroups(
   logitPositions?: readonly number[],
 ): Promise<Tensor> {
   const m = runtimeOf(model);
+  using _turn = await exclusiveUse(m.backend);
   const { backend, cfg } = m;
   const [B, T] = tokens.shape;
   const L = cfg.nLayers, d = cfg.dModel, V = cfg.dVocab;

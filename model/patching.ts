@@ -21,6 +21,7 @@ import { forward, type ModelRuntime, planRows } from "./forward.ts";
 import { type HookedTransformer, hookRegistryOf, runtimeOf } from "./hooked_transformer.ts";
 import { HookNames, HookSession } from "./hooks.ts";
 import { logProbReducer } from "./next_token.ts";
+import { exclusiveUse } from "./exclusive.ts";
 import { type Tokens, toTokenTensor } from "./tokens.ts";
 
 /** Residual-stream hook points a single-position patch can target. */
@@ -110,6 +111,7 @@ export async function patchedNextTokenLogProbs(
 ): Promise<PatchedLogProbs> {
   await Promise.resolve();
   const m = runtimeOf(model);
+  using _turn = await exclusiveUse(m.backend);
   const { backend, cfg } = m;
   const t = toTokenTensor(tokens, cfg);
   const [batch, T] = t.shape;

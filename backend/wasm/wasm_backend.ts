@@ -90,7 +90,7 @@ class WasmMatrix implements PackedMatrix {
  * using scope = backend.scope();
  * const a = scope.upload(new Float32Array([2, 3])), c = scope.alloc(3);
  * backend.matmul(a, W, c, 1);
- * backend.read(c); // Float32Array [2, 3, 5]
+ * await backend.read(c); // Float32Array [2, 3, 5]
  * ```
  */
 export class WasmBackend implements Backend {

@@ -23,7 +23,7 @@
  * backend computes as each call is made, and its reads return already-settled promises.
  *
  * One caller at a time: scopes nest on one stack, so two passes must not interleave on one
- * backend (await one model call before starting the next).
+ * backend (the model's entry points queue their calls, `model/exclusive.ts`).
  * @module
  */
 

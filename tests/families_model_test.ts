@@ -148,7 +148,7 @@ for (const dir of DIRS) {
     }
     // Only rounding differs (q.k depends on the relative position): float32 noise, not 1e-2.
     assert.ok(diff < 1e-5 * Math.max(1, spread), `shifted logits moved by ${diff}`);
-    assert.throws(() => run(m.cfg.nCtx), InputError);
+    await assert.rejects(() => run(m.cfg.nCtx), InputError);
   });
 
   Deno.test(`${dir}: resumed-run patching equals naive hooked runs`, async () => {

@@ -40,7 +40,7 @@ async function denseHits(a: Float32Array, b: Float32Array, n: number, k: number,
   });
   const hits = new Uint8Array(n);
   const acc = await top1Accuracy(M, { method: "dense", blockRows: 64 });
-  for (const { start, rows, data } of M.rowBlocks(64)) {
+  for await (const { start, rows, data } of M.rowBlocks(64)) {
     for (let r = 0; r < rows; r++) {
       let best = 0;
       for (let j = 1; j < n; j++) if (data[r * n + j] > data[r * n + best]) best = j;
@@ -131,7 +131,7 @@ Deno.test("top1 bounds: rows of a GPT-2-small-shape matrix, as dense", async () 
     // The dense rows, from the backend's product like top1Accuracy's dense path.
     const block = M.rowSlice(1000, 1000 + rows);
     let hits = 0, decided = 0;
-    for (const { start, rows: count, data } of block.rowBlocks(64)) {
+    for await (const { start, rows: count, data } of block.rowBlocks(64)) {
       for (let q = 0; q < count; q++) {
         const i = 1000 + start + q;
         let best = 0;

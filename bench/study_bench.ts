@@ -34,11 +34,20 @@ function cpu(): [number, number] {
 const bench = await writeBenchModel(defaultBenchDir(), 0);
 const spec = await readBenchTokens(bench.tokensPath);
 const model = await HookedTransformer.fromPretrained(bench.dir);
-const ours: Record<string, { wall: number; cpu: number }> = {};
+/** The 1-minute load average (Linux), to say how busy the machine was during a step. */
+function load(): number {
+  try {
+    return Number(Deno.readTextFileSync("/proc/loadavg").split(" ")[0]);
+  } catch {
+    return NaN;
+  }
+}
+
+const ours: Record<string, { wall: number; cpu: number; load: number }> = {};
 const lap = async <T>(name: string, fn: () => Promise<T>): Promise<T> => {
   const t = performance.now(), c = cpu()[0];
   const r = await fn();
-  ours[name] = { wall: (performance.now() - t) / 1000, cpu: cpu()[0] - c };
+  ours[name] = { wall: (performance.now() - t) / 1000, cpu: cpu()[0] - c, load: load() };
   console.error(
     `ours ${name}: ${ours[name].wall.toFixed(1)} s wall, ${ours[name].cpu.toFixed(1)} s cpu`,
   );
@@ -57,13 +66,14 @@ const bounds = await lap("kComposition", () => top1Accuracy(circuit, { method: "
 if (dense !== bounds) throw new Error(`top-1 dense ${dense} != bounds ${bounds}`);
 model.dispose();
 let torch: Record<string, unknown> | undefined;
-let torchCpu = NaN;
+let torchCpu = NaN, torchLoad = NaN;
 if (!Deno.args.includes("--no-peers")) {
   const c = cpu()[1];
   const i = Deno.args.indexOf("--torch-args");
   const extraArgs = i >= 0 ? Deno.args[i + 1].split(" ").filter((a) => a) : [];
   const r = await runTorch("study", bench.dir, bench.tokensPath, { extraArgs });
   torchCpu = cpu()[1] - c;
+  torchLoad = load();
   if (r.ok) torch = r.result as unknown as Record<string, unknown>;
   else console.error(r.skipped, r.detail ?? "");
 }
@@ -77,6 +87,7 @@ console.log(JSON.stringify(
     torchSteps: steps,
     torchStudySeconds: torch?.studySeconds,
     torchCpuSeconds: torchCpu,
+    torchLoad,
     torchPatching: torch?.patching,
     oursStudySeconds: study,
     ratios: {

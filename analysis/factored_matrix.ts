@@ -851,7 +851,8 @@ export interface Top1Options {
   /**
    * How rows are decided. `"bounds"`: bounds on blocks of columns
    * decide most rows from a fraction of M, and the rows they cannot decide are computed densely,
-   * so the answer is the dense one exactly (see `analysis/top1_bounds.ts`). `"dense"`: every row
+   * so the answer is the dense one exactly (see `analysis/top1_bounds.ts`; memory: B packed in
+   * column chunks, and 4096 x 1024 floats, 16 MiB, for the chunks' products). `"dense"`: every row
    * of M computed and its argmax taken. `"auto"` (the default): bounds from 8192 rows up with a
    * backend (below, the dense product is as fast as the bounds' bookkeeping), else dense. Without
    * a backend the computation is always dense.

@@ -32,7 +32,11 @@ export const TOP1_UNDECIDED = 2;
 export interface Top1BoundsOptions {
   /** Columns per chunk (default 1024). */
   chunkColumns?: number;
-  /** Rows per block (default 1024): memory holds blockRows x chunkColumns floats. */
+  /**
+   * Rows per block (default 4096): memory holds blockRows x chunkColumns floats (16 MiB at the
+   * defaults). 4096 took 15-25% less CPU time than 1024 on 50257 x 50257 products of inner
+   * dimension 64, both where most rows are misses and where 60% are hits (fewer, larger products).
+   */
   blockRows?: number;
   /** First row to decide (default 0). */
   rowStart?: number;
@@ -88,7 +92,7 @@ export async function top1ByBounds(
   if (k * maxA * maxB > 1e36) return null;
   const rowStart = opts.rowStart ?? 0, rowEnd = opts.rowEnd ?? n;
   const c = Math.max(1, Math.min(opts.chunkColumns ?? 1024, n));
-  const rb = Math.max(1, Math.min(opts.blockRows ?? 1024, rowEnd - rowStart));
+  const rb = Math.max(1, Math.min(opts.blockRows ?? 4096, rowEnd - rowStart));
   // gamma_k, widened a little for the float64 rounding of the bounds themselves.
   const gamma = ((k * U32) / (1 - k * U32)) * (1 + 1e-6);
   const eta = 2 * k * TINY;

@@ -210,3 +210,54 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "browser example: served without the isolation headers, one thread, and the page says why",
+  ignore: skipWithoutChromium("the browser example's page test"),
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    await ensureBuilt();
+    await using browser = await launchChromium();
+    const server = await startStaticServer({ root: `${REPO_ROOT}/${OUT_DIR}` });
+    try {
+      const page = await browser.newPage();
+      page.setDefaultTimeout(30_000);
+      const seen = watchPage(page);
+      await page.goto(`${server.origin}/index.html`);
+      let state = "done";
+      try {
+        await page.waitForFunction("globalThis.__error !== undefined || globalThis.__scores", {
+          timeout: 60_000,
+        });
+      } catch (e) {
+        state = `timeout: ${(e as Error).message}`;
+      }
+      await Deno.mkdir(ARTIFACTS, { recursive: true });
+      await Deno.writeFile(
+        new URL("browser-example-not-isolated.png", ARTIFACTS),
+        await page.screenshot(),
+      );
+      const context = `\nproblems in the page: ${JSON.stringify(seen.errors, null, 1)}\n` +
+        `error: ${await page.evaluate("globalThis.__error")}\n` +
+        `screenshot: out/test-artifacts/browser-example-not-isolated.png`;
+      assert.equal(state, "done", `the page did not finish${context}`);
+      assert.equal(await page.evaluate("globalThis.__error"), undefined, `no error${context}`);
+      assert.deepEqual(seen.errors, [], `the page logged errors${context}`);
+      assert.equal(await page.evaluate("globalThis.crossOriginIsolated"), false);
+      const threads = await page.evaluate(`document.getElementById("threads").dataset.threads`);
+      assert.equal(threads, "1", "one thread without cross-origin isolation");
+      assert.match(
+        String(await page.evaluate(`document.getElementById("threads").textContent`)),
+        /not cross-origin isolated.*Cross-Origin-Opener-Policy: same-origin.*Cross-Origin-Embedder-Policy: require-corp/s,
+        "the page says which headers give it threads",
+      );
+      assert.ok(
+        !server.requests.some((r) => r.path === "/backend/wasm/worker.js"),
+        "no kernel worker thread was started",
+      );
+    } finally {
+      await server.close();
+    }
+  },
+});

@@ -22,6 +22,20 @@ import { HEAD, LAYER, type PageScores, SEQ_LEN, type WorkerMessage } from "./con
 declare global {
   var __scores: PageScores | undefined;
   var __error: string | undefined;
+  /** The longest task the page's main thread ran, in ms (Long Tasks API: only tasks over 50 ms
+   * are reported, so 0 means none was that long); undefined where the browser lacks the API. */
+  var __longestTaskMs: number | undefined;
+}
+
+/** Records the main thread's longest task in `__longestTaskMs` (the page must stay responsive). */
+function watchLongTasks(): void {
+  if (!PerformanceObserver.supportedEntryTypes?.includes("longtask")) return;
+  globalThis.__longestTaskMs = 0;
+  new PerformanceObserver((list) => {
+    for (const entry of list.getEntries()) {
+      globalThis.__longestTaskMs = Math.max(globalThis.__longestTaskMs ?? 0, entry.duration);
+    }
+  }).observe({ type: "longtask", buffered: true });
 }
 
 function el<T extends HTMLElement>(id: string): T {
@@ -207,6 +221,7 @@ function showThreads(target: HTMLElement, r: PageScores): void {
 }
 
 async function main(): Promise<void> {
+  watchLongTasks();
   const status = el<HTMLParagraphElement>("status");
   status.textContent = "Starting the model worker\u2026";
   const result = await runWorker(status);

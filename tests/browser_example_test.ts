@@ -159,7 +159,8 @@ Deno.test({
           `(0: none over 50 ms); worker: load ${computed.loadMs} ms, compute ` +
           `${computed.computeMs} ms on ${computed.threads} threads`,
       );
-      // The measure works: a 120 ms task the test runs on the main thread is seen (>= 100: coarsened clocks).
+      // The measure works: a 120 ms task the test runs on the main thread is seen (>= 100, for
+      // coarsened clocks).
       await evaluate(`new Promise((done) => setTimeout(() => {
         const t = performance.now();
         while (performance.now() - t < 120);

@@ -154,6 +154,17 @@ export interface Rewritten {
  * names. The bundler marks where each module's code starts with a `// path` comment line (paths
  * relative to the root); a use outside a known local module is an error rather than a silently
  * wrong URL.
+ *
+ * @example
+ * ```ts
+ * import { rewriteImportMetaUrl } from "./build.ts";
+ * const bundle = '// backend/wasm/pool.ts\nconst url = new URL("./worker.ts", import.meta.url);';
+ * const out = rewriteImportMetaUrl(bundle, "examples/browser/model_worker.ts", new Set(["backend/wasm/pool.ts"]));
+ * if (out.entries[0] !== "backend/wasm/worker.ts") throw new Error("found the worker"); // -> worker.js
+ * if (!out.code.includes('new URL("./worker.js", new URL("../../backend/wasm/pool.ts", import.meta.url).href)')) {
+ *   throw new Error("rewrote the URL");
+ * }
+ * ```
  */
 export function rewriteImportMetaUrl(
   code: string,
@@ -308,7 +319,16 @@ export async function freshBuild(outDir: string = OUT_DIR): Promise<BuildManifes
   }
 }
 
-/** The build in `outDir`, rebuilt first when it is missing or stale. */
+/**
+ * The build in `outDir`, rebuilt first when it is missing or stale.
+ *
+ * @example
+ * ```ts ignore
+ * import { ensureBuilt, OUT_DIR } from "./build.ts";
+ * const manifest = await ensureBuilt(); // about 10 s when it rebuilds, well under 1 s otherwise
+ * console.log(`${OUT_DIR}/ holds ${manifest.entries.length} bundles`);
+ * ```
+ */
 export async function ensureBuilt(outDir: string = OUT_DIR): Promise<BuildManifest> {
   return await freshBuild(outDir) ?? await build(outDir);
 }

@@ -16,7 +16,15 @@ import { ensureBuilt, OUT_DIR } from "./build.ts";
 import { ISOLATION_HEADERS } from "./config.ts";
 import { REPO_ROOT, startStaticServer } from "../../tests/static_server.ts";
 
-/** The port from `--port=N` (default 8000); throws on anything else. */
+/**
+ * The port from `--port=N` (default 8000); throws on anything else.
+ *
+ * @example
+ * ```ts
+ * import { parsePort } from "./serve.ts";
+ * if (parsePort([]) !== 8000 || parsePort(["--port=9000"]) !== 9000) throw new Error("parsePort");
+ * ```
+ */
 export function parsePort(args: readonly string[]): number {
   let port = 8000;
   for (const arg of args) {

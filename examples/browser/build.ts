@@ -292,7 +292,15 @@ export async function build(outDir: string = OUT_DIR): Promise<BuildManifest> {
       JSON.stringify(manifest, null, 1) + "\n",
     );
     await Deno.remove(dest, { recursive: true }).catch(() => {});
-    await Deno.rename(staging, dest);
+    try {
+      await Deno.rename(staging, dest);
+    } catch (e) {
+      // Another build finished in between: keep its folder when it is up to date.
+      const other = await freshBuild(outDir);
+      if (!other) throw e;
+      await Deno.remove(staging, { recursive: true }).catch(() => {});
+      return other;
+    }
     return manifest;
   } catch (e) {
     await Deno.remove(staging, { recursive: true }).catch(() => {});

@@ -11,7 +11,17 @@
  */
 import assert from "node:assert/strict";
 import { attentionPattern, generateRepeatedTokens, headScores, HookedTransformer } from "../mod.ts";
-import { ensureBuilt, OUT_DIR, rewriteImportMetaUrl } from "../examples/browser/build.ts";
+import {
+  type BuildManifest,
+  ensureBuilt,
+  ENTRY,
+  freshBuild,
+  inputDigest,
+  MANIFEST,
+  OUT_DIR,
+  PAGE,
+  rewriteImportMetaUrl,
+} from "../examples/browser/build.ts";
 import {
   BATCH,
   HEAD,
@@ -67,6 +77,37 @@ Deno.test("browser example build: import.meta.url and the URLs it names are rewr
       ),
     /outside the repository/,
   );
+});
+
+Deno.test("browser example build: a build is up to date only while its inputs are unchanged", async () => {
+  // A fabricated build folder (no bundling): only its build.json matters to freshBuild.
+  const outDir = `out/test-build-${Deno.pid}`;
+  const target = { entry: ENTRY, page: PAGE, outDir };
+  const entries = [ENTRY, "backend/wasm/worker.ts"];
+  const assets = ["backend/wasm/kernels-simd.wasm"];
+  const write = (m: BuildManifest) =>
+    Deno.writeTextFile(`${REPO_ROOT}/${outDir}/${MANIFEST}`, JSON.stringify(m));
+  await Deno.mkdir(`${REPO_ROOT}/${outDir}`, { recursive: true });
+  try {
+    assert.equal(await freshBuild({ ...target, outDir: `${outDir}/none` }), undefined, "no build");
+    const digest = await inputDigest(entries, assets, PAGE);
+    assert.match(digest, /^[0-9a-f]{64}$/);
+    const manifest: BuildManifest = { digest, page: PAGE, entries, assets, buildMs: 1 };
+    await write(manifest);
+    assert.deepEqual(await freshBuild(target), manifest, "built from today's inputs");
+    assert.notEqual(await inputDigest(entries, [], PAGE), digest, "the copied files count");
+    assert.notEqual(await inputDigest([ENTRY], assets, PAGE), digest, "every entry counts");
+    await write({ ...manifest, digest: "0".repeat(64) });
+    assert.equal(await freshBuild(target), undefined, "an input changed since");
+    await write({ ...manifest, page: "examples/other/index.html" });
+    assert.equal(await freshBuild(target), undefined, "built from another page");
+    await write({ ...manifest, entries: [...entries, "examples/browser/gone.ts"] });
+    assert.equal(await freshBuild(target), undefined, "an input is gone");
+    await Deno.writeTextFile(`${REPO_ROOT}/${outDir}/${MANIFEST}`, "{not json");
+    assert.equal(await freshBuild(target), undefined, "an unreadable record");
+  } finally {
+    await Deno.remove(`${REPO_ROOT}/${outDir}`, { recursive: true });
+  }
 });
 
 Deno.test({

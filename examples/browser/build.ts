@@ -37,6 +37,22 @@ export const ENTRY = "examples/browser/main.ts";
 export const PAGE = "examples/browser/index.html";
 /** The output folder, relative to the root (`out/` is ignored by git). */
 export const OUT_DIR = "out/browser";
+
+/**
+ * A page to build: its module, its HTML and where it goes. {@linkcode build} works for any page
+ * laid out like this example (the HTML loads its module as `./<entry>.js`).
+ */
+export interface BuildTarget {
+  /** The page's module, relative to the root (the first entry; the others are found from it). */
+  entry: string;
+  /** The page, relative to the root; copied to `index.html` in the output folder. */
+  page: string;
+  /** The output folder, relative to the root. */
+  outDir: string;
+}
+
+/** The browser example. */
+export const BROWSER_EXAMPLE: BuildTarget = { entry: ENTRY, page: PAGE, outDir: OUT_DIR };
 /** The build record in the output folder. */
 export const MANIFEST = "build.json";
 
@@ -44,6 +60,8 @@ export const MANIFEST = "build.json";
 export interface BuildManifest {
   /** sha256 (hex) of every input, see {@linkcode inputDigest}. */
   digest: string;
+  /** The page copied to `index.html`, relative to the root. */
+  page: string;
   /** The bundled entries (`.ts`, relative to the root); each is at the same path with `.js`. */
   entries: string[];
   /** The files and folders copied as they are (relative to the root, folders end with `/`). */
@@ -80,6 +98,7 @@ async function sha256Hex(data: Uint8Array | string): Promise<string> {
 interface InfoModule {
   specifier: string;
   local?: string;
+  error?: string;
 }
 
 interface Info {
@@ -93,6 +112,7 @@ async function moduleGraph(entry: string): Promise<{ local: string[]; npm: strin
   const root = rootPath() + "/";
   const local: string[] = [];
   for (const m of info.modules) {
+    if (m.error) throw new Error(`${entry}: ${m.error}`);
     if (m.local && m.specifier.startsWith("file:")) {
       if (!m.local.startsWith(root)) throw new Error(`module outside the repository: ${m.local}`);
       local.push(m.local.slice(root.length));
@@ -117,11 +137,16 @@ async function assetFiles(path: string): Promise<string[]> {
  * The sha256 (hex) of a build's inputs: every local module reachable from the entries (path and
  * content), the npm packages (name@version), the copied files, the page and this script, sorted.
  */
-export async function inputDigest(entries: readonly string[], assets: readonly string[]) {
+export async function inputDigest(
+  entries: readonly string[],
+  assets: readonly string[],
+  page: string = PAGE,
+): Promise<string> {
   const lines = new Set<string>();
   const hashFile = async (kind: string, path: string) =>
     lines.add(`${kind} ${path} ${await sha256Hex(await Deno.readFile(new URL(path, ROOT)))}`);
   for (const entry of entries) {
+    lines.add(`entry ${entry}`);
     const graph = await moduleGraph(entry);
     for (const path of graph.local) await hashFile("file", path);
     for (const pkg of graph.npm) lines.add(`npm ${pkg}`);
@@ -129,7 +154,7 @@ export async function inputDigest(entries: readonly string[], assets: readonly s
   for (const asset of assets) {
     for (const path of await assetFiles(asset)) await hashFile("asset", path);
   }
-  await hashFile("page", PAGE);
+  await hashFile("page", page);
   await hashFile("build", "examples/browser/build.ts");
   return await sha256Hex([...lines].sort().join("\n"));
 }
@@ -256,18 +281,19 @@ async function copyAsset(path: string, outRoot: URL): Promise<void> {
 }
 
 /**
- * Builds the example into `outDir` (relative to the root; default {@linkcode OUT_DIR}), replacing
- * what was there, and returns its manifest. Bundles in a fresh sibling folder first, so a failed
- * build leaves the previous one in place.
+ * Builds a page (default: the browser example) into its output folder, replacing what was there,
+ * and returns its manifest. Bundles in a fresh sibling folder first, so a failed build leaves the
+ * previous one in place.
  */
-export async function build(outDir: string = OUT_DIR): Promise<BuildManifest> {
+export async function build(target: BuildTarget = BROWSER_EXAMPLE): Promise<BuildManifest> {
+  const { outDir } = target;
   const t0 = performance.now();
   const dest = new URL(outDir.replace(/\/?$/, "/"), ROOT);
   const staging = new URL(`${outDir.replace(/\/$/, "")}.${Deno.pid}.tmp/`, ROOT);
   await Deno.remove(staging, { recursive: true }).catch(() => {});
   await Deno.mkdir(staging, { recursive: true });
   try {
-    const entries = [ENTRY];
+    const entries = [target.entry];
     const assets = new Set<string>();
     for (let i = 0; i < entries.length; i++) {
       const entry = entries[i];
@@ -280,9 +306,10 @@ export async function build(outDir: string = OUT_DIR): Promise<BuildManifest> {
     }
     const copied = [...assets].sort();
     for (const asset of copied) await copyAsset(asset, staging);
-    await Deno.copyFile(new URL(PAGE, ROOT), new URL("index.html", staging));
+    await Deno.copyFile(new URL(target.page, ROOT), new URL("index.html", staging));
     const manifest: BuildManifest = {
-      digest: await inputDigest(entries, copied),
+      digest: await inputDigest(entries, copied, target.page),
+      page: target.page,
       entries,
       assets: copied,
       buildMs: Math.round(performance.now() - t0),
@@ -296,7 +323,7 @@ export async function build(outDir: string = OUT_DIR): Promise<BuildManifest> {
       await Deno.rename(staging, dest);
     } catch (e) {
       // Another build finished in between: keep its folder when it is up to date.
-      const other = await freshBuild(outDir);
+      const other = await freshBuild(target);
       if (!other) throw e;
       await Deno.remove(staging, { recursive: true }).catch(() => {});
       return other;
@@ -308,8 +335,11 @@ export async function build(outDir: string = OUT_DIR): Promise<BuildManifest> {
   }
 }
 
-/** The manifest of the build in `outDir` when it was built from today's inputs, else undefined. */
-export async function freshBuild(outDir: string = OUT_DIR): Promise<BuildManifest | undefined> {
+/** The manifest of a page's build when it was built from today's inputs, else undefined. */
+export async function freshBuild(
+  target: BuildTarget = BROWSER_EXAMPLE,
+): Promise<BuildManifest | undefined> {
+  const { outDir } = target;
   let manifest: BuildManifest;
   try {
     const path = new URL(`${outDir.replace(/\/?$/, "/")}${MANIFEST}`, ROOT);
@@ -317,9 +347,14 @@ export async function freshBuild(outDir: string = OUT_DIR): Promise<BuildManifes
   } catch {
     return undefined;
   }
-  if (!Array.isArray(manifest.entries) || !Array.isArray(manifest.assets)) return undefined;
+  if (
+    !Array.isArray(manifest.entries) || !Array.isArray(manifest.assets) ||
+    manifest.entries[0] !== target.entry || manifest.page !== target.page
+  ) {
+    return undefined;
+  }
   try {
-    return manifest.digest === await inputDigest(manifest.entries, manifest.assets)
+    return manifest.digest === await inputDigest(manifest.entries, manifest.assets, target.page)
       ? manifest
       : undefined;
   } catch {
@@ -328,7 +363,7 @@ export async function freshBuild(outDir: string = OUT_DIR): Promise<BuildManifes
 }
 
 /**
- * The build in `outDir`, rebuilt first when it is missing or stale.
+ * A page's build (default: the browser example), rebuilt first when it is missing or stale.
  *
  * @example
  * ```ts ignore
@@ -337,8 +372,10 @@ export async function freshBuild(outDir: string = OUT_DIR): Promise<BuildManifes
  * console.log(`${OUT_DIR}/ holds ${manifest.entries.length} bundles`);
  * ```
  */
-export async function ensureBuilt(outDir: string = OUT_DIR): Promise<BuildManifest> {
-  return await freshBuild(outDir) ?? await build(outDir);
+export async function ensureBuilt(
+  target: BuildTarget = BROWSER_EXAMPLE,
+): Promise<BuildManifest> {
+  return await freshBuild(target) ?? await build(target);
 }
 
 if (import.meta.main) {

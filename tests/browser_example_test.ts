@@ -47,6 +47,7 @@ Deno.test("browser example build: import.meta.url and the URLs it names are rewr
     "// io/resolve.ts",
     'const base = new URL("../weights/induction-toy/", import.meta.url);',
     "const here = import.meta.url;",
+    "const computed = new URL(`../weights/${name}/`, import.meta.url);",
   ].join("\n");
   const local = new Set(["examples/browser/main.ts", "backend/wasm/kernels.ts", "io/resolve.ts"]);
   const out = rewriteImportMetaUrl(bundle, "examples/browser/main.ts", local);
@@ -63,6 +64,12 @@ Deno.test("browser example build: import.meta.url and the URLs it names are rewr
       "import.meta.url).href);",
   );
   assert.equal(lines[6], 'const here = new URL("../../io/resolve.ts", import.meta.url).href;');
+  // A computed URL: rewritten, not followed (the target lists what it may name).
+  assert.equal(
+    lines[7],
+    'const computed = new URL(`../weights/${name}/`, new URL("../../io/resolve.ts", ' +
+      "import.meta.url).href);",
+  );
   // Outside a local module, or naming a file outside the repository: an error, not a wrong URL.
   assert.throws(
     () => rewriteImportMetaUrl("// npm/x/index.js\nimport.meta.url", "a/b.ts", local),

@@ -24,7 +24,9 @@
  *   still finds the kernels. What such a `new URL("<literal>", import.meta.url)` names is built
  *   too: a `.ts` module (a worker's entry: the page's model worker, the kernels' worker) is
  *   bundled as one more entry, to the same path with `.js`, and the literal is changed to match;
- *   anything else (the `.wasm` files, the embedded model's folder) is copied.
+ *   anything else (the `.wasm` files) is copied. A URL computed at run time (a template literal)
+ *   is rewritten the same way but cannot be followed: what it may name is listed in the target's
+ *   `assets` (the embedded model's folder) and copied.
  * - paths into the local npm cache (in the bundler's comments) become `npm/uplot@1.6.32/...`.
  * @module
  */
@@ -49,10 +51,23 @@ export interface BuildTarget {
   page: string;
   /** The output folder, relative to the root. */
   outDir: string;
+  /**
+   * Files or folders (ending with `/`) the page loads whose URL the code builds at run time (so
+   * the build cannot find them): copied as well, relative to the root.
+   */
+  assets?: readonly string[];
 }
 
-/** The browser example. */
-export const BROWSER_EXAMPLE: BuildTarget = { entry: ENTRY, page: PAGE, outDir: OUT_DIR };
+/**
+ * The browser example. Its model's folder is listed: the library may name embedded models'
+ * folders with a computed URL (`` new URL(`../weights/${name}/`, import.meta.url) ``).
+ */
+export const BROWSER_EXAMPLE: BuildTarget = {
+  entry: ENTRY,
+  page: PAGE,
+  outDir: OUT_DIR,
+  assets: ["weights/induction-toy/"],
+};
 /** The build record in the output folder. */
 export const MANIFEST = "build.json";
 
@@ -294,7 +309,7 @@ export async function build(target: BuildTarget = BROWSER_EXAMPLE): Promise<Buil
   await Deno.mkdir(staging, { recursive: true });
   try {
     const entries = [target.entry];
-    const assets = new Set<string>();
+    const assets = new Set<string>(target.assets ?? []);
     for (let i = 0; i < entries.length; i++) {
       const entry = entries[i];
       const result = await bundleEntry(entry);

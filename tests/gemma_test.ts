@@ -20,7 +20,10 @@ import { gemma2Config, gemma3Config } from "../families/gemma.ts";
 import { parseSafetensors, writeSafetensors } from "../io/safetensors.ts";
 import { HookedTransformer } from "../model/hooked_transformer.ts";
 import type { Tensor } from "../core/tensor.ts";
+import { MODEL_ALIASES } from "../io/resolve.ts";
 import { centred, readFamily } from "./families_fixtures.ts";
+import { fixturePath } from "./fixtures.ts";
+import { startFakeHub } from "./hub_server.ts";
 import { GEMMA_FIXTURES, GEMMA_GOLDEN, loadGemma, maxAbsDiff } from "./gemma_fixtures.ts";
 
 const tokens = GEMMA_GOLDEN.tokens;
@@ -275,4 +278,80 @@ Deno.test("Gemma's defaults and layer rules follow HF's config classes", () => {
     rope_scaling: { rope_type: "linear", factor: 8 },
   });
   assert.equal(scaled.rotaryLinearFactor, 8);
+});
+
+Deno.test("TransformerLens's Gemma names resolve to the gated hub repositories", () => {
+  const expected = {
+    "gemma-2-2b": "google/gemma-2-2b",
+    "gemma-2-2b-it": "google/gemma-2-2b-it",
+    "gemma-2-9b": "google/gemma-2-9b",
+    "gemma-3-270m": "google/gemma-3-270m",
+    "gemma-3-1b-pt": "google/gemma-3-1b-pt",
+    "gemma-3-1b-it": "google/gemma-3-1b-it",
+  };
+  for (const [alias, repo] of Object.entries(expected)) assert.equal(MODEL_ALIASES[alias], repo);
+});
+
+Deno.test("gemma-3-270m loads by its alias from a gated hub: the token to the hub only", async () => {
+  const hub = await startFakeHub({
+    repoId: "google/gemma-3-270m",
+    dir: fixturePath("tiny-gemma3"),
+    token: "hf_gemma",
+  });
+  const cacheDir = await Deno.makeTempDir({ prefix: "gemma_test_cache_" });
+  try {
+    const opts = { endpoint: hub.endpoint, cacheDir, threads: 1 };
+    await assert.rejects(HookedTransformer.fromPretrained("gemma-3-270m", opts), /HF_TOKEN/);
+    const model = await HookedTransformer.fromPretrained("gemma-3-270m", {
+      ...opts,
+      token: "hf_gemma",
+      foldLn: false,
+      centerWritingWeights: false,
+      centerUnembed: false,
+      foldValueBiases: false,
+    });
+    try {
+      assert.equal(model.cfg.originalArchitecture, "Gemma3ForCausalLM");
+      const logits = await model.run(tokens);
+      const err = maxAbsDiff(logits.data, GEMMA_GOLDEN["tiny-gemma3"].logits.flat(2));
+      assert.ok(err < 1e-4, `logits: ${err}`);
+    } finally {
+      model.dispose();
+    }
+    const cdn = hub.requests.filter((r) => r.server === "cdn");
+    assert.ok(cdn.length > 0 && cdn.every((r) => r.authorization === null));
+  } finally {
+    await hub.close();
+    await Deno.remove(cacheDir, { recursive: true });
+  }
+});
+
+Deno.test("deno task experiments runs the study on a Gemma 2 folder and names the family", async () => {
+  const out = await Deno.makeTempDir();
+  try {
+    const run = await new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "-A",
+        new URL("../experiments/run.ts", import.meta.url).pathname,
+        "--model",
+        fixturePath("tiny-gemma2"),
+        "--seq-len",
+        "6",
+        "--batch",
+        "2",
+        "--out",
+        out,
+      ],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const stderr = new TextDecoder().decode(run.stderr);
+    assert.equal(run.code, 0, stderr);
+    assert.match(stderr, /Gemma 2, 3 layers x 4 heads/);
+    const results = JSON.parse(await Deno.readTextFile(`${out}/results.json`));
+    assert.equal(results.model.config.family, "Gemma 2");
+  } finally {
+    await Deno.remove(out, { recursive: true });
+  }
 });

@@ -242,11 +242,19 @@ const SHORT_NAMES: Record<string, HookPoint> = {
 };
 
 const NORM_POINTS: Record<string, Record<string, HookPoint>> = {
-  scale: { ln1: HOOK.ln1Scale, ln2: HOOK.ln2Scale, ln_final: HOOK.lnFinalScale },
+  scale: {
+    ln1: HOOK.ln1Scale,
+    ln2: HOOK.ln2Scale,
+    ln_final: HOOK.lnFinalScale,
+    ln1_post: HOOK.ln1PostScale,
+    ln2_post: HOOK.ln2PostScale,
+  },
   normalized: {
     ln1: HOOK.ln1Normalized,
     ln2: HOOK.ln2Normalized,
     ln_final: HOOK.lnFinalNormalized,
+    ln1_post: HOOK.ln1PostNormalized,
+    ln2_post: HOOK.ln2PostNormalized,
   },
 };
 
@@ -271,6 +279,7 @@ const NORM_POINTS: Record<string, Record<string, HookPoint>> = {
  * getActName("scale", 0, "ln1"); // "blocks.0.ln1.hook_scale"
  * getActName("resid_pre", -1, undefined, 12); // "blocks.11.hook_resid_pre"
  * getActName("scale4ln1"); // "blocks.4.ln1.hook_scale"
+ * getActName("normalized", 2, "ln1_post"); // "blocks.2.ln1_post.hook_normalized" (Gemma)
  * ```
  */
 export function getActName(
@@ -295,7 +304,8 @@ export function getActName(
     point = ln === undefined ? undefined : norm[ln];
     if (!point || (point.inBlock && layer === undefined)) {
       throw new HookError(
-        `getActName("${name}") needs a layer and layerType "ln1" or "ln2", or layerType "ln_final"`,
+        `getActName("${name}") needs a layer and layerType "ln1", "ln2", "ln1_post" or ` +
+          `"ln2_post", or layerType "ln_final"`,
       );
     }
   } else {

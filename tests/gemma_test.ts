@@ -19,6 +19,7 @@ import { getActPatchResidPre } from "../analysis/activation_patching.ts";
 import { gemma2Config, gemma3Config } from "../families/gemma.ts";
 import { parseSafetensors, writeSafetensors } from "../io/safetensors.ts";
 import { HookedTransformer } from "../model/hooked_transformer.ts";
+import { getActName } from "../model/hook_table.ts";
 import type { Tensor } from "../core/tensor.ts";
 import { MODEL_ALIASES } from "../io/resolve.ts";
 import { centred, readFamily } from "./families_fixtures.ts";
@@ -110,6 +111,8 @@ for (const dir of GEMMA_FIXTURES) {
           "blocks.0.attn.hook_rot_k",
         ]
       ) assert.ok(model.hookNames.includes(name), name);
+      assert.equal(getActName("normalized", 2, "ln1_post"), "blocks.2.ln1_post.hook_normalized");
+      assert.equal(getActName("scale1ln2_post"), "blocks.1.ln2_post.hook_scale");
       const order = model.hookNames.filter((n) => n.startsWith("blocks.0."));
       assert.ok(
         order.indexOf("blocks.0.ln1_post.hook_normalized") <

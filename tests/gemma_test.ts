@@ -358,3 +358,35 @@ Deno.test("deno task experiments runs the study on a Gemma 2 folder and names th
     await Deno.remove(out, { recursive: true });
   }
 });
+
+Deno.test("a bf16 Gemma checkpoint: the embedding factor is bf16(sqrt(d)), bf16 storage is exact", async () => {
+  // The tiny checkpoint stored as BF16 (nearest even), as Gemma's released checkpoints are.
+  const { config, bytes } = await readFamily("tiny-gemma3");
+  const file = parseSafetensors(bytes);
+  const bf16 = writeSafetensors(
+    file.names().map((n) => [n, file.tensor(n)] as [string, Tensor]),
+    { dtype: "BF16", metadata: { format: "pt" } },
+  );
+  const raw = { foldLn: false, centerWritingWeights: false, centerUnembed: false };
+  const f32 = await HookedTransformer.fromBytes(config, bf16, { ...raw, threads: 1 });
+  const b16 = await HookedTransformer.fromBytes(config, bf16, {
+    ...raw,
+    threads: 1,
+    weightDtype: "bf16",
+  });
+  try {
+    // sqrt(48) = 6.928..., whose nearest bf16 is 6.9375 (HF's normalizer tensor in bf16).
+    const embed = parseSafetensors(bf16).tensor("model.embed_tokens.weight").data;
+    const W_E = f32.W_E.data;
+    for (let i = 0; i < 500; i++) assert.equal(W_E[i], Math.fround(embed[i] * 6.9375));
+    // The matrices are bf16 values already: storing them as bf16 changes no bit.
+    const a = await f32.run(tokens), b = await b16.run(tokens);
+    assert.deepEqual(b.data, a.data);
+    // bf16 weights move these logits (|logit| <= 12) by a few 1e-2 from the float32 golden.
+    const err = maxAbsDiff(a.data, GEMMA_GOLDEN["tiny-gemma3"].logits.flat(2));
+    assert.ok(err > 1e-4 && err < 0.5, `bf16 vs f32 logits: ${err}`);
+  } finally {
+    f32.dispose();
+    b16.dispose();
+  }
+});

@@ -894,7 +894,7 @@ export class HookedTransformer {
    * ```
    */
   get OV(): FactoredMatrix {
-    return new FactoredMatrix(perQueryHead(this.W_V, this.cfg), this.W_O, {
+    return new FactoredMatrix(perQueryHead(this._W_V, this.cfg), this.W_O, {
       backend: this.backend,
     });
   }
@@ -903,7 +903,7 @@ export class HookedTransformer {
    * (TransformerLens's `model.QK`).
    */
   get QK(): FactoredMatrix {
-    return new FactoredMatrix(this.W_Q, transpose(perQueryHead(this.W_K, this.cfg)), {
+    return new FactoredMatrix(this.W_Q, transpose(perQueryHead(this._W_K, this.cfg)), {
       backend: this.backend,
     });
   }

@@ -390,3 +390,31 @@ Deno.test("a bf16 Gemma checkpoint: the embedding factor is bf16(sqrt(d)), bf16 
     b16.dispose();
   }
 });
+
+Deno.test("circuits under grouped-query attention: OV and QK read each head's key/value head", async () => {
+  // Query head h reads key/value head floor(h / group): OV[l, h] = W_V[l, kv] W_O[l, h] and
+  // QK[l, h] = W_Q[l, h] W_K[l, kv]^T, from the unrepeated key/value weights.
+  for (const dir of GEMMA_FIXTURES) {
+    const model = await loadGemma(dir, true);
+    try {
+      const { nLayers: L, nHeads: H, nKeyValueHeads: K, dModel: d, dHead: dh } = model.cfg;
+      assert.deepEqual(model.OV.shape, [L, H, d, d]);
+      assert.deepEqual(model.QK.shape, [L, H, d, d]);
+      const l = L - 1, h = H - 1, kv = Math.floor(h / (H / K));
+      const ov = model.OV.get(l, h).AB.data, qk = model.QK.get(l, h).AB.data;
+      const W_V = model._W_V.data, W_K = model._W_K.data, W_Q = model.W_Q.data;
+      const W_O = model.W_O.data;
+      for (const [i, j] of [[0, 0], [3, 17], [d - 1, d - 2]]) {
+        let o = 0, q = 0;
+        for (let e = 0; e < dh; e++) {
+          o += W_V[((l * K + kv) * d + i) * dh + e] * W_O[((l * H + h) * dh + e) * d + j];
+          q += W_Q[((l * H + h) * d + i) * dh + e] * W_K[((l * K + kv) * d + j) * dh + e];
+        }
+        assert.ok(Math.abs(ov[i * d + j] - o) < 1e-5, `${dir} OV[${i}, ${j}]`);
+        assert.ok(Math.abs(qk[i * d + j] - q) < 1e-5, `${dir} QK[${i}, ${j}]`);
+      }
+    } finally {
+      model.dispose();
+    }
+  }
+});

@@ -60,7 +60,10 @@ const RETURN_TYPES: readonly GradientReturnType[] = ["logits", "loss", "both", "
  * or non-finite entries, and a `HookError` when a hook misbehaves; either way the model's memory
  * is released and the model keeps working.
  */
-export function runWithGradients(m: ModelRuntime, run: GradientRun): GradientResult {
+export async function runWithGradients(
+  m: ModelRuntime,
+  run: GradientRun,
+): Promise<GradientResult> {
   const { backend, cfg, weights } = m;
   const returnType = run.returnType ?? "logits";
   if (!RETURN_TYPES.includes(returnType)) {
@@ -102,7 +105,7 @@ export function runWithGradients(m: ModelRuntime, run: GradientRun): GradientRes
   let value: number;
   let logits: Tensor | null = null;
   if (chunked) {
-    forward(m, {
+    await forward(m, {
       batch,
       T,
       tokens,
@@ -110,9 +113,9 @@ export function runWithGradients(m: ModelRuntime, run: GradientRun): GradientRes
       record: { residPre },
       unembed: {
         rows: chunked.rows,
-        each: (first, count, lg, raw) => {
+        each: async (first, count, lg, raw) => {
           const g = grad.at(0, count * V);
-          chunked.chunk(first, count, lg, g);
+          await chunked.chunk(first, count, lg, g);
           // A final softcap (Gemma 2): the gradient at the uncapped logits.
           if (raw) backend.softcapBackward(raw, g, g, cfg.outputLogitsSoftCap!);
           backend.matmulTransposed(g, weights.W_U, dx, count);
@@ -127,16 +130,16 @@ export function runWithGradients(m: ModelRuntime, run: GradientRun): GradientRes
     const out = new Float32Array(rows * V);
     const cap = cfg.outputLogitsSoftCap;
     const rawOut = cap ? new Float32Array(rows * V) : undefined;
-    forward(m, {
+    await forward(m, {
       batch,
       T,
       tokens,
       padding,
       record: { residPre },
       unembed: {
-        each: (r0, _count, lg, raw) => {
-          backend.readInto(lg, out, r0 * V);
-          if (raw && rawOut) backend.readInto(raw, rawOut, r0 * V);
+        each: async (r0, _count, lg, raw) => {
+          await backend.readInto(lg, out, r0 * V);
+          if (raw && rawOut) await backend.readInto(raw, rawOut, r0 * V);
         },
       },
     }, fwd);
@@ -168,7 +171,11 @@ export function runWithGradients(m: ModelRuntime, run: GradientRun): GradientRes
     hookOptions,
     backward: true,
   });
-  backward(m, { batch, T, padding, residPre, dFinal, changes: fwd.changes, hookOptions }, bwd);
+  await backward(
+    m,
+    { batch, T, padding, residPre, dFinal, changes: fwd.changes, hookOptions },
+    bwd,
+  );
 
   const cache = new Map(fwd.cached);
   for (const [name, g] of bwd.cached) cache.set(`${name}_grad`, g);

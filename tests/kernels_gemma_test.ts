@@ -109,7 +109,7 @@ const CASES = [
 ];
 
 /** Runs fused and three-step attention; returns z and pattern of each. */
-function runAttention(backend: Backend, p: Problem, qStart: number) {
+async function runAttention(backend: Backend, p: Problem, qStart: number) {
   using scope = backend.scope();
   const qkv = scope.upload(p.qkv);
   const nQ = p.T - qStart, size = p.H * nQ * p.T;
@@ -118,14 +118,14 @@ function runAttention(backend: Backend, p: Problem, qStart: number) {
   backend.attention(args(p, qkv, z1, qStart), pat1);
   const a2 = args(p, qkv, z2, qStart);
   backend.attentionScores(a2, scores);
-  const sc = backend.read(scores);
+  const sc = await backend.read(scores);
   backend.softmaxRows(scores, pat2, p.H, nQ, qStart, { kStart: p.kStart, window: p.window });
   backend.attentionApply(a2, pat2);
   return {
-    z: backend.read(z1),
-    pattern: backend.read(pat1),
-    z3: backend.read(z2),
-    pattern3: backend.read(pat2),
+    z: await backend.read(z1),
+    pattern: await backend.read(pat1),
+    z3: await backend.read(z2),
+    pattern3: await backend.read(pat2),
     scores: sc,
   };
 }
@@ -143,7 +143,7 @@ for (const build of builds) {
         for (const qStart of [0, 9]) {
           const what = `case ${c}, qStart ${qStart}`;
           const ref = reference(p, qStart);
-          const a = runAttention(one, p, qStart), b = runAttention(two, p, qStart);
+          const a = await runAttention(one, p, qStart), b = await runAttention(two, p, qStart);
           assert.ok(maxDiff(a.z, ref.z) < 2e-5, `${what}: z ${maxDiff(a.z, ref.z)}`);
           assert.ok(maxDiff(a.pattern, ref.pattern) < 2e-5, `${what}: pattern`);
           // The fused and three-step paths give the same bits, as do 1 and 2 threads.
@@ -181,7 +181,7 @@ for (const build of builds) {
         const p = problem(100 + c, spec);
         const G = randn(p.T * p.H * p.D, new SeededRng(200 + c, "kernels_gemma"));
         const ref = gradReference(p, G);
-        const a = runBackward(one, p, G), b = runBackward(two, p, G);
+        const a = await runBackward(one, p, G), b = await runBackward(two, p, G);
         const scale = Math.max(...ref.map(Math.abs));
         const err = maxDiff(a, ref);
         assert.ok(err < 1e-4 * scale, `case ${c}: dqkv ${err} (scale ${scale})`);
@@ -203,11 +203,12 @@ for (const build of builds) {
       const rows = 300, heads = 3, D = 24, stride = heads * D + 8, eps = 1e-6;
       const x = randn(rows * stride, rng, 2), w = randn(heads * D, rng, 0.5);
       const g = randn(rows * stride, rng);
-      const results = [one, two].map((backend) => {
+      const results = [];
+      for (const backend of [one, two]) {
         using scope = backend.scope();
         const xs = scope.upload(x), ws = scope.upload(w), scale = scope.alloc(rows * heads);
         backend.headRmsNorm(xs, ws, { rows, stride, nHeads: heads, dHead: D }, eps, { scale });
-        const y = backend.read(xs);
+        const y = await backend.read(xs);
         const x0 = scope.upload(x), gs = scope.upload(g);
         backend.headRmsNormBackward(x0, gs, ws, {
           rows,
@@ -216,8 +217,8 @@ for (const build of builds) {
           nHeads: heads,
           dHead: D,
         }, eps);
-        return { y, s: backend.read(scale), dx: backend.read(gs) };
-      });
+        results.push({ y, s: await backend.read(scale), dx: await backend.read(gs) });
+      }
       assert.deepEqual(results[1], results[0], "2 threads");
       const { y, s, dx } = results[0];
       for (let r = 0; r < rows; r++) {
@@ -242,13 +243,15 @@ for (const build of builds) {
 
       const n = 70000, cap = 2.5;
       const v = randn(n, rng, 8), dy = randn(n, rng);
-      const [c1, c2] = [one, two].map((backend) => {
+      const caps = [];
+      for (const backend of [one, two]) {
         using scope = backend.scope();
         const vs = scope.upload(v), out = scope.alloc(n), d = scope.upload(dy);
         backend.softcap(vs, out, cap);
         backend.softcapBackward(vs, d, d, cap);
-        return { y: backend.read(out), dx: backend.read(d) };
-      });
+        caps.push({ y: await backend.read(out), dx: await backend.read(d) });
+      }
+      const [c1, c2] = caps;
       assert.deepEqual(c2, c1, "softcap on 2 threads");
       for (let i = 0; i < n; i++) {
         const t = Math.tanh(v[i] / cap);
@@ -264,7 +267,11 @@ for (const build of builds) {
 }
 
 /** The three-step backward of one full sequence (qStart 0): d loss / d qkv for dz = G. */
-function runBackward(backend: Backend, p: Problem, G: Float32Array): Float32Array {
+async function runBackward(
+  backend: Backend,
+  p: Problem,
+  G: Float32Array,
+): Promise<Float32Array> {
   const { T, H, KV, D } = p, W = (H + 2 * KV) * D;
   using scope = backend.scope();
   const qkv = scope.upload(p.qkv), z = scope.alloc(T * H * D);
@@ -294,7 +301,7 @@ function runBackward(backend: Backend, p: Problem, G: Float32Array): Float32Arra
   backend.attentionGradPattern(grad, pattern, dP);
   backend.softmaxBackwardRows(pattern, dP, dP, H, T);
   backend.attentionGradQK(grad, dP);
-  return backend.read(d);
+  return await backend.read(d);
 }
 
 /** float64 d(sum z G)/d qkv through softmax, the softcap and the window. */

@@ -204,6 +204,7 @@ export {
   SafetensorsError,
   WeightsError,
 } from "./core/errors.ts";
+export { NumericError } from "./core/errors.ts";
 
 // Analysis: the study "How to interpret GPT2-small" (repeated tokens, scores, patching, circuits).
 export { generateRepeatedTokens } from "./analysis/repeated_tokens.ts";

@@ -206,3 +206,53 @@ Deno.test("fuzz: random opcode programs and mutated state dicts unpickle or fail
   assert.ok(returned > 50 && refused > 3000, `${returned} returned, ${refused} refused`);
   console.log(`6000 opcode mutants in ${Math.round(performance.now() - t0)} ms`);
 });
+
+Deno.test("a 12 MiB pytorch_model.bin whose views describe a 12-layer, width-1024 GPT-2: refused before it is materialised", async () => {
+  // Every tensor is a view of one 12 MiB storage: 97M float32 weights (390 MB) from 12 MiB.
+  // Before, fromPretrained accepted such files (an 8 MiB one peaked at 1.34 GB).
+  const out = await runChild(
+    `
+const { HookedTransformer } = await import(REPO + "model/hooked_transformer.ts");
+const { rebuildOps, stateDictPickle, torchArchive } = await import(REPO + "tests/pickle_builder.ts");
+const d = 1024, V = 1024, ctx = 1024, L = 12, numel = 3 * 1024 * 1024;
+const shapes = { "wte.weight": [V, d], "wpe.weight": [ctx, d], "ln_f.weight": [d], "ln_f.bias": [d] };
+for (let i = 0; i < L; i++) {
+  Object.assign(shapes, {
+    ["h." + i + ".ln_1.weight"]: [d], ["h." + i + ".ln_1.bias"]: [d],
+    ["h." + i + ".ln_2.weight"]: [d], ["h." + i + ".ln_2.bias"]: [d],
+    ["h." + i + ".attn.c_attn.weight"]: [d, 3 * d], ["h." + i + ".attn.c_attn.bias"]: [3 * d],
+    ["h." + i + ".attn.c_proj.weight"]: [d, d], ["h." + i + ".attn.c_proj.bias"]: [d],
+    ["h." + i + ".mlp.c_fc.weight"]: [d, 2 * d], ["h." + i + ".mlp.c_fc.bias"]: [2 * d],
+    ["h." + i + ".mlp.c_proj.weight"]: [2 * d, d], ["h." + i + ".mlp.c_proj.bias"]: [d],
+  });
+}
+const entries = Object.entries(shapes).map(([name, size]) => [name, rebuildOps({
+  numel, size, stride: size.length === 2 ? [size[1], 1] : [1],
+})]);
+const dir = await Deno.makeTempDir();
+await Deno.writeTextFile(dir + "/config.json", JSON.stringify({
+  model_type: "gpt2", n_layer: L, n_embd: d, n_inner: 2 * d, n_head: 16, n_positions: ctx, vocab_size: V,
+}));
+const file = torchArchive(stateDictPickle(entries), { "0": new Uint8Array(4 * numel) });
+await Deno.writeFile(dir + "/pytorch_model.bin", file);
+let error = "none";
+try {
+  (await HookedTransformer.fromPretrained(dir, { threads: 1 })).dispose();
+} catch (e) { error = e.name + ": " + e.message; }
+await Deno.remove(dir, { recursive: true });
+report({ error, fileMiB: file.length / 2 ** 20 });
+`,
+    { timeoutMs: 60_000, heapMiB: 2048 },
+  );
+  assert.ok(!out.timedOut, "the load did not end within 60 s");
+  assert.ok(out.result, `the child died (code ${out.code}): ${out.stderr.slice(-500)}`);
+  const r = out.result as { error: string; fileMiB: number; peakRssMiB: number };
+  console.log(
+    `${r.fileMiB.toFixed(1)} MiB file: ${r.error.slice(0, 60)}; peak RSS ${
+      Math.round(r.peakRssMiB)
+    } MiB`,
+  );
+  assert.match(r.error, /^PickleError: .*more than 4 times the file's .*maxExpansion/);
+  // Memory tied to the file: the 12 MiB read, the zip, the runtime (about 100 MiB here).
+  assert.ok(r.peakRssMiB < 400, `peak RSS ${r.peakRssMiB} MiB`);
+});

@@ -162,6 +162,21 @@ function objectOrNull(hf: HfConfig, key: string): HfConfig | null {
 }
 
 /**
+ * The most layers a config may declare before its weights are seen: far past any real model (the
+ * deepest have a few hundred), low enough that a family's per-layer config arrays (Gemma's
+ * attention types) cost nothing. `num_hidden_layers: 1e9` is then a ConfigError at once, where
+ * it took 30 s and 1.4 GB to end in a RangeError; {@link checkSizesFitWeights} then checks the
+ * layers against the tensors.
+ *
+ * @example
+ * ```ts
+ * import { MAX_CONFIG_LAYERS } from "./hf_config.ts";
+ * MAX_CONFIG_LAYERS; // 65536
+ * ```
+ */
+export const MAX_CONFIG_LAYERS = 65_536;
+
+/**
  * Checks, before anything is allocated, that the config's sizes could be those of the weights: the
  * embedding and the block matrices a config implies (each layer's Q, K, V, O and MLP in and out)
  * must hold no more values than all of the checkpoint's tensors together, whose shapes are read

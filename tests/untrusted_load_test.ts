@@ -17,6 +17,8 @@ const FAMILY_DIRS: Record<string, { layers: string; mlp: string }> = {
   "tiny-neox": { layers: "num_hidden_layers", mlp: "intermediate_size" },
   "tiny-llama": { layers: "num_hidden_layers", mlp: "intermediate_size" },
   "tiny-qwen2": { layers: "num_hidden_layers", mlp: "intermediate_size" },
+  "tiny-gemma2": { layers: "num_hidden_layers", mlp: "intermediate_size" },
+  "tiny-gemma3": { layers: "num_hidden_layers", mlp: "intermediate_size" },
 };
 
 for (const [dir, keys] of Object.entries(FAMILY_DIRS)) {

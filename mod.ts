@@ -159,6 +159,7 @@ export { parseShardIndex, shardedTensorSource } from "./io/sharded.ts";
 export type { ShardIndex } from "./io/sharded.ts";
 export { readTorchCheckpoint } from "./io/torch_bin.ts";
 export type { TorchCheckpoint } from "./io/torch_bin.ts";
+export type { TorchBinLimits } from "./io/torch_bin.ts";
 export { isModelCached, MODEL_ALIASES, resolveModel, WEIGHT_FILES } from "./io/resolve.ts";
 export {
   PYTHIA_160M,
@@ -203,6 +204,7 @@ export {
   SafetensorsError,
   WeightsError,
 } from "./core/errors.ts";
+export { NumericError } from "./core/errors.ts";
 
 // Analysis: the study "How to interpret GPT2-small" (repeated tokens, scores, patching, circuits).
 export { generateRepeatedTokens } from "./analysis/repeated_tokens.ts";

@@ -25,7 +25,7 @@ import { ProgressBar } from "../core/progress.ts";
 import { parseSafetensors } from "./safetensors.ts";
 import { parseShardIndex, shardedTensorSource } from "./sharded.ts";
 import type { TensorSource } from "./tensor_source.ts";
-import { readTorchCheckpoint } from "./torch_bin.ts";
+import { readTorchCheckpoint, type TorchBinLimits } from "./torch_bin.ts";
 
 /** A model's files, loaded into memory, whatever their source. */
 export interface ModelFiles {
@@ -61,6 +61,11 @@ export interface ResolveOptions extends HubOptions {
   progress?: boolean;
   /** fetch to use (tests, custom agents). */
   fetch?: typeof fetch;
+  /**
+   * Budgets for reading `pytorch_model.bin` files (pickle values, float32 bytes as a multiple of
+   * the file's size); the defaults fit every real checkpoint, see {@link TorchBinLimits}.
+   */
+  torchBinLimits?: TorchBinLimits;
 }
 
 /** Every option name of {@link ResolveOptions} (checked against the type at compile time). */
@@ -74,6 +79,7 @@ export const RESOLVE_OPTION_KEYS: readonly string[] = Object.keys(
     downloadTimeoutMs: true,
     progress: true,
     fetch: true,
+    torchBinLimits: true,
   } satisfies Record<keyof ResolveOptions, true>,
 );
 
@@ -224,21 +230,22 @@ export async function resolveModel(
       ? DEFAULT_DOWNLOAD_TIMEOUT_MS
       : checkTimeoutMs(opts.downloadTimeoutMs, "downloadTimeoutMs"),
   };
+  const limits = opts.torchBinLimits ?? {};
   let files: Loaded;
   switch (what.kind) {
     case "embedded": {
       const base = new URL("../weights/induction-toy/", import.meta.url);
       // Quiet by default: its two files are next to this module, not a real download.
       const progress = opts.progress ?? false;
-      files = await fromUrl(base.href.replace(/\/$/, ""), http, false, progress);
+      files = await fromUrl(base.href.replace(/\/$/, ""), http, false, progress, limits);
       files.source = `embedded ${EMBEDDED_MODEL}`;
       break;
     }
     case "url":
-      files = await fromUrl(what.url, http, true, opts.progress);
+      files = await fromUrl(what.url, http, true, opts.progress, limits);
       break;
     case "dir":
-      files = await fromDir(what.path);
+      files = await fromDir(what.path, limits);
       break;
     case "hub":
       files = await fromHub(what.repoId, opts);
@@ -326,8 +333,11 @@ async function openWeights(
   file: WeightFile,
   bytes: Uint8Array,
   readShards: (files: string[]) => Promise<Uint8Array[]>,
+  limits: TorchBinLimits,
 ): Promise<Weights> {
-  const parse = file.startsWith("pytorch_model") ? readTorchCheckpoint : parseSafetensors;
+  const parse = file.startsWith("pytorch_model")
+    ? (b: Uint8Array, f: string) => readTorchCheckpoint(b, f, limits)
+    : parseSafetensors;
   if (!file.endsWith(".index.json")) {
     return { tensors: parse(bytes, file), files: [file], bytes: [bytes] };
   }
@@ -367,6 +377,7 @@ async function fromHub(repoId: string, opts: ResolveOptions): Promise<Loaded> {
       const shardSnap = await fetchHubFiles(settings, repoId, { ...pinned, required: shards });
       return await Promise.all(shards.map((f) => Deno.readFile(shardSnap.paths[f])));
     },
+    opts.torchBinLimits ?? {},
   );
   const commit = snap.commit.slice(0, 7);
   const source = snap.fromCache && weightSnap.fromCache
@@ -388,7 +399,7 @@ async function fromHub(repoId: string, opts: ResolveOptions): Promise<Loaded> {
   };
 }
 
-async function fromDir(path: string): Promise<Loaded> {
+async function fromDir(path: string, limits: TorchBinLimits): Promise<Loaded> {
   const dir = path.replace(/[\\/]+$/, "") || "/";
   /** The file's contents, or undefined when it does not exist. */
   const read = async <T>(file: string, how: (p: string) => Promise<T>): Promise<T | undefined> => {
@@ -408,7 +419,7 @@ async function fromDir(path: string): Promise<Loaded> {
   const configText = await read("config.json", Deno.readTextFile);
   if (configText === undefined) throw new ModelNotFoundError(`no config.json in ${dir}`);
   const config = parseConfig(configText, `${dir}/config.json`);
-  const weights = await findWeights((f) => read(f, Deno.readFile), dir);
+  const weights = await findWeights((f) => read(f, Deno.readFile), dir, limits);
   return {
     config,
     weights,
@@ -431,6 +442,7 @@ interface HttpOptions {
 async function findWeights(
   read: (file: string) => Promise<Uint8Array | undefined>,
   where: string,
+  limits: TorchBinLimits,
 ): Promise<Weights> {
   for (const file of WEIGHT_FILES) {
     const bytes = await read(file);
@@ -445,7 +457,7 @@ async function findWeights(
         out.push(shardBytes);
       }
       return out;
-    });
+    }, limits);
   }
   throw new ModelNotFoundError(
     `no weights in ${where}: looked for ${WEIGHT_FILES.slice(0, -1).join(", ")} and ` +
@@ -458,6 +470,7 @@ async function fromUrl(
   http: HttpOptions,
   withTokenizer: boolean,
   progress: boolean | undefined,
+  limits: TorchBinLimits,
 ): Promise<Loaded> {
   // Called as a plain function: browsers refuse fetch called as a method of another object.
   const doFetch = http.fetch;
@@ -470,7 +483,8 @@ async function fromUrl(
     required: boolean,
     { quiet = !required, showProgress = false } = {},
   ): Promise<Uint8Array | undefined> => {
-    const url = `${base}/${file}`;
+    // The name is a path segment, sent literally (a "%2e%2e" in it must not become "..").
+    const url = `${base}/${encodeURIComponent(file)}`;
     const idle = new IdleTimeout(http.timeoutMs);
     try {
       let res: Response;
@@ -498,6 +512,7 @@ async function fromUrl(
   const weights = await findWeights(
     (file) => get(file, false, { quiet: false, showProgress: true }),
     base,
+    limits,
   );
   const readOptional = async (file: string) => {
     const bytes = await get(file, false);

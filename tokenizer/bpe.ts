@@ -127,7 +127,10 @@ export class BpeTokenizer implements Tokenizer {
     for (const t of added) this.#addedById.set(t.id, t);
     this.#rawAdded = new AddedTokenMatcher(added.filter((t) => !(t.normalized ?? !t.special)));
     this.#normalizedAdded = new AddedTokenMatcher(added.filter((t) => t.normalized ?? !t.special));
-    this.vocabSize = Math.max(this.#model.tokens.length, ...added.map((t) => t.id + 1));
+    // A loop, not Math.max(...spread): a file may list hundreds of thousands of added tokens.
+    let size = this.#model.tokens.length;
+    for (const t of added) if (t.id + 1 > size) size = t.id + 1;
+    this.vocabSize = size;
   }
 
   /**

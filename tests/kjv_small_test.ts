@@ -5,7 +5,7 @@
  * the reference prompts, decoding, and the greedy continuations its model card reports.
  */
 import assert from "node:assert/strict";
-import { HookedTransformer } from "../mod.ts";
+import { add, argmax, HookedTransformer, index, matmul, testPrompt } from "../mod.ts";
 import { resolveModel } from "../io/resolve.ts";
 import { parseSafetensors } from "../io/safetensors.ts";
 import { fixturePath } from "./fixtures.ts";
@@ -174,4 +174,41 @@ Deno.test("kjv-small: resolves from its own folder with tokenizer and card besid
   for (const f of ["config.json", "model.safetensors", "tokenizer.json", "MODEL_CARD.md"]) {
     assert.ok(Deno.statSync(`${WEIGHTS}/${f}`).isFile, f);
   }
+});
+
+Deno.test("kjv-small: the values the README's text example gives in its comments", async () => {
+  // The README's block runs under `deno test --doc README.md`; this checks what its comments say.
+  const readme = await Deno.readTextFile(new URL("../README.md", import.meta.url));
+  const model = await HookedTransformer.fromPretrained("kjv-small", { threads: 1 });
+  const strTokens = model.toStrTokens("In the beginning God created");
+  assert.ok(readme.includes(`// ${JSON.stringify(strTokens).replaceAll(",", ", ")}`));
+  const lines: string[] = [];
+  const result = await testPrompt(model, "And Moses said unto", "Aaron", {
+    print: (l) => lines.push(l),
+  });
+  const answer = result.positions[0].answers[0];
+  assert.equal(answer.rank, 0);
+  assert.equal((answer.prob * 100).toFixed(2), "36.70");
+  assert.ok(lines.some((l) => l.includes("Rank: 0") && l.includes("Prob: 36.70%")), lines[2]);
+  assert.ok(readme.includes("// prints: Rank 0, Prob 36.70%"));
+  const generated = await model.generate("And God said", { maxNewTokens: 12, temperature: 0 });
+  assert.ok(readme.includes(`temperature: 0 }); // ${JSON.stringify(generated)}`), String(generated));
+
+  const sentence = "And the LORD said unto Moses, Stretch out thine hand";
+  const { cache } = await model.runWithCache(sentence);
+  const [resid, labels] = cache.accumulatedResid({ applyLn: true, returnLabels: true });
+  assert.deepEqual(resid.shape, [5, 1, 14, 384]);
+  assert.deepEqual(labels, ["0_pre", "1_pre", "2_pre", "3_pre", "final_post"]);
+  const lens = argmax(add(matmul(resid, model.W_U), model.b_U), -1);
+  const topTokens = (layer: number) => model.toStrTokens([...index(lens, layer, 0).data]);
+  assert.deepEqual(topTokens(3).slice(3, 8), [" said", " unto", " Moses", ",", " saying"]);
+  assert.deepEqual(topTokens(4).slice(4, 8), [" unto", " Moses", ",", " Behold"]);
+  // The lens's last layer is the model's own prediction: the argmax of its logits.
+  const logits = await model.run(sentence);
+  const V = logits.shape[2];
+  for (let t = 0; t < 14; t++) {
+    const row = logits.data.subarray(t * V, (t + 1) * V);
+    assert.equal(index(lens, 4, 0, t).data[0], row.indexOf(Math.max(...row)));
+  }
+  model.dispose();
 });

@@ -192,7 +192,10 @@ Deno.test("kjv-small: the values the README's text example gives in its comments
   assert.ok(lines.some((l) => l.includes("Rank: 0") && l.includes("Prob: 36.70%")), lines[2]);
   assert.ok(readme.includes("// prints: Rank 0, Prob 36.70%"));
   const generated = await model.generate("And God said", { maxNewTokens: 12, temperature: 0 });
-  assert.ok(readme.includes(`temperature: 0 }); // ${JSON.stringify(generated)}`), String(generated));
+  assert.ok(
+    readme.includes(`temperature: 0 }); // ${JSON.stringify(generated)}`),
+    String(generated),
+  );
 
   const sentence = "And the LORD said unto Moses, Stretch out thine hand";
   const { cache } = await model.runWithCache(sentence);

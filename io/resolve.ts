@@ -213,7 +213,7 @@ function classify(name: string): Kind {
  * const toy = await resolveModel("induction-toy"); // embedded: no download, no permissions
  * toy.config.n_layer; // 3
  * const kjv = await resolveModel("kjv-small"); // embedded, with its tokenizer
- * kjv.tokenizer?.encode(" And God said"); // [295, 394, 380]
+ * kjv.tokenizer?.encode("And God said"); // [295, 394, 380]
  * ```
  *
  * @example A hub model (needs the network the first time; cached in ~/.cache/huggingface/hub)

@@ -5,7 +5,16 @@
  * the reference prompts, decoding, and the greedy continuations its model card reports.
  */
 import assert from "node:assert/strict";
-import { add, argmax, HookedTransformer, index, matmul, testPrompt } from "../mod.ts";
+import {
+  add,
+  argmax,
+  getActPatchResidPre,
+  HookedTransformer,
+  index,
+  matmul,
+  type Tensor,
+  testPrompt,
+} from "../mod.ts";
 import { resolveModel } from "../io/resolve.ts";
 import { parseSafetensors } from "../io/safetensors.ts";
 import { fixturePath } from "./fixtures.ts";
@@ -213,5 +222,34 @@ Deno.test("kjv-small: the values the README's text example gives in its comments
     const row = logits.data.subarray(t * V, (t + 1) * V);
     assert.equal(index(lens, 4, 0, t).data[0], row.indexOf(Math.max(...row)));
   }
+  model.dispose();
+});
+
+Deno.test("kjv-small: the figures of docs/transformerlens.md's opening example", async () => {
+  const doc = await Deno.readTextFile(new URL("../docs/transformerlens.md", import.meta.url));
+  for (
+    const claim of ["// 1.34 clean, -2.04 corrupted", "// [10, 1]", "// [n_layers, pos]: [4, 11]"]
+  ) {
+    assert.ok(doc.includes(claim), claim);
+  }
+  const model = await HookedTransformer.fromPretrained("kjv-small", { threads: 1 });
+  const clean = model.toTokens("And Moses spake unto Aaron, and Aaron said unto");
+  const corrupted = model.toTokens("And Pharaoh spake unto Aaron, and Aaron said unto");
+  const [answer, wrong] = [model.toSingleToken(" Moses"), model.toSingleToken(" Pharaoh")];
+  const logitDiff = (logits: Tensor) => {
+    const last = (logits.shape[1] - 1) * logits.shape[2];
+    return logits.data[last + answer] - logits.data[last + wrong];
+  };
+  const { logits, cache } = await model.runWithCache(clean);
+  assert.equal(logitDiff(logits!).toFixed(2), "1.34");
+  assert.equal(logitDiff(await model.run(corrupted)).toFixed(2), "-2.04");
+  const [stack] = cache.decomposeResid({ posSlice: -1, returnLabels: true });
+  const dla = cache.logitAttrs(stack, [answer], { incorrectTokens: [wrong], posSlice: -1 });
+  assert.deepEqual(dla.shape, [10, 1]);
+  const grid = await getActPatchResidPre(model, corrupted, cache, logitDiff);
+  assert.deepEqual(grid.shape, [4, 11]);
+  // Patching the clean resid_pre at the name's position (2, after BOS and "And") in layer 0
+  // restores the clean run.
+  assert.ok(Math.abs(grid.data[2] - logitDiff(logits!)) < 1e-4, `${grid.data[2]}`);
   model.dispose();
 });

@@ -234,7 +234,7 @@ export function hookRegistryOf(model: HookedTransformer): HookRegistry {
 export class HookedTransformer {
   /** The model's shape and settings, TransformerLens names. */
   readonly cfg: HookedTransformerConfig;
-  /** The text tokenizer, when the model has one (the embedded toy model takes ids only). */
+  /** The text tokenizer, when the model has one (`induction-toy` takes ids only; `kjv-small` reads text). */
   readonly tokenizer: Tokenizer | undefined;
   /** Which processing steps were applied to the weights. */
   readonly processing: Required<ProcessingOptions>;
@@ -290,9 +290,9 @@ export class HookedTransformer {
   }
 
   /**
-   * Loads a model by name (`"gpt2"`, `"gpt2-medium"`, ..., `"induction-toy"`, an `owner/name` hub
-   * id), local directory or URL, and processes its weights as TransformerLens's `from_pretrained`
-   * does (all four steps on by default).
+   * Loads a model by name (`"gpt2"`, `"gpt2-medium"`, ..., an `owner/name` hub id, or one of the
+   * embedded `"induction-toy"` and `"kjv-small"`), local directory or URL, and processes its
+   * weights as TransformerLens's `from_pretrained` does (all four steps on by default).
    */
   static async fromPretrained(
     nameOrPath: string,

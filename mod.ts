@@ -277,3 +277,9 @@ export type {
 } from "./analysis/lm_utils.ts";
 export type { HeadIndex } from "./analysis/circuits.ts";
 export type { ProgressCallback } from "./core/progress.ts";
+
+// Views for notebooks and pages (CircuitsVis's counterpart), as a namespace: `viz.attentionHeads`,
+// `viz.logitLens`, ... (`viz.attentionPattern` draws a pattern; the top-level `attentionPattern`
+// reads one from a cache). Also importable alone from `viz/mod.ts`. Inside `deno jupyter`,
+// importing this module makes Tensors and ActivationCaches display as tables.
+export * as viz from "./viz/mod.ts";

@@ -284,3 +284,9 @@ export type { AttentionType } from "./model/config.ts";
 export type { HeadLayout } from "./backend/backend.ts";
 export { GEMMA3_270M, syntheticGemma } from "./weights/synthetic_families.ts";
 export type { SyntheticGemmaOptions } from "./weights/synthetic_families.ts";
+
+// Views for notebooks and pages (CircuitsVis's counterpart), as a namespace: `viz.attentionHeads`,
+// `viz.logitLens`, ... (`viz.attentionPattern` draws a pattern; the top-level `attentionPattern`
+// reads one from a cache). Also importable alone from `viz/mod.ts`. Inside `deno jupyter`,
+// importing this module makes Tensors and ActivationCaches display as tables.
+export * as viz from "./viz/mod.ts";

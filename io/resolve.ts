@@ -1,11 +1,11 @@
 /**
- * Turns a model name into its files: the embedded `induction-toy`, an alias (`gpt2`, `pythia-70m`,
+ * Turns a model name into its files: an embedded model (`induction-toy`, `kjv-small`), an alias (`gpt2`, `pythia-70m`,
  * ...) or hub repo id (downloaded into the Hugging Face cache), a local folder, or an http(s) URL
  * of a folder.
  *
- * Permissions are only those each kind of source needs: the embedded model reads nothing but its
- * own two files (by `fetch` next to this module, so it also works when the library is imported by
- * URL); a folder needs `--allow-read`; a URL needs `--allow-net`; hub names need `--allow-net`,
+ * Permissions are only those each kind of source needs: an embedded model reads nothing but its
+ * own files (by `fetch` next to this module, so it also works when the library is imported by URL
+ * or bundled for the browser); a folder needs `--allow-read`; a URL needs `--allow-net`; hub names need `--allow-net`,
  * read and write access to the cache and, to honour `HF_*` variables, `--allow-env`.
  * @module
  */
@@ -128,8 +128,24 @@ export const MODEL_ALIASES: Record<string, string> = {
   "gemma-3-1b-it": "google/gemma-3-1b-it",
 };
 
-/** The name of the model shipped inside the library. */
+/** The name of the embedded model for the study's mechanisms (token ids only, no tokenizer). */
 export const EMBEDDED_MODEL = "induction-toy";
+
+/**
+ * The models shipped inside the library, in `weights/<name>/`, and the files each has: the
+ * study's `induction-toy` (token ids only) and `kjv-small`, a GPT-2-architecture text model with
+ * its own tokenizer (`tokenizer.json`), stored in float16 and widened to float32 on load.
+ *
+ * @example
+ * ```ts
+ * import { EMBEDDED_MODELS } from "./resolve.ts";
+ * Object.keys(EMBEDDED_MODELS); // ["induction-toy", "kjv-small"]
+ * ```
+ */
+export const EMBEDDED_MODELS: Readonly<Record<string, { tokenizer: boolean }>> = {
+  "induction-toy": { tokenizer: false },
+  "kjv-small": { tokenizer: true },
+};
 
 /**
  * The weight files a model may have, in the order transformers prefers them: one safetensors
@@ -154,7 +170,7 @@ const TOKENIZER_GROUPS = [["tokenizer.json"], ["vocab.json", "merges.txt"]];
 const URL_SCHEME = /^(https?|file):\/\//i;
 
 type Kind =
-  | { kind: "embedded" }
+  | { kind: "embedded"; name: string }
   | { kind: "url"; url: string }
   | { kind: "dir"; path: string }
   | { kind: "hub"; repoId: string };
@@ -183,7 +199,7 @@ function isModelDir(path: string): boolean {
 }
 
 function classify(name: string): Kind {
-  if (name === EMBEDDED_MODEL) return { kind: "embedded" };
+  if (Object.hasOwn(EMBEDDED_MODELS, name)) return { kind: "embedded", name };
   if (URL_SCHEME.test(name)) return { kind: "url", url: name.replace(/\/+$/, "") };
   if (looksLikePath(name)) return { kind: "dir", path: name };
   // A folder in the working directory wins over a hub name, as in transformers.
@@ -192,7 +208,9 @@ function classify(name: string): Kind {
   if (alias) return { kind: "hub", repoId: alias };
   if (/^[^/]+\/[^/]+$/.test(name)) return { kind: "hub", repoId: name };
   throw new ModelNotFoundError(
-    `unknown model "${name}": use ${EMBEDDED_MODEL} (embedded), one of ` +
+    `unknown model "${name}": use ${
+      Object.keys(EMBEDDED_MODELS).join(" or ")
+    } (embedded), one of ` +
       `${Object.keys(MODEL_ALIASES).filter((a) => !a.startsWith("pythia")).join(", ")}, ` +
       `pythia-70m ... pythia-12b (and -deduped), a hub repository id such as ` +
       `openai-community/gpt2, a local folder holding config.json and the weights ` +
@@ -209,6 +227,8 @@ function classify(name: string): Kind {
  * import { resolveModel } from "./resolve.ts";
  * const toy = await resolveModel("induction-toy"); // embedded: no download, no permissions
  * toy.config.n_layer; // 3
+ * const kjv = await resolveModel("kjv-small"); // embedded, with its tokenizer
+ * kjv.tokenizer?.encode("And God said"); // [295, 394, 380]
  * ```
  *
  * @example A hub model (needs the network the first time; cached in ~/.cache/huggingface/hub)
@@ -234,11 +254,12 @@ export async function resolveModel(
   let files: Loaded;
   switch (what.kind) {
     case "embedded": {
-      const base = new URL("../weights/induction-toy/", import.meta.url);
-      // Quiet by default: its two files are next to this module, not a real download.
+      const base = new URL(`../weights/${what.name}/`, import.meta.url);
+      // Quiet by default: its files are next to this module, not a real download.
       const progress = opts.progress ?? false;
-      files = await fromUrl(base.href.replace(/\/$/, ""), http, false, progress, limits);
-      files.source = `embedded ${EMBEDDED_MODEL}`;
+      const { tokenizer } = EMBEDDED_MODELS[what.name];
+      files = await fromUrl(base.href.replace(/\/$/, ""), http, tokenizer, progress, limits);
+      files.source = `embedded ${what.name}`;
       break;
     }
     case "url":

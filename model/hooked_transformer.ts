@@ -235,7 +235,7 @@ export function hookRegistryOf(model: HookedTransformer): HookRegistry {
 export class HookedTransformer {
   /** The model's shape and settings, TransformerLens names. */
   readonly cfg: HookedTransformerConfig;
-  /** The text tokenizer, when the model has one (the embedded toy model takes ids only). */
+  /** The text tokenizer, when the model has one (`induction-toy` takes ids only; `kjv-small` reads text). */
   readonly tokenizer: Tokenizer | undefined;
   /** Which processing steps were applied to the weights. */
   readonly processing: Required<ProcessingOptions>;
@@ -292,9 +292,9 @@ export class HookedTransformer {
   }
 
   /**
-   * Loads a model by name (`"gpt2"`, `"gpt2-medium"`, ..., `"induction-toy"`, an `owner/name` hub
-   * id), local directory or URL, and processes its weights as TransformerLens's `from_pretrained`
-   * does (all four steps on by default).
+   * Loads a model by name (`"gpt2"`, `"gpt2-medium"`, ..., an `owner/name` hub id, or one of the
+   * embedded `"induction-toy"` and `"kjv-small"`), local directory or URL, and processes its
+   * weights as TransformerLens's `from_pretrained` does (all four steps on by default).
    */
   static async fromPretrained(
     nameOrPath: string,
@@ -742,6 +742,15 @@ export class HookedTransformer {
    * const out = await model.generate([[2047, 5, 9, 13, 5, 9]], { maxNewTokens: 3, temperature: 0 });
    * out; // [[2047, 5, 9, 13, 5, 9, 13, 5, 9]]: the induction heads continue the pattern
    * ```
+   *
+   * @example Text in, text out (a model with a tokenizer)
+   * ```ts
+   * import { HookedTransformer } from "../mod.ts";
+   * const model = await HookedTransformer.fromPretrained("kjv-small", { threads: 1 });
+   * await model.generate("The LORD is my shepherd", { maxNewTokens: 8, temperature: 0 });
+   * // "The LORD is my shepherd: he is my strength, and my"
+   * await model.generate("The LORD is my shepherd", { maxNewTokens: 8, seed: 1 }); // sampled
+   * ```
    */
   async generate(
     input: string | string[] | Tokens,
@@ -928,9 +937,11 @@ export class HookedTransformer {
    * `paddingSide: "left"`; runs given text mask the padding themselves.
    *
    * @example
-   * ```ts ignore
-   * model.toTokens("Hello world"); // [[50256, 15496, 995]]
-   * model.toTokens(["Hi", "Hello world"], { paddingSide: "left" }); // [[50256, 50256, 17250], ...]
+   * ```ts
+   * import { HookedTransformer } from "../mod.ts";
+   * const model = await HookedTransformer.fromPretrained("kjv-small", { threads: 1 });
+   * model.toTokens("And God said"); // [[4095, 295, 394, 380]]: BOS, "And", " God", " said"
+   * model.toTokens(["Amen", "And God said"], { paddingSide: "left" }); // [[4095, 4095, 32, 1518], ...]
    * ```
    */
   toTokens(input: string | string[], opts: TokenizeOptions = {}): number[][] {
@@ -941,6 +952,14 @@ export class HookedTransformer {
   /**
    * Each token as its text (TransformerLens's `to_str_tokens`): text is tokenized first; a batch
    * (a list of strings, `number[][]` or a token tensor) gives one list per sequence.
+   *
+   * @example
+   * ```ts
+   * import { HookedTransformer } from "../mod.ts";
+   * const model = await HookedTransformer.fromPretrained("kjv-small", { threads: 1 });
+   * model.toStrTokens("And God said"); // ["<|endoftext|>", "And", " God", " said"]
+   * model.toStrTokens([295, 394, 380]); // ["And", " God", " said"]
+   * ```
    */
   toStrTokens(input: string | number[], opts?: TokenizeOptions): string[];
   /** Each sequence of a batch (strings or token rows) as its tokens' texts. */
@@ -956,6 +975,13 @@ export class HookedTransformer {
   /**
    * Token ids -> text (TransformerLens's `to_string`): one string for `number[]`, one per row for
    * a batch; with no argument, the model's name.
+   *
+   * @example
+   * ```ts
+   * import { HookedTransformer } from "../mod.ts";
+   * const model = await HookedTransformer.fromPretrained("kjv-small", { threads: 1 });
+   * model.toString([295, 394, 380]); // "And God said"
+   * ```
    */
   toString(tokens?: number[]): string;
   /** Each row of a batch of token ids as text. */
@@ -970,8 +996,10 @@ export class HookedTransformer {
    * InputError naming the pieces otherwise.
    *
    * @example
-   * ```ts ignore
-   * model.toSingleToken(" Mary"); // 5335
+   * ```ts
+   * import { HookedTransformer } from "../mod.ts";
+   * const model = await HookedTransformer.fromPretrained("kjv-small", { threads: 1 });
+   * model.toSingleToken(" Moses"); // 671
    * ```
    */
   toSingleToken(text: string): number {
@@ -988,8 +1016,10 @@ export class HookedTransformer {
    * sequence of ids), or last with `mode: "last"` (TransformerLens's `get_token_position`).
    *
    * @example
-   * ```ts ignore
-   * model.getTokenPosition(" Mary", "When Mary and John went, John gave it to Mary"); // 2
+   * ```ts
+   * import { HookedTransformer } from "../mod.ts";
+   * const model = await HookedTransformer.fromPretrained("kjv-small", { threads: 1 });
+   * model.getTokenPosition(" Aaron", "And Moses said unto Aaron, Take a censer"); // 5 (BOS is 0)
    * ```
    */
   getTokenPosition(

@@ -138,10 +138,13 @@ export class BpeTokenizer implements Tokenizer {
    * model type, or a component this library does not implement (naming it).
    *
    * @example
-   * ```ts ignore
+   * ```ts
    * import { BpeTokenizer } from "./bpe.ts";
-   * const tok = BpeTokenizer.fromTokenizerJson(await Deno.readTextFile("gpt2/tokenizer.json"));
-   * tok.encode("Hello world"); // [15496, 995]
+   * // The embedded kjv-small's tokenizer (any model folder's tokenizer.json reads the same way).
+   * const file = new URL("../weights/kjv-small/tokenizer.json", import.meta.url);
+   * const tok = BpeTokenizer.fromTokenizerJson(await Deno.readTextFile(file));
+   * tok.encode("And God said"); // [295, 394, 380]
+   * tok.decode([295, 394, 380]); // "And God said"
    * ```
    */
   static fromTokenizerJson(text: string): BpeTokenizer {

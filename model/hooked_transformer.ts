@@ -892,7 +892,7 @@ export class HookedTransformer {
    * ```
    */
   get OV(): FactoredMatrix {
-    return new FactoredMatrix(perQueryHead(this.W_V, this.cfg), this.W_O, {
+    return new FactoredMatrix(this.W_V, this.W_O, {
       backend: this.backend,
     });
   }
@@ -901,7 +901,7 @@ export class HookedTransformer {
    * (TransformerLens's `model.QK`).
    */
   get QK(): FactoredMatrix {
-    return new FactoredMatrix(this.W_Q, transpose(perQueryHead(this.W_K, this.cfg)), {
+    return new FactoredMatrix(this.W_Q, transpose(this.W_K), {
       backend: this.backend,
     });
   }
@@ -990,22 +990,4 @@ export class HookedTransformer {
     checkOptions(opts, ["mode", "prependBos", "paddingSide"], "getTokenPosition");
     return tokenPosition(this, token, input, opts);
   }
-}
-
-/**
- * Key or value weights [n_layers, n_key_value_heads, d_model, d_head] repeated per query head
- * (grouped-query attention), so circuits pair each query head with its key/value head.
- */
-function perQueryHead(W: Tensor, cfg: HookedTransformerConfig): Tensor {
-  const { nLayers: L, nHeads: H, nKeyValueHeads: K } = cfg;
-  if (K === H) return W;
-  const size = W.data.length / (L * K);
-  const data = new Float32Array(L * H * size);
-  for (let l = 0; l < L; l++) {
-    for (let h = 0; h < H; h++) {
-      const src = (l * K + Math.floor(h / (H / K))) * size;
-      data.set(W.data.subarray(src, src + size), (l * H + h) * size);
-    }
-  }
-  return { data, shape: [L, H, ...W.shape.slice(2)] };
 }

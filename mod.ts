@@ -277,3 +277,7 @@ export type {
 } from "./analysis/lm_utils.ts";
 export type { HeadIndex } from "./analysis/circuits.ts";
 export type { ProgressCallback } from "./core/progress.ts";
+
+// TransformerLens parity (issue 20): padding from pad tokens.
+export { getAttentionMask } from "./model/text.ts";
+export type { PadModel } from "./model/text.ts";

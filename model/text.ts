@@ -243,3 +243,58 @@ export function tokenPosition(
   if (at < 0) throw new InputError(`token ${id} does not occur in the sequence`);
   return at;
 }
+
+/** What {@link getAttentionMask} reads of a model: its special tokens (a `HookedTransformer`). */
+export interface PadModel {
+  /** The config's BOS and EOS ids (the pad token is EOS, else BOS) and whether BOS is prepended. */
+  cfg: Pick<HookedTransformerConfig, "bosTokenId" | "eosTokenId" | "defaultPrependBos">;
+}
+
+/**
+ * The attention mask TransformerLens derives from pad tokens (`utils.get_attention_mask`), as
+ * `number[][]` of 0 (padding) and 1 (real token). The pad token is the one `toTokens` pads with
+ * (the model's EOS, else BOS: every model has one, with or without a tokenizer, so the mask is
+ * always derived from the ids and never assumed all ones). With `paddingSide: "right"` (the
+ * default, as TL's tokenizer) the pads after a row's last non-pad token are masked; with `"left"`
+ * the pads before its first non-pad token, except that when BOS is prepended and BOS is the pad token (GPT-2, Pythia) the
+ * last of those leading pads is the BOS and stays unmasked. Pad ids between real tokens are
+ * never masked (as TL). A row of pads only is left to the run, which refuses it (an
+ * {@link InputError}: every sequence needs a real token).
+ *
+ * @example
+ * ```ts
+ * import { getAttentionMask } from "./text.ts";
+ * // GPT-2: pad = BOS = EOS = 50256; the BOS of the shorter row is kept.
+ * const gpt2 = { cfg: { bosTokenId: 50256, eosTokenId: 50256, defaultPrependBos: true } };
+ * getAttentionMask(gpt2, [[50256, 50256, 17250], [50256, 15496, 995]], true, "left");
+ * // [[0, 1, 1], [1, 1, 1]]
+ * getAttentionMask(gpt2, [[50256, 17250, 50256]], true, "right"); // [[1, 1, 0]]
+ * ```
+ */
+export function getAttentionMask(
+  model: PadModel,
+  tokens: number[] | number[][] | TokenTensor,
+  prependBos: boolean = model.cfg.defaultPrependBos,
+  paddingSide: PaddingSide = "right",
+): number[][] {
+  if (paddingSide !== "left" && paddingSide !== "right") {
+    throw new InputError(
+      `paddingSide must be "left" or "right", got ${JSON.stringify(paddingSide)}`,
+    );
+  }
+  if (typeof prependBos !== "boolean") {
+    throw new InputError(`prependBos must be true or false, got ${JSON.stringify(prependBos)}`);
+  }
+  const pad = model.cfg.eosTokenId ?? model.cfg.bosTokenId;
+  return tokenRows(tokens).map((row) => {
+    const mask = row.map(() => 1);
+    if (paddingSide === "right") {
+      for (let t = row.length - 1; t >= 0 && row[t] === pad; t--) mask[t] = 0;
+    } else {
+      let t = 0;
+      for (; t < row.length && row[t] === pad; t++) mask[t] = 0;
+      if (prependBos && model.cfg.bosTokenId === pad && t > 0) mask[t - 1] = 1;
+    }
+    return mask;
+  });
+}

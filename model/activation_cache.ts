@@ -25,7 +25,20 @@ import {
 import { checkOptions } from "../core/options.ts";
 import { stack, type Tensor } from "../core/tensor.ts";
 import type { HookedTransformerConfig } from "./config.ts";
-import { getActName } from "./hook_table.ts";
+import {
+  getActName,
+  HOOK_OPTION_SETTERS,
+  type HookOptions,
+  locateHook,
+  missingHookReason,
+} from "./hook_table.ts";
+
+const ALL_OPTIONS_ON: HookOptions = {
+  useAttnResult: true,
+  useSplitQkvInput: true,
+  useAttnIn: true,
+  useHookMlpIn: true,
+};
 import type { NormParams } from "./params.ts";
 
 /**
@@ -265,13 +278,33 @@ export class ActivationCache {
     const full = getActName(name, layer, layerType, this.#nLayers);
     const t = this.#acts.get(full);
     if (!t) {
+      const loc = locateHook(full);
+      const cfg = this.model?.cfg;
+      if (!loc) {
+        throw new HookError(
+          `"${full}" is not a hook point (getActName("mlp_out", 0) builds names; ` +
+            `model.hookNames lists them all)`,
+        );
+      }
+      if (loc.layer !== null && this.#nLayers !== undefined && loc.layer >= this.#nLayers) {
+        const L = this.#nLayers;
+        throw new HookError(
+          `layer ${loc.layer} is out of range: the model has ${L} layer${L === 1 ? "" : "s"} ` +
+            `(0 to ${L - 1}, or -${L} to -1 from the end)`,
+        );
+      }
+      // Whether an option point was on is the run's business: only the architecture is checked.
+      const reason = cfg && missingHookReason(full, cfg, ALL_OPTIONS_ON);
+      if (reason) throw new HookError(reason);
       const have = [...this.#acts.keys()];
+      const option = loc.point.option;
       throw new HookError(
         `"${full}" is not in this cache` +
           (have.length
             ? ` (it holds ${have.length} names, e.g. ${have.slice(0, 3).join(", ")})`
             : " (it is empty)") +
-          `; widen namesFilter in runWithCache to keep it`,
+          `; widen namesFilter in runWithCache to keep it` +
+          (option ? ` (and turn it on with ${HOOK_OPTION_SETTERS[option]})` : ""),
       );
     }
     return t;

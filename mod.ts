@@ -281,3 +281,5 @@ export type { ProgressCallback } from "./core/progress.ts";
 // TransformerLens parity (issue 20): padding from pad tokens.
 export { getAttentionMask } from "./model/text.ts";
 export type { PadModel } from "./model/text.ts";
+// TransformerLens parity (issue 20): Python's t[0] / cache["pattern", 0] fail loudly.
+export { guardTensor } from "./core/tensor.ts";

@@ -22,7 +22,7 @@
  */
 import type { Backend } from "../backend/backend.ts";
 import { InputError } from "./errors.ts";
-import { numel, type Tensor, transpose2d } from "./tensor.ts";
+import { numel, type Tensor, tensor, transpose2d } from "./tensor.ts";
 
 // ---------------------------------------------------------------------------------------------
 // Shapes and checks
@@ -153,7 +153,7 @@ export function fromNested(values: unknown): Tensor {
     for (const x of v) fill(x, depth + 1);
   };
   fill(values, 0);
-  return { data, shape };
+  return tensor(data, shape);
 }
 
 /**
@@ -209,7 +209,7 @@ export function full(shape: number[], value = 0): Tensor {
   for (const d of shape) {
     if (!Number.isInteger(d) || d < 0) throw new InputError(`full: bad shape [${shape}]`);
   }
-  return { data: new Float32Array(numel(shape)).fill(value), shape: [...shape] };
+  return tensor(new Float32Array(numel(shape)).fill(value), [...shape]);
 }
 
 /**
@@ -226,7 +226,7 @@ export function arange(start: number, stop?: number, step = 1): Tensor {
   if (stop === undefined) [start, stop] = [0, start];
   if (step === 0) throw new InputError("arange: step must not be 0");
   const n = Math.max(0, Math.ceil((stop - start) / step));
-  return { data: Float32Array.from({ length: n }, (_, i) => start + i * step), shape: [n] };
+  return tensor(Float32Array.from({ length: n }, (_, i) => start + i * step), [n]);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -254,7 +254,7 @@ export function reshape(t: Tensor, shape: number[]): Tensor {
   if (numel(out) !== n || out.some((d) => !Number.isInteger(d))) {
     throw new InputError(`reshape: ${n} values (shape [${t.shape}]) cannot take shape [${shape}]`);
   }
-  return { data: t.data, shape: out };
+  return tensor(t.data, out);
 }
 
 /**
@@ -275,11 +275,11 @@ export function permute(t: Tensor, dims: number[]): Tensor {
     throw new InputError(`permute: [${dims}] is not a permutation of the ${r} axes`);
   }
   const shape = axes.map((a) => t.shape[a]);
-  if (r === 2 && axes[0] === 1) return { data: transpose2d(t.data, t.shape[0], t.shape[1]), shape };
+  if (r === 2 && axes[0] === 1) return tensor(transpose2d(t.data, t.shape[0], t.shape[1]), shape);
   const src = stridesOf(t.shape);
   const out = new Float32Array(t.data.length);
   walk2(shape, axes.map((a) => src[a]), new Array(r).fill(0), (i, a) => out[i] = t.data[a]);
-  return { data: out, shape };
+  return tensor(out, shape);
 }
 
 /**
@@ -390,7 +390,7 @@ export function index(t: Tensor, ...specs: IndexSpec[]): Tensor {
       }
     }
   }
-  return { data: out, shape: counts.filter((_, d) => picks[d].keep) };
+  return tensor(out, counts.filter((_, d) => picks[d].keep));
 }
 
 /**
@@ -470,7 +470,7 @@ export function cat(parts: Tensor[], axis = 0): Tensor {
       k += block;
     }
   }
-  return { data: out, shape };
+  return tensor(out, shape);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -495,14 +495,14 @@ function binary(
   if (sameShape) {
     const out = new Float32Array(x.data.length);
     for (let i = 0; i < out.length; i++) out[i] = f(x.data[i], y.data[i]);
-    return { data: out, shape: [...x.shape] };
+    return tensor(out, [...x.shape]);
   }
   const shape = broadcastShapes(x.shape, y.shape);
   const out = new Float32Array(numel(shape));
   walk2(shape, broadcastStrides(x.shape, shape), broadcastStrides(y.shape, shape), (i, p, q) => {
     out[i] = f(x.data[p], y.data[q]);
   });
-  return { data: out, shape };
+  return tensor(out, shape);
 }
 
 /**
@@ -690,7 +690,7 @@ export function where(condition: Tensor, a: TensorOrNumber, b: TensorOrNumber): 
   for (let i = 0; i < out.length; i++) {
     out[i] = c.data[at(sc, i)] !== 0 ? x.data[at(sx, i)] : y.data[at(sy, i)];
   }
-  return { data: out, shape };
+  return tensor(out, shape);
 }
 
 /**
@@ -704,7 +704,7 @@ export function where(condition: Tensor, a: TensorOrNumber, b: TensorOrNumber): 
  */
 export function map(t: Tensor, f: (x: number) => number): Tensor {
   checkTensor(t, "map: the tensor");
-  return { data: t.data.map(f), shape: [...t.shape] };
+  return tensor(t.data.map(f), [...t.shape]);
 }
 
 /**
@@ -807,7 +807,7 @@ function reduce(
   const shape = opts.keepDim
     ? t.shape.map((d, i) => axes.includes(i) ? 1 : d)
     : kept.map((a) => t.shape[a]);
-  return { data: out, shape };
+  return tensor(out, shape);
 }
 
 function sum64(v: Float32Array): number {
@@ -1127,7 +1127,7 @@ export function matmul(a: Tensor, b: Tensor, backend?: Backend): Tensor {
     }
   }
   const shape = [...lead, ...(aVec ? [] : [m]), ...(bVec ? [] : [n])];
-  return { data, shape };
+  return tensor(data, shape);
 }
 
 /** `t` with its leading axes (all but the last two) broadcast to `lead` (a copy if needed). */
@@ -1140,7 +1140,7 @@ function expandLead(t: Tensor, lead: number[]): Tensor {
   const block = numel(tail);
   const s = broadcastStrides(own, lead);
   walk2(lead, s, s, (i, p) => out.set(t.data.subarray(p * block, (p + 1) * block), i * block));
-  return { data: out, shape };
+  return tensor(out, shape);
 }
 
 /** Options of {@link einsum}, passed as its last argument. */

@@ -23,7 +23,8 @@ import {
   take,
 } from "../core/ops.ts";
 import { checkOptions } from "../core/options.ts";
-import { stack, type Tensor } from "../core/tensor.ts";
+import { guardTensor, stack, type Tensor } from "../core/tensor.ts";
+import { indexGuard, isIndexKey } from "../core/index_guard.ts";
 import type { HookedTransformerConfig } from "./config.ts";
 import {
   getActName,
@@ -263,7 +264,8 @@ export class ActivationCache {
    * @param hasBatchDim Whether the activations have their batch axis (default true).
    */
   constructor(acts: Map<string, Tensor>, model?: CacheModel | number, hasBatchDim = true) {
-    this.#acts = acts;
+    // The same tensors (not copied), handed out as the library's tensors (t[0] throws).
+    this.#acts = new Map([...acts].map(([k, t]) => [k, guardTensor(t)]));
     this.model = typeof model === "number" ? undefined : model;
     this.#nLayers = typeof model === "number" ? model : model?.cfg.nLayers;
     this.hasBatchDim = hasBatchDim;
@@ -355,7 +357,7 @@ export class ActivationCache {
       }
     }
     for (const [name, t] of this.#acts) {
-      this.#acts.set(name, { data: t.data, shape: t.shape.slice(1) });
+      this.#acts.set(name, guardTensor({ data: t.data, shape: t.shape.slice(1) }));
     }
     this.hasBatchDim = false;
     return this;
@@ -921,6 +923,20 @@ export class ActivationCache {
     return reshape(permute(cols, [1, 0]), [...shape, dModel]);
   }
 }
+
+// Python's cache["pattern", 0] is cache[0] in JavaScript (the comma operator), and
+// cache["blocks.0.attn.hook_pattern"] a missing property: both would be `undefined`.
+Object.setPrototypeOf(
+  ActivationCache.prototype,
+  indexGuard((key) =>
+    isIndexKey(key)
+      ? `an ActivationCache has no [${key}]: Python's cache["pattern", ${key}] is ` +
+        `cache[${key}] in JavaScript (the comma operator); use cache.get("pattern", ${key})`
+      : key.includes("hook_")
+      ? `an ActivationCache has no property "${key}": use cache.get("${key}")`
+      : undefined
+  ),
+);
 
 /** [..., components, d_model] -> [components, ..., d_model]. */
 function componentsFirst(t: Tensor): Tensor {

@@ -5,7 +5,7 @@
  */
 import type { Backend, DeviceArray } from "../backend/backend.ts";
 import { HookError } from "../core/errors.ts";
-import type { Tensor } from "../core/tensor.ts";
+import { type Tensor, tensor } from "../core/tensor.ts";
 import { HOOK_POINTS, hookName, type HookOptions, type HookPoint } from "./hook_table.ts";
 
 /** What a hook function learns about where it is called. */
@@ -164,7 +164,7 @@ export class HookSession {
     if (!this.wants(point, layer)) return false;
     const name = this.names.of(point, layer);
     const { rows, cols, stride } = layout;
-    let act: Tensor = { data: this.backend.readRows(x, rows, cols, stride), shape };
+    let act: Tensor = tensor(this.backend.readRows(x, rows, cols, stride), shape);
     const fns = this.hooks.get(name);
     if (fns) {
       const readOnly = point.readOnly && !this.#backward;

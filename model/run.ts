@@ -6,7 +6,7 @@
  * @module
  */
 import { InputError } from "../core/errors.ts";
-import type { Tensor } from "../core/tensor.ts";
+import { type Tensor, tensor } from "../core/tensor.ts";
 import { forward, type ForwardPlan, type ModelRuntime } from "./forward.ts";
 import type { HookSession } from "./hooks.ts";
 import { NextTokenLoss } from "./loss.ts";
@@ -327,7 +327,7 @@ export function executeRun(m: ModelRuntime, session: HookSession, p: PreparedRun
   }
   const { resid } = forward(m, plan, session);
   return {
-    logits: logits && { data: logits, shape: [batch, T, V] },
+    logits: logits && tensor(logits, [batch, T, V]),
     loss: loss && (p.lossPerToken ? loss.perToken() : loss.mean()),
     residual: resid,
   };

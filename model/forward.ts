@@ -23,7 +23,7 @@ import type { DeviceNorm, DeviceWeights } from "./device_weights.ts";
 import type { HeadWeights } from "./head_weights.ts";
 import { HOOK, type HookPoint } from "./hook_table.ts";
 import type { HookSession, RowLayout } from "./hooks.ts";
-import { type Padding, positionIds } from "./padding.ts";
+import { isMasked, type Padding, positionIds } from "./padding.ts";
 import type { ModelParams } from "./params.ts";
 import type { RotaryTable } from "./rotary.ts";
 import type { TokenTensor } from "./tokens.ts";
@@ -395,7 +395,8 @@ export class Pass {
       [HOOK.ln1Scale, HOOK.ln2Scale, HOOK.lnFinalScale].some((p) =>
         p.inBlock ? this.#anyHook(p) : hooks.wants(p, null)
       );
-    const wantScores = this.#anyHook(HOOK.attnScores);
+    // Holes in the padding are masked in the scores, so their layers compute scores apart.
+    const wantScores = this.#anyHook(HOOK.attnScores) || !!plan.padding?.holes;
     for (const e of plan.edits ?? []) {
       const key = editKey(e.point, e.layer);
       this.#edits.set(key, [...(this.#edits.get(key) ?? []), e]);
@@ -520,8 +521,7 @@ export class Pass {
     const pad = new Uint8Array(this.rows);
     for (let b = 0; b < batch; b++) {
       for (let t = this.#qStart[b]; t < T; t++) {
-        pad[this.rowOffset[b] + t - this.#qStart[b]] =
-          +(t < padding.first[b] || t >= padding.end[b]);
+        pad[this.rowOffset[b] + t - this.#qStart[b]] = +isMasked(padding, b, t, T);
       }
     }
     return pad;
@@ -849,7 +849,9 @@ export class Pass {
       };
     };
 
-    const wantScores = this.hooks.wants(HOOK.attnScores, l);
+    const holes = plan.padding?.holes;
+    const scoresHooked = this.hooks.wants(HOOK.attnScores, l);
+    const wantScores = scoresHooked || !!holes;
     const editPattern = this.#edits.has(editKey(HOOK.pattern, l));
     const wantPattern = wantScores || editPattern || this.hooks.wants(HOOK.pattern, l) ||
       this.plan.keepPattern;
@@ -869,7 +871,9 @@ export class Pass {
       for (let b = 0; b < plan.batch; b++) {
         backend.attentionScores(seq(b), scores.at(offset[b], perSeq(b)));
       }
-      hookedScores = this.hooks.visit(HOOK.attnScores, l, scores, attnShape, layout);
+      if (holes) this.#maskHoles(scores, holes);
+      hookedScores = scoresHooked &&
+        this.hooks.visit(HOOK.attnScores, l, scores, attnShape, layout);
       for (let b = 0; b < plan.batch; b++) {
         const q = this.#qStart[b];
         backend.softmaxRows(scores.at(offset[b], perSeq(b)), patternOf(b), nHeads, T - q, q, {
@@ -889,6 +893,25 @@ export class Pass {
       const causal = !hookedScores && !hookedPattern && !edited;
       for (let b = 0; b < plan.batch; b++) {
         backend.attentionApply(seq(b), patternOf(b), { causal });
+      }
+    }
+  }
+
+  /**
+   * -inf in every score whose key is a hole of the padding (TransformerLens masks each 0 of the
+   * attention mask as a key): sequence b's block is [n_heads, T - qStart[b], T], so a key is a
+   * column of n_heads (T - qStart[b]) rows, T apart. Writes only.
+   */
+  #maskHoles(scores: DeviceArray, holes: Uint8Array) {
+    const { backend, cfg } = this.m;
+    const T = this.plan.T;
+    for (let b = 0; b < this.plan.batch; b++) {
+      const rows = cfg.nHeads * (T - this.#qStart[b]);
+      let minus: Float32Array | undefined;
+      for (let k = 0; k < T; k++) {
+        if (!holes[b * T + k]) continue;
+        minus ??= new Float32Array(rows).fill(-Infinity);
+        backend.writeRows(scores.at(this.#patternOffset[b] + k), minus, rows, 1, T);
       }
     }
   }

@@ -155,6 +155,12 @@ export function generate(
   if (opts.attentionMask !== undefined) {
     if (isText) throw new InputError("text input is masked automatically: drop attentionMask");
     padding = paddingFromMask(opts.attentionMask, B, T0);
+    if (padding.holes) {
+      throw new InputError(
+        "generate takes prompts padded on the left only: this attentionMask has a 0 between " +
+          "real tokens (drop those tokens from the prompt instead; a run supports such masks)",
+      );
+    }
   }
   if (padding && padding.end.some((e) => e !== T0)) {
     throw new InputError("generate needs prompts padded on the left (the last token real)");

@@ -283,3 +283,19 @@ export { getAttentionMask } from "./model/text.ts";
 export type { PadModel } from "./model/text.ts";
 // TransformerLens parity (issue 20): Python's t[0] / cache["pattern", 0] fail loudly.
 export { guardTensor } from "./core/tensor.ts";
+export { allclose, norm, set } from "./core/ops.ts";
+export type { AllcloseOptions, VectorNormOptions } from "./core/ops.ts";
+export {
+  clone,
+  cumsum,
+  diagonal,
+  expand,
+  flatten,
+  gather,
+  repeat,
+  squeeze,
+  tril,
+  triu,
+  unsqueeze,
+} from "./core/manipulation.ts";
+export type { IndexTensor } from "./core/manipulation.ts";

@@ -72,6 +72,54 @@ function applySlice(t: Tensor, slice: SliceInput, axis: number): Tensor {
 }
 
 /**
+ * The cached activations with only the positions `posSlice` picks (TransformerLens's
+ * `run_with_cache(pos_slice=...)`): a number keeps its position as an axis of length 1 (TL's
+ * `Slice.unwrap` turns an int into a list, so the pos axis never collapses), a list or a range
+ * keeps those positions. The axis is each point's own position axis: the query axis of
+ * `attn_scores` / `pattern` (keys are all kept, as TL), axis 1 of every other point (TL slices
+ * axis -3 of q, k, v, z and result and axis -2 of the rest, which for `rot_q`, `q_input` and the
+ * other per-head inputs is the head axis: here their positions are sliced). Gradients
+ * (`<name>_grad`) are sliced as their activations.
+ *
+ * @example
+ * ```ts
+ * import { HookedTransformer } from "../mod.ts";
+ * const model = await HookedTransformer.fromPretrained("induction-toy", { threads: 1 });
+ * const { cache } = await model.runWithCache([[2047, 5, 9, 5]], { posSlice: -1 });
+ * cache.get("resid_post", 0).shape; // [1, 1, d_model]
+ * cache.get("pattern", 0).shape; // [1, n_heads, 1, 4]
+ * ```
+ */
+export function slicePositions(
+  acts: Map<string, Tensor>,
+  posSlice: SliceInput,
+  cfg: HookedTransformerConfig,
+): Map<string, Tensor> {
+  if (posSlice === null || posSlice === undefined) return acts;
+  const slice = typeof posSlice === "number" ? [posSlice] : posSlice;
+  const out = new Map<string, Tensor>();
+  const P = 1e9 + 7, K = 1e9 + 9; // sizes no config has, to find the position axis
+  for (const [name, t] of acts) {
+    const loc = locateHook(name.endsWith("_grad") ? name.slice(0, -5) : name);
+    const axis = loc ? loc.point.shape(cfg, 1, P, K).indexOf(P) : 1;
+    if (axis < 0 || axis >= t.shape.length) {
+      out.set(name, t);
+      continue;
+    }
+    try {
+      out.set(name, applySlice(t, slice, axis));
+    } catch (e) {
+      throw new InputError(
+        `posSlice ${JSON.stringify(posSlice)} does not fit ${t.shape[axis]} positions: ${
+          (e as Error).message
+        }`,
+      );
+    }
+  }
+  return out;
+}
+
+/**
  * What the cache's analyses read from the model: a `HookedTransformer` satisfies it.
  */
 export interface CacheModel {
@@ -384,6 +432,42 @@ export class ActivationCache {
     for (const [name, t] of this.#acts) acts.set(name, applySlice(t, batchSlice, 0));
     const keepsBatch = this.hasBatchDim && typeof batchSlice !== "number";
     return new ActivationCache(acts, this.model ?? this.#nLayers, keepsBatch);
+  }
+
+  /**
+   * The gradients of this cache (`runWithCache({ inclBwdCache: true })` keeps them under
+   * `<name>_grad`) as a cache of their own, under the activations' names: what TL users build as
+   * a separate `grad_cache` with backward hooks. Every method then reads gradients:
+   * `grads.accumulatedResid()` stacks d metric / d resid at each layer, `grads.decomposeResid()`
+   * and `grads.stackHeadResults()` the gradients at each component's output (the sum rules of
+   * those stacks hold for gradients only where a gradient is the same at both points, as for the
+   * residual stream; `applyLn` divides by the forward's scale, which is rarely what a gradient
+   * wants). An InputError when the cache holds no gradient.
+   *
+   * @example
+   * ```ts
+   * import { HookedTransformer } from "../mod.ts";
+   * const model = await HookedTransformer.fromPretrained("induction-toy", { threads: 1 });
+   * const { cache } = await model.runWithCache([[2047, 5, 9, 5]], {
+   *   inclBwdCache: true,
+   *   returnType: "loss",
+   * });
+   * const grads = cache.gradCache();
+   * grads.get("resid_pre", 0).shape; // [1, 4, d_model]: d loss / d resid_pre 0
+   * grads.accumulatedResid().shape; // [n_layers + 1, 1, 4, d_model]
+   * ```
+   */
+  gradCache(): ActivationCache {
+    const acts = new Map<string, Tensor>();
+    for (const [name, t] of this.#acts) {
+      if (name.endsWith("_grad")) acts.set(name.slice(0, -5), t);
+    }
+    if (acts.size === 0) {
+      throw new InputError(
+        "gradCache: this cache holds no gradients: run runWithCache(input, { inclBwdCache: true })",
+      );
+    }
+    return new ActivationCache(acts, this.model ?? this.#nLayers, this.hasBatchDim);
   }
 
   // ---- Analyses ----

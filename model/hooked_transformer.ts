@@ -16,7 +16,7 @@ import { parseSafetensors } from "../io/safetensors.ts";
 import type { TensorSource } from "../io/tensor_source.ts";
 import { checkFinite } from "../io/check_finite.ts";
 import type { Tokenizer } from "../tokenizer/tokenizer.ts";
-import { ActivationCache } from "./activation_cache.ts";
+import { ActivationCache, type SliceInput, slicePositions } from "./activation_cache.ts";
 import type { HookedTransformerConfig } from "./config.ts";
 import { uploadWeights } from "./device_weights.ts";
 import type { ModelRuntime } from "./forward.ts";
@@ -62,6 +62,7 @@ import {
   type TokenizeOptions,
   tokenPosition,
   type TokenPositionOptions,
+  tokensToResidualDirections,
 } from "./text.ts";
 import type { RunResult, RunWithCacheResult } from "./run_types.ts";
 import type { Tokens, TokenTensor } from "./tokens.ts";
@@ -136,6 +137,12 @@ export interface RunWithCacheOptions extends RunOptions {
   inclBwdCache?: boolean;
   /** What the backward pass differentiates (with `inclBwdCache`; default the loss). */
   metric?: Metric;
+  /**
+   * Cache only these positions (TL's `pos_slice`): a number keeps its position as an axis of
+   * length 1, as TL; a list of positions or a `{ start, stop, step }` range (see
+   * `slicePositions`).
+   */
+  posSlice?: SliceInput;
 }
 
 /** Options of {@link HookedTransformer.runWithHooks}. */
@@ -441,7 +448,15 @@ export class HookedTransformer {
     const o: RunWithCacheOptions = opts ?? {};
     checkOptions(
       o,
-      [...RUN_OPTION_KEYS, "namesFilter", "fwdHooks", "removeBatchDim", "inclBwdCache", "metric"],
+      [
+        ...RUN_OPTION_KEYS,
+        "namesFilter",
+        "fwdHooks",
+        "removeBatchDim",
+        "inclBwdCache",
+        "metric",
+        "posSlice",
+      ],
       "runWithCache",
     );
     await Promise.resolve();
@@ -456,7 +471,8 @@ export class HookedTransformer {
         );
       }
       const r = await this.#gradients(input, o, { cacheNames, gradNames: cacheNames });
-      const acts = o.removeBatchDim ? withoutBatchDim(r.cache, r.batch) : r.cache;
+      const sliced = slicePositions(r.cache, o.posSlice, this.cfg);
+      const acts = o.removeBatchDim ? withoutBatchDim(sliced, r.batch) : sliced;
       return {
         logits: r.logits,
         loss: r.loss,
@@ -467,7 +483,8 @@ export class HookedTransformer {
     }
     const session = this.#session(o.fwdHooks ?? [], cacheNames);
     const out = await this.#call(input, o, session);
-    const acts = o.removeBatchDim ? withoutBatchDim(session.cached, out.batch) : session.cached;
+    const sliced = slicePositions(session.cached, o.posSlice, this.cfg);
+    const acts = o.removeBatchDim ? withoutBatchDim(sliced, out.batch) : sliced;
     return {
       logits: out.logits,
       loss: out.loss,
@@ -932,8 +949,26 @@ export class HookedTransformer {
    * ```
    */
   toTokens(input: string | string[], opts: TokenizeOptions = {}): number[][] {
-    checkOptions(opts, ["prependBos", "paddingSide"], "toTokens");
-    return encodeBatch(this, input, opts).tokens;
+    checkOptions(opts, ["prependBos", "paddingSide", "truncate"], "toTokens");
+    return encodeBatch(this, input, { ...opts, truncate: opts.truncate ?? true }).tokens;
+  }
+
+  /**
+   * The unembedding's column of each token (TransformerLens's `tokens_to_residual_directions`):
+   * [d_model] for one token (an id or a one-token text), [n, d_model] for a list of ids,
+   * [batch, pos, d_model] for rows.
+   *
+   * @example
+   * ```ts
+   * import { HookedTransformer } from "../mod.ts";
+   * const model = await HookedTransformer.fromPretrained("induction-toy", { threads: 1 });
+   * model.tokensToResidualDirections([5, 9]).shape; // [2, d_model]
+   * ```
+   */
+  tokensToResidualDirections(
+    tokens: number | string | number[] | number[][] | TokenTensor,
+  ): Tensor {
+    return tokensToResidualDirections(this, tokens);
   }
 
   /**

@@ -6,6 +6,7 @@
  * @module
  */
 import { InputError } from "../core/errors.ts";
+import { type Tensor, tensor } from "../core/tensor.ts";
 import type { Tokenizer } from "../tokenizer/tokenizer.ts";
 import type { HookedTransformerConfig } from "./config.ts";
 import { type Padding, type PaddingSide, padSequences } from "./padding.ts";
@@ -17,6 +18,12 @@ export interface TokenizeOptions {
   prependBos?: boolean;
   /** Where pad tokens go when strings of different lengths are batched (default `"right"`). */
   paddingSide?: PaddingSide;
+  /**
+   * `toTokens` only: keep at most the model's n_ctx tokens of each text, BOS included, dropping
+   * the rest (default true, as TL's `to_tokens(truncate=True)`); false keeps every token (a run
+   * of more than n_ctx positions is then an InputError).
+   */
+  truncate?: boolean;
 }
 
 /** The model's tokenizer and config, which every helper here reads. */
@@ -113,7 +120,11 @@ export function encodeBatch(
   if (!Array.isArray(texts) || texts.length === 0) {
     throw new InputError("expected a string or a non-empty list of strings");
   }
-  const seqs = texts.map((t) => encodeText(model, t, opts));
+  if (opts.truncate !== undefined && typeof opts.truncate !== "boolean") {
+    throw new InputError(`truncate must be true or false, got ${JSON.stringify(opts.truncate)}`);
+  }
+  const all = texts.map((t) => encodeText(model, t, opts));
+  const seqs = opts.truncate ? all.map((s) => s.slice(0, model.cfg.nCtx)) : all;
   const padId = model.cfg.eosTokenId ?? model.cfg.bosTokenId;
   return padSequences(seqs, padId, opts.paddingSide ?? "right");
 }
@@ -297,4 +308,53 @@ export function getAttentionMask(
     }
     return mask;
   });
+}
+
+/**
+ * The unembedding's column of each token: the residual direction that raises its logit
+ * (TransformerLens's `tokens_to_residual_directions`). One token (an id, or text that is one
+ * token) gives [d_model]; a list of ids [n, d_model]; a batch of rows [batch, pos, d_model].
+ *
+ * @example
+ * ```ts
+ * import { HookedTransformer } from "../mod.ts";
+ * import { tokensToResidualDirections } from "./text.ts";
+ * const model = await HookedTransformer.fromPretrained("induction-toy", { threads: 1 });
+ * tokensToResidualDirections(model, 5).shape; // [d_model]
+ * tokensToResidualDirections(model, [[5, 9], [7, 7]]).shape; // [2, 2, d_model]
+ * ```
+ */
+export function tokensToResidualDirections(
+  model: TextModel & { readonly W_U: Tensor },
+  tokens: number | string | number[] | number[][] | TokenTensor,
+): Tensor {
+  const W_U = model.W_U;
+  const [d, V] = W_U.shape;
+  let ids: ArrayLike<number>, lead: number[];
+  if (typeof tokens === "string") [ids, lead] = [[singleToken(model, tokens)], []];
+  else if (typeof tokens === "number") [ids, lead] = [[tokens], []];
+  else if (Array.isArray(tokens) && tokens.every((r) => Array.isArray(r))) {
+    const rows = tokens as number[][];
+    if (rows.some((r) => r.length !== rows[0].length)) {
+      throw new InputError("tokensToResidualDirections: rows of different lengths");
+    }
+    [ids, lead] = [rows.flat(), rows.length ? [rows.length, rows[0].length] : [0, 0]];
+  } else if (Array.isArray(tokens)) [ids, lead] = [tokens as number[], [tokens.length]];
+  else if (tokens && tokens.data instanceof Int32Array && Array.isArray(tokens.shape)) {
+    [ids, lead] = [tokens.data, tokens.data.length === 1 ? [] : [...tokens.shape]];
+  } else {
+    throw new InputError(
+      "tokensToResidualDirections takes a token id, a one-token text, number[], number[][] or " +
+        "{ data: Int32Array, shape }",
+    );
+  }
+  const out = new Float32Array(ids.length * d);
+  for (let i = 0; i < ids.length; i++) {
+    const t = ids[i];
+    if (!Number.isInteger(t) || t < 0 || t >= V) {
+      throw new InputError(`tokensToResidualDirections: token ${t} is outside [0, ${V})`);
+    }
+    for (let k = 0; k < d; k++) out[i * d + k] = W_U.data[k * V + t];
+  }
+  return tensor(out, [...lead, d]);
 }

@@ -283,6 +283,7 @@ export { getAttentionMask } from "./model/text.ts";
 export type { PadModel } from "./model/text.ts";
 // TransformerLens parity (issue 20): Python's t[0] / cache["pattern", 0] fail loudly.
 export { guardTensor } from "./core/tensor.ts";
+export type { FactoredIndex } from "./analysis/factored_matrix.ts";
 export { allclose, norm, set } from "./core/ops.ts";
 export type { AllcloseOptions, VectorNormOptions } from "./core/ops.ts";
 export {

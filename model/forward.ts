@@ -71,6 +71,12 @@ export interface ForwardPlan {
    * full plan); absent when the pass starts from `input`.
    */
   tokens?: TokenTensor;
+  /**
+   * Token embeddings given instead of `tokens` (TL's generate from `input_type="embeds"`): one
+   * d_model row per computed row, in row order; hook_embed sees them and position embeddings are
+   * added as for tokens.
+   */
+  embeds?: Float32Array;
   /** First position each sequence computes (default 0: every position). */
   qStart?: ArrayLike<number>;
   /**
@@ -270,7 +276,7 @@ export async function forward(
   const pass = new Pass(m, plan, hooks, scope);
 
   // 1. The residual stream entering the first block computed.
-  if (plan.tokens) await pass.embed(plan.tokens);
+  if (plan.tokens || plan.embeds) await pass.embed(plan.tokens, plan.embeds);
   else await plan.input!(pass.buf.resid, pass.rowOffset);
 
   // 2. The blocks.
@@ -495,15 +501,21 @@ export class Pass {
    * resid = W_E[tokens] + W_pos[positions], with hook_embed and hook_pos_embed. Pads get no
    * position embedding (TransformerLens zeroes it).
    */
-  async embed(tokens: TokenTensor): Promise<void> {
+  async embed(tokens: TokenTensor | undefined, given?: Float32Array): Promise<void> {
     const { backend, cfg, params } = this.m;
     const d = cfg.dModel;
     const rows = this.rows;
-    const embed = new Float32Array(rows * d);
-    const WE = params.W_E.data;
-    for (let r = 0; r < rows; r++) {
-      const id = tokens.data[r];
-      embed.set(WE.subarray(id * d, id * d + d), r * d);
+    let embed = given;
+    if (embed && embed.length !== rows * d) {
+      throw new RangeError(`the plan computes ${rows} rows but has ${embed.length / d} embeddings`);
+    }
+    if (!embed) {
+      embed = new Float32Array(rows * d);
+      const WE = params.W_E.data;
+      for (let r = 0; r < rows; r++) {
+        const id = tokens!.data[r];
+        embed.set(WE.subarray(id * d, id * d + d), r * d);
+      }
     }
     backend.write(this.buf.x, embed);
     await this.#visit(HOOK.embed, null, this.buf.x, d);

@@ -748,7 +748,9 @@ export class HookedTransformer {
   /**
    * Generates text or tokens after a prompt (TransformerLens's `generate`), with a key/value
    * cache so each new token computes one position. Greedy with `temperature: 0`; `seed` makes
-   * sampling repeatable. The model's hooks apply (see {@link hooks}).
+   * sampling repeatable. The model's hooks apply (see {@link hooks}). Token embeddings
+   * [batch, pos, d_model] (TL's `input_type="embeds"`: W_E rows or any vectors, before position
+   * embeddings) are a prompt too: the result is then the new tokens only, as TL.
    *
    * @example
    * ```ts
@@ -759,7 +761,7 @@ export class HookedTransformer {
    * ```
    */
   async generate(
-    input: string | string[] | Tokens,
+    input: string | string[] | Tokens | Tensor,
     opts: GenerateOptions = {},
   ): Promise<GenerateResult> {
     using _turn = await exclusiveUse(this.backend);

@@ -28,6 +28,7 @@ import {
 } from "../mod.ts";
 import type { Tensor } from "../mod.ts";
 import { SeededRng } from "../core/rng.ts";
+import { tinyModel } from "./toolkit_helpers.ts";
 
 function random(shape: number[], seed: number): Tensor {
   const data = new Float32Array(shape.reduce((a, b) => a * b, 1));
@@ -275,5 +276,40 @@ Deno.test("ARENA's head ablation as one set: z[:, :, h] = 0 on a hook_z-shaped t
   set(z, [null, null, 1], 0);
   for (const [b, p, h, d] of indices([2, 3, 4, 2])) {
     assert.equal(at(z, [b, p, h, d]), h === 1 ? 0 : ((b * 3 + p) * 4 + h) * 2 + d);
+  }
+});
+
+Deno.test("set in a hook: z[:, :, h] = 0 removes exactly head h's z W_O from attn_out (float64 reference)", async () => {
+  const model = await tinyModel();
+  const tokens = [[95, 5, 9, 13, 5, 9], [95, 7, 7, 2, 40, 41]];
+  const l = 1, h = 2;
+  const { cache: clean } = await model.runWithCache(tokens);
+  const { cache: ablated } = await model.runWithCache(tokens, {
+    fwdHooks: [[`blocks.${l}.attn.hook_z`, (z) => void set(z, [null, null, h], 0)]],
+  });
+  const z = clean.get("z", l), out = clean.get("attn_out", l), got = ablated.get("attn_out", l);
+  const W_O = model.W_O; // [n_layers, n_heads, d_head, d_model]
+  const [, H, dh, d] = W_O.shape;
+  const [B, T] = [2, 6];
+  let maxErr = 0, maxRef = 0;
+  for (let b = 0; b < B; b++) {
+    for (let p = 0; p < T; p++) {
+      for (let j = 0; j < d; j++) {
+        let contrib = 0;
+        for (let k = 0; k < dh; k++) {
+          contrib += at(z, [b, p, h, k]) * W_O.data[((l * H + h) * dh + k) * d + j];
+        }
+        const want = at(out, [b, p, j]) - contrib;
+        maxErr = Math.max(maxErr, Math.abs(at(got, [b, p, j]) - want));
+        maxRef = Math.max(maxRef, Math.abs(want));
+      }
+    }
+  }
+  // float32 products of d_head terms against a float64 sum: 1e-5 of the largest entry.
+  assert.ok(maxErr <= 1e-5 * Math.max(1, maxRef), `max error ${maxErr} (scale ${maxRef})`);
+  // And the head's z really was zeroed in the ablated cache, the others untouched.
+  const za = ablated.get("z", l);
+  for (const idx of indices(za.shape)) {
+    assert.equal(at(za, idx), idx[2] === h ? 0 : at(z, idx));
   }
 });

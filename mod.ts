@@ -300,3 +300,8 @@ export {
   unsqueeze,
 } from "./core/manipulation.ts";
 export type { IndexTensor } from "./core/manipulation.ts";
+// Gemma 2 and Gemma 3 (issue 19).
+export type { AttentionType } from "./model/config.ts";
+export type { HeadLayout } from "./backend/backend.ts";
+export { GEMMA3_270M, syntheticGemma } from "./weights/synthetic_families.ts";
+export type { SyntheticGemmaOptions } from "./weights/synthetic_families.ts";

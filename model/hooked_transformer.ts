@@ -66,7 +66,7 @@ import {
 } from "./text.ts";
 import type { RunResult, RunWithCacheResult } from "./run_types.ts";
 import type { Tokens, TokenTensor } from "./tokens.ts";
-import { RotaryTable } from "./rotary.ts";
+import { localRotaryTable, RotaryTable } from "./rotary.ts";
 
 /** Options of {@link HookedTransformer.fromPretrained}: weight processing and where to find files. */
 export interface FromPretrainedOptions extends ProcessingOptions, ResolveOptions {
@@ -287,6 +287,7 @@ export class HookedTransformer {
       weights: uploadWeights(backend, params, cfg, weightDtype),
       heads: {},
       rotary: cfg.positionalEmbeddingType === "rotary" ? new RotaryTable(cfg) : null,
+      rotaryLocal: localRotaryTable(cfg),
     });
     sessions.set(this, (fwdHooks, cacheNames) => this.#session(fwdHooks, cacheNames));
     registries.set(this, this.#registry);
@@ -362,7 +363,8 @@ export class HookedTransformer {
     const processing = {
       foldLn: opts.foldLn ?? true,
       centerWritingWeights: opts.centerWritingWeights ?? true,
-      centerUnembed: opts.centerUnembed ?? true,
+      // As TransformerLens: not with a final softcap, which is not shift-invariant.
+      centerUnembed: (opts.centerUnembed ?? true) && !raw.outputLogitsSoftCap,
       foldValueBiases: opts.foldValueBiases ?? true,
     };
     const { params, cfg } = processWeights(

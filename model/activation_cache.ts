@@ -96,27 +96,43 @@ export function slicePositions(
   cfg: HookedTransformerConfig,
 ): Map<string, Tensor> {
   if (posSlice === null || posSlice === undefined) return acts;
+  return new Map([...acts].map(([name, t]) => [name, slicePosition(name, t, posSlice, cfg)]));
+}
+
+/**
+ * One cached activation (or gradient, `<name>_grad`) with only the positions `posSlice` picks,
+ * as {@link slicePositions} does for each.
+ *
+ * @example
+ * ```ts
+ * import { slicePosition } from "./activation_cache.ts";
+ * import { gpt2Config } from "../families/gpt2.ts";
+ * const cfg = gpt2Config({ n_layer: 1, n_head: 2, n_embd: 4, vocab_size: 10, n_positions: 8 });
+ * const pattern = { data: new Float32Array(2 * 5 * 5), shape: [1, 2, 5, 5] };
+ * slicePosition("blocks.0.attn.hook_pattern", pattern, -1, cfg).shape; // [1, 2, 1, 5]
+ * ```
+ */
+export function slicePosition(
+  name: string,
+  t: Tensor,
+  posSlice: SliceInput,
+  cfg: HookedTransformerConfig,
+): Tensor {
+  if (posSlice === null || posSlice === undefined) return t;
   const slice = typeof posSlice === "number" ? [posSlice] : posSlice;
-  const out = new Map<string, Tensor>();
   const P = 1e9 + 7, K = 1e9 + 9; // sizes no config has, to find the position axis
-  for (const [name, t] of acts) {
-    const loc = locateHook(name.endsWith("_grad") ? name.slice(0, -5) : name);
-    const axis = loc ? loc.point.shape(cfg, 1, P, K).indexOf(P) : 1;
-    if (axis < 0 || axis >= t.shape.length) {
-      out.set(name, t);
-      continue;
-    }
-    try {
-      out.set(name, applySlice(t, slice, axis));
-    } catch (e) {
-      throw new InputError(
-        `posSlice ${JSON.stringify(posSlice)} does not fit ${t.shape[axis]} positions: ${
-          (e as Error).message
-        }`,
-      );
-    }
+  const loc = locateHook(name.endsWith("_grad") ? name.slice(0, -5) : name);
+  const axis = loc ? loc.point.shape(cfg, 1, P, K).indexOf(P) : 1;
+  if (axis < 0 || axis >= t.shape.length) return t;
+  try {
+    return applySlice(t, slice, axis);
+  } catch (e) {
+    throw new InputError(
+      `posSlice ${JSON.stringify(posSlice)} does not fit ${t.shape[axis]} positions: ${
+        (e as Error).message
+      }`,
+    );
   }
-  return out;
 }
 
 /**

@@ -16,7 +16,12 @@ import { parseSafetensors } from "../io/safetensors.ts";
 import type { TensorSource } from "../io/tensor_source.ts";
 import { checkFinite } from "../io/check_finite.ts";
 import type { Tokenizer } from "../tokenizer/tokenizer.ts";
-import { ActivationCache, type SliceInput, slicePositions } from "./activation_cache.ts";
+import {
+  ActivationCache,
+  type SliceInput,
+  slicePosition,
+  slicePositions,
+} from "./activation_cache.ts";
 import type { HookedTransformerConfig } from "./config.ts";
 import { uploadWeights } from "./device_weights.ts";
 import type { ModelRuntime } from "./forward.ts";
@@ -483,10 +488,14 @@ export class HookedTransformer {
         value: r.value,
       } as RunWithCacheResult<O>;
     }
-    const session = this.#session(o.fwdHooks ?? [], cacheNames);
+    // posSlice applies as each activation is cached, so the other positions are never held.
+    const posSlice = o.posSlice;
+    const cacheAs = posSlice === undefined || posSlice === null
+      ? undefined
+      : (name: string, act: Tensor) => slicePosition(name, act, posSlice, this.cfg);
+    const session = this.#session(o.fwdHooks ?? [], cacheNames, cacheAs);
     const out = await this.#call(input, o, session);
-    const sliced = slicePositions(session.cached, o.posSlice, this.cfg);
-    const acts = o.removeBatchDim ? withoutBatchDim(sliced, out.batch) : sliced;
+    const acts = o.removeBatchDim ? withoutBatchDim(session.cached, out.batch) : session.cached;
     return {
       logits: out.logits,
       loss: out.loss,
@@ -611,10 +620,15 @@ export class HookedTransformer {
   }
 
   /** One pass's hooks (registered, then `fwdHooks`), cache names and optional hook points. */
-  #session(fwdHooks: FwdHook[], cacheNames: ReadonlySet<string>): HookSession {
+  #session(
+    fwdHooks: FwdHook[],
+    cacheNames: ReadonlySet<string>,
+    cacheAs?: (name: string, act: Tensor) => Tensor,
+  ): HookSession {
     const hooks = this.#registry.hooksOf("fwd", fwdHooks, this.#hookNames);
     return new HookSession(this.backend, this.#names, hooks, cacheNames, {
       hookOptions: { ...this.#hookOptions },
+      cacheAs,
     });
   }
 

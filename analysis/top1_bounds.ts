@@ -20,6 +20,7 @@
  */
 import type { Backend, DeviceArray, PackedMatrix } from "../backend/backend.ts";
 import type { ProgressCallback } from "../core/progress.ts";
+import { lastingScope } from "../model/exclusive.ts";
 
 /** A row's outcome in {@link top1ByBounds}'s result. */
 export const TOP1_MISS = 0;
@@ -111,10 +112,9 @@ export async function top1ByBounds(
   const chunkRadius = new Float64Array(chunks);
   const mu = new Float32Array(k * chunks); // [k, chunks], the centroids (float32 for the matmul)
   const muNorm = new Float64Array(chunks);
-  const packed: PackedMatrix[] = [];
+  const subs: Float32Array[] = [];
   const chunkCols: Uint32Array[] = [];
 
-  using scope = backend.scope();
   const col = new Float64Array(k);
   for (let t = 0; t < chunks; t++) {
     const cols = perm.subarray(t * c, Math.min(n, (t + 1) * c));
@@ -152,101 +152,123 @@ export async function top1ByBounds(
       if (d2 > radius2) radius2 = d2;
     }
     chunkRadius[t] = Math.sqrt(radius2) * (1 + 1e-9);
-    packed.push(scope.uploadMatrix(sub, k, w));
+    subs.push(sub);
   }
-  const muPacked = scope.uploadMatrix(mu, k, chunks);
-  const aBuf = scope.alloc(rb * k);
-  const gBuf = scope.alloc(rb * k);
-  const kBuf = scope.alloc(rb * c);
-  const muBuf = scope.alloc(rb * chunks);
+  // The arrays stay on the backend across this function's awaits, while other calls may run
+  // between them (see model/exclusive.ts).
+  const held = await lastingScope(backend, (scope) => ({
+    packed: subs.map((sub, t) => scope.uploadMatrix(sub, k, chunkCols[t].length)),
+    muPacked: scope.uploadMatrix(mu, k, chunks),
+    aBuf: scope.alloc(rb * k),
+    gBuf: scope.alloc(rb * k),
+    kBuf: scope.alloc(rb * c),
+    muBuf: scope.alloc(rb * chunks),
+  }));
+  subs.length = 0;
+  try {
+    return await decideRows(held.value);
+  } finally {
+    await held.close();
+  }
 
-  const outcome = new Uint8Array(rowEnd - rowStart);
-  let computed = 0;
-  const alpha = new Float64Array(rb), lo = new Float64Array(rb), hi = new Float64Array(rb);
-  const best = new Float64Array(rb);
-  const undecided = new Uint8Array(rb);
-  const need = new Int32Array(rb);
-  let lastYield = performance.now();
-  opts.onProgress?.(0, rowEnd - rowStart);
-  for (let s = rowStart; s < rowEnd; s += rb) {
-    const rows = Math.min(rb, rowEnd - s);
-    const aRows = a.subarray(s * k, (s + rows) * k);
-    backend.write(aBuf, aRows);
-    backend.matmul(aBuf, muPacked, muBuf.at(0, rows * chunks), rows);
-    const aMu = await backend.read(muBuf.at(0, rows * chunks));
-    for (let r = 0; r < rows; r++) {
-      const i = s + r;
-      let d = 0, absd = 0, n2 = 0;
-      for (let p = 0; p < k; p++) {
-        const x = a[i * k + p], y = b[p * n + i];
-        d += x * y;
-        absd += Math.abs(x * y);
-        n2 += x * x;
+  async function decideRows(
+    { packed, muPacked, aBuf, gBuf, kBuf, muBuf }: {
+      packed: PackedMatrix[];
+      muPacked: PackedMatrix;
+      aBuf: DeviceArray;
+      gBuf: DeviceArray;
+      kBuf: DeviceArray;
+      muBuf: DeviceArray;
+    },
+  ): Promise<Top1Bounds> {
+    const outcome = new Uint8Array(rowEnd - rowStart);
+    let computed = 0;
+    const alpha = new Float64Array(rb), lo = new Float64Array(rb), hi = new Float64Array(rb);
+    const best = new Float64Array(rb);
+    const undecided = new Uint8Array(rb);
+    const need = new Int32Array(rb);
+    let lastYield = performance.now();
+    opts.onProgress?.(0, rowEnd - rowStart);
+    for (let s = rowStart; s < rowEnd; s += rb) {
+      const rows = Math.min(rb, rowEnd - s);
+      const aRows = a.subarray(s * k, (s + rows) * k);
+      backend.write(aBuf, aRows);
+      backend.matmul(aBuf, muPacked, muBuf.at(0, rows * chunks), rows);
+      const aMu = await backend.read(muBuf.at(0, rows * chunks));
+      for (let r = 0; r < rows; r++) {
+        const i = s + r;
+        let d = 0, absd = 0, n2 = 0;
+        for (let p = 0; p < k; p++) {
+          const x = a[i * k + p], y = b[p * n + i];
+          d += x * y;
+          absd += Math.abs(x * y);
+          n2 += x * x;
+        }
+        alpha[r] = Math.sqrt(n2) * (1 + 1e-9);
+        // D_ii within gamma * sum|a b| of the real value; d itself within ~k 2^-53 of it.
+        const err = gamma * absd + eta + 2 * k * 2 ** -53 * absd;
+        lo[r] = d - err;
+        hi[r] = d + err;
+        best[r] = -Infinity;
+        undecided[r] = 1;
       }
-      alpha[r] = Math.sqrt(n2) * (1 + 1e-9);
-      // D_ii within gamma * sum|a b| of the real value; d itself within ~k 2^-53 of it.
-      const err = gamma * absd + eta + 2 * k * 2 ** -53 * absd;
-      lo[r] = d - err;
-      hi[r] = d + err;
-      best[r] = -Infinity;
-      undecided[r] = 1;
-    }
-    for (let t = 0; t < chunks; t++) {
-      const cols = chunkCols[t], w = cols.length;
-      let m = 0;
+      for (let t = 0; t < chunks; t++) {
+        const cols = chunkCols[t], w = cols.length;
+        let m = 0;
+        for (let r = 0; r < rows; r++) {
+          if (!undecided[r]) continue;
+          const e = gamma * alpha[r] * chunkMaxNorm[t] + eta;
+          // a_i . mu_t from the float32 product, widened by its own rounding error.
+          const am = aMu[r * chunks + t] + gamma * alpha[r] * muNorm[t] + eta;
+          const bound = Math.min(alpha[r] * chunkMaxNorm[t], am + alpha[r] * chunkRadius[t]);
+          if (bound + e >= lo[r]) need[m++] = r;
+        }
+        if (m === 0) continue;
+        let src: DeviceArray = aBuf;
+        if (m < rows) {
+          const g = new Float32Array(m * k);
+          for (let q = 0; q < m; q++) {
+            g.set(aRows.subarray(need[q] * k, (need[q] + 1) * k), q * k);
+          }
+          backend.write(gBuf, g);
+          src = gBuf;
+        }
+        const kc = kBuf.at(0, m * w);
+        backend.matmul(src, packed[t], kc, m);
+        computed += m * w;
+        let idx = await backend.argmaxRows(kc, m, w);
+        let diagonalWins = false;
+        for (let q = 0; q < m; q++) {
+          if (cols[idx[q]] !== s + need[q]) continue;
+          // The largest value is the diagonal's own column: hide it, to find the largest other.
+          backend.write(kc.at(q * w + idx[q], 1), MINUS_INFINITY);
+          diagonalWins = true;
+        }
+        if (diagonalWins) idx = await backend.argmaxRows(kc, m, w);
+        const top = await backend.takeAlongRows(kc, w, idx);
+        for (let q = 0; q < m; q++) {
+          const r = need[q], i = s + r;
+          // A row of one column, the diagonal's: nothing else in this chunk.
+          const v = w === 1 && cols[0] === i ? -Infinity : top[q];
+          const e2 = 2 * (gamma * alpha[r] * chunkMaxNorm[t] + eta);
+          if (v - e2 > hi[r]) {
+            outcome[i - rowStart] = TOP1_MISS;
+            undecided[r] = 0;
+          } else if (v + e2 > best[r]) {
+            best[r] = v + e2;
+          }
+        }
+      }
       for (let r = 0; r < rows; r++) {
         if (!undecided[r]) continue;
-        const e = gamma * alpha[r] * chunkMaxNorm[t] + eta;
-        // a_i . mu_t from the float32 product, widened by its own rounding error.
-        const am = aMu[r * chunks + t] + gamma * alpha[r] * muNorm[t] + eta;
-        const bound = Math.min(alpha[r] * chunkMaxNorm[t], am + alpha[r] * chunkRadius[t]);
-        if (bound + e >= lo[r]) need[m++] = r;
+        outcome[s + r - rowStart] = best[r] < lo[r] ? TOP1_HIT : TOP1_UNDECIDED;
       }
-      if (m === 0) continue;
-      let src: DeviceArray = aBuf;
-      if (m < rows) {
-        const g = new Float32Array(m * k);
-        for (let q = 0; q < m; q++) {
-          g.set(aRows.subarray(need[q] * k, (need[q] + 1) * k), q * k);
-        }
-        backend.write(gBuf, g);
-        src = gBuf;
-      }
-      const kc = kBuf.at(0, m * w);
-      backend.matmul(src, packed[t], kc, m);
-      computed += m * w;
-      let idx = await backend.argmaxRows(kc, m, w);
-      let diagonalWins = false;
-      for (let q = 0; q < m; q++) {
-        if (cols[idx[q]] !== s + need[q]) continue;
-        // The largest value is the diagonal's own column: hide it, to find the largest other.
-        backend.write(kc.at(q * w + idx[q], 1), MINUS_INFINITY);
-        diagonalWins = true;
-      }
-      if (diagonalWins) idx = await backend.argmaxRows(kc, m, w);
-      const top = await backend.takeAlongRows(kc, w, idx);
-      for (let q = 0; q < m; q++) {
-        const r = need[q], i = s + r;
-        // A row of one column, the diagonal's: nothing else in this chunk.
-        const v = w === 1 && cols[0] === i ? -Infinity : top[q];
-        const e2 = 2 * (gamma * alpha[r] * chunkMaxNorm[t] + eta);
-        if (v - e2 > hi[r]) {
-          outcome[i - rowStart] = TOP1_MISS;
-          undecided[r] = 0;
-        } else if (v + e2 > best[r]) {
-          best[r] = v + e2;
-        }
+      opts.onProgress?.(s + rows - rowStart, rowEnd - rowStart);
+      if (performance.now() - lastYield > 100) {
+        await new Promise((res) => setTimeout(res, 0));
+        lastYield = performance.now();
       }
     }
-    for (let r = 0; r < rows; r++) {
-      if (!undecided[r]) continue;
-      outcome[s + r - rowStart] = best[r] < lo[r] ? TOP1_HIT : TOP1_UNDECIDED;
-    }
-    opts.onProgress?.(s + rows - rowStart, rowEnd - rowStart);
-    if (performance.now() - lastYield > 100) {
-      await new Promise((res) => setTimeout(res, 0));
-      lastYield = performance.now();
-    }
+    return { outcome, computed };
   }
-  return { outcome, computed };
 }

@@ -58,3 +58,9 @@ export class IntegrityError extends LensError {}
 
 /** The WebAssembly kernels could not be loaded, or ran out of memory. */
 export class KernelError extends LensError {}
+
+/**
+ * A computation produced NaN (or infinities) where a number is needed to go on: logits that
+ * `generate` cannot pick a token from (a hook that wrote NaN, or weights that hold it).
+ */
+export class NumericError extends LensError {}

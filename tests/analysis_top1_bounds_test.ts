@@ -150,3 +150,18 @@ Deno.test("top1 bounds: rows of a GPT-2-small-shape matrix, as dense", async () 
     backend.close();
   }
 });
+
+Deno.test("top1 bounds: model calls between its awaits change nothing", async () => {
+  const model = await HookedTransformer.fromPretrained("induction-toy");
+  const M = kCompositionCircuit(model, [0, 3], [1, 2]);
+  const alone = await top1Accuracy(M, { method: "bounds" });
+  const tokens = [[2047, 5, 9, 14, 5, 9]];
+  const logits = await model.run(tokens);
+  const [together, , logitsBetween] = await Promise.all([
+    top1Accuracy(M, { method: "bounds" }),
+    top1Accuracy(ovCircuit(model, 1, 2), { method: "bounds" }),
+    model.run(tokens),
+  ]);
+  assert.equal(together, alone);
+  assert.deepEqual(logitsBetween.data, logits.data);
+});

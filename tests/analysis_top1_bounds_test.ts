@@ -118,6 +118,26 @@ Deno.test("top1 bounds: the embedded model's circuits, as dense", async () => {
   }
 });
 
+Deno.test("top1 bounds: the trained kjv-small's circuits (tied embeddings), as dense", async () => {
+  const model = await HookedTransformer.fromPretrained("kjv-small");
+  const n = model.cfg.dVocab;
+  for (
+    const M of [
+      ovCircuit(model, 0, 0),
+      ovCircuit(model, 3, 1),
+      kCompositionCircuit(model, [0, 0], [1, 3]),
+    ]
+  ) {
+    const dense = await top1Accuracy(M, { method: "dense" });
+    assert.equal(await top1Accuracy(M, { method: "bounds" }), dense);
+    // Trained circuits: bounds decide every row from a few percent of M in small chunks.
+    const r = await top1ByBounds(M.A.data, M.B.data, n, M.mdim, model.backend, {
+      chunkColumns: 128,
+    });
+    assert.ok(r && r.computed < 0.1 * n * n, `computed ${r?.computed} of ${n * n}`);
+  }
+});
+
 Deno.test("top1 bounds: rows of a GPT-2-small-shape matrix, as dense", async () => {
   const backend = await WasmBackend.load({ threads: 2 });
   try {

@@ -58,3 +58,6 @@ export class IntegrityError extends LensError {}
 
 /** The WebAssembly kernels could not be loaded, or ran out of memory. */
 export class KernelError extends LensError {}
+
+/** A NumPy `.npy` array or `.npz` archive is malformed, truncated or of an unsupported dtype. */
+export class NpyError extends LensError {}

@@ -46,6 +46,10 @@ export interface KernelExports {
   crossEntropyGradRows(...args: number[]): void;
   activationBackward(...args: number[]): void;
   gatedActivationBackward(...args: number[]): void;
+  // Sparse autoencoders (op codes 70-79).
+  jumpRelu(...args: number[]): void;
+  gatedRelu(...args: number[]): void;
+  topkRows(...args: number[]): void;
 }
 
 /** Arguments of matmul and matmulBf16, in the exports' order. */
@@ -249,6 +253,10 @@ export const OPS = {
     code: 49,
     args: ["gateUp", "dOut", "dGateUp", "dMlp", "act", "rowStart", "rowEnd"],
   },
+  // 70-79: sparse autoencoders' activations (JumpReLU, gated, top-k along rows).
+  jumpRelu: { code: 70, args: ["x", "threshold", "out", "n", "rowStart", "rowEnd"] },
+  gatedRelu: { code: 71, args: ["gateMag", "out", "n", "rowStart", "rowEnd"] },
+  topkRows: { code: 72, args: ["x", "out", "n", "k", "rowStart", "rowEnd"] },
 } as const;
 
 /** The activation functions of `activation` and `gatedActivation`, by their code in the module. */

@@ -497,8 +497,9 @@ export class SAEModule {
         const v = visit("hook_sae_acts_pre", backend.readRows(mag, n, dSae, preCols), [dSae]);
         backend.writeRows(mag, v, n, dSae, preCols);
       }
-      if (arch === "standard" || arch === "transcoder") backend.activation("relu", pre, post);
-      else if (arch === "jumprelu" || arch === "jumprelu_transcoder") {
+      if (arch === "standard" || arch === "transcoder") {
+        backend.activation("relu", pre.at(0, n * dSae), post.at(0, n * dSae));
+      } else if (arch === "jumprelu" || arch === "jumprelu_transcoder") {
         backend.jumpRelu(pre, dev.threshold!, post, n, dSae);
       } else if (gated) backend.gatedRelu(pre, post, n, dSae);
       else {

@@ -36,7 +36,7 @@ const BEFORE_ERROR = [
 /** One SAE spliced into a model. */
 export class SaeSplice {
   /** The output of the input hook's computation, for a transcoder's output hook (one pass). */
-  #pending: { out: Float32Array; rows: number; modified: boolean; x: Float32Array } | null = null;
+  #pending: { out?: Float32Array; rows: number; modified: boolean; x: Float32Array } | null = null;
 
   /**
    * @param sae The SAE.
@@ -96,8 +96,16 @@ export class SaeSplice {
     const nested = ctx.nested
       ? { points: ctx.nested, prefix: this.hookName, shape: lead }
       : undefined;
-    const out = this.sae.run(this.backend, x, rows, { out: true, nested }).out!;
-    return { out, rows, modified: this.#modified(ctx.nested) };
+    const modified = this.#modified(ctx.nested);
+    // With the error term, nothing changing the features and nobody reading the decoder's side,
+    // the output is the activation itself: the decoder need not run.
+    const points = ctx.nested;
+    const reads = ["hook_sae_recons", "hook_sae_error", "hook_sae_output"].some((p) =>
+      points?.wants(`${this.hookName}.${p}`)
+    );
+    const needOut = !this.useErrorTerm || modified || reads;
+    const out = this.sae.run(this.backend, x, rows, { out: needOut, nested }).out;
+    return { out, rows, modified };
   }
 
   /** A standard SAE: the activation becomes the output (plus the error). */
@@ -116,7 +124,10 @@ export class SaeSplice {
   #writeOutput(act: Tensor, ctx: HookContext): Tensor {
     const p = this.#pending;
     this.#pending = null;
-    if (!p || p.out.length !== act.data.length) {
+    if (
+      !p || (p.out && p.out.length !== act.data.length) ||
+      p.rows * this.sae.cfg.dOut !== act.data.length
+    ) {
       throw new HookError(
         `the transcoder's output point ${this.hookNameOut} ran without its input point ` +
           `${this.hookName} in the same pass (a pass that starts between them cannot splice it)`,
@@ -132,7 +143,7 @@ export class SaeSplice {
    */
   #finish(
     act: Tensor,
-    out: Float32Array,
+    out: Float32Array | undefined,
     rows: number,
     modified: boolean,
     input: Float32Array,
@@ -140,6 +151,7 @@ export class SaeSplice {
   ): Tensor {
     const points = ctx.nested;
     const name = (p: string) => `${this.hookName}.${p}`;
+    if (!out) return act; // the error term alone, nobody reading: the activation unchanged
     let result: Float32Array;
     if (this.useErrorTerm) {
       // the clean reconstruction: the one just computed unless a hook may have changed it

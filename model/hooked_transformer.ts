@@ -668,13 +668,23 @@ export class HookedTransformer {
    * the clean ones and gradients reach the features exactly.
    *
    * @example
-   * ```ts ignore
+   * ```ts
    * import { HookedTransformer, SAE } from "../mod.ts";
-   * const model = await HookedTransformer.fromPretrained("gpt2");
-   * const sae = await SAE.fromPretrained("gpt2-small-res-jb", "blocks.8.hook_resid_pre");
+   * const model = await HookedTransformer.fromPretrained("induction-toy", { threads: 1 });
+   * // (a real one: await SAE.fromPretrained("gpt2-small-res-jb", "blocks.8.hook_resid_pre"))
+   * const d = model.cfg.dModel, n = 16;
+   * const w = (...shape: number[]) => ({
+   *   data: new Float32Array(shape[0] * (shape[1] ?? 1)).fill(0.01),
+   *   shape,
+   * });
+   * const sae = await SAE.fromTensors(
+   *   { d_in: d, d_sae: n, hook_name: "blocks.1.hook_resid_pre" },
+   *   { W_enc: w(d, n), W_dec: w(n, d), b_enc: w(n), b_dec: w(d) },
+   *   { backend: model.backend },
+   * );
    * model.addSae(sae);
-   * const { cache } = await model.runWithCache("Hello world");
-   * cache.get("blocks.8.hook_resid_pre.hook_sae_acts_post").shape; // [1, 3, 24576]
+   * const { cache } = await model.runWithCache([[2047, 5, 9]]);
+   * cache.get("blocks.1.hook_resid_pre.hook_sae_acts_post").shape; // [1, 3, 16]
    * model.resetSaes();
    * ```
    */

@@ -204,7 +204,8 @@ export class HookSession {
       };
       const what = this.#backward ? "backward hook" : "hook";
       for (const fn of fns) {
-        const out = fn(act, ctx) as unknown;
+        // a library splice (an SAE) reads kernels' results: the session awaits it
+        const out = (AWAITED_HOOKS.has(fn) ? await fn(act, ctx) : fn(act, ctx)) as unknown;
         if (out instanceof Promise || (typeof out === "object" && out !== null && "then" in out)) {
           throw new HookError(
             `the ${what} on "${name}" returned a Promise: hooks must be synchronous (no async ` +
@@ -254,6 +255,32 @@ export class HookSession {
     if (this.cacheNames.has(name)) this.cached.set(name, act);
     return act;
   }
+}
+
+/** The hook functions a session awaits (see {@linkcode awaitedHook}). */
+const AWAITED_HOOKS = new WeakSet<object>();
+
+/**
+ * Marks an asynchronous hook function as one the session awaits at a model hook point: for the
+ * library's own splices (an SAE spliced with `model.addSae` runs kernels and reads their results
+ * inside the hook). Hooks registered by users stay synchronous ({@linkcode checkHookFn}); an
+ * awaited hook does not run at nested hook points.
+ *
+ * @example
+ * ```ts
+ * import { awaitedHook } from "./hooks.ts";
+ * const splice = awaitedHook(async (act) => {
+ *   await Promise.resolve(); // e.g. a backend read
+ *   return act;
+ * });
+ * typeof splice; // "function"
+ * ```
+ */
+export function awaitedHook(
+  fn: (activation: Tensor, hook: HookContext) => Promise<Tensor | void>,
+): HookFn {
+  AWAITED_HOOKS.add(fn);
+  return fn as unknown as HookFn;
 }
 
 /**

@@ -9,6 +9,7 @@ import { HookError, InputError } from "../core/errors.ts";
 import { ProgressBar } from "../core/progress.ts";
 import type { Tensor } from "../core/tensor.ts";
 import type { ActivationCache } from "../model/activation_cache.ts";
+import { exclusiveUse } from "../model/exclusive.ts";
 import type { HookedTransformer } from "../model/hooked_transformer.ts";
 import type { HookFn } from "../model/hooks.ts";
 import type { Metric } from "../model/metrics.ts";
@@ -178,7 +179,11 @@ export async function featureAttribution(
       for (let j = 0; j < dOut; j++) gr[r * dOut + j] *= outScale[r];
     }
   }
-  const grad = sae.decoderGrad(model.backend, gr, rows);
+  let grad: Float32Array;
+  {
+    using _turn = await exclusiveUse(model.backend);
+    grad = await sae.decoderGrad(model.backend, gr, rows);
+  }
   const attr = grad.map((v, i) => v * acts.data[i]);
   const errorAttr = new Float32Array(rows);
   for (let r = 0; r < rows; r++) {

@@ -12,6 +12,7 @@
 import type { Backend, DeviceArray, PackedMatrix } from "../backend/backend.ts";
 import { InputError, WeightsError } from "../core/errors.ts";
 import type { Tensor } from "../core/tensor.ts";
+import { exclusiveUse } from "../model/exclusive.ts";
 import type { NestedHookPoints } from "../model/hooks.ts";
 import type { SaeConfig } from "./config.ts";
 
@@ -282,9 +283,9 @@ export class SAEModule {
    * d_head] or already flat), as SAELens's `encode`.
    */
   async encode(x: Tensor): Promise<Tensor> {
-    await Promise.resolve();
     const rows = this.#rowsOf(x, "encode");
-    const r = this.run(this.backend, x.data, rows, { acts: true });
+    using _turn = await exclusiveUse(this.backend);
+    const r = await this.run(this.backend, x.data, rows, { acts: true });
     return { data: r.acts!, shape: [...this.#lead(x), this.cfg.dSae] };
   }
 
@@ -294,7 +295,6 @@ export class SAEModule {
    * the same input; `hook_z` SAEs return [..., n_heads, d_head] when `dHead` is given).
    */
   async decode(features: Tensor, opts: { dHead?: number } = {}): Promise<Tensor> {
-    await Promise.resolve();
     const { dSae, dOut } = this.cfg;
     if (features.shape.at(-1) !== dSae || features.data.length % dSae) {
       throw new InputError(`decode expects features [..., ${dSae}], got [${features.shape}]`);
@@ -309,7 +309,8 @@ export class SAEModule {
       );
     }
     const rows = features.data.length / dSae;
-    const out = this.#decodeRows(this.backend, features.data, rows);
+    using _turn = await exclusiveUse(this.backend);
+    const out = await this.#decodeRows(this.backend, features.data, rows);
     const lead = features.shape.slice(0, -1);
     const shape = opts.dHead ? [...lead, dOut / opts.dHead, opts.dHead] : [...lead, dOut];
     return { data: out, shape };
@@ -317,13 +318,13 @@ export class SAEModule {
 
   /** The reconstruction of `x` (SAELens's `forward` without the error term), in x's shape. */
   async forward(x: Tensor): Promise<Tensor> {
-    await Promise.resolve();
     const rows = this.#rowsOf(x, "forward");
+    using _turn = await exclusiveUse(this.backend);
+    const out = (await this.run(this.backend, x.data, rows, { out: true })).out!;
     if (this.isTranscoder && this.cfg.dOut !== this.cfg.dIn) {
-      const out = this.run(this.backend, x.data, rows, { out: true }).out!;
       return { data: out, shape: [...this.#lead(x), this.cfg.dOut] };
     }
-    return { data: this.run(this.backend, x.data, rows, { out: true }).out!, shape: [...x.shape] };
+    return { data: out, shape: [...x.shape] };
   }
 
   /** The leading dims of an input (all but the model dims). */
@@ -407,7 +408,7 @@ export class SAEModule {
   }
 
   /** features @ W_dec + b_dec (features / ||W_dec|| when rescaled), no normalisation-out. */
-  #decodeRows(backend: Backend, feats: Float32Array, rows: number): Float32Array {
+  async #decodeRows(backend: Backend, feats: Float32Array, rows: number): Promise<Float32Array> {
     const { dSae, dOut } = this.cfg;
     const dev = this.#device(backend);
     const out = new Float32Array(rows * dOut);
@@ -420,7 +421,7 @@ export class SAEModule {
       backend.write(a, feats.subarray(r0 * dSae, (r0 + n) * dSae));
       if (dev.invDecNorm) backend.affineRows(a, a, n, dSae, dev.invDecNorm);
       backend.matmul(a, dev.dec, y, n, { bias: dev.bDec });
-      backend.readInto(y.at(0, n * dOut), out, r0 * dOut);
+      await backend.readInto(y.at(0, n * dOut), out, r0 * dOut);
     }
     return out;
   }
@@ -428,9 +429,10 @@ export class SAEModule {
   /**
    * The gradient at the features [rows, d_sae] from the gradient at the reconstruction (before
    * normalisation-out) `g` [rows, d_out]: g @ W_dec^T on the backend (divided by ||W_dec[f]||
-   * for rescaled top-k SAEs, whose decoder reads features / norm).
+   * for rescaled top-k SAEs, whose decoder reads features / norm). The caller holds the
+   * backend's turn (`model/exclusive.ts`).
    */
-  decoderGrad(backend: Backend, g: Float32Array, rows: number): Float32Array {
+  async decoderGrad(backend: Backend, g: Float32Array, rows: number): Promise<Float32Array> {
     const { dSae, dOut } = this.cfg;
     if (g.length !== rows * dOut) {
       throw new InputError(`decoderGrad: expected ${rows} x ${dOut} values, got ${g.length}`);
@@ -446,7 +448,7 @@ export class SAEModule {
       backend.write(a, g.subarray(r0 * dOut, (r0 + n) * dOut));
       backend.matmulTransposed(a, dev.dec, c, n);
       if (dev.invDecNorm) backend.affineRows(c, c, n, dSae, dev.invDecNorm);
-      backend.readInto(c.at(0, n * dSae), out, r0 * dSae);
+      await backend.readInto(c.at(0, n * dSae), out, r0 * dSae);
     }
     return out;
   }
@@ -455,9 +457,10 @@ export class SAEModule {
    * The SAE over `rows` rows of `x` on `backend`: the features and/or the output, visiting the
    * nested hook points when spliced (`opts.nested`: their hooks may change each value, and the
    * cache keeps them). Rows go in chunks that bound the backend's memory unless a nested point
-   * needs the whole tensor.
+   * needs the whole tensor. The caller holds the backend's turn (`model/exclusive.ts`): a
+   * spliced SAE runs inside the model's pass.
    */
-  run(backend: Backend, x: Float32Array, rows: number, opts: SaeRunOptions): SaeRun {
+  async run(backend: Backend, x: Float32Array, rows: number, opts: SaeRunOptions): Promise<SaeRun> {
     const { dIn, dSae, dOut, architecture: arch } = this.cfg;
     const dev = this.#device(backend);
     const nested = opts.nested;
@@ -494,7 +497,7 @@ export class SAEModule {
       if (wantPre) {
         // gated: hook_sae_acts_pre is the magnitude's pre-activation
         const mag = gated ? pre.at(dSae) : pre;
-        const v = visit("hook_sae_acts_pre", backend.readRows(mag, n, dSae, preCols), [dSae]);
+        const v = visit("hook_sae_acts_pre", await backend.readRows(mag, n, dSae, preCols), [dSae]);
         backend.writeRows(mag, v, n, dSae, preCols);
       }
       if (arch === "standard" || arch === "transcoder") {
@@ -508,17 +511,17 @@ export class SAEModule {
         backend.topkRows(pre, post, n, dSae, this.cfg.k!);
       }
       if (wantPost) {
-        const v = visit("hook_sae_acts_post", backend.readRows(post, n, dSae, dSae), [dSae]);
+        const v = visit("hook_sae_acts_post", await backend.readRows(post, n, dSae, dSae), [dSae]);
         backend.write(post, v);
         if (acts) acts.set(v, r0 * dSae);
-      } else if (acts) backend.readInto(post.at(0, n * dSae), acts, r0 * dSae);
+      } else if (acts) await backend.readInto(post.at(0, n * dSae), acts, r0 * dSae);
       if (y) {
         if (dev.invDecNorm) backend.affineRows(post, post, n, dSae, dev.invDecNorm);
         backend.matmul(post, dev.dec, y, n, { bias: dev.bDec });
         if (wantRecons) {
-          const v = visit("hook_sae_recons", backend.readRows(y, n, dOut, dOut), [dOut]);
+          const v = visit("hook_sae_recons", await backend.readRows(y, n, dOut, dOut), [dOut]);
           out!.set(v, r0 * dOut);
-        } else backend.readInto(y.at(0, n * dOut), out!, r0 * dOut);
+        } else await backend.readInto(y.at(0, n * dOut), out!, r0 * dOut);
       }
     }
     if (out) this.#processOut(out, rows, norm);

@@ -13,7 +13,12 @@ import { HookError } from "../core/errors.ts";
 import type { Tensor } from "../core/tensor.ts";
 import type { HookedTransformerConfig } from "../model/config.ts";
 import { assertHookName } from "../model/hook_table.ts";
-import type { HookContext, HookFn, NestedHookPoints } from "../model/hooks.ts";
+import {
+  awaitedHook,
+  type HookContext,
+  type HookFn,
+  type NestedHookPoints,
+} from "../model/hooks.ts";
 import { SAE_HOOK_POINTS, type SAEModule } from "./sae.ts";
 
 /** Options of `model.addSae`. */
@@ -66,12 +71,17 @@ export class SaeSplice {
     return SAE_HOOK_POINTS.map((p) => `${this.hookName}.${p}`);
   }
 
-  /** The forward hooks that splice the SAE: `[name, fn]`, input point first. */
+  /**
+   * The forward hooks that splice the SAE: `[name, fn]`, input point first. They run the SAE's
+   * kernels and read their results, so the session awaits them (`awaitedHook`).
+   */
   hooks(): [string, HookFn][] {
-    if (!this.sae.isTranscoder) return [[this.hookName, (act, ctx) => this.#splice(act, ctx)]];
+    if (!this.sae.isTranscoder) {
+      return [[this.hookName, awaitedHook((act, ctx) => this.#splice(act, ctx))]];
+    }
     return [
-      [this.hookName, (act, ctx) => void this.#readInput(act, ctx)],
-      [this.hookNameOut, (act, ctx) => this.#writeOutput(act, ctx)],
+      [this.hookName, awaitedHook((act, ctx) => this.#readInput(act, ctx))],
+      [this.hookNameOut, awaitedHook((act, ctx) => this.#writeOutput(act, ctx))],
     ];
   }
 
@@ -81,7 +91,7 @@ export class SaeSplice {
   }
 
   /** The SAE over the activation `x` of shape `shape` (hook_z: [..., n_heads, d_head]). */
-  #compute(x: Float32Array, shape: number[], ctx: HookContext) {
+  async #compute(x: Float32Array, shape: number[], ctx: HookContext) {
     const { dIn } = this.sae.cfg;
     if (x.length % dIn !== 0) {
       throw new HookError(
@@ -104,24 +114,24 @@ export class SaeSplice {
       points?.wants(`${this.hookName}.${p}`)
     );
     const needOut = !this.useErrorTerm || modified || reads;
-    const out = this.sae.run(this.backend, x, rows, { out: needOut, nested }).out;
+    const out = (await this.sae.run(this.backend, x, rows, { out: needOut, nested })).out;
     return { out, rows, modified };
   }
 
   /** A standard SAE: the activation becomes the output (plus the error). */
-  #splice(act: Tensor, ctx: HookContext): Tensor {
-    const r = this.#compute(act.data, act.shape, ctx);
-    return this.#finish(act, r.out, r.rows, r.modified, act.data, ctx);
+  async #splice(act: Tensor, ctx: HookContext): Promise<Tensor> {
+    const r = await this.#compute(act.data, act.shape, ctx);
+    return await this.#finish(act, r.out, r.rows, r.modified, act.data, ctx);
   }
 
   /** A transcoder's input point: computes, leaves the activation as it is. */
-  #readInput(act: Tensor, ctx: HookContext): void {
-    const r = this.#compute(act.data, act.shape, ctx);
+  async #readInput(act: Tensor, ctx: HookContext): Promise<void> {
+    const r = await this.#compute(act.data, act.shape, ctx);
     this.#pending = { ...r, x: act.data };
   }
 
   /** A transcoder's output point: the activation becomes the output (plus the error). */
-  #writeOutput(act: Tensor, ctx: HookContext): Tensor {
+  async #writeOutput(act: Tensor, ctx: HookContext): Promise<Tensor> {
     const p = this.#pending;
     this.#pending = null;
     if (
@@ -133,7 +143,7 @@ export class SaeSplice {
           `${this.hookName} in the same pass (a pass that starts between them cannot splice it)`,
       );
     }
-    return this.#finish(act, p.out, p.rows, p.modified, p.x, ctx);
+    return await this.#finish(act, p.out, p.rows, p.modified, p.x, ctx);
   }
 
   /**
@@ -141,21 +151,23 @@ export class SaeSplice {
    * reconstruction plus (activation - the reconstruction without the SAE's hooks); the error and
    * the output are visited as `hook_sae_error` and `hook_sae_output`.
    */
-  #finish(
+  async #finish(
     act: Tensor,
     out: Float32Array | undefined,
     rows: number,
     modified: boolean,
     input: Float32Array,
     ctx: HookContext,
-  ): Tensor {
+  ): Promise<Tensor> {
     const points = ctx.nested;
     const name = (p: string) => `${this.hookName}.${p}`;
     if (!out) return act; // the error term alone, nobody reading: the activation unchanged
     let result: Float32Array;
     if (this.useErrorTerm) {
       // the clean reconstruction: the one just computed unless a hook may have changed it
-      const clean = modified ? this.sae.run(this.backend, input, rows, { out: true }).out! : out;
+      const clean = modified
+        ? (await this.sae.run(this.backend, input, rows, { out: true })).out!
+        : out;
       let error: Float32Array = new Float32Array(act.data.length);
       for (let i = 0; i < error.length; i++) error[i] = act.data[i] - clean[i];
       if (points?.wants(name("hook_sae_error"))) {

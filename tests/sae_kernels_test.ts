@@ -50,9 +50,12 @@ function refTopk(x: Float32Array, rows: number, n: number, k: number): Float32Ar
   return out;
 }
 
-function run(be: Backend, f: (s: ReturnType<Backend["scope"]>) => Float32Array): Float32Array {
+async function run(
+  be: Backend,
+  f: (s: ReturnType<Backend["scope"]>) => Promise<Float32Array>,
+): Promise<Float32Array> {
   using scope = be.scope();
-  return f(scope);
+  return await f(scope);
 }
 
 const SHAPES: [number, number, number][] = [[1, 1, 1], [3, 7, 3], [5, 64, 64], [300, 257, 32]];
@@ -64,20 +67,20 @@ for (const threads of [1, 2]) {
       for (const [rows, n, k] of SHAPES) {
         const x = rowsOf(rows, n, rows + n);
         const t = rowsOf(1, n, 99).map((v) => (Number.isFinite(v) ? Math.abs(v) : 0.5));
-        const jr = run(be, (s) => {
+        const jr = await run(be, (s) => {
           const a = s.upload(x), th = s.upload(t), o = s.alloc(rows * n);
           be.jumpRelu(a, th, o, rows, n);
           return be.read(o);
         });
         bitsEqual(jr, refJump(x, t, n), `jumpRelu [${rows}, ${n}]`);
         const gm = rowsOf(rows, 2 * n, 5 * rows + n);
-        const gr = run(be, (s) => {
+        const gr = await run(be, (s) => {
           const a = s.upload(gm), o = s.alloc(rows * n);
           be.gatedRelu(a, o, rows, n);
           return be.read(o);
         });
         bitsEqual(gr, refGated(gm, rows, n), `gatedRelu [${rows}, ${n}]`);
-        const tk = run(be, (s) => {
+        const tk = await run(be, (s) => {
           const a = s.upload(x), o = s.alloc(rows * n);
           be.topkRows(a, o, rows, n, k);
           return be.read(o);
@@ -98,7 +101,7 @@ Deno.test("topkRows keeps exactly k per row (fewer when NaN leaves fewer numbers
     ...[NaN, NaN, NaN, NaN, NaN, NaN, NaN, NaN, 2, 1], // two numbers
     ...[-1, -2, -3, -4, -5, -6, -7, -8, -9, -10], // all negative: selected, ReLU'd to 0
   ]);
-  const out = run(be, (s) => {
+  const out = await run(be, (s) => {
     const a = s.upload(x), o = s.alloc(x.length);
     be.topkRows(a, o, 3, n, 3);
     return be.read(o);

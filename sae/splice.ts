@@ -93,10 +93,15 @@ export class SaeSplice {
   /** The SAE over the activation `x` of shape `shape` (hook_z: [..., n_heads, d_head]). */
   async #compute(x: Float32Array, shape: number[], ctx: HookContext) {
     const { dIn } = this.sae.cfg;
-    if (x.length % dIn !== 0) {
+    // the model dims must be the SAE's d_in (not only divide the activation: an SAE of another
+    // model whose d_in divides this one's width would read the rows wrongly)
+    const width = this.sae.cfg.reshapeActivations === "hook_z"
+      ? shape.at(-1)! * shape.at(-2)!
+      : shape.at(-1);
+    if (width !== dIn || x.length % dIn !== 0) {
       throw new HookError(
         `the SAE at ${this.hookName} reads ${dIn} values per position, but the activation has ` +
-          `shape [${shape}]`,
+          `shape [${shape}]: it was trained on another model (or hook point)`,
       );
     }
     const rows = x.length / dIn;
@@ -134,6 +139,12 @@ export class SaeSplice {
   async #writeOutput(act: Tensor, ctx: HookContext): Promise<Tensor> {
     const p = this.#pending;
     this.#pending = null;
+    if (act.shape.at(-1) !== this.sae.cfg.dOut) {
+      throw new HookError(
+        `the transcoder writes ${this.sae.cfg.dOut} values per position at ${this.hookNameOut}, ` +
+          `but the activation there has shape [${act.shape}]`,
+      );
+    }
     if (
       !p || (p.out && p.out.length !== act.data.length) ||
       p.rows * this.sae.cfg.dOut !== act.data.length

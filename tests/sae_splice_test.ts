@@ -6,7 +6,7 @@
  * top-activating contexts and density agree with a brute-force pass over every text.
  */
 import assert from "node:assert/strict";
-import { HookedTransformer, SAE, steerFeature, topActivatingContexts } from "../mod.ts";
+import { HookedTransformer, HookError, SAE, steerFeature, topActivatingContexts } from "../mod.ts";
 import type { Tensor } from "../mod.ts";
 import { fixturePath } from "./fixtures.ts";
 
@@ -161,4 +161,43 @@ Deno.test("top-activating contexts and density match a brute-force pass", async 
       assert.ok(Math.abs(c.activation - want[i].a) <= 1e-5 * Math.abs(want[i].a))
     );
   }
+});
+
+Deno.test("an SAE of another width, or an async user hook on its points, is refused", async () => {
+  // d_in 16 divides the model's width 32: without the check its rows would be read wrongly
+  const d = 16, n = 8;
+  const narrow = await SAE.fromTensors(
+    { d_in: d, d_sae: n, hook_name: H, architecture: "standard" },
+    {
+      W_enc: { data: new Float32Array(d * n).fill(0.1), shape: [d, n] },
+      W_dec: { data: new Float32Array(n * d).fill(0.1), shape: [n, d] },
+      b_enc: { data: new Float32Array(n), shape: [n] },
+      b_dec: { data: new Float32Array(d), shape: [d] },
+    },
+    opts,
+  );
+  await assert.rejects(
+    () => model.runWithSaes(tokens, { saes: [narrow] }),
+    HookError,
+    "reads 16 values per position",
+  );
+  // user hooks stay synchronous, nested points included
+  const asyncHook = (async () => {}) as unknown as () => void;
+  await assert.rejects(
+    () =>
+      model.runWithHooksWithSaes(tokens, {
+        saes: [sae],
+        fwdHooks: [[`${H}.hook_sae_acts_post`, asyncHook]],
+      }),
+    HookError,
+    "synchronous",
+  );
+  // the model is still usable after both
+  const spliced = await model.runWithSaes(tokens, {
+    saes: [sae],
+    useErrorTerm: true,
+    returnType: "logits",
+  });
+  const clean = await model.run(tokens, { returnType: "logits" });
+  assert.deepEqual(spliced.data, clean.data);
 });

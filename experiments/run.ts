@@ -6,6 +6,7 @@
  * deno task experiments                       # GPT-2 small if cached, else the embedded model
  * deno task experiments --model gpt2 --out out/gpt2
  * deno task experiments --model induction-toy --seq-len 20 --batch 4
+ * deno task experiments --model gpt2 --sae gpt2-small-res-jb blocks.6.hook_resid_pre
  * ```
  *
  * Exit codes: 0 done; 1 the run failed (the model could not be found, ...); 2 bad flags.

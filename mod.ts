@@ -159,6 +159,7 @@ export { parseShardIndex, shardedTensorSource } from "./io/sharded.ts";
 export type { ShardIndex } from "./io/sharded.ts";
 export { readTorchCheckpoint } from "./io/torch_bin.ts";
 export type { TorchCheckpoint } from "./io/torch_bin.ts";
+export type { TorchBinLimits } from "./io/torch_bin.ts";
 export { isModelCached, MODEL_ALIASES, resolveModel, WEIGHT_FILES } from "./io/resolve.ts";
 export {
   PYTHIA_160M,
@@ -203,6 +204,7 @@ export {
   SafetensorsError,
   WeightsError,
 } from "./core/errors.ts";
+export { NumericError } from "./core/errors.ts";
 
 // Analysis: the study "How to interpret GPT2-small" (repeated tokens, scores, patching, circuits).
 export { generateRepeatedTokens } from "./analysis/repeated_tokens.ts";
@@ -319,3 +321,14 @@ export type {
   TopContexts,
   TopContextsOptions,
 } from "./sae/analysis.ts";
+// Gemma 2 and Gemma 3 (issue 19).
+export type { AttentionType } from "./model/config.ts";
+export type { HeadLayout } from "./backend/backend.ts";
+export { GEMMA3_270M, syntheticGemma } from "./weights/synthetic_families.ts";
+export type { SyntheticGemmaOptions } from "./weights/synthetic_families.ts";
+
+// Views for notebooks and pages (CircuitsVis's counterpart), as a namespace: `viz.attentionHeads`,
+// `viz.logitLens`, ... (`viz.attentionPattern` draws a pattern; the top-level `attentionPattern`
+// reads one from a cache). Also importable alone from `viz/mod.ts`. Inside `deno jupyter`,
+// importing this module makes Tensors and ActivationCaches display as tables.
+export * as viz from "./viz/mod.ts";

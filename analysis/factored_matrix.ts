@@ -11,7 +11,8 @@
  * @module
  */
 import { InputError } from "../core/errors.ts";
-import type { Backend, DeviceArray, PackedMatrix, Scope } from "../backend/backend.ts";
+import type { Backend, DeviceArray, PackedMatrix } from "../backend/backend.ts";
+import { type LastingScope, lastingScope } from "../model/exclusive.ts";
 import { eigenvalues } from "../core/linalg.ts";
 import {
   broadcastShapes,
@@ -764,7 +765,7 @@ export class FactoredMatrix {
         yield { start, rows, data: await stream.copy(start, rows) };
       }
     } finally {
-      stream.close();
+      await stream.close();
     }
   }
 
@@ -782,10 +783,7 @@ class RowStream {
   readonly blockRows: number;
   readonly #m: FactoredMatrix;
   readonly #backend: Backend | undefined;
-  #scope: Scope | undefined;
-  #packed: PackedMatrix | undefined;
-  #aBuf: DeviceArray | undefined;
-  #cBuf: DeviceArray | undefined;
+  #held: LastingScope<{ packed: PackedMatrix; aBuf: DeviceArray; cBuf: DeviceArray }> | undefined;
 
   constructor(m: FactoredMatrix, blockRows: number) {
     if (!Number.isInteger(blockRows) || blockRows < 1) {
@@ -798,35 +796,37 @@ class RowStream {
 
   /**
    * Rows [start, start + rows) of A B: on the backend (valid until the next call) when there is
-   * one, else in JavaScript.
+   * one, else in JavaScript. The backend's arrays live in a lasting scope (opened in a turn of its
+   * own, see `model/exclusive.ts`), so other streams and model calls may interleave with this one.
    */
-  block(start: number, rows: number): DeviceArray | Float32Array {
+  async block(start: number, rows: number): Promise<DeviceArray | Float32Array> {
     const { mdim, rdim } = this.#m;
     const a = this.#m.A.data.subarray(start * mdim, (start + rows) * mdim);
     const backend = this.#backend;
     if (!backend) return mm({ data: a, shape: [rows, mdim] }, this.#m.B).data;
-    if (!this.#scope) {
-      this.#scope = backend.scope();
-      this.#packed = this.#scope.uploadMatrix(this.#m.B.data, mdim, rdim);
-      this.#aBuf = this.#scope.alloc(this.blockRows * mdim);
-      this.#cBuf = this.#scope.alloc(this.blockRows * rdim);
-    }
-    backend.write(this.#aBuf!, a);
-    const c = this.#cBuf!.at(0, rows * rdim);
-    backend.matmul(this.#aBuf!, this.#packed!, c, rows);
+    this.#held ??= await lastingScope(backend, (scope) => ({
+      packed: scope.uploadMatrix(this.#m.B.data, mdim, rdim),
+      aBuf: scope.alloc(this.blockRows * mdim),
+      cBuf: scope.alloc(this.blockRows * rdim),
+    }));
+    const { packed, aBuf, cBuf } = this.#held.value;
+    backend.write(aBuf, a);
+    const c = cBuf.at(0, rows * rdim);
+    backend.matmul(aBuf, packed, c, rows);
     return c;
   }
 
   /** Rows [start, start + rows) of A B, as an owned array. */
   async copy(start: number, rows: number): Promise<Float32Array> {
-    const b = this.block(start, rows);
+    const b = await this.block(start, rows);
     return b instanceof Float32Array ? b : await this.#backend!.read(b);
   }
 
   /** Releases what the stream holds on the backend (safe to call twice). */
-  close() {
-    this.#scope?.[Symbol.dispose]();
-    this.#scope = undefined;
+  async close(): Promise<void> {
+    const held = this.#held;
+    this.#held = undefined;
+    await held?.close();
   }
 }
 
@@ -882,7 +882,7 @@ export async function top1Accuracy(m: FactoredMatrix, opts: Top1Options = {}): P
     opts.onProgress?.(0, n);
     for (let start = 0; start < n; start += stream.blockRows) {
       const rows = Math.min(stream.blockRows, n - start);
-      const block = stream.block(start, rows);
+      const block = await stream.block(start, rows);
       if (block instanceof Float32Array) {
         for (let i = 0; i < rows; i++) if (argmaxJs(block, i * n, n) === start + i) hits++;
       } else {
@@ -896,7 +896,7 @@ export async function top1Accuracy(m: FactoredMatrix, opts: Top1Options = {}): P
       }
     }
   } finally {
-    stream.close();
+    await stream.close();
   }
   return hits / n;
 }

@@ -18,6 +18,7 @@ export { activation, gatedActivation } from "./activations";
 export { activationBackward, gatedActivationBackward } from "./activations_backward";
 export { rotary } from "./rotary";
 export { jumpRelu, gatedRelu, topkRows } from "./sae";
+export { headRmsNorm, headRmsNormBackward, softcap, softcapBackward } from "./gemma";
 
 // First byte the host may use for its own allocations.
 export function heapBase(): usize {

@@ -61,3 +61,8 @@ export class KernelError extends LensError {}
 
 /** A NumPy `.npy` array or `.npz` archive is malformed, truncated or of an unsupported dtype. */
 export class NpyError extends LensError {}
+/**
+ * A computation produced NaN (or infinities) where a number is needed to go on: logits that
+ * `generate` cannot pick a token from (a hook that wrote NaN, or weights that hold it).
+ */
+export class NumericError extends LensError {}

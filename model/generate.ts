@@ -8,7 +8,7 @@
  * cache, a pass after the first shows hooks only the new position ([batch, 1, ...]), as in TL.
  * @module
  */
-import { InputError } from "../core/errors.ts";
+import { InputError, NumericError } from "../core/errors.ts";
 import { checkOptions } from "../core/options.ts";
 import { SeededRng } from "../core/rng.ts";
 import type { DeviceArray } from "../backend/backend.ts";
@@ -191,12 +191,34 @@ export async function generate(
     const pad = padding && { first: padding.first, end: Int32Array.from({ length: B }, () => T) };
     const plan: ForwardPlan = { batch: B, T, padding: pad, kvCache };
     const next = new Int32Array(B);
+    const where = (b: number) => `generate, new token ${step + 1} of sequence ${b}`;
     const collect = async (first: number, count: number, logits: DeviceArray) => {
       if (greedy) {
-        next.set(await backend.argmaxRows(logits, count, V), first);
+        // argmaxRows skips NaN (all NaN gives 0), so a row holding NaN is told by its log-sum-exp,
+        // which NaN makes NaN: an error, not token 0.
+        const [best, lse] = await Promise.all([
+          backend.argmaxRows(logits, count, V),
+          backend.logSumExpRows(logits, count, V),
+        ]);
+        for (let i = 0; i < count; i++) {
+          if (Number.isNaN(lse[i])) {
+            throw new NumericError(
+              `${where(first + i)}: the logits hold NaN, so no token can be picked (a hook that ` +
+                `wrote NaN, or weights that hold it: check the hooks, or checkFinite the weights)`,
+            );
+          }
+        }
+        next.set(best, first);
       } else {
         const all = await backend.read(logits);
-        for (let i = 0; i < count; i++) next[first + i] = pick(all.subarray(i * V, (i + 1) * V));
+        for (let i = 0; i < count; i++) {
+          try {
+            next[first + i] = pick(all.subarray(i * V, (i + 1) * V));
+          } catch (e) {
+            if (!(e instanceof NumericError)) throw e;
+            throw new NumericError(`${where(first + i)}: ${e.message}`);
+          }
+        }
       }
     };
     if (kvCache && step > 0) {
@@ -250,7 +272,9 @@ export interface SamplingOptions {
  * One token drawn from a row of logits as TransformerLens's `sample_logits` does: argmax at
  * temperature 0; else logits / temperature, then top-k (keep logits >= the k-th largest) or
  * top-p (keep the most likely tokens until their probability reaches p, at least one), then a
- * draw from the softmax of what is kept. Computed in float64.
+ * draw from the softmax of what is kept. Computed in float64. A row holding NaN, or one with no
+ * token of finite positive probability when sampling (a +Infinity logit, or every logit
+ * -Infinity), is a {@link NumericError}, as `torch.multinomial` refuses it: never a silent pick.
  *
  * @example
  * ```ts
@@ -263,6 +287,13 @@ export interface SamplingOptions {
  */
 export function sampleLogits(logits: Float32Array, s: SamplingOptions, rng: SeededRng): number {
   const n = logits.length;
+  const nan = logits.findIndex(Number.isNaN);
+  if (nan >= 0) {
+    throw new NumericError(
+      `the logits hold NaN (token ${nan} first), so no token can be picked (a hook that wrote ` +
+        `NaN, or weights that hold it: check the hooks, or checkFinite the weights)`,
+    );
+  }
   if (s.temperature === 0) {
     let best = 0;
     for (let j = 1; j < n; j++) if (logits[j] > logits[best]) best = j;
@@ -289,6 +320,13 @@ export function sampleLogits(logits: Float32Array, s: SamplingOptions, rng: Seed
   for (const v of x) if (v > max) max = v;
   let z = 0;
   for (let j = 0; j < n; j++) z += x[j] === -Infinity ? 0 : Math.exp(x[j] - max);
+  if (!(z > 0 && z < Infinity)) {
+    throw new NumericError(
+      max === Infinity
+        ? `a logit is +Infinity, so the probabilities are not defined (softmax gives NaN)`
+        : `every logit is -Infinity, so no token has a probability to be drawn with`,
+    );
+  }
   let u = rng.uniform() * z;
   for (let j = 0; j < n; j++) {
     if (x[j] === -Infinity) continue;

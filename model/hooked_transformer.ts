@@ -65,7 +65,6 @@ import {
 } from "./text.ts";
 import type { RunResult, RunWithCacheResult } from "./run_types.ts";
 import type { Tokens, TokenTensor } from "./tokens.ts";
-import { RotaryTable } from "./rotary.ts";
 import type { SAEModule } from "../sae/sae.ts";
 import {
   type AddSaeOptions,
@@ -74,6 +73,7 @@ import {
   withSaeHooks,
   withSaeNames,
 } from "../sae/splice.ts";
+import { localRotaryTable, RotaryTable } from "./rotary.ts";
 
 /** Options of {@link HookedTransformer.fromPretrained}: weight processing and where to find files. */
 export interface FromPretrainedOptions extends ProcessingOptions, ResolveOptions {
@@ -243,7 +243,7 @@ export function hookRegistryOf(model: HookedTransformer): HookRegistry {
 export class HookedTransformer {
   /** The model's shape and settings, TransformerLens names. */
   readonly cfg: HookedTransformerConfig;
-  /** The text tokenizer, when the model has one (the embedded toy model takes ids only). */
+  /** The text tokenizer, when the model has one (`induction-toy` takes ids only; `kjv-small` reads text). */
   readonly tokenizer: Tokenizer | undefined;
   /** Which processing steps were applied to the weights. */
   readonly processing: Required<ProcessingOptions>;
@@ -290,6 +290,7 @@ export class HookedTransformer {
       weights: uploadWeights(backend, params, cfg, weightDtype),
       heads: {},
       rotary: cfg.positionalEmbeddingType === "rotary" ? new RotaryTable(cfg) : null,
+      rotaryLocal: localRotaryTable(cfg),
     });
     sessions.set(this, (fwdHooks, cacheNames) => this.#session(fwdHooks, cacheNames));
     registries.set(this, this.#registry);
@@ -301,9 +302,9 @@ export class HookedTransformer {
   }
 
   /**
-   * Loads a model by name (`"gpt2"`, `"gpt2-medium"`, ..., `"induction-toy"`, an `owner/name` hub
-   * id), local directory or URL, and processes its weights as TransformerLens's `from_pretrained`
-   * does (all four steps on by default).
+   * Loads a model by name (`"gpt2"`, `"gpt2-medium"`, ..., an `owner/name` hub id, or one of the
+   * embedded `"induction-toy"` and `"kjv-small"`), local directory or URL, and processes its
+   * weights as TransformerLens's `from_pretrained` does (all four steps on by default).
    */
   static async fromPretrained(
     nameOrPath: string,
@@ -365,7 +366,8 @@ export class HookedTransformer {
     const processing = {
       foldLn: opts.foldLn ?? true,
       centerWritingWeights: opts.centerWritingWeights ?? true,
-      centerUnembed: opts.centerUnembed ?? true,
+      // As TransformerLens: not with a final softcap, which is not shift-invariant.
+      centerUnembed: (opts.centerUnembed ?? true) && !raw.outputLogitsSoftCap,
       foldValueBiases: opts.foldValueBiases ?? true,
     };
     const { params, cfg } = processWeights(
@@ -878,6 +880,15 @@ export class HookedTransformer {
    * const out = await model.generate([[2047, 5, 9, 13, 5, 9]], { maxNewTokens: 3, temperature: 0 });
    * out; // [[2047, 5, 9, 13, 5, 9, 13, 5, 9]]: the induction heads continue the pattern
    * ```
+   *
+   * @example Text in, text out (a model with a tokenizer)
+   * ```ts
+   * import { HookedTransformer } from "../mod.ts";
+   * const model = await HookedTransformer.fromPretrained("kjv-small", { threads: 1 });
+   * await model.generate("The LORD is my shepherd", { maxNewTokens: 8, temperature: 0 });
+   * // "The LORD is my shepherd: he is my strength, and my"
+   * await model.generate("The LORD is my shepherd", { maxNewTokens: 8, seed: 1 }); // sampled
+   * ```
    */
   async generate(
     input: string | string[] | Tokens,
@@ -1038,7 +1049,7 @@ export class HookedTransformer {
    * ```
    */
   get OV(): FactoredMatrix {
-    return new FactoredMatrix(perQueryHead(this.W_V, this.cfg), this.W_O, {
+    return new FactoredMatrix(perQueryHead(this._W_V, this.cfg), this.W_O, {
       backend: this.backend,
     });
   }
@@ -1047,7 +1058,7 @@ export class HookedTransformer {
    * (TransformerLens's `model.QK`).
    */
   get QK(): FactoredMatrix {
-    return new FactoredMatrix(this.W_Q, transpose(perQueryHead(this.W_K, this.cfg)), {
+    return new FactoredMatrix(this.W_Q, transpose(perQueryHead(this._W_K, this.cfg)), {
       backend: this.backend,
     });
   }
@@ -1064,9 +1075,11 @@ export class HookedTransformer {
    * `paddingSide: "left"`; runs given text mask the padding themselves.
    *
    * @example
-   * ```ts ignore
-   * model.toTokens("Hello world"); // [[50256, 15496, 995]]
-   * model.toTokens(["Hi", "Hello world"], { paddingSide: "left" }); // [[50256, 50256, 17250], ...]
+   * ```ts
+   * import { HookedTransformer } from "../mod.ts";
+   * const model = await HookedTransformer.fromPretrained("kjv-small", { threads: 1 });
+   * model.toTokens("And God said"); // [[4095, 295, 394, 380]]: BOS, "And", " God", " said"
+   * model.toTokens(["Amen", "And God said"], { paddingSide: "left" }); // [[4095, 4095, 32, 1518], ...]
    * ```
    */
   toTokens(input: string | string[], opts: TokenizeOptions = {}): number[][] {
@@ -1077,6 +1090,14 @@ export class HookedTransformer {
   /**
    * Each token as its text (TransformerLens's `to_str_tokens`): text is tokenized first; a batch
    * (a list of strings, `number[][]` or a token tensor) gives one list per sequence.
+   *
+   * @example
+   * ```ts
+   * import { HookedTransformer } from "../mod.ts";
+   * const model = await HookedTransformer.fromPretrained("kjv-small", { threads: 1 });
+   * model.toStrTokens("And God said"); // ["<|endoftext|>", "And", " God", " said"]
+   * model.toStrTokens([295, 394, 380]); // ["And", " God", " said"]
+   * ```
    */
   toStrTokens(input: string | number[], opts?: TokenizeOptions): string[];
   /** Each sequence of a batch (strings or token rows) as its tokens' texts. */
@@ -1092,6 +1113,13 @@ export class HookedTransformer {
   /**
    * Token ids -> text (TransformerLens's `to_string`): one string for `number[]`, one per row for
    * a batch; with no argument, the model's name.
+   *
+   * @example
+   * ```ts
+   * import { HookedTransformer } from "../mod.ts";
+   * const model = await HookedTransformer.fromPretrained("kjv-small", { threads: 1 });
+   * model.toString([295, 394, 380]); // "And God said"
+   * ```
    */
   toString(tokens?: number[]): string;
   /** Each row of a batch of token ids as text. */
@@ -1106,8 +1134,10 @@ export class HookedTransformer {
    * InputError naming the pieces otherwise.
    *
    * @example
-   * ```ts ignore
-   * model.toSingleToken(" Mary"); // 5335
+   * ```ts
+   * import { HookedTransformer } from "../mod.ts";
+   * const model = await HookedTransformer.fromPretrained("kjv-small", { threads: 1 });
+   * model.toSingleToken(" Moses"); // 671
    * ```
    */
   toSingleToken(text: string): number {
@@ -1124,8 +1154,10 @@ export class HookedTransformer {
    * sequence of ids), or last with `mode: "last"` (TransformerLens's `get_token_position`).
    *
    * @example
-   * ```ts ignore
-   * model.getTokenPosition(" Mary", "When Mary and John went, John gave it to Mary"); // 2
+   * ```ts
+   * import { HookedTransformer } from "../mod.ts";
+   * const model = await HookedTransformer.fromPretrained("kjv-small", { threads: 1 });
+   * model.getTokenPosition(" Aaron", "And Moses said unto Aaron, Take a censer"); // 5 (BOS is 0)
    * ```
    */
   getTokenPosition(

@@ -145,8 +145,11 @@ export function tokenRows(input: number[] | number[][] | TokenTensor): number[][
  * strings, `number[][]` or a token tensor) gives one list per sequence.
  *
  * @example
- * ```ts ignore
- * strTokens(model, "Hello world"); // ["<|endoftext|>", "Hello", " world"]
+ * ```ts
+ * import { HookedTransformer } from "../mod.ts";
+ * import { strTokens } from "./text.ts";
+ * const model = await HookedTransformer.fromPretrained("kjv-small", { threads: 1 });
+ * strTokens(model, "And God said"); // ["<|endoftext|>", "And", " God", " said"]
  * ```
  */
 export function strTokens(
@@ -168,8 +171,11 @@ export function strTokens(
  * Token ids as text (TL's `to_string`): one string for one row of ids, one per row for a batch.
  *
  * @example
- * ```ts ignore
- * decodeTokens(model, [[15496, 995]]); // ["Hello world"]
+ * ```ts
+ * import { HookedTransformer } from "../mod.ts";
+ * import { decodeTokens } from "./text.ts";
+ * const model = await HookedTransformer.fromPretrained("kjv-small", { threads: 1 });
+ * decodeTokens(model, [[295, 394, 380]]); // ["And God said"]
  * ```
  */
 export function decodeTokens(
@@ -190,8 +196,11 @@ function isOneRow(input: unknown): boolean {
  * The id of a text that is exactly one token (TL's `to_single_token`), else an InputError.
  *
  * @example
- * ```ts ignore
- * singleToken(model, " Mary"); // 5335 with GPT-2's tokenizer
+ * ```ts
+ * import { HookedTransformer } from "../mod.ts";
+ * import { singleToken } from "./text.ts";
+ * const model = await HookedTransformer.fromPretrained("kjv-small", { threads: 1 });
+ * singleToken(model, " Moses"); // 671 with kjv-small's tokenizer
  * ```
  */
 export function singleToken(model: TextModel, text: string): number {

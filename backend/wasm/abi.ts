@@ -50,6 +50,11 @@ export interface KernelExports {
   jumpRelu(...args: number[]): void;
   gatedRelu(...args: number[]): void;
   topkRows(...args: number[]): void;
+  // Gemma (op codes 25-26, 50-51).
+  headRmsNorm(...args: number[]): void;
+  headRmsNormBackward(...args: number[]): void;
+  softcap(...args: number[]): void;
+  softcapBackward(...args: number[]): void;
 }
 
 /** Arguments of matmul and matmulBf16, in the exports' order. */
@@ -122,6 +127,8 @@ export const OPS = {
       "scratch",
       "group",
       "kStart",
+      "window",
+      "softcap",
     ],
   },
   attentionScores: {
@@ -139,11 +146,23 @@ export const OPS = {
       "headEnd",
       "group",
       "kStart",
+      "window",
+      "softcap",
     ],
   },
   softmaxRows: {
     code: 8,
-    args: ["scores", "pattern", "nQ", "qStart", "headStart", "headEnd", "kStart", "causal"],
+    args: [
+      "scores",
+      "pattern",
+      "nQ",
+      "qStart",
+      "headStart",
+      "headEnd",
+      "kStart",
+      "causal",
+      "window",
+    ],
   },
   attentionApply: {
     code: 9,
@@ -161,6 +180,7 @@ export const OPS = {
       "group",
       "kStart",
       "causal",
+      "window",
     ],
   },
   rowArgmax: { code: 10, args: ["x", "n", "ld", "out", "rowStart", "rowEnd"] },
@@ -176,6 +196,12 @@ export const OPS = {
   affineRows: { code: 22, args: ["x", "out", "d", "w", "b", "rowStart", "rowEnd"] },
   activation: { code: 23, args: ["x", "out", "act", "start", "end"] },
   gatedActivation: { code: 24, args: ["gateUp", "out", "dMlp", "act", "rowStart", "rowEnd"] },
+  // 25-39: Gemma 2 and 3 (q_norm / k_norm over each head, logit softcapping).
+  headRmsNorm: {
+    code: 25,
+    args: ["x", "stride", "nHeads", "dHead", "w", "eps", "scale", "rowStart", "rowEnd"],
+  },
+  softcap: { code: 26, args: ["x", "out", "cap", "start", "end"] },
   // ---- Backward passes ----
   /** C[m, k] = A[m, n] @ B^T over B packed [k, n]; panels are C's column panels. */
   matmulBT: { code: 40, args: MATMUL_BT_ARGS },
@@ -218,6 +244,7 @@ export const OPS = {
       "kStart",
       "causal",
       "fullRows",
+      "window",
     ],
   },
   softmaxBackwardRows: {
@@ -241,6 +268,9 @@ export const OPS = {
       "headEnd",
       "group",
       "kStart",
+      "window",
+      "softcap",
+      "scratch",
     ],
   },
   crossEntropyGradRows: {
@@ -257,6 +287,23 @@ export const OPS = {
   jumpRelu: { code: 70, args: ["x", "threshold", "out", "n", "rowStart", "rowEnd"] },
   gatedRelu: { code: 71, args: ["gateMag", "out", "n", "rowStart", "rowEnd"] },
   topkRows: { code: 72, args: ["x", "out", "n", "k", "rowStart", "rowEnd"] },
+  // 50-59: the backward of Gemma's kernels.
+  headRmsNormBackward: {
+    code: 50,
+    args: [
+      "x",
+      "stride",
+      "g",
+      "gStride",
+      "nHeads",
+      "dHead",
+      "w",
+      "eps",
+      "rowStart",
+      "rowEnd",
+    ],
+  },
+  softcapBackward: { code: 51, args: ["x", "dy", "dx", "cap", "start", "end"] },
 } as const;
 
 /** The activation functions of `activation` and `gatedActivation`, by their code in the module. */
@@ -268,6 +315,10 @@ export type OpName = keyof typeof OPS;
 const NAME_OF_CODE: OpName[] = [];
 for (const [name, op] of Object.entries(OPS) as [OpName, { code: number }][]) {
   NAME_OF_CODE[op.code] = name;
+}
+for (const [name, op] of Object.entries(OPS)) {
+  // An op's own arguments must end before the scheduling ones (COUNTER, below).
+  if (op.args.length > 21) throw new Error(`kernel op ${name} has more than 21 arguments`);
 }
 
 /** The op's name for a code (for messages), or `op <code>`. */
@@ -305,16 +356,25 @@ export const COUNTER_I32 = 5;
  * never waits for a worker that the OS has not scheduled yet.
  */
 export const IDLE = 0, POSTED = 1, RUNNING = 2, CANCELLED = 3;
+/**
+ * The state the pool's `close()` sets (then bumps SEQ) to ask a worker to leave its loop and let
+ * its thread end: a worker blocked in `Atomics.wait` survives `terminate()` in Deno, so it is
+ * woken and exits by itself.
+ */
+export const EXIT = 4;
 /** Float64 index (inside a slot) of the first argument. */
 export const ARGS_F64 = 8;
-/** Float64 slots for arguments: an op's own arguments, then the scheduling ones below. */
-export const MAX_ARGS = 20;
+/**
+ * Float64 slots for arguments: an op's own arguments (at most COUNTER of them), then the
+ * scheduling ones below (24 fill the slot: (SLOT_BYTES - ARGS_F64 * 8) / 8).
+ */
+export const MAX_ARGS = 24;
 /**
  * Scheduling arguments, after an op's own: the byte offset of the shared chunk counter (0: run
  * the arguments as written), the chunk size, and the index of the `[start, end)` argument pair a
  * chunk replaces.
  */
-export const COUNTER = 16, CHUNK = 17, SPLIT = 18;
+export const COUNTER = 21, CHUNK = 22, SPLIT = 23;
 
 /** What a worker needs to start (sent as workerData or as the first message). */
 export interface WorkerInit {

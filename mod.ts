@@ -321,6 +321,29 @@ export type {
   TopContexts,
   TopContextsOptions,
 } from "./sae/analysis.ts";
+
+// TransformerLens parity (issue 20): padding from pad tokens.
+export { getAttentionMask } from "./model/text.ts";
+export type { PadModel } from "./model/text.ts";
+// TransformerLens parity (issue 20): Python's t[0] / cache["pattern", 0] fail loudly.
+export { guardTensor } from "./core/tensor.ts";
+export type { FactoredIndex } from "./analysis/factored_matrix.ts";
+export { allclose, norm, set } from "./core/ops.ts";
+export type { AllcloseOptions, VectorNormOptions } from "./core/ops.ts";
+export {
+  clone,
+  cumsum,
+  diagonal,
+  expand,
+  flatten,
+  gather,
+  repeat,
+  squeeze,
+  tril,
+  triu,
+  unsqueeze,
+} from "./core/manipulation.ts";
+export type { IndexTensor } from "./core/manipulation.ts";
 // Gemma 2 and Gemma 3 (issue 19).
 export type { AttentionType } from "./model/config.ts";
 export type { HeadLayout } from "./backend/backend.ts";

@@ -5,7 +5,7 @@
  */
 import type { Backend, DeviceArray } from "../backend/backend.ts";
 import { HookError } from "../core/errors.ts";
-import type { Tensor } from "../core/tensor.ts";
+import { type Tensor, tensor } from "../core/tensor.ts";
 import { HOOK_POINTS, hookName, type HookOptions, type HookPoint } from "./hook_table.ts";
 
 /** What a hook function learns about where it is called. */
@@ -111,6 +111,11 @@ export interface HookSessionOptions {
   backward?: boolean;
   /** Keep what the hooks changed at each hook point in {@linkcode HookSession.changes}. */
   trackChanges?: boolean;
+  /**
+   * What the cache keeps of each activation (default: all of it), e.g. some positions only
+   * (`runWithCache`'s `posSlice`), so the rest is not held until the run ends.
+   */
+  cacheAs?: (name: string, act: Tensor) => Tensor;
 }
 
 /** Where an activation sits in the backend: `rows` rows of `cols` floats, `stride` apart. */
@@ -139,6 +144,7 @@ export class HookSession {
     hooked: (name) => this.hooks.has(name),
     visit: (name, act) => this.#visitNested(name, act),
   };
+  readonly #cacheAs: ((name: string, act: Tensor) => Tensor) | undefined;
 
   /**
    * @param backend Where the activations live.
@@ -157,6 +163,7 @@ export class HookSession {
     this.options = opts.hookOptions ?? {};
     this.#backward = !!opts.backward;
     this.#trackChanges = !!opts.trackChanges;
+    this.#cacheAs = opts.cacheAs;
   }
 
   /** Whether anything (a hook or the cache) reads this hook point. */
@@ -192,7 +199,7 @@ export class HookSession {
     if (!this.wants(point, layer)) return false;
     const name = this.names.of(point, layer);
     const { rows, cols, stride } = layout;
-    let act: Tensor = { data: await this.backend.readRows(x, rows, cols, stride), shape };
+    let act: Tensor = tensor(await this.backend.readRows(x, rows, cols, stride), shape);
     const fns = this.hooks.get(name);
     if (fns) {
       const readOnly = point.readOnly && !this.#backward;
@@ -227,7 +234,9 @@ export class HookSession {
         if (mask && this.#trackChanges) this.changes.set(name, { value: act, mask });
       }
     }
-    if (this.cacheNames.has(name)) this.cached.set(name, act);
+    if (this.cacheNames.has(name)) {
+      this.cached.set(name, this.#cacheAs ? this.#cacheAs(name, act) : act);
+    }
     return fns !== undefined;
   }
 
@@ -252,7 +261,9 @@ export class HookSession {
         checkData(`${what} on "${name}"`, act, n);
       }
     }
-    if (this.cacheNames.has(name)) this.cached.set(name, act);
+    if (this.cacheNames.has(name)) {
+      this.cached.set(name, this.#cacheAs ? this.#cacheAs(name, act) : act);
+    }
     return act;
   }
 }

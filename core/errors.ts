@@ -59,6 +59,8 @@ export class IntegrityError extends LensError {}
 /** The WebAssembly kernels could not be loaded, or ran out of memory. */
 export class KernelError extends LensError {}
 
+/** A NumPy `.npy` array or `.npz` archive is malformed, truncated or of an unsupported dtype. */
+export class NpyError extends LensError {}
 /**
  * A computation produced NaN (or infinities) where a number is needed to go on: logits that
  * `generate` cannot pick a token from (a hook that wrote NaN, or weights that hold it).

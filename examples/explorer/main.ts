@@ -1,0 +1,194 @@
+/// <reference lib="dom" />
+/**
+ * The explorer's page module (bundled into `main.js` by `build.ts`). It imports no part of the
+ * library: it starts the model worker (`explorer_worker.ts`), sends it the state of the page's
+ * controls (debounced while typing) and places the views' HTML it sends back, each in its tab's
+ * panel. The state lives in the URL (`protocol.ts`). For the test and for scripts it exposes
+ * `window.__explorer` (the model's info, the last result, errors) and marks the body with
+ * `data-computed="<request id>"` and `data-prompt` once a result is shown.
+ * @module
+ */
+import {
+  type ExplorerMessage,
+  type ExplorerResult,
+  type ExplorerState,
+  type ModelInfo,
+  type PageMessage,
+  parseState,
+  stateToSearch,
+  type ViewName,
+  VIEWS,
+} from "./protocol.ts";
+
+/** What the page exposes to scripts and tests. */
+interface ExplorerGlobal {
+  info?: ModelInfo;
+  result?: ExplorerResult;
+  error?: string;
+  /** The main thread's longest task in ms (Long Tasks API: only tasks over 50 ms count). */
+  longestTaskMs?: number;
+}
+
+declare global {
+  var __explorer: ExplorerGlobal;
+}
+
+/** Default prompts, one per kind of model. */
+const TEXT_PROMPT = "And God said, Let there be light: and there was light.";
+/** Length of the random segment (repeated once after BOS) for an id-only model. */
+const SEGMENT = 10;
+/** Milliseconds of quiet after typing before the views are recomputed. */
+const DEBOUNCE_MS = 250;
+
+function el<T extends HTMLElement>(id: string): T {
+  const found = document.getElementById(id);
+  if (!found) throw new Error(`the page has no #${id}`);
+  return found as T;
+}
+
+const explorer: ExplorerGlobal = {};
+globalThis.__explorer = explorer;
+
+if (PerformanceObserver.supportedEntryTypes?.includes("longtask")) {
+  explorer.longestTaskMs = 0;
+  new PerformanceObserver((list) => {
+    for (const e of list.getEntries()) {
+      explorer.longestTaskMs = Math.max(explorer.longestTaskMs ?? 0, e.duration);
+    }
+  }).observe({ type: "longtask", buffered: true });
+}
+
+const state: ExplorerState = parseState(location.search);
+const inputs = {
+  model: el<HTMLInputElement>("model"),
+  prompt: el<HTMLTextAreaElement>("prompt"),
+  corrupted: el<HTMLInputElement>("corrupted"),
+  answer: el<HTMLInputElement>("answer"),
+  wrong: el<HTMLInputElement>("wrong"),
+};
+const status = el("status"), threads = el("threads"), error = el("error");
+const random = el<HTMLButtonElement>("random");
+let info: ModelInfo | undefined;
+let nextId = 0, wanted = 0, randomSeed = 0;
+let timer: ReturnType<typeof setTimeout> | undefined;
+
+const worker = new Worker(new URL("./explorer_worker.ts", import.meta.url), { type: "module" });
+const send = (m: PageMessage) => worker.postMessage(m);
+
+function saveUrl(): void {
+  history.replaceState(null, "", stateToSearch(state));
+}
+
+function showError(text: string): void {
+  explorer.error = text;
+  error.textContent = text;
+}
+
+function showView(view: ViewName): void {
+  state.view = view;
+  for (const b of document.querySelectorAll<HTMLButtonElement>("nav button[data-view]")) {
+    b.setAttribute("aria-selected", String(b.dataset.view === view));
+  }
+  for (const v of VIEWS) el(`view-${v}`).hidden = v !== view;
+  saveUrl();
+}
+
+function compute(): void {
+  if (!info) return;
+  wanted = ++nextId;
+  status.textContent = "Computing\u2026";
+  send({ kind: "compute", id: wanted, state: { ...state } });
+}
+
+function scheduleCompute(): void {
+  clearTimeout(timer);
+  timer = setTimeout(compute, DEBOUNCE_MS);
+}
+
+function load(): void {
+  info = undefined;
+  threads.textContent = "threads: loading";
+  send({ kind: "load", model: state.model });
+}
+
+function showResult(r: ExplorerResult): void {
+  if (r.id !== wanted) return; // a newer request is on its way
+  explorer.result = r;
+  explorer.error = undefined;
+  error.textContent = "";
+  for (const v of VIEWS) {
+    const panel = el(`view-${v}`);
+    const note = r.notes[v];
+    panel.innerHTML = r.html[v] ?? `<p class="note">${note ?? ""}</p>`;
+    if (r.html[v] && note) panel.insertAdjacentHTML("afterbegin", `<p class="note">${note}</p>`);
+  }
+  status.textContent = `${r.tokens.length} tokens, every view in ${r.computeMs} ms`;
+  document.body.dataset.prompt = state.prompt;
+  document.body.dataset.computed = String(r.id);
+}
+
+worker.onmessage = (event: MessageEvent<ExplorerMessage>) => {
+  const m = event.data;
+  if (m.kind === "status") status.textContent = m.text;
+  else if (m.kind === "ready") {
+    info = explorer.info = m.info;
+    threads.dataset.threads = String(m.info.threads);
+    threads.dataset.isolated = String(m.info.crossOriginIsolated);
+    threads.textContent = `${m.info.name}: ${m.info.threads} thread${
+      m.info.threads === 1 ? "" : "s"
+    }${m.info.crossOriginIsolated ? "" : " (not cross-origin isolated: one thread)"}`;
+    random.hidden = m.info.hasTokenizer;
+    el("prompt-note").textContent = m.info.hasTokenizer
+      ? ""
+      : `${m.info.name} has no text tokenizer: the prompt is token ids in [0, ${m.info.dVocab}), ` +
+        `separated by spaces. "Random segment, repeated" gives the induction study's input.`;
+    if (state.prompt === "") {
+      if (m.info.hasTokenizer) {
+        state.prompt = inputs.prompt.value = TEXT_PROMPT;
+      } else {
+        send({ kind: "random", segment: SEGMENT, seed: randomSeed++ });
+        return;
+      }
+    }
+    saveUrl();
+    compute();
+  } else if (m.kind === "random") {
+    state.prompt = inputs.prompt.value = m.ids.join(" ");
+    saveUrl();
+    compute();
+  } else if (m.kind === "result") showResult(m.result);
+  else if (m.kind === "error") {
+    if (m.id !== undefined && m.id !== wanted) return;
+    status.textContent = "Error";
+    showError(m.message);
+  }
+};
+worker.onerror = (e) => showError(`the model worker failed: ${e.message}`);
+
+for (const key of ["prompt", "corrupted", "answer", "wrong"] as const) {
+  inputs[key].value = state[key];
+  inputs[key].addEventListener("input", () => {
+    state[key] = inputs[key].value;
+    saveUrl();
+    scheduleCompute();
+  });
+}
+inputs.model.value = state.model;
+const loadTyped = () => {
+  state.model = inputs.model.value.trim() || state.model;
+  state.prompt = inputs.prompt.value = "";
+  saveUrl();
+  load();
+};
+el("load").addEventListener("click", loadTyped);
+inputs.model.addEventListener("keydown", (e) => {
+  if (e.key === "Enter") loadTyped();
+});
+random.addEventListener("click", () => {
+  if (info) send({ kind: "random", segment: SEGMENT, seed: randomSeed++ });
+});
+for (const b of document.querySelectorAll<HTMLButtonElement>("nav button[data-view]")) {
+  b.addEventListener("click", () => showView(b.dataset.view as ViewName));
+}
+showView(state.view);
+load();

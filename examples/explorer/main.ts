@@ -70,6 +70,8 @@ const status = el("status"), threads = el("threads"), error = el("error");
 const random = el<HTMLButtonElement>("random");
 let info: ModelInfo | undefined;
 let nextId = 0, wanted = 0, randomSeed = 0;
+/** The prompt of the request in flight (`wanted`). */
+let wantedPrompt = "";
 let timer: ReturnType<typeof setTimeout> | undefined;
 
 const worker = new Worker(new URL("./explorer_worker.ts", import.meta.url), { type: "module" });
@@ -96,6 +98,7 @@ function showView(view: ViewName): void {
 function compute(): void {
   if (!info) return;
   wanted = ++nextId;
+  wantedPrompt = state.prompt;
   status.textContent = "Computing\u2026";
   send({ kind: "compute", id: wanted, state: { ...state } });
 }
@@ -123,7 +126,7 @@ function showResult(r: ExplorerResult): void {
     if (r.html[v] && note) panel.insertAdjacentHTML("afterbegin", `<p class="note">${note}</p>`);
   }
   status.textContent = `${r.tokens.length} tokens, every view in ${r.computeMs} ms`;
-  document.body.dataset.prompt = state.prompt;
+  document.body.dataset.prompt = wantedPrompt;
   document.body.dataset.computed = String(r.id);
 }
 

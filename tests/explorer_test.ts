@@ -1,0 +1,286 @@
+/**
+ * The explorer (`examples/explorer/`): its command line, its URL state, its prompt parsing, and
+ * the page itself, built and served as `deno task explore` serves it (cross-origin isolated) and
+ * driven in headless Chromium with puppeteer-core (`tests/browser.ts`): typing a prompt updates
+ * the views, and the numbers the page shows (read from the DOM's `data-*` attributes) equal what
+ * the library computes here for the same prompt. A screenshot is saved in
+ * `out/test-artifacts/explorer-<model>.png` however the test ends. Without a Chromium the page
+ * tests are skipped with a message, unless CI is set (then they fail).
+ */
+import assert from "node:assert/strict";
+import {
+  getActPatchResidPre,
+  HookedTransformer,
+  InputError,
+  logitDiffMetric,
+  type Tensor,
+  viz,
+} from "../mod.ts";
+import { parseState, stateToSearch } from "../examples/explorer/protocol.ts";
+import { parseExploreArgs, startExplorer } from "../examples/explorer/serve.ts";
+import { promptIds, TOP_K } from "../examples/explorer/views.ts";
+import { launchChromium, skipWithoutChromium, watchPage } from "./browser.ts";
+import type { Page } from "puppeteer-core";
+
+const ARTIFACTS = new URL("../out/test-artifacts/", import.meta.url);
+/** How long the page may take to load a model or compute a prompt's views (2 busy cores). */
+const WAIT_MS = 90_000;
+/**
+ * Float32 tolerance between the page (kernels on several threads, in Chromium) and this process
+ * (one thread): the kernels split work across threads without reordering any sum, so the values
+ * are usually bit-identical; 1e-5 absolute on probabilities and attention weights (values in
+ * [0, 1], float32 epsilon 1.2e-7 times the few hundred terms of a d_model sum) and 1e-4 relative
+ * on logit attributions leaves room for a SIMD variant's different rounding.
+ */
+const PROB_TOL = 1e-5;
+const ATTR_TOL = 1e-4;
+
+Deno.test("explorer: the command line takes --port and --model, nothing else", () => {
+  assert.deepEqual(parseExploreArgs([]), { port: 8000, model: "kjv-small" });
+  assert.deepEqual(parseExploreArgs(["--model=induction-toy", "--port=0"]), {
+    port: 0,
+    model: "induction-toy",
+  });
+  assert.deepEqual(
+    parseExploreArgs(["--model=https://example.org/m/"]).model,
+    "https://example.org/m/",
+  );
+  assert.throws(() => parseExploreArgs(["--port=70000"]), /--port=N/);
+  assert.throws(() => parseExploreArgs(["--verbose"]), /unknown argument "--verbose"/);
+});
+
+Deno.test("explorer: the URL holds the state, and reads back the same", () => {
+  const state = {
+    model: "induction-toy",
+    prompt: "2047 5 9 & 5",
+    corrupted: "a=b",
+    answer: " Moses",
+    wrong: "",
+    view: "lens" as const,
+  };
+  assert.deepEqual(parseState(stateToSearch(state)), state);
+  const defaults = parseState("?view=nonsense");
+  assert.equal(defaults.view, "tokens", "an unknown view falls back to the first");
+  assert.equal(defaults.model, "kjv-small");
+});
+
+Deno.test("explorer: an id-only model's prompt is token ids, and a bad one says what to type", async () => {
+  const model = await HookedTransformer.fromPretrained("induction-toy", { threads: 1 });
+  try {
+    assert.deepEqual(promptIds(model, " 2047, 5  9 "), [2047, 5, 9]);
+    assert.throws(() => promptIds(model, "And God"), InputError);
+    assert.throws(() => promptIds(model, "5 999999"), /token ids in \[0, /);
+    assert.throws(() => promptIds(model, " "), /no tokens/);
+    assert.throws(() => promptIds(model, Array(65).fill("5").join(" ")), /at most 64/);
+  } finally {
+    model.dispose();
+  }
+});
+
+/** The numbers of a grid view's cells: `[row][col]` from `data-row`, `data-col`, `data-value`. */
+async function gridValues(page: Page, selector: string): Promise<number[][]> {
+  return await page.evaluate(`(() => {
+    const out = [];
+    for (const c of document.querySelectorAll(${JSON.stringify(`${selector} td.c[data-row]`)})) {
+      const r = Number(c.dataset.row), k = Number(c.dataset.col);
+      (out[r] ??= [])[k] = Number(c.dataset.value);
+    }
+    return out;
+  })()`) as number[][];
+}
+
+function softmaxRow(logits: Tensor, t: number): Float64Array {
+  const V = logits.shape[2];
+  const row = logits.data.subarray(t * V, (t + 1) * V);
+  let max = -Infinity;
+  for (const x of row) max = Math.max(max, x);
+  let sum = 0;
+  for (const x of row) sum += Math.exp(x - max);
+  return Float64Array.from(row, (x) => Math.exp(x - max) / sum);
+}
+
+function close(a: number, b: number, tol: number, what: string): void {
+  assert.ok(Math.abs(a - b) <= tol, `${what}: page ${a}, library ${b} (tolerance ${tol})`);
+}
+
+Deno.test({
+  name:
+    "explorer page (kjv-small): isolated, threads, typing updates the views, the library's numbers",
+  ignore: skipWithoutChromium("the explorer's page test"),
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    const prompt = "And the LORD spake unto";
+    const corrupted = "And the people spake unto";
+    const answer = " Moses", wrong = " Aaron";
+
+    // What the page should show, computed here with the library's public API.
+    const model = await HookedTransformer.fromPretrained("kjv-small", { threads: 1 });
+    const ids = model.toTokens(prompt)[0];
+    const T = ids.length;
+    assert.equal(model.toTokens(corrupted)[0].length, T, "the test's prompts have as many tokens");
+    const { logits, cache } = await model.runWithCache([ids]);
+    const lens = await viz.logitLensGrid(model, ids);
+    const a = model.toSingleToken(answer), w = model.toSingleToken(wrong);
+    const dla = cache.logitAttrs(cache.stackHeadResults({ layer: -1, posSlice: -1 }), [a], {
+      posSlice: -1,
+      incorrectTokens: [w],
+    });
+    const metric = logitDiffMetric([a], [w]);
+    const base = metric.value(logits) as number;
+    const { cache: corruptedCache } = await model.runWithCache(model.toTokens(corrupted));
+    const patched = await getActPatchResidPre(model, [ids], corruptedCache, metric);
+    const { nLayers, nHeads } = model.cfg;
+
+    const { url, server } = await startExplorer({ port: 0, model: "kjv-small" });
+    await using browser = await launchChromium();
+    const page = await browser.newPage();
+    const seen = watchPage(page);
+    let passed = false;
+    try {
+      await page.setViewport({ width: 1280, height: 800 });
+      page.setDefaultTimeout(WAIT_MS);
+      const start = `${url}&corrupted=${encodeURIComponent(corrupted)}` +
+        `&answer=${encodeURIComponent(answer)}&wrong=${encodeURIComponent(wrong)}&view=attention`;
+      await page.goto(start);
+      const done = (p: string) =>
+        `document.body.dataset.prompt === ${JSON.stringify(p)} && ` +
+        `globalThis.__explorer.result !== undefined || globalThis.__explorer.error !== undefined`;
+      // The default prompt is computed first.
+      await page.waitForFunction(
+        `document.body.dataset.computed !== undefined || ` +
+          `globalThis.__explorer.error !== undefined`,
+        { timeout: WAIT_MS },
+      );
+      assert.equal(await page.evaluate("globalThis.__explorer.error"), undefined, "no error");
+
+      // Typing a prompt updates the views.
+      await page.evaluate(`document.getElementById("prompt").select()`);
+      await page.keyboard.type(prompt);
+      await page.waitForFunction(done(prompt), { timeout: WAIT_MS });
+      assert.equal(await page.evaluate("globalThis.__explorer.error"), undefined, "no error");
+
+      assert.equal(await page.evaluate("globalThis.crossOriginIsolated"), true, "isolated");
+      const threads = Number(
+        await page.evaluate(`document.getElementById("threads").dataset.threads`),
+      );
+      const cores = Number(await page.evaluate("navigator.hardwareConcurrency"));
+      assert.ok(threads > 1, `more than one thread: ${threads}`);
+      assert.equal(threads, Math.min(cores, 256), "one thread per core");
+      assert.match(
+        String(await page.evaluate(`document.getElementById("threads").textContent`)),
+        /\d+ threads/,
+      );
+
+      // The URL holds the state.
+      const state = parseState(new URL(page.url()).search);
+      assert.deepEqual(state, {
+        model: "kjv-small",
+        prompt,
+        corrupted,
+        answer,
+        wrong,
+        view: "attention",
+      });
+
+      // Tokens and top-k: ids and probabilities of every position.
+      const topk = await page.evaluate(`[...document.querySelectorAll("#view-tokens table.topk tr")]
+        .slice(1).map((r) => [...r.querySelectorAll("td[data-id]")]
+          .map((c) => [Number(c.dataset.id), Number(c.dataset.value)]))`) as [number, number][][];
+      assert.equal(topk.length, T, "one row per token");
+      for (let t = 0; t < T; t++) {
+        const p = softmaxRow(logits, t);
+        const order = [...p.keys()].sort((i, j) => p[j] - p[i] || i - j).slice(0, TOP_K);
+        assert.deepEqual(topk[t].map(([id]) => id), order, `top-${TOP_K} ids at position ${t}`);
+        topk[t].forEach(([id, prob]) => close(prob, p[id], PROB_TOL, `p(${id}) at ${t}`));
+      }
+
+      // Attention: every head of every layer, and each head's full pattern.
+      const heads = await page.evaluate(
+        `document.querySelectorAll("#view-attention section[data-layer] details[data-head]").length`,
+      );
+      assert.equal(heads, nLayers * nHeads, "every head is drawn");
+      for (const [l, h] of [[0, 0], [nLayers - 1, nHeads - 1]]) {
+        const shown = await gridValues(
+          page,
+          `#view-attention section[data-layer="${l}"] details[data-head="${h}"]`,
+        );
+        const pattern = cache.get("pattern", l).data;
+        const q = T - 1; // the last query's row: every key is visible
+        for (let k = 0; k < T; k++) {
+          close(shown[q][k], pattern[(h * T + q) * T + k], PROB_TOL, `L${l}H${h}[${q}][${k}]`);
+        }
+      }
+
+      // Logit lens: every cell's top token and probability.
+      const lensCells = await page.evaluate(
+        `[...document.querySelectorAll("#view-lens td.c[data-row]")]
+        .map((c) => ({
+          row: Number(c.dataset.row),
+          col: Number(c.dataset.col),
+          value: Number(c.dataset.value),
+          id: Number(/\\(id (\\d+)\\)/.exec(c.dataset.tip ?? "")?.[1]),
+        }))`,
+      ) as { row: number; col: number; value: number; id: number }[];
+      assert.equal(lensCells.length, lens.layers.length * T, "layer x position cells");
+      for (const c of lensCells) {
+        assert.equal(c.id, lens.topIds[c.row][c.col], `lens top id at ${c.row}, ${c.col}`);
+        close(c.value, lens.topProbs[c.row][c.col], PROB_TOL, `lens p at ${c.row}, ${c.col}`);
+      }
+
+      // DLA by head: answer - wrong at the last position.
+      const dlaShown = await gridValues(
+        page,
+        "#view-dla [data-view='patching-heatmap']:first-of-type",
+      );
+      for (let l = 0; l < nLayers; l++) {
+        for (let h = 0; h < nHeads; h++) {
+          const want = dla.data[l * nHeads + h];
+          close(dlaShown[l][h], want, ATTR_TOL * Math.max(1, Math.abs(want)), `DLA L${l}H${h}`);
+        }
+      }
+
+      // Activation patching resid_pre: the metric's change, layer x position, and attribution
+      // patching's estimate beside it (its own numbers: checked for shape and finiteness).
+      const patchShown = await gridValues(page, "#view-patching [data-kind='activation']");
+      for (let l = 0; l < nLayers; l++) {
+        for (let t = 0; t < T; t++) {
+          const want = patched.data[l * T + t] - base;
+          close(patchShown[l][t], want, ATTR_TOL * Math.max(1, Math.abs(want)), `patch ${l},${t}`);
+        }
+      }
+      const estimate = await gridValues(page, "#view-patching [data-kind='attribution']");
+      assert.equal(estimate.length, nLayers);
+      assert.ok(estimate.flat().every(Number.isFinite), "attribution estimates are numbers");
+
+      // The tabs show one view at a time, and the chosen view goes in the URL.
+      await page.click("nav button[data-view='lens']");
+      assert.equal(await page.evaluate(`document.querySelector("#view-lens").hidden`), false);
+      assert.equal(await page.evaluate(`document.querySelector("#view-attention").hidden`), true);
+      assert.equal(parseState(new URL(page.url()).search).view, "lens");
+
+      assert.deepEqual(seen.errors, [], "no console errors, exceptions or failed requests");
+      console.log(
+        `explorer: ${threads} threads; last compute ${await page.evaluate(
+          "globalThis.__explorer.result.computeMs",
+        )} ms; longest main-thread task ${await page.evaluate(
+          "globalThis.__explorer.longestTaskMs",
+        )} ms (0: none over 50 ms)`,
+      );
+      passed = true;
+    } finally {
+      if (!passed) {
+        await Deno.mkdir(ARTIFACTS, { recursive: true });
+        await Deno.writeFile(new URL("explorer-kjv-small.png", ARTIFACTS), await page.screenshot());
+        console.error(
+          `explorer test failed: screenshot in out/test-artifacts/explorer-kjv-small.png; ` +
+            `page errors: ${JSON.stringify(seen.errors)}; page error: ${await page.evaluate(
+              "globalThis.__explorer?.error",
+            ).catch(() => "?")}`,
+        );
+      }
+      await server.close();
+      model.dispose();
+    }
+  },
+});

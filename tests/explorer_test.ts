@@ -9,6 +9,7 @@
  */
 import assert from "node:assert/strict";
 import {
+  generateRepeatedTokens,
   getActPatchResidPre,
   HookedTransformer,
   InputError,
@@ -277,6 +278,93 @@ Deno.test({
             `page errors: ${JSON.stringify(seen.errors)}; page error: ${await page.evaluate(
               "globalThis.__explorer?.error",
             ).catch(() => "?")}`,
+        );
+      }
+      await server.close();
+      model.dispose();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "explorer page (induction-toy): token ids, the random repeated segment, the library's numbers",
+  ignore: skipWithoutChromium("the explorer's page test"),
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    const model = await HookedTransformer.fromPretrained("induction-toy", { threads: 1 });
+    // The page's first prompt (seed 0) and the one its button gives next (seed 1): [BOS] + 10
+    // random ids, repeated once.
+    const first = Array.from(generateRepeatedTokens(model, 10, 1, { seed: 0 }).data);
+    const second = Array.from(generateRepeatedTokens(model, 10, 1, { seed: 1 }).data);
+    const { url, server } = await startExplorer({ port: 0, model: "induction-toy" });
+    await using browser = await launchChromium();
+    const page = await browser.newPage();
+    const seen = watchPage(page);
+    let passed = false;
+    try {
+      await page.setViewport({ width: 1280, height: 800 });
+      page.setDefaultTimeout(WAIT_MS);
+      await page.goto(url);
+      const shown = (ids: number[]) =>
+        `document.body.dataset.prompt === ${JSON.stringify(ids.join(" "))} || ` +
+        `globalThis.__explorer.error !== undefined`;
+      await page.waitForFunction(shown(first), { timeout: WAIT_MS });
+      assert.equal(await page.evaluate("globalThis.__explorer.error"), undefined, "no error");
+      assert.equal(await page.evaluate(`document.getElementById("random").hidden`), false);
+      assert.match(
+        String(await page.evaluate(`document.getElementById("prompt-note").textContent`)),
+        /no text tokenizer: the prompt is token ids/,
+        "the page says why the prompt is ids",
+      );
+      await page.click("#random");
+      await page.waitForFunction(shown(second), { timeout: WAIT_MS });
+      assert.equal(await page.evaluate("globalThis.__explorer.error"), undefined, "no error");
+
+      // The lens and the top-k of the shown prompt are the library's.
+      const lens = await viz.logitLensGrid(model, second);
+      const lensCells = await gridValues(page, "#view-lens");
+      lens.topProbs.forEach((row, s) =>
+        row.forEach((p, t) => close(lensCells[s][t], p, PROB_TOL, `lens ${s}, ${t}`))
+      );
+      const logits = await model.run([second]);
+      const T = second.length;
+      const topIds = await page.evaluate(
+        `[...document.querySelectorAll("#view-tokens table.topk tr")]
+        .slice(1).map((r) => Number(r.querySelector("td[data-id]").dataset.id))`,
+      ) as number[];
+      for (let t = 0; t < T; t++) {
+        const p = softmaxRow(logits, t);
+        let best = 0;
+        for (let i = 1; i < p.length; i++) if (p[i] > p[best]) best = i;
+        assert.equal(topIds[t], best, `top id at ${t}`);
+      }
+      // Induction: in the repeat, the model's top guess is mostly the token that followed last
+      // time (6 of 9 for this seed's segment of 10; the study's segments are 50 long).
+      const hits = topIds.slice(11, T - 1).filter((id, i) => id === second[12 + i]).length;
+      assert.ok(hits > (T - 12) / 2, `the repeat is predicted (${hits} of ${T - 12})`);
+
+      // A bad id says what to type, without a console error.
+      await page.evaluate(`document.getElementById("prompt").select()`);
+      await page.keyboard.type("1 2 banana");
+      await page.waitForFunction(`globalThis.__explorer.error !== undefined`, { timeout: WAIT_MS });
+      assert.match(
+        String(await page.evaluate(`document.getElementById("error").textContent`)),
+        /"banana" is not a token id/,
+      );
+      assert.deepEqual(seen.errors, [], "no console errors, exceptions or failed requests");
+      passed = true;
+    } finally {
+      if (!passed) {
+        await Deno.mkdir(ARTIFACTS, { recursive: true });
+        await Deno.writeFile(
+          new URL("explorer-induction-toy.png", ARTIFACTS),
+          await page.screenshot(),
+        );
+        console.error(
+          `explorer test failed: screenshot in out/test-artifacts/explorer-induction-toy.png; ` +
+            `page errors: ${JSON.stringify(seen.errors)}`,
         );
       }
       await server.close();

@@ -21,6 +21,7 @@ import { parseState, stateToSearch } from "../examples/explorer/protocol.ts";
 import { parseExploreArgs, startExplorer } from "../examples/explorer/serve.ts";
 import { promptIds, TOP_K } from "../examples/explorer/views.ts";
 import { launchChromium, skipWithoutChromium, watchPage } from "./browser.ts";
+import { REPO_ROOT } from "./static_server.ts";
 import type { Page } from "puppeteer-core";
 
 const ARTIFACTS = new URL("../out/test-artifacts/", import.meta.url);
@@ -369,6 +370,57 @@ Deno.test({
       }
       await server.close();
       model.dispose();
+    }
+  },
+});
+
+Deno.test({
+  name: "explorer: --model=<folder> serves the folder at /models/<name>/ and the page opens it",
+  ignore: skipWithoutChromium("the explorer's page test"),
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    const dir = await Deno.makeTempDir({ prefix: "explorer-model-" });
+    const folder = `${dir}/my-kjv`;
+    await Deno.mkdir(folder);
+    for (const f of ["config.json", "model.safetensors", "tokenizer.json"]) {
+      await Deno.copyFile(`${REPO_ROOT}/weights/kjv-small/${f}`, `${folder}/${f}`);
+    }
+    const { url, server } = await startExplorer({ port: 0, model: folder });
+    await using browser = await launchChromium();
+    const page = await browser.newPage();
+    const seen = watchPage(page);
+    let passed = false;
+    try {
+      assert.equal(parseState(new URL(url).search).model, "/models/my-kjv/");
+      page.setDefaultTimeout(WAIT_MS);
+      await page.goto(url);
+      await page.waitForFunction(
+        `document.body.dataset.computed !== undefined || globalThis.__explorer.error !== undefined`,
+        { timeout: WAIT_MS },
+      );
+      assert.equal(await page.evaluate("globalThis.__explorer.error"), undefined, "no error");
+      assert.ok(
+        server.requests.some((r) =>
+          r.path === "/models/my-kjv/model.safetensors" && r.status === 200
+        ),
+        "the weights came from the folder",
+      );
+      assert.ok(Number(await page.evaluate("globalThis.__explorer.result.tokens.length")) > 1);
+      assert.deepEqual(seen.errors, [], "no console errors, exceptions or failed requests");
+      passed = true;
+    } finally {
+      if (!passed) {
+        await Deno.mkdir(ARTIFACTS, { recursive: true });
+        await Deno.writeFile(new URL("explorer-folder.png", ARTIFACTS), await page.screenshot());
+        console.error(
+          `page errors: ${JSON.stringify(seen.errors)}; requests: ${
+            JSON.stringify(server.requests.filter((r) => r.status !== 200))
+          }`,
+        );
+      }
+      await server.close();
+      await Deno.remove(dir, { recursive: true });
     }
   },
 });

@@ -91,7 +91,13 @@ export async function startExplorer(args: ExploreArgs): Promise<Explorer> {
 }
 
 if (import.meta.main) {
-  const args = parseExploreArgs(Deno.args);
+  let args: ExploreArgs;
+  try {
+    args = parseExploreArgs(Deno.args);
+  } catch (e) {
+    console.error((e as Error).message);
+    Deno.exit(2);
+  }
   const t0 = performance.now();
   const { url } = await startExplorer(args);
   console.log(`explorer ready in ${Math.round(performance.now() - t0)} ms: open ${url}`);

@@ -5,8 +5,9 @@
  *
  * - `tokens`: each position's top-5 next tokens with probabilities and the log-prob of the token
  *   that comes next (`viz.topkTokens` on `model.run`'s logits);
- * - `attention`: every head of every layer as small multiples (`viz.attentionHeads` on the
- *   cached `hook_pattern`s), one block per layer;
+ * - `attention`: every head's previous-token, duplicate-token and induction score on the prompt
+ *   (`detectHead`, layer x head), then every head of every layer as small multiples
+ *   (`viz.attentionHeads` on the cached `hook_pattern`s), one block per layer;
  * - `lens`: the logit lens, layer x position (`viz.logitLens`);
  * - `dla`: direct logit attribution of the answer token (against the wrong one) at the last
  *   position, by head (`cache.stackHeadResults` -> `cache.logitAttrs`, a layer x head grid) and by
@@ -15,11 +16,15 @@
  *   position (`getActPatchResidPre` with the clean tokens and the corrupted cache), as the change
  *   of the metric, beside attribution patching's estimate of the same change from one clean
  *   forward-and-backward pass and one corrupted pass ((corrupted - clean) . d metric / d resid).
+ *   Then the same for each head's output over every position (`getActPatchAttnHeadOutAllPos`,
+ *   layer x head) beside its estimate from `hook_z`.
  *   The metric is the logit difference answer - wrong at the last position
  *   (`logitDiffMetric`), or the answer's log-prob (`logProbMetric`) without a wrong token.
  * @module
  */
 import {
+  detectHead,
+  getActPatchAttnHeadOutAllPos,
   getActPatchResidPre,
   type HookedTransformer,
   InputError,
@@ -34,6 +39,12 @@ import type { ExplorerResult, ExplorerState, ViewName } from "./protocol.ts";
 export const TOP_K = 5;
 /** Longest prompt the explorer computes, in tokens (patching runs n_layers x tokens passes). */
 export const MAX_TOKENS = 64;
+/** The head kinds scored beside the attention patterns (`detectHead`). */
+export const HEAD_KINDS = [
+  "previous_token_head",
+  "duplicate_token_head",
+  "induction_head",
+] as const;
 
 /**
  * The token ids of a prompt: the tokenizer's (with BOS) for a text model; for an id-only model
@@ -140,7 +151,20 @@ export async function computeViews(
   const { logits, cache } = await model.runWithCache([ids]);
   html.tokens = viz.topkTokens(tokens, logits, { k: TOP_K, decode, ids }).html;
 
-  html.attention = Array.from(
+  const headNames = Array.from({ length: nHeads }, (_, h) => `H${h}`);
+  const scores: string[] = [];
+  for (const kind of HEAD_KINDS) {
+    const score = await detectHead(model, ids, kind, { cache });
+    scores.push(
+      `<div data-kind="${kind}">` + viz.patchingHeatmap(rowsOf(score.data, nLayers, nHeads), {
+        cols: headNames,
+        axes: ["layer", "head"],
+        value: `${kind.replaceAll("_", " ")} score`,
+        title: `${kind.replaceAll("_", " ")} score (detectHead)`,
+      }).html + `</div>`,
+    );
+  }
+  html.attention = `<div class="pair" data-scores>${scores.join("")}</div>` + Array.from(
     { length: nLayers },
     (_, l) =>
       `<section data-layer="${l}">` +
@@ -193,7 +217,7 @@ export async function computeViews(
         ? logProbMetric([answer])
         : logitDiffMetric([answer], [wrong]);
       const mname = wrong === undefined ? `log-prob of ${JSON.stringify(answerText)}` : what;
-      const residPre = (n: string) => n.endsWith("hook_resid_pre");
+      const residPre = (n: string) => n.endsWith("hook_resid_pre") || n.endsWith("attn.hook_z");
       const clean = await model.runWithCache([ids], {
         namesFilter: residPre,
         inclBwdCache: true,
@@ -217,6 +241,25 @@ export async function computeViews(
           return s;
         });
       });
+      const patchedHeads = await getActPatchAttnHeadOutAllPos(model, [ids], corrupted, metric);
+      const headEffect = rowsOf(patchedHeads.data, nLayers, nHeads).map((r) =>
+        r.map((v) => v - base)
+      );
+      const dHead = model.cfg.dHead;
+      const headEstimate = Array.from({ length: nLayers }, (_, l) => {
+        // hook_z is [batch, pos, head, d_head]: sum over positions and d_head.
+        const c = clean.cache.get("z", l).data;
+        const g = clean.cache.get(`blocks.${l}.attn.hook_z_grad`).data;
+        const x = corrupted.get("z", l).data;
+        return Array.from({ length: nHeads }, (_, h) => {
+          let s = 0;
+          for (let t = 0; t < T; t++) {
+            const at = (t * nHeads + h) * dHead;
+            for (let i = at; i < at + dHead; i++) s += (x[i] - c[i]) * g[i];
+          }
+          return s;
+        });
+      });
       const cols = tokens;
       html.patching = `<div class="pair"><div data-kind="activation">` +
         viz.patchingHeatmap(effect, {
@@ -228,6 +271,18 @@ export async function computeViews(
           cols,
           value: `estimated change of ${mname}`,
           title: `Attribution patching (one clean forward and backward, one corrupted pass)`,
+        }).html + `</div></div><div class="pair"><div data-kind="activation-heads">` +
+        viz.patchingHeatmap(headEffect, {
+          cols: headNames,
+          axes: ["layer", "head"],
+          value: `change of ${mname}`,
+          title: `Activation patching: each head's corrupted output (every position)`,
+        }).html + `</div><div data-kind="attribution-heads">` +
+        viz.patchingHeatmap(headEstimate, {
+          cols: headNames,
+          axes: ["layer", "head"],
+          value: `estimated change of ${mname}`,
+          title: `Attribution patching of each head's output (from hook_z)`,
         }).html + `</div></div>`;
     }
   }

@@ -24,7 +24,9 @@ import { parseExploreArgs, startExplorer } from "../examples/explorer/serve.ts";
 import { correlation } from "../analysis/attribution.ts";
 import { HEAD_KINDS, promptIds, TOP_K } from "../examples/explorer/views.ts";
 import { launchChromium, skipWithoutChromium, watchPage } from "./browser.ts";
-import { REPO_ROOT } from "./static_server.ts";
+import { REPO_ROOT, startStaticServer } from "./static_server.ts";
+import { ensureBuilt } from "../examples/browser/build.ts";
+import { EXPLORER } from "../examples/explorer/build.ts";
 import type { Page } from "puppeteer-core";
 
 const ARTIFACTS = new URL("../out/test-artifacts/", import.meta.url);
@@ -449,6 +451,42 @@ Deno.test({
       }
       await server.close();
       await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name: "explorer: served without the isolation headers, one thread, and the page says so",
+  ignore: skipWithoutChromium("the explorer's page test"),
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    await ensureBuilt(EXPLORER);
+    const server = await startStaticServer({ root: `${REPO_ROOT}/${EXPLORER.outDir}` });
+    await using browser = await launchChromium();
+    const page = await browser.newPage();
+    const seen = watchPage(page);
+    try {
+      page.setDefaultTimeout(WAIT_MS);
+      await page.goto(`${server.origin}/?model=induction-toy&prompt=2047+5+9+5`);
+      await page.waitForFunction(
+        `document.body.dataset.computed !== undefined || globalThis.__explorer.error !== undefined`,
+        { timeout: WAIT_MS },
+      );
+      assert.equal(await page.evaluate("globalThis.__explorer.error"), undefined, "no error");
+      assert.equal(await page.evaluate("globalThis.crossOriginIsolated"), false);
+      assert.equal(
+        await page.evaluate(`document.getElementById("threads").dataset.threads`),
+        "1",
+      );
+      assert.match(
+        String(await page.evaluate(`document.getElementById("threads").textContent`)),
+        /not cross-origin isolated: one thread.*Cross-Origin-Opener-Policy: same-origin.*Cross-Origin-Embedder-Policy: require-corp/,
+        "the page says which headers give it threads",
+      );
+      assert.deepEqual(seen.errors, [], "no console errors");
+    } finally {
+      await server.close();
     }
   },
 });

@@ -139,7 +139,11 @@ worker.onmessage = (event: MessageEvent<ExplorerMessage>) => {
     threads.dataset.isolated = String(m.info.crossOriginIsolated);
     threads.textContent = `${m.info.name}: ${m.info.threads} thread${
       m.info.threads === 1 ? "" : "s"
-    }${m.info.crossOriginIsolated ? "" : " (not cross-origin isolated: one thread)"}`;
+    }${
+      m.info.crossOriginIsolated ? "" : " (not cross-origin isolated: one thread; serve the page " +
+        "with Cross-Origin-Opener-Policy: same-origin and Cross-Origin-Embedder-Policy: " +
+        "require-corp for one per core)"
+    }`;
     random.hidden = m.info.hasTokenizer;
     el("prompt-note").textContent = m.info.hasTokenizer
       ? ""

@@ -64,6 +64,7 @@ Deno.test("explorer: the URL holds the state, and reads back the same", () => {
     answer: " Moses",
     wrong: "",
     view: "lens" as const,
+    head: "L1H2",
   };
   assert.deepEqual(parseState(stateToSearch(state)), state);
   const defaults = parseState("?view=nonsense");
@@ -189,6 +190,7 @@ Deno.test({
         answer,
         wrong,
         view: "attention",
+        head: "",
       });
 
       // Tokens and top-k: ids and probabilities of every position.
@@ -218,6 +220,26 @@ Deno.test({
         for (let k = 0; k < T; k++) {
           close(shown[q][k], pattern[(h * T + q) * T + k], PROB_TOL, `L${l}H${h}[${q}][${k}]`);
         }
+      }
+
+      // Hovering a token shows what it attends to and what attends to it, for the chosen head.
+      await page.select("#attend-head", "L1H2");
+      assert.equal(parseState(new URL(page.url()).search).head, "L1H2", "the head is in the URL");
+      const q = 2;
+      await page.hover(`#attend .strip[data-strip="to"] span[data-pos="${q}"]`);
+      const strip = (kind: string) =>
+        page.evaluate(`[...document.querySelectorAll('#attend .strip[data-strip="${kind}"] span')]
+          .map((s) => s.dataset.value === "" ? null : Number(s.dataset.value))`) as Promise<
+          (number | null)[]
+        >;
+      const p12 = cache.get("pattern", 1).data,
+        at = (qq: number, k: number) => p12[(2 * T + qq) * T + k];
+      const to = await strip("to"), from = await strip("from");
+      for (let k = 0; k < T; k++) {
+        if (k <= q) close(to[k]!, at(q, k), PROB_TOL, `${q} attends to ${k}`);
+        else assert.equal(to[k], null, `${k} is after ${q}: masked`);
+        if (k >= q) close(from[k]!, at(k, q), PROB_TOL, `${k} attends to ${q}`);
+        else assert.equal(from[k], null, `${k} is before ${q}: masked`);
       }
 
       // Head scores on the prompt, beside the patterns.

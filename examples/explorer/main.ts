@@ -125,9 +125,96 @@ function showResult(r: ExplorerResult): void {
     panel.innerHTML = r.html[v] ?? `<p class="note">${note ?? ""}</p>`;
     if (r.html[v] && note) panel.insertAdjacentHTML("afterbegin", `<p class="note">${note}</p>`);
   }
+  if (r.html.attention) addAttendStrips(r.tokens);
   status.textContent = `${r.tokens.length} tokens, every view in ${r.computeMs} ms`;
   document.body.dataset.prompt = wantedPrompt;
   document.body.dataset.computed = String(r.id);
+}
+
+/** The chosen head as [layer, head] (`state.head`, default L0H0). */
+function chosenHead(): [number, number] {
+  const m = /^L(\d+)H(\d+)$/.exec(state.head);
+  return m ? [Number(m[1]), Number(m[2])] : [0, 0];
+}
+
+/** One head's attention weights from its grid in the attention panel: [query][key]. */
+function headWeights(layer: number, head: number): number[][] {
+  const out: number[][] = [];
+  const sel = `#view-attention section[data-layer="${layer}"] details[data-head="${head}"] td.c`;
+  for (const c of document.querySelectorAll<HTMLElement>(sel)) {
+    (out[Number(c.dataset.row)] ??= [])[Number(c.dataset.col)] = Number(c.dataset.value);
+  }
+  return out;
+}
+
+/**
+ * Above the attention heads: the tokens twice, for the chosen head; hovering or focusing a token
+ * colours the first strip by what it attends to and the second by what attends to it (each
+ * span's weight in `data-value` and its tooltip).
+ */
+function addAttendStrips(tokens: string[]): void {
+  if (!info) return;
+  const panel = el("view-attention");
+  const options: string[] = [];
+  for (let l = 0; l < info.nLayers; l++) {
+    for (let h = 0; h < info.nHeads; h++) options.push(`L${l}H${h}`);
+  }
+  const [layer, head] = chosenHead();
+  const box = document.createElement("div");
+  box.id = "attend";
+  box.innerHTML =
+    `<label>Head <select id="attend-head">${
+      options.map((o) => `<option${o === `L${layer}H${head}` ? " selected" : ""}>${o}</option>`)
+        .join("")
+    }</select></label> <span class="note">Hover or Tab to a token: the first line shows what it ` +
+    `attends to, the second what attends to it.</span>`;
+  const strips = ["to", "from"].map((kind) => {
+    const strip = document.createElement("div");
+    strip.className = "strip";
+    strip.dataset.strip = kind;
+    tokens.forEach((t, i) => {
+      const span = document.createElement("span");
+      span.tabIndex = 0;
+      span.dataset.pos = String(i);
+      span.textContent = t.replaceAll("\n", "\u21b5");
+      strip.append(span);
+    });
+    box.append(strip);
+    return strip;
+  });
+  const show = (q: number) => {
+    const [l, h] = chosenHead();
+    const w = headWeights(l, h);
+    const paint = (strip: HTMLElement, value: (k: number) => number | undefined) => {
+      strip.querySelectorAll<HTMLElement>("span").forEach((span, k) => {
+        const v = value(k);
+        span.dataset.value = v === undefined ? "" : String(v);
+        span.title = v === undefined ? "masked" : `weight ${v.toPrecision(4)}`;
+        span.style.background = v === undefined ? "" : `rgba(8, 48, 107, ${v})`;
+        span.style.color = v !== undefined && v > 0.5 ? "#fff" : "";
+        span.classList.toggle("current", k === q);
+      });
+    };
+    paint(strips[0], (k) => k <= q ? w[q]?.[k] : undefined); // q attends to k
+    paint(strips[1], (k) => k >= q ? w[k]?.[q] : undefined); // k attends to q
+  };
+  for (const strip of strips) {
+    strip.addEventListener("mouseover", (e) => {
+      const pos = (e.target as HTMLElement).dataset?.pos;
+      if (pos !== undefined) show(Number(pos));
+    });
+    strip.addEventListener("focusin", (e) => {
+      const pos = (e.target as HTMLElement).dataset?.pos;
+      if (pos !== undefined) show(Number(pos));
+    });
+  }
+  box.querySelector<HTMLSelectElement>("select")!.addEventListener("change", (e) => {
+    state.head = (e.target as HTMLSelectElement).value;
+    saveUrl();
+    show(tokens.length - 1);
+  });
+  panel.prepend(box);
+  show(tokens.length - 1);
 }
 
 worker.onmessage = (event: MessageEvent<ExplorerMessage>) => {

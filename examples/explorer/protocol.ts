@@ -28,6 +28,8 @@ export interface ExplorerState {
   wrong: string;
   /** The view shown. */
   view: ViewName;
+  /** The head whose attention hovering a token shows, as `L{layer}H{head}` ("" for L0H0). */
+  head: string;
 }
 
 /**
@@ -51,6 +53,7 @@ export function parseState(search: string): ExplorerState {
     answer: q.get("answer") ?? "",
     wrong: q.get("wrong") ?? "",
     view: (VIEWS as readonly string[]).includes(view) ? view as ViewName : "tokens",
+    head: /^L\d+H\d+$/.test(q.get("head") ?? "") ? q.get("head")! : "",
   };
 }
 
@@ -71,6 +74,7 @@ export function stateToSearch(state: ExplorerState): string {
     if (state[key] !== "") q.set(key, state[key]);
   }
   q.set("view", state.view);
+  if (state.head !== "") q.set("head", state.head);
   return `?${q}`;
 }
 

@@ -311,6 +311,17 @@ Deno.test({
       assert.equal(await page.evaluate(`document.querySelector("#view-attention").hidden`), true);
       assert.equal(parseState(new URL(page.url()).search).view, "lens");
 
+      // A phone-sized viewport: the page does not scroll sideways (wide views scroll in their
+      // panel); screenshots of both sizes are kept.
+      await Deno.mkdir(ARTIFACTS, { recursive: true });
+      await Deno.writeFile(new URL("explorer-1280x800.png", ARTIFACTS), await page.screenshot());
+      await page.setViewport({ width: 390, height: 844 });
+      await Deno.writeFile(new URL("explorer-phone.png", ARTIFACTS), await page.screenshot());
+      const overflow = await page.evaluate(
+        "document.documentElement.scrollWidth - document.documentElement.clientWidth",
+      );
+      assert.ok(Number(overflow) <= 0, `no sideways scroll on a phone (${overflow} px too wide)`);
+
       assert.deepEqual(seen.errors, [], "no console errors, exceptions or failed requests");
       console.log(
         `explorer: ${threads} threads; attribution vs activation patching r = ${

@@ -107,8 +107,20 @@ const TIKTOKEN_LITE = "npm:js-tiktoken@1.0.21/lite";
 const TIKTOKEN_R50K = "npm:js-tiktoken@1.0.21/ranks/r50k_base";
 
 /**
+ * js-tiktoken's modules that {@linkcode r50kTokenizer} needs, already loaded: for a bundle that
+ * cannot import `npm:` specifiers at run time (a browser worker) and imports them itself.
+ */
+export interface R50kModules {
+  /** The module `js-tiktoken/lite` (its `Tiktoken` class is used). */
+  lite: unknown;
+  /** The module `js-tiktoken/ranks/r50k_base` (its default export, the ranks, is used). */
+  ranks: unknown;
+}
+
+/**
  * GPT-2's tokenizer (r50k_base). The first call loads the vocabulary (about 0.5 MB of
- * JavaScript); later calls return the same instance.
+ * JavaScript) from npm, or takes it from `modules` when given (a browser bundle passes the
+ * modules it imported; `examples/explorer/r50k_modules.ts`); later calls return the same instance.
  *
  * @example
  * ```ts
@@ -118,12 +130,15 @@ const TIKTOKEN_R50K = "npm:js-tiktoken@1.0.21/ranks/r50k_base";
  * tok.tokenStrings([15496, 995]); // ["Hello", " world"]
  * ```
  */
-export function r50kTokenizer(): Promise<Tokenizer> {
+export function r50kTokenizer(modules?: R50kModules): Promise<Tokenizer> {
   loading ??= (async () => {
-    const [{ Tiktoken }, ranks] = await Promise.all([
-      import(TIKTOKEN_LITE),
-      import(TIKTOKEN_R50K),
-    ]);
+    // deno-lint-ignore no-explicit-any
+    const [{ Tiktoken }, ranks]: any[] = modules
+      ? [modules.lite, modules.ranks]
+      : await Promise.all([
+        import(TIKTOKEN_LITE),
+        import(TIKTOKEN_R50K),
+      ]);
     // The package's pattern uses JavaScript's `\s`; GPT-2's means Unicode White_Space.
     return new R50kTokenizer(new Tiktoken({ ...ranks.default, pat_str: GPT2_PATTERN }));
   })();

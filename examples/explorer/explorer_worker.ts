@@ -11,6 +11,7 @@
  * @module
  */
 import { generateRepeatedTokens, HookedTransformer } from "../../mod.ts";
+import { r50kTokenizer } from "../../tokenizer/r50k.ts";
 import type { ExplorerMessage, ModelInfo, PageMessage } from "./protocol.ts";
 import { computeViews } from "./views.ts";
 
@@ -20,6 +21,20 @@ interface Scope {
   onmessage: ((event: MessageEvent<PageMessage>) => void) | null;
   crossOriginIsolated?: boolean;
   location?: { href: string };
+}
+
+/**
+ * js-tiktoken, bundled (`r50k_modules.ts`): the library imports it with an `npm:` specifier at
+ * run time, which a browser cannot resolve, so a GPT-2-vocabulary model gets r50k_base from here.
+ */
+const R50K_MODULES = new URL("./r50k_modules.ts", import.meta.url);
+/** The embedded models, which read ids (induction-toy) or their own tokenizer.json (kjv-small). */
+const EMBEDDED = ["kjv-small", "induction-toy"];
+
+/** Hands js-tiktoken's modules to the library once, before a model that may need them loads. */
+async function provideR50k(): Promise<void> {
+  const m = await import(R50K_MODULES.href);
+  await r50kTokenizer({ lite: m.lite, ranks: m.ranksModule });
 }
 
 function errorText(e: unknown): string {
@@ -41,6 +56,7 @@ function serve(scope: Scope): void {
       const name = m.model.startsWith("/") || m.model.startsWith("./")
         ? new URL(m.model, scope.location?.href).href
         : m.model;
+      if (!EMBEDDED.includes(m.model)) await provideR50k();
       model = await HookedTransformer.fromPretrained(name);
       const info: ModelInfo = {
         name: model.cfg.modelName,

@@ -27,6 +27,17 @@ interface ExplorerGlobal {
   error?: string;
   /** The main thread's longest task in ms (Long Tasks API: only tasks over 50 ms count). */
   longestTaskMs?: number;
+  /**
+   * The longest gap between two animation frames while a result was awaited, in ms: how long
+   * the page could not paint or answer input (about 16.7 at 60 Hz when it never blocks).
+   */
+  longestFrameGapMs?: number;
+  /**
+   * For the last result computed after typing: milliseconds from the last keystroke (input
+   * event) to the frame after its views were placed (debounce, worker compute, transfer and
+   * layout included), and the worker's share.
+   */
+  latency?: { typedToShownMs: number; computeMs: number; id: number };
 }
 
 declare global {
@@ -73,6 +84,25 @@ let nextId = 0, wanted = 0, randomSeed = 0;
 /** The prompt of the request in flight (`wanted`). */
 let wantedPrompt = "";
 let timer: ReturnType<typeof setTimeout> | undefined;
+/** When the last input event came (performance.now()), and the request it led to. */
+let typedAt: number | undefined, typedId = 0;
+/** Frame gaps are watched while a request is in flight. */
+let watchingFrames = false;
+/** The id of the last request answered (a result placed, or an error shown). */
+let shown = 0;
+
+function watchFrames(): void {
+  if (watchingFrames) return;
+  watchingFrames = true;
+  let last = performance.now();
+  const tick = (now: number) => {
+    explorer.longestFrameGapMs = Math.max(explorer.longestFrameGapMs ?? 0, now - last);
+    last = now;
+    if (wanted !== shown) requestAnimationFrame(tick);
+    else watchingFrames = false;
+  };
+  requestAnimationFrame(tick);
+}
 
 const worker = new Worker(new URL("./explorer_worker.ts", import.meta.url), { type: "module" });
 const send = (m: PageMessage) => worker.postMessage(m);
@@ -99,6 +129,8 @@ function compute(): void {
   if (!info) return;
   wanted = ++nextId;
   wantedPrompt = state.prompt;
+  if (typedAt !== undefined) typedId = wanted;
+  watchFrames();
   status.textContent = "Computing\u2026";
   send({ kind: "compute", id: wanted, state: { ...state } });
 }
@@ -114,21 +146,43 @@ function load(): void {
   send({ kind: "load", model: state.model });
 }
 
-function showResult(r: ExplorerResult): void {
+/**
+ * Places a result's views: the one shown first, then each other in a task of its own, so that
+ * no single task of the main thread parses every view's HTML (the page answers input between).
+ */
+async function showResult(r: ExplorerResult): Promise<void> {
   if (r.id !== wanted) return; // a newer request is on its way
   explorer.result = r;
   explorer.error = undefined;
   error.textContent = "";
-  for (const v of VIEWS) {
+  const order = [state.view, ...VIEWS.filter((v) => v !== state.view)];
+  for (const [i, v] of order.entries()) {
+    if (i > 0) {
+      await new Promise((resolve) => setTimeout(resolve, 0));
+      if (r.id !== wanted) return;
+    }
     const panel = el(`view-${v}`);
     const note = r.notes[v];
     panel.innerHTML = r.html[v] ?? `<p class="note">${note ?? ""}</p>`;
     if (r.html[v] && note) panel.insertAdjacentHTML("afterbegin", `<p class="note">${note}</p>`);
+    if (v === "attention" && r.html.attention) addAttendStrips(r.tokens);
   }
-  if (r.html.attention) addAttendStrips(r.tokens);
   status.textContent = `${r.tokens.length} tokens, every view in ${r.computeMs} ms`;
   document.body.dataset.prompt = wantedPrompt;
   document.body.dataset.computed = String(r.id);
+  shown = r.id;
+  if (typedAt !== undefined && typedId === r.id) {
+    const since = typedAt;
+    typedAt = undefined;
+    // The next frame starts after this task's layout: the views are on screen by then.
+    requestAnimationFrame(() => {
+      explorer.latency = {
+        typedToShownMs: Math.round(performance.now() - since),
+        computeMs: r.computeMs,
+        id: r.id,
+      };
+    });
+  }
 }
 
 /** The chosen head as [layer, head] (`state.head`, default L0H0). */
@@ -253,6 +307,7 @@ worker.onmessage = (event: MessageEvent<ExplorerMessage>) => {
   } else if (m.kind === "result") showResult(m.result);
   else if (m.kind === "error") {
     if (m.id !== undefined && m.id !== wanted) return;
+    shown = wanted;
     status.textContent = "Error";
     showError(m.message);
   }
@@ -262,6 +317,7 @@ worker.onerror = (e) => showError(`the model worker failed: ${e.message}`);
 for (const key of ["prompt", "corrupted", "answer", "wrong"] as const) {
   inputs[key].value = state[key];
   inputs[key].addEventListener("input", () => {
+    typedAt = performance.now();
     state[key] = inputs[key].value;
     saveUrl();
     scheduleCompute();

@@ -13,7 +13,8 @@
  *   position, by head (`cache.stackHeadResults` -> `cache.logitAttrs`, a layer x head grid) and by
  *   component (`cache.decomposeResid` -> `cache.logitAttrs`);
  * - `patching`: the corrupted prompt's `resid_pre` patched into the clean run at each layer and
- *   position (`getActPatchResidPre` with the clean tokens and the corrupted cache), as the change
+ *   position (`getActPatchResidPre`'s numbers with the clean tokens and the corrupted cache, from
+ *   `genericActivationPatch` on the indices where the two runs differ), as the change
  *   of the metric, beside attribution patching's estimate of the same change from one clean
  *   forward-and-backward pass and one corrupted pass ((corrupted - clean) . d metric / d resid).
  *   Then the same for each head's output over every position (`getActPatchAttnHeadOutAllPos`,
@@ -23,13 +24,16 @@
  * @module
  */
 import {
+  type ActivationCache,
   detectHead,
-  getActPatchAttnHeadOutAllPos,
-  getActPatchResidPre,
+  genericActivationPatch,
   type HookedTransformer,
   InputError,
+  layerHeadVectorPatchSetter,
+  layerPosPatchSetter,
   logitDiffMetric,
   logProbMetric,
+  type PatchingMetric,
   type Tensor,
   viz,
 } from "../../mod.ts";
@@ -118,6 +122,54 @@ function rowsOf(data: ArrayLike<number>, rows: number, cols: number): number[][]
     { length: rows },
     (_, r) => Array.from({ length: cols }, (_, c) => data[r * cols + c]),
   );
+}
+
+/**
+ * Activation patching of the corrupted run's `resid_pre` (each layer and position) or `z` (each
+ * layer and head, every position) into the clean run, as the change of `metric` from `base` (its
+ * clean value): `getActPatchResidPre` / `getActPatchAttnHeadOutAllPos`'s numbers, computed with
+ * `genericActivationPatch` on the indices where the corrupted activation differs from the clean
+ * one. Elsewhere the patched run is the clean run and the change is exactly 0, so those runs are
+ * skipped (positions before the first corrupted token cost nothing). Both metrics read the last
+ * position only, so the patched runs unembed only it (`logitPositions`).
+ */
+async function patchWhereDifferent(
+  model: HookedTransformer,
+  ids: number[],
+  clean: ActivationCache,
+  corrupted: ActivationCache,
+  metric: PatchingMetric,
+  { what, base }: { what: "resid_pre" | "z"; base: number },
+): Promise<number[][]> {
+  const { nLayers, nHeads, dHead, dModel } = model.cfg;
+  const T = ids.length;
+  const cols = what === "resid_pre" ? T : nHeads;
+  const grid = Array.from({ length: nLayers }, () => new Array<number>(cols).fill(0));
+  const indices: number[][] = [];
+  for (let l = 0; l < nLayers; l++) {
+    const c = clean.get(what, l).data, x = corrupted.get(what, l).data;
+    for (let j = 0; j < cols; j++) {
+      let differs = false;
+      if (what === "resid_pre") {
+        for (let i = j * dModel; i < (j + 1) * dModel && !differs; i++) differs = c[i] !== x[i];
+      } else {
+        for (let t = 0; t < T && !differs; t++) {
+          const at = (t * nHeads + j) * dHead;
+          for (let i = at; i < at + dHead && !differs; i++) differs = c[i] !== x[i];
+        }
+      }
+      if (differs) indices.push([l, j]);
+    }
+  }
+  if (indices.length === 0) return grid;
+  const values = await genericActivationPatch(model, [ids], corrupted, metric, {
+    patchSetter: what === "resid_pre" ? layerPosPatchSetter : layerHeadVectorPatchSetter,
+    activationName: what,
+    indices,
+    logitPositions: [-1],
+  });
+  indices.forEach(([l, j], i) => grid[l][j] = values.data[i] - base);
+  return grid;
 }
 
 /**
@@ -228,9 +280,11 @@ export async function computeViews(
         namesFilter: residPre,
       });
       // Patching the corrupted activation into the clean run; the effect is the metric's change.
-      const patched = await getActPatchResidPre(model, [ids], corrupted, metric); // [L, T]
+      const effect = await patchWhereDifferent(model, ids, clean.cache, corrupted, metric, {
+        what: "resid_pre",
+        base,
+      }); // [L][T]
       const T = ids.length, d = model.cfg.dModel;
-      const effect = rowsOf(patched.data, nLayers, T).map((r) => r.map((v) => v - base));
       const estimate = Array.from({ length: nLayers }, (_, l) => {
         const c = clean.cache.get("resid_pre", l).data;
         const g = clean.cache.get(`blocks.${l}.hook_resid_pre_grad`).data;
@@ -241,10 +295,10 @@ export async function computeViews(
           return s;
         });
       });
-      const patchedHeads = await getActPatchAttnHeadOutAllPos(model, [ids], corrupted, metric);
-      const headEffect = rowsOf(patchedHeads.data, nLayers, nHeads).map((r) =>
-        r.map((v) => v - base)
-      );
+      const headEffect = await patchWhereDifferent(model, ids, clean.cache, corrupted, metric, {
+        what: "z",
+        base,
+      }); // [L][H]
       const dHead = model.cfg.dHead;
       const headEstimate = Array.from({ length: nLayers }, (_, l) => {
         // hook_z is [batch, pos, head, d_head]: sum over positions and d_head.

@@ -6,17 +6,20 @@
  * - a text model with GPT-2's tokenizer: a seeded synthetic GPT-2 with GPT-2's vocabulary (50257
  *   ids, so the library gives it r50k_base) written to a folder and opened with `--model=<folder>`;
  *   the page's tokens, top-k, one attention pattern row and the logit-lens cells equal the
- *   library's.
+ *   library's;
+ * - a SAELens SAE given with `--sae=<folder>` (the tiny GPT-2 fixture and its `standard` SAE):
+ *   each token's number of active features and the strongest ones equal SAELens's float64
+ *   reference (`tests/fixtures/sae/sae-golden.json`) and `sae.encode` here.
  *
  * A failing test saves a screenshot in `out/test-artifacts/explorer-<what>.png`. Without a
  * Chromium the tests are skipped with a message, unless CI is set (then they fail).
  */
 import assert from "node:assert/strict";
-import { HookedTransformer, type Tensor, viz } from "../mod.ts";
+import { HookedTransformer, SAE, type Tensor, viz } from "../mod.ts";
 import { syntheticGpt2 } from "../weights/synthetic.ts";
 import { parseState } from "../examples/explorer/protocol.ts";
 import { startExplorer } from "../examples/explorer/serve.ts";
-import { TOP_K } from "../examples/explorer/views.ts";
+import { SAE_TOP_K, TOP_K } from "../examples/explorer/views.ts";
 import { launchChromium, skipWithoutChromium, watchPage } from "./browser.ts";
 import type { Page } from "puppeteer-core";
 
@@ -184,6 +187,90 @@ Deno.test({
       await server.close();
       model.dispose();
       await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+/** `tests/fixtures/sae/sae-golden.json`, as far as this test reads it. */
+interface SaeGolden {
+  model: string;
+  tokens: number[][];
+  saes: Record<string, { hook_name: string; feature_acts: number[][][]; l0: number[][] }>;
+}
+
+Deno.test({
+  name: "explorer page (tiny GPT-2, --sae=<folder>): each token's active SAE features equal " +
+    "SAELens's reference and the library's",
+  ignore: skipWithoutChromium("the explorer's page test"),
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    const fixtures = new URL("./fixtures/", import.meta.url).pathname;
+    const golden = JSON.parse(
+      await Deno.readTextFile(`${fixtures}sae/sae-golden.json`),
+    ) as SaeGolden;
+    const ref = golden.saes.standard;
+    const ids = golden.tokens[0];
+    const T = ids.length;
+    const modelDir = `${fixtures}${golden.model}`, saeDir = `${fixtures}sae/standard`;
+    const model = await HookedTransformer.fromPretrained(modelDir, { threads: 1 });
+    const sae = await SAE.loadFromDisk(saeDir, { backend: model.backend });
+    const { cache } = await model.runWithCache([ids]);
+    const acts = await sae.encode(cache.get(ref.hook_name));
+    const F = sae.cfg.dSae;
+    const refTol = 1e-4 * Math.max(...ref.feature_acts.flat(2).map(Math.abs));
+    const { url, server } = await startExplorer({ port: 0, model: modelDir, sae: saeDir });
+    await using browser = await launchChromium();
+    const page = await browser.newPage();
+    const seen = watchPage(page);
+    let passed = false;
+    try {
+      assert.equal(parseState(new URL(url).search).sae, "/saes/standard/");
+      page.setDefaultTimeout(WAIT_MS);
+      const prompt = ids.join(" ");
+      await page.goto(`${url}&prompt=${encodeURIComponent(prompt)}&view=sae`);
+      await waitForPrompt(page, prompt);
+      assert.equal(await page.evaluate(`document.querySelector("#view-sae").hidden`), false);
+      assert.equal(
+        await page.evaluate(`document.querySelector("#view-sae [data-hook]").dataset.hook`),
+        ref.hook_name,
+      );
+      const rows = await page.evaluate(`[...document.querySelectorAll("#view-sae tr[data-pos]")]
+        .map((r) => ({
+          l0: Number(r.querySelector("[data-l0]").dataset.l0),
+          top: [...r.querySelectorAll("td[data-id]")]
+            .map((c) => [Number(c.dataset.id), Number(c.dataset.value)]),
+        }))`) as { l0: number; top: [number, number][] }[];
+      assert.equal(rows.length, T, "one row per token");
+      for (let t = 0; t < T; t++) {
+        const want = ref.feature_acts[0][t];
+        const order = [...want.keys()].filter((f) => want[f] > 0)
+          .sort((a, b) => want[b] - want[a]).slice(0, SAE_TOP_K);
+        assert.equal(rows[t].l0, ref.l0[0][t], `L0 at ${t}`);
+        assert.deepEqual(rows[t].top.map(([f]) => f), order, `strongest features at ${t}`);
+        for (const [f, v] of rows[t].top) {
+          // SAELens's float64 reference: 1e-4 of the array's largest value (fixtures README).
+          close(v, want[f], refTol, `feature ${f} at ${t} vs SAELens`);
+          // This library in Deno, one thread: float32 both, 1e-5 relative to the activation.
+          const lib = acts.data[t * F + f];
+          close(v, lib, 1e-5 * Math.max(1, Math.abs(lib)), `feature ${f} at ${t} vs the library`);
+        }
+      }
+      // A missing SAE (typed in the SAE field) is an error that says what is missing.
+      await page.evaluate(`document.getElementById("sae").select()`);
+      await page.keyboard.type("/saes/missing/");
+      await page.waitForFunction(`globalThis.__explorer.error !== undefined`);
+      assert.match(String(await page.evaluate("globalThis.__explorer.error")), /cfg\.json/);
+      assert.deepEqual(
+        realErrors(seen.errors).filter((e) => !/saes\/missing\/cfg\.json/.test(e)),
+        [],
+        "no console errors besides 404s of optional files and of the missing SAE",
+      );
+      passed = true;
+    } finally {
+      if (!passed) await screenshotOnFailure(page, "sae", seen.errors);
+      await server.close();
+      model.dispose();
     }
   },
 });

@@ -52,6 +52,10 @@ Deno.test("explorer: the command line takes --port and --model, nothing else", (
     parseExploreArgs(["--model=https://example.org/m/"]).model,
     "https://example.org/m/",
   );
+  assert.equal(
+    parseExploreArgs(["--sae=tests/fixtures/sae/standard"]).sae,
+    "tests/fixtures/sae/standard",
+  );
   assert.throws(() => parseExploreArgs(["--port=70000"]), /--port=N/);
   assert.throws(() => parseExploreArgs(["--verbose"]), /unknown argument "--verbose"/);
 });
@@ -65,6 +69,7 @@ Deno.test("explorer: the URL holds the state, and reads back the same", () => {
     wrong: "",
     view: "lens" as const,
     head: "L1H2",
+    sae: "/saes/standard/",
   };
   assert.deepEqual(parseState(stateToSearch(state)), state);
   const defaults = parseState("?view=nonsense");
@@ -191,6 +196,7 @@ Deno.test({
         wrong,
         view: "attention",
         head: "",
+        sae: "",
       });
 
       // Tokens and top-k: ids and probabilities of every position.

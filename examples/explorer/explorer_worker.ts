@@ -6,11 +6,12 @@
  * - `load`: loads the model by name or URL (default threads: one per core when cross-origin
  *   isolated) and answers `ready` with its {@link ModelInfo};
  * - `compute`: computes every view of a state (`views.ts`) and answers `result` (or `error`);
+ *   the state's SAE (a SAELens folder's URL) is loaded on first use and kept while it is the same;
  * - `random`: answers `random` with [BOS] + a random segment repeated once
  *   (`generateRepeatedTokens`), the induction study's input, for an id-only model.
  * @module
  */
-import { generateRepeatedTokens, HookedTransformer } from "../../mod.ts";
+import { generateRepeatedTokens, HookedTransformer, SAE } from "../../mod.ts";
 import { r50kTokenizer } from "../../tokenizer/r50k.ts";
 import type { ExplorerMessage, ModelInfo, PageMessage } from "./protocol.ts";
 import { computeViews } from "./views.ts";
@@ -44,6 +45,13 @@ function errorText(e: unknown): string {
 /** Serves the page's messages one at a time, in order. */
 function serve(scope: Scope): void {
   let model: HookedTransformer | undefined;
+  /** The SAE last loaded, and the URL it came from. */
+  let sae: { url: string; sae: SAE } | undefined;
+  // A folder's URL may be relative to the page (the server's --model=<folder>, --sae=<folder>).
+  const absolute = (where: string) =>
+    where.startsWith("/") || where.startsWith("./")
+      ? new URL(where, scope.location?.href).href
+      : where;
   let queue: Promise<void> = Promise.resolve();
   const post = (m: ExplorerMessage) => scope.postMessage(m);
   const handle = async (m: PageMessage) => {
@@ -52,10 +60,7 @@ function serve(scope: Scope): void {
       post({ kind: "status", text: `Loading ${m.model} in a worker\u2026` });
       model?.dispose();
       model = undefined;
-      // A folder's URL may be relative to the page (the server's --model=<folder>).
-      const name = m.model.startsWith("/") || m.model.startsWith("./")
-        ? new URL(m.model, scope.location?.href).href
-        : m.model;
+      const name = absolute(m.model);
       if (!EMBEDDED.includes(m.model)) await provideR50k();
       model = await HookedTransformer.fromPretrained(name);
       const info: ModelInfo = {
@@ -71,7 +76,14 @@ function serve(scope: Scope): void {
       post({ kind: "ready", info });
     } else if (m.kind === "compute") {
       if (!model) throw new Error("no model is loaded");
-      post({ kind: "result", result: await computeViews(model, m.state, m.id) });
+      const saeUrl = m.state.sae.trim() === "" ? "" : absolute(m.state.sae.trim());
+      if (saeUrl === "") sae = undefined;
+      else if (sae?.url !== saeUrl || sae.sae.backend !== model.backend) {
+        post({ kind: "status", text: `Loading the SAE ${saeUrl}\u2026` });
+        sae = undefined;
+        sae = { url: saeUrl, sae: await SAE.loadFromDisk(saeUrl, { backend: model.backend }) };
+      }
+      post({ kind: "result", result: await computeViews(model, m.state, m.id, sae?.sae) });
     } else if (m.kind === "random") {
       if (!model) throw new Error("no model is loaded");
       const tokens = generateRepeatedTokens(model, m.segment, 1, { seed: m.seed });

@@ -76,6 +76,7 @@ const inputs = {
   corrupted: el<HTMLInputElement>("corrupted"),
   answer: el<HTMLInputElement>("answer"),
   wrong: el<HTMLInputElement>("wrong"),
+  sae: el<HTMLInputElement>("sae"),
 };
 const status = el("status"), threads = el("threads"), error = el("error");
 const random = el<HTMLButtonElement>("random");
@@ -314,7 +315,7 @@ worker.onmessage = (event: MessageEvent<ExplorerMessage>) => {
 };
 worker.onerror = (e) => showError(`the model worker failed: ${e.message}`);
 
-for (const key of ["prompt", "corrupted", "answer", "wrong"] as const) {
+for (const key of ["prompt", "corrupted", "answer", "wrong", "sae"] as const) {
   inputs[key].value = state[key];
   inputs[key].addEventListener("input", () => {
     typedAt = performance.now();

@@ -6,7 +6,7 @@
  */
 
 /** The views the page shows, in the order of its tabs. */
-export const VIEWS = ["tokens", "attention", "lens", "dla", "patching"] as const;
+export const VIEWS = ["tokens", "attention", "lens", "dla", "patching", "sae"] as const;
 /** One of {@link VIEWS}. */
 export type ViewName = typeof VIEWS[number];
 
@@ -30,6 +30,8 @@ export interface ExplorerState {
   view: ViewName;
   /** The head whose attention hovering a token shows, as `L{layer}H{head}` ("" for L0H0). */
   head: string;
+  /** A SAELens SAE folder's URL (absolute, or relative to the page) for the `sae` view, or "". */
+  sae: string;
 }
 
 /**
@@ -54,6 +56,7 @@ export function parseState(search: string): ExplorerState {
     wrong: q.get("wrong") ?? "",
     view: (VIEWS as readonly string[]).includes(view) ? view as ViewName : "tokens",
     head: /^L\d+H\d+$/.test(q.get("head") ?? "") ? q.get("head")! : "",
+    sae: q.get("sae") ?? "",
   };
 }
 
@@ -75,6 +78,7 @@ export function stateToSearch(state: ExplorerState): string {
   }
   q.set("view", state.view);
   if (state.head !== "") q.set("head", state.head);
+  if (state.sae !== "") q.set("sae", state.sae);
   return `?${q}`;
 }
 

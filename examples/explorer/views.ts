@@ -21,6 +21,8 @@
  *   layer x head) beside its estimate from `hook_z`.
  *   The metric is the logit difference answer - wrong at the last position
  *   (`logitDiffMetric`), or the answer's log-prob (`logProbMetric`) without a wrong token.
+ * - `sae`: given an SAE, its active features per token: `sae.encode` of the cached activation at
+ *   its hook point (`viz.saeFeatures`: how many fire, and the strongest with their activations).
  * @module
  */
 import {
@@ -34,6 +36,7 @@ import {
   logitDiffMetric,
   logProbMetric,
   type PatchingMetric,
+  type SAEModule,
   type Tensor,
   viz,
 } from "../../mod.ts";
@@ -43,6 +46,26 @@ import type { ExplorerResult, ExplorerState, ViewName } from "./protocol.ts";
 export const TOP_K = 5;
 /** Longest prompt the explorer computes, in tokens (patching runs n_layers x tokens passes). */
 export const MAX_TOKENS = 64;
+/** Features shown per token in the `sae` view. */
+export const SAE_TOP_K = 8;
+
+/**
+ * The activation an SAE reads, as [1, pos, d_in]: the cached hook point's tensor, with the heads
+ * of a `hook_z` SAE ([1, pos, head, d_head]) flattened. An SAE of another width is an
+ * `InputError` that names both.
+ */
+export function saeInput(model: HookedTransformer, sae: SAEModule, act: Tensor): Tensor {
+  const [B, T] = act.shape;
+  const width = act.data.length / (B * T);
+  if (width !== sae.cfg.dIn) {
+    throw new InputError(
+      `the SAE reads ${sae.cfg.hookName} with d_in ${sae.cfg.dIn}, but ${model.cfg.modelName} ` +
+        `has ${width} there: give an SAE trained on this model`,
+    );
+  }
+  return act.shape.length === 3 ? act : { data: act.data, shape: [B, T, width] };
+}
+
 /** The head kinds scored beside the attention patterns (`detectHead`). */
 export const HEAD_KINDS = [
   "previous_token_head",
@@ -191,6 +214,7 @@ export async function computeViews(
   model: HookedTransformer,
   state: ExplorerState,
   id: number,
+  sae?: SAEModule,
 ): Promise<ExplorerResult> {
   const t0 = performance.now();
   const ids = promptIds(model, state.prompt);
@@ -225,6 +249,16 @@ export async function computeViews(
   ).join("");
 
   html.lens = (await viz.logitLens(model, ids)).html;
+
+  if (sae) {
+    const acts = await sae.encode(saeInput(model, sae, cache.get(sae.cfg.hookName)));
+    html.sae = `<div data-hook="${sae.cfg.hookName}" data-d-sae="${sae.cfg.dSae}">` +
+      viz.saeFeatures(tokens, acts, { k: SAE_TOP_K, label: `SAE at ${sae.cfg.hookName}` }).html +
+      `</div>`;
+  } else {
+    notes.sae = "Give an SAE (a SAELens folder's URL in the SAE field, or --sae=<folder> when " +
+      "starting deno task explore) to see its active features per token.";
+  }
 
   const answer = state.answer.trim() === ""
     ? argmaxLast(logits)

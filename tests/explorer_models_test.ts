@@ -9,7 +9,10 @@
  *   library's;
  * - a SAELens SAE given with `--sae=<folder>` (the tiny GPT-2 fixture and its `standard` SAE):
  *   each token's number of active features and the strongest ones equal SAELens's float64
- *   reference (`tests/fixtures/sae/sae-golden.json`) and `sae.encode` here.
+ *   reference (`tests/fixtures/sae/sae-golden.json`) and `sae.encode` here;
+ * - the model picker's download: a model folder served on another loopback origin and given as a
+ *   URL is fetched by the page's worker into Cache Storage with a progress bar, and the next
+ *   visit loads it from there without asking the server.
  *
  * A failing test saves a screenshot in `out/test-artifacts/explorer-<what>.png`. Without a
  * Chromium the tests are skipped with a message, unless CI is set (then they fail).
@@ -20,7 +23,9 @@ import { syntheticGpt2 } from "../weights/synthetic.ts";
 import { parseState } from "../examples/explorer/protocol.ts";
 import { startExplorer } from "../examples/explorer/serve.ts";
 import { SAE_TOP_K, TOP_K } from "../examples/explorer/views.ts";
+import { MODEL_CACHE } from "../examples/explorer/cached_fetch.ts";
 import { launchChromium, skipWithoutChromium, watchPage } from "./browser.ts";
+import { REPO_ROOT, startStaticServer } from "./static_server.ts";
 import type { Page } from "puppeteer-core";
 
 const ARTIFACTS = new URL("../out/test-artifacts/", import.meta.url);
@@ -271,6 +276,120 @@ Deno.test({
       if (!passed) await screenshotOnFailure(page, "sae", seen.errors);
       await server.close();
       model.dispose();
+    }
+  },
+});
+
+Deno.test({
+  name: "explorer page: a model given as a URL downloads into Cache Storage with a progress " +
+    "bar, and loads from there the next time",
+  ignore: skipWithoutChromium("the explorer's page test"),
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    // The model's folder on another origin (another loopback port), as a hub or CDN serves it:
+    // CORS and CORP headers, which a cross-origin isolated page needs to read it.
+    const dir = await Deno.makeTempDir({ prefix: "explorer-url-" });
+    await Deno.mkdir(`${dir}/remote-kjv`);
+    for (const f of ["config.json", "model.safetensors", "tokenizer.json"]) {
+      await Deno.copyFile(`${REPO_ROOT}/weights/kjv-small/${f}`, `${dir}/remote-kjv/${f}`);
+    }
+    const weightsSize = (await Deno.stat(`${dir}/remote-kjv/model.safetensors`)).size;
+    const remote = await startStaticServer({
+      root: dir,
+      headers: {
+        "Access-Control-Allow-Origin": "*",
+        "Cross-Origin-Resource-Policy": "cross-origin",
+      },
+    });
+    const modelUrl = `${remote.origin}/remote-kjv/`;
+    const prompt = "And God said";
+    const model = await HookedTransformer.fromPretrained("kjv-small", { threads: 1 });
+    const { url, server } = await startExplorer({ port: 0, model: modelUrl });
+    await using browser = await launchChromium();
+    const page = await browser.newPage();
+    const seen = watchPage(page);
+    let passed = false;
+    try {
+      page.setDefaultTimeout(WAIT_MS);
+      assert.equal(parseState(new URL(url).search).model, modelUrl, "the URL is the page's model");
+      await page.goto(`${url}&prompt=${encodeURIComponent(prompt)}`);
+      await waitForPrompt(page, prompt);
+      // The picker lists the embedded models and the one given at start.
+      assert.deepEqual(
+        await page.evaluate(`[...document.querySelectorAll("#models option")].map((o) => o.value)`),
+        ["kjv-small", "induction-toy", modelUrl],
+      );
+      const weightsUrl = `${modelUrl}model.safetensors`;
+      const weightRequests = () =>
+        remote.requests.filter((r) => r.path === "/remote-kjv/model.safetensors").length;
+      assert.equal(weightRequests(), 1, "the weights were downloaded once");
+
+      // The download's last report: every byte, from the network; the bar and its text.
+      const reports = await page.evaluate("globalThis.__explorer.downloads") as Record<
+        string,
+        { loaded: number; total?: number; cached: boolean; done: boolean }
+      >;
+      assert.deepEqual(reports[weightsUrl], {
+        url: weightsUrl,
+        loaded: weightsSize,
+        total: weightsSize,
+        cached: false,
+        done: true,
+      });
+      assert.equal(await page.evaluate(`document.getElementById("download").hidden`), false);
+      assert.match(
+        String(await page.evaluate(`document.getElementById("download-text").textContent`)),
+        /3 files \(17\.7 MB\): 3 downloaded and kept in the browser's cache/,
+      );
+      // Cache Storage holds the weights.
+      const cachedSize = await page.evaluate(`caches.open("${MODEL_CACHE}")
+        .then((c) => c.match(${JSON.stringify(weightsUrl)}))
+        .then((r) => r ? r.arrayBuffer().then((b) => b.byteLength) : -1)`);
+      assert.equal(cachedSize, weightsSize, "the weights are in Cache Storage");
+      // It is kjv-small: the page's top next token at the last position is the library's.
+      const logits = await model.run(prompt);
+      const T = logits.shape[1], p = softmaxRow(logits, T - 1);
+      let best = 0;
+      for (let i = 1; i < p.length; i++) if (p[i] > p[best]) best = i;
+      const shownTop = await page.evaluate(
+        `Number([...document.querySelectorAll("#view-tokens table.topk tr")].at(-1)
+          .querySelector("td[data-id]").dataset.id)`,
+      );
+      assert.equal(shownTop, best, "top next token at the last position");
+
+      // The next visit loads from Cache Storage: no request for the weights reaches the server.
+      await page.reload();
+      await waitForPrompt(page, prompt);
+      assert.equal(weightRequests(), 1, "the weights came from Cache Storage");
+      const again = await page.evaluate("globalThis.__explorer.downloads") as Record<
+        string,
+        { cached: boolean }
+      >;
+      assert.equal(again[weightsUrl]?.cached, true);
+      assert.match(
+        String(await page.evaluate(`document.getElementById("download-text").textContent`)),
+        /all from the browser's cache/,
+      );
+
+      // "Forget downloaded models" empties the cache.
+      await page.click("#forget");
+      await page.waitForFunction(
+        `document.getElementById("download-text").textContent.startsWith("Forgot")`,
+      );
+      assert.equal(
+        await page.evaluate(`caches.has("${MODEL_CACHE}")`),
+        false,
+        "the cache is gone",
+      );
+      assert.deepEqual(seen.errors, [], "no console errors, exceptions or failed requests");
+      passed = true;
+    } finally {
+      if (!passed) await screenshotOnFailure(page, "url-model", seen.errors);
+      await server.close();
+      await remote.close();
+      model.dispose();
+      await Deno.remove(dir, { recursive: true });
     }
   },
 });

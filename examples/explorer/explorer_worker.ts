@@ -4,7 +4,8 @@
  * thread. It answers the page's {@link PageMessage}s:
  *
  * - `load`: loads the model by name or URL (default threads: one per core when cross-origin
- *   isolated) and answers `ready` with its {@link ModelInfo};
+ *   isolated) and answers `ready` with its {@link ModelInfo}; a hub or URL model's files are kept
+ *   in Cache Storage (`cached_fetch.ts`), with a `progress` message per file as it streams;
  * - `compute`: computes every view of a state (`views.ts`) and answers `result` (or `error`);
  *   the state's SAE (a SAELens folder's URL) is loaded on first use and kept while it is the same;
  * - `random`: answers `random` with [BOS] + a random segment repeated once
@@ -13,7 +14,14 @@
  */
 import { generateRepeatedTokens, HookedTransformer, SAE } from "../../mod.ts";
 import { r50kTokenizer } from "../../tokenizer/r50k.ts";
-import type { ExplorerMessage, ModelInfo, PageMessage } from "./protocol.ts";
+import { cachingFetch } from "./cached_fetch.ts";
+import {
+  EMBEDDED_MODELS,
+  type ExplorerMessage,
+  isDownloaded,
+  type ModelInfo,
+  type PageMessage,
+} from "./protocol.ts";
 import { computeViews } from "./views.ts";
 
 /** The worker's global scope, as far as this module uses it. */
@@ -29,8 +37,6 @@ interface Scope {
  * run time, which a browser cannot resolve, so a GPT-2-vocabulary model gets r50k_base from here.
  */
 const R50K_MODULES = new URL("./r50k_modules.ts", import.meta.url);
-/** The embedded models, which read ids (induction-toy) or their own tokenizer.json (kjv-small). */
-const EMBEDDED = ["kjv-small", "induction-toy"];
 
 /** Hands js-tiktoken's modules to the library once, before a model that may need them loads. */
 async function provideR50k(): Promise<void> {
@@ -61,8 +67,15 @@ function serve(scope: Scope): void {
       model?.dispose();
       model = undefined;
       const name = absolute(m.model);
-      if (!EMBEDDED.includes(m.model)) await provideR50k();
-      model = await HookedTransformer.fromPretrained(name);
+      // The embedded models read ids (induction-toy) or their own tokenizer.json (kjv-small).
+      if (!EMBEDDED_MODELS.includes(m.model)) await provideR50k();
+      // A hub or URL model is kept in Cache Storage, its download shown as it streams.
+      model = await HookedTransformer.fromPretrained(
+        name,
+        isDownloaded(m.model)
+          ? { fetch: cachingFetch((p) => post({ kind: "progress", ...p })) }
+          : {},
+      );
       const info: ModelInfo = {
         name: model.cfg.modelName,
         hasTokenizer: model.tokenizer !== undefined && model.tokenizer !== null,

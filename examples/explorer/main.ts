@@ -8,7 +8,9 @@
  * `data-computed="<request id>"` and `data-prompt` once a result is shown.
  * @module
  */
+import { type DownloadProgress, MODEL_CACHE } from "./cached_fetch.ts";
 import {
+  EMBEDDED_MODELS,
   type ExplorerMessage,
   type ExplorerResult,
   type ExplorerState,
@@ -38,6 +40,8 @@ interface ExplorerGlobal {
    * layout included), and the worker's share.
    */
   latency?: { typedToShownMs: number; computeMs: number; id: number };
+  /** The last progress report of each file of the model being loaded, by URL. */
+  downloads?: Record<string, DownloadProgress>;
 }
 
 declare global {
@@ -141,8 +145,49 @@ function scheduleCompute(): void {
   timer = setTimeout(compute, DEBOUNCE_MS);
 }
 
+const download = el("download"), downloadText = el("download-text");
+const downloadBar = el<HTMLProgressElement>("download-bar");
+
+/** Shows a file's download: the bar holds the bytes of the file in flight. */
+function showProgress(p: DownloadProgress): void {
+  const downloads = explorer.downloads ??= {};
+  const { url, loaded, total, cached, done } = p; // without the message's kind
+  downloads[p.url] = { url, loaded, total, cached, done };
+  download.hidden = false;
+  const file = decodeURIComponent(new URL(p.url).pathname.split("/").pop() ?? p.url);
+  const mb = (n: number) => (n / 1e6).toFixed(1);
+  if (p.total !== undefined && p.total > 0) {
+    downloadBar.max = p.total;
+    downloadBar.value = p.loaded;
+  } else downloadBar.removeAttribute("value"); // size unknown: an indeterminate bar
+  downloadText.textContent = p.cached
+    ? `${file}: from the browser's cache`
+    : `Downloading ${file}: ${mb(p.loaded)}${p.total ? ` of ${mb(p.total)}` : ""} MB`;
+}
+
+/** After a load: what was downloaded and what came from the cache. */
+function summarizeDownloads(): void {
+  const files = Object.values(explorer.downloads ?? {});
+  if (files.length === 0) return;
+  const fetched = files.filter((f) => !f.cached);
+  const bytes = files.reduce((s, f) => s + f.loaded, 0);
+  downloadBar.max = 1;
+  downloadBar.value = 1;
+  downloadText.textContent = `${files.length} files (${(bytes / 1e6).toFixed(1)} MB): ` +
+    (fetched.length === 0
+      ? "all from the browser's cache"
+      : `${fetched.length} downloaded and kept in the browser's cache`);
+}
+
+el("forget").addEventListener("click", async () => {
+  await caches.delete(MODEL_CACHE);
+  downloadText.textContent = "Forgot the downloaded models: the next load downloads again.";
+});
+
 function load(): void {
   info = undefined;
+  explorer.downloads = undefined;
+  download.hidden = true;
   threads.textContent = "threads: loading";
   send({ kind: "load", model: state.model });
 }
@@ -275,8 +320,10 @@ function addAttendStrips(tokens: string[]): void {
 worker.onmessage = (event: MessageEvent<ExplorerMessage>) => {
   const m = event.data;
   if (m.kind === "status") status.textContent = m.text;
+  else if (m.kind === "progress") showProgress(m);
   else if (m.kind === "ready") {
     info = explorer.info = m.info;
+    summarizeDownloads();
     threads.dataset.threads = String(m.info.threads);
     threads.dataset.isolated = String(m.info.crossOriginIsolated);
     threads.textContent = `${m.info.name}: ${m.info.threads} thread${
@@ -325,6 +372,14 @@ for (const key of ["prompt", "corrupted", "answer", "wrong", "sae"] as const) {
   });
 }
 inputs.model.value = state.model;
+// The picker lists the embedded models and the model the page was opened with (the server's
+// --model=<folder>); a hub name or URL typed in the field is downloaded into Cache Storage.
+if (!EMBEDDED_MODELS.includes(state.model)) {
+  const option = document.createElement("option");
+  option.value = state.model;
+  option.textContent = "the model given at start";
+  el("models").append(option);
+}
 const loadTyped = () => {
   state.model = inputs.model.value.trim() || state.model;
   state.prompt = inputs.prompt.value = "";

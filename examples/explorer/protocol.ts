@@ -12,6 +12,24 @@ export type ViewName = typeof VIEWS[number];
 
 /** The model the page opens with when the URL names none. */
 export const DEFAULT_MODEL = "kjv-small";
+/** The models embedded in the explorer's folder (no download). */
+export const EMBEDDED_MODELS: readonly string[] = ["kjv-small", "induction-toy"];
+
+/**
+ * Whether the worker keeps a model's files in Cache Storage with a progress bar: a hub name or a
+ * URL. Embedded models and folders on the page's own server (`/models/<name>/`, which the server
+ * reads from disk each time) are fetched as they are.
+ *
+ * @example
+ * ```ts
+ * import { isDownloaded } from "./protocol.ts";
+ * if (!isDownloaded("gpt2") || !isDownloaded("https://example.org/m/")) throw new Error();
+ * if (isDownloaded("kjv-small") || isDownloaded("/models/my-kjv/")) throw new Error();
+ * ```
+ */
+export function isDownloaded(model: string): boolean {
+  return !EMBEDDED_MODELS.includes(model) && !model.startsWith("/") && !model.startsWith("./");
+}
 
 /** Everything a view depends on; it lives in the page's URL (see {@link stateToSearch}). */
 export interface ExplorerState {
@@ -127,6 +145,19 @@ export type PageMessage =
 /** A message from the model worker to the page. */
 export type ExplorerMessage =
   | { kind: "status"; text: string }
+  | {
+    kind: "progress";
+    /** The file's URL. */
+    url: string;
+    /** Bytes received. */
+    loaded: number;
+    /** The file's size, when the server says it. */
+    total?: number;
+    /** Whether it came from the browser's Cache Storage. */
+    cached: boolean;
+    /** Whether this is the file's last report. */
+    done: boolean;
+  }
   | { kind: "ready"; info: ModelInfo }
   | { kind: "result"; result: ExplorerResult }
   | { kind: "random"; ids: number[] }

@@ -5,7 +5,7 @@
  * and head patching with attribution patching). The page is served as `deno task explore` serves
  * it (cross-origin isolated, one kernel thread per core) and driven in headless Chromium; for each
  * of a few typed prompts it reports the time from the last keystroke to the frame after every
- * view was placed (`__explorer.latency`: the 250 ms typing debounce, the worker's compute, the
+ * view was placed (`__explorer.latency`: the 150 ms typing debounce, the worker's compute, the
  * transfer and layout), the worker's compute alone, and how responsive the page stayed: the main
  * thread's longest task (Long Tasks API, which reports tasks over 50 ms) and the longest gap
  * between animation frames while the views were computed. The figures are printed and written to
@@ -102,7 +102,7 @@ Deno.test({
         tokens: 20,
         threads,
         cores: Number(await page.evaluate("navigator.hardwareConcurrency")),
-        debounceMs: 250,
+        debounceMs: 150,
         typedToShownMs: runs.map((r) => r.typedToShownMs),
         computeMs: runs.map((r) => r.computeMs),
         medianTypedToShownMs: median(runs.map((r) => r.typedToShownMs)),
@@ -117,7 +117,7 @@ Deno.test({
       console.log(
         `explorer speed, kjv-small, 20 tokens, every view, ${threads} threads: typed -> shown ` +
           `${report.typedToShownMs.join(", ")} ms (median ${report.medianTypedToShownMs}, ` +
-          `250 ms of it the typing debounce); worker compute ${report.computeMs.join(", ")} ms; ` +
+          `150 ms of it the typing debounce); worker compute ${report.computeMs.join(", ")} ms; ` +
           `main thread's longest task ${report.longestTaskMs} ms (0: none over 50 ms), longest ` +
           `frame gap ${report.longestFrameGapMs} ms`,
       );

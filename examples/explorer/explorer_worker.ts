@@ -59,6 +59,9 @@ function serve(scope: Scope): void {
       ? new URL(where, scope.location?.href).href
       : where;
   let queue: Promise<void> = Promise.resolve();
+  /** The newest compute request received: an older one still queued is skipped (the page shows
+   * only the newest, so computing it would only delay that one while the user types). */
+  let newest = 0;
   const post = (m: ExplorerMessage) => scope.postMessage(m);
   const handle = async (m: PageMessage) => {
     if (m.kind === "load") {
@@ -88,6 +91,7 @@ function serve(scope: Scope): void {
       };
       post({ kind: "ready", info });
     } else if (m.kind === "compute") {
+      if (m.id !== newest) return;
       if (!model) throw new Error("no model is loaded");
       const saeUrl = m.state.sae.trim() === "" ? "" : absolute(m.state.sae.trim());
       if (saeUrl === "") sae = undefined;
@@ -105,6 +109,7 @@ function serve(scope: Scope): void {
   };
   scope.onmessage = (event) => {
     const m = event.data;
+    if (m.kind === "compute") newest = m.id;
     queue = queue.then(() => handle(m)).catch((e: unknown) => {
       post({ kind: "error", id: m.kind === "compute" ? m.id : undefined, message: errorText(e) });
     });

@@ -53,7 +53,7 @@ const TEXT_PROMPT = "And God said, Let there be light: and there was light.";
 /** Length of the random segment (repeated once after BOS) for an id-only model. */
 const SEGMENT = 10;
 /** Milliseconds of quiet after typing before the views are recomputed. */
-const DEBOUNCE_MS = 250;
+const DEBOUNCE_MS = 150;
 
 function el<T extends HTMLElement>(id: string): T {
   const found = document.getElementById(id);
@@ -209,7 +209,17 @@ async function showResult(r: ExplorerResult): Promise<void> {
     }
     const panel = el(`view-${v}`);
     const note = r.notes[v];
-    panel.innerHTML = r.html[v] ?? `<p class="note">${note ?? ""}</p>`;
+    // The attention view (every head of every layer, the largest) is placed a layer per task:
+    // views.ts writes it as the head scores followed by one <section data-layer> per layer.
+    const parts = (r.html[v] ?? `<p class="note">${note ?? ""}</p>`).split(
+      /(?=<section data-layer=")/,
+    );
+    panel.innerHTML = parts[0];
+    for (const part of parts.slice(1)) {
+      await new Promise((resolve) => setTimeout(resolve, 0));
+      if (r.id !== wanted) return;
+      panel.insertAdjacentHTML("beforeend", part);
+    }
     if (r.html[v] && note) panel.insertAdjacentHTML("afterbegin", `<p class="note">${note}</p>`);
     if (v === "attention" && r.html.attention) addAttendStrips(r.tokens);
   }

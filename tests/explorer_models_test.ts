@@ -242,7 +242,7 @@ Deno.test({
       );
       const rows = await page.evaluate(`[...document.querySelectorAll("#view-sae tr[data-pos]")]
         .map((r) => ({
-          l0: Number(r.querySelector("[data-l0]").dataset.l0),
+          l0: Number(r.querySelector("[data-active]").dataset.active),
           top: [...r.querySelectorAll("td[data-id]")]
             .map((c) => [Number(c.dataset.id), Number(c.dataset.value)]),
         }))`) as { l0: number; top: [number, number][] }[];

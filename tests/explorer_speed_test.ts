@@ -11,9 +11,17 @@
  * between animation frames while the views were computed. The figures are printed and written to
  * `out/test-artifacts/explorer-speed.json`; the test fails only if the views are wrong in kind
  * (missing) or the page errs.
+ *
+ * With `EXPLORER_GPT2_SMALL=1` a second measurement runs on GPT-2 small's shape (a seeded
+ * synthetic GPT-2: 12 layers, 12 heads, d_model 768, GPT-2's vocabulary; the same arithmetic as
+ * the real weights, which are not here) served as a folder (a cached model: no download): a
+ * 20-token prompt without and then with a corrupted prompt (patching every layer x position and
+ * every head). It writes about 0.5 GB to a temporary folder and takes minutes on 2 cores, hence
+ * opt-in; the figures go to `out/test-artifacts/explorer-speed-gpt2-small.json`.
  */
 import assert from "node:assert/strict";
 import { HookedTransformer } from "../mod.ts";
+import { syntheticGpt2 } from "../weights/synthetic.ts";
 import { startExplorer } from "../examples/explorer/serve.ts";
 import { launchChromium, skipWithoutChromium, watchPage } from "./browser.ts";
 
@@ -124,6 +132,86 @@ Deno.test({
       assert.deepEqual(seen.errors, [], "no console errors");
     } finally {
       await server.close();
+    }
+  },
+});
+
+Deno.test({
+  name: "explorer speed (GPT-2 small's shape, 20 tokens): measured and reported",
+  ignore: Deno.env.get("EXPLORER_GPT2_SMALL") !== "1" ||
+    skipWithoutChromium("the explorer's speed measurement"),
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    const prompt =
+      "When Mary and John went to the store, John gave a drink to Mary. Then they walked";
+    const corrupted =
+      "When Mary and John went to the store, Mary gave a drink to John. Then they walked";
+    const dir = await Deno.makeTempDir({ prefix: "explorer-gpt2-small-" });
+    const folder = `${dir}/gpt2-small-shape`;
+    await Deno.mkdir(folder);
+    {
+      const { config, weights } = syntheticGpt2({
+        nLayers: 12,
+        nHeads: 12,
+        dModel: 768,
+        dVocab: 50257,
+        nCtx: 1024,
+        seed: 0,
+      });
+      await Deno.writeTextFile(`${folder}/config.json`, JSON.stringify(config));
+      await Deno.writeFile(`${folder}/model.safetensors`, weights);
+    }
+    const { url, server } = await startExplorer({ port: 0, model: folder });
+    await using browser = await launchChromium();
+    const page = await browser.newPage();
+    try {
+      page.setDefaultTimeout(600_000);
+      await page.setViewport({ width: 1280, height: 800 });
+      const t0 = Date.now();
+      await page.goto(`${url}&prompt=x`);
+      await page.waitForFunction(
+        `document.body.dataset.computed !== undefined || globalThis.__explorer.error !== undefined`,
+      );
+      assert.equal(await page.evaluate("globalThis.__explorer.error"), undefined, "no error");
+      const loadMs = Number(await page.evaluate("globalThis.__explorer.info.loadMs"));
+      const firstMs = Date.now() - t0;
+      const measure = async (field: string, text: string) => {
+        await page.evaluate(`globalThis.__explorer.longestTaskMs = 0;
+          globalThis.__explorer.latency = undefined;
+          document.getElementById(${JSON.stringify(field)}).select()`);
+        await page.keyboard.type(text);
+        await page.waitForFunction(
+          `globalThis.__explorer.latency !== undefined || globalThis.__explorer.error !== undefined`,
+        );
+        assert.equal(await page.evaluate("globalThis.__explorer.error"), undefined, "no error");
+        const tokens = Number(await page.evaluate("globalThis.__explorer.result.tokens.length"));
+        assert.equal(tokens, 20, "20 tokens");
+        return {
+          ...(await page.evaluate("globalThis.__explorer.latency") as object),
+          longestTaskMs: Number(await page.evaluate("globalThis.__explorer.longestTaskMs ?? -1")),
+          views: await page.evaluate("Object.keys(globalThis.__explorer.result.html)"),
+        };
+      };
+      const withoutPatching = await measure("prompt", prompt);
+      const withPatching = await measure("corrupted", corrupted);
+      const report = {
+        model: "synthetic GPT-2 small shape (12 x 12 x 768, 50257 ids)",
+        threads: Number(await page.evaluate(`document.getElementById("threads").dataset.threads`)),
+        loadMs,
+        firstPageMs: firstMs,
+        withoutPatching,
+        withPatching,
+      };
+      await Deno.mkdir(ARTIFACTS, { recursive: true });
+      await Deno.writeTextFile(
+        new URL("explorer-speed-gpt2-small.json", ARTIFACTS),
+        JSON.stringify(report, null, 1) + "\n",
+      );
+      console.log(`explorer speed, GPT-2 small's shape: ${JSON.stringify(report)}`);
+    } finally {
+      await server.close();
+      await Deno.remove(dir, { recursive: true });
     }
   },
 });

@@ -21,7 +21,7 @@ export interface SaeFeaturesOptions {
  * Each position's active SAE features: `acts` are the SAE's feature activations
  * (`sae.encode(activation)`, [pos, d_sae] or [1, pos, d_sae]); a feature is active where its
  * activation is above 0. The table has one row per token: the number of active features
- * (`data-l0`) and the `k` strongest (`data-id` the feature, `data-value` its activation).
+ * (`data-active`) and the `k` strongest (`data-id` the feature, `data-value` its activation).
  *
  * @example
  * ```ts
@@ -90,7 +90,7 @@ export function saeFeatures(
         `color:${textColorOn(bg)}">#${f} ${formatNumber(v)}</td>`;
     });
     return `<tr data-pos="${t}"><th>${t}</th><td>${escapeHtml(showToken(tokens[t]))}</td>` +
-      `<td data-l0="${l0}">${l0}</td>${cells.join("")}</tr>`;
+      `<td data-active="${l0}">${l0}</td>${cells.join("")}</tr>`;
   });
   return new HtmlView(
     "sae-features",

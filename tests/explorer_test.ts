@@ -159,7 +159,7 @@ Deno.test({
       await page.goto(start);
       const done = (p: string) =>
         `document.body.dataset.prompt === ${JSON.stringify(p)} && ` +
-        `globalThis.__explorer.result !== undefined || globalThis.__explorer.error !== undefined`;
+        `document.body.dataset.complete === "true" || globalThis.__explorer.error !== undefined`;
       // The default prompt is computed first.
       await page.waitForFunction(
         `document.body.dataset.computed !== undefined || ` +

@@ -100,7 +100,24 @@ function serve(scope: Scope): void {
         sae = undefined;
         sae = { url: saeUrl, sae: await SAE.loadFromDisk(saeUrl, { backend: model.backend }) };
       }
-      post({ kind: "result", result: await computeViews(model, m.state, m.id, sae?.sae) });
+      // Every view but activation patching first (its attribution estimate is instant), then
+      // activation patching's grids, unless a newer request came in between.
+      let sentPartial = false;
+      const result = await computeViews(model, m.state, m.id, sae?.sae, {
+        onPartial: (partial) => {
+          post({ kind: "result", result: partial });
+          sentPartial = true;
+          return m.id === newest;
+        },
+      });
+      if (!result.partial) {
+        post({
+          kind: "result",
+          result: sentPartial
+            ? { ...result, html: { patching: result.html.patching }, notes: {}, update: true }
+            : result,
+        });
+      }
     } else if (m.kind === "random") {
       if (!model) throw new Error("no model is loaded");
       const tokens = generateRepeatedTokens(model, m.segment, 1, { seed: m.seed });

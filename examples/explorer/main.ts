@@ -37,9 +37,18 @@ interface ExplorerGlobal {
   /**
    * For the last result computed after typing: milliseconds from the last keystroke (input
    * event) to the frame after its views were placed (debounce, worker compute, transfer and
-   * layout included), and the worker's share.
+   * layout included), and the worker's share; with a corrupted prompt every view comes first
+   * (patching as attribution patching's estimate), then activation patching's grids.
    */
-  latency?: { typedToShownMs: number; computeMs: number; id: number };
+  latency?: {
+    typedToShownMs: number;
+    computeMs: number;
+    id: number;
+    /** With a corrupted prompt: to activation patching's grids too (the complete result). */
+    typedToCompleteMs?: number;
+    /** The worker's compute of the complete result. */
+    completeComputeMs?: number;
+  };
   /** The last progress report of each file of the model being loaded, by URL. */
   downloads?: Record<string, DownloadProgress>;
 }
@@ -198,10 +207,25 @@ function load(): void {
  */
 async function showResult(r: ExplorerResult): Promise<void> {
   if (r.id !== wanted) return; // a newer request is on its way
-  explorer.result = r;
+  const previous = explorer.result;
+  if (r.update) {
+    // Completes the partial result of the same request: only its views are placed again.
+    if (previous?.id !== r.id) return;
+    explorer.result = {
+      ...previous,
+      html: { ...previous.html, ...r.html },
+      notes: { ...previous.notes, ...r.notes },
+      computeMs: r.computeMs,
+      partial: false,
+    };
+  } else explorer.result = r;
   explorer.error = undefined;
   error.textContent = "";
-  const order = [state.view, ...VIEWS.filter((v) => v !== state.view)];
+  const views = r.update ? VIEWS.filter((v) => r.html[v] !== undefined) : VIEWS;
+  const order = [
+    ...views.filter((v) => v === state.view),
+    ...views.filter((v) => v !== state.view),
+  ];
   for (const [i, v] of order.entries()) {
     if (i > 0) {
       await new Promise((resolve) => setTimeout(resolve, 0));
@@ -223,20 +247,24 @@ async function showResult(r: ExplorerResult): Promise<void> {
     if (r.html[v] && note) panel.insertAdjacentHTML("afterbegin", `<p class="note">${note}</p>`);
     if (v === "attention" && r.html.attention) addAttendStrips(r.tokens);
   }
-  status.textContent = `${r.tokens.length} tokens, every view in ${r.computeMs} ms`;
+  status.textContent = r.partial
+    ? `${r.tokens.length} tokens, every view in ${r.computeMs} ms; activation patching\u2026`
+    : `${r.tokens.length} tokens, every view in ${r.computeMs} ms`;
   document.body.dataset.prompt = wantedPrompt;
   document.body.dataset.computed = String(r.id);
-  shown = r.id;
+  document.body.dataset.complete = String(!r.partial);
+  if (!r.partial) shown = r.id;
   if (typedAt !== undefined && typedId === r.id) {
     const since = typedAt;
-    typedAt = undefined;
+    if (!r.partial) typedAt = undefined;
     // The next frame starts after this task's layout: the views are on screen by then.
     requestAnimationFrame(() => {
-      explorer.latency = {
-        typedToShownMs: Math.round(performance.now() - since),
-        computeMs: r.computeMs,
-        id: r.id,
-      };
+      const ms = Math.round(performance.now() - since);
+      if (!r.update) explorer.latency = { typedToShownMs: ms, computeMs: r.computeMs, id: r.id };
+      if (!r.partial && explorer.latency?.id === r.id) {
+        explorer.latency.typedToCompleteMs = ms;
+        explorer.latency.completeComputeMs = r.computeMs;
+      }
     });
   }
 }

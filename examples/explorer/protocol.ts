@@ -134,6 +134,13 @@ export interface ExplorerResult {
   notes: Partial<Record<ViewName, string>>;
   /** Milliseconds the worker took. */
   computeMs: number;
+  /**
+   * True when activation patching is still being computed: a second result with the same id
+   * follows (unless a newer request replaced it), with `update` set.
+   */
+  partial: boolean;
+  /** Set on the result that completes a partial one: `html` holds only the views it changes. */
+  update?: boolean;
 }
 
 /** A message from the page to the model worker. */

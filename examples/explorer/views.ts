@@ -195,6 +195,17 @@ async function patchWhereDifferent(
   return grid;
 }
 
+/** Options of {@link computeViews}. */
+export interface ComputeOptions {
+  /**
+   * Called once every view but activation patching is ready (its attribution estimates are: one
+   * clean forward and backward pass and one corrupted pass), with a `partial` result whose
+   * patching view says that activation patching is being computed; return false to stop there
+   * (a newer request came). Without it the result comes complete, in one piece.
+   */
+  onPartial?: (partial: ExplorerResult) => boolean;
+}
+
 /**
  * Every view of `state` on `model` (see the module doc); a view that cannot be computed for the
  * state (patching without a corrupted prompt of the same length) gets a note instead. A bad
@@ -215,6 +226,7 @@ export async function computeViews(
   state: ExplorerState,
   id: number,
   sae?: SAEModule,
+  opts: ComputeOptions = {},
 ): Promise<ExplorerResult> {
   const t0 = performance.now();
   const ids = promptIds(model, state.prompt);
@@ -313,11 +325,6 @@ export async function computeViews(
       const { cache: corrupted } = await model.runWithCache([corruptedIds], {
         namesFilter: residPre,
       });
-      // Patching the corrupted activation into the clean run; the effect is the metric's change.
-      const effect = await patchWhereDifferent(model, ids, clean.cache, corrupted, metric, {
-        what: "resid_pre",
-        base,
-      }); // [L][T]
       const T = ids.length, d = model.cfg.dModel;
       const estimate = Array.from({ length: nLayers }, (_, l) => {
         const c = clean.cache.get("resid_pre", l).data;
@@ -329,10 +336,6 @@ export async function computeViews(
           return s;
         });
       });
-      const headEffect = await patchWhereDifferent(model, ids, clean.cache, corrupted, metric, {
-        what: "z",
-        base,
-      }); // [L][H]
       const dHead = model.cfg.dHead;
       const headEstimate = Array.from({ length: nLayers }, (_, l) => {
         // hook_z is [batch, pos, head, d_head]: sum over positions and d_head.
@@ -349,30 +352,71 @@ export async function computeViews(
         });
       });
       const cols = tokens;
-      html.patching = `<div class="pair"><div data-kind="activation">` +
-        viz.patchingHeatmap(effect, {
-          cols,
-          value: `change of ${mname}`,
-          title: `Activation patching: corrupted resid_pre into the clean run`,
-        }).html + `</div><div data-kind="attribution">` +
+      const pending = (what: string) =>
+        `<div class="title">${what}</div><p class="note" data-pending>Computing: one patched ` +
+        `run per cell; attribution patching's estimate is beside it.</p>`;
+      const patchingHtml = (effect?: number[][], headEffect?: number[][]) =>
+        `<div class="pair"><div data-kind="activation">` +
+        (effect
+          ? viz.patchingHeatmap(effect, {
+            cols,
+            value: `change of ${mname}`,
+            title: `Activation patching: corrupted resid_pre into the clean run`,
+          }).html
+          : pending("Activation patching: corrupted resid_pre into the clean run")) +
+        `</div><div data-kind="attribution">` +
         viz.patchingHeatmap(estimate, {
           cols,
           value: `estimated change of ${mname}`,
           title: `Attribution patching (one clean forward and backward, one corrupted pass)`,
         }).html + `</div></div><div class="pair"><div data-kind="activation-heads">` +
-        viz.patchingHeatmap(headEffect, {
-          cols: headNames,
-          axes: ["layer", "head"],
-          value: `change of ${mname}`,
-          title: `Activation patching: each head's corrupted output (every position)`,
-        }).html + `</div><div data-kind="attribution-heads">` +
+        (headEffect
+          ? viz.patchingHeatmap(headEffect, {
+            cols: headNames,
+            axes: ["layer", "head"],
+            value: `change of ${mname}`,
+            title: `Activation patching: each head's corrupted output (every position)`,
+          }).html
+          : pending("Activation patching: each head's corrupted output (every position)")) +
+        `</div><div data-kind="attribution-heads">` +
         viz.patchingHeatmap(headEstimate, {
           cols: headNames,
           axes: ["layer", "head"],
           value: `estimated change of ${mname}`,
           title: `Attribution patching of each head's output (from hook_z)`,
         }).html + `</div></div>`;
+      if (opts.onPartial) {
+        html.patching = patchingHtml();
+        const partial: ExplorerResult = {
+          id,
+          tokens,
+          ids,
+          html: { ...html },
+          notes: { ...notes },
+          computeMs: Math.round(performance.now() - t0),
+          partial: true,
+        };
+        if (!opts.onPartial(partial)) return partial;
+      }
+      // Patching the corrupted activation into the clean run; the effect is the metric's change.
+      const effect = await patchWhereDifferent(model, ids, clean.cache, corrupted, metric, {
+        what: "resid_pre",
+        base,
+      }); // [L][T]
+      const headEffect = await patchWhereDifferent(model, ids, clean.cache, corrupted, metric, {
+        what: "z",
+        base,
+      }); // [L][H]
+      html.patching = patchingHtml(effect, headEffect);
     }
   }
-  return { id, tokens, ids, html, notes, computeMs: Math.round(performance.now() - t0) };
+  return {
+    id,
+    tokens,
+    ids,
+    html,
+    notes,
+    computeMs: Math.round(performance.now() - t0),
+    partial: false,
+  };
 }

@@ -4,8 +4,10 @@
  * library: it starts the model worker (`explorer_worker.ts`), sends it the state of the page's
  * controls (debounced while typing) and places the views' HTML it sends back, each in its tab's
  * panel. The state lives in the URL (`protocol.ts`). For the test and for scripts it exposes
- * `window.__explorer` (the model's info, the last result, errors) and marks the body with
- * `data-computed="<request id>"` and `data-prompt` once a result is shown.
+ * `window.__explorer` (the model's info, the last result, errors, latency and longest-task
+ * figures) and marks the body with `data-computed="<request id>"` and `data-prompt` once a result
+ * is shown, and `data-complete="true"` once activation patching's grids are in it too (with a
+ * corrupted prompt they come second: the worker sends every other view first).
  * @module
  */
 import { type DownloadProgress, MODEL_CACHE } from "./cached_fetch.ts";

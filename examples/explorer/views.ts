@@ -18,7 +18,9 @@
  *   of the metric, beside attribution patching's estimate of the same change from one clean
  *   forward-and-backward pass and one corrupted pass ((corrupted - clean) . d metric / d resid).
  *   Then the same for each head's output over every position (`getActPatchAttnHeadOutAllPos`,
- *   layer x head) beside its estimate from `hook_z`.
+ *   layer x head) beside its estimate from `hook_z`. Activation patching takes one patched run
+ *   per cell, the estimates none: with `onPartial` every view comes first with the estimates and
+ *   activation patching's grids follow.
  *   The metric is the logit difference answer - wrong at the last position
  *   (`logitDiffMetric`), or the answer's log-prob (`logProbMetric`) without a wrong token.
  * - `sae`: given an SAE, its active features per token: `sae.encode` of the cached activation at

@@ -58,3 +58,22 @@ export class IntegrityError extends LensError {}
 
 /** The WebAssembly kernels could not be loaded, or ran out of memory. */
 export class KernelError extends LensError {}
+
+/**
+ * No WebGPU adapter is available (no `navigator.gpu`, or it offered no adapter of the kind asked
+ * for). Use the WebAssembly backend (`device: "wasm"`), or run where WebGPU is exposed.
+ */
+export class GpuUnavailableError extends KernelError {}
+
+/**
+ * The WebGPU device was lost (driver reset, another process took the GPU, the page was
+ * backgrounded): its buffers are gone. Load the model again to get a fresh device.
+ */
+export class GpuDeviceLostError extends KernelError {}
+
+/**
+ * The GPU ran out of memory for a buffer (weights or activations), or a buffer would exceed the
+ * adapter's `maxBufferSize`. Nothing of the failed allocation is kept; use a smaller batch, a
+ * bf16 model, or the WebAssembly backend.
+ */
+export class GpuOutOfMemoryError extends KernelError {}

@@ -415,7 +415,7 @@ export async function genericActivationPatch(
     });
   }
   opts.onProgress?.(0, groups.length);
-  runPatchGroups(
+  await runPatchGroups(
     model,
     tokens,
     groups,

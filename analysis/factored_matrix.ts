@@ -41,7 +41,7 @@ export interface FactoredMatrixOptions {
  *
  * @example
  * ```ts ignore
- * for (const { start, rows, data } of M.rowBlocks(64)) {
+ * for await (const { start, rows, data } of M.rowBlocks(64)) {
  *   const firstRow = data.subarray(0, M.rdim); // row `start` of A B
  * }
  * ```
@@ -262,7 +262,7 @@ function columnsTimes(q: Float64Array[], r: number, S: Float64Array, c: number, 
  * M.shape; // [3, 3]
  * M.AB.data; // [1, 2, 3, 4, 5, 6, 5, 7, 9]
  * M.norm(); // Frobenius norm of AB, from 2 x 2 Gram matrices
- * for (const block of M.rowBlocks(2)) console.log(block.start, block.rows); // 0 2, then 2 1
+ * for await (const block of M.rowBlocks(2)) console.log(block.start, block.rows); // 0 2, then 2 1
  * // Leading dimensions: two matrices sharing B.
  * const batch = new FactoredMatrix({ data: new Float32Array(12).fill(1), shape: [2, 3, 2] }, B);
  * batch.shape; // [2, 3, 3]
@@ -755,13 +755,13 @@ export class FactoredMatrix {
    * from the first block until the loop ends (a `break` closes it too). Running the model between
    * blocks is fine: its own scopes open and close inside this one.
    */
-  *rowBlocks(blockRows = 64): Generator<RowBlock, void, undefined> {
+  async *rowBlocks(blockRows = 64): AsyncGenerator<RowBlock, void, undefined> {
     this.#single("rowBlocks");
     const stream = new RowStream(this, blockRows);
     try {
       for (let start = 0; start < this.ldim; start += stream.blockRows) {
         const rows = Math.min(stream.blockRows, this.ldim - start);
-        yield { start, rows, data: stream.copy(start, rows) };
+        yield { start, rows, data: await stream.copy(start, rows) };
       }
     } finally {
       stream.close();
@@ -818,9 +818,9 @@ class RowStream {
   }
 
   /** Rows [start, start + rows) of A B, as an owned array. */
-  copy(start: number, rows: number): Float32Array {
+  async copy(start: number, rows: number): Promise<Float32Array> {
     const b = this.block(start, rows);
-    return b instanceof Float32Array ? b : this.#backend!.read(b);
+    return b instanceof Float32Array ? b : await this.#backend!.read(b);
   }
 
   /** Releases what the stream holds on the backend (safe to call twice). */
@@ -886,7 +886,7 @@ export async function top1Accuracy(m: FactoredMatrix, opts: Top1Options = {}): P
       if (block instanceof Float32Array) {
         for (let i = 0; i < rows; i++) if (argmaxJs(block, i * n, n) === start + i) hits++;
       } else {
-        const best = m.backend!.argmaxRows(block, rows, n);
+        const best = await m.backend!.argmaxRows(block, rows, n);
         for (let i = 0; i < rows; i++) if (best[i] === start + i) hits++;
       }
       opts.onProgress?.(start + rows, n);

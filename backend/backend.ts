@@ -7,7 +7,23 @@
  *
  * Memory is scoped: {@linkcode Backend.scope} opens an arena whose arrays all go away when it is
  * disposed (`using scope = backend.scope()`), and only the innermost open scope may allocate, so
- * lifetimes nest by construction. Every operation is synchronous.
+ * lifetimes nest by construction.
+ *
+ * Device operations enqueue; host reads are promises. Allocation, uploads, writes, copies and
+ * every compute operation return at once (on a GPU they only record the work) and take effect in
+ * the order they were called. The host reads ({@linkcode Backend.read},
+ * {@linkcode Backend.readInto}, {@linkcode Backend.readRows}, {@linkcode Backend.readMatrix}, and
+ * the row reductions that return host arrays: {@linkcode Backend.logSumExpRows},
+ * {@linkcode Backend.takeAlongRows}, {@linkcode Backend.argmaxRows},
+ * {@linkcode Backend.crossEntropyGradRows}) return promises that resolve after all the work
+ * enqueued before them, with the values as that work left them: an operation enqueued after a
+ * read never changes what the read returns, so a caller may issue several reads and await them
+ * together. A read's bad argument arrives as a rejection. Disposing a scope does not cut short
+ * the reads issued before it: its arrays stay valid until those reads resolve. The WebAssembly
+ * backend computes as each call is made, and its reads return already-settled promises.
+ *
+ * One caller at a time: scopes nest on one stack, so two passes must not interleave on one
+ * backend (the model's entry points queue their calls, `model/exclusive.ts`).
  * @module
  */
 
@@ -21,7 +37,7 @@
  * const backend = await WasmBackend.load({ threads: 1 });
  * using scope = backend.scope();
  * const x = scope.upload(new Float32Array([1, 2, 3, 4]));
- * backend.read(x.at(2)); // Float32Array [3, 4]
+ * await backend.read(x.at(2)); // Float32Array [3, 4]
  * ```
  */
 export interface DeviceArray {
@@ -230,19 +246,19 @@ export interface Backend extends Disposable {
   /** Stores a [k, n] row-major matrix packed for matmul, for the backend's lifetime. */
   uploadMatrix(data: Float32Array, k: number, n: number, dtype?: WeightDtype): PackedMatrix;
   /** The packed matrix back as row-major [k, n] floats (bf16 values widened). */
-  readMatrix(m: PackedMatrix): Float32Array;
+  readMatrix(m: PackedMatrix): Promise<Float32Array>;
 
   /** A copy of the array's values. */
-  read(x: DeviceArray): Float32Array;
+  read(x: DeviceArray): Promise<Float32Array>;
   /**
    * Copies the array's values into `out` from index `offset` (default 0), without an
    * intermediate array: how chunks of logits reach one large result.
    */
-  readInto(x: DeviceArray, out: Float32Array, offset?: number): void;
+  readInto(x: DeviceArray, out: Float32Array, offset?: number): Promise<void>;
   /** Writes `data` at the start of `x` (`data.length <= x.length`). */
   write(x: DeviceArray, data: Float32Array): void;
   /** A dense copy of `rows` rows of `cols` floats whose starts are `stride` floats apart. */
-  readRows(x: DeviceArray, rows: number, cols: number, stride: number): Float32Array;
+  readRows(x: DeviceArray, rows: number, cols: number, stride: number): Promise<Float32Array>;
   /** Writes dense `data` (rows x cols) into rows `stride` floats apart. */
   writeRows(x: DeviceArray, data: Float32Array, rows: number, cols: number, stride: number): void;
   /** Copies `src` into the start of `dst` (the ranges may overlap). */
@@ -358,11 +374,11 @@ export interface Backend extends Disposable {
   attentionApply(a: AttentionArgs, pattern: DeviceArray, opts?: { causal?: boolean }): void;
 
   /** log(sum exp) of each of `rows` rows of n floats (row stride ld), accurate to ~1e-7. */
-  logSumExpRows(x: DeviceArray, rows: number, n: number, ld?: number): Float64Array;
+  logSumExpRows(x: DeviceArray, rows: number, n: number, ld?: number): Promise<Float64Array>;
   /** `x[r, index[r]]` for each row r of n floats (as `torch.gather` along the last axis). */
-  takeAlongRows(x: DeviceArray, n: number, index: Int32Array): Float32Array;
+  takeAlongRows(x: DeviceArray, n: number, index: Int32Array): Promise<Float32Array>;
   /** Index of each row's largest value (the first on ties, as torch.argmax; NaN never wins). */
-  argmaxRows(x: DeviceArray, rows: number, n: number, ld?: number): Int32Array;
+  argmaxRows(x: DeviceArray, rows: number, n: number, ld?: number): Promise<Int32Array>;
 
   // ---- Backward passes ----
 
@@ -419,7 +435,8 @@ export interface Backend extends Disposable {
   /**
    * For each of `rows` rows of n floats: out[r] = coef[r] (softmax(x[r]) - onehot(target[r]))
    * (no one-hot term where target[r] < 0), the gradient of coef[r] * cross-entropy; returns each
-   * row's log-sum-exp. out may alias x.
+   * row's log-sum-exp (a host read: `out` is written in order with the other operations, the
+   * promise resolves with the log-sum-exps). out may alias x.
    */
   crossEntropyGradRows(
     x: DeviceArray,
@@ -428,5 +445,5 @@ export interface Backend extends Disposable {
     coef: Float32Array,
     target: Int32Array,
     out: DeviceArray,
-  ): Float64Array;
+  ): Promise<Float64Array>;
 }

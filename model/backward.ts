@@ -62,7 +62,11 @@ export interface BackwardPlan {
  * Runs the backward pass. `grads` visits each hook point's gradient: caching it and running the
  * backward hooks, whose replacements flow on.
  */
-export function backward(m: ModelRuntime, plan: BackwardPlan, grads: HookSession): void {
+export async function backward(
+  m: ModelRuntime,
+  plan: BackwardPlan,
+  grads: HookSession,
+): Promise<void> {
   const { cfg } = m;
   const names = new HookNames(cfg.nLayers);
   using scope = m.backend.scope();
@@ -70,9 +74,9 @@ export function backward(m: ModelRuntime, plan: BackwardPlan, grads: HookSession
   const { batch, T, padding } = plan;
   const pass = new Pass(m, { batch, T, padding, keepPattern: true }, replay, scope);
   const bwd = new BackwardPass(m, plan, grads, names, pass, scope);
-  bwd.finalNorm();
-  for (let l = cfg.nLayers - 1; l >= 0; l--) bwd.block(l);
-  bwd.embed();
+  await bwd.finalNorm();
+  for (let l = cfg.nLayers - 1; l >= 0; l--) await bwd.block(l);
+  await bwd.embed();
 }
 
 /** A session that writes back, during a recompute, what the forward hooks changed. */
@@ -148,24 +152,24 @@ class BackwardPass {
    * Visits hook point `p`'s gradient in `x` (`cols` of each row, `stride` apart), then stops the
    * gradient at the elements a forward hook changed.
    */
-  #visit(
+  async #visit(
     p: HookPoint,
     l: number | null,
     x: DeviceArray,
     cols: number,
     stride = cols,
     shape?: number[],
-  ): void {
+  ): Promise<void> {
     const { backend, cfg } = this.m;
     const { batch, T } = this.plan;
     const rows = p === HOOK.attnScores || p === HOOK.pattern ? batch * cfg.nHeads * T : this.#rows;
     const layout = { rows, cols, stride };
     if (this.grads.wants(p, l)) {
-      this.grads.visit(p, l, x, shape ?? p.shape(cfg, batch, T, T), layout);
+      await this.grads.visit(p, l, x, shape ?? p.shape(cfg, batch, T, T), layout);
     }
     const change = this.#change(p, l);
     if (change) {
-      const g = backend.readRows(x, rows, cols, stride);
+      const g = await backend.readRows(x, rows, cols, stride);
       for (let i = 0; i < g.length; i++) if (change.mask[i]) g[i] = 0;
       backend.writeRows(x, g, rows, cols, stride);
     }
@@ -185,12 +189,16 @@ class BackwardPass {
    * gradient, an embedding): `src` itself, or a copy when the hook point reads or changes it, so
    * that a backward hook there (or a forward patch) affects only that branch.
    */
-  #branch(p: HookPoint, l: number | null, src: DeviceArray = this.buf.resid): DeviceArray {
+  async #branch(
+    p: HookPoint,
+    l: number | null,
+    src: DeviceArray = this.buf.resid,
+  ): Promise<DeviceArray> {
     const { backend, cfg } = this.m;
     if (!this.#touched(p, l)) return src;
     const n = this.#rows * cfg.dModel;
     backend.copy(src.at(0, n), this.buf.branch);
-    this.#visit(p, l, this.buf.branch, cfg.dModel);
+    await this.#visit(p, l, this.buf.branch, cfg.dModel);
     return this.buf.branch;
   }
 
@@ -200,7 +208,7 @@ class BackwardPass {
    * `accumulate` false). With `heads` (per-head inputs), each row holds `heads` normalized rows
    * and the hook points have a head axis.
    */
-  #norm(
+  async #norm(
     hooks: { scale: HookPoint; normalized: HookPoint },
     l: number | null,
     w: DeviceNorm | null,
@@ -209,7 +217,7 @@ class BackwardPass {
     dx: DeviceArray,
     accumulate: boolean,
     heads?: number,
-  ): void {
+  ): Promise<void> {
     const { backend, cfg } = this.m;
     const { batch, T } = this.plan;
     const n = heads ?? 1, rows = this.#rows * n, d = cfg.dModel;
@@ -217,7 +225,7 @@ class BackwardPass {
     // d/d(x / scale) is g w; hook_normalized sees it before or after by the norm's kind.
     const after = normalizedAfterWeight(cfg);
     if (w && !after) backend.affineRows(g, g, rows, d, w.w);
-    this.#visit(hooks.normalized, l, g, n * d, n * d, shape(d));
+    await this.#visit(hooks.normalized, l, g, n * d, n * d, shape(d));
     if (w && after) backend.affineRows(g, g, rows, d, w.w);
     const opts = {
       center: cfg.normalizationType === "LN" || cfg.normalizationType === "LNPre",
@@ -231,7 +239,7 @@ class BackwardPass {
     // The scale's gradient first, visited (a hook may replace it), then dx from it.
     const scale = this.buf.scale!;
     backend.normBackward(xs, gs, null, rows, d, cfg.eps, { ...opts, scaleGrad: scale });
-    this.#visit(hooks.scale, l, scale, n, n, shape(1));
+    await this.#visit(hooks.scale, l, scale, n, n, shape(1));
     backend.normBackward(xs, gs, dxs, rows, d, cfg.eps, {
       ...opts,
       scaleGrad: scale,
@@ -240,32 +248,32 @@ class BackwardPass {
   }
 
   /** ln_final: the metric's gradient at its output -> the final residual stream's gradient. */
-  finalNorm(): void {
+  async finalNorm(): Promise<void> {
     const { cfg, weights } = this.m;
     const x = this.plan.residPre[cfg.nLayers];
     const hooks = { scale: HOOK.lnFinalScale, normalized: HOOK.lnFinalNormalized };
-    this.#norm(hooks, null, weights.lnFinal, x, this.plan.dFinal, this.buf.resid, false);
+    await this.#norm(hooks, null, weights.lnFinal, x, this.plan.dFinal, this.buf.resid, false);
   }
 
   /** Block `l`: its activations recomputed from its input, then resid_post -> resid_pre. */
-  block(l: number): void {
+  async block(l: number): Promise<void> {
     const { backend, cfg } = this.m;
     const { buf, pass } = this;
     const n = this.#rows * cfg.dModel;
     backend.copy(this.plan.residPre[l].at(0, n), pass.buf.resid);
-    const mlpInput = pass.recomputeToMlp(l);
-    this.#visit(HOOK.residPost, l, buf.resid, cfg.dModel);
+    const mlpInput = await pass.recomputeToMlp(l);
+    await this.#visit(HOOK.residPost, l, buf.resid, cfg.dModel);
     if (buf.post) {
       // Parallel: resid_post = resid_pre + attn_out + mlp_out, both branches reading resid_pre.
       backend.copy(buf.resid.at(0, n), buf.post);
-      this.#mlp(l, buf.post, mlpInput);
-      this.#attention(l, buf.post);
+      await this.#mlp(l, buf.post, mlpInput);
+      await this.#attention(l, buf.post);
     } else {
-      this.#mlp(l, buf.resid, mlpInput);
-      this.#visit(HOOK.residMid, l, buf.resid, cfg.dModel);
-      this.#attention(l, buf.resid);
+      await this.#mlp(l, buf.resid, mlpInput);
+      await this.#visit(HOOK.residMid, l, buf.resid, cfg.dModel);
+      await this.#attention(l, buf.resid);
     }
-    this.#visit(HOOK.residPre, l, buf.resid, cfg.dModel);
+    await this.#visit(HOOK.residPre, l, buf.resid, cfg.dModel);
   }
 
   /**
@@ -273,35 +281,35 @@ class BackwardPass {
    * product, the activation, the input product and ln2, added into the residual stream's
    * gradient. `input` holds what ln2 read in the recompute.
    */
-  #mlp(l: number, dPost: DeviceArray, input: DeviceArray): void {
+  async #mlp(l: number, dPost: DeviceArray, input: DeviceArray): Promise<void> {
     const { backend, cfg } = this.m;
     const { buf } = this;
     const rows = this.#rows, dMlp = cfg.dMlp;
     const blk = this.m.weights.blocks[l];
-    const dOut = this.#branch(HOOK.mlpOut, l, dPost);
+    const dOut = await this.#branch(HOOK.mlpOut, l, dPost);
     backend.matmulTransposed(dOut, blk.W_out, buf.mlp, rows);
-    this.#visit(HOOK.mlpPost, l, buf.mlp, dMlp);
+    await this.#visit(HOOK.mlpPost, l, buf.mlp, dMlp);
     let dIn = buf.mlp;
     if (buf.gateUp) {
       const gateUp = this.pass.buf.gateUp!;
       backend.gatedActivationBackward(cfg.actFn, gateUp, buf.mlp, buf.gateUp, rows, dMlp);
-      this.#visit(HOOK.mlpPre, l, buf.gateUp, dMlp, 2 * dMlp);
-      this.#visit(HOOK.mlpPreLinear, l, buf.gateUp.at(dMlp), dMlp, 2 * dMlp);
+      await this.#visit(HOOK.mlpPre, l, buf.gateUp, dMlp, 2 * dMlp);
+      await this.#visit(HOOK.mlpPreLinear, l, buf.gateUp.at(dMlp), dMlp, 2 * dMlp);
       dIn = buf.gateUp;
     } else {
       const n = rows * dMlp;
       backend.activationBackward(cfg.actFn, this.pass.buf.mlp.at(0, n), buf.mlp.at(0, n), buf.mlp);
-      this.#visit(HOOK.mlpPre, l, buf.mlp, dMlp);
+      await this.#visit(HOOK.mlpPre, l, buf.mlp, dMlp);
     }
     backend.matmulTransposed(dIn, blk.W_in, buf.x, rows);
     const hooks = { scale: HOOK.ln2Scale, normalized: HOOK.ln2Normalized };
     if (!this.#touched(HOOK.mlpIn, l)) {
-      this.#norm(hooks, l, blk.ln2, input, buf.x, buf.resid, true);
+      await this.#norm(hooks, l, blk.ln2, input, buf.x, buf.resid, true);
       return;
     }
     // hook_mlp_in: its own gradient, visited, then added to the residual stream's.
-    this.#norm(hooks, l, blk.ln2, input, buf.x, buf.branch, false);
-    this.#visit(HOOK.mlpIn, l, buf.branch, cfg.dModel);
+    await this.#norm(hooks, l, blk.ln2, input, buf.x, buf.branch, false);
+    await this.#visit(HOOK.mlpIn, l, buf.branch, cfg.dModel);
     const n = rows * cfg.dModel;
     backend.add(buf.resid.at(0, n), buf.branch.at(0, n), buf.resid);
   }
@@ -311,32 +319,32 @@ class BackwardPass {
    * output product (per head with hook_result), the attention core, rotary, Q|K|V and ln1, added
    * into the residual stream's gradient.
    */
-  #attention(l: number, dPost: DeviceArray): void {
+  async #attention(l: number, dPost: DeviceArray): Promise<void> {
     const { backend, cfg } = this.m;
     const { buf } = this;
     const rows = this.#rows, W = this.#qkvCols;
     const qCols = cfg.nHeads * cfg.dHead, kvCols = cfg.nKeyValueHeads * cfg.dHead;
     const blk = this.m.weights.blocks[l];
-    const dOut = this.#branch(HOOK.attnOut, l, dPost);
-    if (this.#touched(HOOK.result, l)) this.#result(l, dOut);
+    const dOut = await this.#branch(HOOK.attnOut, l, dPost);
+    if (this.#touched(HOOK.result, l)) await this.#result(l, dOut);
     else backend.matmulTransposed(dOut, blk.W_O, buf.z, rows);
-    this.#visit(HOOK.z, l, buf.z, qCols);
-    this.#core(l);
+    await this.#visit(HOOK.z, l, buf.z, qCols);
+    await this.#core(l);
     if (buf.csInverse) {
-      this.#visit(HOOK.rotK, l, buf.qkv.at(qCols), kvCols, W);
-      this.#visit(HOOK.rotQ, l, buf.qkv, qCols, W);
+      await this.#visit(HOOK.rotK, l, buf.qkv.at(qCols), kvCols, W);
+      await this.#visit(HOOK.rotQ, l, buf.qkv, qCols, W);
       rotateQK(this.m, buf.qkv, buf.csInverse, rows);
     }
-    this.#visit(HOOK.v, l, buf.qkv.at(qCols + kvCols), kvCols, W);
-    this.#visit(HOOK.k, l, buf.qkv.at(qCols), kvCols, W);
-    this.#visit(HOOK.q, l, buf.qkv, qCols, W);
+    await this.#visit(HOOK.v, l, buf.qkv.at(qCols + kvCols), kvCols, W);
+    await this.#visit(HOOK.k, l, buf.qkv.at(qCols), kvCols, W);
+    await this.#visit(HOOK.q, l, buf.qkv, qCols, W);
     if (this.#perHeadInputs(l)) {
-      this.#perHeadInputsBackward(l);
+      await this.#perHeadInputsBackward(l);
       return;
     }
     backend.matmulTransposed(buf.qkv, blk.W_QKV, buf.x, rows);
     const hooks = { scale: HOOK.ln1Scale, normalized: HOOK.ln1Normalized };
-    this.#norm(hooks, l, blk.ln1, this.plan.residPre[l], buf.x, buf.resid, true);
+    await this.#norm(hooks, l, blk.ln1, this.plan.residPre[l], buf.x, buf.resid, true);
   }
 
   /**
@@ -356,7 +364,7 @@ class BackwardPass {
    * hook_q_input / hook_k_input / hook_v_input (or one hook_attn_in for all three), summed over
    * heads into the residual stream's gradient.
    */
-  #perHeadInputsBackward(l: number): void {
+  async #perHeadInputsBackward(l: number): Promise<void> {
     const { backend, cfg } = this.m;
     const o = this.plan.hookOptions;
     const { nHeads, nKeyValueHeads: nKv, dHead, dModel: d } = cfg;
@@ -365,7 +373,7 @@ class BackwardPass {
     if (!w) throw new Error("per-head Q/K/V weights were not uploaded (set the option first)");
     const blk = this.m.weights.blocks[l];
     using scope = backend.scope();
-    const resid = backend.read(this.plan.residPre[l].at(0, n));
+    const resid = await backend.read(this.plan.residPre[l].at(0, n));
     // Each input as the forward's hooks left it: the residual stream repeated per head, or the
     // value a forward hook wrote.
     const input = (p: HookPoint, heads: number) => {
@@ -390,16 +398,16 @@ class BackwardPass {
       }
       const x = o.useSplitQkvInput ? input(k.point, heads) : input(HOOK.attnIn, nHeads);
       if (dAttnIn) {
-        this.#norm(hooks, l, blk.ln1, x, dx, dAttnIn, true, heads);
+        await this.#norm(hooks, l, blk.ln1, x, dx, dAttnIn, true, heads);
         continue;
       }
       const dInput = scope.alloc(rows * heads * d);
-      this.#norm(hooks, l, blk.ln1, x, dx, dInput, false, heads);
-      this.#visit(k.point, l, dInput, heads * d, heads * d);
+      await this.#norm(hooks, l, blk.ln1, x, dx, dInput, false, heads);
+      await this.#visit(k.point, l, dInput, heads * d, heads * d);
       this.#addHeads(dInput, heads);
     }
     if (dAttnIn) {
-      this.#visit(HOOK.attnIn, l, dAttnIn, nHeads * d, nHeads * d);
+      await this.#visit(HOOK.attnIn, l, dAttnIn, nHeads * d, nHeads * d);
       this.#addHeads(dAttnIn, nHeads);
     }
   }
@@ -416,16 +424,16 @@ class BackwardPass {
    * hook_result's gradient (each head's output before the sum: attn_out's gradient repeated per
    * head), visited, then z's gradient head by head through W_O[head].
    */
-  #result(l: number, dOut: DeviceArray): void {
+  async #result(l: number, dOut: DeviceArray): Promise<void> {
     const { backend, cfg } = this.m;
     const { nHeads, dHead, dModel: d } = cfg;
     const rows = this.#rows;
     const W_O = this.m.heads?.W_O?.[l];
     if (!W_O) throw new Error("per-head W_O was not uploaded (set useAttnResult first)");
     using scope = backend.scope();
-    const g = backend.read(dOut.at(0, rows * d));
+    const g = await backend.read(dOut.at(0, rows * d));
     const result = scope.upload(repeatPerHead(g, rows, nHeads, d));
-    this.#visit(HOOK.result, l, result, nHeads * d);
+    await this.#visit(HOOK.result, l, result, nHeads * d);
     for (let h = 0; h < nHeads; h++) {
       backend.matmulTransposed(result.at(h * d), W_O[h], this.buf.z.at(h * dHead), rows, {
         lda: nHeads * d,
@@ -435,7 +443,7 @@ class BackwardPass {
   }
 
   /** The attention core of layer `l`: z's gradient -> Q|K|V's, through pattern and scores. */
-  #core(l: number): void {
+  async #core(l: number): Promise<void> {
     const { backend, cfg } = this.m;
     const { batch, T } = this.plan;
     const { buf } = this;
@@ -477,7 +485,7 @@ class BackwardPass {
         fullRows,
       });
     }
-    this.#visit(HOOK.pattern, l, buf.pattern, T);
+    await this.#visit(HOOK.pattern, l, buf.pattern, T);
     for (let b = 0; b < batch; b++) {
       backend.softmaxBackwardRows(
         at(softmax, b),
@@ -487,13 +495,13 @@ class BackwardPass {
         T,
       );
     }
-    this.#visit(HOOK.attnScores, l, buf.pattern, T);
+    await this.#visit(HOOK.attnScores, l, buf.pattern, T);
     for (let b = 0; b < batch; b++) backend.attentionGradQK(seq(b), at(buf.pattern, b));
   }
 
   /** The embeddings: hook_pos_embed's and hook_embed's gradients (nothing flows further). */
-  embed(): void {
-    if (this.m.params.W_pos) this.#branch(HOOK.posEmbed, null);
-    this.#branch(HOOK.embed, null);
+  async embed(): Promise<void> {
+    if (this.m.params.W_pos) await this.#branch(HOOK.posEmbed, null);
+    await this.#branch(HOOK.embed, null);
   }
 }

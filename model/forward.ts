@@ -101,7 +101,7 @@ export interface ForwardPlan {
    */
   startMid?: boolean;
   /** Writes the starting residual stream into `resid` (rows as the plan stores them). */
-  input?: (resid: DeviceArray, rowOffset: Int32Array) => void;
+  input?: (resid: DeviceArray, rowOffset: Int32Array) => void | Promise<void>;
   /**
    * Stop before this block: the result's `resid` is its resid_pre (with nLayers: the last
    * block's resid_post, before the final norm). Absent: run to the logits.
@@ -138,7 +138,7 @@ export interface ForwardPlan {
    */
   unembed?: {
     rows?: Int32Array;
-    each: (first: number, count: number, logits: DeviceArray) => void;
+    each: (first: number, count: number, logits: DeviceArray) => void | Promise<void>;
   };
   /**
    * Always compute the attention pattern into the pass's `pattern` buffer, and keep the softmax's
@@ -258,7 +258,11 @@ export function planRows(plan: Pick<ForwardPlan, "batch" | "T" | "qStart">): {
 /**
  * Runs one pass. Reads top to bottom as the model computes: input, blocks, final norm, unembed.
  */
-export function forward(m: ModelRuntime, plan: ForwardPlan, hooks: HookSession): ForwardResult {
+export async function forward(
+  m: ModelRuntime,
+  plan: ForwardPlan,
+  hooks: HookSession,
+): Promise<ForwardResult> {
   const { cfg } = m;
   const start = plan.startLayer ?? 0;
   const stop = plan.stopAtLayer ?? cfg.nLayers;
@@ -266,24 +270,24 @@ export function forward(m: ModelRuntime, plan: ForwardPlan, hooks: HookSession):
   const pass = new Pass(m, plan, hooks, scope);
 
   // 1. The residual stream entering the first block computed.
-  if (plan.tokens) pass.embed(plan.tokens);
-  else plan.input!(pass.buf.resid, pass.rowOffset);
+  if (plan.tokens) await pass.embed(plan.tokens);
+  else await plan.input!(pass.buf.resid, pass.rowOffset);
 
   // 2. The blocks.
   for (let l = start; l < stop; l++) {
-    if (l === start && plan.startMid) pass.resumeMid(l);
-    else pass.block(l);
+    if (l === start && plan.startMid) await pass.resumeMid(l);
+    else await pass.block(l);
   }
   if (plan.stopAtLayer !== undefined) {
     pass.checkEdits();
-    return { resid: pass.readResid() };
+    return { resid: await pass.readResid() };
   }
   pass.record("residPre", cfg.nLayers);
 
   // 3. The final norm, and 4. the unembedding.
-  pass.norm(HOOK.lnFinalScale, HOOK.lnFinalNormalized, null, m.weights.lnFinal);
+  await pass.norm(HOOK.lnFinalScale, HOOK.lnFinalNormalized, null, m.weights.lnFinal);
   pass.checkEdits();
-  if (plan.unembed) pass.unembed(plan.unembed.rows, plan.unembed.each);
+  if (plan.unembed) await pass.unembed(plan.unembed.rows, plan.unembed.each);
   return {};
 }
 
@@ -467,11 +471,17 @@ export class Pass {
   }
 
   /** Visits hook point `p` over `cols` columns of `x`'s rows (`stride` apart). */
-  #visit(p: HookPoint, l: number | null, x: DeviceArray, cols: number, stride = cols): boolean {
+  async #visit(
+    p: HookPoint,
+    l: number | null,
+    x: DeviceArray,
+    cols: number,
+    stride = cols,
+  ): Promise<boolean> {
     this.#edit(p, l, x, cols, stride);
     if (!this.hooks.wants(p, l)) return false;
     const layout: RowLayout = { rows: this.rows, cols, stride };
-    return this.hooks.visit(p, l, x, this.#shape(p), layout);
+    return await this.hooks.visit(p, l, x, this.#shape(p), layout);
   }
 
   /** Copies the residual stream (or `from`) into `plan.record[what][l]` when asked. */
@@ -484,7 +494,7 @@ export class Pass {
    * resid = W_E[tokens] + W_pos[positions], with hook_embed and hook_pos_embed. Pads get no
    * position embedding (TransformerLens zeroes it).
    */
-  embed(tokens: TokenTensor): void {
+  async embed(tokens: TokenTensor): Promise<void> {
     const { backend, cfg, params } = this.m;
     const d = cfg.dModel;
     const rows = this.rows;
@@ -495,7 +505,7 @@ export class Pass {
       embed.set(WE.subarray(id * d, id * d + d), r * d);
     }
     backend.write(this.buf.x, embed);
-    this.#visit(HOOK.embed, null, this.buf.x, d);
+    await this.#visit(HOOK.embed, null, this.buf.x, d);
     if (params.W_pos) {
       const pos = new Float32Array(rows * d);
       const WP = params.W_pos.data;
@@ -506,7 +516,7 @@ export class Pass {
         pos.set(WP.subarray(t * d, t * d + d), r * d);
       }
       backend.write(this.buf.out, pos);
-      this.#visit(HOOK.posEmbed, null, this.buf.out, d);
+      await this.#visit(HOOK.posEmbed, null, this.buf.out, d);
       backend.add(this.buf.x.at(0, rows * d), this.buf.out.at(0, rows * d), this.buf.resid);
     } else {
       backend.copy(this.buf.x.at(0, rows * d), this.buf.resid);
@@ -528,23 +538,23 @@ export class Pass {
   }
 
   /** Block `l`: resid_pre -> resid_post. */
-  block(l: number): void {
+  async block(l: number): Promise<void> {
     const { buf } = this;
     const d = this.m.cfg.dModel;
-    this.#attentionOut(l);
+    await this.#attentionOut(l);
     if (!this.m.cfg.parallelAttnMlp) {
       this.#addToResid(buf.out);
-      this.#visit(HOOK.residMid, l, buf.resid, d);
+      await this.#visit(HOOK.residMid, l, buf.resid, d);
       this.record("residMid", l);
-      this.mlpHalf(l);
+      await this.mlpHalf(l);
       return;
     }
     // Parallel: the MLP reads resid_pre too; resid_post = (resid_pre + attn_out) + mlp_out.
-    this.#mlpOut(l);
+    await this.#mlpOut(l);
     this.#addToResid(buf.attnOut!);
     this.record("residMid", l);
     this.#addToResid(buf.out);
-    this.#visit(HOOK.residPost, l, buf.resid, d);
+    await this.#visit(HOOK.residPost, l, buf.resid, d);
   }
 
   /** (x - mean) / scale (LayerNorm) or x / scale (RMSNorm) of `rows` rows, by the config. */
@@ -560,21 +570,21 @@ export class Pass {
    * Normalizes `src` (default the residual stream) into `x` (LayerNorm or RMSNorm by the config),
    * with the norm's two hook points and its weight (see {@linkcode normalizedAfterWeight}).
    */
-  norm(
+  async norm(
     scaleHook: HookPoint,
     normalizedHook: HookPoint,
     l: number | null,
     w: DeviceNorm | null,
     src: DeviceArray = this.buf.resid,
-  ) {
+  ): Promise<void> {
     const { buf, rows } = this;
     const d = this.m.cfg.dModel;
     const wantScale = this.hooks.wants(scaleHook, l);
     this.#normalize(src, buf.x, rows, wantScale ? buf.scale : undefined);
-    if (wantScale) this.#visit(scaleHook, l, buf.scale!, 1);
+    if (wantScale) await this.#visit(scaleHook, l, buf.scale!, 1);
     const after = normalizedAfterWeight(this.m.cfg);
     if (w && after) this.m.backend.affineRows(buf.x, buf.x, rows, d, w.w, w.b);
-    this.#visit(normalizedHook, l, buf.x, d);
+    await this.#visit(normalizedHook, l, buf.x, d);
     if (w && !after) this.m.backend.affineRows(buf.x, buf.x, rows, d, w.w, w.b);
   }
 
@@ -582,39 +592,39 @@ export class Pass {
    * resid_pre -> attn_out of block `l` (norm, attention, output projection), into `out`, or into
    * `attnOut` in parallel blocks.
    */
-  #attentionOut(l: number) {
+  async #attentionOut(l: number): Promise<void> {
     const { backend, cfg } = this.m;
     const { buf, rows } = this;
     const blk = this.m.weights.blocks[l];
     const d = cfg.dModel, qCols = cfg.nHeads * cfg.dHead, kvCols = cfg.nKeyValueHeads * cfg.dHead;
     const W = this.#qkvCols;
-    this.#visit(HOOK.residPre, l, buf.resid, d);
+    await this.#visit(HOOK.residPre, l, buf.resid, d);
     this.record("residPre", l);
     if (this.#perHeadInputs(l)) {
-      this.#perHeadQkv(l);
+      await this.#perHeadQkv(l);
     } else {
-      this.norm(HOOK.ln1Scale, HOOK.ln1Normalized, l, blk.ln1);
+      await this.norm(HOOK.ln1Scale, HOOK.ln1Normalized, l, blk.ln1);
       backend.matmul(buf.x, blk.W_QKV, buf.qkv, rows, { bias: blk.b_QKV });
     }
-    this.#visit(HOOK.q, l, buf.qkv, qCols, W);
-    this.#visit(HOOK.k, l, buf.qkv.at(qCols), kvCols, W);
-    this.#visit(HOOK.v, l, buf.qkv.at(qCols + kvCols), kvCols, W);
+    await this.#visit(HOOK.q, l, buf.qkv, qCols, W);
+    await this.#visit(HOOK.k, l, buf.qkv.at(qCols), kvCols, W);
+    await this.#visit(HOOK.v, l, buf.qkv.at(qCols + kvCols), kvCols, W);
     if (buf.cs) {
       rotateQK(this.m, buf.qkv, buf.cs, rows);
-      this.#visit(HOOK.rotQ, l, buf.qkv, qCols, W);
-      this.#visit(HOOK.rotK, l, buf.qkv.at(qCols), kvCols, W);
+      await this.#visit(HOOK.rotQ, l, buf.qkv, qCols, W);
+      await this.#visit(HOOK.rotK, l, buf.qkv.at(qCols), kvCols, W);
     }
     const qkvRecord = this.plan.record?.qkv?.[l];
     if (qkvRecord) backend.copy(buf.qkv.at(0, rows * W), qkvRecord);
-    this.#attention(l);
-    this.#visit(HOOK.z, l, buf.z, qCols);
+    await this.#attention(l);
+    await this.#visit(HOOK.z, l, buf.z, qCols);
     const out = buf.attnOut ?? buf.out;
     if (this.hooks.wants(HOOK.result, l)) {
-      this.#attentionResult(l, out);
+      await this.#attentionResult(l, out);
     } else {
       backend.matmul(buf.z, blk.W_O, out, rows, { bias: blk.b_O });
     }
-    this.#visit(HOOK.attnOut, l, out, d);
+    await this.#visit(HOOK.attnOut, l, out, d);
   }
 
   /**
@@ -635,7 +645,7 @@ export class Pass {
    * (its hook points fire once for q, k and v, with a head axis), then head h's product reads
    * head h's row.
    */
-  #perHeadQkv(l: number) {
+  async #perHeadQkv(l: number): Promise<void> {
     const { backend, cfg } = this.m;
     const { rows } = this;
     const o = this.hooks.options;
@@ -645,7 +655,7 @@ export class Pass {
     const blk = this.m.weights.blocks[l];
     const { batch } = this.plan, nQ = this.#nQ;
     using scope = backend.scope();
-    const resid = backend.read(this.buf.resid.at(0, rows * d));
+    const resid = await backend.read(this.buf.resid.at(0, rows * d));
     const repeated = (n: number) => scope.upload(repeatPerHead(resid, rows, n, d));
     let attnIn: DeviceArray | undefined;
     if (o.useAttnIn) {
@@ -653,7 +663,7 @@ export class Pass {
         throw new InputError("useAttnIn is not supported with grouped-query attention");
       }
       attnIn = repeated(nHeads);
-      this.#visit(HOOK.attnIn, l, attnIn, nHeads * d);
+      await this.#visit(HOOK.attnIn, l, attnIn, nHeads * d);
     }
     const kinds = [
       { input: HOOK.qInput, heads: nHeads, W: w.W_Q[l], col: 0 },
@@ -661,12 +671,16 @@ export class Pass {
       { input: HOOK.vInput, heads: nKv, W: w.W_V[l], col: (nHeads + nKv) * dHead },
     ];
     // All three inputs are hooked before ln1 runs on any of them, as in TL's block.
-    const inputs = kinds.map((k) => {
-      if (!o.useSplitQkvInput) return attnIn!;
+    const inputs: DeviceArray[] = [];
+    for (const k of kinds) {
+      if (!o.useSplitQkvInput) {
+        inputs.push(attnIn!);
+        continue;
+      }
       const input = repeated(k.heads);
-      this.#visit(k.input, l, input, k.heads * d);
-      return input;
-    });
+      await this.#visit(k.input, l, input, k.heads * d);
+      inputs.push(input);
+    }
     for (const [i, k] of kinds.entries()) {
       const n = k.heads, input = inputs[i];
       const x = scope.alloc(rows * n * d);
@@ -674,7 +688,7 @@ export class Pass {
       const scale = wantScale ? scope.alloc(rows * n) : undefined;
       this.#normalize(input, x, rows * n, scale);
       if (scale) {
-        this.hooks.visit(HOOK.ln1Scale, l, scale, [batch, nQ, n, 1], {
+        await this.hooks.visit(HOOK.ln1Scale, l, scale, [batch, nQ, n, 1], {
           rows,
           cols: n,
           stride: n,
@@ -683,7 +697,7 @@ export class Pass {
       const after = normalizedAfterWeight(cfg);
       if (blk.ln1 && after) backend.affineRows(x, x, rows * n, d, blk.ln1.w, blk.ln1.b);
       if (this.hooks.wants(HOOK.ln1Normalized, l)) {
-        this.hooks.visit(HOOK.ln1Normalized, l, x, [batch, nQ, n, d], {
+        await this.hooks.visit(HOOK.ln1Normalized, l, x, [batch, nQ, n, d], {
           rows,
           cols: n * d,
           stride: n * d,
@@ -705,7 +719,7 @@ export class Pass {
    * attn_out of layer `l` through hook_result (TransformerLens's `use_attn_result`): each head's
    * z W_O[head] [rows, head, d_model], hooked, then summed over heads plus b_O.
    */
-  #attentionResult(l: number, out: DeviceArray) {
+  async #attentionResult(l: number, out: DeviceArray): Promise<void> {
     const { backend, cfg } = this.m;
     const { rows } = this;
     const { nHeads, dHead, dModel: d } = cfg;
@@ -719,39 +733,39 @@ export class Pass {
         ldc: nHeads * d,
       });
     }
-    this.#visit(HOOK.result, l, result, nHeads * d);
+    await this.#visit(HOOK.result, l, result, nHeads * d);
     backend.sumHeads(result, out, rows, nHeads, d, this.m.weights.blocks[l].b_O);
   }
 
   /** Block `l` for a pass that starts at its resid_mid: that hook point, then the MLP half. */
-  resumeMid(l: number): void {
-    this.#visit(HOOK.residMid, l, this.buf.resid, this.m.cfg.dModel);
-    this.mlpHalf(l);
+  async resumeMid(l: number): Promise<void> {
+    await this.#visit(HOOK.residMid, l, this.buf.resid, this.m.cfg.dModel);
+    await this.mlpHalf(l);
   }
 
   /** resid_mid -> resid_post of block `l` (sequential blocks): norm, MLP, residual add. */
-  mlpHalf(l: number): void {
-    this.#mlpOut(l);
+  async mlpHalf(l: number): Promise<void> {
+    await this.#mlpOut(l);
     this.#addToResid(this.buf.out);
-    this.#visit(HOOK.residPost, l, this.buf.resid, this.m.cfg.dModel);
+    await this.#visit(HOOK.residPost, l, this.buf.resid, this.m.cfg.dModel);
   }
 
   /**
    * Block `l`'s activations from its input in the residual stream up to the MLP's
    * pre-activation, for the backward pass; returns what the MLP's norm read (see `mlpIn`).
    */
-  recomputeToMlp(l: number): DeviceArray {
-    this.#attentionOut(l);
+  async recomputeToMlp(l: number): Promise<DeviceArray> {
+    await this.#attentionOut(l);
     if (!this.m.cfg.parallelAttnMlp) {
       this.#addToResid(this.buf.out);
-      this.#visit(HOOK.residMid, l, this.buf.resid, this.m.cfg.dModel);
+      await this.#visit(HOOK.residMid, l, this.buf.resid, this.m.cfg.dModel);
     }
-    return this.#mlpIn(l);
+    return await this.#mlpIn(l);
   }
 
   /** The MLP of block `l` on the residual stream, into `out` (mlp_out). */
-  #mlpOut(l: number): void {
-    this.#mlpIn(l);
+  async #mlpOut(l: number): Promise<void> {
+    await this.#mlpIn(l);
     const { backend, cfg } = this.m;
     const { buf, rows } = this;
     const blk = this.m.weights.blocks[l];
@@ -762,10 +776,10 @@ export class Pass {
       const hidden = buf.mlp.at(0, rows * dMlp);
       backend.activation(cfg.actFn, hidden, hidden);
     }
-    this.#visit(HOOK.mlpPost, l, buf.mlp, dMlp);
+    await this.#visit(HOOK.mlpPost, l, buf.mlp, dMlp);
     backend.matmul(buf.mlp, blk.W_out, buf.out, rows, { bias: blk.b_out });
     this.record("mlpOut", l, buf.out);
-    this.#visit(HOOK.mlpOut, l, buf.out, d);
+    await this.#visit(HOOK.mlpOut, l, buf.out, d);
   }
 
   /**
@@ -773,7 +787,7 @@ export class Pass {
    * pre-activation (`mlp`, or [gate | up] in `gateUp`). Returns the norm's input: the residual
    * stream, or hook_mlp_in's copy of it in `out`.
    */
-  #mlpIn(l: number): DeviceArray {
+  async #mlpIn(l: number): Promise<DeviceArray> {
     const { backend, cfg } = this.m;
     const { buf, rows } = this;
     const blk = this.m.weights.blocks[l];
@@ -783,17 +797,17 @@ export class Pass {
     if (this.hooks.wants(HOOK.mlpIn, l)) {
       mlpIn = buf.out;
       backend.copy(buf.resid.at(0, rows * d), mlpIn);
-      this.#visit(HOOK.mlpIn, l, mlpIn, d);
+      await this.#visit(HOOK.mlpIn, l, mlpIn, d);
     }
-    this.norm(HOOK.ln2Scale, HOOK.ln2Normalized, l, blk.ln2, mlpIn);
+    await this.norm(HOOK.ln2Scale, HOOK.ln2Normalized, l, blk.ln2, mlpIn);
     if (buf.gateUp) {
       // One product for [gate | up]; the activation computes act(gate) * up.
       backend.matmul(buf.x, blk.W_in, buf.gateUp, rows, { bias: blk.b_in });
-      this.#visit(HOOK.mlpPre, l, buf.gateUp, dMlp, 2 * dMlp);
-      this.#visit(HOOK.mlpPreLinear, l, buf.gateUp.at(dMlp), dMlp, 2 * dMlp);
+      await this.#visit(HOOK.mlpPre, l, buf.gateUp, dMlp, 2 * dMlp);
+      await this.#visit(HOOK.mlpPreLinear, l, buf.gateUp.at(dMlp), dMlp, 2 * dMlp);
     } else {
       backend.matmul(buf.x, blk.W_in, buf.mlp, rows, { bias: blk.b_in });
-      this.#visit(HOOK.mlpPre, l, buf.mlp, dMlp);
+      await this.#visit(HOOK.mlpPre, l, buf.mlp, dMlp);
     }
     return mlpIn;
   }
@@ -809,7 +823,7 @@ export class Pass {
    * As TransformerLens: hook_attn_scores sees the masked scores (-inf where a query may not look)
    * and the pattern is the softmax of whatever it returns; a hooked pattern is used as it is.
    */
-  #attention(l: number) {
+  async #attention(l: number): Promise<void> {
     const { backend, cfg } = this.m;
     const { buf, plan } = this;
     const { nHeads, dHead, nKeyValueHeads } = cfg;
@@ -869,7 +883,7 @@ export class Pass {
       for (let b = 0; b < plan.batch; b++) {
         backend.attentionScores(seq(b), scores.at(offset[b], perSeq(b)));
       }
-      hookedScores = this.hooks.visit(HOOK.attnScores, l, scores, attnShape, layout);
+      hookedScores = await this.hooks.visit(HOOK.attnScores, l, scores, attnShape, layout);
       for (let b = 0; b < plan.batch; b++) {
         const q = this.#qStart[b];
         backend.softmaxRows(scores.at(offset[b], perSeq(b)), patternOf(b), nHeads, T - q, q, {
@@ -884,7 +898,7 @@ export class Pass {
       backend.copy(pattern.at(0, offset[plan.batch - 1] + perSeq(plan.batch - 1)), buf.softmax);
     }
     const edited = this.#edit(HOOK.pattern, l, pattern, T, T);
-    const hookedPattern = this.hooks.visit(HOOK.pattern, l, pattern, attnShape, layout);
+    const hookedPattern = await this.hooks.visit(HOOK.pattern, l, pattern, attnShape, layout);
     if (wantScores || edited || hookedPattern) {
       const causal = !hookedScores && !hookedPattern && !edited;
       for (let b = 0; b < plan.batch; b++) {
@@ -894,18 +908,18 @@ export class Pass {
   }
 
   /** The residual stream [batch, pos, d_model] (plans whose sequences compute alike). */
-  readResid(): Tensor {
+  async readResid(): Promise<Tensor> {
     const { batch } = this.plan;
     const d = this.m.cfg.dModel;
-    const data = this.m.backend.read(this.buf.resid.at(0, this.rows * d));
+    const data = await this.m.backend.read(this.buf.resid.at(0, this.rows * d));
     return { data, shape: [batch, this.rows / batch, d] };
   }
 
   /** logits = x W_U + b_U for the chosen rows of `x`, in chunks handed to `each`. */
-  unembed(
+  async unembed(
     rows: Int32Array | undefined,
-    each: (first: number, count: number, logits: DeviceArray) => void,
-  ) {
+    each: (first: number, count: number, logits: DeviceArray) => void | Promise<void>,
+  ): Promise<void> {
     const { backend, cfg, weights } = this.m;
     const d = cfg.dModel, V = cfg.dVocab;
     const n = rows ? rows.length : this.rows;
@@ -921,7 +935,7 @@ export class Pass {
       const m = Math.min(LOGIT_CHUNK_ROWS, n - r0);
       const logits = chunk.at(0, m * V);
       backend.matmul(x.at(r0 * d, m * d), weights.W_U, logits, m, { bias: weights.b_U });
-      each(r0, m, logits);
+      await each(r0, m, logits);
     }
   }
 }

@@ -96,14 +96,14 @@ function positiveInt(v: unknown, name: string): number {
  * import { generate } from "./generate.ts";
  * const model = await HookedTransformer.fromPretrained("induction-toy", { threads: 1 });
  * const ctx = { runtime: runtimeOf(model), session: hookSessionOf(model), text: model };
- * generate(ctx, [[2047, 5, 9, 5]], { maxNewTokens: 2, temperature: 0 }); // [[2047, 5, 9, 5, ...]]
+ * await generate(ctx, [[2047, 5, 9, 5]], { maxNewTokens: 2, temperature: 0 }); // [[2047, 5, 9, 5, ...]]
  * ```
  */
-export function generate(
+export async function generate(
   ctx: GenerateContext,
   input: string | string[] | Tokens,
   opts: GenerateOptions = {},
-): GenerateResult {
+): Promise<GenerateResult> {
   checkOptions(opts, GENERATE_KEYS, "generate");
   const { runtime: m, text } = ctx;
   const { cfg, backend } = m;
@@ -191,11 +191,11 @@ export function generate(
     const pad = padding && { first: padding.first, end: Int32Array.from({ length: B }, () => T) };
     const plan: ForwardPlan = { batch: B, T, padding: pad, kvCache };
     const next = new Int32Array(B);
-    const collect = (first: number, count: number, logits: DeviceArray) => {
+    const collect = async (first: number, count: number, logits: DeviceArray) => {
       if (greedy) {
-        next.set(backend.argmaxRows(logits, count, V), first);
+        next.set(await backend.argmaxRows(logits, count, V), first);
       } else {
-        const all = backend.read(logits);
+        const all = await backend.read(logits);
         for (let i = 0; i < count; i++) next[first + i] = pick(all.subarray(i * V, (i + 1) * V));
       }
     };
@@ -216,7 +216,7 @@ export function generate(
         each: collect,
       };
     }
-    forward(m, plan, ctx.session);
+    await forward(m, plan, ctx.session);
     for (let b = 0; b < B; b++) {
       let tok = next[b];
       if (stopAtEos && finished[b]) tok = eos!;

@@ -60,7 +60,10 @@ const RETURN_TYPES: readonly GradientReturnType[] = ["logits", "loss", "both", "
  * or non-finite entries, and a `HookError` when a hook misbehaves; either way the model's memory
  * is released and the model keeps working.
  */
-export function runWithGradients(m: ModelRuntime, run: GradientRun): GradientResult {
+export async function runWithGradients(
+  m: ModelRuntime,
+  run: GradientRun,
+): Promise<GradientResult> {
   const { backend, cfg, weights } = m;
   const returnType = run.returnType ?? "logits";
   if (!RETURN_TYPES.includes(returnType)) {
@@ -102,7 +105,7 @@ export function runWithGradients(m: ModelRuntime, run: GradientRun): GradientRes
   let value: number;
   let logits: Tensor | null = null;
   if (chunked) {
-    forward(m, {
+    await forward(m, {
       batch,
       T,
       tokens,
@@ -110,9 +113,9 @@ export function runWithGradients(m: ModelRuntime, run: GradientRun): GradientRes
       record: { residPre },
       unembed: {
         rows: chunked.rows,
-        each: (first, count, lg) => {
+        each: async (first, count, lg) => {
           const g = grad.at(0, count * V);
-          chunked.chunk(first, count, lg, g);
+          await chunked.chunk(first, count, lg, g);
           backend.matmulTransposed(g, weights.W_U, dx, count);
           for (let i = 0; i < count; i++) {
             backend.copy(dx.at(i * d, d), dFinal.at(chunked.rows[first + i] * d, d));
@@ -123,7 +126,7 @@ export function runWithGradients(m: ModelRuntime, run: GradientRun): GradientRes
     value = chunked.value();
   } else {
     const out = new Float32Array(rows * V);
-    forward(m, {
+    await forward(m, {
       batch,
       T,
       tokens,
@@ -150,7 +153,11 @@ export function runWithGradients(m: ModelRuntime, run: GradientRun): GradientRes
     hookOptions,
     backward: true,
   });
-  backward(m, { batch, T, padding, residPre, dFinal, changes: fwd.changes, hookOptions }, bwd);
+  await backward(
+    m,
+    { batch, T, padding, residPre, dFinal, changes: fwd.changes, hookOptions },
+    bwd,
+  );
 
   const cache = new Map(fwd.cached);
   for (const [name, g] of bwd.cached) cache.set(`${name}_grad`, g);

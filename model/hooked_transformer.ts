@@ -21,6 +21,7 @@ import type { HookedTransformerConfig } from "./config.ts";
 import { uploadWeights } from "./device_weights.ts";
 import type { ModelRuntime } from "./forward.ts";
 import { runWithGradients } from "./gradients.ts";
+import { exclusiveUse } from "./exclusive.ts";
 import { generate, type GenerateOptions, type GenerateResult } from "./generate.ts";
 import { ensureHeadWeights } from "./head_weights.ts";
 import { type AddHookOptions, HookRegistry, type ResetHooksOptions } from "./hook_registry.ts";
@@ -399,7 +400,9 @@ export class HookedTransformer {
   ): Promise<RunResult<O>> {
     checkOptions(opts, RUN_OPTION_KEYS, "run");
     await Promise.resolve();
-    return this.#call(input, opts ?? {}, this.#session([], new Set())).result as RunResult<O>;
+    return (await this.#call(input, opts ?? {}, this.#session([], new Set()))).result as RunResult<
+      O
+    >;
   }
 
   /**
@@ -452,7 +455,7 @@ export class HookedTransformer {
           "runWithCache: a metric is what the backward pass differentiates: add inclBwdCache: true",
         );
       }
-      const r = this.#gradients(input, o, { cacheNames, gradNames: cacheNames });
+      const r = await this.#gradients(input, o, { cacheNames, gradNames: cacheNames });
       const acts = o.removeBatchDim ? withoutBatchDim(r.cache, r.batch) : r.cache;
       return {
         logits: r.logits,
@@ -463,7 +466,7 @@ export class HookedTransformer {
       } as RunWithCacheResult<O>;
     }
     const session = this.#session(o.fwdHooks ?? [], cacheNames);
-    const out = this.#call(input, o, session);
+    const out = await this.#call(input, o, session);
     const acts = o.removeBatchDim ? withoutBatchDim(session.cached, out.batch) : session.cached;
     return {
       logits: out.logits,
@@ -512,7 +515,7 @@ export class HookedTransformer {
     const bwd = o.bwdHooks;
     // (an empty list runs no backward pass; anything else but a list is refused there)
     if (o.metric !== undefined || (bwd !== undefined && !(Array.isArray(bwd) && !bwd.length))) {
-      const r = this.#gradients(input, o, {});
+      const r = await this.#gradients(input, o, {});
       const result = r.returnType === "loss"
         ? r.loss
         : r.returnType === "both"
@@ -521,13 +524,17 @@ export class HookedTransformer {
       return result as RunResult<O>;
     }
     const session = this.#session(o.fwdHooks ?? [], new Set());
-    return this.#call(input, o, session).result as RunResult<O>;
+    return (await this.#call(input, o, session)).result as RunResult<O>;
   }
 
   /** One call: the prepared input, one pass, and the output its options ask for. */
-  #call(input: ModelInput, opts: RunOptions, session: HookSession) {
+  async #call(input: ModelInput, opts: RunOptions, session: HookSession) {
+    using _turn = await exclusiveUse(this.backend);
     const prepared = prepareRun(this, input, opts);
-    const out = { ...executeRun(runtimeOf(this), session, prepared), batch: prepared.batch };
+    const out = {
+      ...(await executeRun(runtimeOf(this), session, prepared)),
+      batch: prepared.batch,
+    };
     if (prepared.stopAtLayer !== undefined) return { ...out, result: out.residual! };
     const result = prepared.returnType === "loss"
       ? out.loss!
@@ -541,11 +548,12 @@ export class HookedTransformer {
    * A run with a backward pass (see `gradients.ts`): from the tokens (padded or not) to the
    * logits, with the model's registered hooks of both directions first.
    */
-  #gradients(
+  async #gradients(
     input: ModelInput,
     opts: RunOptions & { fwdHooks?: FwdHook[]; bwdHooks?: BwdHook[]; metric?: Metric },
     names: { cacheNames?: Set<string>; gradNames?: Set<string> },
   ) {
+    using _turn = await exclusiveUse(this.backend);
     const p = prepareRun(this, input, opts);
     if (p.startLayer !== 0 || p.stopAtLayer !== undefined || p.lossPerToken) {
       throw new InputError(
@@ -554,7 +562,7 @@ export class HookedTransformer {
       );
     }
     if (opts.metric !== undefined) checkMetric(opts.metric, "metric");
-    const r = runWithGradients(runtimeOf(this), {
+    const r = await runWithGradients(runtimeOf(this), {
       tokens: p.tokens!,
       fwdHooks: this.#registry.hooksOf("fwd", opts.fwdHooks ?? [], this.#hookNames),
       bwdHooks: this.#registry.hooksOf("bwd", opts.bwdHooks ?? [], this.#hookNames),
@@ -737,8 +745,8 @@ export class HookedTransformer {
     input: string | string[] | Tokens,
     opts: GenerateOptions = {},
   ): Promise<GenerateResult> {
-    await Promise.resolve();
-    return generate(
+    using _turn = await exclusiveUse(this.backend);
+    return await generate(
       { runtime: runtimeOf(this), session: this.#session([], new Set()), text: this },
       input,
       opts,

@@ -154,17 +154,17 @@ export class HookSession {
    * (`point.readOnly`) refuses any change, whether returned or made in place (in a forward
    * session).
    */
-  visit(
+  async visit(
     point: HookPoint,
     layer: number | null,
     x: DeviceArray,
     shape: number[],
     layout: RowLayout,
-  ): boolean {
+  ): Promise<boolean> {
     if (!this.wants(point, layer)) return false;
     const name = this.names.of(point, layer);
     const { rows, cols, stride } = layout;
-    let act: Tensor = { data: this.backend.readRows(x, rows, cols, stride), shape };
+    let act: Tensor = { data: await this.backend.readRows(x, rows, cols, stride), shape };
     const fns = this.hooks.get(name);
     if (fns) {
       const readOnly = point.readOnly && !this.#backward;

@@ -21,18 +21,21 @@ import type { Padding } from "./padding.ts";
  * const backend = await WasmBackend.load({ threads: 1 });
  * using scope = backend.scope();
  * const logits = scope.upload(new Float32Array([0, 0, 0, 0])); // 2 rows of 2 equal logits
- * targetLogProbs(backend, logits, 2, 2, Int32Array.of(0, 1)); // [-0.693..., -0.693...]
+ * await targetLogProbs(backend, logits, 2, 2, Int32Array.of(0, 1)); // [-0.693..., -0.693...]
  * ```
  */
-export function targetLogProbs(
+export async function targetLogProbs(
   backend: Backend,
   logits: DeviceArray,
   count: number,
   dVocab: number,
   targets: Int32Array,
-): Float64Array {
-  const lse = backend.logSumExpRows(logits, count, dVocab);
-  const picked = backend.takeAlongRows(logits, dVocab, targets);
+): Promise<Float64Array> {
+  // Both reads are issued before either is awaited: one wait for the device, not two.
+  const [lse, picked] = await Promise.all([
+    backend.logSumExpRows(logits, count, dVocab),
+    backend.takeAlongRows(logits, dVocab, targets),
+  ]);
   return lse.map((l, i) => picked[i] - l);
 }
 
@@ -115,11 +118,11 @@ export class NextTokenLoss {
     backend: Backend,
     dVocab: number,
     unembedded: Int32Array = this.rows,
-  ): (first: number, count: number, logits: DeviceArray) => void {
-    return (first, count, logits) => {
+  ): (first: number, count: number, logits: DeviceArray) => Promise<void> {
+    return async (first, count, logits) => {
       const rows = unembedded.subarray(first, first + count);
       const want = Int32Array.from(rows, (r) => Math.max(0, this.#target[r]));
-      const lp = targetLogProbs(backend, logits, count, dVocab, want);
+      const lp = await targetLogProbs(backend, logits, count, dVocab, want);
       rows.forEach((r, i) => {
         if (this.#target[r] >= 0) this.#logProb[r] = lp[i];
       });

@@ -59,7 +59,7 @@ export interface ChunkedMetric {
    * Reads logits [count, d_vocab] of rows `rows[first .. first + count)` and writes d metric /
    * d logits for them into `grad` (same layout; a different array).
    */
-  chunk(first: number, count: number, logits: DeviceArray, grad: DeviceArray): void;
+  chunk(first: number, count: number, logits: DeviceArray, grad: DeviceArray): Promise<void>;
   /** The value, once every chunk was read. */
   value(): number;
 }
@@ -194,11 +194,14 @@ function crossEntropyChunked(backend: Backend, ce: CrossEntropyRows, dVocab: num
   let value = 0;
   return {
     rows: ce.rows,
-    chunk(first: number, count: number, logits: DeviceArray, grad: DeviceArray) {
+    async chunk(first: number, count: number, logits: DeviceArray, grad: DeviceArray) {
       const targets = ce.targets.subarray(first, first + count);
-      const picked = backend.takeAlongRows(logits, dVocab, targets);
       const coef = new Float32Array(count).fill(ce.coef);
-      const lse = backend.crossEntropyGradRows(logits, count, dVocab, coef, targets, grad);
+      // Both are enqueued before either is awaited (the gather reads the logits first).
+      const [picked, lse] = await Promise.all([
+        backend.takeAlongRows(logits, dVocab, targets),
+        backend.crossEntropyGradRows(logits, count, dVocab, coef, targets, grad),
+      ]);
       for (let i = 0; i < count; i++) value += ce.coef * (lse[i] - picked[i]);
     },
     value: () => value,
@@ -354,10 +357,12 @@ export function logitDiffMetric(
       let value = 0;
       return {
         rows,
-        chunk(first, count, logits, grad) {
+        async chunk(first, count, logits, grad) {
           const a = answer.subarray(first, first + count), w = wrong.subarray(first, first + count);
-          const la = backend.takeAlongRows(logits, dVocab, a);
-          const lw = backend.takeAlongRows(logits, dVocab, w);
+          const [la, lw] = await Promise.all([
+            backend.takeAlongRows(logits, dVocab, a),
+            backend.takeAlongRows(logits, dVocab, w),
+          ]);
           const g = new Float32Array(count * dVocab);
           for (let i = 0; i < count; i++) {
             value += (la[i] - lw[i]) / B;

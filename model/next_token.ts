@@ -11,6 +11,7 @@ import { forward } from "./forward.ts";
 import { type HookedTransformer, hookSessionOf, runtimeOf } from "./hooked_transformer.ts";
 import { assertHookName } from "./hook_table.ts";
 import { targetLogProbs } from "./loss.ts";
+import { exclusiveUse } from "./exclusive.ts";
 import { type Tokens, toTokenTensor } from "./tokens.ts";
 
 /**
@@ -24,12 +25,16 @@ export function logProbReducer(
   targets: Int32Array,
   logProbs: Float32Array,
   correct?: Uint8Array,
-): (first: number, count: number, logits: DeviceArray) => void {
-  return (first, count, logits) => {
+): (first: number, count: number, logits: DeviceArray) => Promise<void> {
+  return async (first, count, logits) => {
     const want = targets.subarray(first, first + count);
-    logProbs.set(targetLogProbs(backend, logits, count, dVocab, want), first);
-    if (correct) {
-      const best = backend.argmaxRows(logits, count, dVocab);
+    // Every read of the chunk is issued before the first await.
+    const [lp, best] = await Promise.all([
+      targetLogProbs(backend, logits, count, dVocab, want),
+      correct ? backend.argmaxRows(logits, count, dVocab) : undefined,
+    ]);
+    logProbs.set(lp, first);
+    if (correct && best) {
       for (let i = 0; i < count; i++) correct[first + i] = best[i] === want[i] ? 1 : 0;
     }
   };
@@ -80,8 +85,8 @@ export async function nextTokenLogProbs(
   opts: NextTokenOptions = {},
 ): Promise<NextTokenLogProbs> {
   checkOptions(opts, ["accuracy", "cacheNames", "onGroup", "rowBudget"], "nextTokenLogProbs");
-  await Promise.resolve();
   const m = runtimeOf(model);
+  using _turn = await exclusiveUse(m.backend);
   const t = toTokenTensor(tokens, m.cfg);
   const [batch, T] = t.shape;
   const n = T - 1;
@@ -107,7 +112,7 @@ export async function nextTokenLogProbs(
     const session = hookSessionOf(model, [], cacheNames);
     const lp = logProbs.subarray(b0 * n, (b0 + g) * n);
     const hits = correct?.subarray(b0 * n, (b0 + g) * n);
-    forward(m, {
+    await forward(m, {
       batch: g,
       T,
       tokens: { data: ids, shape: [g, T] },

@@ -16,6 +16,7 @@ import type { DeviceArray } from "../backend/backend.ts";
 import { InputError } from "../core/errors.ts";
 import type { Tensor } from "../core/tensor.ts";
 import { type EditLayout, forward, type ModelRuntime, planRows } from "./forward.ts";
+import { exclusiveUse } from "./exclusive.ts";
 import { type HookedTransformer, runtimeOf } from "./hooked_transformer.ts";
 import type { HookPoint } from "./hook_table.ts";
 import { type HookFn, HookNames, HookSession } from "./hooks.ts";
@@ -55,15 +56,16 @@ const MAX_LOGIT_FLOATS = 1 << 26;
  * positions are unembedded in patched runs (the others keep the base run's logits). Returns the
  * base run's logits.
  */
-export function runPatchGroups(
+export async function runPatchGroups(
   model: HookedTransformer,
   tokens: TokenTensor,
   groups: PatchGroup[],
   onRun: (group: number, run: number, logits: Tensor) => void,
   onGroup?: (done: number, total: number) => void,
   logitPositions?: readonly number[],
-): Tensor {
+): Promise<Tensor> {
   const m = runtimeOf(model);
+  using _turn = await exclusiveUse(m.backend);
   const { backend, cfg } = m;
   const [B, T] = tokens.shape;
   const L = cfg.nLayers, d = cfg.dModel, V = cfg.dVocab;
@@ -77,7 +79,7 @@ export function runPatchGroups(
     qkv: Array.from({ length: L }, () => scope.alloc(B * T * W)),
   };
   const baseLogits = new Float32Array(B * T * V);
-  forward(m, {
+  await forward(m, {
     batch: B,
     T,
     tokens,
@@ -85,7 +87,7 @@ export function runPatchGroups(
     unembed: { each: (r0, _n, logits) => backend.readInto(logits, baseLogits, r0 * V) },
   }, silent);
 
-  groups.forEach((g, gi) => {
+  for (const [gi, g] of groups.entries()) {
     for (const q of g.qStart) {
       if (!Number.isInteger(q) || q < 0 || q >= T) {
         throw new InputError(`patch position ${q} is outside [0, ${T})`);
@@ -105,7 +107,7 @@ export function runPatchGroups(
         rows += B * (T - g.qStart[r1]);
         r1++;
       }
-      runChunk(
+      await runChunk(
         m,
         g,
         r0,
@@ -116,7 +118,7 @@ export function runPatchGroups(
       r0 = r1;
     }
     onGroup?.(gi + 1, groups.length);
-  });
+  }
   return { data: baseLogits, shape: [B, T, V] };
 }
 
@@ -133,14 +135,14 @@ interface BaseRun {
 }
 
 /** Runs r0..r1-1 of group `g` as one pass. */
-function runChunk(
+async function runChunk(
   m: ModelRuntime,
   g: PatchGroup,
   r0: number,
   r1: number,
   ctx: BaseRun,
   onRun: (run: number, logits: Tensor) => void,
-) {
+): Promise<void> {
   const { backend, cfg } = m;
   const { B, T, base } = ctx;
   const d = cfg.dModel, V = cfg.dVocab;
@@ -178,7 +180,7 @@ function runChunk(
     };
     session = new HookSession(backend, ctx.names, new Map([[name, [hook]]]));
   }
-  forward(m, {
+  await forward(m, {
     batch: S,
     T,
     qStart,
@@ -207,8 +209,8 @@ function runChunk(
       : undefined,
     unembed: {
       rows: Int32Array.from(rowIndex),
-      each: (first, count, chunk) => {
-        const values = backend.read(chunk);
+      each: async (first, count, chunk) => {
+        const values = await backend.read(chunk);
         for (let j = 0; j < count; j++) {
           logits[rowRun[first + j]].set(values.subarray(j * V, (j + 1) * V), rowAt[first + j]);
         }

@@ -21,6 +21,7 @@ import { forward, type ModelRuntime, planRows } from "./forward.ts";
 import { type HookedTransformer, hookRegistryOf, runtimeOf } from "./hooked_transformer.ts";
 import { HookNames, HookSession } from "./hooks.ts";
 import { logProbReducer } from "./next_token.ts";
+import { exclusiveUse } from "./exclusive.ts";
 import { type Tokens, toTokenTensor } from "./tokens.ts";
 
 /** Residual-stream hook points a single-position patch can target. */
@@ -110,6 +111,7 @@ export async function patchedNextTokenLogProbs(
 ): Promise<PatchedLogProbs> {
   await Promise.resolve();
   const m = runtimeOf(model);
+  using _turn = await exclusiveUse(m.backend);
   const { backend, cfg } = m;
   const t = toTokenTensor(tokens, cfg);
   const [batch, T] = t.shape;
@@ -156,7 +158,7 @@ export async function patchedNextTokenLogProbs(
   };
   const silent = new HookSession(backend, new HookNames(L));
   const clean = new Float32Array(T - 1);
-  forward(m, {
+  await forward(m, {
     batch: 1,
     T,
     tokens: t,
@@ -166,16 +168,16 @@ export async function patchedNextTokenLogProbs(
       each: logProbReducer(backend, cfg.dVocab, targets, clean),
     },
   }, silent);
-  const patched = groups.map((g, i) => {
-    const out = patchGroup(m, silent, state, T, targets, g, clean, from);
+  const patched: Float32Array[][] = [];
+  for (const [i, g] of groups.entries()) {
+    patched.push(await patchGroup(m, silent, state, T, targets, g, clean, from));
     opts.onGroup?.(i + 1, groups.length);
-    return out;
-  });
+  }
   return { clean, patched };
 }
 
 /** The patched runs of one group, batched by rows, resumed from the clean state. */
-function patchGroup(
+async function patchGroup(
   m: ModelRuntime,
   silent: HookSession,
   state: CleanState,
@@ -184,7 +186,7 @@ function patchGroup(
   { layer, point, patches }: LayerPatches,
   clean: Float32Array,
   from: number,
-): Float32Array[] {
+): Promise<Float32Array[]> {
   const { backend, cfg } = m;
   const d = cfg.dModel;
   // Where each patched run starts, and how its first row is formed from clean activations.
@@ -218,19 +220,20 @@ function patchGroup(
     });
     const lp = new Float32Array(rowIndex.length);
     const rowTargets = Int32Array.from(pos, (t) => targets[t]);
-    forward(m, {
+    await forward(m, {
       batch: group.length,
       T,
       qStart,
       prefixKv: state.qkv,
       startLayer,
       startMid,
-      input: (resid) =>
-        group.forEach((p, g) => {
+      input: async (resid) => {
+        for (const [g, p] of group.entries()) {
           const dst = resid.at(rowOffset[g] * d, (T - p.position) * d);
           backend.copy(source.at(p.position * d, (T - p.position) * d), dst);
-          patchFirstRow(backend, state, layer, point, p, dst.at(0, d));
-        }),
+          await patchFirstRow(backend, state, layer, point, p, dst.at(0, d));
+        }
+      },
       unembed: {
         rows: Int32Array.from(rowIndex),
         each: logProbReducer(backend, cfg.dVocab, rowTargets, lp),
@@ -247,24 +250,24 @@ function patchGroup(
  * or the clean stream before the add plus the patched value (attn_out, mlp_out: the same float32
  * adds as a full run; in parallel blocks an attn_out patch then adds the clean mlp_out).
  */
-function patchFirstRow(
+async function patchFirstRow(
   backend: Backend,
   state: CleanState,
   layer: number,
   point: PatchPoint,
   p: PositionPatch,
   row: DeviceArray,
-) {
+): Promise<void> {
   if (point === "resid_pre" || point === "resid_mid") {
     backend.write(row, p.value);
     return;
   }
   const at = (x: DeviceArray) => backend.read(x.at(p.position * row.length, row.length));
   const before = point === "attn_out" ? state.residPre[layer] : state.residMid[layer];
-  const sum = at(before);
+  const sum = await at(before);
   for (let i = 0; i < sum.length; i++) sum[i] = sum[i] + p.value[i];
   if (point === "attn_out" && state.mlpOut.length > 0) {
-    const mlpOut = at(state.mlpOut[layer]);
+    const mlpOut = await at(state.mlpOut[layer]);
     for (let i = 0; i < sum.length; i++) sum[i] = sum[i] + mlpOut[i];
   }
   backend.write(row, sum);

@@ -267,10 +267,14 @@ export function withoutBatchDim(acts: Map<string, Tensor>, batch: number): Map<s
  * import { executeRun, prepareRun } from "./run.ts";
  * const model = await HookedTransformer.fromPretrained("induction-toy", { threads: 1 });
  * const p = prepareRun(model, [[2047, 5, 9, 5, 9]], { returnType: "loss" });
- * executeRun(runtimeOf(model), hookSessionOf(model), p).loss; // the mean next-token loss
+ * (await executeRun(runtimeOf(model), hookSessionOf(model), p)).loss; // the mean next-token loss
  * ```
  */
-export function executeRun(m: ModelRuntime, session: HookSession, p: PreparedRun): RunOutput {
+export async function executeRun(
+  m: ModelRuntime,
+  session: HookSession,
+  p: PreparedRun,
+): Promise<RunOutput> {
   const { backend, cfg } = m;
   const { batch, T, returnType } = p;
   const V = cfg.dVocab;
@@ -297,15 +301,15 @@ export function executeRun(m: ModelRuntime, session: HookSession, p: PreparedRun
   if (logits) {
     const reduce = loss?.reducer(backend, V, Int32Array.from({ length: batch * T }, (_, i) => i));
     plan.unembed = {
-      each: (r0, count, chunk) => {
-        backend.readInto(chunk, logits, r0 * V);
-        reduce?.(r0, count, chunk);
+      each: async (r0, count, chunk) => {
+        // Both reads of the chunk are issued before the first await.
+        await Promise.all([backend.readInto(chunk, logits, r0 * V), reduce?.(r0, count, chunk)]);
       },
     };
   } else if (loss) {
     plan.unembed = { rows: loss.rows, each: loss.reducer(backend, V) };
   }
-  const { resid } = forward(m, plan, session);
+  const { resid } = await forward(m, plan, session);
   return {
     logits: logits && { data: logits, shape: [batch, T, V] },
     loss: loss && (p.lossPerToken ? loss.perToken() : loss.mean()),

@@ -167,7 +167,7 @@ for (const backend of ["js", "wasm"] as const) {
     }
   });
 
-  Deno.test(`FactoredMatrix (${backend}): rowBlocks stream AB for any block size`, () => {
+  Deno.test(`FactoredMatrix (${backend}): rowBlocks stream AB for any block size`, async () => {
     const A = random(45, 9, 80), B = random(9, 70, 81);
     const M = new FactoredMatrix(A, B, opts);
     const ref = dense(A, B);
@@ -175,7 +175,7 @@ for (const backend of ["js", "wasm"] as const) {
     for (const size of [1, 7, 16, 45, 100]) {
       const got = new Float32Array(45 * 70);
       let next = 0;
-      for (const block of M.rowBlocks(size)) {
+      for await (const block of M.rowBlocks(size)) {
         assert.equal(block.start, next);
         assert.equal(block.rows, Math.min(size, 45 - next));
         assert.equal(block.data.length, block.rows * 70);
@@ -185,9 +185,9 @@ for (const backend of ["js", "wasm"] as const) {
       assert.equal(next, 45);
       assertClose(got, ref, 1e-5, `blocks of ${size}`);
     }
-    for (const block of M.rowBlocks(4)) if (block.start >= 8) break;
+    for await (const block of M.rowBlocks(4)) if (block.start >= 8) break;
     assert.equal(wasm.bytesInUse, before, "memory released after the loop and after a break");
-    assert.throws(() => [...M.rowBlocks(0)], InputError);
+    await assert.rejects(() => Array.fromAsync(M.rowBlocks(0)), InputError);
   });
 
   Deno.test(`top1Accuracy (${backend}): streaming equals a materialised argmax, ties first`, async () => {
@@ -283,7 +283,7 @@ function part(t: Tensor, i: number): Tensor {
   return { data: t.data.slice(i * r * c, (i + 1) * r * c), shape: [r, c] };
 }
 
-Deno.test("FactoredMatrix with leading dimensions: broadcast factors, get, per-matrix results", () => {
+Deno.test("FactoredMatrix with leading dimensions: broadcast factors, get, per-matrix results", async () => {
   // A [2, 3, 6, 4] and B [3, 4, 5] broadcast to M [2, 3, 6, 5].
   const A = randomT([2, 3, 6, 4], 1), B = randomT([3, 4, 5], 2);
   const M = new FactoredMatrix(A, B);
@@ -335,7 +335,7 @@ Deno.test("FactoredMatrix with leading dimensions: broadcast factors, get, per-m
   assertClose(M.makeEven().AB.data, AB.data, 1e-4, "makeEven");
   // Single-matrix methods say how to pick one.
   assert.throws(() => M.norm(), InputError, "get(");
-  assert.throws(() => [...M.rowBlocks()], InputError, "get(");
+  await assert.rejects(() => Array.fromAsync(M.rowBlocks()), InputError, "get(");
 });
 
 function transposeData(x: Float64Array, r: number, c: number): Float64Array {
@@ -363,13 +363,13 @@ Deno.test("FactoredMatrix eigenvalues: those of B A, complex pairs included", ()
   assert.throws(() => new FactoredMatrix(random(3, 2, 1), random(2, 4, 1)).eigenvalues, InputError);
 });
 
-Deno.test("rowBlocks on a backend: an outer scope cannot allocate while the stream is open", () => {
+Deno.test("rowBlocks on a backend: an outer scope cannot allocate while the stream is open", async () => {
   const M = new FactoredMatrix(random(20, 3, 1), random(3, 20, 2), { backend: wasm });
   const before = wasm.bytesInUse;
   {
     using outer = wasm.scope();
     let blocks = 0;
-    for (const _ of M.rowBlocks(5)) {
+    for await (const _ of M.rowBlocks(5)) {
       blocks++;
       assert.throws(() => outer.alloc(1000), KernelError, "an inner one is open");
       using inner = wasm.scope(); // the model's passes open and close scopes like this

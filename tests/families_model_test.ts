@@ -125,19 +125,21 @@ for (const dir of DIRS) {
   Deno.test(`${dir}: shifting every position leaves rotary attention unchanged`, async () => {
     const m = await model(dir);
     const rt = runtimeOf(m);
-    const run = (shift: number) => {
+    const run = async (shift: number) => {
       const [batch, T] = [2, 9];
       const out = new Float32Array(batch * T * m.cfg.dVocab);
-      forward(rt, {
+      await forward(rt, {
         batch,
         T,
         tokens: { data: Int32Array.from(TOKENS.flat()), shape: [batch, T] },
         positions: Int32Array.from({ length: batch * T }, (_, r) => (r % T) + shift),
-        unembed: { each: (r0, _n, logits) => out.set(rt.backend.read(logits), r0 * m.cfg.dVocab) },
+        unembed: {
+          each: async (r0, _n, logits) => out.set(await rt.backend.read(logits), r0 * m.cfg.dVocab),
+        },
       }, new HookSession(rt.backend, new HookNames(m.cfg.nLayers)));
       return out;
     };
-    const base = run(0), shifted = run(13);
+    const base = await run(0), shifted = await run(13);
     bitsEqual(base, (await m.run(TOKENS)).data, "explicit default positions");
     let diff = 0, spread = 0;
     for (let i = 0; i < base.length; i++) {
@@ -146,7 +148,7 @@ for (const dir of DIRS) {
     }
     // Only rounding differs (q.k depends on the relative position): float32 noise, not 1e-2.
     assert.ok(diff < 1e-5 * Math.max(1, spread), `shifted logits moved by ${diff}`);
-    assert.throws(() => run(m.cfg.nCtx), InputError);
+    await assert.rejects(() => run(m.cfg.nCtx), InputError);
   });
 
   Deno.test(`${dir}: resumed-run patching equals naive hooked runs`, async () => {

@@ -297,3 +297,29 @@ Deno.test("GPT-2-small shape loads and runs 30 x 101 tokens in WebAssembly memor
   assert.ok(logits.data.every(Number.isFinite));
   assert.ok((model.backend as WasmBackend).memoryBytes < 4 * 2 ** 30);
 });
+
+Deno.test("calls started together are served one at a time, each as if alone", async () => {
+  // A pass awaits its host reads and its scopes nest on the backend's one stack: runs, a
+  // generation and patched runs started at once must not interleave (exclusive.ts).
+  const model = await HookedTransformer.fromPretrained("induction-toy", { threads: 1 });
+  const a = [[2047, 5, 9, 13, 5, 9, 13, 5]], b = [[2047, 7, 8, 7, 8, 7, 8, 7, 8, 1, 2, 3]];
+  const hook = () => {};
+  const optsA = { fwdHooks: model.hookNames.map((n) => [n, hook] as [string, () => void]) };
+  const optsB = { fwdHooks: [["blocks.1.hook_attn_out", hook] as [string, () => void]] };
+  const alone = [
+    await model.runWithHooks(a, optsA),
+    await model.runWithHooks(b, optsB),
+    await model.generate(b, { maxNewTokens: 3, temperature: 0 }),
+    (await model.runWithCache(a)).cache.get("blocks.0.attn.hook_pattern").data,
+  ];
+  for (let k = 0; k < 3; k++) {
+    const together = await Promise.all([
+      model.runWithHooks(a, optsA),
+      model.runWithHooks(b, optsB),
+      model.generate(b, { maxNewTokens: 3, temperature: 0 }),
+      model.runWithCache(a).then((r) => r.cache.get("blocks.0.attn.hook_pattern").data),
+    ]);
+    assert.deepEqual(together, alone);
+  }
+  model.dispose();
+});

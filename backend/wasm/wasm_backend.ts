@@ -90,7 +90,7 @@ class WasmMatrix implements PackedMatrix {
  * using scope = backend.scope();
  * const a = scope.upload(new Float32Array([2, 3])), c = scope.alloc(3);
  * backend.matmul(a, W, c, 1);
- * backend.read(c); // Float32Array [2, 3, 5]
+ * await backend.read(c); // Float32Array [2, 3, 5]
  * ```
  */
 export class WasmBackend implements Backend {
@@ -217,22 +217,30 @@ export class WasmBackend implements Backend {
     return new WasmMatrix(this.kernels.uploadPacked(data, k, n, dtype), k, n, dtype, null);
   }
 
-  readMatrix(m: PackedMatrix): Float32Array {
-    const w = this.#matrix(m);
-    return this.kernels.downloadPacked(w.ptr, w.k, w.n, w.dtype);
+  // Host reads compute synchronously, as the kernels always have, and return settled promises
+  // (see `settled`): the values are taken when the call is made.
+  readMatrix(m: PackedMatrix): Promise<Float32Array> {
+    return settled(() => {
+      const w = this.#matrix(m);
+      return this.kernels.downloadPacked(w.ptr, w.k, w.n, w.dtype);
+    });
   }
 
-  read(x: DeviceArray): Float32Array {
-    return this.kernels.read(this.#ptr(x), x.length);
+  read(x: DeviceArray): Promise<Float32Array> {
+    return settled(() => {
+      return this.kernels.read(this.#ptr(x), x.length);
+    });
   }
 
-  readInto(x: DeviceArray, out: Float32Array, offset = 0): void {
-    if (!Number.isInteger(offset) || offset < 0 || offset + x.length > out.length) {
-      throw new KernelError(
-        `readInto: ${x.length} values at offset ${offset} do not fit an array of ${out.length}`,
-      );
-    }
-    this.kernels.readInto(this.#ptr(x), x.length, out, offset);
+  readInto(x: DeviceArray, out: Float32Array, offset = 0): Promise<void> {
+    return settled(() => {
+      if (!Number.isInteger(offset) || offset < 0 || offset + x.length > out.length) {
+        throw new KernelError(
+          `readInto: ${x.length} values at offset ${offset} do not fit an array of ${out.length}`,
+        );
+      }
+      this.kernels.readInto(this.#ptr(x), x.length, out, offset);
+    });
   }
 
   write(x: DeviceArray, data: Float32Array): void {
@@ -250,9 +258,16 @@ export class WasmBackend implements Backend {
     }
   }
 
-  readRows(x: DeviceArray, rows: number, cols: number, stride: number): Float32Array {
-    this.#rowsFit(x, rows, cols, stride, "readRows");
-    return this.kernels.readStrided(this.#ptr(x), rows, cols, stride);
+  readRows(
+    x: DeviceArray,
+    rows: number,
+    cols: number,
+    stride: number,
+  ): Promise<Float32Array> {
+    return settled(() => {
+      this.#rowsFit(x, rows, cols, stride, "readRows");
+      return this.kernels.readStrided(this.#ptr(x), rows, cols, stride);
+    });
   }
 
   writeRows(x: DeviceArray, data: Float32Array, rows: number, cols: number, stride: number): void {
@@ -510,23 +525,41 @@ export class WasmBackend implements Backend {
     });
   }
 
-  logSumExpRows(x: DeviceArray, rows: number, n: number, ld: number = n): Float64Array {
-    this.#rowsFit(x, rows, n, ld, "logSumExpRows");
-    return this.kernels.logSumExpRows(this.#ptr(x), rows, n, ld);
-  }
-
-  takeAlongRows(x: DeviceArray, n: number, index: Int32Array): Float32Array {
-    this.#rowsFit(x, index.length, n, n, "takeAlongRows");
-    const view = this.kernels.view(this.#ptr(x), index.length * n);
-    return Float32Array.from(index, (j, r) => {
-      if (!(j >= 0 && j < n)) throw new KernelError(`takeAlongRows: index ${j} outside [0, ${n})`);
-      return view[r * n + j];
+  logSumExpRows(
+    x: DeviceArray,
+    rows: number,
+    n: number,
+    ld: number = n,
+  ): Promise<Float64Array> {
+    return settled(() => {
+      this.#rowsFit(x, rows, n, ld, "logSumExpRows");
+      return this.kernels.logSumExpRows(this.#ptr(x), rows, n, ld);
     });
   }
 
-  argmaxRows(x: DeviceArray, rows: number, n: number, ld: number = n): Int32Array {
-    this.#rowsFit(x, rows, n, ld, "argmaxRows");
-    return this.kernels.argmaxRows(this.#ptr(x), rows, n, ld);
+  takeAlongRows(x: DeviceArray, n: number, index: Int32Array): Promise<Float32Array> {
+    return settled(() => {
+      this.#rowsFit(x, index.length, n, n, "takeAlongRows");
+      const view = this.kernels.view(this.#ptr(x), index.length * n);
+      return Float32Array.from(index, (j, r) => {
+        if (!(j >= 0 && j < n)) {
+          throw new KernelError(`takeAlongRows: index ${j} outside [0, ${n})`);
+        }
+        return view[r * n + j];
+      });
+    });
+  }
+
+  argmaxRows(
+    x: DeviceArray,
+    rows: number,
+    n: number,
+    ld: number = n,
+  ): Promise<Int32Array> {
+    return settled(() => {
+      this.#rowsFit(x, rows, n, ld, "argmaxRows");
+      return this.kernels.argmaxRows(this.#ptr(x), rows, n, ld);
+    });
   }
 
   // ---- Backward passes ----
@@ -665,16 +698,30 @@ export class WasmBackend implements Backend {
     coef: Float32Array,
     target: Int32Array,
     out: DeviceArray,
-  ): Float64Array {
-    this.#rowsFit(x, rows, n, n, "crossEntropyGradRows input");
-    this.#rowsFit(out, rows, n, n, "crossEntropyGradRows output");
-    return this.kernels.crossEntropyGradRows(
-      this.#ptr(x),
-      rows,
-      n,
-      coef,
-      target,
-      this.#ptr(out),
-    );
+  ): Promise<Float64Array> {
+    return settled(() => {
+      this.#rowsFit(x, rows, n, n, "crossEntropyGradRows input");
+      this.#rowsFit(out, rows, n, n, "crossEntropyGradRows output");
+      return this.kernels.crossEntropyGradRows(
+        this.#ptr(x),
+        rows,
+        n,
+        coef,
+        target,
+        this.#ptr(out),
+      );
+    });
+  }
+}
+
+/**
+ * `f()` as a settled promise: its value, or its error as a rejection, so a host read reports a bad
+ * argument the same way whether the backend computes now (here) or later (a GPU).
+ */
+function settled<T>(f: () => T): Promise<T> {
+  try {
+    return Promise.resolve(f());
+  } catch (e) {
+    return Promise.reject(e);
   }
 }

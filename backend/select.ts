@@ -49,7 +49,7 @@ export async function loadBackend(
     const { WebGpuBackend } = await import("./webgpu/webgpu_backend.ts");
     try {
       const backend = await WebGpuBackend.load({ requireHardware: device === "auto" });
-      return { backend: backend as unknown as Backend, device: "webgpu" };
+      return { backend, device: "webgpu" };
     } catch (e) {
       if (device === "webgpu") throw e;
       // auto: no hardware adapter, WebAssembly it is

@@ -10,6 +10,7 @@ import type {
   Activation,
   AttentionArgs,
   AttentionGradArgs,
+  Backend,
   CausalOptions,
   DeviceArray,
   MatmulOptions,
@@ -72,7 +73,7 @@ class GpuScope implements Scope {
  * await backend.read(c); // Float32Array [2, 3, 5]
  * ```
  */
-export class WebGpuBackend {
+export class WebGpuBackend implements Backend {
   /** The device, its limits and command queue (for tests and benchmarks). */
   readonly gpu: GpuDevice;
   readonly #scopes: GpuScope[] = [];

@@ -5,6 +5,8 @@
  */
 import type { Backend } from "./backend.ts";
 import { InputError } from "../core/errors.ts";
+import { WasmBackend } from "./wasm/wasm_backend.ts";
+import { WebGpuBackend } from "./webgpu/webgpu_backend.ts";
 
 /**
  * Where a model computes: `"wasm"` (WebAssembly on the CPU, the default), `"webgpu"` (any WebGPU
@@ -46,7 +48,6 @@ export async function loadBackend(
     );
   }
   if (device === "webgpu" || device === "auto") {
-    const { WebGpuBackend } = await import("./webgpu/webgpu_backend.ts");
     try {
       const backend = await WebGpuBackend.load({ requireHardware: device === "auto" });
       return { backend, device: "webgpu" };
@@ -55,6 +56,20 @@ export async function loadBackend(
       // auto: no hardware adapter, WebAssembly it is
     }
   }
-  const { WasmBackend } = await import("./wasm/wasm_backend.ts");
   return { backend: await WasmBackend.load({ threads: opts.threads }), device: "wasm" };
+}
+
+/**
+ * Which device runs `backend`: `"webgpu"` for a {@linkcode WebGpuBackend}, else `"wasm"`.
+ *
+ * @example
+ * ```ts
+ * import { deviceOf, loadBackend } from "./select.ts";
+ * const { backend } = await loadBackend("wasm", { threads: 1 });
+ * deviceOf(backend); // "wasm"
+ * backend.close();
+ * ```
+ */
+export function deviceOf(backend: Backend): "wasm" | "webgpu" {
+  return backend instanceof WebGpuBackend ? "webgpu" : "wasm";
 }

@@ -379,7 +379,7 @@ for (const d of TEST_DEVICES) {
         nKv: 3,
         dHead: 64,
         kStart: 0,
-      }]
+      }, { nQ: 40, qStart: 60, nHeads: 2, nKv: 1, dHead: 8, kStart: 5 }] // 100 keys: past 64
     ) {
       const { nQ, qStart, nHeads, nKv, dHead, kStart } = s;
       const nK = qStart + nQ,

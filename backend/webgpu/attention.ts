@@ -68,9 +68,15 @@ function geometry(g: AttentionGeometry): number[] {
   ];
 }
 
-const FUSED = header([...GEOMETRY, "hasPattern: u32", "p0: u32"], ["q", "k", "v", "z", "pat"]) +
+/**
+ * The fused kernel for rows of at most `cap` keys. Workgroup memory is sized to the row (a power
+ * of two from 64): WGSL zero-initialises it for every workgroup, and software adapters (Mesa's
+ * llvmpipe) pay for that per invocation, so a 2048-float array made a 12-key row 100x slower.
+ */
+const fusedCode = (cap: number) =>
+  header([...GEOMETRY, "hasPattern: u32", "p0: u32"], ["q", "k", "v", "z", "pat"]) +
   EXP + REDUCE + `
-var<workgroup> sc: array<f32, ${FUSED_MAX_KEYS}>;
+var<workgroup> sc: array<f32, ${cap}>;
 ` + entry(256) + `
   let h = item / p.nQ;
   let i = item % p.nQ;
@@ -114,6 +120,8 @@ var<workgroup> sc: array<f32, ${FUSED_MAX_KEYS}>;
   }
 }`;
 
+const FUSED = new Map<number, string>();
+
 /** Fused causal attention (nK <= FUSED_MAX_KEYS), writing the pattern when given. */
 export function attentionFused(
   dev: GpuDevice,
@@ -122,8 +130,12 @@ export function attentionFused(
   dummy: Bound,
 ): void {
   const pb = pattern ?? dummy;
+  let cap = 64;
+  while (cap < g.qStart + g.nQ) cap *= 2;
+  let code = FUSED.get(cap);
+  if (!code) FUSED.set(cap, code = fusedCode(cap));
   dev.dispatch(
-    FUSED,
+    code,
     [...geometry(g), pattern ? 1 : 0, pb.base],
     [g.q.b, g.k.b, g.v.b, g.z.b, pb.b],
     g.nHeads * g.nQ,

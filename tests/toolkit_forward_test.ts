@@ -41,6 +41,26 @@ function nll(row: Float32Array, target: number): number {
   return m + Math.log(s) - row[target];
 }
 
+/** The tiny model's golden tokens cut to different lengths. */
+const SEQS = [
+  golden.tokens[0].slice(0, 12),
+  golden.tokens[1].slice(0, 7),
+  golden.tokens[0].slice(3, 5),
+];
+
+function padded(side: "left" | "right") {
+  const T = 12;
+  const tokens = SEQS.map((s) => {
+    const pad = new Array(T - s.length).fill(0);
+    return side === "left" ? [...pad, ...s] : [...s, ...pad];
+  });
+  const mask = SEQS.map((s) => {
+    const ones = new Array(s.length).fill(1), zeros = new Array(T - s.length).fill(0);
+    return side === "left" ? [...zeros, ...ones] : [...ones, ...zeros];
+  });
+  return { tokens, mask, first: SEQS.map((s) => side === "left" ? T - s.length : 0) };
+}
+
 for (const d of TEST_DEVICES) {
   /** The models a test loaded, disposed when it ends. */
   let loaded: HookedTransformer[] = [];
@@ -109,26 +129,6 @@ for (const d of TEST_DEVICES) {
     assert.deepEqual(part.residual.data, resid1.data);
     assert.ok(part.cache.has("resid_post", 0) && !part.cache.has("resid_pre", 1));
   });
-
-  /** The tiny model's golden tokens cut to different lengths. */
-  const SEQS = [
-    golden.tokens[0].slice(0, 12),
-    golden.tokens[1].slice(0, 7),
-    golden.tokens[0].slice(3, 5),
-  ];
-
-  function padded(side: "left" | "right") {
-    const T = 12;
-    const tokens = SEQS.map((s) => {
-      const pad = new Array(T - s.length).fill(0);
-      return side === "left" ? [...pad, ...s] : [...s, ...pad];
-    });
-    const mask = SEQS.map((s) => {
-      const ones = new Array(s.length).fill(1), zeros = new Array(T - s.length).fill(0);
-      return side === "left" ? [...zeros, ...ones] : [...ones, ...zeros];
-    });
-    return { tokens, mask, first: SEQS.map((s) => side === "left" ? T - s.length : 0) };
-  }
 
   for (const side of ["left", "right"] as const) {
     test(`a ${side}-padded batch equals each sequence alone at its real positions`, async () => {

@@ -62,6 +62,19 @@ export class KernelError extends LensError {}
 /**
  * No WebGPU adapter is available (no `navigator.gpu`, or it offered no adapter of the kind asked
  * for). Use the WebAssembly backend (`device: "wasm"`), or run where WebGPU is exposed.
+ *
+ * @example
+ * ```ts
+ * import { GpuUnavailableError, HookedTransformer } from "../mod.ts";
+ * let model;
+ * try {
+ *   model = await HookedTransformer.fromPretrained("induction-toy", { device: "webgpu" });
+ * } catch (e) {
+ *   if (!(e instanceof GpuUnavailableError)) throw e;
+ *   model = await HookedTransformer.fromPretrained("induction-toy", { threads: 1 }); // wasm
+ * }
+ * model.dispose();
+ * ```
  */
 export class GpuUnavailableError extends KernelError {}
 

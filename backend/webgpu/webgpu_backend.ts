@@ -75,13 +75,13 @@ class GpuScope implements Scope {
  */
 export class WebGpuBackend implements Backend {
   /** The device, its limits and command queue (for tests and benchmarks). */
-  readonly gpu: GpuDevice;
+  readonly #gpu: GpuDevice;
   readonly #scopes: GpuScope[] = [];
   readonly #dummy: Bound;
   #permanentBytes = 0;
 
   private constructor(gpu: GpuDevice) {
-    this.gpu = gpu;
+    this.#gpu = gpu;
     const store = new GpuStore(gpu.createBuffer(16), null);
     this.#dummy = bind(gpu, new GpuArray(store, 0, 4));
   }
@@ -102,7 +102,7 @@ export class WebGpuBackend implements Backend {
 
   /** The adapter's description, e.g. "llvmpipe (LLVM 15.0.6, 256 bits)". */
   get adapter(): string {
-    return this.gpu.description;
+    return this.#gpu.description;
   }
 
   /** Bytes of GPU memory held by weights (uploads outside any scope). */
@@ -112,7 +112,7 @@ export class WebGpuBackend implements Backend {
 
   /** Releases the GPU device and every buffer. */
   close(): void {
-    this.gpu.destroy();
+    this.#gpu.destroy();
   }
 
   /** The same as {@linkcode WebGpuBackend.close}. */
@@ -122,7 +122,7 @@ export class WebGpuBackend implements Backend {
 
   /** Waits until the GPU has run every enqueued operation (and reports a lost device). */
   finish(): Promise<void> {
-    return this.gpu.finish();
+    return this.#gpu.finish();
   }
 
   scope(): Scope {
@@ -145,7 +145,7 @@ export class WebGpuBackend implements Backend {
   allocIn(scope: GpuScope, n: number): DeviceArray {
     this.#innermost(scope);
     checkCount(n, "alloc");
-    const store = new GpuStore(this.gpu.createBuffer(n * 4), scope);
+    const store = new GpuStore(this.#gpu.createBuffer(n * 4), scope);
     scope.stores.push(store);
     return new GpuArray(store, 0, n);
   }
@@ -167,7 +167,7 @@ export class WebGpuBackend implements Backend {
   /** @internal Disposes a scope and every scope opened inside it. */
   disposeScope(scope: GpuScope): void {
     if (!scope.open) return;
-    this.gpu.flush(); // recorded commands may still use these buffers
+    this.#gpu.flush(); // recorded commands may still use these buffers
     while (this.#scopes.length > scope.depth) {
       const s = this.#scopes.pop()!;
       s.open = false;
@@ -203,11 +203,11 @@ export class WebGpuBackend implements Backend {
     }
     // columns per block: a block's [k, cols] storage must fit one binding (multiples of 64)
     const perCol = dtype === "bf16" ? 2 : 4;
-    const fit = Math.floor(this.gpu.maxBinding / Math.max(1, k * perCol));
+    const fit = Math.floor(this.#gpu.maxBinding / Math.max(1, k * perCol));
     const blockCols = n <= fit ? Math.max(n, 1) : Math.floor(fit / 64) * 64;
     if (blockCols < 1) {
       throw new KernelError(
-        `uploadMatrix: one column of ${k} rows exceeds a WebGPU binding (${this.gpu.maxBinding} bytes)`,
+        `uploadMatrix: one column of ${k} rows exceeds a WebGPU binding (${this.#gpu.maxBinding} bytes)`,
       );
     }
     const blocks: GpuStore[] = [];
@@ -223,9 +223,9 @@ export class WebGpuBackend implements Backend {
             bytes.set(data.subarray(r * n + c0, r * n + c0 + cols), r * cols);
           }
         }
-        const store = new GpuStore(this.gpu.createBuffer(bytes.byteLength), owner);
+        const store = new GpuStore(this.#gpu.createBuffer(bytes.byteLength), owner);
         blocks.push(store);
-        if (bytes.byteLength > 0) this.gpu.write(store.buffer, 0, bytes);
+        if (bytes.byteLength > 0) this.#gpu.write(store.buffer, 0, bytes);
         if (n === 0) break;
       }
     } catch (e) {
@@ -246,7 +246,7 @@ export class WebGpuBackend implements Backend {
 
   #bind(x: DeviceArray, floats?: number): Bound {
     const a = this.#array(x);
-    return bind(this.gpu, a, floats ?? a.length);
+    return bind(this.#gpu, a, floats ?? a.length);
   }
 
   #matrix(m: PackedMatrix): GpuMatrix {
@@ -261,7 +261,7 @@ export class WebGpuBackend implements Backend {
 
   upload(data: Float32Array): DeviceArray {
     this.#permanent();
-    const store = new GpuStore(this.gpu.createBuffer(data.byteLength), null);
+    const store = new GpuStore(this.#gpu.createBuffer(data.byteLength), null);
     this.#permanentBytes += store.buffer.size;
     const x = new GpuArray(store, 0, data.length);
     this.write(x, data);
@@ -279,7 +279,7 @@ export class WebGpuBackend implements Backend {
     for (let b = 0; b < w.blocks.length; b++) {
       const cols = w.cols(b), words = w.words(b), c0 = b * w.blockCols;
       if (cols <= 0) continue;
-      const raw = await this.gpu.read(w.blocks[b].buffer, 0, w.k * words * 4);
+      const raw = await this.#gpu.read(w.blocks[b].buffer, 0, w.k * words * 4);
       if (w.dtype === "bf16") {
         const u = new Uint32Array(raw), f = new Uint32Array(out.buffer);
         for (let r = 0; r < w.k; r++) {
@@ -300,7 +300,7 @@ export class WebGpuBackend implements Backend {
 
   async read(x: DeviceArray): Promise<Float32Array> {
     const a = this.#array(x);
-    return new Float32Array(await this.gpu.read(a.store.buffer, a.offset * 4, a.length * 4));
+    return new Float32Array(await this.#gpu.read(a.store.buffer, a.offset * 4, a.length * 4));
   }
 
   async readInto(x: DeviceArray, out: Float32Array, offset = 0): Promise<void> {
@@ -317,7 +317,7 @@ export class WebGpuBackend implements Backend {
     if (data.length > a.length) {
       throw new KernelError(`write of ${data.length} floats into a device array of ${a.length}`);
     }
-    if (data.length > 0) this.gpu.write(a.store.buffer, a.offset * 4, data);
+    if (data.length > 0) this.#gpu.write(a.store.buffer, a.offset * 4, data);
   }
 
   #rowsFit(x: DeviceArray, rows: number, cols: number, stride: number, what: string): number {
@@ -365,10 +365,10 @@ export class WebGpuBackend implements Backend {
     if (bytes === 0 || (s.store === d.store && s.offset === d.offset)) return;
     if (s.store === d.store) {
       // WebGPU copies never have one buffer as source and destination: bounce
-      const tmp = this.gpu.temp(bytes);
-      this.gpu.copy(s.store.buffer, s.offset * 4, tmp, 0, bytes);
-      this.gpu.copy(tmp, 0, d.store.buffer, d.offset * 4, bytes);
-    } else this.gpu.copy(s.store.buffer, s.offset * 4, d.store.buffer, d.offset * 4, bytes);
+      const tmp = this.#gpu.temp(bytes);
+      this.#gpu.copy(s.store.buffer, s.offset * 4, tmp, 0, bytes);
+      this.#gpu.copy(tmp, 0, d.store.buffer, d.offset * 4, bytes);
+    } else this.#gpu.copy(s.store.buffer, s.offset * 4, d.store.buffer, d.offset * 4, bytes);
   }
 
   matmul(
@@ -383,7 +383,7 @@ export class WebGpuBackend implements Backend {
     const na = this.#rowsFit(a, m, w.k, lda, "matmul A");
     const nc = this.#rowsFit(c, m, w.n, ldc, "matmul C");
     if (opts.bias) this.#rowsFit(opts.bias, 1, w.n, w.n, "matmul bias");
-    matmul(this.gpu, {
+    matmul(this.#gpu, {
       a: this.#bind(a, na),
       w,
       c: this.#bind(c, nc),
@@ -433,7 +433,7 @@ export class WebGpuBackend implements Backend {
     if (opts.scale) this.#rowsFit(opts.scale, rows, 1, 1, `${what} scale`);
     if (rows === 0) return;
     norm(
-      this.gpu,
+      this.#gpu,
       this.#bind(x, n),
       this.#bind(out, n),
       rows,
@@ -459,7 +459,7 @@ export class WebGpuBackend implements Backend {
     if (b) this.#rowsFit(b, 1, d, d, "affineRows bias");
     if (n === 0) return;
     ew.affineRows(
-      this.gpu,
+      this.#gpu,
       this.#bind(x, n),
       this.#bind(out, n),
       rows,
@@ -474,7 +474,7 @@ export class WebGpuBackend implements Backend {
     checkActivation(act);
     this.#rowsFit(out, 1, x.length, 0, "activation output");
     if (x.length === 0) return;
-    ew.activation(this.gpu, act, this.#bind(x), this.#bind(out, x.length), x.length);
+    ew.activation(this.#gpu, act, this.#bind(x), this.#bind(out, x.length), x.length);
   }
 
   gatedActivation(
@@ -488,7 +488,7 @@ export class WebGpuBackend implements Backend {
     const n = this.#rowsFit(gateUp, rows, 2 * dMlp, 2 * dMlp, "gatedActivation input");
     const no = this.#rowsFit(out, rows, dMlp, dMlp, "gatedActivation output");
     if (no === 0) return;
-    ew.gatedActivation(this.gpu, act, this.#bind(gateUp, n), this.#bind(out, no), rows, dMlp);
+    ew.gatedActivation(this.#gpu, act, this.#bind(gateUp, n), this.#bind(out, no), rows, dMlp);
   }
 
   activationBackward(act: Activation, x: DeviceArray, dy: DeviceArray, dx: DeviceArray): void {
@@ -503,7 +503,7 @@ export class WebGpuBackend implements Backend {
     this.#sameOrApart(dx, dy, x.length, "activationBackward: dx and dy");
     if (x.length === 0) return;
     ew.activationBackward(
-      this.gpu,
+      this.#gpu,
       act,
       this.#bind(x),
       this.#bind(dy),
@@ -530,7 +530,7 @@ export class WebGpuBackend implements Backend {
     }
     if (no === 0) return;
     ew.gatedActivationBackward(
-      this.gpu,
+      this.#gpu,
       act,
       this.#bind(gateUp, n),
       this.#bind(dOut, no),
@@ -557,7 +557,7 @@ export class WebGpuBackend implements Backend {
     }
     if (n === 0 || l.rotaryDim === 0) return;
     ew.rotary(
-      this.gpu,
+      this.#gpu,
       this.#bind(x, n),
       this.#bind(cs, nc),
       l.rows,
@@ -573,7 +573,7 @@ export class WebGpuBackend implements Backend {
       throw new KernelError(`add of ${a.length} and ${b.length} floats into ${out.length}`);
     }
     if (a.length === 0) return;
-    ew.add(this.gpu, this.#bind(a), this.#bind(b), this.#bind(out, a.length), a.length);
+    ew.add(this.#gpu, this.#bind(a), this.#bind(b), this.#bind(out, a.length), a.length);
   }
 
   sumHeads(
@@ -592,7 +592,7 @@ export class WebGpuBackend implements Backend {
     }
     if (no === 0) return;
     ew.sumHeads(
-      this.gpu,
+      this.#gpu,
       this.#bind(x, n),
       this.#bind(out, no),
       rows,
@@ -645,23 +645,23 @@ export class WebGpuBackend implements Backend {
     if (a.nQ === 0) return;
     const pb = pattern && this.#pattern(a, pattern, "attention pattern");
     if (a.qStart + a.nQ <= att.FUSED_MAX_KEYS) {
-      return att.attentionFused(this.gpu, g, pb, this.#dummy);
+      return att.attentionFused(this.#gpu, g, pb, this.#dummy);
     }
     // rows longer than workgroup memory holds: scores, softmax and apply through a buffer
     const need = a.nHeads * a.nQ * (a.qStart + a.nQ);
     const tmp = pb ?? bind(
-      this.gpu,
-      new GpuArray(new GpuStore(this.gpu.temp(need * 4), null), 0, need),
+      this.#gpu,
+      new GpuArray(new GpuStore(this.#gpu.temp(need * 4), null), 0, need),
     );
-    att.attentionScores(this.gpu, g, tmp);
-    att.softmaxRows(this.gpu, tmp, tmp, a.nHeads, a.nQ, a.qStart, g.kStart, true);
-    att.attentionApply(this.gpu, g, tmp, true);
+    att.attentionScores(this.#gpu, g, tmp);
+    att.softmaxRows(this.#gpu, tmp, tmp, a.nHeads, a.nQ, a.qStart, g.kStart, true);
+    att.attentionApply(this.#gpu, g, tmp, true);
   }
 
   attentionScores(a: AttentionArgs, scores: DeviceArray): void {
     const g = this.#attention(a);
     if (a.nQ === 0) return;
-    att.attentionScores(this.gpu, g, this.#pattern(a, scores, "scores"));
+    att.attentionScores(this.#gpu, g, this.#pattern(a, scores, "scores"));
   }
 
   softmaxRows(
@@ -678,7 +678,7 @@ export class WebGpuBackend implements Backend {
     }
     if (need === 0) return;
     att.softmaxRows(
-      this.gpu,
+      this.#gpu,
       this.#bind(scores, need),
       this.#bind(pattern, need),
       nHeads,
@@ -693,18 +693,18 @@ export class WebGpuBackend implements Backend {
     const g = this.#attention(a);
     const pb = this.#pattern(a, pattern, "pattern");
     if (a.nQ === 0) return;
-    att.attentionApply(this.gpu, g, pb, opts.causal ?? true);
+    att.attentionApply(this.#gpu, g, pb, opts.causal ?? true);
   }
 
   /** A temporary storage binding of `n` 32-bit values holding `data` (if given). */
   #temp(n: number, data?: Float32Array | Int32Array): Bound {
-    const buf = this.gpu.temp(n * 4);
-    if (data && data.length > 0) this.gpu.write(buf, 0, data);
+    const buf = this.#gpu.temp(n * 4);
+    if (data && data.length > 0) this.#gpu.write(buf, 0, data);
     return { b: { buffer: buf, offset: 0, size: buf.size }, base: 0 };
   }
 
   async #readTemp(t: Bound, n: number): Promise<ArrayBuffer> {
-    return await this.gpu.read(t.b.buffer, 0, n * 4);
+    return await this.#gpu.read(t.b.buffer, 0, n * 4);
   }
 
   async logSumExpRows(
@@ -716,7 +716,7 @@ export class WebGpuBackend implements Backend {
     const need = this.#rowsFit(x, rows, n, ld, "logSumExpRows");
     if (rows === 0) return new Float64Array(0);
     const out = this.#temp(2 * rows);
-    rows_.maxSumExp(this.gpu, this.#bind(x, need), rows, n, ld, out);
+    rows_.maxSumExp(this.#gpu, this.#bind(x, need), rows, n, ld, out);
     const ms = new Float32Array(await this.#readTemp(out, 2 * rows));
     return Float64Array.from({ length: rows }, (_, r) => ms[2 * r] + Math.log(ms[2 * r + 1]));
   }
@@ -729,7 +729,7 @@ export class WebGpuBackend implements Backend {
     }
     if (rows === 0) return new Float32Array(0);
     const idx = this.#temp(rows, index), out = this.#temp(rows);
-    rows_.takeAlongRows(this.gpu, this.#bind(x, need), n, idx, rows, out);
+    rows_.takeAlongRows(this.#gpu, this.#bind(x, need), n, idx, rows, out);
     return new Float32Array(await this.#readTemp(out, rows));
   }
 
@@ -737,7 +737,7 @@ export class WebGpuBackend implements Backend {
     const need = this.#rowsFit(x, rows, n, ld, "argmaxRows");
     if (rows === 0) return new Int32Array(0);
     const out = this.#temp(rows);
-    rows_.argmax(this.gpu, this.#bind(x, need), rows, n, ld, out);
+    rows_.argmax(this.#gpu, this.#bind(x, need), rows, n, ld, out);
     return new Int32Array(await this.#readTemp(out, rows));
   }
 
@@ -754,7 +754,7 @@ export class WebGpuBackend implements Backend {
     const lda = opts.lda ?? w.n, ldc = opts.ldc ?? w.k;
     const na = this.#rowsFit(a, m, w.n, lda, "matmulTransposed A");
     const nc = this.#rowsFit(c, m, w.k, ldc, "matmulTransposed C");
-    matmul(this.gpu, {
+    matmul(this.#gpu, {
       a: this.#bind(a, na),
       w,
       c: this.#bind(c, nc),
@@ -784,7 +784,7 @@ export class WebGpuBackend implements Backend {
     }
     if (rows === 0) return;
     normBackward(
-      this.gpu,
+      this.#gpu,
       this.#bind(x, n),
       this.#bind(grad, n),
       dx ? this.#bind(dx, n) : null,
@@ -846,7 +846,7 @@ export class WebGpuBackend implements Backend {
     const p = this.#square(pattern, a.nHeads, a.T, "attention backward pattern");
     const dp = this.#square(dPattern, a.nHeads, a.T, "attention backward dPattern");
     if (a.T === 0) return;
-    attBack.attentionGradPattern(this.gpu, g, p, dp, opts.causal ?? true, opts.fullRows ?? false);
+    attBack.attentionGradPattern(this.#gpu, g, p, dp, opts.causal ?? true, opts.fullRows ?? false);
   }
 
   softmaxBackwardRows(
@@ -860,14 +860,14 @@ export class WebGpuBackend implements Backend {
     const dp = this.#square(dPattern, nHeads, T, "softmaxBackwardRows dPattern");
     const ds = this.#square(dScores, nHeads, T, "softmaxBackwardRows dScores");
     if (T === 0) return;
-    attBack.softmaxBackwardRows(this.gpu, p, dp, ds, nHeads, T);
+    attBack.softmaxBackwardRows(this.#gpu, p, dp, ds, nHeads, T);
   }
 
   attentionGradQK(a: AttentionGradArgs, dScores: DeviceArray): void {
     const g = this.#attentionGrad(a);
     const ds = this.#square(dScores, a.nHeads, a.T, "attention backward dScores");
     if (a.T === 0) return;
-    attBack.attentionGradQK(this.gpu, g, ds);
+    attBack.attentionGradQK(this.#gpu, g, ds);
   }
 
   async crossEntropyGradRows(
@@ -889,7 +889,7 @@ export class WebGpuBackend implements Backend {
     if (rows === 0) return new Float64Array(0);
     const c = this.#temp(rows, coef), t = this.#temp(rows, target), ms = this.#temp(2 * rows);
     rows_.crossEntropyGrad(
-      this.gpu,
+      this.#gpu,
       this.#bind(x, need),
       rows,
       n,

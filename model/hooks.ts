@@ -111,6 +111,9 @@ export class HookSession {
   readonly options: Readonly<HookOptions>;
   readonly #backward: boolean;
   readonly #trackChanges: boolean;
+  /** Cache-only reads issued and not yet awaited (see {@linkcode HookSession.settled}). */
+  #pending: Promise<void>[] = [];
+  #failed: unknown = null;
 
   /**
    * @param backend Where the activations live.
@@ -164,6 +167,20 @@ export class HookSession {
     if (!this.wants(point, layer)) return false;
     const name = this.names.of(point, layer);
     const { rows, cols, stride } = layout;
+    if (!this.hooks.has(name)) {
+      // Only the cache reads it: issue the read and go on, so that an asynchronous device runs
+      // the rest of the pass meanwhile (one wait for all of them, in settled()). The entry is
+      // placed now to keep the cache in visiting order.
+      const act: Tensor = { data: new Float32Array(0), shape };
+      this.cached.set(name, act);
+      this.#pending.push(
+        this.backend.readRows(x, rows, cols, stride).then(
+          (data) => void (act.data = data),
+          (e) => void (this.#failed ??= e),
+        ),
+      );
+      return false;
+    }
     let act: Tensor = { data: await this.backend.readRows(x, rows, cols, stride), shape };
     const fns = this.hooks.get(name);
     if (fns) {
@@ -196,6 +213,22 @@ export class HookSession {
     }
     if (this.cacheNames.has(name)) this.cached.set(name, act);
     return fns !== undefined;
+  }
+
+  /**
+   * Waits for the cache reads that {@linkcode HookSession.visit} issued without awaiting; the
+   * passes call it before they return, so `cached` is complete once a pass has resolved.
+   * @throws the first error a read met (a lost device, say).
+   */
+  async settled(): Promise<void> {
+    const pending = this.#pending;
+    this.#pending = [];
+    await Promise.all(pending);
+    if (this.#failed !== null) {
+      const e = this.#failed;
+      this.#failed = null;
+      throw e;
+    }
   }
 }
 

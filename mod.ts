@@ -283,3 +283,8 @@ export type {
 } from "./analysis/lm_utils.ts";
 export type { HeadIndex } from "./analysis/circuits.ts";
 export type { ProgressCallback } from "./core/progress.ts";
+// Gemma 2 and Gemma 3 (issue 19).
+export type { AttentionType } from "./model/config.ts";
+export type { HeadLayout } from "./backend/backend.ts";
+export { GEMMA3_270M, syntheticGemma } from "./weights/synthetic_families.ts";
+export type { SyntheticGemmaOptions } from "./weights/synthetic_families.ts";

@@ -5,6 +5,12 @@
 // h uses columns [h*dHead, (h+1)*dHead). Patterns and scores are laid out
 // [nHeads, nQ, nK] with nK = qStart + nQ, indexed by absolute head.
 //
+// Sliding windows (Gemma): with window > 0, query i sees only keys
+// j > qStart + i - window (itself and the window - 1 keys before it), on top of
+// the causal and padding masks. Softcapping (Gemma 2): with softcap > 0, each
+// score s = (q.k) scale becomes softcap tanh(s / softcap) (in f64, rounded
+// once) before the mask and the softmax.
+//
 // The fused `attention` and the three-step path (attentionScores ->
 // softmaxRows -> attentionApply) call the same row functions, so they
 // produce bit-identical z.
@@ -142,6 +148,23 @@ export function applyRow(p: usize, v: usize, strideB: usize, dHead: i32, nk: i32
   }
 }
 
+// First key query i (at absolute position qpos) sees: kStart, raised by a
+// sliding window.
+// @ts-ignore: decorator
+@inline
+export function firstKey(qpos: i32, kStart: i32, window: i32): i32 {
+  return window > 0 ? max(kStart, qpos - window + 1) : kStart;
+}
+
+// x[0..n) = cap tanh(x / cap), in f64 and rounded once (Gemma 2's softcap).
+export function capRow(x: usize, n: i32, cap: f32): void {
+  const c = <f64>cap;
+  for (let j = 0; j < n; j++) {
+    const o = x + (<usize>j << 2);
+    store<f32>(o, <f32>(c * Math.tanh(<f64>load<f32>(o) / c)));
+  }
+}
+
 // Which keys query i sees: [kStart, qStart + i] (causal; keys before kStart
 // are padding). A query with no key (qStart + i < kStart) gets a zero pattern
 // row and z = 0, as TransformerLens does for fully masked rows.
@@ -155,30 +178,33 @@ export function attention(
   q: usize, k: usize, v: usize, stride: i32, z: usize, zStride: i32,
   nQ: i32, qStart: i32, dHead: i32, scale: f32, pattern: usize,
   headStart: i32, headEnd: i32, scratch: usize, group: i32, kStart: i32,
+  window: i32, softcap: f32,
 ): void {
   setExpConstants(<f32>nQ * 0.0 + 1.0);
   const nK = qStart + nQ;
   const sB = <usize>stride << 2;
   const zB = <usize>zStride << 2;
-  const k0 = <usize>kStart * sB;
   for (let h = headStart; h < headEnd; h++) {
     const hc = <usize>(h * dHead) << 2;
     const kc = <usize>((h / group) * dHead) << 2;
     for (let i = 0; i < nQ; i++) {
       const nk = qStart + i + 1;
+      const lo = firstKey(qStart + i, kStart, window);
+      const k0 = <usize>lo * sB;
       const row: usize = pattern ? pattern + ((<usize>h * <usize>nQ + <usize>i) * <usize>nK << 2) : scratch;
       const zr = z + <usize>i * zB + hc;
-      if (nk <= kStart) {
+      if (nk <= lo) {
         if (pattern) memory.fill(row, 0, <usize>nK << 2);
         memory.fill(zr, 0, <usize>dHead << 2);
         continue;
       }
-      const seen = nk - kStart;
-      const r0 = row + (<usize>kStart << 2);
+      const seen = nk - lo;
+      const r0 = row + (<usize>lo << 2);
       scoreRow(q + <usize>i * sB + hc, k + kc + k0, sB, dHead, seen, scale, r0);
+      if (softcap > 0) capRow(r0, seen, softcap);
       softmaxRow(r0, r0, seen);
       if (pattern) {
-        memory.fill(row, 0, <usize>kStart << 2);
+        memory.fill(row, 0, <usize>lo << 2);
         memory.fill(row + (<usize>nk << 2), 0, <usize>(nK - nk) << 2);
       }
       applyRow(r0, v + kc + k0, sB, dHead, seen, zr);
@@ -190,20 +216,23 @@ export function attention(
 export function attentionScores(
   q: usize, k: usize, stride: i32, nQ: i32, qStart: i32, dHead: i32, scale: f32,
   scores: usize, headStart: i32, headEnd: i32, group: i32, kStart: i32,
+  window: i32, softcap: f32,
 ): void {
   const nK = qStart + nQ;
   const sB = <usize>stride << 2;
-  const k0 = <usize>kStart * sB;
   for (let h = headStart; h < headEnd; h++) {
     const hc = <usize>(h * dHead) << 2;
     const kc = <usize>((h / group) * dHead) << 2;
     for (let i = 0; i < nQ; i++) {
       const nk = qStart + i + 1;
+      const lo = firstKey(qStart + i, kStart, window);
       const row = scores + ((<usize>h * <usize>nQ + <usize>i) * <usize>nK << 2);
-      const first = min(kStart, nk);
+      const first = min(lo, nk);
       for (let j = 0; j < first; j++) store<f32>(row + (<usize>j << 2), -Infinity);
-      if (nk > kStart) {
-        scoreRow(q + <usize>i * sB + hc, k + kc + k0, sB, dHead, nk - kStart, scale, row + (<usize>kStart << 2));
+      if (nk > lo) {
+        const r0 = row + (<usize>lo << 2);
+        scoreRow(q + <usize>i * sB + hc, k + kc + <usize>lo * sB, sB, dHead, nk - lo, scale, r0);
+        if (softcap > 0) capRow(r0, nk - lo, softcap);
       }
       for (let j = nk; j < nK; j++) store<f32>(row + (<usize>j << 2), -Infinity);
     }
@@ -216,14 +245,14 @@ export function attentionScores(
 // scores returned is used as is); a row with no finite score gives zeros.
 export function softmaxRows(
   scores: usize, pattern: usize, nQ: i32, qStart: i32, headStart: i32, headEnd: i32,
-  kStart: i32, causal: i32,
+  kStart: i32, causal: i32, window: i32,
 ): void {
   setExpConstants(<f32>nQ * 0.0 + 1.0);
   const nK = qStart + nQ;
   for (let h = headStart; h < headEnd; h++) {
     for (let i = 0; i < nQ; i++) {
       const off = (<usize>h * <usize>nQ + <usize>i) * <usize>nK << 2;
-      const lo = causal ? kStart : 0;
+      const lo = causal ? firstKey(qStart + i, kStart, window) : 0;
       const hi = causal ? qStart + i + 1 : nK;
       if (hi <= lo || rowMax(scores + off + (<usize>lo << 2), hi - lo) == -Infinity) {
         memory.fill(pattern + off, 0, <usize>nK << 2);
@@ -248,7 +277,7 @@ function rowMax(x: usize, n: i32): f32 {
 export function attentionApply(
   pattern: usize, v: usize, stride: i32, z: usize, zStride: i32,
   nQ: i32, qStart: i32, dHead: i32, headStart: i32, headEnd: i32,
-  group: i32, kStart: i32, causal: i32,
+  group: i32, kStart: i32, causal: i32, window: i32,
 ): void {
   const nK = qStart + nQ;
   const sB = <usize>stride << 2;
@@ -257,7 +286,7 @@ export function attentionApply(
     const hc = <usize>(h * dHead) << 2;
     const kc = <usize>((h / group) * dHead) << 2;
     for (let i = 0; i < nQ; i++) {
-      const lo = causal ? kStart : 0;
+      const lo = causal ? firstKey(qStart + i, kStart, window) : 0;
       const hi = causal ? qStart + i + 1 : nK;
       const row = pattern + ((<usize>h * <usize>nQ + <usize>i) * <usize>nK << 2);
       const zr = z + <usize>i * zB + hc;

@@ -20,7 +20,13 @@
 // a key/value head's sum runs over its query heads in order. Every output is
 // computed by one thread in a fixed order, so any split is bit-identical.
 
-import { scoreRow, applyRow } from "./attention";
+// Sliding windows (window > 0): query i sees keys [max(kStart, i - window + 1),
+// i], so a key j gets gradient from queries [j, j + window). Softcapping
+// (softcap > 0): attentionGradQK first turns dS, the gradient at the capped
+// scores c = cap tanh(s / cap), into the gradient at s = (q.k) scale,
+// dS (1 - tanh(s / cap)^2), recomputing s from q and k.
+
+import { scoreRow, applyRow, firstKey } from "./attention";
 import { madd } from "./simd";
 
 // out[0..dHead) (+)= sum_{t < n} p[t pStrideB] x_t, x_t = x + t xStrideB:
@@ -98,7 +104,7 @@ function scaleRow(out: usize, n: i32, s: f32): void {
 export function attentionGradPattern(
   dz: usize, dzStride: i32, v: usize, stride: i32, pattern: usize, dPattern: usize,
   dv: usize, dStride: i32, T: i32, dHead: i32, headStart: i32, headEnd: i32,
-  group: i32, kStart: i32, causal: i32, fullRows: i32,
+  group: i32, kStart: i32, causal: i32, fullRows: i32, window: i32,
 ): void {
   const sB = <usize>stride << 2, zB = <usize>dzStride << 2, dB = <usize>dStride << 2;
   const rowB = <usize>T << 2;
@@ -109,7 +115,7 @@ export function attentionGradPattern(
       const hc = <usize>(h * dHead) << 2;
       for (let i = 0; i < T; i++) {
         const row = dPattern + (<usize>(h * T + i) * rowB);
-        const lo = fullRows ? 0 : kStart;
+        const lo = fullRows ? 0 : firstKey(i, kStart, window);
         const hi = fullRows ? T : i + 1;
         if (hi <= lo) {
           memory.fill(row, 0, rowB);
@@ -125,14 +131,15 @@ export function attentionGradPattern(
     for (let j = 0; j < T; j++) {
       const out = dv + <usize>j * dB + vc;
       const i0 = causal ? max(j, kStart) : 0;
-      if ((causal && j < kStart) || i0 >= T) {
+      const i1 = causal && window > 0 ? min(T, j + window) : T;
+      if ((causal && j < kStart) || i0 >= i1) {
         memory.fill(out, 0, <usize>dHead << 2);
         continue;
       }
       for (let hh = 0; hh < group; hh++) {
         const h = g * group + hh;
         const p = pattern + <usize>(h * T + i0) * rowB + (<usize>j << 2);
-        applyCol(p, rowB, dz + <usize>i0 * zB + (<usize>(h * dHead) << 2), zB, dHead, T - i0, out, hh > 0);
+        applyCol(p, rowB, dz + <usize>i0 * zB + (<usize>(h * dHead) << 2), zB, dHead, i1 - i0, out, hh > 0);
       }
     }
   }
@@ -191,10 +198,32 @@ function hi2(v: v128): v128 { return f64x2.promote_low_f32x4(v128.shuffle<i32>(v
 export function attentionGradQK(
   dScores: usize, q: usize, k: usize, stride: i32, dq: usize, dk: usize, dStride: i32,
   T: i32, dHead: i32, scale: f32, headStart: i32, headEnd: i32, group: i32, kStart: i32,
+  window: i32, softcap: f32, scratch: usize,
 ): void {
   const sB = <usize>stride << 2, dB = <usize>dStride << 2;
   const rowB = <usize>T << 2;
-  const k0 = <usize>kStart * sB;
+  if (softcap > 0) {
+    // dS at the capped scores -> dS at the raw scores, in place (this thread's heads only).
+    const c = <f64>softcap;
+    for (let g = headStart; g < headEnd; g++) {
+      const kc = <usize>(g * dHead) << 2;
+      for (let hh = 0; hh < group; hh++) {
+        const h = g * group + hh;
+        const hc = <usize>(h * dHead) << 2;
+        for (let i = 0; i < T; i++) {
+          const lo = firstKey(i, kStart, window);
+          if (i < lo) continue;
+          const row = dScores + <usize>(h * T + i) * rowB + (<usize>lo << 2);
+          scoreRow(q + <usize>i * sB + hc, k + kc + <usize>lo * sB, sB, dHead, i + 1 - lo, scale, scratch);
+          for (let j = 0; j <= i - lo; j++) {
+            const t = Math.tanh(<f64>load<f32>(scratch + (<usize>j << 2)) / c);
+            const o = row + (<usize>j << 2);
+            store<f32>(o, <f32>(<f64>load<f32>(o) * (1.0 - t * t)));
+          }
+        }
+      }
+    }
+  }
   for (let g = headStart; g < headEnd; g++) {
     const kc = <usize>(g * dHead) << 2;
     for (let hh = 0; hh < group; hh++) {
@@ -202,17 +231,19 @@ export function attentionGradQK(
       const hc = <usize>(h * dHead) << 2;
       for (let i = 0; i < T; i++) {
         const out = dq + <usize>i * dB + hc;
-        if (i < kStart) {
+        const lo = firstKey(i, kStart, window);
+        if (i < lo) {
           memory.fill(out, 0, <usize>dHead << 2);
           continue;
         }
-        const row = dScores + <usize>(h * T + i) * rowB + (<usize>kStart << 2);
-        applyRow(row, k + kc + k0, sB, dHead, i + 1 - kStart, out);
+        const row = dScores + <usize>(h * T + i) * rowB + (<usize>lo << 2);
+        applyRow(row, k + kc + <usize>lo * sB, sB, dHead, i + 1 - lo, out);
         scaleRow(out, dHead, scale);
       }
     }
     for (let j = 0; j < T; j++) {
       const out = dk + <usize>j * dB + kc;
+      const i1 = window > 0 ? min(T, j + window) : T;
       if (j < kStart) {
         memory.fill(out, 0, <usize>dHead << 2);
         continue;
@@ -220,7 +251,7 @@ export function attentionGradQK(
       for (let hh = 0; hh < group; hh++) {
         const h = g * group + hh;
         const p = dScores + <usize>(h * T + j) * rowB + (<usize>j << 2);
-        applyCol(p, rowB, q + <usize>j * sB + (<usize>(h * dHead) << 2), sB, dHead, T - j, out, hh > 0);
+        applyCol(p, rowB, q + <usize>j * sB + (<usize>(h * dHead) << 2), sB, dHead, i1 - j, out, hh > 0);
       }
       scaleRow(out, dHead, scale);
     }

@@ -164,6 +164,17 @@ export interface AttentionArgs {
    * key: its pattern row and z are zero, as TransformerLens makes fully masked rows.
    */
   kStart?: number;
+  /**
+   * Sliding-window attention (Gemma; 0 or absent: none): query i also sees no key at or before
+   * position qStart + i - window, so it sees itself and the window - 1 keys before it.
+   */
+  window?: number;
+  /**
+   * Attention-logit softcapping (Gemma 2; 0 or absent: none): each score s = (q . k) scale
+   * becomes softcap tanh(s / softcap) before the mask and the softmax, and the scores a caller
+   * sees (`attentionScores`) are the capped ones.
+   */
+  softcap?: number;
 }
 
 /** Options of {@linkcode Backend.softmaxRows} and {@linkcode Backend.attentionApply}. */
@@ -175,6 +186,8 @@ export interface CausalOptions {
    * scores or a pattern a hook changed above the diagonal are used as they are.
    */
   causal?: boolean;
+  /** Sliding window of the causal keys (as in {@linkcode AttentionArgs}; read only when causal). */
+  window?: number;
 }
 
 /** Options of {@linkcode Backend.normBackward}. */
@@ -227,6 +240,25 @@ export interface AttentionGradArgs {
   nKeyValueHeads?: number;
   /** First unmasked key (left padding; default 0). */
   kStart?: number;
+  /** The forward's sliding window (0 or absent: none), as in {@linkcode AttentionArgs}. */
+  window?: number;
+  /**
+   * The forward's attention softcap (0 or absent: none): `attentionGradQK` takes dScores at the
+   * capped scores and carries it through the cap (the raw scores recomputed from q and k).
+   */
+  softcap?: number;
+}
+
+/** Where {@linkcode Backend.headRmsNorm} works: heads of `rows` rows `stride` floats apart. */
+export interface HeadLayout {
+  /** Number of rows. */
+  rows: number;
+  /** Row stride in floats. */
+  stride: number;
+  /** Heads in each row, from column 0 (fused Q|K|V rows: the query heads, then the key heads). */
+  nHeads: number;
+  /** Width of one head. */
+  dHead: number;
 }
 
 /**
@@ -339,6 +371,23 @@ export interface Backend extends Disposable {
   rotary(x: DeviceArray, cs: DeviceArray, layout: RotaryLayout): void;
   /** out = a + b elementwise (any may alias). */
   add(a: DeviceArray, b: DeviceArray, out: DeviceArray): void;
+  /**
+   * RMSNorm with a weight over each head, in place (Gemma 3's q_norm and k_norm): each head's
+   * dHead floats become x / sqrt(mean(x^2) + eps) * w, with `w` [nHeads * dHead] (one weight row
+   * per head). `opts.scale` receives each head's scale [rows, nHeads].
+   */
+  headRmsNorm(
+    x: DeviceArray,
+    w: DeviceArray,
+    layout: HeadLayout,
+    eps: number,
+    opts?: NormOptions,
+  ): void;
+  /**
+   * out = cap tanh(x / cap) elementwise (Gemma's logit softcapping; may alias), computed in
+   * float64 and rounded once.
+   */
+  softcap(x: DeviceArray, out: DeviceArray, cap: number): void;
 
   /**
    * out[r] = x[r, 0] + ... + x[r, heads - 1] (+ bias) for `rows` rows of x [rows, heads, d]: the
@@ -430,6 +479,23 @@ export interface Backend extends Disposable {
     nHeads: number,
     T: number,
   ): void;
+  /**
+   * The backward of {@linkcode Backend.headRmsNorm}: `x` its input (`layout`), `grad` the
+   * gradient at its output (the same heads, rows `gradStride` floats apart), overwritten with
+   * the gradient at x.
+   */
+  headRmsNormBackward(
+    x: DeviceArray,
+    grad: DeviceArray,
+    w: DeviceArray,
+    layout: HeadLayout & { gradStride: number },
+    eps: number,
+  ): void;
+  /**
+   * The backward of {@linkcode Backend.softcap} from its input: dx = dy (1 - tanh(x / cap)^2)
+   * elementwise (dx may alias x or dy).
+   */
+  softcapBackward(x: DeviceArray, dy: DeviceArray, dx: DeviceArray, cap: number): void;
   /** Attention backward, step 3: dq and dk from dScores over the causal entries. */
   attentionGradQK(a: AttentionGradArgs, dScores: DeviceArray): void;
   /**

@@ -1,10 +1,12 @@
 /**
  * Forward speed of the other families at real models' shapes, with seeded random weights: a
- * GPT-NeoX of Pythia-160M's shape and a Llama of SmolLM2-135M's, processed as `from_pretrained`
- * does, on the benchmark's tokens (1 x 101 and 30 x 101, full logits). `bench/run.ts` prints them
- * beside GPT-2 small's forward measured in the same run; alone:
+ * GPT-NeoX of Pythia-160M's shape, a Llama of SmolLM2-135M's and a Gemma 3 of Gemma-3-270M's
+ * (bf16 checkpoint, as released), processed as `from_pretrained` does, on the benchmark's tokens
+ * (1 x 101 and 30 x 101, full logits). `bench/run.ts` prints them beside GPT-2 small's forward
+ * measured in the same run; alone:
  *
- *   deno run -A bench/families_bench.ts      prints the table (without the GPT-2 column)
+ *   deno run -A bench/families_bench.ts              prints the table (without the GPT-2 column)
+ *   deno run -A bench/families_bench.ts gemma        only the shapes whose name contains "gemma"
  * @module
  */
 import { numel } from "../core/tensor.ts";
@@ -12,8 +14,10 @@ import { parseSafetensors } from "../io/safetensors.ts";
 import { HookedTransformer } from "../model/hooked_transformer.ts";
 import { median } from "./peers/common.ts";
 import {
+  GEMMA3_270M,
   PYTHIA_160M,
   SMOLLM2_135M,
+  syntheticGemma,
   syntheticGptNeox,
   syntheticLlama,
 } from "../weights/synthetic_families.ts";
@@ -23,6 +27,10 @@ import type { SyntheticGpt2 } from "../weights/synthetic.ts";
 export const FAMILY_SHAPES: readonly { name: string; make: () => SyntheticGpt2 }[] = [
   { name: "pythia-160m (GPT-NeoX)", make: () => syntheticGptNeox({ ...PYTHIA_160M, seed: 0 }) },
   { name: "SmolLM2-135M (Llama)", make: () => syntheticLlama({ ...SMOLLM2_135M, seed: 0 }) },
+  {
+    name: "gemma-3-270m (Gemma 3)",
+    make: () => syntheticGemma({ ...GEMMA3_270M, seed: 0, dtype: "BF16" }),
+  },
 ];
 
 /** One family's forward timings. */
@@ -53,9 +61,11 @@ async function time(model: HookedTransformer, tokens: number[][], reps: number):
 export async function benchFamilies(
   tokens: number[][],
   log: (line: string) => void = () => {},
+  only?: string,
 ): Promise<FamilyForward[]> {
   const out: FamilyForward[] = [];
-  for (const { name, make } of FAMILY_SHAPES) {
+  const shapes = FAMILY_SHAPES.filter((s) => !only || s.name.toLowerCase().includes(only));
+  for (const { name, make } of shapes) {
     log(`forward: ${name} ...`);
     const { config, weights } = make();
     const file = parseSafetensors(weights);
@@ -107,5 +117,6 @@ if (import.meta.main) {
     { length: 30 },
     (_, b) => Array.from({ length: 101 }, (_, t) => (b * 7919 + t * 104729) % 49152),
   );
-  console.log(familiesTable(await benchFamilies(tokens, console.error)));
+  const only = Deno.args[0]?.toLowerCase();
+  console.log(familiesTable(await benchFamilies(tokens, console.error, only)));
 }

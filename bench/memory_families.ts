@@ -1,5 +1,5 @@
 /**
- * Which sizes of GPT-NeoX (Pythia), Llama (SmolLM2, TinyLlama, Llama 3.2) and Qwen2.5 fit
+ * Which sizes of GPT-NeoX (Pythia), Llama (SmolLM2, TinyLlama, Llama 3.2), Qwen2.5 and Gemma 2 / 3 fit
  * WebAssembly's 4 GiB (wasm32) with f32 and bf16 weight storage: computed from each model's shape,
  * and measured on synthetic checkpoints of the sizes named with `--measure`.
  *
@@ -17,11 +17,11 @@
  */
 import type { WasmBackend } from "../backend/wasm/wasm_backend.ts";
 import { HookedTransformer } from "../model/hooked_transformer.ts";
-import { syntheticGptNeox, syntheticLlama } from "../weights/synthetic_families.ts";
+import { syntheticGemma, syntheticGptNeox, syntheticLlama } from "../weights/synthetic_families.ts";
 
 /** A model's shape, as its HF config gives it. */
 interface Shape {
-  family: "GPT-NeoX" | "Llama" | "Qwen2";
+  family: "GPT-NeoX" | "Llama" | "Qwen2" | "Gemma 2" | "Gemma 3";
   nLayers: number;
   dModel: number;
   nHeads: number;
@@ -30,7 +30,29 @@ interface Shape {
   dVocab: number;
   /** The unembedding is the embedding (no separate lm_head in the checkpoint). */
   tied: boolean;
+  /** Gemma's explicit head_dim (default dModel / nHeads). */
+  dHead?: number;
 }
+
+const gemma = (
+  family: "Gemma 2" | "Gemma 3",
+  nLayers: number,
+  dModel: number,
+  nHeads: number,
+  nKeyValueHeads: number,
+  dMlp: number,
+  dVocab: number,
+): Shape => ({
+  family,
+  nLayers,
+  dModel,
+  nHeads,
+  nKeyValueHeads,
+  dMlp,
+  dVocab,
+  tied: true,
+  dHead: 256,
+});
 
 const neox = (nLayers: number, dModel: number, nHeads: number): Shape => ({
   family: "GPT-NeoX",
@@ -143,6 +165,11 @@ export const FAMILY_SIZES: Record<string, Shape> = {
     dVocab: 151936,
     tied: true,
   },
+  // Gemma (head_dim 256 everywhere; vocabularies of 256000 and 262144 make W_U the largest matrix).
+  "gemma-3-270m": gemma("Gemma 3", 18, 640, 4, 1, 2048, 262144),
+  "gemma-3-1b": gemma("Gemma 3", 26, 1152, 4, 1, 6912, 262144),
+  "gemma-2-2b": gemma("Gemma 2", 26, 2304, 8, 4, 9216, 256000),
+  "gemma-2-9b": gemma("Gemma 2", 42, 3584, 16, 8, 14336, 256000),
 };
 
 const GIB = 2 ** 30;
@@ -153,7 +180,10 @@ const pad8 = (n: number) => Math.ceil(n / 8) * 8;
 /** Parameters, bytes of packed matrices, and the WebAssembly peak while loading, for a dtype. */
 export function familyCounts(s: Shape, dtype: "f32" | "bf16") {
   const { nLayers: L, dModel: d, nHeads, nKeyValueHeads: kv, dMlp, dVocab: V } = s;
-  const dHead = d / nHeads, gated = s.family !== "GPT-NeoX";
+  const dHead = s.dHead ?? d / nHeads, gated = s.family !== "GPT-NeoX";
+  const isGemma = s.family === "Gemma 2" || s.family === "Gemma 3";
+  // Norm weights per layer: 2 (Llama, Qwen2), 4 (Gemma's pre- and post-norms) + q/k norms (Gemma 3).
+  const norms = isGemma ? 4 * d + (s.family === "Gemma 3" ? 2 * dHead : 0) : 2 * d;
   const qkv = (nHeads + 2 * kv) * dHead, mlpIn = (gated ? 2 : 1) * dMlp;
   const perLayer = d * qkv + nHeads * dHead * d + d * mlpIn + dMlp * d;
   const biases = s.family === "GPT-NeoX"
@@ -161,7 +191,7 @@ export function familyCounts(s: Shape, dtype: "f32" | "bf16") {
     : s.family === "Qwen2"
     ? qkv - nHeads * dHead
     : 0;
-  const params = L * (perLayer + biases + (gated ? 2 : 4) * d) + V * d * (s.tied ? 1 : 2) +
+  const params = L * (perLayer + biases + (gated ? norms : 4 * d)) + V * d * (s.tied ? 1 : 2) +
     (gated ? 1 : 2) * d;
   const packedElems = L * (d * pad8(qkv) + nHeads * dHead * pad8(d) + d * pad8(mlpIn) +
         dMlp * pad8(d)) + d * pad8(V);
@@ -183,11 +213,15 @@ interface Measured {
 async function child(name: string, dtype: "f32" | "bf16"): Promise<Measured> {
   const s = FAMILY_SIZES[name];
   const opts = { ...s, nCtx: 2048, seed: 1, dtype: "BF16" as const };
-  const { config, weights } = s.family === "GPT-NeoX" ? syntheticGptNeox(opts) : syntheticLlama({
-    ...opts,
-    tieWordEmbeddings: s.tied,
-    modelType: s.family === "Qwen2" ? "qwen2" : "llama",
-  });
+  const { config, weights } = s.family === "GPT-NeoX"
+    ? syntheticGptNeox(opts)
+    : s.family === "Gemma 2" || s.family === "Gemma 3"
+    ? syntheticGemma({ ...opts, version: s.family === "Gemma 2" ? 2 : 3, slidingWindow: 512 })
+    : syntheticLlama({
+      ...opts,
+      tieWordEmbeddings: s.tied,
+      modelType: s.family === "Qwen2" ? "qwen2" : "llama",
+    });
   let t0 = performance.now();
   const model = await HookedTransformer.fromBytes(config, weights, { weightDtype: dtype });
   const loadMs = performance.now() - t0;

@@ -11,10 +11,11 @@ import { gpt2Config, gpt2Params } from "./gpt2.ts";
 import { gptNeoxConfig, gptNeoxParams } from "./gpt_neox.ts";
 import type { TensorSource } from "../io/tensor_source.ts";
 import { llamaConfig, llamaParams, qwen2Config, qwen2Params } from "./llama.ts";
+import { gemma2Config, gemma2Params, gemma3Config, gemma3Params } from "./gemma.ts";
 
 /** A family's two conversions. */
 export interface Family {
-  /** The family's name, for reports and messages ("GPT-2", "GPT-NeoX", "Llama", "Qwen2"). */
+  /** The family's name, for reports and messages ("GPT-2", "GPT-NeoX", "Llama", "Qwen2", "Gemma 2", "Gemma 3"). */
   name: string;
   /** The HF architecture its configs become (`originalArchitecture`). */
   architecture: string;
@@ -51,6 +52,18 @@ export const FAMILIES: Readonly<Record<string, Family>> = {
     architecture: "Qwen2ForCausalLM",
     config: qwen2Config,
     params: qwen2Params,
+  },
+  gemma2: {
+    name: "Gemma 2",
+    architecture: "Gemma2ForCausalLM",
+    config: gemma2Config,
+    params: gemma2Params,
+  },
+  gemma3_text: {
+    name: "Gemma 3",
+    architecture: "Gemma3ForCausalLM",
+    config: gemma3Config,
+    params: gemma3Params,
   },
 };
 

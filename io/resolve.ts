@@ -80,8 +80,8 @@ export const RESOLVE_OPTION_KEYS: readonly string[] = Object.keys(
 /**
  * Short names and their hub repositories: TransformerLens's names for GPT-2, Pythia (GPT-NeoX) and
  * Qwen2.5, and the official ids of the modern small models (hub ids resolve without an alias too;
- * listing them names them in messages). `meta-llama/Llama-3.2-1B` is gated: accept its licence on
- * the hub and give a token (`token` or `HF_TOKEN`).
+ * listing them names them in messages). `meta-llama/Llama-3.2-1B` and the Gemma models are gated:
+ * accept their licence on the hub and give a token (`token` or `HF_TOKEN`, sent to the hub only).
  *
  * @example
  * ```ts
@@ -111,6 +111,15 @@ export const MODEL_ALIASES: Record<string, string> = {
   "HuggingFaceTB/SmolLM2-135M": "HuggingFaceTB/SmolLM2-135M",
   "HuggingFaceTB/SmolLM2-360M": "HuggingFaceTB/SmolLM2-360M",
   "meta-llama/Llama-3.2-1B": "meta-llama/Llama-3.2-1B",
+  // Gemma 2 and Gemma 3 (text), TransformerLens's names; gated on the hub (accept the licence,
+  // give a token). Their checkpoints are bf16. Gemma-2-2B and larger exceed wasm32 in float32
+  // (bench/MEMORY.md).
+  "gemma-2-2b": "google/gemma-2-2b",
+  "gemma-2-2b-it": "google/gemma-2-2b-it",
+  "gemma-2-9b": "google/gemma-2-9b",
+  "gemma-3-270m": "google/gemma-3-270m",
+  "gemma-3-1b-pt": "google/gemma-3-1b-pt",
+  "gemma-3-1b-it": "google/gemma-3-1b-it",
 };
 
 /** The name of the model shipped inside the library. */

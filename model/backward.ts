@@ -24,6 +24,7 @@
  * @module
  */
 import type { DeviceArray, Scope } from "../backend/backend.ts";
+import { layerWindow, scoreScale } from "./config.ts";
 import type { DeviceNorm } from "./device_weights.ts";
 import {
   type ModelRuntime,
@@ -32,6 +33,7 @@ import {
   PER_HEAD_POINTS,
   repeatPerHead,
   rotateQK,
+  usesLocalRotary,
 } from "./forward.ts";
 import { HOOK, type HookOptions, type HookPoint } from "./hook_table.ts";
 import { type HookChange, type HookFn, HookNames, HookSession } from "./hooks.ts";
@@ -111,6 +113,8 @@ interface GradBuffers {
   pattern: DeviceArray;
   /** Rotary models: each row's cosines and negated sines (the inverse rotation). */
   csInverse?: DeviceArray;
+  /** The same for the local layers' own rotary table (Gemma 3). */
+  csInverseLocal?: DeviceArray;
 }
 
 /** One backward pass's state, with each stage as a method (reverse forward order). */
@@ -133,7 +137,11 @@ class BackwardPass {
     this.#qkvCols = (cfg.nHeads + 2 * cfg.nKeyValueHeads) * cfg.dHead;
     const layers = Array.from({ length: cfg.nLayers }, (_, l) => l);
     const wantScale = !grads.silent && (grads.wants(HOOK.lnFinalScale, null) ||
-      layers.some((l) => grads.wants(HOOK.ln1Scale, l) || grads.wants(HOOK.ln2Scale, l)));
+      layers.some((l) =>
+        [HOOK.ln1Scale, HOOK.ln2Scale, HOOK.ln1PostScale, HOOK.ln2PostScale].some((p) =>
+          grads.wants(p, l)
+        )
+      ));
     this.buf = {
       resid: scope.alloc(R * d),
       x: scope.alloc(R * d),
@@ -146,6 +154,9 @@ class BackwardPass {
       qkv: scope.alloc(R * this.#qkvCols),
       pattern: scope.alloc(plan.batch * cfg.nHeads * plan.T * plan.T),
       csInverse: m.rotary ? scope.upload(m.rotary.inverseRows(pass.positions)) : undefined,
+      csInverseLocal: m.rotaryLocal
+        ? scope.upload(m.rotaryLocal.inverseRows(pass.positions))
+        : undefined,
     };
   }
 
@@ -248,6 +259,24 @@ class BackwardPass {
     });
   }
 
+  /**
+   * Gemma's norm of a branch's output in reverse: `g` the gradient at its output (hook_attn_out's
+   * or hook_mlp_out's), `x` its input as recomputed. Returns the gradient at `x` (in `buf.x`).
+   */
+  async #postNorm(
+    hooks: { scale: HookPoint; normalized: HookPoint },
+    l: number,
+    w: DeviceNorm,
+    x: DeviceArray,
+    g: DeviceArray,
+  ): Promise<DeviceArray> {
+    const n = this.#rows * this.m.cfg.dModel;
+    // The norm's backward scales its gradient in place: never the residual stream's own.
+    if (g !== this.buf.branch) this.m.backend.copy(g.at(0, n), this.buf.branch);
+    await this.#norm(hooks, l, w, x, this.buf.branch, this.buf.x, false);
+    return this.buf.x;
+  }
+
   /** ln_final: the metric's gradient at its output -> the final residual stream's gradient. */
   async finalNorm(): Promise<void> {
     const { cfg, weights } = this.m;
@@ -287,7 +316,11 @@ class BackwardPass {
     const { buf } = this;
     const rows = this.#rows, dMlp = cfg.dMlp;
     const blk = this.m.weights.blocks[l];
-    const dOut = await this.#branch(HOOK.mlpOut, l, dPost);
+    let dOut = await this.#branch(HOOK.mlpOut, l, dPost);
+    if (blk.ln2Post) {
+      const hooks = { scale: HOOK.ln2PostScale, normalized: HOOK.ln2PostNormalized };
+      dOut = await this.#postNorm(hooks, l, blk.ln2Post, await this.pass.mlpRawOut(l), dOut);
+    }
     backend.matmulTransposed(dOut, blk.W_out, buf.mlp, rows);
     await this.#visit(HOOK.mlpPost, l, buf.mlp, dMlp);
     let dIn = buf.mlp;
@@ -326,15 +359,31 @@ class BackwardPass {
     const rows = this.#rows, W = this.#qkvCols;
     const qCols = cfg.nHeads * cfg.dHead, kvCols = cfg.nKeyValueHeads * cfg.dHead;
     const blk = this.m.weights.blocks[l];
-    const dOut = await this.#branch(HOOK.attnOut, l, dPost);
+    let dOut = await this.#branch(HOOK.attnOut, l, dPost);
+    if (blk.ln1Post) {
+      const hooks = { scale: HOOK.ln1PostScale, normalized: HOOK.ln1PostNormalized };
+      dOut = await this.#postNorm(hooks, l, blk.ln1Post, this.pass.buf.attnRaw!, dOut);
+    }
     if (this.#touched(HOOK.result, l)) await this.#result(l, dOut);
     else backend.matmulTransposed(dOut, blk.W_O, buf.z, rows);
     await this.#visit(HOOK.z, l, buf.z, qCols);
     await this.#core(l);
-    if (buf.csInverse) {
+    const csInverse = usesLocalRotary(this.m, l) ? buf.csInverseLocal : buf.csInverse;
+    if (csInverse) {
       await this.#visit(HOOK.rotK, l, buf.qkv.at(qCols), kvCols, W);
       await this.#visit(HOOK.rotQ, l, buf.qkv, qCols, W);
-      rotateQK(this.m, buf.qkv, buf.csInverse, rows);
+      rotateQK(this.m, buf.qkv, csInverse, rows);
+    }
+    if (blk.qkNorm) {
+      // Gemma 3's q_norm / k_norm, from the recompute's Q|K before them.
+      const { nHeads, nKeyValueHeads, dHead } = cfg;
+      backend.headRmsNormBackward(this.pass.buf.qkvRaw!, buf.qkv, blk.qkNorm, {
+        rows,
+        stride: W,
+        gradStride: W,
+        nHeads: nHeads + nKeyValueHeads,
+        dHead,
+      }, cfg.eps);
     }
     await this.#visit(HOOK.v, l, buf.qkv.at(qCols + kvCols), kvCols, W);
     await this.#visit(HOOK.k, l, buf.qkv.at(qCols), kvCols, W);
@@ -470,8 +519,10 @@ class BackwardPass {
       T,
       nHeads,
       dHead,
-      scale: 1 / Math.sqrt(dHead),
+      scale: scoreScale(cfg),
       nKeyValueHeads,
+      window: layerWindow(cfg, l),
+      softcap: cfg.attnScoresSoftCap ?? 0,
     });
     // Keys from 0 in every sequence, padded or not: the forward's softmax gave masked and pad keys
     // weight 0, so nothing flows through them, and hook_pattern's gradient there is dz . v, as

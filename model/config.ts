@@ -94,6 +94,68 @@ export interface HookedTransformerConfig {
   eosTokenId: number | null;
   /** Whether text is tokenized with the BOS token first by default (TransformerLens's default). */
   defaultPrependBos: boolean;
+  // ---- Gemma 2 / 3 (absent in other families; TransformerLens's names) ----
+  /**
+   * Attention scores are (q . k) / attnScale (TL's `attn_scale`; absent: sqrt(dHead)). Gemma:
+   * sqrt(query_pre_attn_scalar).
+   */
+  attnScale?: number;
+  /** Per layer, global (full causal) or local (sliding-window) attention (TL's `attn_types`). */
+  attnTypes?: readonly AttentionType[];
+  /**
+   * The sliding window of local layers (TL's `window_size`): a query sees itself and the
+   * windowSize - 1 positions before it.
+   */
+  windowSize?: number;
+  /** Attention-logit softcap: scores become cap tanh(scores / cap) before the mask (Gemma 2). */
+  attnScoresSoftCap?: number;
+  /** Final-logit softcap: logits become cap tanh(logits / cap) (Gemma 2). */
+  outputLogitsSoftCap?: number;
+  /**
+   * A weighted RMSNorm on each block's attention and MLP outputs too (`ln1_post`, `ln2_post`),
+   * before they are added to the residual stream (TL's `use_normalization_before_and_after`).
+   */
+  useNormalizationBeforeAndAfter?: boolean;
+  /** RMSNorm over each query and key head before rotary, with weights (Gemma 3's q/k norm). */
+  useQkNorm?: boolean;
+  /** Rotary base of local layers (TL's `rotary_base_local`; absent: rotaryBase). */
+  rotaryBaseLocal?: number;
+  /** Linear rotary scaling of global layers: positions divided by this (HF `rope_scaling` linear). */
+  rotaryLinearFactor?: number;
+}
+
+/** Global (full causal) or local (sliding-window) attention, TransformerLens's `attn_types`. */
+export type AttentionType = "global" | "local";
+
+/**
+ * Whether layer `l` of a config attends through a sliding window, and how wide (0: full).
+ *
+ * @example
+ * ```ts
+ * import { layerWindow } from "./config.ts";
+ * layerWindow({ attnTypes: ["local", "global"], windowSize: 4 }, 0); // 4
+ * layerWindow({ attnTypes: ["local", "global"], windowSize: 4 }, 1); // 0
+ * ```
+ */
+export function layerWindow(
+  cfg: Pick<HookedTransformerConfig, "attnTypes" | "windowSize">,
+  l: number,
+): number {
+  return cfg.attnTypes?.[l] === "local" ? cfg.windowSize ?? 0 : 0;
+}
+
+/**
+ * The attention score scale of a config: 1 / attnScale, by default 1 / sqrt(dHead).
+ *
+ * @example
+ * ```ts
+ * import { scoreScale } from "./config.ts";
+ * scoreScale({ dHead: 16 }); // 0.25
+ * scoreScale({ dHead: 16, attnScale: Math.sqrt(24) }); // 24 ** -0.5
+ * ```
+ */
+export function scoreScale(cfg: Pick<HookedTransformerConfig, "dHead" | "attnScale">): number {
+  return 1 / (cfg.attnScale ?? Math.sqrt(cfg.dHead));
 }
 
 /**
@@ -190,5 +252,40 @@ export function checkConfig(cfg: HookedTransformerConfig): HookedTransformerConf
   } else if (cfg.rotaryDim !== 0) {
     throw new ConfigError(`rotaryDim is ${cfg.rotaryDim} but the model has no rotary embeddings`);
   }
+  checkGemmaFields(cfg);
   return cfg;
+}
+
+/** The Gemma fields' invariants (each absent in other families). */
+function checkGemmaFields(cfg: HookedTransformerConfig): void {
+  const positive = (key: keyof HookedTransformerConfig) => {
+    const v = cfg[key];
+    if (v !== undefined && !(typeof v === "number" && v > 0 && Number.isFinite(v))) {
+      throw new ConfigError(`config ${key} must be a positive finite number, got ${v}`);
+    }
+  };
+  for (const key of ["attnScale", "attnScoresSoftCap", "outputLogitsSoftCap"] as const) {
+    positive(key);
+  }
+  for (const key of ["rotaryBaseLocal", "rotaryLinearFactor"] as const) positive(key);
+  if (cfg.attnTypes !== undefined) {
+    const types = cfg.attnTypes;
+    if (!Array.isArray(types) || types.length !== cfg.nLayers) {
+      throw new ConfigError(`config attnTypes must list one type per layer (${cfg.nLayers})`);
+    }
+    const bad = types.find((t) => t !== "global" && t !== "local");
+    if (bad !== undefined) {
+      throw new ConfigError(`config attnTypes has ${JSON.stringify(bad)}: "global" or "local"`);
+    }
+    const w = cfg.windowSize;
+    if (types.includes("local") && !(Number.isSafeInteger(w) && w! > 0)) {
+      throw new ConfigError(`config windowSize must be a positive integer, got ${w}`);
+    }
+  }
+  if (cfg.useNormalizationBeforeAndAfter && !cfg.gatedMlp) {
+    throw new ConfigError("useNormalizationBeforeAndAfter is implemented for gated MLPs only");
+  }
+  if (cfg.useQkNorm && cfg.positionalEmbeddingType !== "rotary") {
+    throw new ConfigError("useQkNorm is implemented for rotary models only (Gemma 3)");
+  }
 }

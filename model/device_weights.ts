@@ -32,6 +32,15 @@ export interface DeviceBlock {
   b_in: DeviceArray;
   W_out: PackedMatrix;
   b_out: DeviceArray;
+  /** Gemma: the attention output's RMSNorm weight (ln1_post), absent elsewhere. */
+  ln1Post?: DeviceNorm;
+  /** Gemma: the MLP output's RMSNorm weight (ln2_post), absent elsewhere. */
+  ln2Post?: DeviceNorm;
+  /**
+   * Gemma 3: q_norm's weight repeated for each query head, then k_norm's for each key head
+   * [(n_heads + n_key_value_heads) d_head] (what `headRmsNorm` takes over the fused Q|K columns).
+   */
+  qkNorm?: DeviceArray;
 }
 
 /** Every parameter the forward pass reads from the backend (the embeddings stay in JavaScript). */
@@ -105,6 +114,7 @@ export function uploadWeights(
       b_in: backend.upload(b_in),
       W_out: matrix(layerOf(params.W_out, l).data, dMlp, d),
       b_out: backend.upload(layerOf(params.b_out, l).data),
+      ...gemmaNorms(backend, params, cfg, l),
     });
   }
   return {
@@ -113,4 +123,25 @@ export function uploadWeights(
     W_U: matrix(params.W_U.data, d, dVocab),
     b_U: backend.upload(params.b_U.data),
   };
+}
+
+/** A block's Gemma norms on the backend (none for other families). */
+function gemmaNorms(
+  backend: Backend,
+  params: ModelParams,
+  cfg: HookedTransformerConfig,
+  l: number,
+): Pick<DeviceBlock, "ln1Post" | "ln2Post" | "qkNorm"> {
+  const out: Pick<DeviceBlock, "ln1Post" | "ln2Post" | "qkNorm"> = {};
+  if (params.ln1Post) out.ln1Post = { w: backend.upload(layerOf(params.ln1Post.w, l).data) };
+  if (params.ln2Post) out.ln2Post = { w: backend.upload(layerOf(params.ln2Post.w, l).data) };
+  if (params.qNorm && params.kNorm) {
+    const { nHeads, nKeyValueHeads: nKv, dHead } = cfg;
+    const w = new Float32Array((nHeads + nKv) * dHead);
+    const q = layerOf(params.qNorm, l).data, k = layerOf(params.kNorm, l).data;
+    for (let h = 0; h < nHeads; h++) w.set(q, h * dHead);
+    for (let h = 0; h < nKv; h++) w.set(k, (nHeads + h) * dHead);
+    out.qkNorm = backend.upload(w);
+  }
+  return out;
 }

@@ -18,7 +18,7 @@
 import type { Backend, DeviceArray, Scope } from "../backend/backend.ts";
 import { InputError } from "../core/errors.ts";
 import type { Tensor } from "../core/tensor.ts";
-import type { HookedTransformerConfig } from "./config.ts";
+import { type HookedTransformerConfig, layerWindow, scoreScale } from "./config.ts";
 import type { DeviceNorm, DeviceWeights } from "./device_weights.ts";
 import type { HeadWeights } from "./head_weights.ts";
 import { HOOK, type HookPoint } from "./hook_table.ts";
@@ -43,6 +43,11 @@ export interface ModelRuntime {
   heads?: HeadWeights;
   /** Rotary cosines and sines by position (rotary models; null otherwise). */
   rotary: RotaryTable | null;
+  /**
+   * The local (sliding-window) layers' own rotary table when they have one (Gemma 3's
+   * `rope_local_base_freq`); absent or null: every layer uses `rotary`.
+   */
+  rotaryLocal?: RotaryTable | null;
 }
 
 /**
@@ -138,7 +143,16 @@ export interface ForwardPlan {
    */
   unembed?: {
     rows?: Int32Array;
-    each: (first: number, count: number, logits: DeviceArray) => void | Promise<void>;
+    /**
+     * With a final softcap, `raw` holds the same rows' logits before it (what the softcap's
+     * backward reads); absent otherwise.
+     */
+    each: (
+      first: number,
+      count: number,
+      logits: DeviceArray,
+      raw?: DeviceArray,
+    ) => void | Promise<void>;
   };
   /**
    * Always compute the attention pattern into the pass's `pattern` buffer, and keep the softmax's
@@ -223,6 +237,25 @@ export function repeatPerHead(
     for (let h = 0; h < heads; h++) out.set(row, (r * heads + h) * d);
   }
   return out;
+}
+
+/**
+ * Whether layer `l` turns queries and keys by the local rotary table (Gemma 3's sliding layers).
+ * @internal
+ */
+export function usesLocalRotary(m: ModelRuntime, l: number): boolean {
+  return !!m.rotaryLocal && m.cfg.attnTypes?.[l] === "local";
+}
+
+/**
+ * Gemma 3's q_norm / k_norm of `rows` fused Q|K|V rows in place (each query and key head).
+ * @internal
+ */
+export function qkNorm(m: ModelRuntime, qkv: DeviceArray, l: number, rows: number): void {
+  const { nHeads, nKeyValueHeads, dHead, eps } = m.cfg;
+  const w = m.weights.blocks[l].qkNorm!;
+  const stride = (nHeads + 2 * nKeyValueHeads) * dHead;
+  m.backend.headRmsNorm(qkv, w, { rows, stride, nHeads: nHeads + nKeyValueHeads, dHead }, eps);
 }
 
 /**
@@ -324,6 +357,14 @@ interface Buffers {
   attnOut?: DeviceArray;
   /** Rotary models: each row's cosines and sines [rows, rotaryDim]. */
   cs?: DeviceArray;
+  /** Local layers' own rotary table (Gemma 3): each row's cosines and sines. */
+  csLocal?: DeviceArray;
+  /** Q|K|V before Gemma 3's q/k norms [rows, qkvCols] (kept for the backward pass). */
+  qkvRaw?: DeviceArray;
+  /** The attention output before Gemma's ln1_post [rows, d_model] (for the backward pass). */
+  attnRaw?: DeviceArray;
+  /** The MLP output before Gemma's ln2_post [rows, d_model] (for the backward pass). */
+  mlpRaw?: DeviceArray;
 }
 
 /**
@@ -399,9 +440,8 @@ export class Pass {
     const layers = Array.from({ length: cfg.nLayers }, (_, l) => l);
     this.#anyHook = (p) => !hooks.silent && layers.some((l) => hooks.wants(p, l));
     const wantScale = !hooks.silent &&
-      [HOOK.ln1Scale, HOOK.ln2Scale, HOOK.lnFinalScale].some((p) =>
-        p.inBlock ? this.#anyHook(p) : hooks.wants(p, null)
-      );
+      [HOOK.ln1Scale, HOOK.ln2Scale, HOOK.lnFinalScale, HOOK.ln1PostScale, HOOK.ln2PostScale]
+        .some((p) => p.inBlock ? this.#anyHook(p) : hooks.wants(p, null));
     const wantScores = this.#anyHook(HOOK.attnScores);
     for (const e of plan.edits ?? []) {
       const key = editKey(e.point, e.layer);
@@ -433,7 +473,42 @@ export class Pass {
       gateUp: cfg.gatedMlp ? scope.alloc(R * 2 * cfg.dMlp) : undefined,
       attnOut: cfg.parallelAttnMlp ? scope.alloc(R * d) : undefined,
       cs: m.rotary ? scope.upload(m.rotary.rows(this.positions)) : undefined,
+      csLocal: m.rotaryLocal ? scope.upload(m.rotaryLocal.rows(this.positions)) : undefined,
     };
+    // The backward pass (keepPattern) reads what Gemma's extra norms read.
+    if (plan.keepPattern && cfg.useQkNorm) this.buf.qkvRaw = scope.alloc(R * this.#qkvCols);
+    if (plan.keepPattern && cfg.useNormalizationBeforeAndAfter) {
+      this.buf.attnRaw = scope.alloc(R * d);
+      this.buf.mlpRaw = scope.alloc(R * d);
+    }
+  }
+
+  /** The rotary rows layer `l` turns by (its local table on Gemma 3's sliding layers). */
+  csOf(l: number): DeviceArray | undefined {
+    return usesLocalRotary(this.m, l) ? this.buf.csLocal : this.buf.cs;
+  }
+
+  /**
+   * Gemma's norm of a branch's output (`x`, in place): RMSNorm, its hook points, its weight.
+   * `raw` receives a copy of the input when given (the backward pass reads it).
+   */
+  async #postNorm(
+    scaleHook: HookPoint,
+    normalizedHook: HookPoint,
+    l: number,
+    w: DeviceNorm,
+    x: DeviceArray,
+    raw?: DeviceArray,
+  ): Promise<void> {
+    const { backend, cfg } = this.m;
+    const { buf, rows } = this;
+    const d = cfg.dModel, n = rows * d;
+    if (raw) backend.copy(x.at(0, n), raw);
+    const wantScale = this.hooks.wants(scaleHook, l);
+    backend.rmsNorm(x.at(0, n), x, rows, d, cfg.eps, { scale: wantScale ? buf.scale : undefined });
+    if (wantScale) await this.#visit(scaleHook, l, buf.scale!, 1);
+    await this.#visit(normalizedHook, l, x, d);
+    backend.affineRows(x, x, rows, d, w.w);
   }
 
   /** TransformerLens's shape of a hook point's activation in this pass. */
@@ -612,8 +687,13 @@ export class Pass {
     await this.#visit(HOOK.q, l, buf.qkv, qCols, W);
     await this.#visit(HOOK.k, l, buf.qkv.at(qCols), kvCols, W);
     await this.#visit(HOOK.v, l, buf.qkv.at(qCols + kvCols), kvCols, W);
-    if (buf.cs) {
-      rotateQK(this.m, buf.qkv, buf.cs, rows);
+    if (blk.qkNorm) {
+      if (buf.qkvRaw) backend.copy(buf.qkv.at(0, rows * W), buf.qkvRaw);
+      qkNorm(this.m, buf.qkv, l, rows);
+    }
+    const cs = this.csOf(l);
+    if (cs) {
+      rotateQK(this.m, buf.qkv, cs, rows);
       await this.#visit(HOOK.rotQ, l, buf.qkv, qCols, W);
       await this.#visit(HOOK.rotK, l, buf.qkv.at(qCols), kvCols, W);
     }
@@ -626,6 +706,16 @@ export class Pass {
       await this.#attentionResult(l, out);
     } else {
       backend.matmul(buf.z, blk.W_O, out, rows, { bias: blk.b_O });
+    }
+    if (blk.ln1Post) {
+      await this.#postNorm(
+        HOOK.ln1PostScale,
+        HOOK.ln1PostNormalized,
+        l,
+        blk.ln1Post,
+        out,
+        buf.attnRaw,
+      );
     }
     await this.#visit(HOOK.attnOut, l, out, d);
   }
@@ -781,8 +871,29 @@ export class Pass {
     }
     await this.#visit(HOOK.mlpPost, l, buf.mlp, dMlp);
     backend.matmul(buf.mlp, blk.W_out, buf.out, rows, { bias: blk.b_out });
+    if (blk.ln2Post) {
+      await this.#postNorm(HOOK.ln2PostScale, HOOK.ln2PostNormalized, l, blk.ln2Post, buf.out);
+    }
     this.record("mlpOut", l, buf.out);
     await this.#visit(HOOK.mlpOut, l, buf.out, d);
+  }
+
+  /**
+   * Gemma's MLP output before ln2_post, for the backward pass: the activation (replaying
+   * hook_mlp_post), the output product, into `mlpRaw`. Call after `recomputeToMlp(l)`.
+   */
+  async mlpRawOut(l: number): Promise<DeviceArray> {
+    const { backend, cfg } = this.m;
+    const { buf, rows } = this;
+    const blk = this.m.weights.blocks[l];
+    if (!buf.gateUp || !buf.mlpRaw) throw new Error("mlpRawOut needs a gated MLP and keepPattern");
+    using scope = backend.scope();
+    // The activation goes to a scratch copy: the backward reads buf.mlp as its own gradient.
+    const hidden = scope.alloc(rows * cfg.dMlp);
+    backend.gatedActivation(cfg.actFn, buf.gateUp, hidden, rows, cfg.dMlp);
+    await this.#visit(HOOK.mlpPost, l, hidden, cfg.dMlp);
+    backend.matmul(hidden, blk.W_out, buf.mlpRaw, rows, { bias: blk.b_out });
+    return buf.mlpRaw;
   }
 
   /**
@@ -831,7 +942,8 @@ export class Pass {
     const { buf, plan } = this;
     const { nHeads, dHead, nKeyValueHeads } = cfg;
     const W = this.#qkvCols, d = nHeads * dHead, kvCols = nKeyValueHeads * dHead, T = plan.T;
-    const scale = 1 / Math.sqrt(dHead);
+    const scale = scoreScale(cfg);
+    const window = layerWindow(cfg, l), softcap = cfg.attnScoresSoftCap ?? 0;
 
     // Sequence b's Q|K|V rows from position 0: in place for full plans; else in the key/value
     // cache (where this pass's rows are added) or gathered with the clean prefix into `kv`.
@@ -863,6 +975,8 @@ export class Pass {
         scale,
         nKeyValueHeads,
         kStart: plan.padding?.first[b] ?? 0,
+        window,
+        softcap,
       };
     };
 
@@ -892,6 +1006,7 @@ export class Pass {
         backend.softmaxRows(scores.at(offset[b], perSeq(b)), patternOf(b), nHeads, T - q, q, {
           kStart: plan.padding?.first[b] ?? 0,
           causal: !hookedScores,
+          window,
         });
       }
     } else {
@@ -921,13 +1036,21 @@ export class Pass {
   /** logits = x W_U + b_U for the chosen rows of `x`, in chunks handed to `each`. */
   async unembed(
     rows: Int32Array | undefined,
-    each: (first: number, count: number, logits: DeviceArray) => void | Promise<void>,
+    each: (
+      first: number,
+      count: number,
+      logits: DeviceArray,
+      raw?: DeviceArray,
+    ) => void | Promise<void>,
   ): Promise<void> {
     const { backend, cfg, weights } = this.m;
     const d = cfg.dModel, V = cfg.dVocab;
     const n = rows ? rows.length : this.rows;
     using scope = backend.scope();
     const chunk = scope.alloc(Math.min(LOGIT_CHUNK_ROWS, Math.max(n, 1)) * V);
+    // A final softcap (Gemma 2): the product goes to `raw`, its capped values to `chunk`.
+    const cap = cfg.outputLogitsSoftCap;
+    const raw = cap ? scope.alloc(chunk.length) : undefined;
     // Selected rows are gathered first, so each product reads consecutive rows.
     let x = this.buf.x;
     if (rows) {
@@ -937,6 +1060,13 @@ export class Pass {
     for (let r0 = 0; r0 < n; r0 += LOGIT_CHUNK_ROWS) {
       const m = Math.min(LOGIT_CHUNK_ROWS, n - r0);
       const logits = chunk.at(0, m * V);
+      if (raw && cap) {
+        const r = raw.at(0, m * V);
+        backend.matmul(x.at(r0 * d, m * d), weights.W_U, r, m, { bias: weights.b_U });
+        backend.softcap(r, logits, cap);
+        await each(r0, m, logits, r);
+        continue;
+      }
       backend.matmul(x.at(r0 * d, m * d), weights.W_U, logits, m, { bias: weights.b_U });
       await each(r0, m, logits);
     }

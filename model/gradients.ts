@@ -113,9 +113,11 @@ export async function runWithGradients(
       record: { residPre },
       unembed: {
         rows: chunked.rows,
-        each: async (first, count, lg) => {
+        each: async (first, count, lg, raw) => {
           const g = grad.at(0, count * V);
           await chunked.chunk(first, count, lg, g);
+          // A final softcap (Gemma 2): the gradient at the uncapped logits.
+          if (raw) backend.softcapBackward(raw, g, g, cfg.outputLogitsSoftCap!);
           backend.matmulTransposed(g, weights.W_U, dx, count);
           for (let i = 0; i < count; i++) {
             backend.copy(dx.at(i * d, d), dFinal.at(chunked.rows[first + i] * d, d));
@@ -126,17 +128,33 @@ export async function runWithGradients(
     value = chunked.value();
   } else {
     const out = new Float32Array(rows * V);
+    const cap = cfg.outputLogitsSoftCap;
+    const rawOut = cap ? new Float32Array(rows * V) : undefined;
     await forward(m, {
       batch,
       T,
       tokens,
       padding,
       record: { residPre },
-      unembed: { each: (r0, _count, lg) => backend.readInto(lg, out, r0 * V) },
+      unembed: {
+        each: async (r0, _count, lg, raw) => {
+          await backend.readInto(lg, out, r0 * V);
+          if (raw && rawOut) await backend.readInto(raw, rawOut, r0 * V);
+        },
+      },
     }, fwd);
     logits = { data: out, shape: [batch, T, V] };
     value = metric.value(logits, metricRun);
-    const g = checkGrad(metric.grad(logits, metricRun), logits);
+    let g = checkGrad(metric.grad(logits, metricRun), logits);
+    if (cap && rawOut) {
+      // A final softcap (Gemma 2): d/draw = d/dcapped (1 - tanh(raw / cap)^2), in float64.
+      const data = new Float32Array(g.data.length);
+      for (let i = 0; i < data.length; i++) {
+        const t = Math.tanh(rawOut[i] / cap);
+        data[i] = g.data[i] * (1 - t * t);
+      }
+      g = { data, shape: g.shape };
+    }
     for (let r0 = 0; r0 < rows; r0 += chunkRows) {
       const count = Math.min(chunkRows, rows - r0);
       backend.write(grad, g.data.subarray(r0 * V, (r0 + count) * V));

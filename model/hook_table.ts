@@ -81,6 +81,8 @@ function point(
   return { index: order++, local, inBlock, shape, ...more };
 }
 const rotary = (c: HookedTransformerConfig) => c.positionalEmbeddingType === "rotary";
+/** Gemma's norms on the attention and MLP outputs (TL's `ln1_post`, `ln2_post`). */
+const postNorms = (c: HookedTransformerConfig) => !!c.useNormalizationBeforeAndAfter;
 
 /** Every hook point, in the order the forward pass reaches them. */
 export const HOOK = {
@@ -104,6 +106,11 @@ export const HOOK = {
   pattern: point("attn.hook_pattern", true, attention),
   z: point("attn.hook_z", true, heads),
   result: point("attn.hook_result", true, perHead, { option: "useAttnResult" }),
+  ln1PostScale: point("ln1_post.hook_scale", true, scale, {
+    readOnly: SCALE_READ_ONLY,
+    present: postNorms,
+  }),
+  ln1PostNormalized: point("ln1_post.hook_normalized", true, resid, { present: postNorms }),
   attnOut: point("hook_attn_out", true, resid),
   residMid: point("hook_resid_mid", true, resid, { present: (c) => !c.parallelAttnMlp }),
   mlpIn: point("hook_mlp_in", true, resid, { option: "useHookMlpIn" }),
@@ -112,6 +119,11 @@ export const HOOK = {
   mlpPre: point("mlp.hook_pre", true, mlp),
   mlpPreLinear: point("mlp.hook_pre_linear", true, mlp, { present: (c) => c.gatedMlp }),
   mlpPost: point("mlp.hook_post", true, mlp),
+  ln2PostScale: point("ln2_post.hook_scale", true, scale, {
+    readOnly: SCALE_READ_ONLY,
+    present: postNorms,
+  }),
+  ln2PostNormalized: point("ln2_post.hook_normalized", true, resid, { present: postNorms }),
   mlpOut: point("hook_mlp_out", true, resid),
   residPost: point("hook_resid_post", true, resid),
   lnFinalScale: point("ln_final.hook_scale", false, scale, { readOnly: SCALE_READ_ONLY }),
@@ -230,11 +242,19 @@ const SHORT_NAMES: Record<string, HookPoint> = {
 };
 
 const NORM_POINTS: Record<string, Record<string, HookPoint>> = {
-  scale: { ln1: HOOK.ln1Scale, ln2: HOOK.ln2Scale, ln_final: HOOK.lnFinalScale },
+  scale: {
+    ln1: HOOK.ln1Scale,
+    ln2: HOOK.ln2Scale,
+    ln_final: HOOK.lnFinalScale,
+    ln1_post: HOOK.ln1PostScale,
+    ln2_post: HOOK.ln2PostScale,
+  },
   normalized: {
     ln1: HOOK.ln1Normalized,
     ln2: HOOK.ln2Normalized,
     ln_final: HOOK.lnFinalNormalized,
+    ln1_post: HOOK.ln1PostNormalized,
+    ln2_post: HOOK.ln2PostNormalized,
   },
 };
 
@@ -259,6 +279,7 @@ const NORM_POINTS: Record<string, Record<string, HookPoint>> = {
  * getActName("scale", 0, "ln1"); // "blocks.0.ln1.hook_scale"
  * getActName("resid_pre", -1, undefined, 12); // "blocks.11.hook_resid_pre"
  * getActName("scale4ln1"); // "blocks.4.ln1.hook_scale"
+ * getActName("normalized", 2, "ln1_post"); // "blocks.2.ln1_post.hook_normalized" (Gemma)
  * ```
  */
 export function getActName(
@@ -283,7 +304,8 @@ export function getActName(
     point = ln === undefined ? undefined : norm[ln];
     if (!point || (point.inBlock && layer === undefined)) {
       throw new HookError(
-        `getActName("${name}") needs a layer and layerType "ln1" or "ln2", or layerType "ln_final"`,
+        `getActName("${name}") needs a layer and layerType "ln1", "ln2", "ln1_post" or ` +
+          `"ln2_post", or layerType "ln_final"`,
       );
     }
   } else {

@@ -65,7 +65,7 @@ import {
 } from "./text.ts";
 import type { RunResult, RunWithCacheResult } from "./run_types.ts";
 import type { Tokens, TokenTensor } from "./tokens.ts";
-import { RotaryTable } from "./rotary.ts";
+import { localRotaryTable, RotaryTable } from "./rotary.ts";
 
 /** Options of {@link HookedTransformer.fromPretrained}: weight processing and where to find files. */
 export interface FromPretrainedOptions extends ProcessingOptions, ResolveOptions {
@@ -292,6 +292,7 @@ export class HookedTransformer {
       weights: uploadWeights(backend, params, cfg, weightDtype),
       heads: {},
       rotary: cfg.positionalEmbeddingType === "rotary" ? new RotaryTable(cfg) : null,
+      rotaryLocal: localRotaryTable(cfg),
     });
     sessions.set(this, (fwdHooks, cacheNames) => this.#session(fwdHooks, cacheNames));
     registries.set(this, this.#registry);
@@ -420,7 +421,8 @@ export class HookedTransformer {
     const processing = {
       foldLn: opts.foldLn ?? true,
       centerWritingWeights: opts.centerWritingWeights ?? true,
-      centerUnembed: opts.centerUnembed ?? true,
+      // As TransformerLens: not with a final softcap, which is not shift-invariant.
+      centerUnembed: (opts.centerUnembed ?? true) && !raw.outputLogitsSoftCap,
       foldValueBiases: opts.foldValueBiases ?? true,
     };
     const { params, cfg } = processWeights(
@@ -984,7 +986,7 @@ export class HookedTransformer {
    * ```
    */
   get OV(): FactoredMatrix {
-    return new FactoredMatrix(perQueryHead(this.W_V, this.cfg), this.W_O, {
+    return new FactoredMatrix(perQueryHead(this._W_V, this.cfg), this.W_O, {
       backend: this.backend,
     });
   }
@@ -993,7 +995,7 @@ export class HookedTransformer {
    * (TransformerLens's `model.QK`).
    */
   get QK(): FactoredMatrix {
-    return new FactoredMatrix(this.W_Q, transpose(perQueryHead(this.W_K, this.cfg)), {
+    return new FactoredMatrix(this.W_Q, transpose(perQueryHead(this._W_K, this.cfg)), {
       backend: this.backend,
     });
   }

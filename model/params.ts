@@ -66,6 +66,17 @@ export interface ModelParams {
   W_U: Tensor;
   /** Unembedding bias [d_vocab]. */
   b_U: Tensor;
+  /**
+   * Gemma: the weighted RMSNorm on the attention output, [n_layers, d_model] (TL's `ln1_post`,
+   * stored as 1 + w like every Gemma norm); never folded.
+   */
+  ln1Post?: NormParams | null;
+  /** Gemma: the weighted RMSNorm on the MLP output (TL's `ln2_post`); never folded. */
+  ln2Post?: NormParams | null;
+  /** Gemma 3: q_norm's weight (1 + w) [n_layers, d_head], applied to every query head. */
+  qNorm?: Tensor | null;
+  /** Gemma 3: k_norm's weight (1 + w) [n_layers, d_head], applied to every key head. */
+  kNorm?: Tensor | null;
 }
 
 /** Names of the block weights stacked over layers. */

@@ -70,7 +70,8 @@ export function processWeights(
   }
   // Centring writing weights is exact only when every reader normalises with a mean subtraction.
   if (centerWriting && layerNorm) centerWritingWeights(params);
-  if (centerUnembed) centerUnembedding(params);
+  // A final softcap is not shift-invariant: TransformerLens skips centring then, and so do we.
+  if (centerUnembed && !cfg.outputLogitsSoftCap) centerUnembedding(params);
   if (foldValue) foldValueBiases(params, cfg);
   return { params, cfg: out };
 }

@@ -26,6 +26,9 @@ import type { HookedTransformerConfig } from "./config.ts";
 export function rotaryInvFreq(cfg: HookedTransformerConfig): Float64Array {
   const dim = cfg.rotaryDim, half = dim / 2;
   const inv = Float64Array.from({ length: half }, (_, i) => cfg.rotaryBase ** (-(2 * i) / dim));
+  // HF's "linear" scaling (Gemma 3's global layers): every frequency divided by the factor.
+  const linear = cfg.rotaryLinearFactor;
+  if (linear !== undefined) return inv.map((f) => f / linear);
   if (!cfg.useNTKByPartsRope) return inv;
   // Llama 3: wavelengths longer than ctx / low are slowed by `factor`, shorter than ctx / high
   // kept, and those between interpolated.
@@ -116,4 +119,31 @@ export class RotaryTable {
     }
     this.#rows = rows;
   }
+}
+
+/**
+ * The rotary table of a config's local (sliding-window) layers, when they have their own base
+ * (Gemma 3's `rope_local_base_freq`, with no scaling), else null: those layers use the global
+ * table.
+ *
+ * @example
+ * ```ts
+ * import { localRotaryTable } from "./rotary.ts";
+ * import { gptNeoxConfig } from "../families/gpt_neox.ts";
+ * const cfg = gptNeoxConfig({
+ *   hidden_size: 32, num_attention_heads: 4, num_hidden_layers: 1, vocab_size: 10,
+ *   max_position_embeddings: 16,
+ * });
+ * localRotaryTable(cfg); // null
+ * localRotaryTable({ ...cfg, rotaryBaseLocal: 10000 })?.rows([1]).length; // 8
+ * ```
+ */
+export function localRotaryTable(cfg: HookedTransformerConfig): RotaryTable | null {
+  if (cfg.rotaryBaseLocal === undefined || cfg.positionalEmbeddingType !== "rotary") return null;
+  return new RotaryTable({
+    ...cfg,
+    rotaryBase: cfg.rotaryBaseLocal,
+    rotaryLinearFactor: undefined,
+    useNTKByPartsRope: false,
+  });
 }

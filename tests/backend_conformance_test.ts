@@ -507,6 +507,65 @@ for (const d of TEST_DEVICES) {
     }
   });
 
+  test("softcap, headRmsNorm and their backward (Gemma)", async (b) => {
+    const cap = 5, n = 300;
+    const X = randn(n, 11, 8), DY = randn(n, 12);
+    using scope = b.scope();
+    const x = scope.upload(X), dy = scope.upload(DY), out = scope.alloc(n);
+    b.softcap(x, out, cap);
+    const capped = Array.from(X, (v) => cap * Math.tanh(v / cap));
+    // tanh in f32 (from exp, a division): a few ulp
+    note("softcap", within(await b.read(out), capped, (i) => 16 * U * Math.abs(capped[i]), "cap"));
+    b.softcapBackward(x, dy, out, cap);
+    const dcap = Array.from(X, (v, i) => DY[i] * (1 - Math.tanh(v / cap) ** 2));
+    note(
+      "softcapBackward",
+      within(await b.read(out), dcap, (i) => 32 * U * Math.abs(dcap[i]) + 1e-37, "softcapBack"),
+    );
+    // q/k norms: 3 rows of 4 heads of 16, rows 70 floats apart, gradients 64 apart
+    const rows = 3, nHeads = 4, dHead = 16, stride = 70, gradStride = 64, w0 = nHeads * dHead;
+    const XR = randn(rows * stride, 13, 3), W = randn(w0, 14), G = randn(rows * gradStride, 15);
+    const xr = scope.upload(XR), w = scope.upload(W), sc = scope.alloc(rows * nHeads);
+    const grad = scope.upload(G);
+    b.headRmsNormBackward(xr, grad, w, { rows, stride, nHeads, dHead, gradStride }, 1e-6);
+    b.headRmsNorm(xr, w, { rows, stride, nHeads, dHead }, 1e-6, { scale: sc });
+    const want = Float64Array.from(XR), scales: number[] = [], dx = Float64Array.from(G);
+    const mag = new Float64Array(G.length);
+    for (let r = 0; r < rows; r++) {
+      for (let h = 0; h < nHeads; h++) {
+        const o = r * stride + h * dHead, og = r * gradStride + h * dHead;
+        let ss = 0, dot = 0, adot = 0;
+        for (let j = 0; j < dHead; j++) ss += XR[o + j] ** 2;
+        const s = Math.sqrt(ss / dHead + 1e-6);
+        scales.push(s);
+        for (let j = 0; j < dHead; j++) {
+          want[o + j] = XR[o + j] / s * W[h * dHead + j];
+          dot += G[og + j] * W[h * dHead + j] * XR[o + j];
+          adot += Math.abs(G[og + j] * W[h * dHead + j] * XR[o + j]);
+        }
+        for (let j = 0; j < dHead; j++) {
+          const gw = G[og + j] * W[h * dHead + j];
+          dx[og + j] = gw / s - dot / (s * s) / (dHead * s) * XR[o + j];
+          mag[og + j] = Math.abs(gw) / s + adot / (s ** 3 * dHead) * Math.abs(XR[o + j]);
+        }
+      }
+    }
+    // sums of dHead squares or products in f32, then a few roundings
+    const bound = gamma(dHead) + 8 * U;
+    note(
+      "headRmsNorm",
+      within(await b.read(xr), want, (i) => bound * Math.abs(want[i]) + 1e-30, "headRmsNorm"),
+    );
+    note(
+      "headRmsNorm scale",
+      within(await b.read(sc), scales, (i) => bound * scales[i], "headRmsNorm scale"),
+    );
+    note(
+      "headRmsNormBackward",
+      within(await b.read(grad), dx, (i) => 4 * bound * mag[i] + 1e-30, "headRmsNormBackward"),
+    );
+  });
+
   test("normBackward", async (b) => {
     const rows = 4, dd = 96;
     const X = randn(rows * dd, 19, 2), G = randn(rows * dd, 20);

@@ -1,5 +1,5 @@
 /**
- * Synthetic HF checkpoints of the GPT-NeoX (Pythia) and Llama / Qwen2 families: a `config.json`
+ * Synthetic HF checkpoints of the GPT-NeoX (Pythia), Llama / Qwen2 and Gemma 2 / 3 families: a `config.json`
  * object and `model.safetensors` bytes with seeded random weights under HF's tensor names and
  * shapes, as {@linkcode syntheticGpt2} makes for GPT-2. Benchmarks use them at real models' shapes
  * ({@linkcode PYTHIA_160M}, {@linkcode SMOLLM2_135M}); tests at tiny ones.
@@ -237,4 +237,144 @@ export function syntheticLlama(opts: SyntheticLlamaOptions): SyntheticGpt2 {
     },
     weights: checkpointBytes(specs, dtype),
   };
+}
+
+/** Options of {@linkcode syntheticGemma}. */
+export interface SyntheticGemmaOptions {
+  /** 2 (`gemma2`: softcaps, sliding even layers) or 3 (`gemma3_text`: q/k norms, two ropes). */
+  version: 2 | 3;
+  /** Number of blocks. */
+  nLayers: number;
+  /** Residual width. */
+  dModel: number;
+  /** Vocabulary size. */
+  dVocab: number;
+  /** Attention heads (default 4). */
+  nHeads?: number;
+  /** Key/value heads (default 1). */
+  nKeyValueHeads?: number;
+  /** Head width (default 16; Gemma's head_dim need not be dModel / nHeads). */
+  dHead?: number;
+  /** MLP width (default 4 x dModel). */
+  dMlp?: number;
+  /** Context length (default 512). */
+  nCtx?: number;
+  /** Sliding window (default 8). */
+  slidingWindow?: number;
+  /** Gemma 3's sliding_window_pattern (default 6). */
+  slidingWindowPattern?: number;
+  /** PRNG seed (default 0). */
+  seed?: number;
+  /** Stored dtype (default `"F32"`; the released checkpoints are `"BF16"`). */
+  dtype?: FloatDtype;
+  /** Standard deviation of the weights (default 0.02); norm weights are stored as normal(0, std). */
+  std?: number;
+}
+
+/** Gemma-3-270M's shape (`google/gemma-3-270m`'s config: 18 layers, 1 key/value head). */
+export const GEMMA3_270M = {
+  version: 3,
+  nLayers: 18,
+  dModel: 640,
+  nHeads: 4,
+  nKeyValueHeads: 1,
+  dHead: 256,
+  dMlp: 2048,
+  dVocab: 262144,
+  nCtx: 32768,
+  slidingWindow: 512,
+  slidingWindowPattern: 6,
+} as const;
+
+/**
+ * An HF Gemma 2 or Gemma 3 (text) checkpoint with seeded random weights under HF's names and
+ * shapes: norm weights normal(0, std) (Gemma's norms compute x * (1 + w)), every other tensor
+ * normal(0, std), the embedding tied (no `lm_head.weight`).
+ *
+ * @example
+ * ```ts
+ * import { syntheticGemma } from "./synthetic_families.ts";
+ * import { HookedTransformer } from "../model/hooked_transformer.ts";
+ * const { config, weights } = syntheticGemma({ version: 3, nLayers: 2, dModel: 32, dVocab: 64 });
+ * const model = await HookedTransformer.fromBytes(config, weights, { threads: 1 });
+ * model.cfg.attnTypes; // ["local", "local"]
+ * ```
+ */
+export function syntheticGemma(opts: SyntheticGemmaOptions): SyntheticGpt2 {
+  const nHeads = opts.nHeads ?? 4;
+  const { dtype, specs, normal } = checked("syntheticGemma", {
+    ...opts,
+    nHeads: 1,
+    nCtx: opts.nCtx ?? 512,
+  });
+  if (opts.version !== 2 && opts.version !== 3) {
+    throw new ConfigError(`syntheticGemma: version must be 2 or 3, got ${opts.version}`);
+  }
+  const { nLayers, dModel: d, dVocab } = opts;
+  const nKv = opts.nKeyValueHeads ?? 1, dHead = opts.dHead ?? 16;
+  const dMlp = opts.dMlp ?? 4 * d;
+  if (!Number.isSafeInteger(nKv) || nKv <= 0 || nHeads % nKv !== 0) {
+    throw new ConfigError(
+      `syntheticGemma: nHeads ${nHeads} is not a multiple of nKeyValueHeads ${nKv}`,
+    );
+  }
+  const gemma3 = opts.version === 3;
+  normal("model.embed_tokens.weight", [dVocab, d]);
+  for (let l = 0; l < nLayers; l++) {
+    const p = `model.layers.${l}.`;
+    for (const [x, heads] of [["q", nHeads], ["k", nKv], ["v", nKv]] as const) {
+      normal(`${p}self_attn.${x}_proj.weight`, [heads * dHead, d]);
+    }
+    normal(p + "self_attn.o_proj.weight", [d, nHeads * dHead]);
+    if (gemma3) {
+      normal(p + "self_attn.q_norm.weight", [dHead]);
+      normal(p + "self_attn.k_norm.weight", [dHead]);
+    }
+    for (const n of ["input", "post_attention", "pre_feedforward", "post_feedforward"]) {
+      normal(`${p}${n}_layernorm.weight`, [d]);
+    }
+    normal(p + "mlp.gate_proj.weight", [dMlp, d]);
+    normal(p + "mlp.up_proj.weight", [dMlp, d]);
+    normal(p + "mlp.down_proj.weight", [d, dMlp]);
+  }
+  normal("model.norm.weight", [d]);
+  const common = {
+    hidden_size: d,
+    num_attention_heads: nHeads,
+    num_key_value_heads: nKv,
+    head_dim: dHead,
+    num_hidden_layers: nLayers,
+    intermediate_size: dMlp,
+    vocab_size: dVocab,
+    max_position_embeddings: opts.nCtx ?? 512,
+    rms_norm_eps: 1e-6,
+    hidden_activation: "gelu_pytorch_tanh",
+    query_pre_attn_scalar: dHead,
+    sliding_window: opts.slidingWindow ?? 8,
+    bos_token_id: 2,
+    eos_token_id: 1,
+    pad_token_id: 0,
+    torch_dtype: TORCH_DTYPE[dtype],
+  };
+  const config = gemma3
+    ? {
+      architectures: ["Gemma3ForCausalLM"],
+      model_type: "gemma3_text",
+      ...common,
+      sliding_window_pattern: opts.slidingWindowPattern ?? 6,
+      rope_theta: 1000000,
+      rope_local_base_freq: 10000,
+      rope_scaling: null,
+      attn_logit_softcapping: null,
+      final_logit_softcapping: null,
+    }
+    : {
+      architectures: ["Gemma2ForCausalLM"],
+      model_type: "gemma2",
+      ...common,
+      rope_theta: 10000,
+      attn_logit_softcapping: 50,
+      final_logit_softcapping: 30,
+    };
+  return { config, weights: checkpointBytes(specs, dtype) };
 }

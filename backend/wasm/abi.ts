@@ -46,6 +46,11 @@ export interface KernelExports {
   crossEntropyGradRows(...args: number[]): void;
   activationBackward(...args: number[]): void;
   gatedActivationBackward(...args: number[]): void;
+  // Gemma (op codes 25-26, 50-51).
+  headRmsNorm(...args: number[]): void;
+  headRmsNormBackward(...args: number[]): void;
+  softcap(...args: number[]): void;
+  softcapBackward(...args: number[]): void;
 }
 
 /** Arguments of matmul and matmulBf16, in the exports' order. */
@@ -118,6 +123,8 @@ export const OPS = {
       "scratch",
       "group",
       "kStart",
+      "window",
+      "softcap",
     ],
   },
   attentionScores: {
@@ -135,11 +142,23 @@ export const OPS = {
       "headEnd",
       "group",
       "kStart",
+      "window",
+      "softcap",
     ],
   },
   softmaxRows: {
     code: 8,
-    args: ["scores", "pattern", "nQ", "qStart", "headStart", "headEnd", "kStart", "causal"],
+    args: [
+      "scores",
+      "pattern",
+      "nQ",
+      "qStart",
+      "headStart",
+      "headEnd",
+      "kStart",
+      "causal",
+      "window",
+    ],
   },
   attentionApply: {
     code: 9,
@@ -157,6 +176,7 @@ export const OPS = {
       "group",
       "kStart",
       "causal",
+      "window",
     ],
   },
   rowArgmax: { code: 10, args: ["x", "n", "ld", "out", "rowStart", "rowEnd"] },
@@ -172,6 +192,12 @@ export const OPS = {
   affineRows: { code: 22, args: ["x", "out", "d", "w", "b", "rowStart", "rowEnd"] },
   activation: { code: 23, args: ["x", "out", "act", "start", "end"] },
   gatedActivation: { code: 24, args: ["gateUp", "out", "dMlp", "act", "rowStart", "rowEnd"] },
+  // 25-39: Gemma 2 and 3 (q_norm / k_norm over each head, logit softcapping).
+  headRmsNorm: {
+    code: 25,
+    args: ["x", "stride", "nHeads", "dHead", "w", "eps", "scale", "rowStart", "rowEnd"],
+  },
+  softcap: { code: 26, args: ["x", "out", "cap", "start", "end"] },
   // ---- Backward passes ----
   /** C[m, k] = A[m, n] @ B^T over B packed [k, n]; panels are C's column panels. */
   matmulBT: { code: 40, args: MATMUL_BT_ARGS },
@@ -214,6 +240,7 @@ export const OPS = {
       "kStart",
       "causal",
       "fullRows",
+      "window",
     ],
   },
   softmaxBackwardRows: {
@@ -237,6 +264,9 @@ export const OPS = {
       "headEnd",
       "group",
       "kStart",
+      "window",
+      "softcap",
+      "scratch",
     ],
   },
   crossEntropyGradRows: {
@@ -249,6 +279,23 @@ export const OPS = {
     code: 49,
     args: ["gateUp", "dOut", "dGateUp", "dMlp", "act", "rowStart", "rowEnd"],
   },
+  // 50-59: the backward of Gemma's kernels.
+  headRmsNormBackward: {
+    code: 50,
+    args: [
+      "x",
+      "stride",
+      "g",
+      "gStride",
+      "nHeads",
+      "dHead",
+      "w",
+      "eps",
+      "rowStart",
+      "rowEnd",
+    ],
+  },
+  softcapBackward: { code: 51, args: ["x", "dy", "dx", "cap", "start", "end"] },
 } as const;
 
 /** The activation functions of `activation` and `gatedActivation`, by their code in the module. */
@@ -260,6 +307,10 @@ export type OpName = keyof typeof OPS;
 const NAME_OF_CODE: OpName[] = [];
 for (const [name, op] of Object.entries(OPS) as [OpName, { code: number }][]) {
   NAME_OF_CODE[op.code] = name;
+}
+for (const [name, op] of Object.entries(OPS)) {
+  // An op's own arguments must end before the scheduling ones (COUNTER, below).
+  if (op.args.length > 21) throw new Error(`kernel op ${name} has more than 21 arguments`);
 }
 
 /** The op's name for a code (for messages), or `op <code>`. */
@@ -299,14 +350,17 @@ export const COUNTER_I32 = 5;
 export const IDLE = 0, POSTED = 1, RUNNING = 2, CANCELLED = 3;
 /** Float64 index (inside a slot) of the first argument. */
 export const ARGS_F64 = 8;
-/** Float64 slots for arguments: an op's own arguments, then the scheduling ones below. */
-export const MAX_ARGS = 20;
+/**
+ * Float64 slots for arguments: an op's own arguments (at most COUNTER of them), then the
+ * scheduling ones below (24 fill the slot: (SLOT_BYTES - ARGS_F64 * 8) / 8).
+ */
+export const MAX_ARGS = 24;
 /**
  * Scheduling arguments, after an op's own: the byte offset of the shared chunk counter (0: run
  * the arguments as written), the chunk size, and the index of the `[start, end)` argument pair a
  * chunk replaces.
  */
-export const COUNTER = 16, CHUNK = 17, SPLIT = 18;
+export const COUNTER = 21, CHUNK = 22, SPLIT = 23;
 
 /** What a worker needs to start (sent as workerData or as the first message). */
 export interface WorkerInit {

@@ -149,6 +149,10 @@ export interface AttentionScoresArgs {
    * key: its pattern row and z are zero.
    */
   kStart?: number;
+  /** Sliding window (0 or absent: none): query i sees keys above qStart + i - window. */
+  window?: number;
+  /** Softcap of the scores (0 or absent: none): cap tanh(s / cap) before the mask. */
+  softcap?: number;
 }
 
 /** Arguments of {@linkcode Kernels.attention}. */
@@ -191,6 +195,8 @@ export interface AttentionApplyArgs {
   group?: number;
   /** As in {@linkcode AttentionScoresArgs} (read only when causal). */
   kStart?: number;
+  /** As in {@linkcode AttentionScoresArgs} (read only when causal). */
+  window?: number;
   /**
    * Read only the causal keys [kStart, qStart + i] of each row (default true); false reads every
    * key, so a pattern edited above the diagonal is used as is.
@@ -942,6 +948,8 @@ export class Kernels {
         scratch: rows + t * rowStride,
         group: a.group ?? 1,
         kStart: a.kStart ?? 0,
+        window: a.window ?? 0,
+        softcap: a.softcap ?? 0,
       }), BY_HEAD);
     } finally {
       this.release(mark);
@@ -965,6 +973,8 @@ export class Kernels {
       headEnd: he,
       group: a.group ?? 1,
       kStart: a.kStart ?? 0,
+      window: a.window ?? 0,
+      softcap: a.softcap ?? 0,
     }), BY_HEAD);
   }
 
@@ -979,7 +989,7 @@ export class Kernels {
     nHeads: number,
     nQ: number,
     qStart: number,
-    opts: { kStart?: number; causal?: boolean } = {},
+    opts: { kStart?: number; causal?: boolean; window?: number } = {},
   ): void {
     const T = this.#attnThreads(0, nHeads, nQ, qStart + nQ, 16);
     const causal = opts.causal ?? true ? 1 : 0;
@@ -992,6 +1002,7 @@ export class Kernels {
       headEnd: nHeads,
       kStart: opts.kStart ?? 0,
       causal,
+      window: opts.window ?? 0,
     }), BY_HEAD);
   }
 
@@ -1013,6 +1024,7 @@ export class Kernels {
       group: a.group ?? 1,
       kStart: a.kStart ?? 0,
       causal: a.causal ?? true ? 1 : 0,
+      window: a.window ?? 0,
     }), BY_HEAD);
   }
 
@@ -1109,6 +1121,7 @@ export class Kernels {
     kStart?: number;
     causal?: boolean;
     fullRows?: boolean;
+    window?: number;
   }): void {
     const group = a.group ?? 1, nKv = a.nHeads / group;
     const T = this.#attnThreads(0, nKv, a.T, a.T, a.dHead * group);
@@ -1129,6 +1142,7 @@ export class Kernels {
       kStart: a.kStart ?? 0,
       causal: a.causal ?? true ? 1 : 0,
       fullRows: a.fullRows ? 1 : 0,
+      window: a.window ?? 0,
     }), BY_HEAD);
   }
 
@@ -1172,10 +1186,35 @@ export class Kernels {
     scale: number;
     group?: number;
     kStart?: number;
+    window?: number;
+    softcap?: number;
   }): void {
     const group = a.group ?? 1, nKv = a.nHeads / group;
     const T = this.#attnThreads(0, nKv, a.T, a.T, a.dHead * group);
-    this.#launch("attentionGradQK", T, () => ({
+    const softcap = a.softcap ?? 0;
+    // With a softcap each thread recomputes score rows into T floats of scratch.
+    const mark = this.mark();
+    let rows = this.#scratchOf(0) + this.#rowScratchOffset, rowStride = this.#scratchStride;
+    if (softcap > 0 && a.T > SCRATCH_ROW_FLOATS) {
+      rowStride = align(a.T * 4);
+      rows = this.alloc((rowStride / 4) * T);
+    }
+    try {
+      this.#gradQK(a, T, group, nKv, softcap, (t) => rows + t * rowStride);
+    } finally {
+      this.release(mark);
+    }
+  }
+
+  #gradQK(
+    a: Parameters<Kernels["attentionGradQK"]>[0],
+    T: number,
+    group: number,
+    nKv: number,
+    softcap: number,
+    scratch: (t: number) => number,
+  ): void {
+    this.#launch("attentionGradQK", T, (t) => ({
       dScores: a.dScores,
       q: a.q,
       k: a.k,
@@ -1190,7 +1229,79 @@ export class Kernels {
       headEnd: nKv,
       group,
       kStart: a.kStart ?? 0,
+      window: a.window ?? 0,
+      softcap,
+      scratch: scratch(t),
     }), BY_HEAD);
+  }
+
+  /**
+   * RMSNorm with a weight over each head of `rows` rows of x (`stride` floats apart; heads
+   * [0, nHeads) of dHead floats from column 0), in place: Gemma 3's q_norm / k_norm. `w` holds
+   * nHeads * dHead floats; `scale` (0: none) receives each head's sqrt(mean(x^2) + eps).
+   */
+  headRmsNorm(
+    x: number,
+    stride: number,
+    rows: number,
+    nHeads: number,
+    dHead: number,
+    w: number,
+    eps: number,
+    scale = 0,
+  ): void {
+    const [T, range] = this.#rowRanges(rows, nHeads * dHead);
+    this.#launch("headRmsNorm", T, (t) => ({
+      x,
+      stride,
+      nHeads,
+      dHead,
+      w,
+      eps,
+      scale,
+      ...range(t),
+    }));
+  }
+
+  /**
+   * Backward of {@linkcode Kernels.headRmsNorm}: x its input (rows `stride` apart), g the
+   * gradient at its output (rows `gStride` apart), overwritten with the gradient at x.
+   */
+  headRmsNormBackward(
+    x: number,
+    stride: number,
+    g: number,
+    gStride: number,
+    rows: number,
+    nHeads: number,
+    dHead: number,
+    w: number,
+    eps: number,
+  ): void {
+    const [T, range] = this.#rowRanges(rows, nHeads * dHead);
+    this.#launch("headRmsNormBackward", T, (t) => ({
+      x,
+      stride,
+      g,
+      gStride,
+      nHeads,
+      dHead,
+      w,
+      eps,
+      ...range(t),
+    }));
+  }
+
+  /** out = cap tanh(x / cap) over n floats (may alias), in f64 and rounded once. */
+  softcap(x: number, out: number, n: number, cap: number): void {
+    const [T, range] = this.#ranges(n);
+    this.#launch("softcap", T, (t) => ({ x, out, cap, ...range(t) }));
+  }
+
+  /** dx = dy (1 - tanh(x / cap)^2) over n floats, from the uncapped x (dx may alias either). */
+  softcapBackward(x: number, dy: number, dx: number, n: number, cap: number): void {
+    const [T, range] = this.#ranges(n);
+    this.#launch("softcapBackward", T, (t) => ({ x, dy, dx, cap, ...range(t) }));
   }
 
   /**

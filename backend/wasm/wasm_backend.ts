@@ -11,6 +11,7 @@ import type {
   Backend,
   CausalOptions,
   DeviceArray,
+  HeadLayout,
   MatmulOptions,
   NormBackwardOptions,
   NormOptions,
@@ -427,6 +428,66 @@ export class WasmBackend implements Backend {
     );
   }
 
+  headRmsNorm(
+    x: DeviceArray,
+    w: DeviceArray,
+    l: HeadLayout,
+    eps: number,
+    opts: NormOptions = {},
+  ): void {
+    this.#rowsFit(x, l.rows, l.nHeads * l.dHead, l.stride, "headRmsNorm rows");
+    this.#rowsFit(w, 1, l.nHeads * l.dHead, l.nHeads * l.dHead, "headRmsNorm weight");
+    if (opts.scale) this.#rowsFit(opts.scale, l.rows, l.nHeads, l.nHeads, "headRmsNorm scale");
+    const scale = opts.scale ? this.#ptr(opts.scale) : 0;
+    const x0 = this.#ptr(x);
+    this.kernels.headRmsNorm(x0, l.stride, l.rows, l.nHeads, l.dHead, this.#ptr(w), eps, scale);
+  }
+
+  headRmsNormBackward(
+    x: DeviceArray,
+    grad: DeviceArray,
+    w: DeviceArray,
+    l: HeadLayout & { gradStride: number },
+    eps: number,
+  ): void {
+    const width = l.nHeads * l.dHead;
+    this.#rowsFit(x, l.rows, width, l.stride, "headRmsNormBackward input");
+    this.#rowsFit(grad, l.rows, width, l.gradStride, "headRmsNormBackward gradient");
+    this.#rowsFit(w, 1, width, width, "headRmsNormBackward weight");
+    this.kernels.headRmsNormBackward(
+      this.#ptr(x),
+      l.stride,
+      this.#ptr(grad),
+      l.gradStride,
+      l.rows,
+      l.nHeads,
+      l.dHead,
+      this.#ptr(w),
+      eps,
+    );
+  }
+
+  softcap(x: DeviceArray, out: DeviceArray, cap: number): void {
+    if (out.length < x.length) {
+      throw new KernelError(`softcap of ${x.length} floats into ${out.length}`);
+    }
+    const xp = this.#ptr(x), op = this.#ptr(out);
+    this.#sameOrApart(op, xp, x.length, "softcap: out and x");
+    this.kernels.softcap(xp, op, x.length, checkCap(cap, "softcap"));
+  }
+
+  softcapBackward(x: DeviceArray, dy: DeviceArray, dx: DeviceArray, cap: number): void {
+    if (dy.length !== x.length || dx.length < x.length) {
+      throw new KernelError(
+        `softcapBackward of ${x.length} and ${dy.length} floats into ${dx.length}`,
+      );
+    }
+    const xp = this.#ptr(x), yp = this.#ptr(dy), dp = this.#ptr(dx);
+    this.#sameOrApart(dp, xp, x.length, "softcapBackward: dx and x");
+    this.#sameOrApart(dp, yp, x.length, "softcapBackward: dx and dy");
+    this.kernels.softcapBackward(xp, yp, dp, x.length, checkCap(cap, "softcap"));
+  }
+
   add(a: DeviceArray, b: DeviceArray, out: DeviceArray): void {
     if (b.length !== a.length || out.length < a.length) {
       throw new KernelError(`add of ${a.length} and ${b.length} floats into ${out.length}`);
@@ -478,6 +539,8 @@ export class WasmBackend implements Backend {
       scale: a.scale,
       group: a.nHeads / (a.nKeyValueHeads ?? a.nHeads),
       kStart: a.kStart ?? 0,
+      window: checkWindow(a.window),
+      softcap: checkCap(a.softcap, "attention softcap"),
     };
   }
 
@@ -513,7 +576,10 @@ export class WasmBackend implements Backend {
     if (scores.length < need || pattern.length < need) {
       throw new KernelError(`softmaxRows needs ${need} floats of scores and of pattern`);
     }
-    this.kernels.softmaxRows(this.#ptr(scores), this.#ptr(pattern), nHeads, nQ, qStart, opts);
+    this.kernels.softmaxRows(this.#ptr(scores), this.#ptr(pattern), nHeads, nQ, qStart, {
+      ...opts,
+      window: checkWindow(opts.window),
+    });
   }
 
   attentionApply(a: AttentionArgs, pattern: DeviceArray, opts: { causal?: boolean } = {}): void {
@@ -620,7 +686,12 @@ export class WasmBackend implements Backend {
     this.#rowsFit(a.dq, a.T, qw, a.dStride, "attention backward dq");
     this.#rowsFit(a.dk, a.T, kw, a.dStride, "attention backward dk");
     this.#rowsFit(a.dv, a.T, kw, a.dStride, "attention backward dv");
-    return { group: a.nHeads / nKv, kStart: a.kStart ?? 0 };
+    return {
+      group: a.nHeads / nKv,
+      kStart: a.kStart ?? 0,
+      window: checkWindow(a.window),
+      softcap: checkCap(a.softcap, "attention softcap"),
+    };
   }
 
   #square(x: DeviceArray, nHeads: number, T: number, what: string): number {
@@ -636,8 +707,9 @@ export class WasmBackend implements Backend {
     dPattern: DeviceArray,
     opts: { causal?: boolean; fullRows?: boolean } = {},
   ): void {
-    const { group, kStart } = this.#attentionGrad(a);
+    const { group, kStart, window } = this.#attentionGrad(a);
     this.kernels.attentionGradPattern({
+      window,
       dz: this.#ptr(a.dz),
       dzStride: a.dzStride,
       v: this.#ptr(a.v),
@@ -673,8 +745,10 @@ export class WasmBackend implements Backend {
   }
 
   attentionGradQK(a: AttentionGradArgs, dScores: DeviceArray): void {
-    const { group, kStart } = this.#attentionGrad(a);
+    const { group, kStart, window, softcap } = this.#attentionGrad(a);
     this.kernels.attentionGradQK({
+      window,
+      softcap,
       dScores: this.#square(dScores, a.nHeads, a.T, "attention backward dScores"),
       q: this.#ptr(a.q),
       k: this.#ptr(a.k),
@@ -724,4 +798,22 @@ function settled<T>(f: () => T): Promise<T> {
   } catch (e) {
     return Promise.reject(e);
   }
+}
+
+/** A sliding window: absent or 0 (none), else a positive integer. */
+function checkWindow(w: number | undefined): number {
+  if (w === undefined || w === 0) return 0;
+  if (!Number.isSafeInteger(w) || w < 0) {
+    throw new KernelError(`attention window must be a positive integer (0: none), got ${w}`);
+  }
+  return w;
+}
+
+/** A softcap: absent or 0 (none), else a positive finite number. */
+function checkCap(c: number | undefined, what: string): number {
+  if (c === undefined || c === 0) return 0;
+  if (!(c > 0) || !Number.isFinite(c)) {
+    throw new KernelError(`${what} must be a positive finite number (0: none), got ${c}`);
+  }
+  return c;
 }

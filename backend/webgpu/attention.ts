@@ -10,12 +10,31 @@
  */
 import { f32, type GpuDevice } from "./device.ts";
 import type { Bound } from "./arrays.ts";
-import { entry, EXP, header, REDUCE, WG } from "./wgsl.ts";
+import { entry, EXP, header, REDUCE, TANH, WG } from "./wgsl.ts";
 
 /** Keys a fused attention row holds in workgroup memory. */
 export const FUSED_MAX_KEYS = 2048;
 
 const NEG_INF = "bitcast<f32>(0xff800000u)";
+
+/**
+ * WGSL: the first key a query at absolute position `qpos` sees: kStart (left padding), raised
+ * by a sliding window (Gemma; 0: none) to qpos - window + 1.
+ */
+export const FIRST_KEY = /* wgsl */ `
+fn first_key(qpos: u32, ks: u32, win: u32) -> u32 {
+  if (win > 0u && qpos + 1u > win) { return max(ks, qpos + 1u - win); }
+  return ks;
+}
+`;
+
+/** WGSL: Gemma 2's attention softcap applied to a score (cap 0: none). */
+const CAP = /* wgsl */ `
+fn cap_score(s: f32, cap: f32) -> f32 {
+  if (cap > 0.0) { return cap * tanh_f(s / cap); }
+  return s;
+}
+`;
 
 /** An attention call's geometry, resolved (group = query heads per key/value head). */
 export interface AttentionGeometry {
@@ -32,6 +51,10 @@ export interface AttentionGeometry {
   scale: number;
   group: number;
   kStart: number;
+  /** Sliding window (0: none). */
+  window: number;
+  /** Attention softcap (0: none). */
+  softcap: number;
 }
 
 const GEOMETRY = [
@@ -48,6 +71,8 @@ const GEOMETRY = [
   "k0: u32",
   "v0: u32",
   "z0: u32",
+  "window: u32",
+  "softcap: f32",
 ];
 
 function geometry(g: AttentionGeometry): number[] {
@@ -65,6 +90,8 @@ function geometry(g: AttentionGeometry): number[] {
     g.k.base,
     g.v.base,
     g.z.base,
+    g.window,
+    f32(g.softcap),
   ];
 }
 
@@ -75,7 +102,7 @@ function geometry(g: AttentionGeometry): number[] {
  */
 const fusedCode = (cap: number) =>
   header([...GEOMETRY, "hasPattern: u32", "p0: u32"], ["q", "k", "v", "z", "pat"]) +
-  EXP + REDUCE + `
+  TANH + CAP + FIRST_KEY + REDUCE + `
 var<workgroup> sc: array<f32, ${cap}>;
 ` + entry(256) + `
   let h = item / p.nQ;
@@ -84,20 +111,21 @@ var<workgroup> sc: array<f32, ${cap}>;
   let nK = p.qStart + p.nQ;
   let zr = p.z0 + i * p.zStride + h * p.dHead;
   let prow = p.p0 + (h * p.nQ + i) * nK;
-  if (nk <= p.kStart) {
+  let lo = first_key(p.qStart + i, p.kStart, p.window);
+  if (nk <= lo) {
     for (var d = lid; d < p.dHead; d += 256u) { z[zr + d] = 0.0; }
     if (p.hasPattern == 1u) { for (var j = lid; j < nK; j += 256u) { pat[prow + j] = 0.0; } }
     return;
   }
-  let seen = nk - p.kStart;
+  let seen = nk - lo;
   let qr = p.q0 + i * p.stride + h * p.dHead;
   let kc = (h / p.group) * p.dHead;
   var mx = ${NEG_INF};
   for (var j = lid; j < seen; j += 256u) {
-    let kr = p.k0 + (p.kStart + j) * p.stride + kc;
+    let kr = p.k0 + (lo + j) * p.stride + kc;
     var s = 0.0;
     for (var d = 0u; d < p.dHead; d++) { s = s + q[qr + d] * k[kr + d]; }
-    s = s * p.scale;
+    s = cap_score(s * p.scale, p.softcap);
     sc[j] = s;
     mx = max(mx, s);
   }
@@ -109,10 +137,10 @@ var<workgroup> sc: array<f32, ${cap}>;
   workgroupBarrier();
   if (p.hasPattern == 1u) {
     for (var j = lid; j < nK; j += 256u) {
-      pat[prow + j] = select(0.0, sc[j - p.kStart], j >= p.kStart && j < nk);
+      pat[prow + j] = select(0.0, sc[j - lo], j >= lo && j < nk);
     }
   }
-  let vc = p.v0 + p.kStart * p.stride + kc;
+  let vc = p.v0 + lo * p.stride + kc;
   for (var d = lid; d < p.dHead; d += 256u) {
     var acc = 0.0;
     for (var j = 0u; j < seen; j++) { acc = acc + sc[j] * v[vc + j * p.stride + d]; }
@@ -142,7 +170,8 @@ export function attentionFused(
   );
 }
 
-const SCORES = header([...GEOMETRY, "s0: u32"], ["q", "k", "sc"]) + entry(WG) + `
+const SCORES = header([...GEOMETRY, "s0: u32"], ["q", "k", "sc"]) + TANH + CAP + FIRST_KEY +
+  entry(WG) + `
   let nK = p.qStart + p.nQ;
   let t = item * ${WG}u + lid;
   if (t >= p.nHeads * p.nQ * nK) { return; }
@@ -151,12 +180,15 @@ const SCORES = header([...GEOMETRY, "s0: u32"], ["q", "k", "sc"]) + entry(WG) + 
   let i = hi % p.nQ;
   let h = hi / p.nQ;
   let nk = p.qStart + i + 1u;
-  if (j < p.kStart || j >= nk) { sc[p.s0 + t] = ${NEG_INF}; return; }
+  if (j < first_key(p.qStart + i, p.kStart, p.window) || j >= nk) {
+    sc[p.s0 + t] = ${NEG_INF};
+    return;
+  }
   let qr = p.q0 + i * p.stride + h * p.dHead;
   let kr = p.k0 + j * p.stride + (h / p.group) * p.dHead;
   var s = 0.0;
   for (var d = 0u; d < p.dHead; d++) { s = s + q[qr + d] * k[kr + d]; }
-  sc[p.s0 + t] = s * p.scale;
+  sc[p.s0 + t] = cap_score(s * p.scale, p.softcap);
 }`;
 
 /** Scores [nHeads, nQ, nK], -Infinity outside each query's keys [kStart, qStart + i]. */
@@ -171,14 +203,14 @@ export function attentionScores(dev: GpuDevice, g: AttentionGeometry, scores: Bo
 }
 
 const SOFTMAX = header(
-  ["nQ: u32", "qStart: u32", "kStart: u32", "causal: u32", "s0: u32", "p0: u32"],
+  ["nQ: u32", "qStart: u32", "kStart: u32", "causal: u32", "s0: u32", "p0: u32", "window: u32"],
   ["sc", "pat"],
-) + EXP + REDUCE + entry(256) + `
+) + EXP + FIRST_KEY + REDUCE + entry(256) + `
   let i = item % p.nQ;
   let nK = p.qStart + p.nQ;
   let sr = p.s0 + item * nK;
   let pr = p.p0 + item * nK;
-  let lo = select(0u, p.kStart, p.causal == 1u);
+  let lo = select(0u, first_key(p.qStart + i, p.kStart, p.window), p.causal == 1u);
   let hi = select(nK, p.qStart + i + 1u, p.causal == 1u);
   var mx = ${NEG_INF};
   for (var j = lo + lid; j < hi; j += 256u) { mx = max(mx, sc[sr + j]); }
@@ -205,16 +237,18 @@ export function softmaxRows(
   qStart: number,
   kStart: number,
   causal: boolean,
+  window = 0,
 ): void {
   dev.dispatch(
     SOFTMAX,
-    [nQ, qStart, kStart, causal ? 1 : 0, scores.base, pattern.base],
+    [nQ, qStart, kStart, causal ? 1 : 0, scores.base, pattern.base, window],
     [scores.b, pattern.b],
     nHeads * nQ,
   );
 }
 
-const APPLY = header([...GEOMETRY, "p0: u32", "causal: u32"], ["v", "z", "pat"]) + entry(WG) + `
+const APPLY = header([...GEOMETRY, "p0: u32", "causal: u32"], ["v", "z", "pat"]) + FIRST_KEY +
+  entry(WG) + `
   let nK = p.qStart + p.nQ;
   let t = item * ${WG}u + lid;
   if (t >= p.nQ * p.nHeads * p.dHead) { return; }
@@ -222,7 +256,7 @@ const APPLY = header([...GEOMETRY, "p0: u32", "causal: u32"], ["v", "z", "pat"])
   let ih = t / p.dHead;
   let h = ih % p.nHeads;
   let i = ih / p.nHeads;
-  let lo = select(0u, p.kStart, p.causal == 1u);
+  let lo = select(0u, first_key(p.qStart + i, p.kStart, p.window), p.causal == 1u);
   let hi = select(nK, p.qStart + i + 1u, p.causal == 1u);
   let prow = p.p0 + (h * p.nQ + i) * nK;
   let vc = p.v0 + (h / p.group) * p.dHead + d;

@@ -7,7 +7,8 @@
  */
 import { f32, type GpuDevice } from "./device.ts";
 import type { Bound } from "./arrays.ts";
-import { entry, header, REDUCE, WG } from "./wgsl.ts";
+import { entry, header, REDUCE, TANH, WG } from "./wgsl.ts";
+import { FIRST_KEY } from "./attention.ts";
 
 /** An attention backward call's geometry, resolved. */
 export interface AttentionGradGeometry {
@@ -27,6 +28,10 @@ export interface AttentionGradGeometry {
   scale: number;
   group: number;
   kStart: number;
+  /** Sliding window (0: none). */
+  window: number;
+  /** Attention softcap (0: none). */
+  softcap: number;
 }
 
 const FIELDS = [
@@ -45,6 +50,8 @@ const FIELDS = [
   "b0: u32",
   "o0: u32",
   "s0: u32",
+  "window: u32",
+  "softcap: f32",
 ];
 
 function fields(
@@ -72,18 +79,20 @@ function fields(
     b0,
     o0,
     s0,
+    g.window,
+    f32(g.softcap),
   ];
 }
 
 // dPattern[h, i, j] = dz[i, h] . v[j, h / group] over [lo, hi), 0 elsewhere.
-const D_PATTERN = header(FIELDS, ["dz", "v", "dp"]) + entry(WG) + `
+const D_PATTERN = header(FIELDS, ["dz", "v", "dp"]) + FIRST_KEY + entry(WG) + `
   let t = item * ${WG}u + lid;
   if (t >= p.nHeads * p.T * p.T) { return; }
   let j = t % p.T;
   let hi_ = t / p.T;
   let i = hi_ % p.T;
   let h = hi_ / p.T;
-  let lo = select(p.kStart, 0u, p.fullRows == 1u);
+  let lo = select(first_key(i, p.kStart, p.window), 0u, p.fullRows == 1u);
   let hi = select(i + 1u, p.T, p.fullRows == 1u);
   if (j < lo || j >= hi) { dp[p.o0 + t] = 0.0; return; }
   let zr = p.a0 + i * p.dzStride + h * p.dHead;
@@ -104,11 +113,12 @@ const D_V = header(FIELDS, ["pat", "dz", "dv"]) + entry(WG) + `
   let j = jg / nKv;
   let out = p.o0 + j * p.dStride + g * p.dHead + d;
   let i0 = select(0u, max(j, p.kStart), p.causal == 1u);
-  if ((p.causal == 1u && j < p.kStart) || i0 >= p.T) { dv[out] = 0.0; return; }
+  let i1 = select(p.T, min(p.T, j + p.window), p.causal == 1u && p.window > 0u);
+  if ((p.causal == 1u && j < p.kStart) || i0 >= i1) { dv[out] = 0.0; return; }
   var acc = 0.0;
   for (var hh = 0u; hh < p.group; hh++) {
     let h = g * p.group + hh;
-    for (var i = i0; i < p.T; i++) {
+    for (var i = i0; i < i1; i++) {
       acc = acc + pat[p.a0 + (h * p.T + i) * p.T + j] * dz[p.b0 + i * p.dzStride + h * p.dHead + d];
     }
   }
@@ -168,7 +178,7 @@ export function softmaxBackwardRows(
 }
 
 // dq[i, h, d] = scale sum_{j = kStart .. i} dS[h, i, j] k[j, h / group, d]
-const D_Q = header(FIELDS, ["ds", "k", "dq"]) + entry(WG) + `
+const D_Q = header(FIELDS, ["ds", "k", "dq"]) + FIRST_KEY + entry(WG) + `
   let t = item * ${WG}u + lid;
   if (t >= p.T * p.nHeads * p.dHead) { return; }
   let d = t % p.dHead;
@@ -176,11 +186,12 @@ const D_Q = header(FIELDS, ["ds", "k", "dq"]) + entry(WG) + `
   let h = ih % p.nHeads;
   let i = ih / p.nHeads;
   let out = p.o0 + i * p.dStride + h * p.dHead + d;
-  if (i < p.kStart) { dq[out] = 0.0; return; }
+  let lo = first_key(i, p.kStart, p.window);
+  if (i < lo) { dq[out] = 0.0; return; }
   let kc = p.b0 + (h / p.group) * p.dHead + d;
   let row = p.a0 + (h * p.T + i) * p.T;
   var acc = 0.0;
-  for (var j = p.kStart; j <= i; j++) { acc = acc + ds[row + j] * k[kc + j * p.stride]; }
+  for (var j = lo; j <= i; j++) { acc = acc + ds[row + j] * k[kc + j * p.stride]; }
   dq[out] = acc * p.scale;
 }`;
 
@@ -195,19 +206,45 @@ const D_K = header(FIELDS, ["ds", "q", "dk"]) + entry(WG) + `
   let j = jg / nKv;
   let out = p.o0 + j * p.dStride + g * p.dHead + d;
   if (j < p.kStart) { dk[out] = 0.0; return; }
+  let i1 = select(p.T, min(p.T, j + p.window), p.window > 0u);
   var acc = 0.0;
   for (var hh = 0u; hh < p.group; hh++) {
     let h = g * p.group + hh;
-    for (var i = j; i < p.T; i++) {
+    for (var i = j; i < i1; i++) {
       acc = acc + ds[p.a0 + (h * p.T + i) * p.T + j] * q[p.b0 + i * p.stride + h * p.dHead + d];
     }
   }
   dk[out] = acc * p.scale;
 }`;
 
-/** Step 3: dq and dk from dScores over the causal entries. */
+// Softcap: dS at the capped scores becomes dS at the raw ones, dS sech^2(s / cap), in place, with
+// s = (q . k) scale recomputed in the forward's order (the CPU kernel's step, there in f64).
+const D_CAP = header(FIELDS, ["ds", "q", "k"]) + TANH + FIRST_KEY + entry(WG) + `
+  let t = item * ${WG}u + lid;
+  if (t >= p.nHeads * p.T * p.T) { return; }
+  let j = t % p.T;
+  let hi_ = t / p.T;
+  let i = hi_ % p.T;
+  let h = hi_ / p.T;
+  if (j < first_key(i, p.kStart, p.window) || j > i) { return; }
+  let qr = p.a0 + i * p.stride + h * p.dHead;
+  let kr = p.b0 + j * p.stride + (h / p.group) * p.dHead;
+  var s = 0.0;
+  for (var d = 0u; d < p.dHead; d++) { s = s + q[qr + d] * k[kr + d]; }
+  ds[p.o0 + t] = ds[p.o0 + t] * sech2_f(s * p.scale / p.softcap);
+}`;
+
+/** Step 3: dq and dk from dScores over the causal entries (through the softcap, if any). */
 export function attentionGradQK(dev: GpuDevice, g: AttentionGradGeometry, dScores: Bound): void {
   const nKv = g.nHeads / g.group;
+  if (g.softcap > 0) {
+    dev.dispatch(
+      D_CAP,
+      fields(g, true, false, g.q.base, g.k.base, dScores.base, 0),
+      [dScores.b, g.q.b, g.k.b],
+      Math.ceil(g.nHeads * g.T * g.T / WG),
+    );
+  }
   dev.dispatch(
     D_Q,
     fields(g, true, false, dScores.base, g.k.base, g.dq.base, 0),

@@ -13,6 +13,7 @@ import type {
   Backend,
   CausalOptions,
   DeviceArray,
+  HeadLayout,
   MatmulOptions,
   NormBackwardOptions,
   NormOptions,
@@ -30,6 +31,7 @@ import { norm, normBackward } from "./norm.ts";
 import * as att from "./attention.ts";
 import * as attBack from "./attention_backward.ts";
 import * as rows_ from "./rows.ts";
+import * as gemma from "./gemma.ts";
 
 export type { GpuLoadOptions } from "./device.ts";
 
@@ -576,6 +578,40 @@ export class WebGpuBackend implements Backend {
     ew.add(this.#gpu, this.#bind(a), this.#bind(b), this.#bind(out, a.length), a.length);
   }
 
+  headRmsNorm(
+    x: DeviceArray,
+    w: DeviceArray,
+    l: HeadLayout,
+    eps: number,
+    opts: NormOptions = {},
+  ): void {
+    const width = l.nHeads * l.dHead;
+    const n = this.#rowsFit(x, l.rows, width, l.stride, "headRmsNorm input");
+    this.#rowsFit(w, 1, width, width, "headRmsNorm weight");
+    if (opts.scale) this.#rowsFit(opts.scale, l.rows, l.nHeads, l.nHeads, "headRmsNorm scale");
+    if (n === 0 || width === 0) return;
+    gemma.headRmsNorm(
+      this.#gpu,
+      this.#bind(x, n),
+      this.#bind(w, width),
+      opts.scale && this.#bind(opts.scale, l.rows * l.nHeads),
+      l,
+      eps,
+      this.#dummy,
+    );
+  }
+
+  softcap(x: DeviceArray, out: DeviceArray, cap: number): void {
+    if (out.length < x.length) {
+      throw new KernelError(`softcap of ${x.length} floats into ${out.length}`);
+    }
+    this.#sameOrApart(out, x, x.length, "softcap: out and x");
+    const c = checkCap(cap, "softcap");
+    if (x.length === 0) return;
+    if (c === 0) return this.copy(x, out);
+    gemma.softcap(this.#gpu, this.#bind(x), this.#bind(out, x.length), x.length, c);
+  }
+
   sumHeads(
     x: DeviceArray,
     out: DeviceArray,
@@ -629,6 +665,8 @@ export class WebGpuBackend implements Backend {
       scale: a.scale,
       group: a.nHeads / nKv,
       kStart: a.kStart ?? 0,
+      window: checkWindow(a.window),
+      softcap: checkCap(a.softcap, "attention softcap"),
     };
   }
 
@@ -654,7 +692,7 @@ export class WebGpuBackend implements Backend {
       new GpuArray(new GpuStore(this.#gpu.temp(need * 4), null), 0, need),
     );
     att.attentionScores(this.#gpu, g, tmp);
-    att.softmaxRows(this.#gpu, tmp, tmp, a.nHeads, a.nQ, a.qStart, g.kStart, true);
+    att.softmaxRows(this.#gpu, tmp, tmp, a.nHeads, a.nQ, a.qStart, g.kStart, true, g.window);
     att.attentionApply(this.#gpu, g, tmp, true);
   }
 
@@ -686,6 +724,7 @@ export class WebGpuBackend implements Backend {
       qStart,
       opts.kStart ?? 0,
       opts.causal ?? true,
+      checkWindow(opts.window),
     );
   }
 
@@ -826,6 +865,8 @@ export class WebGpuBackend implements Backend {
       scale: a.scale,
       group: a.nHeads / nKv,
       kStart: a.kStart ?? 0,
+      window: checkWindow(a.window),
+      softcap: checkCap(a.softcap, "attention softcap"),
     };
   }
 
@@ -861,6 +902,49 @@ export class WebGpuBackend implements Backend {
     const ds = this.#square(dScores, nHeads, T, "softmaxBackwardRows dScores");
     if (T === 0) return;
     attBack.softmaxBackwardRows(this.#gpu, p, dp, ds, nHeads, T);
+  }
+
+  headRmsNormBackward(
+    x: DeviceArray,
+    grad: DeviceArray,
+    w: DeviceArray,
+    l: HeadLayout & { gradStride: number },
+    eps: number,
+  ): void {
+    const width = l.nHeads * l.dHead;
+    const n = this.#rowsFit(x, l.rows, width, l.stride, "headRmsNormBackward input");
+    const ng = this.#rowsFit(grad, l.rows, width, l.gradStride, "headRmsNormBackward gradient");
+    this.#rowsFit(w, 1, width, width, "headRmsNormBackward weight");
+    if (n === 0 || width === 0) return;
+    gemma.headRmsNormBackward(
+      this.#gpu,
+      this.#bind(x, n),
+      this.#bind(grad, ng),
+      this.#bind(w, width),
+      l,
+      eps,
+    );
+  }
+
+  softcapBackward(x: DeviceArray, dy: DeviceArray, dx: DeviceArray, cap: number): void {
+    if (dy.length !== x.length || dx.length < x.length) {
+      throw new KernelError(
+        `softcapBackward of ${x.length} and ${dy.length} floats into ${dx.length}`,
+      );
+    }
+    this.#sameOrApart(dx, x, x.length, "softcapBackward: dx and x");
+    this.#sameOrApart(dx, dy, x.length, "softcapBackward: dx and dy");
+    const c = checkCap(cap, "softcap");
+    if (x.length === 0) return;
+    if (c === 0) return this.copy(dy, dx);
+    gemma.softcapBackward(
+      this.#gpu,
+      this.#bind(x),
+      this.#bind(dy),
+      this.#bind(dx, x.length),
+      x.length,
+      c,
+    );
   }
 
   attentionGradQK(a: AttentionGradArgs, dScores: DeviceArray): void {
@@ -910,6 +994,24 @@ function checkCount(n: number, what: string): void {
   if (!Number.isInteger(n) || n < 0) {
     throw new KernelError(`${what}: ${n} is not a count of floats`);
   }
+}
+
+/** A sliding window: absent or 0 (none), else a positive integer. */
+function checkWindow(w: number | undefined): number {
+  if (w === undefined || w === 0) return 0;
+  if (!Number.isSafeInteger(w) || w < 0 || w >= 2 ** 32) {
+    throw new KernelError(`attention window must be a positive integer (0: none), got ${w}`);
+  }
+  return w;
+}
+
+/** A softcap: absent or 0 (none), else a positive finite number. */
+function checkCap(c: number | undefined, what: string): number {
+  if (c === undefined || c === 0) return 0;
+  if (!(c > 0) || !Number.isFinite(c)) {
+    throw new KernelError(`${what} must be a positive finite number (0: none), got ${c}`);
+  }
+  return c;
 }
 
 const ACTIVATIONS = new Set(["gelu_new", "gelu", "silu", "relu"]);

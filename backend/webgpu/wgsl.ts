@@ -127,6 +127,33 @@ fn act_grad(code: u32, x: f32, g: f32) -> f32 {
 }
 `;
 
+/**
+ * tanh and sech^2 in f32 (Gemma's softcap; WGSL's own `tanh` has an implementation-defined
+ * error): below |y| = 1/8 the odd Taylor series to y^9 (truncation under 1e-12 relative), above
+ * it (1 - e) / (1 + e) with e = exp(-2|y|) (e <= 0.78, so the subtraction loses at most 2 bits).
+ * sech^2 = 4e / (1 + e)^2 has no cancellation anywhere, unlike 1 - tanh^2 (which the CPU computes
+ * in f64); both are within a few ulp.
+ */
+export const TANH = EXP + /* wgsl */ `
+fn tanh_f(y: f32) -> f32 {
+  let a = abs(y);
+  var t: f32;
+  if (a < 0.125) {
+    let y2 = a * a;
+    t = a * (1.0 + y2 * (-0.3333333333333333 + y2 * (0.13333333333333333 +
+      y2 * (-0.05396825396825397 + y2 * 0.021869488536155203))));
+  } else {
+    let e = expf(-2.0 * a);
+    t = (1.0 - e) / (1.0 + e);
+  }
+  return select(t, -t, y < 0.0);
+}
+fn sech2_f(y: f32) -> f32 {
+  let e = expf(-2.0 * abs(y));
+  return 4.0 * e / ((1.0 + e) * (1.0 + e));
+}
+`;
+
 /** The activation codes the shaders take. */
 export const ACTIVATION_CODE = { gelu_new: 0, gelu: 1, silu: 2, relu: 3 } as const;
 

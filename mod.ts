@@ -159,6 +159,7 @@ export { parseShardIndex, shardedTensorSource } from "./io/sharded.ts";
 export type { ShardIndex } from "./io/sharded.ts";
 export { readTorchCheckpoint } from "./io/torch_bin.ts";
 export type { TorchCheckpoint } from "./io/torch_bin.ts";
+export type { TorchBinLimits } from "./io/torch_bin.ts";
 export { isModelCached, MODEL_ALIASES, resolveModel, WEIGHT_FILES } from "./io/resolve.ts";
 export {
   PYTHIA_160M,
@@ -209,6 +210,7 @@ export {
   SafetensorsError,
   WeightsError,
 } from "./core/errors.ts";
+export { NumericError } from "./core/errors.ts";
 
 // Analysis: the study "How to interpret GPT2-small" (repeated tokens, scores, patching, circuits).
 export { generateRepeatedTokens } from "./analysis/repeated_tokens.ts";
@@ -283,8 +285,37 @@ export type {
 } from "./analysis/lm_utils.ts";
 export type { HeadIndex } from "./analysis/circuits.ts";
 export type { ProgressCallback } from "./core/progress.ts";
+
+// TransformerLens parity (issue 20): padding from pad tokens.
+export { getAttentionMask } from "./model/text.ts";
+export type { PadModel } from "./model/text.ts";
+// TransformerLens parity (issue 20): Python's t[0] / cache["pattern", 0] fail loudly.
+export { guardTensor } from "./core/tensor.ts";
+export type { FactoredIndex } from "./analysis/factored_matrix.ts";
+export { allclose, norm, set } from "./core/ops.ts";
+export type { AllcloseOptions, VectorNormOptions } from "./core/ops.ts";
+export {
+  clone,
+  cumsum,
+  diagonal,
+  expand,
+  flatten,
+  gather,
+  repeat,
+  squeeze,
+  tril,
+  triu,
+  unsqueeze,
+} from "./core/manipulation.ts";
+export type { IndexTensor } from "./core/manipulation.ts";
 // Gemma 2 and Gemma 3 (issue 19).
 export type { AttentionType } from "./model/config.ts";
 export type { HeadLayout } from "./backend/backend.ts";
 export { GEMMA3_270M, syntheticGemma } from "./weights/synthetic_families.ts";
 export type { SyntheticGemmaOptions } from "./weights/synthetic_families.ts";
+
+// Views for notebooks and pages (CircuitsVis's counterpart), as a namespace: `viz.attentionHeads`,
+// `viz.logitLens`, ... (`viz.attentionPattern` draws a pattern; the top-level `attentionPattern`
+// reads one from a cache). Also importable alone from `viz/mod.ts`. Inside `deno jupyter`,
+// importing this module makes Tensors and ActivationCaches display as tables.
+export * as viz from "./viz/mod.ts";

@@ -11,16 +11,19 @@
  * @module
  */
 import { InputError } from "../core/errors.ts";
-import type { Backend, DeviceArray, PackedMatrix, Scope } from "../backend/backend.ts";
+import type { Backend, DeviceArray, PackedMatrix } from "../backend/backend.ts";
+import { type LastingScope, lastingScope } from "../model/exclusive.ts";
 import { eigenvalues } from "../core/linalg.ts";
 import {
   broadcastShapes,
   checkTensor,
+  index as indexTensor,
+  type IndexSpec,
   matmul as tensorMatmul,
   matmul2d,
   transpose as tensorTranspose,
 } from "../core/ops.ts";
-import { numel, type Tensor } from "../core/tensor.ts";
+import { numel, type Tensor, tensor } from "../core/tensor.ts";
 import type { ProgressCallback } from "../core/progress.ts";
 
 /**
@@ -448,35 +451,93 @@ export class FactoredMatrix {
     return this.#wrap(other, this.AB);
   }
 
-  /** M v for a vector v [rdim]: A (B v), never materialising M (one matrix). */
-  matvec(v: Float32Array): Float32Array {
-    this.#single("matvec");
-    if (v.length !== this.rdim) {
-      throw new InputError(`matvec: vector has ${v.length} values, expected rdim = ${this.rdim}`);
-    }
-    const bv = mm(this.B, { data: v, shape: [this.rdim, 1] });
-    return mm(this.A, bv, this.backend).data;
+  /**
+   * M v for a vector v [rdim]: A (B v), never materialising M. With leading dimensions (TL's
+   * `M @ v`), v is one vector for every matrix, or a Tensor [..., rdim] whose leading dimensions
+   * broadcast against M's; the result is [...leading, ldim] (flat, row-major, for a
+   * Float32Array v; a Tensor for a Tensor v).
+   *
+   * @example
+   * ```ts
+   * import { FactoredMatrix } from "./factored_matrix.ts";
+   * const A = { data: Float32Array.of(1, 0, 0, 2), shape: [2, 2, 1] }; // two 2x1 factors
+   * const B = { data: Float32Array.of(1, 1), shape: [1, 2] };
+   * const M = new FactoredMatrix(A, B); // [[1, 1], [0, 0]] and [[0, 0], [2, 2]]
+   * M.matvec(Float32Array.of(1, 2)); // Float32Array [3, 0, 0, 6]
+   * M.matvec({ data: Float32Array.of(1, 2), shape: [2] }).shape; // [2, 2]
+   * ```
+   */
+  matvec(v: Float32Array): Float32Array;
+  /** M v for vectors [..., rdim]: a Tensor [...leading, ldim]. */
+  matvec(v: Tensor): Tensor;
+  matvec(v: Float32Array | Tensor): Float32Array | Tensor {
+    const t = this.#vector(v, this.rdim, "matvec", "rdim");
+    // A (B v) as matrices: v [..., rdim, 1].
+    const col = { data: t.data, shape: [...t.shape, 1] };
+    const out = tensorMatmul(this.A, tensorMatmul(this.B, col), this.backend);
+    const res = { data: out.data, shape: out.shape.slice(0, -1) };
+    return v instanceof Float32Array ? res.data : res;
   }
 
-  /** v M for a vector v [ldim]: (v A) B, never materialising M (one matrix). */
-  vecmat(v: Float32Array): Float32Array {
-    this.#single("vecmat");
-    if (v.length !== this.ldim) {
-      throw new InputError(`vecmat: vector has ${v.length} values, expected ldim = ${this.ldim}`);
-    }
-    const va = mm({ data: v, shape: [1, this.ldim] }, this.A);
-    return mm(va, this.B, this.backend).data;
+  /**
+   * v M for a vector v [ldim]: (v A) B, never materialising M; with leading dimensions as
+   * {@link FactoredMatrix.matvec} (the result [...leading, rdim]).
+   */
+  vecmat(v: Float32Array): Float32Array;
+  /** v M for vectors [..., ldim]: a Tensor [...leading, rdim]. */
+  vecmat(v: Tensor): Tensor;
+  vecmat(v: Float32Array | Tensor): Float32Array | Tensor {
+    const t = this.#vector(v, this.ldim, "vecmat", "ldim");
+    const row = { data: t.data, shape: [...t.shape.slice(0, -1), 1, t.shape.at(-1)!] };
+    const out = tensorMatmul(tensorMatmul(row, this.A), this.B, this.backend);
+    const res = { data: out.data, shape: [...out.shape.slice(0, -2), out.shape.at(-1)!] };
+    return v instanceof Float32Array ? res.data : res;
   }
 
-  /** s M (the scalar goes into A, as TransformerLens's `*`). */
+  #vector(v: Float32Array | Tensor, n: number, where: string, dim: string): Tensor {
+    const t = v instanceof Float32Array
+      ? { data: v, shape: [v.length] }
+      : checkTensor(v, `${where}: the vector`);
+    if (t.shape.length === 0 || t.shape.at(-1) !== n) {
+      throw new InputError(
+        `${where}: the vector has shape [${t.shape}], its last axis must be ${dim} = ${n}`,
+      );
+    }
+    try {
+      broadcastShapes(t.shape.slice(0, -1), this.leadingDims);
+    } catch {
+      throw new InputError(
+        `${where}: the vector's leading dimensions [${t.shape.slice(0, -1)}] do not broadcast ` +
+          `with M's [${this.leadingDims}]`,
+      );
+    }
+    return t;
+  }
+
+  /**
+   * s M (the scalar goes into A, as TransformerLens's `*`). An InputError for anything but a
+   * finite number (TL refuses a tensor that is not a scalar too).
+   */
   scale(s: number): FactoredMatrix {
+    if (typeof s !== "number" || !Number.isFinite(s)) {
+      throw new InputError(
+        `scale takes one finite number, got ${
+          typeof s === "object" && s !== null && "shape" in s
+            ? `a tensor of shape [${(s as Tensor).shape}]`
+            : JSON.stringify(s) ?? String(s)
+        } (for a matrix product use matmul / rmatmul)`,
+      );
+    }
     return this.#wrap({ data: this.A.data.map((x) => x * s), shape: [...this.A.shape] }, this.B);
   }
 
   /**
-   * Indexing as TransformerLens's `M[...]`: one entry per leading dimension (a number picks, null
-   * keeps; negative numbers count from the end); one more picks rows (kept as a 1-row matrix),
-   * two more rows and columns.
+   * Indexing as TransformerLens's `M[...]`: one entry per leading dimension, then optionally one
+   * for rows and one for columns. An entry is a number (picks; negative counts from the end; on a
+   * leading dimension it drops the axis, on rows or columns it keeps a 1-row / 1-column matrix),
+   * `null` (keeps all: Python's `:`), a list of indices (`M[:, :, [0, 1]]` is
+   * `M.get(null, null, [0, 1])`) or a range `{ start, stop, step }` (Python's `start:stop:step`).
+   * Both factors are indexed (a factor broadcast along a leading dimension keeps its length 1).
    *
    * @example
    * ```ts
@@ -487,41 +548,58 @@ export class FactoredMatrix {
    * M.get(1, -1).shape; // [4, 5]
    * M.get(null, 0).shape; // [2, 4, 5]
    * M.get(0, 0, 2, 3).shape; // [1, 1]
+   * M.get(null, [0, 2]).shape; // [2, 2, 4, 5]
+   * M.get(1, { start: 1 }, null, { stop: 2 }).shape; // [2, 4, 2]
    * ```
    */
-  get(...index: (number | null)[]): FactoredMatrix {
+  get(...index: FactoredIndex[]): FactoredMatrix {
     const lead = this.leadingDims, nLead = lead.length;
     if (index.length > nLead + 2) {
       throw new InputError(
-        `get: ${index.length} indices for a FactoredMatrix of shape [${this.shape}]`,
+        `get: ${index.length} indices for a FactoredMatrix of shape [${this.shape}] ` +
+          `(at most one per leading dimension, then rows and columns)`,
       );
     }
-    const norm = (i: number | null, n: number, what: string) => {
-      if (i === null) return null;
-      const j = i < 0 ? i + n : i;
-      if (!Number.isInteger(i) || j < 0 || j >= n) {
-        throw new InputError(`get: ${what} index ${i} is outside [-${n}, ${n})`);
+    const show = (i: FactoredIndex) => i === null ? "null" : JSON.stringify(i);
+    // Each entry checked against its dimension's length (the factors may broadcast it).
+    const check = (i: FactoredIndex, n: number, what: string) => {
+      if (i === null || i === undefined) return;
+      const ok = typeof i === "number" || Array.isArray(i) ||
+        (typeof i === "object" &&
+          Object.keys(i).every((k) => ["start", "stop", "step"].includes(k)));
+      if (!ok) {
+        throw new InputError(
+          `get: ${what} index ${show(i)} is not a number, null, a list of indices or ` +
+            `{ start, stop, step }`,
+        );
       }
-      return j;
+      try {
+        index1d(n, i);
+      } catch (e) {
+        throw new InputError(
+          `get: ${what} index ${show(i)} does not fit length ${n}: ${(e as Error).message}`,
+        );
+      }
     };
-    const leadIdx = index.slice(0, nLead).map((i, d) => norm(i, lead[d], `dimension ${d}`));
-    const pick = (t: Tensor, row: number | null, col: number | null) => {
+    index.slice(0, nLead).forEach((i, d) => check(i, lead[d], `dimension ${d}`));
+    if (index.length > nLead) check(index[nLead], this.ldim, "row");
+    if (index.length > nLead + 1) check(index[nLead + 1], this.rdim, "column");
+    const keep1 = (i: FactoredIndex): IndexSpec =>
+      typeof i === "number" ? [i] : (i ?? null) as IndexSpec;
+    const pick = (t: Tensor, row: FactoredIndex, col: FactoredIndex) => {
       const own = t.shape.slice(0, -2);
       const off = nLead - own.length;
-      let x = t;
-      // Leading dimensions, last first so earlier axes keep their positions.
-      for (let d = nLead - 1; d >= 0; d--) {
-        const i = leadIdx[d];
-        const od = d - off;
-        if (i === undefined || i === null || od < 0) continue;
-        x = selectAxis(x, od, own[od] === 1 ? 0 : i, false);
-      }
-      if (row !== null) x = selectAxis(x, x.shape.length - 2, row, true);
-      if (col !== null) x = selectAxis(x, x.shape.length - 1, col, true);
-      return x;
+      const specs: IndexSpec[] = own.map((size, od) => {
+        const i = index[od + off];
+        if (i === undefined || i === null) return null;
+        if (size === 1 && lead[od + off] !== 1) return typeof i === "number" ? 0 : null;
+        return i as IndexSpec;
+      });
+      specs.push(keep1(row), keep1(col));
+      return indexTensor(t, ...specs);
     };
-    const row = index.length > nLead ? norm(index[nLead], this.ldim, "row") : null;
-    const col = index.length > nLead + 1 ? norm(index[nLead + 1], this.rdim, "column") : null;
+    const row = index.length > nLead ? index[nLead] : null;
+    const col = index.length > nLead + 1 ? index[nLead + 1] : null;
     return this.#wrap(pick(this.A, row, null), pick(this.B, null, col));
   }
 
@@ -661,7 +739,14 @@ export class FactoredMatrix {
   get S(): Float32Array {
     return this.svd().S;
   }
-  /** Right singular vectors [..., rdim, r] (see {@link FactoredMatrix.svd}). */
+  /**
+   * Right singular vectors [..., rdim, r], M = U diag(S) V^T (TransformerLens 3's `V`; see
+   * {@link FactoredMatrix.svd}).
+   */
+  get V(): Tensor {
+    return this.svd().Vh;
+  }
+  /** The same as {@link FactoredMatrix.V} (TL 2's name: V itself, not its transpose). */
   get Vh(): Tensor {
     return this.svd().Vh;
   }
@@ -764,7 +849,7 @@ export class FactoredMatrix {
         yield { start, rows, data: await stream.copy(start, rows) };
       }
     } finally {
-      stream.close();
+      await stream.close();
     }
   }
 
@@ -782,10 +867,7 @@ class RowStream {
   readonly blockRows: number;
   readonly #m: FactoredMatrix;
   readonly #backend: Backend | undefined;
-  #scope: Scope | undefined;
-  #packed: PackedMatrix | undefined;
-  #aBuf: DeviceArray | undefined;
-  #cBuf: DeviceArray | undefined;
+  #held: LastingScope<{ packed: PackedMatrix; aBuf: DeviceArray; cBuf: DeviceArray }> | undefined;
 
   constructor(m: FactoredMatrix, blockRows: number) {
     if (!Number.isInteger(blockRows) || blockRows < 1) {
@@ -798,35 +880,37 @@ class RowStream {
 
   /**
    * Rows [start, start + rows) of A B: on the backend (valid until the next call) when there is
-   * one, else in JavaScript.
+   * one, else in JavaScript. The backend's arrays live in a lasting scope (opened in a turn of its
+   * own, see `model/exclusive.ts`), so other streams and model calls may interleave with this one.
    */
-  block(start: number, rows: number): DeviceArray | Float32Array {
+  async block(start: number, rows: number): Promise<DeviceArray | Float32Array> {
     const { mdim, rdim } = this.#m;
     const a = this.#m.A.data.subarray(start * mdim, (start + rows) * mdim);
     const backend = this.#backend;
     if (!backend) return mm({ data: a, shape: [rows, mdim] }, this.#m.B).data;
-    if (!this.#scope) {
-      this.#scope = backend.scope();
-      this.#packed = this.#scope.uploadMatrix(this.#m.B.data, mdim, rdim);
-      this.#aBuf = this.#scope.alloc(this.blockRows * mdim);
-      this.#cBuf = this.#scope.alloc(this.blockRows * rdim);
-    }
-    backend.write(this.#aBuf!, a);
-    const c = this.#cBuf!.at(0, rows * rdim);
-    backend.matmul(this.#aBuf!, this.#packed!, c, rows);
+    this.#held ??= await lastingScope(backend, (scope) => ({
+      packed: scope.uploadMatrix(this.#m.B.data, mdim, rdim),
+      aBuf: scope.alloc(this.blockRows * mdim),
+      cBuf: scope.alloc(this.blockRows * rdim),
+    }));
+    const { packed, aBuf, cBuf } = this.#held.value;
+    backend.write(aBuf, a);
+    const c = cBuf.at(0, rows * rdim);
+    backend.matmul(aBuf, packed, c, rows);
     return c;
   }
 
   /** Rows [start, start + rows) of A B, as an owned array. */
   async copy(start: number, rows: number): Promise<Float32Array> {
-    const b = this.block(start, rows);
+    const b = await this.block(start, rows);
     return b instanceof Float32Array ? b : await this.#backend!.read(b);
   }
 
   /** Releases what the stream holds on the backend (safe to call twice). */
-  close() {
-    this.#scope?.[Symbol.dispose]();
-    this.#scope = undefined;
+  async close(): Promise<void> {
+    const held = this.#held;
+    this.#held = undefined;
+    await held?.close();
   }
 }
 
@@ -882,7 +966,7 @@ export async function top1Accuracy(m: FactoredMatrix, opts: Top1Options = {}): P
     opts.onProgress?.(0, n);
     for (let start = 0; start < n; start += stream.blockRows) {
       const rows = Math.min(stream.blockRows, n - start);
-      const block = stream.block(start, rows);
+      const block = await stream.block(start, rows);
       if (block instanceof Float32Array) {
         for (let i = 0; i < rows; i++) if (argmaxJs(block, i * n, n) === start + i) hits++;
       } else {
@@ -896,7 +980,7 @@ export async function top1Accuracy(m: FactoredMatrix, opts: Top1Options = {}): P
       }
     }
   } finally {
-    stream.close();
+    await stream.close();
   }
   return hits / n;
 }
@@ -914,14 +998,16 @@ function argmaxJs(x: Float32Array, off: number, n: number): number {
   return best;
 }
 
-/** `t` with one axis indexed: dropped (`keep` false) or kept with length 1. */
-function selectAxis(t: Tensor, axis: number, i: number, keep: boolean): Tensor {
-  const outer = numel(t.shape.slice(0, axis)), n = t.shape[axis];
-  const inner = numel(t.shape.slice(axis + 1));
-  const data = new Float32Array(outer * inner);
-  for (let o = 0; o < outer; o++) {
-    data.set(t.data.subarray((o * n + i) * inner, (o * n + i + 1) * inner), o * inner);
-  }
-  const shape = [...t.shape.slice(0, axis), ...(keep ? [1] : []), ...t.shape.slice(axis + 1)];
-  return { data, shape };
+/**
+ * One entry of {@link FactoredMatrix.get}: a number, null (all), a list of indices, or a range.
+ */
+export type FactoredIndex = number | null | readonly number[] | {
+  start?: number;
+  stop?: number;
+  step?: number;
+};
+
+/** Checks one index entry against a length (throws index's InputError when it does not fit). */
+function index1d(n: number, i: FactoredIndex): void {
+  indexTensor(tensor(null, [n]), i as IndexSpec);
 }

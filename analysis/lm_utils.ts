@@ -206,6 +206,20 @@ export interface TestPromptOptions {
  * const result = await testPrompt(model, [2047, 5, 9, 13, 5, 9], 13, { printDetails: false });
  * result.positions[0].answers[0].rank; // 0: the toy's induction heads complete the repeat
  * ```
+ *
+ * @example Text (a model with a tokenizer)
+ * ```ts
+ * import { HookedTransformer, testPrompt } from "../mod.ts";
+ * const model = await HookedTransformer.fromPretrained("kjv-small", { threads: 1 });
+ * await testPrompt(model, "And Moses said unto", "Aaron");
+ * // Tokenized prompt: ["<|endoftext|>","And"," Moses"," said"," unto"]
+ * // Tokenized answer: [" Aaron"]
+ * // Performance on answer token:
+ * // Rank: 0        Logit: 14.82 Prob: 36.70% Token: | Aaron|
+ * // Top 0th token. Logit: 14.82 Prob: 36.70% Token: | Aaron|
+ * // Top 1th token. Logit: 14.32 Prob: 22.10% Token: | them|
+ * // ...
+ * ```
  */
 export async function testPrompt(
   model: HookedTransformer,

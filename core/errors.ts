@@ -90,3 +90,9 @@ export class GpuDeviceLostError extends KernelError {}
  * bf16 model, or the WebAssembly backend.
  */
 export class GpuOutOfMemoryError extends KernelError {}
+
+/**
+ * A computation produced NaN (or infinities) where a number is needed to go on: logits that
+ * `generate` cannot pick a token from (a hook that wrote NaN, or weights that hold it).
+ */
+export class NumericError extends LensError {}

@@ -22,7 +22,7 @@
  */
 import type { Backend } from "../backend/backend.ts";
 import { InputError } from "./errors.ts";
-import { numel, type Tensor, transpose2d } from "./tensor.ts";
+import { numel, type Tensor, tensor, transpose2d } from "./tensor.ts";
 
 // ---------------------------------------------------------------------------------------------
 // Shapes and checks
@@ -153,7 +153,7 @@ export function fromNested(values: unknown): Tensor {
     for (const x of v) fill(x, depth + 1);
   };
   fill(values, 0);
-  return { data, shape };
+  return tensor(data, shape);
 }
 
 /**
@@ -209,7 +209,7 @@ export function full(shape: number[], value = 0): Tensor {
   for (const d of shape) {
     if (!Number.isInteger(d) || d < 0) throw new InputError(`full: bad shape [${shape}]`);
   }
-  return { data: new Float32Array(numel(shape)).fill(value), shape: [...shape] };
+  return tensor(new Float32Array(numel(shape)).fill(value), [...shape]);
 }
 
 /**
@@ -226,7 +226,7 @@ export function arange(start: number, stop?: number, step = 1): Tensor {
   if (stop === undefined) [start, stop] = [0, start];
   if (step === 0) throw new InputError("arange: step must not be 0");
   const n = Math.max(0, Math.ceil((stop - start) / step));
-  return { data: Float32Array.from({ length: n }, (_, i) => start + i * step), shape: [n] };
+  return tensor(Float32Array.from({ length: n }, (_, i) => start + i * step), [n]);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -254,7 +254,7 @@ export function reshape(t: Tensor, shape: number[]): Tensor {
   if (numel(out) !== n || out.some((d) => !Number.isInteger(d))) {
     throw new InputError(`reshape: ${n} values (shape [${t.shape}]) cannot take shape [${shape}]`);
   }
-  return { data: t.data, shape: out };
+  return tensor(t.data, out);
 }
 
 /**
@@ -275,11 +275,11 @@ export function permute(t: Tensor, dims: number[]): Tensor {
     throw new InputError(`permute: [${dims}] is not a permutation of the ${r} axes`);
   }
   const shape = axes.map((a) => t.shape[a]);
-  if (r === 2 && axes[0] === 1) return { data: transpose2d(t.data, t.shape[0], t.shape[1]), shape };
+  if (r === 2 && axes[0] === 1) return tensor(transpose2d(t.data, t.shape[0], t.shape[1]), shape);
   const src = stridesOf(t.shape);
   const out = new Float32Array(t.data.length);
   walk2(shape, axes.map((a) => src[a]), new Array(r).fill(0), (i, a) => out[i] = t.data[a]);
-  return { data: out, shape };
+  return tensor(out, shape);
 }
 
 /**
@@ -364,33 +364,89 @@ function specIndices(spec: IndexSpec, n: number, axis: number): { ids: number[];
  */
 export function index(t: Tensor, ...specs: IndexSpec[]): Tensor {
   checkTensor(t, "index: the tensor");
+  const { shape, n, each } = indexed(t, specs, "index");
+  const out = new Float32Array(n);
+  each((k, o) => out[k] = t.data[o]);
+  return tensor(out, shape);
+}
+
+/**
+ * Index assignment, in place: `set(t, [null, null, h], 0)` is torch's `t[:, :, h] = 0`, and
+ * `set(t, specs, value)` writes a tensor that broadcasts to the indexed region's shape (what
+ * {@link index} with the same specs returns). Specs as {@link index}'s; a list repeating an index
+ * writes it more than once (the last write stays). Returns `t`, changed; in a hook that is the
+ * activation itself, so nothing need be returned.
+ *
+ * @example
+ * ```ts
+ * import { arange, reshape, set, toNested } from "./ops.ts";
+ * const t = reshape(arange(6), [2, 3]);
+ * toNested(set(t, [null, 1], 0)); // [[0, 0, 2], [3, 0, 5]]
+ * toNested(set(t, [-1], reshape(arange(3), [3]))); // [[0, 0, 2], [0, 1, 2]]
+ * toNested(set(t, [null, { start: 1 }], reshape(arange(2), [2, 1]))); // [[0, 0, 0], [0, 1, 1]]
+ * ```
+ */
+export function set(t: Tensor, specs: readonly IndexSpec[], value: TensorOrNumber): Tensor {
+  checkTensor(t, "set: the tensor");
+  if (!Array.isArray(specs)) {
+    throw new InputError(
+      "set: the index is a list of specs, one per axis (set(t, [null, 2], value) is t[:, 2] = value)",
+    );
+  }
+  const { shape, n, each } = indexed(t, specs, "set");
+  if (typeof value === "number") {
+    each((_, o) => t.data[o] = value);
+    return t;
+  }
+  const v = checkTensor(value, "set: the value");
+  let src: Float32Array;
+  try {
+    const target = broadcastShapes(v.shape, shape);
+    if (target.length !== shape.length || target.some((d, i) => d !== shape[i])) throw 0;
+    src = new Float32Array(n);
+    walk2(shape, broadcastStrides(v.shape, shape), broadcastStrides(v.shape, shape), (i, p) => {
+      src[i] = v.data[p];
+    });
+  } catch {
+    throw new InputError(
+      `set: a value of shape [${v.shape}] does not broadcast to the indexed region [${shape}]`,
+    );
+  }
+  each((k, o) => t.data[o] = src[k]);
+  return t;
+}
+
+/** What a list of index specs picks in `t`: the result's shape, its size, and a walk over it. */
+function indexed(t: Tensor, specs: readonly IndexSpec[], where: string) {
   const r = t.shape.length;
   const ell = specs.indexOf("...");
-  if (ell !== specs.lastIndexOf("...")) throw new InputError(`index: at most one "..."`);
+  if (ell !== specs.lastIndexOf("...")) throw new InputError(`${where}: at most one "..."`);
   const explicit = specs.length - (ell >= 0 ? 1 : 0);
-  if (explicit > r) throw new InputError(`index: ${explicit} indices for a tensor of rank ${r}`);
+  if (explicit > r) {
+    throw new InputError(`${where}: ${explicit} indices for a tensor of rank ${r}`);
+  }
   const full: IndexSpec[] = ell >= 0
     ? [...specs.slice(0, ell), ...new Array(r - explicit).fill(null), ...specs.slice(ell + 1)]
     : [...specs, ...new Array(r - specs.length).fill(null)];
   const picks = full.map((s, axis) => specIndices(s, t.shape[axis], axis));
   const src = stridesOf(t.shape);
   const counts = picks.map((p) => p.ids.length);
-  const out = new Float32Array(numel(counts));
+  const n = numel(counts);
   // Offsets of each axis's picks, then an odometer over them.
   const offs = picks.map((p, axis) => p.ids.map((i) => i * src[axis]));
-  const idx = new Array<number>(r).fill(0);
-  if (out.length > 0) {
-    for (let k = 0; k < out.length; k++) {
+  const each = (fn: (k: number, offset: number) => void) => {
+    const idx = new Array<number>(r).fill(0);
+    for (let k = 0; k < n; k++) {
       let o = 0;
       for (let d = 0; d < r; d++) o += offs[d][idx[d]];
-      out[k] = t.data[o];
+      fn(k, o);
       for (let d = r - 1; d >= 0; d--) {
         if (++idx[d] < counts[d]) break;
         idx[d] = 0;
       }
     }
-  }
-  return { data: out, shape: counts.filter((_, d) => picks[d].keep) };
+  };
+  return { shape: counts.filter((_, d) => picks[d].keep), n, each };
 }
 
 /**
@@ -470,7 +526,7 @@ export function cat(parts: Tensor[], axis = 0): Tensor {
       k += block;
     }
   }
-  return { data: out, shape };
+  return tensor(out, shape);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -495,14 +551,14 @@ function binary(
   if (sameShape) {
     const out = new Float32Array(x.data.length);
     for (let i = 0; i < out.length; i++) out[i] = f(x.data[i], y.data[i]);
-    return { data: out, shape: [...x.shape] };
+    return tensor(out, [...x.shape]);
   }
   const shape = broadcastShapes(x.shape, y.shape);
   const out = new Float32Array(numel(shape));
   walk2(shape, broadcastStrides(x.shape, shape), broadcastStrides(y.shape, shape), (i, p, q) => {
     out[i] = f(x.data[p], y.data[q]);
   });
-  return { data: out, shape };
+  return tensor(out, shape);
 }
 
 /**
@@ -662,6 +718,45 @@ export function le(a: TensorOrNumber, b: TensorOrNumber): Tensor {
   return binary(a, b, (x, y) => x <= y ? 1 : 0, "le");
 }
 
+/** Options of {@link allclose}. */
+export interface AllcloseOptions {
+  /** Relative tolerance (default 1e-5, as torch). */
+  rtol?: number;
+  /** Absolute tolerance (default 1e-8, as torch). */
+  atol?: number;
+  /** NaN equals NaN (default false, as torch). */
+  equalNan?: boolean;
+}
+
+/**
+ * Whether `|a - b| <= atol + rtol * |b|` everywhere, broadcasting (torch's `allclose`; `b` is
+ * the reference, as there). An error when the shapes do not broadcast, as torch.
+ *
+ * @example
+ * ```ts
+ * import { allclose, fromNested } from "./ops.ts";
+ * allclose(fromNested([1, 2]), fromNested([1, 2.000001])); // true
+ * allclose(fromNested([1, 2]), fromNested([1, 2.1])); // false
+ * allclose(fromNested([1, 2]), fromNested([1, 2.1]), { atol: 0.2 }); // true
+ * ```
+ */
+export function allclose(
+  a: TensorOrNumber,
+  b: TensorOrNumber,
+  opts: AllcloseOptions = {},
+): boolean {
+  const { rtol = 1e-5, atol = 1e-8, equalNan = false } = opts;
+  if (!(rtol >= 0) || !(atol >= 0)) {
+    throw new InputError(`allclose: rtol and atol must be >= 0, got ${rtol} and ${atol}`);
+  }
+  const close = binary(a, b, (x, y) => {
+    if (Number.isNaN(x) || Number.isNaN(y)) return equalNan && x !== x && y !== y ? 1 : 0;
+    if (x === y) return 1; // infinities of one sign
+    return Math.abs(x - y) <= atol + rtol * Math.abs(y) ? 1 : 0;
+  }, "allclose");
+  return close.data.every((v) => v === 1);
+}
+
 /**
  * `a` where `condition` is non-zero, else `b` (torch's `where`), broadcasting all three.
  *
@@ -690,7 +785,7 @@ export function where(condition: Tensor, a: TensorOrNumber, b: TensorOrNumber): 
   for (let i = 0; i < out.length; i++) {
     out[i] = c.data[at(sc, i)] !== 0 ? x.data[at(sx, i)] : y.data[at(sy, i)];
   }
-  return { data: out, shape };
+  return tensor(out, shape);
 }
 
 /**
@@ -704,7 +799,7 @@ export function where(condition: Tensor, a: TensorOrNumber, b: TensorOrNumber): 
  */
 export function map(t: Tensor, f: (x: number) => number): Tensor {
   checkTensor(t, "map: the tensor");
-  return { data: t.data.map(f), shape: [...t.shape] };
+  return tensor(t.data.map(f), [...t.shape]);
 }
 
 /**
@@ -799,7 +894,7 @@ function reduce(
   const moved = trailing ? t : permute(t, [...kept, ...axes]);
   const n = numel(axes.map((a) => t.shape[a]));
   const outer = numel(kept.map((a) => t.shape[a]));
-  if (n === 0 && name !== "sum" && name !== "mean") {
+  if (n === 0 && name !== "sum" && name !== "mean" && name !== "norm") {
     throw new InputError(`${name}: cannot reduce an empty axis`);
   }
   const out = new Float32Array(outer);
@@ -807,7 +902,7 @@ function reduce(
   const shape = opts.keepDim
     ? t.shape.map((d, i) => axes.includes(i) ? 1 : d)
     : kept.map((a) => t.shape[a]);
-  return { data: out, shape };
+  return tensor(out, shape);
 }
 
 function sum64(v: Float32Array): number {
@@ -843,6 +938,45 @@ export function sum(t: Tensor, axis?: number | number[], opts: ReduceOptions = {
  */
 export function mean(t: Tensor, axis?: number | number[], opts: ReduceOptions = {}): Tensor {
   return reduce(t, axis, opts, "mean", (v) => sum64(v) / v.length);
+}
+
+/** Options of {@link norm}. */
+export interface VectorNormOptions extends ReduceOptions {
+  /** Which norm: 2 (default), 1 or `Infinity`. */
+  ord?: number;
+}
+
+/**
+ * The vector norm over `axis` (all axes when omitted), accumulated in float64: `ord` 2 (the
+ * default, sqrt of the sum of squares), 1 (sum of absolute values) or `Infinity` (the largest
+ * absolute value), as `torch.linalg.vector_norm` / `t.norm(dim=...)`.
+ *
+ * @example
+ * ```ts
+ * import { fromNested, norm } from "./ops.ts";
+ * norm(fromNested([[3, 4], [6, 8]]), -1).data; // Float32Array [5, 10]
+ * norm(fromNested([[3, -4]]), -1, { ord: 1 }).data; // Float32Array [7]
+ * ```
+ */
+export function norm(
+  t: Tensor,
+  axis?: number | number[],
+  opts: VectorNormOptions = {},
+): Tensor {
+  const ord = opts.ord ?? 2;
+  if (ord !== 1 && ord !== 2 && ord !== Infinity) {
+    throw new InputError(`norm: ord must be 1, 2 or Infinity, got ${ord}`);
+  }
+  return reduce(t, axis, { keepDim: opts.keepDim }, "norm", (v) => {
+    let s = 0;
+    for (let i = 0; i < v.length; i++) {
+      const x = Math.abs(v[i]);
+      if (ord === 2) s += x * x;
+      else if (ord === 1) s += x;
+      else if (x > s || Number.isNaN(x)) s = x;
+    }
+    return ord === 2 ? Math.sqrt(s) : s;
+  });
 }
 
 /**
@@ -1127,7 +1261,7 @@ export function matmul(a: Tensor, b: Tensor, backend?: Backend): Tensor {
     }
   }
   const shape = [...lead, ...(aVec ? [] : [m]), ...(bVec ? [] : [n])];
-  return { data, shape };
+  return tensor(data, shape);
 }
 
 /** `t` with its leading axes (all but the last two) broadcast to `lead` (a copy if needed). */
@@ -1140,7 +1274,7 @@ function expandLead(t: Tensor, lead: number[]): Tensor {
   const block = numel(tail);
   const s = broadcastStrides(own, lead);
   walk2(lead, s, s, (i, p) => out.set(t.data.subarray(p * block, (p + 1) * block), i * block));
-  return { data: out, shape };
+  return tensor(out, shape);
 }
 
 /** Options of {@link einsum}, passed as its last argument. */
@@ -1150,8 +1284,14 @@ export interface EinsumOptions {
 }
 
 /**
- * Einstein summation, as `torch.einsum` for explicit specs (`"bpd,dv->bpv"`; letters name axes,
- * spaces are ignored; `...` is not supported, nor an index repeated within one operand).
+ * Einstein summation, in torch's letter form (`"bpd,dv->bpv"`, spaces ignored) or with
+ * einops-style named axes as ARENA writes them (`"batch pos d_model, d_model d_vocab -> batch
+ * pos d_vocab"`: names separated by spaces). Both take `...` for the axes a spec does not name
+ * (`"... d, d v -> ... v"`, `"...ij,jk->...ik"`): they are aligned from the right across operands
+ * and must agree in length (no stretching of length-1 axes); an output without `...` sums them, as
+ * torch. Explicit output only (`->` is required), and no index repeated within one operand. A spec
+ * is read as names when a term holds two names separated by spaces or a name has a digit or `_`;
+ * otherwise as letters.
  * Operands are contracted left to right; each pair becomes one (batched) matmul after the axes are
  * moved into place, so the common patterns cost what the product costs. A final
  * `{ backend }` argument runs large contractions on the backend.
@@ -1163,6 +1303,8 @@ export interface EinsumOptions {
  * toNested(einsum("ij,jk->ik", a, a)); // [[7, 10], [15, 22]]
  * toNested(einsum("ij->j", a)); // [4, 6]
  * toNested(einsum("ij,ij->i", a, a)); // [5, 25]
+ * toNested(einsum("row d_model, d_model col -> row col", a, a)); // [[7, 10], [15, 22]]
+ * toNested(einsum("... d, d -> ...", a, fromNested([1, 1]))); // [3, 7]
  * ```
  */
 export function einsum(spec: string, ...args: (Tensor | EinsumOptions)[]): Tensor {
@@ -1171,45 +1313,7 @@ export function einsum(spec: string, ...args: (Tensor | EinsumOptions)[]): Tenso
     ? args.pop() as EinsumOptions
     : {};
   const operands = args.map((t, i) => checkTensor(t, `einsum: operand ${i}`));
-  const compact = spec.replace(/\s+/g, "");
-  const m = /^([a-zA-Z,]*)->([a-zA-Z]*)$/.exec(compact);
-  if (!m) {
-    throw new InputError(
-      `einsum: "${spec}" is not an explicit spec like "bpd,dv->bpv" (letters only, with "->")`,
-    );
-  }
-  const ins = m[1].split(","), outAxes = m[2];
-  if (ins.length !== operands.length) {
-    throw new InputError(`einsum: "${spec}" names ${ins.length} operands, got ${operands.length}`);
-  }
-  const sizes = new Map<string, number>();
-  ins.forEach((axes, i) => {
-    if (axes.length !== operands[i].shape.length) {
-      throw new InputError(
-        `einsum: operand ${i} has shape [${
-          operands[i].shape
-        }] but "${axes}" names ${axes.length} axes`,
-      );
-    }
-    if (new Set(axes).size !== axes.length) {
-      throw new InputError(
-        `einsum: "${axes}" repeats an index within one operand (diagonals are not supported)`,
-      );
-    }
-    [...axes].forEach((c, j) => {
-      const d = operands[i].shape[j];
-      const known = sizes.get(c);
-      if (known !== undefined && known !== d) {
-        throw new InputError(
-          `einsum: index ${c} has size ${known} in one operand and ${d} in another`,
-        );
-      }
-      sizes.set(c, d);
-    });
-  });
-  if (new Set(outAxes).size !== outAxes.length || [...outAxes].some((c) => !sizes.has(c))) {
-    throw new InputError(`einsum: output "${outAxes}" must name distinct indices of the inputs`);
-  }
+  const { ins, out: outAxes, sizes } = parseEinsum(spec, operands);
   // Contract left to right, summing each index as soon as no later operand or the output needs it.
   let cur = { t: operands[0], axes: ins[0] };
   for (let i = 0; i <= operands.length - 1; i++) {
@@ -1225,6 +1329,117 @@ export function einsum(spec: string, ...args: (Tensor | EinsumOptions)[]): Tenso
   }
   const order = [...outAxes].map((c) => cur.axes.indexOf(c));
   return order.every((o, i) => o === i) ? cur.t : permute(cur.t, order);
+}
+
+/**
+ * An einsum spec, letters or names, as one character per axis (names and `...` axes get private
+ * characters), checked against the operands: ranks, sizes, repeats and the output.
+ */
+function parseEinsum(
+  spec: string,
+  operands: Tensor[],
+): { ins: string[]; out: string; sizes: Map<string, number> } {
+  if (typeof spec !== "string") throw new InputError("einsum: the spec must be a string");
+  const sides = spec.split("->");
+  if (sides.length !== 2) {
+    throw new InputError(
+      `einsum: "${spec}" is not an explicit spec like "bpd,dv->bpv" or "batch pos d_model, ` +
+        `d_model d_vocab -> batch pos d_vocab" (one "->")`,
+    );
+  }
+  const terms = sides[0].split(",");
+  if (terms.length !== operands.length) {
+    throw new InputError(
+      `einsum: "${spec}" names ${terms.length} operands, got ${operands.length}`,
+    );
+  }
+  const all = [...terms, sides[1]];
+  const named = all.some((t) => /\S\s+\S/.test(t.trim())) ||
+    /[0-9_]/.test(spec);
+  const ELL = "...";
+  const tokens = all.map((term) => {
+    const toks = named
+      ? term.replaceAll(ELL, ` ${ELL} `).trim().split(/\s+/).filter((x) => x !== "")
+      : term.replace(/\s+/g, "").split(/(\.\.\.)/).flatMap((x) => x === ELL ? [x] : [...x]);
+    for (const tok of toks) {
+      const ok = tok === ELL ||
+        (named ? /^[A-Za-z_][A-Za-z0-9_]*$/.test(tok) : /^[A-Za-z]$/.test(tok));
+      if (!ok) {
+        throw new InputError(
+          `einsum: "${tok}" in "${spec}" is not ${named ? "an axis name" : "a letter"} or "..."`,
+        );
+      }
+    }
+    if (toks.filter((x) => x === ELL).length > 1) {
+      throw new InputError(`einsum: "${term.trim()}" has more than one "..."`);
+    }
+    const names = toks.filter((x) => x !== ELL);
+    const twice = names.find((x, i) => names.indexOf(x) !== i);
+    if (twice !== undefined) {
+      throw new InputError(
+        `einsum: "${term.trim()}" repeats the index ${twice} (diagonals are not supported)`,
+      );
+    }
+    return toks;
+  });
+  // Letters stand for themselves; names and "..." axes get private characters.
+  const charOf = new Map<string, string>();
+  const ch = (name: string) => {
+    let c = charOf.get(name);
+    if (c === undefined) {
+      c = named ? String.fromCharCode(0x100 + charOf.size) : name;
+      charOf.set(name, c);
+    }
+    return c;
+  };
+  const ellLen = tokens.slice(0, -1).map((toks, i) => {
+    const has = toks.includes(ELL);
+    const k = operands[i].shape.length - (toks.length - (has ? 1 : 0));
+    if (k < 0 || (!has && k !== 0)) {
+      throw new InputError(
+        `einsum: operand ${i} has shape [${operands[i].shape}] but "${terms[i].trim()}" names ${
+          toks.length - (has ? 1 : 0)
+        } axes${has ? " and ..." : ""}`,
+      );
+    }
+    return k;
+  });
+  const maxEll = Math.max(0, ...ellLen);
+  const ellChars = Array.from({ length: maxEll }, (_, j) => String.fromCharCode(0x3000 + j));
+  const sizes = new Map<string, number>();
+  const nameOf = new Map<string, string>();
+  const ins = tokens.slice(0, -1).map((toks, i) => {
+    const chars = toks.flatMap((x) => x === ELL ? ellChars.slice(maxEll - ellLen[i]) : [ch(x)]);
+    chars.forEach((c, j) => {
+      const d = operands[i].shape[j];
+      const known = sizes.get(c);
+      if (!nameOf.has(c)) {
+        nameOf.set(c, c >= "\u3000" ? `... axis ${j}` : [...charOf].find(([, v]) => v === c)![0]);
+      }
+      if (known !== undefined && known !== d) {
+        throw new InputError(
+          `einsum: index ${
+            nameOf.get(c)
+          } has size ${known} in one operand and ${d} in operand ${i}`,
+        );
+      }
+      sizes.set(c, d);
+    });
+    return chars.join("");
+  });
+  const outToks = tokens.at(-1)!;
+  const outNames = outToks.filter((x) => x !== ELL);
+  const unknown = outNames.find((x) => !charOf.has(x));
+  if (
+    unknown !== undefined ||
+    (outToks.includes(ELL) && tokens.slice(0, -1).every((t) => !t.includes(ELL)))
+  ) {
+    throw new InputError(
+      `einsum: the output "${sides[1].trim()}" names ${unknown ?? "..."}, which no operand has`,
+    );
+  }
+  const out = outToks.flatMap((x) => x === ELL ? ellChars : [charOf.get(x)!]).join("");
+  return { ins, out, sizes };
 }
 
 /** x (axes a) times y (axes b) summed over the indices they share that `keep` does not name. */

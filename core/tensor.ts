@@ -2,6 +2,7 @@
  * The tensor type every layer of the library shares: a row-major `Float32Array` with a shape.
  * @module
  */
+import { indexGuard, isIndexKey } from "./index_guard.ts";
 
 /**
  * A dense float32 tensor, row-major. It owns its data: activations handed to users are copies,
@@ -21,6 +22,49 @@ export interface Tensor {
   shape: number[];
 }
 
+/**
+ * The tensors the library hands out: a plain `{ data, shape }` whose prototype refuses Python's
+ * `t[0]` / `t[-1]` (JavaScript would answer `undefined`) with an error naming {@link select} and
+ * `index`. Own fields only, so reading `data` and `shape` costs what it costs on a literal.
+ */
+class DenseTensor implements Tensor {
+  data: Float32Array;
+  shape: number[];
+  constructor(data: Float32Array, shape: number[]) {
+    this.data = data;
+    this.shape = shape;
+  }
+}
+Object.setPrototypeOf(
+  DenseTensor.prototype,
+  indexGuard((key) =>
+    isIndexKey(key)
+      ? `a Tensor has no [${key}]: Python's t[${key}] is index(t, ${key}) or select(t, ${key}) ` +
+        `here (index also takes null, ranges, lists and "..."), and one value is t.data[i] ` +
+        `(row-major) or item(index(t, ...))`
+      : undefined
+  ),
+);
+
+/**
+ * The same tensor (data and shape shared, not copied) as the library hands tensors out: `t[0]`
+ * throws an InputError naming `index` / `select` instead of returning `undefined`.
+ *
+ * @example
+ * ```ts
+ * import { guardTensor } from "./tensor.ts";
+ * const t = guardTensor({ data: new Float32Array(4), shape: [2, 2] });
+ * try {
+ *   (t as unknown as number[])[0];
+ * } catch (e) {
+ *   (e as Error).message; // "a Tensor has no [0]: Python's t[0] is index(t, 0) ..."
+ * }
+ * ```
+ */
+export function guardTensor(t: Tensor): Tensor {
+  return t instanceof DenseTensor ? t : new DenseTensor(t.data, t.shape);
+}
+
 /** Number of elements of a shape (1 for a scalar `[]`). */
 export function numel(shape: readonly number[]): number {
   let n = 1;
@@ -38,7 +82,7 @@ export function tensor(data: Float32Array | null, shape: number[]): Tensor {
   if (values.length !== n) {
     throw new RangeError(`tensor data has ${values.length} values but shape [${shape}] needs ${n}`);
   }
-  return { data: values, shape: [...shape] };
+  return new DenseTensor(values, [...shape]);
 }
 
 /**
@@ -61,7 +105,7 @@ export function stack(parts: Tensor[]): Tensor {
     }
     data.set(t.data, i * size);
   });
-  return { data, shape: [parts.length, ...shape] };
+  return new DenseTensor(data, [parts.length, ...shape]);
 }
 
 /**
@@ -91,7 +135,7 @@ export function select(t: Tensor, ...indices: number[]): Tensor {
   });
   const rest = t.shape.slice(indices.length);
   const size = numel(rest);
-  return { data: t.data.slice(offset * size, (offset + 1) * size), shape: rest };
+  return new DenseTensor(t.data.slice(offset * size, (offset + 1) * size), rest);
 }
 
 /**

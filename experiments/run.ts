@@ -6,6 +6,7 @@
  * deno task experiments                       # GPT-2 small if cached, else the embedded model
  * deno task experiments --model gpt2 --out out/gpt2
  * deno task experiments --model induction-toy --seq-len 20 --batch 4
+ * deno task experiments --model kjv-small     # the embedded text model (it has no induction heads)
  * ```
  *
  * Exit codes: 0 done; 1 the run failed (the model could not be found, ...); 2 bad flags.
@@ -32,8 +33,10 @@ the repeated tokens, and writes results.json and report.html.
 
 Flags:
   --model NAME|PATH     gpt2, gpt2-medium, ..., an owner/name hub id, a local folder or a URL,
-                        or induction-toy (embedded). Default: gpt2 when its files are already
-                        in the Hugging Face cache, else induction-toy.
+                        or an embedded model: induction-toy (the study's mechanisms) or
+                        kjv-small (a text model trained on the King James Bible, which has no
+                        induction heads). Default: gpt2 when its files are already in the
+                        Hugging Face cache, else induction-toy.
   --seq-len N           length of the random segment; sequences are 1 + 2N tokens (default 50)
   --batch N             number of sequences (default 30)
   --seed N              seed of the random tokens (default 0)

@@ -32,6 +32,7 @@ import {
   type HfConfig,
   intField,
   linearToHeads,
+  MAX_CONFIG_LAYERS,
   numberField,
   type TensorSource,
   tokenIds,
@@ -133,6 +134,12 @@ function gemmaActivation(hf: HfConfig): "gelu_new" {
 function variantConfig(v: Variant, hf: HfConfig, modelName: string): HookedTransformerConfig {
   assertHfConfig(hf);
   const nLayers = intField(hf, "num_hidden_layers", v.family);
+  if (nLayers > MAX_CONFIG_LAYERS) {
+    throw new ConfigError(
+      `config.json field "num_hidden_layers" is ${nLayers}, past any real ${v.family} (at most ` +
+        `${MAX_CONFIG_LAYERS} are read): the config does not match the weights`,
+    );
+  }
   const nHeads = intField(hf, "num_attention_heads", v.family);
   const dModel = intField(hf, "hidden_size", v.family);
   const dVocab = intField(hf, "vocab_size", v.family);

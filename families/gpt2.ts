@@ -8,6 +8,7 @@ import { transpose2d } from "../core/tensor.ts";
 import { checkConfig, type HookedTransformerConfig, NO_ROTARY } from "../model/config.ts";
 import { emptyStacks, layerOf, type ModelParams } from "../model/params.ts";
 import type { TensorSource } from "../io/tensor_source.ts";
+import { checkSizesFitWeights } from "./hf_config.ts";
 
 function field(hf: Record<string, unknown>, key: string, fallback?: number): number {
   const v = hf[key];
@@ -122,6 +123,7 @@ export function gpt2Config(
  * ```
  */
 export function gpt2Params(file: TensorSource, cfg: HookedTransformerConfig): ModelParams {
+  checkSizesFitWeights(cfg, file, "GPT-2");
   const names = file.names();
   const prefix = names.some((n) => n.startsWith("transformer.")) ? "transformer." : "";
   checkNoStrayKeys(names, prefix, cfg);

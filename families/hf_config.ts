@@ -162,6 +162,58 @@ function objectOrNull(hf: HfConfig, key: string): HfConfig | null {
 }
 
 /**
+ * The most layers a config may declare before its weights are seen: far past any real model (the
+ * deepest have a few hundred), low enough that a family's per-layer config arrays (Gemma's
+ * attention types) cost nothing. `num_hidden_layers: 1e9` is then a ConfigError at once, where
+ * it took 30 s and 1.4 GB to end in a RangeError; {@link checkSizesFitWeights} then checks the
+ * layers against the tensors.
+ *
+ * @example
+ * ```ts
+ * import { MAX_CONFIG_LAYERS } from "./hf_config.ts";
+ * MAX_CONFIG_LAYERS; // 65536
+ * ```
+ */
+export const MAX_CONFIG_LAYERS = 65_536;
+
+/**
+ * Checks, before anything is allocated, that the config's sizes could be those of the weights: the
+ * embedding and the block matrices a config implies (each layer's Q, K, V, O and MLP in and out)
+ * must hold no more values than all of the checkpoint's tensors together, whose shapes are read
+ * from its header, not its data. `n_layer: 1e9` with tiny weights, or `intermediate_size` 2^31-1,
+ * is then a ConfigError naming the sizes, instead of a RangeError from a huge allocation; the
+ * tensor-by-tensor shape checks that follow say which tensor disagrees.
+ *
+ * @example
+ * ```ts
+ * import { checkSizesFitWeights } from "./hf_config.ts";
+ * import { gpt2Config } from "./gpt2.ts";
+ * import { parseSafetensors } from "../io/safetensors.ts";
+ * import { syntheticGpt2 } from "../weights/synthetic.ts";
+ * const { config, weights } = syntheticGpt2({ nLayers: 1, nHeads: 2, dModel: 8, dVocab: 16, nCtx: 8, seed: 0 });
+ * checkSizesFitWeights(gpt2Config(config), parseSafetensors(weights), "GPT-2"); // fits: no error
+ * ```
+ */
+export function checkSizesFitWeights(
+  cfg: HookedTransformerConfig,
+  file: TensorSource,
+  family: string,
+): void {
+  const { nLayers: L, nHeads: h, nKeyValueHeads: kv, dModel: d, dHead: dh, dMlp, dVocab } = cfg;
+  // Float64 arithmetic: exact far past any real model, and never an overflow.
+  const implied = dVocab * d + L * (d * dh * (h + 2 * kv) + h * dh * d + 2 * d * dMlp);
+  let available = 0;
+  for (const name of file.names()) available += file.info(name).shape.reduce((a, b) => a * b, 1);
+  if (implied > available) {
+    throw new ConfigError(
+      `config.json describes a ${family} of ${L} layers, d_model ${d}, ${h} heads of ${dh}, ` +
+        `d_mlp ${dMlp} and ${dVocab} tokens: at least ${implied} weights, but the checkpoint ` +
+        `holds ${available} values in all: the config does not match the weights`,
+    );
+  }
+}
+
+/**
  * Checked reads of one checkpoint: every tensor must be present with the shape the config
  * implies (a missing one is a {@linkcode WeightsError}, a wrong shape a {@linkcode ConfigError}),
  * and no tensor may belong to a layer the config does not have.
@@ -179,6 +231,7 @@ export class CheckpointReader {
     readonly cfg: HookedTransformerConfig,
     layerKey: RegExp,
   ) {
+    checkSizesFitWeights(cfg, file, family);
     for (const name of file.names()) {
       const m = layerKey.exec(name);
       if (m && Number(m[1]) >= cfg.nLayers) {

@@ -54,7 +54,21 @@ export interface UnpickleOptions {
   findGlobal(module: string, name: string): unknown;
   /** The object a persistent id (BINPERSID) refers to; throw {@link PickleError} to refuse. */
   persistentLoad(pid: unknown): unknown;
+  /**
+   * How many values the pickle may put on its stack or in its memo, all together (default
+   * {@link DEFAULT_MAX_PICKLE_VALUES}); past it, a PickleError. Each costs up to a few hundred
+   * bytes of heap (an empty dict about 230), so this bounds the unpickler's memory whatever the
+   * file: a flood of one-byte EMPTY_DICT opcodes would otherwise turn 25 MB into 4.6 GB.
+   */
+  maxValues?: number;
 }
+
+/**
+ * The default budget of values a pickle may create (see {@link UnpickleOptions.maxValues}): a
+ * state dict takes about 25 per tensor (key, storage reference, sizes, strides, arguments), so
+ * 1M serves checkpoints of 40,000 tensors, and caps the unpickler's heap near 250 MB.
+ */
+export const DEFAULT_MAX_PICKLE_VALUES = 1_000_000;
 
 /** Opcode names, for messages about refused opcodes. */
 const OPCODE_NAMES: Record<number, string> = {
@@ -201,6 +215,25 @@ export function unpickle(bytes: Uint8Array, opts: UnpickleOptions): unknown {
   const stack: unknown[] = [];
   const marks: number[] = [];
   const memo = new Map<number, unknown>();
+  const maxValues = opts.maxValues ?? DEFAULT_MAX_PICKLE_VALUES;
+  let values = 0;
+  const spend = () => {
+    if (++values > maxValues) {
+      fail(
+        `creates more than ${maxValues} values, more than a state dict of tens of thousands of ` +
+          `tensors needs: the pickle is corrupt or hostile (a legitimate one can be read with a ` +
+          `larger maxPickleValues)`,
+      );
+    }
+  };
+  const push = (v: unknown) => {
+    spend();
+    stack.push(v);
+  };
+  const remember = (key: number, v: unknown) => {
+    spend();
+    memo.set(key, v);
+  };
   const pop = (): unknown => {
     if (stack.length === (marks.at(-1) ?? 0)) fail("pops an empty stack");
     return stack.pop();
@@ -237,7 +270,7 @@ export function unpickle(bytes: Uint8Array, opts: UnpickleOptions): unknown {
           `names anything else is not a plain state dict (it may be malicious); nothing was run`,
       );
     }
-    stack.push(found);
+    push(found);
   };
 
   while (true) {
@@ -259,6 +292,7 @@ export function unpickle(bytes: Uint8Array, opts: UnpickleOptions): unknown {
         return stack[0];
       }
       case 0x28: // MARK
+        spend();
         marks.push(stack.length);
         break;
       case 0x30: // POP
@@ -268,16 +302,16 @@ export function unpickle(bytes: Uint8Array, opts: UnpickleOptions): unknown {
         popMark();
         break;
       case 0x32: // DUP
-        stack.push(top());
+        push(top());
         break;
       case 0x4a: // BININT
-        stack.push(view.getInt32(need(4, "BININT"), true));
+        push(view.getInt32(need(4, "BININT"), true));
         break;
       case 0x4b: // BININT1
-        stack.push(bytes[need(1, "BININT1")]);
+        push(bytes[need(1, "BININT1")]);
         break;
       case 0x4d: // BININT2
-        stack.push(view.getUint16(need(2, "BININT2"), true));
+        push(view.getUint16(need(2, "BININT2"), true));
         break;
       case 0x8a: { // LONG1: little-endian two's complement
         const n = bytes[need(1, "LONG1")];
@@ -287,63 +321,63 @@ export function unpickle(bytes: Uint8Array, opts: UnpickleOptions): unknown {
         for (let i = n - 1; i >= 0; i--) v = (v << 8n) | BigInt(bytes[at + i]);
         if (n > 0 && bytes[at + n - 1] & 0x80) v -= 1n << BigInt(8 * n);
         const small = v >= BigInt(Number.MIN_SAFE_INTEGER) && v <= BigInt(Number.MAX_SAFE_INTEGER);
-        stack.push(small ? Number(v) : v);
+        push(small ? Number(v) : v);
         break;
       }
       case 0x47: // BINFLOAT: big-endian double
-        stack.push(view.getFloat64(need(8, "BINFLOAT"), false));
+        push(view.getFloat64(need(8, "BINFLOAT"), false));
         break;
       case 0x4e: // NONE
-        stack.push(null);
+        push(null);
         break;
       case 0x88: // NEWTRUE
-        stack.push(true);
+        push(true);
         break;
       case 0x89: // NEWFALSE
-        stack.push(false);
+        push(false);
         break;
       case 0x58: // BINUNICODE
-        stack.push(text(view.getUint32(need(4, "BINUNICODE"), true), "BINUNICODE"));
+        push(text(view.getUint32(need(4, "BINUNICODE"), true), "BINUNICODE"));
         break;
       case 0x8c: // SHORT_BINUNICODE
-        stack.push(text(bytes[need(1, "SHORT_BINUNICODE")], "SHORT_BINUNICODE"));
+        push(text(bytes[need(1, "SHORT_BINUNICODE")], "SHORT_BINUNICODE"));
         break;
       case 0x8d: // BINUNICODE8
-        stack.push(text(length8("BINUNICODE8"), "BINUNICODE8"));
+        push(text(length8("BINUNICODE8"), "BINUNICODE8"));
         break;
       case 0x7d: // EMPTY_DICT
-        stack.push(new Map());
+        push(new Map());
         break;
       case 0x5d: // EMPTY_LIST
-        stack.push([]);
+        push([]);
         break;
       case 0x29: // EMPTY_TUPLE
-        stack.push(tuple([]));
+        push(tuple([]));
         break;
       case 0x74: // TUPLE
-        stack.push(tuple(popMark()));
+        push(tuple(popMark()));
         break;
       case 0x85: // TUPLE1
-        stack.push(tuple([pop()]));
+        push(tuple([pop()]));
         break;
       case 0x86: { // TUPLE2
         const b = pop();
-        stack.push(tuple([pop(), b]));
+        push(tuple([pop(), b]));
         break;
       }
       case 0x87: { // TUPLE3
         const c = pop();
         const b = pop();
-        stack.push(tuple([pop(), b, c]));
+        push(tuple([pop(), b, c]));
         break;
       }
       case 0x6c: // LIST
-        stack.push(popMark());
+        push(popMark());
         break;
       case 0x64: { // DICT
         const d = new Map();
         setItems(d, popMark());
-        stack.push(d);
+        push(d);
         break;
       }
       case 0x61: { // APPEND
@@ -369,13 +403,13 @@ export function unpickle(bytes: Uint8Array, opts: UnpickleOptions): unknown {
         break;
       }
       case 0x71: // BINPUT
-        memo.set(bytes[need(1, "BINPUT")], top());
+        remember(bytes[need(1, "BINPUT")], top());
         break;
       case 0x72: // LONG_BINPUT
-        memo.set(view.getUint32(need(4, "LONG_BINPUT"), true), top());
+        remember(view.getUint32(need(4, "LONG_BINPUT"), true), top());
         break;
       case 0x94: // MEMOIZE
-        memo.set(memo.size, top());
+        remember(memo.size, top());
         break;
       case 0x68: // BINGET
       case 0x6a: { // LONG_BINGET
@@ -383,7 +417,7 @@ export function unpickle(bytes: Uint8Array, opts: UnpickleOptions): unknown {
           ? bytes[need(1, "BINGET")]
           : view.getUint32(need(4, "LONG_BINGET"), true);
         if (!memo.has(key)) fail(`reads memo slot ${key}, which was never stored`);
-        stack.push(memo.get(key));
+        push(memo.get(key));
         break;
       }
       case 0x63: { // GLOBAL
@@ -409,7 +443,7 @@ export function unpickle(bytes: Uint8Array, opts: UnpickleOptions): unknown {
         if (!Array.isArray(args) || !Object.isFrozen(args)) {
           return fail(`REDUCE of ${fn.qualifiedName} needs an argument tuple`);
         }
-        stack.push(fn.call(args));
+        push(fn.call(args));
         break;
       }
       case 0x62: { // BUILD
@@ -426,7 +460,7 @@ export function unpickle(bytes: Uint8Array, opts: UnpickleOptions): unknown {
         break;
       }
       case 0x51: // BINPERSID
-        stack.push(opts.persistentLoad(pop()));
+        push(opts.persistentLoad(pop()));
         break;
       default: {
         const name = OPCODE_NAMES[op];

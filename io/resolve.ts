@@ -1,11 +1,11 @@
 /**
- * Turns a model name into its files: the embedded `induction-toy`, an alias (`gpt2`, `pythia-70m`,
+ * Turns a model name into its files: an embedded model (`induction-toy`, `kjv-small`), an alias (`gpt2`, `pythia-70m`,
  * ...) or hub repo id (downloaded into the Hugging Face cache), a local folder, or an http(s) URL
  * of a folder.
  *
- * Permissions are only those each kind of source needs: the embedded model reads nothing but its
- * own two files (by `fetch` next to this module, so it also works when the library is imported by
- * URL); a folder needs `--allow-read`; a URL needs `--allow-net`; hub names need `--allow-net`,
+ * Permissions are only those each kind of source needs: an embedded model reads nothing but its
+ * own files (by `fetch` next to this module, so it also works when the library is imported by URL
+ * or bundled for the browser); a folder needs `--allow-read`; a URL needs `--allow-net`; hub names need `--allow-net`,
  * read and write access to the cache and, to honour `HF_*` variables, `--allow-env`.
  * @module
  */
@@ -25,7 +25,7 @@ import { ProgressBar } from "../core/progress.ts";
 import { parseSafetensors } from "./safetensors.ts";
 import { parseShardIndex, shardedTensorSource } from "./sharded.ts";
 import type { TensorSource } from "./tensor_source.ts";
-import { readTorchCheckpoint } from "./torch_bin.ts";
+import { readTorchCheckpoint, type TorchBinLimits } from "./torch_bin.ts";
 
 /** A model's files, loaded into memory, whatever their source. */
 export interface ModelFiles {
@@ -61,6 +61,11 @@ export interface ResolveOptions extends HubOptions {
   progress?: boolean;
   /** fetch to use (tests, custom agents). */
   fetch?: typeof fetch;
+  /**
+   * Budgets for reading `pytorch_model.bin` files (pickle values, float32 bytes as a multiple of
+   * the file's size); the defaults fit every real checkpoint, see {@link TorchBinLimits}.
+   */
+  torchBinLimits?: TorchBinLimits;
 }
 
 /** Every option name of {@link ResolveOptions} (checked against the type at compile time). */
@@ -74,6 +79,7 @@ export const RESOLVE_OPTION_KEYS: readonly string[] = Object.keys(
     downloadTimeoutMs: true,
     progress: true,
     fetch: true,
+    torchBinLimits: true,
   } satisfies Record<keyof ResolveOptions, true>,
 );
 
@@ -122,8 +128,24 @@ export const MODEL_ALIASES: Record<string, string> = {
   "gemma-3-1b-it": "google/gemma-3-1b-it",
 };
 
-/** The name of the model shipped inside the library. */
+/** The name of the embedded model for the study's mechanisms (token ids only, no tokenizer). */
 export const EMBEDDED_MODEL = "induction-toy";
+
+/**
+ * The models shipped inside the library, in `weights/<name>/`, and the files each has: the
+ * study's `induction-toy` (token ids only) and `kjv-small`, a GPT-2-architecture text model with
+ * its own tokenizer (`tokenizer.json`), stored in float16 and widened to float32 on load.
+ *
+ * @example
+ * ```ts
+ * import { EMBEDDED_MODELS } from "./resolve.ts";
+ * Object.keys(EMBEDDED_MODELS); // ["induction-toy", "kjv-small"]
+ * ```
+ */
+export const EMBEDDED_MODELS: Readonly<Record<string, { tokenizer: boolean }>> = {
+  "induction-toy": { tokenizer: false },
+  "kjv-small": { tokenizer: true },
+};
 
 /**
  * The weight files a model may have, in the order transformers prefers them: one safetensors
@@ -148,7 +170,7 @@ const TOKENIZER_GROUPS = [["tokenizer.json"], ["vocab.json", "merges.txt"]];
 const URL_SCHEME = /^(https?|file):\/\//i;
 
 type Kind =
-  | { kind: "embedded" }
+  | { kind: "embedded"; name: string }
   | { kind: "url"; url: string }
   | { kind: "dir"; path: string }
   | { kind: "hub"; repoId: string };
@@ -177,7 +199,7 @@ function isModelDir(path: string): boolean {
 }
 
 function classify(name: string): Kind {
-  if (name === EMBEDDED_MODEL) return { kind: "embedded" };
+  if (Object.hasOwn(EMBEDDED_MODELS, name)) return { kind: "embedded", name };
   if (URL_SCHEME.test(name)) return { kind: "url", url: name.replace(/\/+$/, "") };
   if (looksLikePath(name)) return { kind: "dir", path: name };
   // A folder in the working directory wins over a hub name, as in transformers.
@@ -186,7 +208,9 @@ function classify(name: string): Kind {
   if (alias) return { kind: "hub", repoId: alias };
   if (/^[^/]+\/[^/]+$/.test(name)) return { kind: "hub", repoId: name };
   throw new ModelNotFoundError(
-    `unknown model "${name}": use ${EMBEDDED_MODEL} (embedded), one of ` +
+    `unknown model "${name}": use ${
+      Object.keys(EMBEDDED_MODELS).join(" or ")
+    } (embedded), one of ` +
       `${Object.keys(MODEL_ALIASES).filter((a) => !a.startsWith("pythia")).join(", ")}, ` +
       `pythia-70m ... pythia-12b (and -deduped), a hub repository id such as ` +
       `openai-community/gpt2, a local folder holding config.json and the weights ` +
@@ -203,6 +227,8 @@ function classify(name: string): Kind {
  * import { resolveModel } from "./resolve.ts";
  * const toy = await resolveModel("induction-toy"); // embedded: no download, no permissions
  * toy.config.n_layer; // 3
+ * const kjv = await resolveModel("kjv-small"); // embedded, with its tokenizer
+ * kjv.tokenizer?.encode("And God said"); // [295, 394, 380]
  * ```
  *
  * @example A hub model (needs the network the first time; cached in ~/.cache/huggingface/hub)
@@ -224,21 +250,23 @@ export async function resolveModel(
       ? DEFAULT_DOWNLOAD_TIMEOUT_MS
       : checkTimeoutMs(opts.downloadTimeoutMs, "downloadTimeoutMs"),
   };
+  const limits = opts.torchBinLimits ?? {};
   let files: Loaded;
   switch (what.kind) {
     case "embedded": {
-      const base = new URL("../weights/induction-toy/", import.meta.url);
-      // Quiet by default: its two files are next to this module, not a real download.
+      const base = new URL(`../weights/${what.name}/`, import.meta.url);
+      // Quiet by default: its files are next to this module, not a real download.
       const progress = opts.progress ?? false;
-      files = await fromUrl(base.href.replace(/\/$/, ""), http, false, progress);
-      files.source = `embedded ${EMBEDDED_MODEL}`;
+      const { tokenizer } = EMBEDDED_MODELS[what.name];
+      files = await fromUrl(base.href.replace(/\/$/, ""), http, tokenizer, progress, limits);
+      files.source = `embedded ${what.name}`;
       break;
     }
     case "url":
-      files = await fromUrl(what.url, http, true, opts.progress);
+      files = await fromUrl(what.url, http, true, opts.progress, limits);
       break;
     case "dir":
-      files = await fromDir(what.path);
+      files = await fromDir(what.path, limits);
       break;
     case "hub":
       files = await fromHub(what.repoId, opts);
@@ -326,8 +354,11 @@ async function openWeights(
   file: WeightFile,
   bytes: Uint8Array,
   readShards: (files: string[]) => Promise<Uint8Array[]>,
+  limits: TorchBinLimits,
 ): Promise<Weights> {
-  const parse = file.startsWith("pytorch_model") ? readTorchCheckpoint : parseSafetensors;
+  const parse = file.startsWith("pytorch_model")
+    ? (b: Uint8Array, f: string) => readTorchCheckpoint(b, f, limits)
+    : parseSafetensors;
   if (!file.endsWith(".index.json")) {
     return { tensors: parse(bytes, file), files: [file], bytes: [bytes] };
   }
@@ -367,6 +398,7 @@ async function fromHub(repoId: string, opts: ResolveOptions): Promise<Loaded> {
       const shardSnap = await fetchHubFiles(settings, repoId, { ...pinned, required: shards });
       return await Promise.all(shards.map((f) => Deno.readFile(shardSnap.paths[f])));
     },
+    opts.torchBinLimits ?? {},
   );
   const commit = snap.commit.slice(0, 7);
   const source = snap.fromCache && weightSnap.fromCache
@@ -388,7 +420,7 @@ async function fromHub(repoId: string, opts: ResolveOptions): Promise<Loaded> {
   };
 }
 
-async function fromDir(path: string): Promise<Loaded> {
+async function fromDir(path: string, limits: TorchBinLimits): Promise<Loaded> {
   const dir = path.replace(/[\\/]+$/, "") || "/";
   /** The file's contents, or undefined when it does not exist. */
   const read = async <T>(file: string, how: (p: string) => Promise<T>): Promise<T | undefined> => {
@@ -408,7 +440,7 @@ async function fromDir(path: string): Promise<Loaded> {
   const configText = await read("config.json", Deno.readTextFile);
   if (configText === undefined) throw new ModelNotFoundError(`no config.json in ${dir}`);
   const config = parseConfig(configText, `${dir}/config.json`);
-  const weights = await findWeights((f) => read(f, Deno.readFile), dir);
+  const weights = await findWeights((f) => read(f, Deno.readFile), dir, limits);
   return {
     config,
     weights,
@@ -431,6 +463,7 @@ interface HttpOptions {
 async function findWeights(
   read: (file: string) => Promise<Uint8Array | undefined>,
   where: string,
+  limits: TorchBinLimits,
 ): Promise<Weights> {
   for (const file of WEIGHT_FILES) {
     const bytes = await read(file);
@@ -445,7 +478,7 @@ async function findWeights(
         out.push(shardBytes);
       }
       return out;
-    });
+    }, limits);
   }
   throw new ModelNotFoundError(
     `no weights in ${where}: looked for ${WEIGHT_FILES.slice(0, -1).join(", ")} and ` +
@@ -458,6 +491,7 @@ async function fromUrl(
   http: HttpOptions,
   withTokenizer: boolean,
   progress: boolean | undefined,
+  limits: TorchBinLimits,
 ): Promise<Loaded> {
   // Called as a plain function: browsers refuse fetch called as a method of another object.
   const doFetch = http.fetch;
@@ -470,7 +504,8 @@ async function fromUrl(
     required: boolean,
     { quiet = !required, showProgress = false } = {},
   ): Promise<Uint8Array | undefined> => {
-    const url = `${base}/${file}`;
+    // The name is a path segment, sent literally (a "%2e%2e" in it must not become "..").
+    const url = `${base}/${encodeURIComponent(file)}`;
     const idle = new IdleTimeout(http.timeoutMs);
     try {
       let res: Response;
@@ -498,6 +533,7 @@ async function fromUrl(
   const weights = await findWeights(
     (file) => get(file, false, { quiet: false, showProgress: true }),
     base,
+    limits,
   );
   const readOptional = async (file: string) => {
     const bytes = await get(file, false);

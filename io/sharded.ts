@@ -86,7 +86,17 @@ export function parseShardIndex(
       fail(`weight_map entry ${quote(name)} must name a shard file, not ${JSON.stringify(file)}`);
     }
     const shard = file as string;
-    if (shard === "" || shard === "." || shard === ".." || /[\\/\0]/.test(shard)) {
+    // A URL folder's server decodes percent escapes ("%2e%2e" is ".."): check the name both as
+    // written and decoded, so a shard is a plain file name beside the index for folders, URLs
+    // and the hub alike.
+    let decoded = shard;
+    try {
+      decoded = decodeURIComponent(shard);
+    } catch {
+      fail(`weight_map entry ${quote(name)} names ${quote(shard)}, whose % escapes are malformed`);
+    }
+    const plain = (n: string) => n !== "" && n !== "." && n !== ".." && !/[\\/\0]/.test(n);
+    if (!plain(shard) || !plain(decoded)) {
       fail(
         `weight_map entry ${quote(name)} names ${quote(shard)}: shards must be plain file names ` +
           `in the index's own folder`,

@@ -13,7 +13,11 @@
  * {@link PickleError} before any of it could run, because nothing ever runs: the allowed globals
  * are TypeScript functions that record shapes and offsets. Every view is checked against its
  * storage (offset, sizes and strides must stay inside it) and every storage against its zip entry,
- * so a forged checkpoint cannot make the reader allocate more than a few times the file's size.
+ * and the unpickler's values are budgeted ({@link TorchBinLimits}). Views may alias one storage
+ * (tied weights), so the float32 bytes all views will become are also counted against a budget
+ * tied to the file (by default 4 times its size: a float16 file is 2, tied embeddings add a
+ * little): a forged checkpoint cannot make the reader allocate more than a few times the file's
+ * size, nor make {@link checkFinite}-style passes over its tensors take longer than that.
  *
  * @example
  * ```ts ignore
@@ -27,7 +31,12 @@
 import { PickleError, WeightsError } from "../core/errors.ts";
 import { decodeFloats } from "../core/dtype.ts";
 import type { Tensor } from "../core/tensor.ts";
-import { describePickleValue, PickleFunction, unpickle } from "./pickle.ts";
+import {
+  DEFAULT_MAX_PICKLE_VALUES,
+  describePickleValue,
+  PickleFunction,
+  unpickle,
+} from "./pickle.ts";
 import type { Dtype, TensorMeta, TensorSource } from "./tensor_source.ts";
 import { readZip, type ZipArchive } from "./zip.ts";
 
@@ -80,7 +89,38 @@ const LEGACY_MAGIC = [0x80, 0x02, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20
 export interface TorchCheckpoint extends TensorSource {
   /** The name used in messages. */
   readonly fileName: string;
+  /**
+   * The storage a tensor is a view of: its key (views of one storage share it) and raw
+   * little-endian bytes, so a scan over every tensor can read each storage once.
+   */
+  storageOf(name: string): { key: string; dtype: Dtype; bytes: Uint8Array };
 }
+
+/**
+ * Budgets for reading a `pytorch_model.bin` from a stranger; the defaults serve every real
+ * checkpoint, and a rare legitimate file past them can be read with larger ones.
+ *
+ * @example
+ * ```ts ignore
+ * import { readTorchCheckpoint } from "./torch_bin.ts";
+ * // A checkpoint whose tensors legitimately alias one storage many times over:
+ * const ckpt = readTorchCheckpoint(await Deno.readFile("pytorch_model.bin"), "pytorch_model.bin", {
+ *   maxExpansion: 64,
+ * });
+ * ```
+ */
+export interface TorchBinLimits {
+  /** Values the pickle may create (default {@link DEFAULT_MAX_PICKLE_VALUES}, 1M). */
+  maxPickleValues?: number;
+  /**
+   * The float32 bytes that all tensors together become, as a multiple of the file's size
+   * (default 4). Views of one storage each count in full.
+   */
+  maxExpansion?: number;
+}
+
+/** The default {@link TorchBinLimits.maxExpansion}. */
+export const DEFAULT_MAX_EXPANSION = 4;
 
 class ParsedCheckpoint implements TorchCheckpoint {
   readonly fileName: string;
@@ -110,6 +150,15 @@ class ParsedCheckpoint implements TorchCheckpoint {
       `${this.fileName}: no tensor named ${quote(name)}; the checkpoint has ${n} tensor` +
         `${n === 1 ? "" : "s"}${n > 0 ? `, e.g. ${sample}${n > 5 ? ", …" : ""}` : ""}`,
     );
+  }
+
+  storageOf(name: string): { key: string; dtype: Dtype; bytes: Uint8Array } {
+    const v = this.#view(name);
+    return {
+      key: v.storage.entry,
+      dtype: v.storage.type.dtype,
+      bytes: this.#zip.read(v.storage.entry),
+    };
   }
 
   info(name: string): TensorMeta {
@@ -189,7 +238,15 @@ function gather(span: Float32Array, shape: number[], stride: number[], out: Floa
 export function readTorchCheckpoint(
   bytes: Uint8Array,
   fileName = "pytorch_model.bin",
+  limits: TorchBinLimits = {},
 ): TorchCheckpoint {
+  const maxExpansion = limits.maxExpansion ?? DEFAULT_MAX_EXPANSION;
+  const maxPickleValues = limits.maxPickleValues ?? DEFAULT_MAX_PICKLE_VALUES;
+  for (const [key, v] of Object.entries({ maxExpansion, maxPickleValues })) {
+    if (typeof v !== "number" || !(v > 0)) {
+      throw new PickleError(`${fileName}: ${key} must be a positive number, got ${String(v)}`);
+    }
+  }
   const fail = (what: string): never => {
     throw new PickleError(`${fileName}: ${what}`);
   };
@@ -302,6 +359,7 @@ export function readTorchCheckpoint(
 
   const state = unpickle(zip.read(pickles[0]), {
     fileName: `${fileName} (${pickles[0]})`,
+    maxValues: maxPickleValues,
     findGlobal(module, name) {
       if (module === "collections" && name === "OrderedDict") return orderedDict;
       if (module === "torch._utils") {
@@ -368,6 +426,19 @@ export function readTorchCheckpoint(
       );
     }
     tensors.set(key as string, value as TensorView);
+  }
+  // Tied weights are views of one storage: each becomes its own float32 array when read. Count
+  // what all of them will be, so aliasing cannot turn a small file into a huge allocation.
+  let floatBytes = 0;
+  for (const v of tensors.values()) floatBytes += 4 * v.shape.reduce((a, b) => a * b, 1);
+  const budget = maxExpansion * bytes.length + (1 << 20);
+  if (floatBytes > budget) {
+    fail(
+      `its ${tensors.size} tensors would take ${floatBytes} bytes as float32, more than ` +
+        `${maxExpansion} times the file's ${bytes.length} bytes: many tensors are views of the ` +
+        `same storage, which a real checkpoint does not need (it is forged, or corrupt). A ` +
+        `legitimate one can be read with a larger maxExpansion.`,
+    );
   }
   return new ParsedCheckpoint(fileName, zip, tensors);
 }

@@ -23,9 +23,23 @@ import {
   take,
 } from "../core/ops.ts";
 import { checkOptions } from "../core/options.ts";
-import { stack, type Tensor } from "../core/tensor.ts";
+import { guardTensor, stack, type Tensor } from "../core/tensor.ts";
+import { indexGuard, isIndexKey } from "../core/index_guard.ts";
 import type { HookedTransformerConfig } from "./config.ts";
-import { getActName } from "./hook_table.ts";
+import {
+  getActName,
+  HOOK_OPTION_SETTERS,
+  type HookOptions,
+  locateHook,
+  missingHookReason,
+} from "./hook_table.ts";
+
+const ALL_OPTIONS_ON: HookOptions = {
+  useAttnResult: true,
+  useSplitQkvInput: true,
+  useAttnIn: true,
+  useHookMlpIn: true,
+};
 import type { NormParams } from "./params.ts";
 
 /**
@@ -55,6 +69,70 @@ function applySlice(t: Tensor, slice: SliceInput, axis: number): Tensor {
   const specs: IndexSpec[] = new Array(a).fill(null);
   specs.push(slice as IndexSpec);
   return index(t, ...specs);
+}
+
+/**
+ * The cached activations with only the positions `posSlice` picks (TransformerLens's
+ * `run_with_cache(pos_slice=...)`): a number keeps its position as an axis of length 1 (TL's
+ * `Slice.unwrap` turns an int into a list, so the pos axis never collapses), a list or a range
+ * keeps those positions. The axis is each point's own position axis: the query axis of
+ * `attn_scores` / `pattern` (keys are all kept, as TL), axis 1 of every other point (TL slices
+ * axis -3 of q, k, v, z and result and axis -2 of the rest, which for `rot_q`, `q_input` and the
+ * other per-head inputs is the head axis: here their positions are sliced). Gradients
+ * (`<name>_grad`) are sliced as their activations.
+ *
+ * @example
+ * ```ts
+ * import { HookedTransformer } from "../mod.ts";
+ * const model = await HookedTransformer.fromPretrained("induction-toy", { threads: 1 });
+ * const { cache } = await model.runWithCache([[2047, 5, 9, 5]], { posSlice: -1 });
+ * cache.get("resid_post", 0).shape; // [1, 1, d_model]
+ * cache.get("pattern", 0).shape; // [1, n_heads, 1, 4]
+ * ```
+ */
+export function slicePositions(
+  acts: Map<string, Tensor>,
+  posSlice: SliceInput,
+  cfg: HookedTransformerConfig,
+): Map<string, Tensor> {
+  if (posSlice === null || posSlice === undefined) return acts;
+  return new Map([...acts].map(([name, t]) => [name, slicePosition(name, t, posSlice, cfg)]));
+}
+
+/**
+ * One cached activation (or gradient, `<name>_grad`) with only the positions `posSlice` picks,
+ * as {@link slicePositions} does for each.
+ *
+ * @example
+ * ```ts
+ * import { slicePosition } from "./activation_cache.ts";
+ * import { gpt2Config } from "../families/gpt2.ts";
+ * const cfg = gpt2Config({ n_layer: 1, n_head: 2, n_embd: 4, vocab_size: 10, n_positions: 8 });
+ * const pattern = { data: new Float32Array(2 * 5 * 5), shape: [1, 2, 5, 5] };
+ * slicePosition("blocks.0.attn.hook_pattern", pattern, -1, cfg).shape; // [1, 2, 1, 5]
+ * ```
+ */
+export function slicePosition(
+  name: string,
+  t: Tensor,
+  posSlice: SliceInput,
+  cfg: HookedTransformerConfig,
+): Tensor {
+  if (posSlice === null || posSlice === undefined) return t;
+  const slice = typeof posSlice === "number" ? [posSlice] : posSlice;
+  const P = 1e9 + 7, K = 1e9 + 9; // sizes no config has, to find the position axis
+  const loc = locateHook(name.endsWith("_grad") ? name.slice(0, -5) : name);
+  const axis = loc ? loc.point.shape(cfg, 1, P, K).indexOf(P) : 1;
+  if (axis < 0 || axis >= t.shape.length) return t;
+  try {
+    return applySlice(t, slice, axis);
+  } catch (e) {
+    throw new InputError(
+      `posSlice ${JSON.stringify(posSlice)} does not fit ${t.shape[axis]} positions: ${
+        (e as Error).message
+      }`,
+    );
+  }
 }
 
 /**
@@ -250,7 +328,8 @@ export class ActivationCache {
    * @param hasBatchDim Whether the activations have their batch axis (default true).
    */
   constructor(acts: Map<string, Tensor>, model?: CacheModel | number, hasBatchDim = true) {
-    this.#acts = acts;
+    // The same tensors (not copied), handed out as the library's tensors (t[0] throws).
+    this.#acts = new Map([...acts].map(([k, t]) => [k, guardTensor(t)]));
     this.model = typeof model === "number" ? undefined : model;
     this.#nLayers = typeof model === "number" ? model : model?.cfg.nLayers;
     this.hasBatchDim = hasBatchDim;
@@ -265,13 +344,33 @@ export class ActivationCache {
     const full = getActName(name, layer, layerType, this.#nLayers);
     const t = this.#acts.get(full);
     if (!t) {
+      const loc = locateHook(full);
+      const cfg = this.model?.cfg;
+      if (!loc) {
+        throw new HookError(
+          `"${full}" is not a hook point (getActName("mlp_out", 0) builds names; ` +
+            `model.hookNames lists them all)`,
+        );
+      }
+      if (loc.layer !== null && this.#nLayers !== undefined && loc.layer >= this.#nLayers) {
+        const L = this.#nLayers;
+        throw new HookError(
+          `layer ${loc.layer} is out of range: the model has ${L} layer${L === 1 ? "" : "s"} ` +
+            `(0 to ${L - 1}, or -${L} to -1 from the end)`,
+        );
+      }
+      // Whether an option point was on is the run's business: only the architecture is checked.
+      const reason = cfg && missingHookReason(full, cfg, ALL_OPTIONS_ON);
+      if (reason) throw new HookError(reason);
       const have = [...this.#acts.keys()];
+      const option = loc.point.option;
       throw new HookError(
         `"${full}" is not in this cache` +
           (have.length
             ? ` (it holds ${have.length} names, e.g. ${have.slice(0, 3).join(", ")})`
             : " (it is empty)") +
-          `; widen namesFilter in runWithCache to keep it`,
+          `; widen namesFilter in runWithCache to keep it` +
+          (option ? ` (and turn it on with ${HOOK_OPTION_SETTERS[option]})` : ""),
       );
     }
     return t;
@@ -322,7 +421,7 @@ export class ActivationCache {
       }
     }
     for (const [name, t] of this.#acts) {
-      this.#acts.set(name, { data: t.data, shape: t.shape.slice(1) });
+      this.#acts.set(name, guardTensor({ data: t.data, shape: t.shape.slice(1) }));
     }
     this.hasBatchDim = false;
     return this;
@@ -349,6 +448,42 @@ export class ActivationCache {
     for (const [name, t] of this.#acts) acts.set(name, applySlice(t, batchSlice, 0));
     const keepsBatch = this.hasBatchDim && typeof batchSlice !== "number";
     return new ActivationCache(acts, this.model ?? this.#nLayers, keepsBatch);
+  }
+
+  /**
+   * The gradients of this cache (`runWithCache({ inclBwdCache: true })` keeps them under
+   * `<name>_grad`) as a cache of their own, under the activations' names: what TL users build as
+   * a separate `grad_cache` with backward hooks. Every method then reads gradients:
+   * `grads.accumulatedResid()` stacks d metric / d resid at each layer, `grads.decomposeResid()`
+   * and `grads.stackHeadResults()` the gradients at each component's output (the sum rules of
+   * those stacks hold for gradients only where a gradient is the same at both points, as for the
+   * residual stream; `applyLn` divides by the forward's scale, which is rarely what a gradient
+   * wants). An InputError when the cache holds no gradient.
+   *
+   * @example
+   * ```ts
+   * import { HookedTransformer } from "../mod.ts";
+   * const model = await HookedTransformer.fromPretrained("induction-toy", { threads: 1 });
+   * const { cache } = await model.runWithCache([[2047, 5, 9, 5]], {
+   *   inclBwdCache: true,
+   *   returnType: "loss",
+   * });
+   * const grads = cache.gradCache();
+   * grads.get("resid_pre", 0).shape; // [1, 4, d_model]: d loss / d resid_pre 0
+   * grads.accumulatedResid().shape; // [n_layers + 1, 1, 4, d_model]
+   * ```
+   */
+  gradCache(): ActivationCache {
+    const acts = new Map<string, Tensor>();
+    for (const [name, t] of this.#acts) {
+      if (name.endsWith("_grad")) acts.set(name.slice(0, -5), t);
+    }
+    if (acts.size === 0) {
+      throw new InputError(
+        "gradCache: this cache holds no gradients: run runWithCache(input, { inclBwdCache: true })",
+      );
+    }
+    return new ActivationCache(acts, this.model ?? this.#nLayers, this.hasBatchDim);
   }
 
   // ---- Analyses ----
@@ -888,6 +1023,20 @@ export class ActivationCache {
     return reshape(permute(cols, [1, 0]), [...shape, dModel]);
   }
 }
+
+// Python's cache["pattern", 0] is cache[0] in JavaScript (the comma operator), and
+// cache["blocks.0.attn.hook_pattern"] a missing property: both would be `undefined`.
+Object.setPrototypeOf(
+  ActivationCache.prototype,
+  indexGuard((key) =>
+    isIndexKey(key)
+      ? `an ActivationCache has no [${key}]: Python's cache["pattern", ${key}] is ` +
+        `cache[${key}] in JavaScript (the comma operator); use cache.get("pattern", ${key})`
+      : key.includes("hook_")
+      ? `an ActivationCache has no property "${key}": use cache.get("${key}")`
+      : undefined
+  ),
+);
 
 /** [..., components, d_model] -> [components, ..., d_model]. */
 function componentsFirst(t: Tensor): Tensor {

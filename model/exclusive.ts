@@ -5,7 +5,7 @@
  * siblings, `generate`, the gradient runs, the patching runs) first waits for its turn.
  * @module
  */
-import type { Backend } from "../backend/backend.ts";
+import type { Backend, Scope } from "../backend/backend.ts";
 
 /** The end of the queue of calls on each backend. */
 const queues = new WeakMap<Backend, Promise<void>>();
@@ -38,4 +38,68 @@ export async function exclusiveUse(backend: Backend): Promise<Disposable> {
   queues.set(backend, before ? before.then(() => mine) : mine);
   if (before) await before;
   return { [Symbol.dispose]: release };
+}
+
+/** A backend scope held across awaits by a stream (see {@link lastingScope}). */
+export interface LastingScope<T> {
+  /** What `fill` returned (the stream's arrays). */
+  readonly value: T;
+  /**
+   * Gives the scope back: it is disposed in turn, once every lasting scope opened after it on the
+   * same backend is closed too (safe to call twice).
+   */
+  close(): Promise<void>;
+}
+
+/** The lasting scopes open on each backend, innermost last. */
+const lasting = new WeakMap<Backend, Array<{ scope: Scope; closed: boolean }>>();
+
+/**
+ * A scope for a stream that keeps arrays on the backend across its awaits and across other calls
+ * (`top1Accuracy` and `FactoredMatrix.rowBlocks` keep B packed while they read blocks back, and
+ * the model may run between blocks). Scopes nest on the backend's one stack and disposing one
+ * disposes those opened inside it, so such a scope is opened and closed in a turn of its own
+ * ({@link exclusiveUse}: no call's scope is then open), `fill` allocates its arrays while it is
+ * the innermost, and a stream that closes before another opened after it leaves its scope to be
+ * disposed when that one closes. Two streams can then run interleaved in any order, with model
+ * calls in between.
+ *
+ * @example
+ * ```ts
+ * import { WasmBackend } from "../backend/wasm/wasm_backend.ts";
+ * import { lastingScope } from "./exclusive.ts";
+ * const backend = await WasmBackend.load({ threads: 1 });
+ * const a = await lastingScope(backend, (s) => s.upload(new Float32Array([1, 2])));
+ * const b = await lastingScope(backend, (s) => s.upload(new Float32Array([3])));
+ * await a.close(); // b's arrays stay valid
+ * await backend.read(b.value); // Float32Array [3]
+ * await b.close(); // both are released now
+ * ```
+ */
+export async function lastingScope<T>(
+  backend: Backend,
+  fill: (scope: Scope) => T,
+): Promise<LastingScope<T>> {
+  using _turn = await exclusiveUse(backend);
+  let open = lasting.get(backend);
+  if (!open) lasting.set(backend, open = []);
+  const entry = { scope: backend.scope(), closed: false };
+  open.push(entry);
+  let value: T;
+  try {
+    value = fill(entry.scope);
+  } catch (e) {
+    open.pop();
+    entry.scope[Symbol.dispose]();
+    throw e;
+  }
+  return {
+    value,
+    async close() {
+      if (entry.closed) return;
+      entry.closed = true;
+      using _turn = await exclusiveUse(backend);
+      while (open.length > 0 && open.at(-1)!.closed) open.pop()!.scope[Symbol.dispose]();
+    },
+  };
 }

@@ -23,7 +23,7 @@ import type { DeviceNorm, DeviceWeights } from "./device_weights.ts";
 import type { HeadWeights } from "./head_weights.ts";
 import { HOOK, type HookPoint } from "./hook_table.ts";
 import type { HookSession, RowLayout } from "./hooks.ts";
-import { type Padding, positionIds } from "./padding.ts";
+import { isMasked, type Padding, positionIds } from "./padding.ts";
 import type { ModelParams } from "./params.ts";
 import type { RotaryTable } from "./rotary.ts";
 import type { TokenTensor } from "./tokens.ts";
@@ -76,6 +76,12 @@ export interface ForwardPlan {
    * full plan); absent when the pass starts from `input`.
    */
   tokens?: TokenTensor;
+  /**
+   * Token embeddings given instead of `tokens` (TL's generate from `input_type="embeds"`): one
+   * d_model row per computed row, in row order; hook_embed sees them and position embeddings are
+   * added as for tokens.
+   */
+  embeds?: Float32Array;
   /** First position each sequence computes (default 0: every position). */
   qStart?: ArrayLike<number>;
   /**
@@ -303,7 +309,7 @@ export async function forward(
   const pass = new Pass(m, plan, hooks, scope);
 
   // 1. The residual stream entering the first block computed.
-  if (plan.tokens) await pass.embed(plan.tokens);
+  if (plan.tokens || plan.embeds) await pass.embed(plan.tokens, plan.embeds);
   else await plan.input!(pass.buf.resid, pass.rowOffset);
 
   // 2. The blocks.
@@ -442,7 +448,8 @@ export class Pass {
     const wantScale = !hooks.silent &&
       [HOOK.ln1Scale, HOOK.ln2Scale, HOOK.lnFinalScale, HOOK.ln1PostScale, HOOK.ln2PostScale]
         .some((p) => p.inBlock ? this.#anyHook(p) : hooks.wants(p, null));
-    const wantScores = this.#anyHook(HOOK.attnScores);
+    // Holes in the padding are masked in the scores, so their layers compute scores apart.
+    const wantScores = this.#anyHook(HOOK.attnScores) || !!plan.padding?.holes;
     for (const e of plan.edits ?? []) {
       const key = editKey(e.point, e.layer);
       this.#edits.set(key, [...(this.#edits.get(key) ?? []), e]);
@@ -572,15 +579,21 @@ export class Pass {
    * resid = W_E[tokens] + W_pos[positions], with hook_embed and hook_pos_embed. Pads get no
    * position embedding (TransformerLens zeroes it).
    */
-  async embed(tokens: TokenTensor): Promise<void> {
+  async embed(tokens: TokenTensor | undefined, given?: Float32Array): Promise<void> {
     const { backend, cfg, params } = this.m;
     const d = cfg.dModel;
     const rows = this.rows;
-    const embed = new Float32Array(rows * d);
-    const WE = params.W_E.data;
-    for (let r = 0; r < rows; r++) {
-      const id = tokens.data[r];
-      embed.set(WE.subarray(id * d, id * d + d), r * d);
+    let embed = given;
+    if (embed && embed.length !== rows * d) {
+      throw new RangeError(`the plan computes ${rows} rows but has ${embed.length / d} embeddings`);
+    }
+    if (!embed) {
+      embed = new Float32Array(rows * d);
+      const WE = params.W_E.data;
+      for (let r = 0; r < rows; r++) {
+        const id = tokens!.data[r];
+        embed.set(WE.subarray(id * d, id * d + d), r * d);
+      }
     }
     backend.write(this.buf.x, embed);
     await this.#visit(HOOK.embed, null, this.buf.x, d);
@@ -608,8 +621,7 @@ export class Pass {
     const pad = new Uint8Array(this.rows);
     for (let b = 0; b < batch; b++) {
       for (let t = this.#qStart[b]; t < T; t++) {
-        pad[this.rowOffset[b] + t - this.#qStart[b]] =
-          +(t < padding.first[b] || t >= padding.end[b]);
+        pad[this.rowOffset[b] + t - this.#qStart[b]] = +isMasked(padding, b, t, T);
       }
     }
     return pad;
@@ -980,7 +992,9 @@ export class Pass {
       };
     };
 
-    const wantScores = this.hooks.wants(HOOK.attnScores, l);
+    const holes = plan.padding?.holes;
+    const scoresHooked = this.hooks.wants(HOOK.attnScores, l);
+    const wantScores = scoresHooked || !!holes;
     const editPattern = this.#edits.has(editKey(HOOK.pattern, l));
     const wantPattern = wantScores || editPattern || this.hooks.wants(HOOK.pattern, l) ||
       this.plan.keepPattern;
@@ -1000,7 +1014,9 @@ export class Pass {
       for (let b = 0; b < plan.batch; b++) {
         backend.attentionScores(seq(b), scores.at(offset[b], perSeq(b)));
       }
-      hookedScores = await this.hooks.visit(HOOK.attnScores, l, scores, attnShape, layout);
+      if (holes) this.#maskHoles(scores, holes);
+      hookedScores = scoresHooked &&
+        await this.hooks.visit(HOOK.attnScores, l, scores, attnShape, layout);
       for (let b = 0; b < plan.batch; b++) {
         const q = this.#qStart[b];
         backend.softmaxRows(scores.at(offset[b], perSeq(b)), patternOf(b), nHeads, T - q, q, {
@@ -1021,6 +1037,25 @@ export class Pass {
       const causal = !hookedScores && !hookedPattern && !edited;
       for (let b = 0; b < plan.batch; b++) {
         backend.attentionApply(seq(b), patternOf(b), { causal });
+      }
+    }
+  }
+
+  /**
+   * -inf in every score whose key is a hole of the padding (TransformerLens masks each 0 of the
+   * attention mask as a key): sequence b's block is [n_heads, T - qStart[b], T], so a key is a
+   * column of n_heads (T - qStart[b]) rows, T apart. Writes only.
+   */
+  #maskHoles(scores: DeviceArray, holes: Uint8Array) {
+    const { backend, cfg } = this.m;
+    const T = this.plan.T;
+    for (let b = 0; b < this.plan.batch; b++) {
+      const rows = cfg.nHeads * (T - this.#qStart[b]);
+      let minus: Float32Array | undefined;
+      for (let k = 0; k < T; k++) {
+        if (!holes[b * T + k]) continue;
+        minus ??= new Float32Array(rows).fill(-Infinity);
+        backend.writeRows(scores.at(this.#patternOffset[b] + k), minus, rows, 1, T);
       }
     }
   }

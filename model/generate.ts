@@ -6,11 +6,15 @@
  * position, reading earlier keys and values from it (the forward pass's resumed runs). The model's
  * registered hooks run in every pass, so steering with a hook works while generating; with the
  * cache, a pass after the first shows hooks only the new position ([batch, 1, ...]), as in TL.
+ * A prompt may also be token embeddings [batch, pos, d_model] (TL's `input_type="embeds"`): they
+ * take the place of W_E[tokens], position embeddings are added as for tokens, each new token is
+ * embedded with W_E, and the result holds the new tokens only.
  * @module
  */
-import { InputError } from "../core/errors.ts";
+import { InputError, NumericError } from "../core/errors.ts";
 import { checkOptions } from "../core/options.ts";
 import { SeededRng } from "../core/rng.ts";
+import type { Tensor } from "../core/tensor.ts";
 import type { DeviceArray } from "../backend/backend.ts";
 import { forward, type ForwardPlan, type KvCache, type ModelRuntime } from "./forward.ts";
 import type { HookSession } from "./hooks.ts";
@@ -101,7 +105,7 @@ function positiveInt(v: unknown, name: string): number {
  */
 export async function generate(
   ctx: GenerateContext,
-  input: string | string[] | Tokens,
+  input: string | string[] | Tokens | Tensor,
   opts: GenerateOptions = {},
 ): Promise<GenerateResult> {
   checkOptions(opts, GENERATE_KEYS, "generate");
@@ -137,9 +141,19 @@ export async function generate(
   // The prompt, [B, T0], and where each sequence's real tokens start.
   const isText = typeof input === "string" ||
     (Array.isArray(input) && typeof input[0] === "string");
+  const embeds = embedsOf(input, cfg.dModel);
   let rows: number[][];
   let padding: Padding | undefined;
-  if (isText) {
+  if (embeds) {
+    if (opts.attentionMask !== undefined || opts.prependBos !== undefined) {
+      throw new InputError(
+        "generate from embeddings takes no attentionMask or prependBos: the embeddings are the " +
+          "whole prompt, every position real",
+      );
+    }
+    const [b, T] = embeds.shape;
+    rows = Array.from({ length: b }, () => new Array<number>(T).fill(0));
+  } else if (isText) {
     const enc = encodeBatch(text, input as string | string[], {
       prependBos: opts.prependBos,
       paddingSide: "left",
@@ -155,6 +169,12 @@ export async function generate(
   if (opts.attentionMask !== undefined) {
     if (isText) throw new InputError("text input is masked automatically: drop attentionMask");
     padding = paddingFromMask(opts.attentionMask, B, T0);
+    if (padding.holes) {
+      throw new InputError(
+        "generate takes prompts padded on the left only: this attentionMask has a 0 between " +
+          "real tokens (drop those tokens from the prompt instead; a run supports such masks)",
+      );
+    }
   }
   if (padding && padding.end.some((e) => e !== T0)) {
     throw new InputError("generate needs prompts padded on the left (the last token real)");
@@ -191,12 +211,34 @@ export async function generate(
     const pad = padding && { first: padding.first, end: Int32Array.from({ length: B }, () => T) };
     const plan: ForwardPlan = { batch: B, T, padding: pad, kvCache };
     const next = new Int32Array(B);
+    const where = (b: number) => `generate, new token ${step + 1} of sequence ${b}`;
     const collect = async (first: number, count: number, logits: DeviceArray) => {
       if (greedy) {
-        next.set(await backend.argmaxRows(logits, count, V), first);
+        // argmaxRows skips NaN (all NaN gives 0), so a row holding NaN is told by its log-sum-exp,
+        // which NaN makes NaN: an error, not token 0.
+        const [best, lse] = await Promise.all([
+          backend.argmaxRows(logits, count, V),
+          backend.logSumExpRows(logits, count, V),
+        ]);
+        for (let i = 0; i < count; i++) {
+          if (Number.isNaN(lse[i])) {
+            throw new NumericError(
+              `${where(first + i)}: the logits hold NaN, so no token can be picked (a hook that ` +
+                `wrote NaN, or weights that hold it: check the hooks, or checkFinite the weights)`,
+            );
+          }
+        }
+        next.set(best, first);
       } else {
         const all = await backend.read(logits);
-        for (let i = 0; i < count; i++) next[first + i] = pick(all.subarray(i * V, (i + 1) * V));
+        for (let i = 0; i < count; i++) {
+          try {
+            next[first + i] = pick(all.subarray(i * V, (i + 1) * V));
+          } catch (e) {
+            if (!(e instanceof NumericError)) throw e;
+            throw new NumericError(`${where(first + i)}: ${e.message}`);
+          }
+        }
       }
     };
     if (kvCache && step > 0) {
@@ -210,7 +252,8 @@ export async function generate(
     } else {
       const data = new Int32Array(B * T);
       for (let b = 0; b < B; b++) data.set(seqs.subarray(b * total, b * total + T), b * T);
-      plan.tokens = { data, shape: [B, T] };
+      if (embeds) plan.embeds = promptEmbeds(embeds, data, B, T, m.params.W_E.data);
+      else plan.tokens = { data, shape: [B, T] };
       plan.unembed = {
         rows: Int32Array.from({ length: B }, (_, b) => b * T + T - 1),
         each: collect,
@@ -227,9 +270,11 @@ export async function generate(
     if (stopAtEos && finished.every((f) => f === 1)) break;
   }
 
+  // From embeddings, only the new tokens (the prompt has no ids), as TL.
+  const from = embeds ? T0 : 0;
   const out = Array.from(
     { length: B },
-    (_, b) => Array.from(seqs.subarray(b * total, b * total + T0 + produced)),
+    (_, b) => Array.from(seqs.subarray(b * total + from, b * total + T0 + produced)),
   );
   const asText = returnType === "str" || (returnType === "input" && isText);
   if (!asText) return out;
@@ -237,6 +282,53 @@ export async function generate(
   const special = new Set([cfg.bosTokenId, cfg.eosTokenId ?? -1, eos ?? -1]);
   const decoded = out.map((r) => tok.decode(r.filter((id) => !special.has(id))));
   return typeof input === "string" ? decoded[0] : decoded;
+}
+
+/**
+ * The input as token embeddings [batch, pos, d_model] (TL's `input_type="embeds"`), or undefined
+ * when it is text or token ids.
+ */
+function embedsOf(input: unknown, dModel: number): Tensor | undefined {
+  const t = input as Tensor;
+  if (typeof input !== "object" || input === null || !(t.data instanceof Float32Array)) {
+    return undefined;
+  }
+  const [b, T, d] = t.shape ?? [];
+  if (
+    !Array.isArray(t.shape) || t.shape.length !== 3 || d !== dModel || !(b > 0) || !(T > 0) ||
+    t.data.length !== b * T * d
+  ) {
+    throw new InputError(
+      `generate from embeddings takes a Tensor [batch, pos, d_model = ${dModel}] of token ` +
+        `embeddings (W_E rows, before position embeddings), got shape [${t.shape}] with ` +
+        `${t.data.length} values`,
+    );
+  }
+  const bad = t.data.findIndex((x) => !Number.isFinite(x));
+  if (bad >= 0) {
+    throw new InputError(`generate: the embeddings have a non-finite value at index ${bad}`);
+  }
+  return t;
+}
+
+/** The rows of a full pass from embeddings: the prompt's given rows, then W_E of new tokens. */
+function promptEmbeds(
+  embeds: Tensor,
+  ids: Int32Array,
+  B: number,
+  T: number,
+  WE: Float32Array,
+): Float32Array {
+  const [, T0, d] = embeds.shape;
+  const out = new Float32Array(B * T * d);
+  for (let b = 0; b < B; b++) {
+    out.set(embeds.data.subarray(b * T0 * d, (b + 1) * T0 * d), b * T * d);
+    for (let t = T0; t < T; t++) {
+      const id = ids[b * T + t];
+      out.set(WE.subarray(id * d, (id + 1) * d), (b * T + t) * d);
+    }
+  }
+  return out;
 }
 
 /** Sampling settings (see {@link GenerateOptions}). */
@@ -250,7 +342,9 @@ export interface SamplingOptions {
  * One token drawn from a row of logits as TransformerLens's `sample_logits` does: argmax at
  * temperature 0; else logits / temperature, then top-k (keep logits >= the k-th largest) or
  * top-p (keep the most likely tokens until their probability reaches p, at least one), then a
- * draw from the softmax of what is kept. Computed in float64.
+ * draw from the softmax of what is kept. Computed in float64. A row holding NaN, or one with no
+ * token of finite positive probability when sampling (a +Infinity logit, or every logit
+ * -Infinity), is a {@link NumericError}, as `torch.multinomial` refuses it: never a silent pick.
  *
  * @example
  * ```ts
@@ -263,6 +357,13 @@ export interface SamplingOptions {
  */
 export function sampleLogits(logits: Float32Array, s: SamplingOptions, rng: SeededRng): number {
   const n = logits.length;
+  const nan = logits.findIndex(Number.isNaN);
+  if (nan >= 0) {
+    throw new NumericError(
+      `the logits hold NaN (token ${nan} first), so no token can be picked (a hook that wrote ` +
+        `NaN, or weights that hold it: check the hooks, or checkFinite the weights)`,
+    );
+  }
   if (s.temperature === 0) {
     let best = 0;
     for (let j = 1; j < n; j++) if (logits[j] > logits[best]) best = j;
@@ -289,6 +390,13 @@ export function sampleLogits(logits: Float32Array, s: SamplingOptions, rng: Seed
   for (const v of x) if (v > max) max = v;
   let z = 0;
   for (let j = 0; j < n; j++) z += x[j] === -Infinity ? 0 : Math.exp(x[j] - max);
+  if (!(z > 0 && z < Infinity)) {
+    throw new NumericError(
+      max === Infinity
+        ? `a logit is +Infinity, so the probabilities are not defined (softmax gives NaN)`
+        : `every logit is -Infinity, so no token has a probability to be drawn with`,
+    );
+  }
   let u = rng.uniform() * z;
   for (let j = 0; j < n; j++) {
     if (x[j] === -Infinity) continue;

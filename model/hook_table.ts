@@ -28,6 +28,7 @@ export const HOOK_OPTION_SETTERS: Record<HookOption, string> = {
 
 /** Which options are on; every one is off by default. */
 export type HookOptions = Partial<Record<HookOption, boolean>>;
+const ALL_OPTIONS_OFF: HookOptions = {};
 
 /** One hook point's declaration. */
 export interface HookPoint {
@@ -56,6 +57,8 @@ export interface HookPoint {
   readonly option?: HookOption;
   /** Whether the architecture has it (absent: every architecture). */
   readonly present?: (cfg: HookedTransformerConfig) => boolean;
+  /** Why an architecture without it has none, and what to read instead (with `present`). */
+  readonly absentWhy?: string;
 }
 
 type Shape = HookPoint["shape"];
@@ -76,11 +79,12 @@ function point(
   local: string,
   inBlock: boolean,
   shape: Shape,
-  more: Partial<Pick<HookPoint, "readOnly" | "option" | "present">> = {},
+  more: Partial<Pick<HookPoint, "readOnly" | "option" | "present" | "absentWhy">> = {},
 ): HookPoint {
   return { index: order++, local, inBlock, shape, ...more };
 }
 const rotary = (c: HookedTransformerConfig) => c.positionalEmbeddingType === "rotary";
+const NO_ROTARY = "its positions are a learned embedding (hook_pos_embed), not rotary";
 /** Gemma's norms on the attention and MLP outputs (TL's `ln1_post`, `ln2_post`). */
 const postNorms = (c: HookedTransformerConfig) => !!c.useNormalizationBeforeAndAfter;
 
@@ -89,6 +93,8 @@ export const HOOK = {
   embed: point("hook_embed", false, resid),
   posEmbed: point("hook_pos_embed", false, resid, {
     present: (c) => c.positionalEmbeddingType === "standard",
+    absentWhy: "its positions are rotary (applied to q and k: hook_rot_q, hook_rot_k), not a " +
+      "learned embedding added to the residual stream",
   }),
   residPre: point("hook_resid_pre", true, resid),
   attnIn: point("hook_attn_in", true, perHead, { option: "useAttnIn" }),
@@ -100,8 +106,8 @@ export const HOOK = {
   q: point("attn.hook_q", true, heads),
   k: point("attn.hook_k", true, kvHeads),
   v: point("attn.hook_v", true, kvHeads),
-  rotQ: point("attn.hook_rot_q", true, heads, { present: rotary }),
-  rotK: point("attn.hook_rot_k", true, kvHeads, { present: rotary }),
+  rotQ: point("attn.hook_rot_q", true, heads, { present: rotary, absentWhy: NO_ROTARY }),
+  rotK: point("attn.hook_rot_k", true, kvHeads, { present: rotary, absentWhy: NO_ROTARY }),
   attnScores: point("attn.hook_attn_scores", true, attention),
   pattern: point("attn.hook_pattern", true, attention),
   z: point("attn.hook_z", true, heads),
@@ -112,12 +118,19 @@ export const HOOK = {
   }),
   ln1PostNormalized: point("ln1_post.hook_normalized", true, resid, { present: postNorms }),
   attnOut: point("hook_attn_out", true, resid),
-  residMid: point("hook_resid_mid", true, resid, { present: (c) => !c.parallelAttnMlp }),
+  residMid: point("hook_resid_mid", true, resid, {
+    present: (c) => !c.parallelAttnMlp,
+    absentWhy: "attention and MLP read the same resid_pre in parallel blocks (GPT-NeoX, " +
+      "Pythia), so nothing lies between them: resid_post = resid_pre + attn_out + mlp_out",
+  }),
   mlpIn: point("hook_mlp_in", true, resid, { option: "useHookMlpIn" }),
   ln2Scale: point("ln2.hook_scale", true, scale, { readOnly: SCALE_READ_ONLY }),
   ln2Normalized: point("ln2.hook_normalized", true, resid),
   mlpPre: point("mlp.hook_pre", true, mlp),
-  mlpPreLinear: point("mlp.hook_pre_linear", true, mlp, { present: (c) => c.gatedMlp }),
+  mlpPreLinear: point("mlp.hook_pre_linear", true, mlp, {
+    present: (c) => c.gatedMlp,
+    absentWhy: "its MLP is not gated (hook_pre_linear is the up projection of gated MLPs)",
+  }),
   mlpPost: point("mlp.hook_post", true, mlp),
   ln2PostScale: point("ln2_post.hook_scale", true, scale, {
     readOnly: SCALE_READ_ONLY,
@@ -336,6 +349,44 @@ export function getActName(
 }
 
 /**
+ * Why a full hook name is not among a model's hook points, when a reason other than a misspelling
+ * applies: its layer is out of range, the architecture has no such point (with why), or an option
+ * adds it. Undefined for a name no architecture has (then suggest the closest name).
+ *
+ * @example
+ * ```ts
+ * import { missingHookReason } from "./hook_table.ts";
+ * import { gpt2Config } from "../families/gpt2.ts";
+ * const cfg = gpt2Config({ n_layer: 3, n_head: 4, n_embd: 32, vocab_size: 96, n_positions: 32 });
+ * missingHookReason("blocks.7.attn.hook_pattern", cfg);
+ * // "layer 7 is out of range: the model has 3 layers (0 to 2, or -3 to -1 from the end)"
+ * ```
+ */
+export function missingHookReason(
+  name: string,
+  cfg: HookedTransformerConfig,
+  options: HookOptions = {},
+): string | undefined {
+  const loc = locateHook(name);
+  if (!loc) return undefined;
+  const L = cfg.nLayers;
+  if (loc.layer !== null && loc.layer >= L) {
+    return `layer ${loc.layer} is out of range: the model has ${L} layer${L === 1 ? "" : "s"} ` +
+      `(0 to ${L - 1}, or -${L} to -1 from the end)`;
+  }
+  if (loc.point.present && !loc.point.present(cfg)) {
+    return `"${name}" does not exist in this architecture (${cfg.modelName}): ` +
+      (loc.point.absentWhy ?? "the model has no such point");
+  }
+  if (loc.point.option && !options[loc.point.option]) {
+    return `hook point "${name}" is off: enable it with ${
+      HOOK_OPTION_SETTERS[loc.point.option]
+    } (then run again)`;
+  }
+  return undefined;
+}
+
+/**
  * Throws a {@link HookError} unless the model has `name`: naming the option that adds it when it
  * is off, else the closest real name.
  */
@@ -345,15 +396,9 @@ export function assertHookName(
   cfg?: HookedTransformerConfig,
 ): void {
   if (known.has(name)) return;
-  const loc = locateHook(name);
-  if (
-    loc?.point.option && cfg && (loc.point.present?.(cfg) ?? true) &&
-    (loc.layer === null || loc.layer < cfg.nLayers)
-  ) {
-    throw new HookError(
-      `hook point "${name}" is off: enable it with ${HOOK_OPTION_SETTERS[loc.point.option]}`,
-    );
-  }
+  // The model's hook names already include the points its options switched on.
+  const reason = cfg && missingHookReason(name, cfg, ALL_OPTIONS_OFF);
+  if (reason) throw new HookError(reason);
   const best = closestName(name, known);
   throw new HookError(
     `unknown hook name "${name}"` + (best ? `; did you mean "${best}"?` : "") +

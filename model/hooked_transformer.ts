@@ -16,7 +16,12 @@ import { parseSafetensors } from "../io/safetensors.ts";
 import type { TensorSource } from "../io/tensor_source.ts";
 import { checkFinite } from "../io/check_finite.ts";
 import type { Tokenizer } from "../tokenizer/tokenizer.ts";
-import { ActivationCache } from "./activation_cache.ts";
+import {
+  ActivationCache,
+  type SliceInput,
+  slicePosition,
+  slicePositions,
+} from "./activation_cache.ts";
 import type { HookedTransformerConfig } from "./config.ts";
 import { uploadWeights } from "./device_weights.ts";
 import type { ModelRuntime } from "./forward.ts";
@@ -62,6 +67,7 @@ import {
   type TokenizeOptions,
   tokenPosition,
   type TokenPositionOptions,
+  tokensToResidualDirections,
 } from "./text.ts";
 import type { RunResult, RunWithCacheResult } from "./run_types.ts";
 import type { Tokens, TokenTensor } from "./tokens.ts";
@@ -144,6 +150,12 @@ export interface RunWithCacheOptions extends RunOptions {
   inclBwdCache?: boolean;
   /** What the backward pass differentiates (with `inclBwdCache`; default the loss). */
   metric?: Metric;
+  /**
+   * Cache only these positions (TL's `pos_slice`): a number keeps its position as an axis of
+   * length 1, as TL; a list of positions or a `{ start, stop, step }` range (see
+   * `slicePositions`).
+   */
+  posSlice?: SliceInput;
 }
 
 /** Options of {@link HookedTransformer.runWithHooks}. */
@@ -243,7 +255,7 @@ export function hookRegistryOf(model: HookedTransformer): HookRegistry {
 export class HookedTransformer {
   /** The model's shape and settings, TransformerLens names. */
   readonly cfg: HookedTransformerConfig;
-  /** The text tokenizer, when the model has one (the embedded toy model takes ids only). */
+  /** The text tokenizer, when the model has one (`induction-toy` takes ids only; `kjv-small` reads text). */
   readonly tokenizer: Tokenizer | undefined;
   /** Which processing steps were applied to the weights. */
   readonly processing: Required<ProcessingOptions>;
@@ -357,9 +369,9 @@ export class HookedTransformer {
   }
 
   /**
-   * Loads a model by name (`"gpt2"`, `"gpt2-medium"`, ..., `"induction-toy"`, an `owner/name` hub
-   * id), local directory or URL, and processes its weights as TransformerLens's `from_pretrained`
-   * does (all four steps on by default).
+   * Loads a model by name (`"gpt2"`, `"gpt2-medium"`, ..., an `owner/name` hub id, or one of the
+   * embedded `"induction-toy"` and `"kjv-small"`), local directory or URL, and processes its
+   * weights as TransformerLens's `from_pretrained` does (all four steps on by default).
    */
   static async fromPretrained(
     nameOrPath: string,
@@ -525,7 +537,15 @@ export class HookedTransformer {
     const o: RunWithCacheOptions = opts ?? {};
     checkOptions(
       o,
-      [...RUN_OPTION_KEYS, "namesFilter", "fwdHooks", "removeBatchDim", "inclBwdCache", "metric"],
+      [
+        ...RUN_OPTION_KEYS,
+        "namesFilter",
+        "fwdHooks",
+        "removeBatchDim",
+        "inclBwdCache",
+        "metric",
+        "posSlice",
+      ],
       "runWithCache",
     );
     await Promise.resolve();
@@ -540,7 +560,8 @@ export class HookedTransformer {
         );
       }
       const r = await this.#gradients(input, o, { cacheNames, gradNames: cacheNames });
-      const acts = o.removeBatchDim ? withoutBatchDim(r.cache, r.batch) : r.cache;
+      const sliced = slicePositions(r.cache, o.posSlice, this.cfg);
+      const acts = o.removeBatchDim ? withoutBatchDim(sliced, r.batch) : sliced;
       return {
         logits: r.logits,
         loss: r.loss,
@@ -549,7 +570,12 @@ export class HookedTransformer {
         value: r.value,
       } as RunWithCacheResult<O>;
     }
-    const session = this.#session(o.fwdHooks ?? [], cacheNames);
+    // posSlice applies as each activation is cached, so the other positions are never held.
+    const posSlice = o.posSlice;
+    const cacheAs = posSlice === undefined || posSlice === null
+      ? undefined
+      : (name: string, act: Tensor) => slicePosition(name, act, posSlice, this.cfg);
+    const session = this.#session(o.fwdHooks ?? [], cacheNames, cacheAs);
     const out = await this.#call(input, o, session);
     const acts = o.removeBatchDim ? withoutBatchDim(session.cached, out.batch) : session.cached;
     return {
@@ -676,10 +702,15 @@ export class HookedTransformer {
   }
 
   /** One pass's hooks (registered, then `fwdHooks`), cache names and optional hook points. */
-  #session(fwdHooks: FwdHook[], cacheNames: ReadonlySet<string>): HookSession {
+  #session(
+    fwdHooks: FwdHook[],
+    cacheNames: ReadonlySet<string>,
+    cacheAs?: (name: string, act: Tensor) => Tensor,
+  ): HookSession {
     const hooks = this.#registry.hooksOf("fwd", fwdHooks, this.#hookNames);
     return new HookSession(this.backend, this.#names, hooks, cacheNames, {
       hookOptions: { ...this.#hookOptions },
+      cacheAs,
     });
   }
 
@@ -815,7 +846,9 @@ export class HookedTransformer {
   /**
    * Generates text or tokens after a prompt (TransformerLens's `generate`), with a key/value
    * cache so each new token computes one position. Greedy with `temperature: 0`; `seed` makes
-   * sampling repeatable. The model's hooks apply (see {@link hooks}).
+   * sampling repeatable. The model's hooks apply (see {@link hooks}). Token embeddings
+   * [batch, pos, d_model] (TL's `input_type="embeds"`: W_E rows or any vectors, before position
+   * embeddings) are a prompt too: the result is then the new tokens only, as TL.
    *
    * @example
    * ```ts
@@ -824,9 +857,18 @@ export class HookedTransformer {
    * const out = await model.generate([[2047, 5, 9, 13, 5, 9]], { maxNewTokens: 3, temperature: 0 });
    * out; // [[2047, 5, 9, 13, 5, 9, 13, 5, 9]]: the induction heads continue the pattern
    * ```
+   *
+   * @example Text in, text out (a model with a tokenizer)
+   * ```ts
+   * import { HookedTransformer } from "../mod.ts";
+   * const model = await HookedTransformer.fromPretrained("kjv-small", { threads: 1 });
+   * await model.generate("The LORD is my shepherd", { maxNewTokens: 8, temperature: 0 });
+   * // "The LORD is my shepherd: he is my strength, and my"
+   * await model.generate("The LORD is my shepherd", { maxNewTokens: 8, seed: 1 }); // sampled
+   * ```
    */
   async generate(
-    input: string | string[] | Tokens,
+    input: string | string[] | Tokens | Tensor,
     opts: GenerateOptions = {},
   ): Promise<GenerateResult> {
     using _turn = await exclusiveUse(this.backend);
@@ -986,7 +1028,7 @@ export class HookedTransformer {
    * ```
    */
   get OV(): FactoredMatrix {
-    return new FactoredMatrix(perQueryHead(this._W_V, this.cfg), this.W_O, {
+    return new FactoredMatrix(this.W_V, this.W_O, {
       backend: this.backend,
     });
   }
@@ -995,7 +1037,7 @@ export class HookedTransformer {
    * (TransformerLens's `model.QK`).
    */
   get QK(): FactoredMatrix {
-    return new FactoredMatrix(this.W_Q, transpose(perQueryHead(this._W_K, this.cfg)), {
+    return new FactoredMatrix(this.W_Q, transpose(this.W_K), {
       backend: this.backend,
     });
   }
@@ -1012,19 +1054,47 @@ export class HookedTransformer {
    * `paddingSide: "left"`; runs given text mask the padding themselves.
    *
    * @example
-   * ```ts ignore
-   * model.toTokens("Hello world"); // [[50256, 15496, 995]]
-   * model.toTokens(["Hi", "Hello world"], { paddingSide: "left" }); // [[50256, 50256, 17250], ...]
+   * ```ts
+   * import { HookedTransformer } from "../mod.ts";
+   * const model = await HookedTransformer.fromPretrained("kjv-small", { threads: 1 });
+   * model.toTokens("And God said"); // [[4095, 295, 394, 380]]: BOS, "And", " God", " said"
+   * model.toTokens(["Amen", "And God said"], { paddingSide: "left" }); // [[4095, 4095, 32, 1518], ...]
    * ```
    */
   toTokens(input: string | string[], opts: TokenizeOptions = {}): number[][] {
-    checkOptions(opts, ["prependBos", "paddingSide"], "toTokens");
-    return encodeBatch(this, input, opts).tokens;
+    checkOptions(opts, ["prependBos", "paddingSide", "truncate"], "toTokens");
+    return encodeBatch(this, input, { ...opts, truncate: opts.truncate ?? true }).tokens;
+  }
+
+  /**
+   * The unembedding's column of each token (TransformerLens's `tokens_to_residual_directions`):
+   * [d_model] for one token (an id or a one-token text), [n, d_model] for a list of ids,
+   * [batch, pos, d_model] for rows.
+   *
+   * @example
+   * ```ts
+   * import { HookedTransformer } from "../mod.ts";
+   * const model = await HookedTransformer.fromPretrained("induction-toy", { threads: 1 });
+   * model.tokensToResidualDirections([5, 9]).shape; // [2, d_model]
+   * ```
+   */
+  tokensToResidualDirections(
+    tokens: number | string | number[] | number[][] | TokenTensor,
+  ): Tensor {
+    return tokensToResidualDirections(this, tokens);
   }
 
   /**
    * Each token as its text (TransformerLens's `to_str_tokens`): text is tokenized first; a batch
    * (a list of strings, `number[][]` or a token tensor) gives one list per sequence.
+   *
+   * @example
+   * ```ts
+   * import { HookedTransformer } from "../mod.ts";
+   * const model = await HookedTransformer.fromPretrained("kjv-small", { threads: 1 });
+   * model.toStrTokens("And God said"); // ["<|endoftext|>", "And", " God", " said"]
+   * model.toStrTokens([295, 394, 380]); // ["And", " God", " said"]
+   * ```
    */
   toStrTokens(input: string | number[], opts?: TokenizeOptions): string[];
   /** Each sequence of a batch (strings or token rows) as its tokens' texts. */
@@ -1040,6 +1110,13 @@ export class HookedTransformer {
   /**
    * Token ids -> text (TransformerLens's `to_string`): one string for `number[]`, one per row for
    * a batch; with no argument, the model's name.
+   *
+   * @example
+   * ```ts
+   * import { HookedTransformer } from "../mod.ts";
+   * const model = await HookedTransformer.fromPretrained("kjv-small", { threads: 1 });
+   * model.toString([295, 394, 380]); // "And God said"
+   * ```
    */
   toString(tokens?: number[]): string;
   /** Each row of a batch of token ids as text. */
@@ -1054,8 +1131,10 @@ export class HookedTransformer {
    * InputError naming the pieces otherwise.
    *
    * @example
-   * ```ts ignore
-   * model.toSingleToken(" Mary"); // 5335
+   * ```ts
+   * import { HookedTransformer } from "../mod.ts";
+   * const model = await HookedTransformer.fromPretrained("kjv-small", { threads: 1 });
+   * model.toSingleToken(" Moses"); // 671
    * ```
    */
   toSingleToken(text: string): number {
@@ -1072,8 +1151,10 @@ export class HookedTransformer {
    * sequence of ids), or last with `mode: "last"` (TransformerLens's `get_token_position`).
    *
    * @example
-   * ```ts ignore
-   * model.getTokenPosition(" Mary", "When Mary and John went, John gave it to Mary"); // 2
+   * ```ts
+   * import { HookedTransformer } from "../mod.ts";
+   * const model = await HookedTransformer.fromPretrained("kjv-small", { threads: 1 });
+   * model.getTokenPosition(" Aaron", "And Moses said unto Aaron, Take a censer"); // 5 (BOS is 0)
    * ```
    */
   getTokenPosition(
@@ -1084,22 +1165,4 @@ export class HookedTransformer {
     checkOptions(opts, ["mode", "prependBos", "paddingSide"], "getTokenPosition");
     return tokenPosition(this, token, input, opts);
   }
-}
-
-/**
- * Key or value weights [n_layers, n_key_value_heads, d_model, d_head] repeated per query head
- * (grouped-query attention), so circuits pair each query head with its key/value head.
- */
-function perQueryHead(W: Tensor, cfg: HookedTransformerConfig): Tensor {
-  const { nLayers: L, nHeads: H, nKeyValueHeads: K } = cfg;
-  if (K === H) return W;
-  const size = W.data.length / (L * K);
-  const data = new Float32Array(L * H * size);
-  for (let l = 0; l < L; l++) {
-    for (let h = 0; h < H; h++) {
-      const src = (l * K + Math.floor(h / (H / K))) * size;
-      data.set(W.data.subarray(src, src + size), (l * H + h) * size);
-    }
-  }
-  return { data, shape: [L, H, ...W.shape.slice(2)] };
 }

@@ -5,7 +5,7 @@
  */
 import type { Backend, DeviceArray } from "../backend/backend.ts";
 import { HookError } from "../core/errors.ts";
-import type { Tensor } from "../core/tensor.ts";
+import { type Tensor, tensor } from "../core/tensor.ts";
 import { HOOK_POINTS, hookName, type HookOptions, type HookPoint } from "./hook_table.ts";
 
 /** What a hook function learns about where it is called. */
@@ -89,6 +89,11 @@ export interface HookSessionOptions {
   backward?: boolean;
   /** Keep what the hooks changed at each hook point in {@linkcode HookSession.changes}. */
   trackChanges?: boolean;
+  /**
+   * What the cache keeps of each activation (default: all of it), e.g. some positions only
+   * (`runWithCache`'s `posSlice`), so the rest is not held until the run ends.
+   */
+  cacheAs?: (name: string, act: Tensor) => Tensor;
 }
 
 /** Where an activation sits in the backend: `rows` rows of `cols` floats, `stride` apart. */
@@ -114,6 +119,7 @@ export class HookSession {
   /** Cache-only reads issued and not yet awaited (see {@linkcode HookSession.settled}). */
   #pending: Promise<void>[] = [];
   #failed: unknown = null;
+  readonly #cacheAs: ((name: string, act: Tensor) => Tensor) | undefined;
 
   /**
    * @param backend Where the activations live.
@@ -132,6 +138,7 @@ export class HookSession {
     this.options = opts.hookOptions ?? {};
     this.#backward = !!opts.backward;
     this.#trackChanges = !!opts.trackChanges;
+    this.#cacheAs = opts.cacheAs;
   }
 
   /** Whether anything (a hook or the cache) reads this hook point. */
@@ -171,17 +178,16 @@ export class HookSession {
       // Only the cache reads it: issue the read and go on, so that an asynchronous device runs
       // the rest of the pass meanwhile (one wait for all of them, in settled()). The entry is
       // placed now to keep the cache in visiting order.
-      const act: Tensor = { data: new Float32Array(0), shape };
-      this.cached.set(name, act);
+      this.cached.set(name, tensor(new Float32Array(0), [0]));
       this.#pending.push(
-        this.backend.readRows(x, rows, cols, stride).then(
-          (data) => void (act.data = data),
-          (e) => void (this.#failed ??= e),
-        ),
+        this.backend.readRows(x, rows, cols, stride).then((data) => {
+          const act = tensor(data, shape);
+          this.cached.set(name, this.#cacheAs ? this.#cacheAs(name, act) : act);
+        }).catch((e) => void (this.#failed ??= e)),
       );
       return false;
     }
-    let act: Tensor = { data: await this.backend.readRows(x, rows, cols, stride), shape };
+    let act: Tensor = tensor(await this.backend.readRows(x, rows, cols, stride), shape);
     const fns = this.hooks.get(name);
     if (fns) {
       const readOnly = point.readOnly && !this.#backward;
@@ -211,7 +217,9 @@ export class HookSession {
         if (mask && this.#trackChanges) this.changes.set(name, { value: act, mask });
       }
     }
-    if (this.cacheNames.has(name)) this.cached.set(name, act);
+    if (this.cacheNames.has(name)) {
+      this.cached.set(name, this.#cacheAs ? this.#cacheAs(name, act) : act);
+    }
     return fns !== undefined;
   }
 

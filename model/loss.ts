@@ -62,7 +62,10 @@ export function nextTokenRows(
   const rows: number[] = [], targets: number[] = [];
   for (let b = 0; b < batch; b++) {
     const first = Math.max(from, padding?.first[b] ?? 0), end = padding?.end[b] ?? T;
+    const holes = padding?.holes;
     for (let t = first; t + 1 < end; t++) {
+      // TL's next_token_mask: the mask at t and at t + 1 (a hole on either side drops it).
+      if (holes && (holes[b * T + t] || holes[b * T + t + 1])) continue;
       rows.push(b * T + t);
       targets.push(tokens[b * T + t + 1]);
     }

@@ -3,20 +3,45 @@
  * so, and TransformerLens's position ids (left padding shifts them so that the first real token
  * has position 0).
  *
- * A sequence's real tokens are one contiguous run `[first, end)`: left padding puts pads before
- * it, right padding after it. Attention never reads a key before `first` (the kernels' `kStart`);
- * keys after `end` come after every real query, so causality already hides them from real
- * positions.
+ * A sequence's real tokens lie in one run `[first, end)`: left padding puts pads before it, right
+ * padding after it, and masked positions inside it are holes. Attention never reads a key before
+ * `first` (the kernels' `kStart`); keys after `end` come after every real query, so causality
+ * already hides them from real positions; a hole's key is masked in the scores (-inf), as
+ * TransformerLens masks every 0 of the attention mask.
  * @module
  */
 import { InputError } from "../core/errors.ts";
 
-/** Where each sequence's real tokens are: positions `[first[b], end[b])`. */
+/**
+ * Where each sequence's real tokens are: positions `[first[b], end[b])`, less the `holes` inside
+ * that run (masked positions between real tokens).
+ */
 export interface Padding {
   /** First real position of each sequence (the number of left pads). */
   first: Int32Array;
   /** One past the last real position of each sequence. */
   end: Int32Array;
+  /**
+   * [batch * T]: 1 at a masked position between real tokens (a 0 of the attention mask inside
+   * `[first, end)`), else 0. Absent when there is none. A hole is never a key (as if the token
+   * were removed), gets no position embedding, and does not advance the positions after it.
+   */
+  holes?: Uint8Array;
+}
+
+/**
+ * Whether position t of sequence b is masked (a pad outside the real run, or a hole in it).
+ *
+ * @example
+ * ```ts
+ * import { isMasked } from "./padding.ts";
+ * const p = { first: Int32Array.of(1), end: Int32Array.of(4), holes: Uint8Array.of(0, 0, 1, 0) };
+ * [0, 1, 2, 3].map((t) => isMasked(p, 0, t, 4)); // [true, false, true, false]
+ * ```
+ */
+export function isMasked(p: Padding | undefined, b: number, t: number, T: number): boolean {
+  if (!p) return false;
+  return t < p.first[b] || t >= p.end[b] || (p.holes !== undefined && p.holes[b * T + t] === 1);
 }
 
 /** An attention mask: `[batch, pos]` of 0 (padding) and 1 (real token). */
@@ -26,15 +51,18 @@ export type AttentionMask = number[][] | { data: ArrayLike<number>; shape: numbe
 export type PaddingSide = "left" | "right";
 
 /**
- * The real-token runs of an attention mask. Each row must be zeros, then ones, then zeros (left
- * or right padding, or both); any other mask is an {@link InputError}, as is a row with no 1.
+ * The padding an attention mask describes: per row, the run from its first to its last 1, and
+ * the 0s inside that run as `holes` (TransformerLens's masks with zeros between real tokens: a
+ * zero column is as if that token were removed). Values other than 0 and 1, a wrong shape, and a
+ * row with no 1 are {@link InputError}s.
  *
  * @example
  * ```ts
  * import { paddingFromMask } from "./padding.ts";
- * const p = paddingFromMask([[0, 0, 1, 1], [1, 1, 1, 0]], 2, 4);
+ * const p = paddingFromMask([[0, 0, 1, 1], [1, 0, 1, 0]], 2, 4);
  * p.first; // Int32Array [2, 0]
  * p.end; // Int32Array [4, 3]
+ * p.holes; // Uint8Array [0, 0, 0, 0, 0, 1, 0, 0]: row 1's position 1
  * ```
  */
 export function paddingFromMask(mask: AttentionMask, batch: number, T: number): Padding {
@@ -58,31 +86,29 @@ export function paddingFromMask(mask: AttentionMask, batch: number, T: number): 
     throw new InputError("attentionMask must be number[][] or { data, shape: [batch, pos] }");
   }
   const first = new Int32Array(batch), end = new Int32Array(batch);
+  let holes: Uint8Array | undefined;
   for (let b = 0; b < batch; b++) {
-    let t = 0;
-    const bit = (t: number) => {
+    let lo = -1, hi = -1;
+    for (let t = 0; t < T; t++) {
       const v = at(b, t);
       if (v !== 0 && v !== 1) {
         throw new InputError(`attentionMask[${b}][${t}] is ${v}: the mask holds 0 and 1 only`);
       }
-      return v;
-    };
-    while (t < T && bit(t) === 0) t++;
-    first[b] = t;
-    while (t < T && bit(t) === 1) t++;
-    end[b] = t;
-    while (t < T && bit(t) === 0) t++;
-    if (first[b] === end[b]) {
+      if (v === 1) {
+        if (lo < 0) lo = t;
+        hi = t;
+      }
+    }
+    if (lo < 0) {
       throw new InputError(`attentionMask row ${b} has no 1: every sequence needs a real token`);
     }
-    if (t < T) {
-      throw new InputError(
-        `attentionMask row ${b} has a 0 between real tokens: only left or right padding is ` +
-          `supported (each row: zeros, then ones, then zeros)`,
-      );
+    first[b] = lo;
+    end[b] = hi + 1;
+    for (let t = lo + 1; t < hi; t++) {
+      if (at(b, t) === 0) (holes ??= new Uint8Array(batch * T))[b * T + t] = 1;
     }
   }
-  return { first, end };
+  return holes ? { first, end, holes } : { first, end };
 }
 
 /**
@@ -95,20 +121,23 @@ export function paddingFromMask(mask: AttentionMask, batch: number, T: number): 
  * ```
  */
 export function isUnpadded(p: Padding, T: number): boolean {
-  return p.first.every((f) => f === 0) && p.end.every((e) => e === T);
+  return !p.holes && p.first.every((f) => f === 0) && p.end.every((e) => e === T);
 }
 
 /**
  * TransformerLens's position id of each computed row (`get_offset_position_ids`: the cumulative
- * sum of the mask minus one, clipped at 0): `t - first` at real positions, 0 before the first real
- * token, `end - 1 - first` after the last. Sequence b computes positions `[qStart[b], T)`; rows
- * follow one another as the forward plan stores them.
+ * sum of the mask minus one, clipped at 0): `t - first` at real positions of a run without holes,
+ * 0 before the first real token, the last real token's id after it and at a hole (a hole does not
+ * advance the count, so the tokens after it are numbered as if it were removed). Sequence b
+ * computes positions `[qStart[b], T)`; rows follow one another as the forward plan stores them.
  *
  * @example
  * ```ts
  * import { positionIds } from "./padding.ts";
  * const padding = { first: Int32Array.of(2), end: Int32Array.of(5) };
  * positionIds(1, 5, undefined, padding); // Int32Array [0, 0, 0, 1, 2]
+ * const holes = { first: Int32Array.of(0), end: Int32Array.of(4), holes: Uint8Array.of(0, 1, 0, 0) };
+ * positionIds(1, 4, undefined, holes); // Int32Array [0, 0, 1, 2]
  * ```
  */
 export function positionIds(
@@ -122,9 +151,11 @@ export function positionIds(
   const ids = new Int32Array(rows);
   let r = 0;
   for (let b = 0; b < batch; b++) {
-    const first = padding?.first[b] ?? 0, end = padding?.end[b] ?? T;
-    for (let t = qStart?.[b] ?? 0; t < T; t++) {
-      ids[r++] = t < first ? 0 : Math.min(t, end - 1) - first;
+    let real = 0; // the mask's cumulative sum up to t
+    const from = qStart?.[b] ?? 0;
+    for (let t = 0; t < T; t++) {
+      if (!isMasked(padding, b, t, T)) real++;
+      if (t >= from) ids[r++] = Math.max(real - 1, 0);
     }
   }
   return ids;

@@ -6,7 +6,7 @@
  * @module
  */
 import { InputError } from "../core/errors.ts";
-import type { Tensor } from "../core/tensor.ts";
+import { type Tensor, tensor } from "../core/tensor.ts";
 import { forward, type ForwardPlan, type ModelRuntime } from "./forward.ts";
 import type { HookSession } from "./hooks.ts";
 import { NextTokenLoss } from "./loss.ts";
@@ -17,7 +17,7 @@ import {
   paddingFromMask,
   type PaddingSide,
 } from "./padding.ts";
-import { encodeBatch, type TextModel } from "./text.ts";
+import { encodeBatch, getAttentionMask, type TextModel } from "./text.ts";
 import { type Tokens, type TokenTensor, toTokenTensor } from "./tokens.ts";
 
 /**
@@ -57,7 +57,11 @@ export interface RunOptions {
    * loss skips pads. Text input is masked automatically.
    */
   attentionMask?: AttentionMask;
-  /** Text input: which side gets the pad tokens (default `"right"`). */
+  /**
+   * Which side holds the pad tokens (default `"right"`). Text input is padded on this side; token
+   * ids given with it are masked where their pad tokens are (TL's `get_attention_mask`: leading
+   * pads with `"left"`, trailing pads with `"right"`; the model's pad token is EOS, else BOS).
+   */
   paddingSide?: PaddingSide;
   /** Text input: put the BOS token first (default: the model's `defaultPrependBos`). */
   prependBos?: boolean;
@@ -227,6 +231,22 @@ export function prepareRun(model: TextModel, input: ModelInput, opts: RunOptions
   }
   const [batch, T] = residual ? residual.shape : tokens!.shape;
   if (opts.attentionMask !== undefined) padding = paddingFromMask(opts.attentionMask, batch, T);
+  else if (tokens && opts.paddingSide !== undefined && !isText(input)) {
+    // Token ids said to be padded: the mask comes from their pad tokens, as TL's
+    // utils.get_attention_mask (an InputError where the model has no pad token).
+    const mask = getAttentionMask(
+      model,
+      tokens,
+      opts.prependBos ?? cfg.defaultPrependBos,
+      opts.paddingSide,
+    );
+    padding = paddingFromMask(mask, batch, T);
+  } else if (opts.paddingSide !== undefined && !tokens) {
+    throw new InputError(
+      "paddingSide on a residual-stream input cannot find the padding (there are no tokens): " +
+        "pass attentionMask, or the tokens option",
+    );
+  }
   if (padding && isUnpadded(padding, T)) padding = undefined;
   return {
     batch,
@@ -311,7 +331,7 @@ export async function executeRun(
   }
   const { resid } = await forward(m, plan, session);
   return {
-    logits: logits && { data: logits, shape: [batch, T, V] },
+    logits: logits && tensor(logits, [batch, T, V]),
     loss: loss && (p.lossPerToken ? loss.perToken() : loss.mean()),
     residual: resid,
   };

@@ -6,6 +6,7 @@
  * @module
  */
 import { InputError } from "../core/errors.ts";
+import { type Tensor, tensor } from "../core/tensor.ts";
 import type { Tokenizer } from "../tokenizer/tokenizer.ts";
 import type { HookedTransformerConfig } from "./config.ts";
 import { type Padding, type PaddingSide, padSequences } from "./padding.ts";
@@ -17,6 +18,12 @@ export interface TokenizeOptions {
   prependBos?: boolean;
   /** Where pad tokens go when strings of different lengths are batched (default `"right"`). */
   paddingSide?: PaddingSide;
+  /**
+   * `toTokens` only: keep at most the model's n_ctx tokens of each text, BOS included, dropping
+   * the rest (default true, as TL's `to_tokens(truncate=True)`); false keeps every token (a run
+   * of more than n_ctx positions is then an InputError).
+   */
+  truncate?: boolean;
 }
 
 /** The model's tokenizer and config, which every helper here reads. */
@@ -113,7 +120,11 @@ export function encodeBatch(
   if (!Array.isArray(texts) || texts.length === 0) {
     throw new InputError("expected a string or a non-empty list of strings");
   }
-  const seqs = texts.map((t) => encodeText(model, t, opts));
+  if (opts.truncate !== undefined && typeof opts.truncate !== "boolean") {
+    throw new InputError(`truncate must be true or false, got ${JSON.stringify(opts.truncate)}`);
+  }
+  const all = texts.map((t) => encodeText(model, t, opts));
+  const seqs = opts.truncate ? all.map((s) => s.slice(0, model.cfg.nCtx)) : all;
   const padId = model.cfg.eosTokenId ?? model.cfg.bosTokenId;
   return padSequences(seqs, padId, opts.paddingSide ?? "right");
 }
@@ -145,8 +156,11 @@ export function tokenRows(input: number[] | number[][] | TokenTensor): number[][
  * strings, `number[][]` or a token tensor) gives one list per sequence.
  *
  * @example
- * ```ts ignore
- * strTokens(model, "Hello world"); // ["<|endoftext|>", "Hello", " world"]
+ * ```ts
+ * import { HookedTransformer } from "../mod.ts";
+ * import { strTokens } from "./text.ts";
+ * const model = await HookedTransformer.fromPretrained("kjv-small", { threads: 1 });
+ * strTokens(model, "And God said"); // ["<|endoftext|>", "And", " God", " said"]
  * ```
  */
 export function strTokens(
@@ -168,8 +182,11 @@ export function strTokens(
  * Token ids as text (TL's `to_string`): one string for one row of ids, one per row for a batch.
  *
  * @example
- * ```ts ignore
- * decodeTokens(model, [[15496, 995]]); // ["Hello world"]
+ * ```ts
+ * import { HookedTransformer } from "../mod.ts";
+ * import { decodeTokens } from "./text.ts";
+ * const model = await HookedTransformer.fromPretrained("kjv-small", { threads: 1 });
+ * decodeTokens(model, [[295, 394, 380]]); // ["And God said"]
  * ```
  */
 export function decodeTokens(
@@ -190,8 +207,11 @@ function isOneRow(input: unknown): boolean {
  * The id of a text that is exactly one token (TL's `to_single_token`), else an InputError.
  *
  * @example
- * ```ts ignore
- * singleToken(model, " Mary"); // 5335 with GPT-2's tokenizer
+ * ```ts
+ * import { HookedTransformer } from "../mod.ts";
+ * import { singleToken } from "./text.ts";
+ * const model = await HookedTransformer.fromPretrained("kjv-small", { threads: 1 });
+ * singleToken(model, " Moses"); // 671 with kjv-small's tokenizer
  * ```
  */
 export function singleToken(model: TextModel, text: string): number {
@@ -242,4 +262,108 @@ export function tokenPosition(
   const at = mode === "first" ? row.indexOf(id) : row.lastIndexOf(id);
   if (at < 0) throw new InputError(`token ${id} does not occur in the sequence`);
   return at;
+}
+
+/** What {@link getAttentionMask} reads of a model: its special tokens (a `HookedTransformer`). */
+export interface PadModel {
+  /** The config's BOS and EOS ids (the pad token is EOS, else BOS) and whether BOS is prepended. */
+  cfg: Pick<HookedTransformerConfig, "bosTokenId" | "eosTokenId" | "defaultPrependBos">;
+}
+
+/**
+ * The attention mask TransformerLens derives from pad tokens (`utils.get_attention_mask`), as
+ * `number[][]` of 0 (padding) and 1 (real token). The pad token is the one `toTokens` pads with
+ * (the model's EOS, else BOS: every model has one, with or without a tokenizer, so the mask is
+ * always derived from the ids and never assumed all ones). With `paddingSide: "right"` (the
+ * default, as TL's tokenizer) the pads after a row's last non-pad token are masked; with `"left"`
+ * the pads before its first non-pad token, except that when BOS is prepended and BOS is the pad token (GPT-2, Pythia) the
+ * last of those leading pads is the BOS and stays unmasked. Pad ids between real tokens are
+ * never masked (as TL). A row of pads only is left to the run, which refuses it (an
+ * {@link InputError}: every sequence needs a real token).
+ *
+ * @example
+ * ```ts
+ * import { getAttentionMask } from "./text.ts";
+ * // GPT-2: pad = BOS = EOS = 50256; the BOS of the shorter row is kept.
+ * const gpt2 = { cfg: { bosTokenId: 50256, eosTokenId: 50256, defaultPrependBos: true } };
+ * getAttentionMask(gpt2, [[50256, 50256, 17250], [50256, 15496, 995]], true, "left");
+ * // [[0, 1, 1], [1, 1, 1]]
+ * getAttentionMask(gpt2, [[50256, 17250, 50256]], true, "right"); // [[1, 1, 0]]
+ * ```
+ */
+export function getAttentionMask(
+  model: PadModel,
+  tokens: number[] | number[][] | TokenTensor,
+  prependBos: boolean = model.cfg.defaultPrependBos,
+  paddingSide: PaddingSide = "right",
+): number[][] {
+  if (paddingSide !== "left" && paddingSide !== "right") {
+    throw new InputError(
+      `paddingSide must be "left" or "right", got ${JSON.stringify(paddingSide)}`,
+    );
+  }
+  if (typeof prependBos !== "boolean") {
+    throw new InputError(`prependBos must be true or false, got ${JSON.stringify(prependBos)}`);
+  }
+  const pad = model.cfg.eosTokenId ?? model.cfg.bosTokenId;
+  return tokenRows(tokens).map((row) => {
+    const mask = row.map(() => 1);
+    if (paddingSide === "right") {
+      for (let t = row.length - 1; t >= 0 && row[t] === pad; t--) mask[t] = 0;
+    } else {
+      let t = 0;
+      for (; t < row.length && row[t] === pad; t++) mask[t] = 0;
+      if (prependBos && model.cfg.bosTokenId === pad && t > 0) mask[t - 1] = 1;
+    }
+    return mask;
+  });
+}
+
+/**
+ * The unembedding's column of each token: the residual direction that raises its logit
+ * (TransformerLens's `tokens_to_residual_directions`). One token (an id, or text that is one
+ * token) gives [d_model]; a list of ids [n, d_model]; a batch of rows [batch, pos, d_model].
+ *
+ * @example
+ * ```ts
+ * import { HookedTransformer } from "../mod.ts";
+ * import { tokensToResidualDirections } from "./text.ts";
+ * const model = await HookedTransformer.fromPretrained("induction-toy", { threads: 1 });
+ * tokensToResidualDirections(model, 5).shape; // [d_model]
+ * tokensToResidualDirections(model, [[5, 9], [7, 7]]).shape; // [2, 2, d_model]
+ * ```
+ */
+export function tokensToResidualDirections(
+  model: TextModel & { readonly W_U: Tensor },
+  tokens: number | string | number[] | number[][] | TokenTensor,
+): Tensor {
+  const W_U = model.W_U;
+  const [d, V] = W_U.shape;
+  let ids: ArrayLike<number>, lead: number[];
+  if (typeof tokens === "string") [ids, lead] = [[singleToken(model, tokens)], []];
+  else if (typeof tokens === "number") [ids, lead] = [[tokens], []];
+  else if (Array.isArray(tokens) && tokens.every((r) => Array.isArray(r))) {
+    const rows = tokens as number[][];
+    if (rows.some((r) => r.length !== rows[0].length)) {
+      throw new InputError("tokensToResidualDirections: rows of different lengths");
+    }
+    [ids, lead] = [rows.flat(), rows.length ? [rows.length, rows[0].length] : [0, 0]];
+  } else if (Array.isArray(tokens)) [ids, lead] = [tokens as number[], [tokens.length]];
+  else if (tokens && tokens.data instanceof Int32Array && Array.isArray(tokens.shape)) {
+    [ids, lead] = [tokens.data, tokens.data.length === 1 ? [] : [...tokens.shape]];
+  } else {
+    throw new InputError(
+      "tokensToResidualDirections takes a token id, a one-token text, number[], number[][] or " +
+        "{ data: Int32Array, shape }",
+    );
+  }
+  const out = new Float32Array(ids.length * d);
+  for (let i = 0; i < ids.length; i++) {
+    const t = ids[i];
+    if (!Number.isInteger(t) || t < 0 || t >= V) {
+      throw new InputError(`tokensToResidualDirections: token ${t} is outside [0, ${V})`);
+    }
+    for (let k = 0; k < d; k++) out[i * d + k] = W_U.data[k * V + t];
+  }
+  return tensor(out, [...lead, d]);
 }

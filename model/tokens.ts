@@ -110,6 +110,16 @@ function fromTensor(tokens: unknown, cfg: TokenConfig): Checked {
     throw new InputError(`tokens must be ${FORMS}; got ${describe(tokens)}${hint}`);
   }
   const { data, shape } = tokens as { data: unknown; shape: unknown };
+  if (
+    (data instanceof Float32Array || data instanceof Float64Array) && Array.isArray(shape) &&
+    shape.length === 3
+  ) {
+    throw new InputError(
+      `a ${data.constructor.name} of shape [${shape}] holds vectors (embeddings or a residual ` +
+        `stream), not token ids: run from a residual stream with startAtLayer, generate from ` +
+        `embeddings with inputType: "embeds"; token ids are an Int32Array [batch, pos]`,
+    );
+  }
   if (!(data instanceof Int32Array)) {
     throw new InputError(
       `token tensor data must be an Int32Array, got ${describe(data)}; convert it with ` +

@@ -128,6 +128,17 @@ export function watchPage(page: Page): PageRecord {
   page.on("console", (m) => {
     if (m.type() === "error" || m.type() === "assert") record.errors.push(`console: ${m.text()}`);
   });
+  // Dedicated workers' console errors and uncaught exceptions count too.
+  page.on("workercreated", (worker) => {
+    worker.on("console", (m) => {
+      if (m.type() === "error" || m.type() === "assert") {
+        record.errors.push(`worker ${worker.url()} console: ${m.text()}`);
+      }
+    });
+    worker.on("error", (e) => {
+      record.errors.push(`worker ${worker.url()} exception: ${e.stack ?? e.message}`);
+    });
+  });
   page.on("pageerror", (e) => {
     record.errors.push(`exception: ${e instanceof Error ? e.stack ?? e.message : String(e)}`);
   });

@@ -130,6 +130,35 @@ Deno.test("experiments: the toy run finds the model card's circuit and writes bo
   }
 });
 
+Deno.test("experiments: --model kjv-small runs the study on the embedded text model", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "experiments-kjv-" });
+  try {
+    const out = `${dir}/run`;
+    const r = await runCli([
+      "--model",
+      "kjv-small",
+      "--seq-len",
+      "10",
+      "--batch",
+      "2",
+      "--out",
+      out,
+    ]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stderr, /^model: kjv-small — chosen with --model$/m);
+    const results = parseResults(JSON.parse(await Deno.readTextFile(`${out}/results.json`)));
+    assert.equal(results.model.name, "kjv-small");
+    assert.equal(results.model.source, "embedded kjv-small");
+    assert.deepEqual(results.tokens.shape, [2, 21]);
+    // Its model card: no induction heads, so the repeat is not predicted (accuracy 0 and 0 on
+    // the card's 30 x 50 batch; on 2 x 10 a lucky hit or two at most).
+    assert.ok(results.logProbs.accuracySecond < 0.2, `${results.logProbs.accuracySecond}`);
+    assert.ok(results.headScores.topInduction[0].score < 0.2);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("experiments: bad flags exit with 2 and say what is wrong", async () => {
   const cases: [string[], RegExp][] = [
     [["--seq-len", "abc"], /--seq-len takes a whole number/],

@@ -16,7 +16,7 @@ import {
   RESULTS_SCHEMA_VERSION,
   STUDY_REFERENCE,
 } from "../experiments/report/schema.ts";
-import { UPLOT_JS, UPLOT_JS_SHA256 } from "../experiments/report/generated/uplot_bundle.ts";
+import { UPLOT_CSS, UPLOT_JS, UPLOT_VERSION } from "../experiments/report/uplot.ts";
 import { launchChromium, skipWithoutChromium, watchPage } from "./browser.ts";
 
 const ARTIFACTS = new URL("../out/test-artifacts/", import.meta.url);
@@ -204,19 +204,17 @@ export function sampleResults(): ExperimentResults {
   };
 }
 
-Deno.test("report: the inlined uPlot is the pinned file (hash recorded by vendor_uplot.ts)", async () => {
+/** sha256 of npm `uplot@1.6.32`'s `dist/uPlot.iife.min.js`, recorded from the published package. */
+const UPLOT_1_6_32_JS_SHA256 = "19c8d4c6ad88929a79f4ae49d6f7161566dfd0ba3d15cc495e974f787eb78f1f";
+
+Deno.test("report: inlines the pinned uPlot package's script and stylesheet, read when it renders", async () => {
   const digest = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(UPLOT_JS));
   const hex = Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, "0")).join("");
-  assert.equal(hex, UPLOT_JS_SHA256);
-});
-
-Deno.test("report: the committed uPlot bundle is what experiments/vendor_uplot.ts generates", async () => {
-  const { BUNDLE_URL, generateUplotBundle } = await import("../experiments/vendor_uplot.ts");
-  assert.equal(
-    await Deno.readTextFile(BUNDLE_URL),
-    await generateUplotBundle(),
-    "experiments/report/generated/uplot_bundle.ts is stale: run deno run -RW experiments/vendor_uplot.ts",
-  );
+  assert.equal(UPLOT_VERSION, "1.6.32");
+  assert.equal(hex, UPLOT_1_6_32_JS_SHA256, "uPlot's script is the published 1.6.32 file");
+  const html = renderReport(sampleResults());
+  assert.ok(html.includes(UPLOT_JS), "the report inlines uPlot's script as it is");
+  assert.ok(html.includes(UPLOT_CSS), "the report inlines uPlot's stylesheet as it is");
 });
 
 Deno.test("report: self-contained HTML, results round-trip through JSON and parseResults", () => {

@@ -95,6 +95,22 @@ Deno.test("induction-toy needs no permission beyond reading its own two files", 
   assert.equal(res.stdout.trim(), "embedded induction-toy 3563328 2048");
 });
 
+Deno.test("kjv-small: embedded with its tokenizer, reading nothing but its own folder", async () => {
+  const dir = EMBEDDED_DIR.replace(/induction-toy\/$/, "kjv-small/");
+  const script = `
+    import { resolveModel } from ${
+    JSON.stringify(new URL("../io/resolve.ts", import.meta.url).href)
+  };
+    const m = await resolveModel("kjv-small");
+    console.log(m.source, m.weightBytes[0].length, JSON.stringify(m.tokenizer.encode(" unto")));
+  `;
+  const res = await runScript(script, [`--allow-read=${dir}`]);
+  assert.equal(res.code, 0, res.stderr);
+  const size = (await Deno.stat(`${dir}model.safetensors`)).size;
+  // " unto" is id 317 in kjv-small's tokenizer.json (reference.json's ids for "said unto").
+  assert.equal(res.stdout.trim(), `embedded kjv-small ${size} [317]`);
+});
+
 Deno.test("induction-toy works when the library is imported by http URL", async () => {
   const site = serveFolder(REPO_ROOT.replace(/\/$/, ""));
   const denoDir = await Deno.makeTempDir({ prefix: "resolve_test_deno_dir_" });

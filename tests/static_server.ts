@@ -4,9 +4,9 @@
  * remote `deno` importer needs (`.ts` as `application/typescript`, `.wasm` as `application/wasm`,
  * ...). Paths outside the root, dot files and folders are refused. Every request is logged.
  *
- * Run it by hand to try the browser example:
- * `deno run --allow-net=127.0.0.1 --allow-read tests/static_server.ts [port]`, then open
- * `http://127.0.0.1:PORT/examples/browser/index.html`.
+ * Run it by hand to serve the repository:
+ * `deno run --allow-net=127.0.0.1 --allow-read tests/static_server.ts [port]` (the browser example
+ * is served, built and cross-origin isolated, by `deno task serve:browser`).
  * @module
  */
 import { fromFileUrl } from "./path.ts";
@@ -130,5 +130,4 @@ if (import.meta.main) {
   const port = Deno.args[0] ? Number(Deno.args[0]) : 0;
   const server = await startStaticServer({ port });
   console.log(`serving ${REPO_ROOT} at ${server.origin}/`);
-  console.log(`browser example: ${server.origin}/examples/browser/index.html`);
 }

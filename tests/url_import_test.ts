@@ -3,15 +3,23 @@
  * `deno` process (own empty module cache, no config file) runs a script that imports `mod.ts` by
  * its http URL with network access to that host only (no read, write or env), loads the toy
  * model by URL and by its embedded name, computes head scores on a fixed seeded batch of repeated
- * tokens and prints them as JSON. They must equal the same computation done here, locally.
+ * tokens and prints them as JSON. They must equal the same computation done here, locally. The
+ * same child loads the embedded text model `kjv-small` (weights and tokenizer fetched next to the
+ * modules) and runs a text prompt: its tokens, its greedy continuation and its logits, which must
+ * match the local run and the model's float64 reference.
  */
 import assert from "node:assert/strict";
 import { generateRepeatedTokens, headScores, HookedTransformer } from "../mod.ts";
 import { startStaticServer } from "./static_server.ts";
+import { fixturePath } from "./fixtures.ts";
 
 const SEQ_LEN = 20;
 const BATCH = 8;
 const SEED = 1234;
+/** kjv-small's reference prompts (tests/fixtures/kjv-small/reference.json). */
+const KJV_REF = JSON.parse(Deno.readTextFileSync(fixturePath("kjv-small/reference.json")));
+const KJV_PROMPT: string = KJV_REF.prompts[1];
+const KJV_NEW_TOKENS = 8;
 
 function childScript(origin: string): string {
   return `import { generateRepeatedTokens, headScores, HookedTransformer } from "${origin}/mod.ts";
@@ -21,11 +29,21 @@ const tokens = generateRepeatedTokens(byUrl, ${SEQ_LEN}, ${BATCH}, { seed: ${SEE
 const scores = await headScores(byUrl, tokens, ${SEQ_LEN});
 const embedded = await HookedTransformer.fromPretrained("induction-toy");
 const embeddedScores = await headScores(embedded, tokens, ${SEQ_LEN});
+const kjv = await HookedTransformer.fromPretrained("kjv-small");
+const prompt = ${JSON.stringify(KJV_PROMPT)};
+const logits = await kjv.run(prompt);
+const [, T, V] = logits.shape;
+const text = {
+  strTokens: kjv.toStrTokens(prompt),
+  lastLogits: Array.from(logits.data.subarray((T - 1) * V)),
+  generated: await kjv.generate(prompt, { maxNewTokens: ${KJV_NEW_TOKENS}, temperature: 0 }),
+};
 const state = (d) => Deno.permissions.querySync(d).state;
 console.log(JSON.stringify({
   tokens: Array.from(tokens.data),
   scores,
   embeddedScores,
+  text,
   permissions: {
     read: state({ name: "read" }),
     write: state({ name: "write" }),
@@ -107,6 +125,9 @@ Deno.test({
           "/backend/wasm/kernels.ts",
           "/weights/induction-toy/config.json",
           "/weights/induction-toy/model.safetensors",
+          "/weights/kjv-small/config.json",
+          "/weights/kjv-small/model.safetensors",
+          "/weights/kjv-small/tokenizer.json",
         ]
       ) {
         assert.ok(paths.has(p), `the child fetched ${p} from the server`);
@@ -135,6 +156,34 @@ Deno.test({
       assert.deepEqual(remote.scores, JSON.parse(JSON.stringify(local)), "scores by URL");
       assert.deepEqual(remote.embeddedScores, remote.scores, "embedded name = URL of its folder");
       assert.ok(local.induction[1][2] > 0.5, "layer 1 head 2 is the toy's induction head");
+
+      // The text model by URL: the same tokens, continuation and logits as here, and logits
+      // within 1e-4 of the float64 reference (after centring: the run is processed, and
+      // centerUnembed shifts each position's logits by a constant).
+      const kjv = await HookedTransformer.fromPretrained("kjv-small");
+      const localLogits = await kjv.run(KJV_PROMPT);
+      const [, T, V] = localLogits.shape;
+      assert.deepEqual(remote.text.strTokens, kjv.toStrTokens(KJV_PROMPT));
+      assert.equal(remote.text.strTokens[0], "<|endoftext|>");
+      assert.deepEqual(
+        remote.text.lastLogits,
+        Array.from(localLogits.data.subarray((T - 1) * V)),
+        "logits by URL",
+      );
+      const generated = await kjv.generate(KJV_PROMPT, {
+        maxNewTokens: KJV_NEW_TOKENS,
+        temperature: 0,
+      });
+      assert.equal(remote.text.generated, generated);
+      assert.ok(generated.length > KJV_PROMPT.length, "new text was generated");
+      const mean = (v: number[]) => v.reduce((a, b) => a + b, 0) / v.length;
+      const want: number[] = KJV_REF.logits_last[1];
+      const [mg, mw] = [mean(remote.text.lastLogits), mean(want)];
+      const err = Math.max(
+        ...want.map((w, i) => Math.abs(remote.text.lastLogits[i] - mg - (w - mw))),
+      );
+      assert.ok(err < 1e-4, `kjv-small by URL: max centred logit error ${err}`);
+      kjv.dispose();
     } finally {
       await server.close();
       await Deno.remove(dir, { recursive: true });

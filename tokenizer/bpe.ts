@@ -127,7 +127,10 @@ export class BpeTokenizer implements Tokenizer {
     for (const t of added) this.#addedById.set(t.id, t);
     this.#rawAdded = new AddedTokenMatcher(added.filter((t) => !(t.normalized ?? !t.special)));
     this.#normalizedAdded = new AddedTokenMatcher(added.filter((t) => t.normalized ?? !t.special));
-    this.vocabSize = Math.max(this.#model.tokens.length, ...added.map((t) => t.id + 1));
+    // A loop, not Math.max(...spread): a file may list hundreds of thousands of added tokens.
+    let size = this.#model.tokens.length;
+    for (const t of added) if (t.id + 1 > size) size = t.id + 1;
+    this.vocabSize = size;
   }
 
   /**
@@ -135,10 +138,13 @@ export class BpeTokenizer implements Tokenizer {
    * model type, or a component this library does not implement (naming it).
    *
    * @example
-   * ```ts ignore
+   * ```ts
    * import { BpeTokenizer } from "./bpe.ts";
-   * const tok = BpeTokenizer.fromTokenizerJson(await Deno.readTextFile("gpt2/tokenizer.json"));
-   * tok.encode("Hello world"); // [15496, 995]
+   * // The embedded kjv-small's tokenizer (any model folder's tokenizer.json reads the same way).
+   * const file = new URL("../weights/kjv-small/tokenizer.json", import.meta.url);
+   * const tok = BpeTokenizer.fromTokenizerJson(await Deno.readTextFile(file));
+   * tok.encode("And God said"); // [295, 394, 380]
+   * tok.decode([295, 394, 380]); // "And God said"
    * ```
    */
   static fromTokenizerJson(text: string): BpeTokenizer {

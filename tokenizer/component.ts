@@ -6,6 +6,12 @@
  */
 import { ConfigError } from "../core/errors.ts";
 
+/**
+ * How deep `Sequence` components may nest (real files nest one level): deeper is a ConfigError,
+ * not a stack overflow.
+ */
+export const MAX_NESTING = 32;
+
 /** One component object of `tokenizer.json`: `{ "type": "...", ...fields }`. */
 export type Component = Record<string, unknown> & { type?: unknown };
 

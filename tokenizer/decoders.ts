@@ -6,13 +6,15 @@
  * @module
  */
 import { fromByteLevel } from "./byte_level.ts";
-import { component, patternOf, unsupported } from "./component.ts";
+import { ConfigError } from "../core/errors.ts";
+import { component, MAX_NESTING, patternOf, unsupported } from "./component.ts";
 
 /** Token strings -> decoded strings (joined by the caller). */
 export type Decoder = (tokens: string[]) => string[];
 
-const utf8 = new TextDecoder("utf-8", { fatal: false });
-const strictUtf8 = new TextDecoder("utf-8", { fatal: true });
+// ignoreBOM: a leading U+FEFF is text the tokens spell (decode(encode("\uFEFFab")) keeps it).
+const utf8 = new TextDecoder("utf-8", { fatal: false, ignoreBOM: true });
+const strictUtf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 const encoder = new TextEncoder();
 const BYTE_TOKEN = /^<0x([0-9A-F]{2})>$/;
 const KNOWN = ["ByteLevel", "Metaspace", "Replace", "ByteFallback", "Fuse", "Strip", "Sequence"];
@@ -28,8 +30,11 @@ const KNOWN = ["ByteLevel", "Metaspace", "Replace", "ByteFallback", "Fuse", "Str
  * decode(["Hello", "Ġworld"]).join(""); // "Hello world"
  * ```
  */
-export function buildDecoder(value: unknown): Decoder {
+export function buildDecoder(value: unknown, depth = 0): Decoder {
   if (value === null || value === undefined) return (tokens) => [tokens.join(" ")];
+  if (depth > MAX_NESTING) {
+    throw new ConfigError(`tokenizer.json nests decoder Sequences over ${MAX_NESTING} deep`);
+  }
   const c = component(value, "decoder");
   switch (c.type) {
     case "ByteLevel":
@@ -105,7 +110,9 @@ export function buildDecoder(value: unknown): Decoder {
         });
     }
     case "Sequence": {
-      const steps = (Array.isArray(c.decoders) ? c.decoders : []).map(buildDecoder);
+      const steps = (Array.isArray(c.decoders) ? c.decoders : []).map((d) =>
+        buildDecoder(d, depth + 1)
+      );
       return (tokens) => steps.reduce((acc, step) => step(acc), tokens);
     }
     default:

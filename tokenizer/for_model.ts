@@ -17,6 +17,7 @@
  */
 import { ConfigError } from "../core/errors.ts";
 import { type TokenizerFiles, tokenizerFromFiles } from "./bpe.ts";
+import { loadPatternEngine, needsPatternEngine } from "./pattern.ts";
 import type { Tokenizer } from "./tokenizer.ts";
 
 /**
@@ -58,6 +59,11 @@ export async function tokenizerForModel(
   source: string,
 ): Promise<Tokenizer | undefined> {
   const vocabSize = typeof config.vocab_size === "number" ? config.vocab_size : undefined;
+  if (
+    files.tokenizerJson !== undefined && regexSources(files.tokenizerJson).some(needsPatternEngine)
+  ) {
+    await loadPatternEngine(); // when it cannot be loaded, the pattern is a ConfigError below
+  }
   let tokenizer: Tokenizer | undefined = tokenizerFromFiles(files);
   if (tokenizer) {
     if (vocabSize !== undefined && tokenizer.vocabSize > vocabSize) {
@@ -71,4 +77,17 @@ export async function tokenizerForModel(
     tokenizer = await r50kTokenizer();
   }
   return tokenizer;
+}
+
+/** The `"Regex"` strings of a tokenizer.json's text (without parsing the whole file). */
+function regexSources(json: string): string[] {
+  const out: string[] = [];
+  for (const m of json.matchAll(/"Regex"\s*:\s*("(?:[^"\\]|\\.)*")/g)) {
+    try {
+      out.push(JSON.parse(m[1]));
+    } catch {
+      // malformed: the JSON parse of the whole file reports it
+    }
+  }
+  return out;
 }

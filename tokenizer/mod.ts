@@ -16,3 +16,4 @@ export { type AddedToken, BpeTokenizer, type TokenizerFiles, tokenizerFromFiles 
 export { R50K_END_OF_TEXT, R50K_VOCAB_SIZE, r50kTokenizer } from "./r50k.ts";
 export { GPT2_PATTERN, preTokenize } from "./byte_level.ts";
 export { readTokenizerFiles, tokenizerForModel } from "./for_model.ts";
+export { loadPatternEngine } from "./pattern.ts";

@@ -4,8 +4,9 @@
  * A normalizer runs on each stretch of text between added tokens, as in HF tokenizers.
  * @module
  */
-import { component, patternOf, unsupported } from "./component.ts";
-import { onigRegExp } from "./regex.ts";
+import { ConfigError } from "../core/errors.ts";
+import { component, MAX_NESTING, patternOf, unsupported } from "./component.ts";
+import { compilePattern } from "./pattern.ts";
 
 /** Text -> normalized text. */
 export type Normalizer = (text: string) => string;
@@ -35,8 +36,11 @@ const KNOWN = [
  * n?.("Hello world"); // "▁Hello▁world"
  * ```
  */
-export function buildNormalizer(value: unknown): Normalizer | undefined {
+export function buildNormalizer(value: unknown, depth = 0): Normalizer | undefined {
   if (value === null || value === undefined) return undefined;
+  if (depth > MAX_NESTING) {
+    throw new ConfigError(`tokenizer.json nests normalizer Sequences over ${MAX_NESTING} deep`);
+  }
   const c = component(value, "normalizer");
   switch (c.type) {
     case "NFC":
@@ -56,8 +60,16 @@ export function buildNormalizer(value: unknown): Normalizer | undefined {
       const p = patternOf(c.pattern, "Replace normalizer");
       const content = String(c.content ?? "");
       if (p.kind === "string") return (s) => s.replaceAll(p.source, content);
-      const re = onigRegExp(p.source);
-      return (s) => s.replace(re, () => content);
+      const re = compilePattern(p.source);
+      return (s) => {
+        let out = "";
+        let last = 0;
+        for (const [start, end] of re.ranges(s)) {
+          out += s.slice(last, start) + content;
+          last = end;
+        }
+        return out + s.slice(last);
+      };
     }
     case "Strip": {
       const left = c.strip_left !== false;
@@ -65,7 +77,8 @@ export function buildNormalizer(value: unknown): Normalizer | undefined {
       return (s) => (left && right ? s.trim() : left ? s.trimStart() : right ? s.trimEnd() : s);
     }
     case "Sequence": {
-      const steps = (Array.isArray(c.normalizers) ? c.normalizers : []).map(buildNormalizer)
+      const steps = (Array.isArray(c.normalizers) ? c.normalizers : [])
+        .map((n) => buildNormalizer(n, depth + 1))
         .filter((n): n is Normalizer => n !== undefined);
       return (s) => steps.reduce((acc, step) => step(acc), s);
     }

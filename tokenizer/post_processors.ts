@@ -4,7 +4,7 @@
  * @module
  */
 import { ConfigError } from "../core/errors.ts";
-import { component, unsupported } from "./component.ts";
+import { component, MAX_NESTING, unsupported } from "./component.ts";
 
 /** Ids of one sequence -> the ids with special tokens added. */
 export type PostProcessor = (ids: number[]) => number[];
@@ -26,7 +26,7 @@ const KNOWN = ["TemplateProcessing", "ByteLevel", "Sequence"];
  * add([15043]); // [1, 15043]
  * ```
  */
-export function buildPostProcessor(value: unknown): PostProcessor {
+export function buildPostProcessor(value: unknown, depth = 0): PostProcessor {
   if (value === null || value === undefined) return (ids) => ids;
   const c = component(value, "post_processor");
   switch (c.type) {
@@ -50,7 +50,13 @@ export function buildPostProcessor(value: unknown): PostProcessor {
       return (ids) => steps.flatMap((s) => s ?? ids);
     }
     case "Sequence": {
-      const steps = (Array.isArray(c.processors) ? c.processors : []).map(buildPostProcessor);
+      if (depth >= MAX_NESTING) {
+        throw new ConfigError(
+          `tokenizer.json nests post-processor Sequences over ${MAX_NESTING} deep`,
+        );
+      }
+      const steps = (Array.isArray(c.processors) ? c.processors : [])
+        .map((p) => buildPostProcessor(p, depth + 1));
       return (ids) => steps.reduce((acc, step) => step(acc), ids);
     }
     default:

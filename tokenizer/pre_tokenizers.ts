@@ -6,9 +6,9 @@
  * @module
  */
 import { ConfigError } from "../core/errors.ts";
-import { GPT2_PATTERN, toByteLevel } from "./byte_level.ts";
-import { component, patternOf, unsupported } from "./component.ts";
-import { onigRegExp } from "./regex.ts";
+import { toByteLevel } from "./byte_level.ts";
+import { component, MAX_NESTING, patternOf, unsupported } from "./component.ts";
+import { compilePattern, gpt2Words, type PatternMatcher } from "./pattern.ts";
 
 /**
  * Words -> finer words. `atStart` says whether `words[0]` begins the whole input (what
@@ -20,9 +20,9 @@ type Behavior = "Isolated" | "Removed" | "MergedWithPrevious" | "MergedWithNext"
 const BEHAVIORS = ["Isolated", "Removed", "MergedWithPrevious", "MergedWithNext", "Contiguous"];
 
 /**
- * Splits `text` around the matches of `re` (a global RegExp) with one of HF's delimiter
- * behaviours; `invert` swaps the roles of matches and the text between them. Empty pieces are
- * dropped.
+ * Splits `text` around the matches of `re` (a global RegExp, or a tokenizer pattern's
+ * {@link PatternMatcher}) with one of HF's delimiter behaviours; `invert` swaps the roles of
+ * matches and the text between them. Empty pieces are dropped.
  *
  * @example
  * ```ts
@@ -30,14 +30,22 @@ const BEHAVIORS = ["Isolated", "Removed", "MergedWithPrevious", "MergedWithNext"
  * splitText("a-b", /-/gu, "MergedWithNext"); // ["a", "-b"]
  * ```
  */
-export function splitText(text: string, re: RegExp, behavior: Behavior, invert = false): string[] {
+export function splitText(
+  text: string,
+  re: RegExp | PatternMatcher,
+  behavior: Behavior,
+  invert = false,
+): string[] {
   const parts: Array<{ text: string; match: boolean }> = [];
   let last = 0;
-  for (const m of text.matchAll(re)) {
-    if (m[0] === "") continue;
-    if (m.index > last) parts.push({ text: text.slice(last, m.index), match: invert });
-    parts.push({ text: m[0], match: !invert });
-    last = m.index + m[0].length;
+  const ranges = re instanceof RegExp
+    ? Array.from(text.matchAll(re), (m): [number, number] => [m.index, m.index + m[0].length])
+    : re.ranges(text);
+  for (const [start, end] of ranges) {
+    if (end === start) continue;
+    if (start > last) parts.push({ text: text.slice(last, start), match: invert });
+    parts.push({ text: text.slice(start, end), match: !invert });
+    last = end;
   }
   if (last < text.length) parts.push({ text: text.slice(last), match: invert });
   const out: string[] = [];
@@ -84,11 +92,43 @@ function eachWord(split: (text: string, atStart: boolean) => string[]): PreToken
   };
 }
 
-function escapeRegExp(s: string): string {
-  return s.replace(/[\\^$.*+?()[\]{}|/-]/g, "\\$&");
+/** The [start, end) runs of `\p{N}` code points (one each when `single`), without a RegExp. */
+function digitRuns(single: boolean): PatternMatcher {
+  const isN = /^\p{N}$/u;
+  return {
+    source: single ? "\\p{N}" : "\\p{N}+",
+    *ranges(text: string) {
+      let start = -1;
+      for (let i = 0; i < text.length;) {
+        const cp = text.codePointAt(i)!;
+        const w = cp > 0xffff ? 2 : 1;
+        if (isN.test(String.fromCodePoint(cp))) {
+          if (single) yield [i, i + w] as [number, number];
+          else if (start < 0) start = i;
+        } else if (start >= 0) {
+          yield [start, i] as [number, number];
+          start = -1;
+        }
+        i += w;
+      }
+      if (start >= 0) yield [start, text.length] as [number, number];
+    },
+  };
 }
 
-const GPT2_REGEX = new RegExp(GPT2_PATTERN, "gu");
+/** The occurrences of a literal string, left to right, without a RegExp. */
+function literal(needle: string): PatternMatcher {
+  return {
+    source: needle,
+    *ranges(text: string) {
+      if (needle === "") return;
+      for (let i = text.indexOf(needle); i >= 0; i = text.indexOf(needle, i + needle.length)) {
+        yield [i, i + needle.length] as [number, number];
+      }
+    },
+  };
+}
+
 const KNOWN = ["ByteLevel", "Split", "Metaspace", "Digits", "Sequence"];
 
 /**
@@ -101,8 +141,11 @@ const KNOWN = ["ByteLevel", "Split", "Metaspace", "Digits", "Sequence"];
  * pre(["Hello world"], true); // ["Hello", "Ġworld"]
  * ```
  */
-export function buildPreTokenizer(value: unknown): PreTokenizer | undefined {
+export function buildPreTokenizer(value: unknown, depth = 0): PreTokenizer | undefined {
   if (value === null || value === undefined) return undefined;
+  if (depth > MAX_NESTING) {
+    throw new ConfigError(`tokenizer.json nests pre-tokenizer Sequences over ${MAX_NESTING} deep`);
+  }
   const c = component(value, "pre_tokenizer");
   switch (c.type) {
     case "ByteLevel": {
@@ -123,7 +166,7 @@ export function buildPreTokenizer(value: unknown): PreTokenizer | undefined {
         const out: string[] = [];
         for (const word of words) {
           const t = prefix && !word.startsWith(" ") ? ` ${word}` : word;
-          for (const w of useRegex ? t.match(GPT2_REGEX) ?? [] : [t]) {
+          for (const w of useRegex ? gpt2Words(t) : [t]) {
             if (w !== "") out.push(spell(w));
           }
         }
@@ -132,9 +175,7 @@ export function buildPreTokenizer(value: unknown): PreTokenizer | undefined {
     }
     case "Split": {
       const p = patternOf(c.pattern, "Split pre-tokenizer");
-      const re = p.kind === "regex"
-        ? onigRegExp(p.source)
-        : new RegExp(escapeRegExp(p.source), "gu");
+      const re = p.kind === "regex" ? compilePattern(p.source) : literal(p.source);
       const behavior = String(c.behavior);
       if (!BEHAVIORS.includes(behavior)) {
         throw new ConfigError(
@@ -155,7 +196,7 @@ export function buildPreTokenizer(value: unknown): PreTokenizer | undefined {
         throw new ConfigError(`tokenizer.json Metaspace has unknown prepend_scheme ${scheme}`);
       }
       const split = c.split !== false;
-      const delimiter = new RegExp(escapeRegExp(replacement), "gu");
+      const delimiter = literal(replacement);
       return eachWord((text, atStart) => {
         let t = text.replaceAll(" ", replacement);
         const prepend = scheme === "always" || (scheme === "first" && atStart);
@@ -164,11 +205,12 @@ export function buildPreTokenizer(value: unknown): PreTokenizer | undefined {
       });
     }
     case "Digits": {
-      const re = c.individual_digits === true ? /\p{N}/gu : /\p{N}+/gu;
+      const re = digitRuns(c.individual_digits === true);
       return eachWord((text) => splitText(text, re, "Isolated"));
     }
     case "Sequence": {
-      const steps = (Array.isArray(c.pretokenizers) ? c.pretokenizers : []).map(buildPreTokenizer)
+      const steps = (Array.isArray(c.pretokenizers) ? c.pretokenizers : [])
+        .map((p) => buildPreTokenizer(p, depth + 1))
         .filter((p): p is PreTokenizer => p !== undefined);
       // A first word that a step removes leaves no word at the start for the next steps.
       return (words, atStart) =>

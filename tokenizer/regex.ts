@@ -38,7 +38,7 @@ function caseClass(ch: string): string {
  * onigToJs("(?i:'s)|\\s+(?!\\S)"); // "(?:'[sSſ])|\\p{White_Space}+(?!\\P{White_Space})"
  * ```
  */
-export function onigToJs(pattern: string): string {
+export function onigToJs(pattern: string, target: "js" | "re2" = "js"): string {
   let out = "";
   let inClass = false;
   let caseless = 0; // depth inside (?i: ... ) groups
@@ -83,12 +83,26 @@ export function onigToJs(pattern: string): string {
           break;
         }
         case "x": {
+          // \x{H...} (1 to 8 hex digits, at most U+10FFFF) or \xHH; anything else, an
+          // unterminated brace included, is refused rather than read past.
           if (pattern[i + 1] === "{") {
             const end = pattern.indexOf("}", i);
-            out += `\\u{${pattern.slice(i + 2, end)}}`;
+            const hex = end < 0 ? "" : pattern.slice(i + 2, end);
+            if (!/^[0-9A-Fa-f]{1,8}$/.test(hex) || parseInt(hex, 16) > 0x10ffff) {
+              fail(
+                `the escape \\x{${end < 0 ? pattern.slice(i + 2, i + 12) : hex}${
+                  end < 0 ? " (no closing brace)" : "}"
+                }`,
+              );
+            }
+            out += target === "js" ? `\\u{${hex}}` : `\\x{${hex}}`;
             i = end;
           } else {
-            out += `\\x${pattern.slice(i + 1, i + 3)}`;
+            const hex = pattern.slice(i + 1, i + 3);
+            if (!/^[0-9A-Fa-f]{2}$/.test(hex)) {
+              fail(`the escape \\x${hex} (two hex digits expected)`);
+            }
+            out += `\\x${hex}`;
             i += 2;
           }
           break;

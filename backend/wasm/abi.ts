@@ -348,6 +348,12 @@ export const COUNTER_I32 = 5;
  * never waits for a worker that the OS has not scheduled yet.
  */
 export const IDLE = 0, POSTED = 1, RUNNING = 2, CANCELLED = 3;
+/**
+ * The state the pool's `close()` sets (then bumps SEQ) to ask a worker to leave its loop and let
+ * its thread end: a worker blocked in `Atomics.wait` survives `terminate()` in Deno, so it is
+ * woken and exits by itself.
+ */
+export const EXIT = 4;
 /** Float64 index (inside a slot) of the first argument. */
 export const ARGS_F64 = 8;
 /**

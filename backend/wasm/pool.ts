@@ -19,6 +19,7 @@ import { KernelError } from "../../core/errors.ts";
 import {
   ARGS_F64,
   CANCELLED,
+  EXIT,
   type KernelExports,
   MAX_ARGS,
   OP,
@@ -177,10 +178,22 @@ export class WorkerPool {
     }
   }
 
-  /** Terminates the workers. */
+  /**
+   * Ends the workers: each is woken with EXIT and leaves its loop, so its thread ends (a worker
+   * blocked in `Atomics.wait` survives `terminate()` alone in Deno, and kept its thread and the
+   * shared memory alive: 10 load/dispose cycles grew a process by 30 threads and 460 MiB); then
+   * terminated, for runtimes where that is what ends it.
+   */
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
+    const i32 = this.#i32;
+    for (let w = 1; w <= this.size; w++) {
+      const b = (w * SLOT_BYTES) / 4;
+      Atomics.store(i32, b + STATE, EXIT);
+      Atomics.add(i32, b + SEQ, 1);
+      Atomics.notify(i32, b + SEQ);
+    }
     for (const w of this.#workers) w.terminate();
     this.#workers.length = 0;
   }

@@ -1,7 +1,8 @@
 /**
  * A kernel worker thread: instantiates the kernel module over the shared memory it is given and
- * serves its slot of the control block (see `pool.ts`) forever: wait for a new sequence number,
- * run the op with the float64 arguments in the slot, report done.
+ * serves its slot of the control block (see `pool.ts`) until the pool closes: wait for a new
+ * sequence number, run the op with the float64 arguments in the slot, report done; on EXIT,
+ * return, so that the thread ends (and its hold on the shared memory with it).
  *
  * Started by `WorkerPool`, as a `node:worker_threads` worker in Deno (init in `workerData`) or
  * as a module Web Worker elsewhere (init as the first message).
@@ -9,6 +10,7 @@
  */
 import {
   ARGS_F64,
+  EXIT,
   IDLE,
   type KernelExports,
   MAX_ARGS,
@@ -27,7 +29,7 @@ import {
 /** Spin this many polls after a job before sleeping in Atomics.wait (back-to-back calls). */
 const SPIN = 100_000;
 
-function serve(init: WorkerInit): never {
+function serve(init: WorkerInit): void {
   const abort = () => {
     throw new Error("kernel aborted");
   };
@@ -39,6 +41,8 @@ function serve(init: WorkerInit): never {
   Atomics.store(i32, READY, 1);
   Atomics.notify(i32, READY);
   let seen = Atomics.load(i32, SEQ);
+  // Closed before this thread got here (EXIT is stored before SEQ moves, so one of the two shows).
+  if (Atomics.load(i32, STATE) === EXIT) return;
   for (;;) {
     let s = Atomics.load(i32, SEQ);
     let spins = 0;
@@ -50,6 +54,7 @@ function serve(init: WorkerInit): never {
       s = Atomics.load(i32, SEQ);
     }
     seen = s;
+    if (Atomics.load(i32, STATE) === EXIT) return;
     // Claim the job; the caller may have taken it back already (then it runs it itself).
     if (Atomics.compareExchange(i32, STATE, POSTED, RUNNING) !== POSTED) continue;
     try {

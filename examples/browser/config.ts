@@ -1,6 +1,7 @@
 /**
- * What the browser example computes and shows (shared by the page's module and its test, which
- * must not import the page's module: that one needs the DOM's types).
+ * What the browser example computes and shows, and the messages between the page and its model
+ * worker (shared by the page's module, the worker and the test, which must not import the page's
+ * module: that one needs the DOM's types).
  * @module
  */
 
@@ -14,6 +15,17 @@ export const SEED = 0;
 export const LAYER = 1;
 /** The induction head drawn: head. */
 export const HEAD = 2;
+
+/**
+ * The response headers that make a page cross-origin isolated, so that the kernels' worker
+ * threads may share WebAssembly memory (`SharedArrayBuffer`). A static host must send them with
+ * the page (and COEP lets the page load only same-origin files or files sent with
+ * `Cross-Origin-Resource-Policy`), see `examples/browser/README.md`.
+ */
+export const ISOLATION_HEADERS: Readonly<Record<string, string>> = {
+  "Cross-Origin-Opener-Policy": "same-origin",
+  "Cross-Origin-Embedder-Policy": "require-corp",
+};
 
 /** What the page exposes as `window.__scores` (and, without `pattern`, in `<pre id="scores">`). */
 export interface PageScores {
@@ -33,8 +45,20 @@ export interface PageScores {
   duplicateToken: number[][];
   /** The drawn head's pattern on the first sequence, `[q][k]`. */
   pattern: number[][];
-  /** Milliseconds spent loading the model. */
+  /** Threads the kernels computed on (the model worker's own, plus its kernel workers). */
+  threads: number;
+  /** Whether the model worker was cross-origin isolated (threads need it). */
+  crossOriginIsolated: boolean;
+  /** The worker's `navigator.hardwareConcurrency` (cores the browser reports). */
+  cores: number;
+  /** Milliseconds spent loading the model (in the worker). */
   loadMs: number;
-  /** Milliseconds spent computing the scores and the pattern. */
+  /** Milliseconds spent computing the scores and the pattern (in the worker). */
   computeMs: number;
 }
+
+/** A message from the model worker to the page. */
+export type WorkerMessage =
+  | { kind: "status"; text: string }
+  | { kind: "result"; scores: PageScores }
+  | { kind: "error"; message: string; stack?: string };

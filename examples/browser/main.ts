@@ -1,32 +1,41 @@
 /// <reference lib="dom" />
 /**
- * The browser example's module (bundled into `app.js` by `build.ts`; browsers do not run .ts):
- * runs the embedded `induction-toy` model in the page, on the study's input (30 sequences of
- * [BOS] + 50 random tokens repeated once, seed 0), and draws
+ * The browser example's page module (bundled into `main.js` by `build.ts`; browsers do not run
+ * .ts). It starts the model worker (`model_worker.ts`), which runs the embedded `induction-toy`
+ * model off the main thread on the study's input (30 sequences of [BOS] + 50 random token ids
+ * repeated once, seed 0), and draws what the worker sends back:
  *
  * - the attention pattern of its induction head, layer 1 head 2, on the first sequence (a heatmap
  *   on a canvas),
  * - that head's attention along the induction and previous-token diagonals (uPlot lines),
  * - the induction and previous-token scores of every head (uPlot bars),
  *
- * and shows the scores as JSON in `<pre id="scores">` (also `window.__scores`). The kernels'
- * `.wasm` and the model's files are fetched relative to where the library's modules were, so the
- * page works wherever the repository is served as static files.
+ * and shows the scores as JSON in `<pre id="scores">` (also `window.__scores`) and how many
+ * threads computed them in `#threads` (`data-threads`, `data-isolated`). The page imports no part
+ * of the library: its main thread only draws.
  * @module
  */
 // deno-lint-ignore no-import-prefix
 import uPlot from "npm:uplot@1.6.32";
-import {
-  attentionPattern,
-  generateRepeatedTokens,
-  headScores,
-  HookedTransformer,
-} from "../../mod.ts";
-import { BATCH, HEAD, LAYER, type PageScores, SEED, SEQ_LEN } from "./config.ts";
+import { HEAD, LAYER, type PageScores, SEQ_LEN, type WorkerMessage } from "./config.ts";
 
 declare global {
   var __scores: PageScores | undefined;
   var __error: string | undefined;
+  /** The longest task the page's main thread ran, in ms (Long Tasks API: only tasks over 50 ms
+   * are reported, so 0 means none was that long); undefined where the browser lacks the API. */
+  var __longestTaskMs: number | undefined;
+}
+
+/** Records the main thread's longest task in `__longestTaskMs` (the page must stay responsive). */
+function watchLongTasks(): void {
+  if (!PerformanceObserver.supportedEntryTypes?.includes("longtask")) return;
+  globalThis.__longestTaskMs = 0;
+  new PerformanceObserver((list) => {
+    for (const entry of list.getEntries()) {
+      globalThis.__longestTaskMs = Math.max(globalThis.__longestTaskMs ?? 0, entry.duration);
+    }
+  }).observe({ type: "longtask", buffered: true });
 }
 
 function el<T extends HTMLElement>(id: string): T {
@@ -174,46 +183,63 @@ function drawScores(target: HTMLElement, induction: number[][], previous: number
   );
 }
 
+/** Runs the model worker once and resolves with what it computed. */
+function runWorker(status: HTMLElement): Promise<PageScores> {
+  const worker = new Worker(new URL("./model_worker.ts", import.meta.url), { type: "module" });
+  return new Promise<PageScores>((resolve, reject) => {
+    worker.onmessage = (event: MessageEvent<WorkerMessage>) => {
+      const m = event.data;
+      if (m.kind === "status") {
+        status.textContent = m.text;
+      } else {
+        worker.terminate();
+        if (m.kind === "result") resolve(m.scores);
+        else reject(Object.assign(new Error(m.message), { stack: m.stack ?? m.message }));
+      }
+    };
+    worker.onerror = (e) => {
+      e.preventDefault();
+      worker.terminate();
+      reject(new Error(`the model worker failed: ${e.message || "it could not start"}`));
+    };
+    worker.postMessage({ kind: "run" });
+  });
+}
+
+/** Says how many threads computed, and why not more. */
+function showThreads(target: HTMLElement, r: PageScores): void {
+  target.dataset.threads = String(r.threads);
+  target.dataset.isolated = String(r.crossOriginIsolated);
+  target.textContent = r.threads > 1
+    ? `Computed in a Web Worker on ${r.threads} threads (the browser reports ${r.cores} cores; ` +
+      `the page is cross-origin isolated, so the kernels' worker threads share its memory).`
+    : r.crossOriginIsolated
+    ? `Computed in a Web Worker on 1 thread (the browser reports ${r.cores} core).`
+    : `Computed in a Web Worker on 1 thread: the page is not cross-origin isolated, so the ` +
+      `kernels may not share memory with more threads. Serve it with the headers ` +
+      `Cross-Origin-Opener-Policy: same-origin and Cross-Origin-Embedder-Policy: require-corp.`;
+}
+
 async function main(): Promise<void> {
+  watchLongTasks();
   const status = el<HTMLParagraphElement>("status");
-  const t0 = performance.now();
-  status.textContent = "Loading the model and the kernels\u2026";
-  // One thread: the page's main thread may not block (Atomics.wait), and the toy model is small.
-  const model = await HookedTransformer.fromPretrained("induction-toy", { threads: 1 });
-  const t1 = performance.now();
-  status.textContent = "Running\u2026";
-  const tokens = generateRepeatedTokens(model, SEQ_LEN, BATCH, { seed: SEED });
-  const scores = await headScores(model, tokens, SEQ_LEN);
-  const { pattern } = await attentionPattern(model, tokens, LAYER, HEAD);
-  const t2 = performance.now();
-
-  drawHeatmap(el<HTMLCanvasElement>("heatmap"), pattern, SEQ_LEN);
-  drawDiagonals(el("diagonals"), pattern, SEQ_LEN);
-  drawScores(el("scores-chart"), scores.induction, scores.previousToken);
-
-  const result: PageScores = {
-    model: model.cfg.modelName,
-    seqLen: SEQ_LEN,
-    batch: BATCH,
-    seed: SEED,
-    induction: scores.induction,
-    previousToken: scores.previousToken,
-    duplicateToken: scores.duplicateToken,
-    pattern,
-    loadMs: Math.round(t1 - t0),
-    computeMs: Math.round(t2 - t1),
-  };
+  status.textContent = "Starting the model worker\u2026";
+  const result = await runWorker(status);
+  drawHeatmap(el<HTMLCanvasElement>("heatmap"), result.pattern, SEQ_LEN);
+  drawDiagonals(el("diagonals"), result.pattern, SEQ_LEN);
+  drawScores(el("scores-chart"), result.induction, result.previousToken);
+  showThreads(el("threads"), result);
   const { pattern: _omit, ...shown } = result;
   el("scores").textContent = JSON.stringify(shown, null, 1);
-  const best = scores.induction[LAYER][HEAD];
-  status.textContent =
-    `${model.cfg.modelName}: ${model.cfg.nLayers} layers x ${model.cfg.nHeads} ` +
-    `heads, loaded in ${result.loadMs} ms, computed in ${result.computeMs} ms. ` +
+  const best = result.induction[LAYER][HEAD];
+  status.textContent = `${result.model}: ${result.induction.length} layers x ` +
+    `${result.induction[0].length} heads, loaded in ${result.loadMs} ms, computed in ` +
+    `${result.computeMs} ms on ${result.threads} thread${result.threads === 1 ? "" : "s"}. ` +
     `Induction score of layer ${LAYER} head ${HEAD}: ${best.toFixed(3)}.`;
   globalThis.__scores = result;
 }
 
-/** Runs the page (only where there is a page: the tests import this module for its constants). */
+/** Runs the page (only where there is a page). */
 export function start(): Promise<void> {
   return main().catch((e) => {
     const message = e instanceof Error ? `${e.name}: ${e.message}` : String(e);

@@ -10,7 +10,7 @@
 
 import { CLIENT_JS } from "./client.ts";
 import type { ExperimentResults, HeadRef, RankedHead } from "./schema.ts";
-import { UPLOT_CSS, UPLOT_JS, UPLOT_LICENSE, UPLOT_VERSION } from "./generated/uplot_bundle.ts";
+import { UPLOT_CSS, UPLOT_JS, UPLOT_LICENSE, UPLOT_VERSION } from "./uplot.ts";
 
 /** The data the browser script draws from (a compact, rounded view of the results). */
 export interface ReportView {

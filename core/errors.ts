@@ -80,7 +80,9 @@ export class GpuUnavailableError extends KernelError {}
 
 /**
  * The WebGPU device was lost (driver reset, another process took the GPU, the page was
- * backgrounded): its buffers are gone. Load the model again to get a fresh device.
+ * backgrounded): its buffers are gone. Load the model again, or move it to the CPU with
+ * `await model.to("wasm")` (the model keeps its weights on the host), and back with
+ * `model.to("webgpu")` for a fresh device.
  */
 export class GpuDeviceLostError extends KernelError {}
 

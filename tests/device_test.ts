@@ -2,7 +2,7 @@
  * The `device` option end to end: which backend `fromPretrained` / `fromBytes` load, `cfg.device`,
  * `model.to(device)` (weights and per-head matrices moved, the model usable on either side),
  * generation with its key/value cache on WebGPU against WebAssembly, and the typed errors (an
- * unknown device, no hardware adapter, a buffer past the adapter's limit).
+ * unknown device, no hardware adapter, a buffer past the adapter's limit, a lost device).
  *
  * Gemma's backward on WebGPU (softcaps, sliding windows, q/k norms) is checked against the
  * WebAssembly backend's, itself checked against central differences in gradients_gemma_test.ts.
@@ -11,7 +11,14 @@
  * for GPT-2 small; on this 2-layer width-32 model the float32 summation orders differ by ~1e-7).
  */
 import assert from "node:assert/strict";
-import { deviceOf, GpuOutOfMemoryError, GpuUnavailableError, InputError } from "../mod.ts";
+import {
+  deviceOf,
+  GpuDeviceLostError,
+  GpuOutOfMemoryError,
+  GpuUnavailableError,
+  InputError,
+} from "../mod.ts";
+import { GpuDevice } from "../backend/webgpu/device.ts";
 import { WebGpuBackend } from "../backend/webgpu/webgpu_backend.ts";
 import { deviceTest, TEST_DEVICES } from "./backend_harness.ts";
 import { tinyModel } from "./toolkit_helpers.ts";
@@ -165,3 +172,14 @@ for (const dir of GEMMA_FIXTURES) {
     }
   }));
 }
+
+Deno.test(
+  deviceTest(webgpu, "device: a lost device is a GpuDeviceLostError at the next use", async () => {
+    const gpu = await GpuDevice.load();
+    const buffer = gpu.createBuffer(16);
+    gpu.device.destroy(); // what a driver reset looks like from here
+    await gpu.device.lost;
+    await assert.rejects(() => gpu.read(buffer, 0, 16), GpuDeviceLostError);
+    assert.throws(() => gpu.createBuffer(16), GpuDeviceLostError);
+  }),
+);

@@ -135,7 +135,7 @@ export class GpuDevice {
     if (this.#lost) {
       throw new GpuDeviceLostError(
         `the WebGPU device was lost (${this.#lost.reason}: ${this.#lost.message}); its buffers ` +
-          "are gone: load the model again",
+          'are gone: load the model again, or move it with model.to("wasm") (then back to "webgpu")',
       );
     }
     if (this.#closed) throw new KernelError("the WebGPU backend was closed");

@@ -23,6 +23,7 @@ import { HookedTransformer } from "../model/hooked_transformer.ts";
 import { EMBEDDED_MODEL, isModelCached, resolveModel } from "../io/resolve.ts";
 import { formatSeconds, Reporter } from "./progress.ts";
 import { runStudy } from "./study.ts";
+import { type Device, DEVICES } from "../backend/select.ts";
 
 /** The command's help text. */
 export const USAGE = `deno task experiments [flags]
@@ -46,6 +47,7 @@ Flags:
   --induction-head L.H  induction head to plot and compose (default: the best-scoring one)
   --top-pairs K         K-composition table: top K previous-token heads x top K induction
                         heads (default 3)
+  --device D            wasm (default), webgpu, or auto (a hardware WebGPU adapter if any)
   -h, --help            this text
 
 Exit codes: 0 done, 1 the run failed, 2 bad flags.
@@ -69,6 +71,8 @@ export interface CliOptions {
   inductionHead?: HeadRef;
   /** `--top-pairs`. */
   topPairs: number;
+  /** `--device`, when given. */
+  device?: Device;
   /** `--help`. */
   help: boolean;
 }
@@ -92,6 +96,7 @@ const FLAGS = {
   "prev-head": { type: "string" },
   "induction-head": { type: "string" },
   "top-pairs": { type: "string" },
+  device: { type: "string" },
   help: { type: "boolean", short: "h" },
 } as const satisfies NonNullable<ParseArgsConfig["options"]>;
 type Flag = keyof typeof FLAGS;
@@ -190,6 +195,12 @@ export function parseCliArgs(args: string[]): CliOptions {
         break;
       case "top-pairs":
         opts.topPairs = positiveInt(name, value, 50);
+        break;
+      case "device":
+        if (!(DEVICES as readonly string[]).includes(value)) {
+          throw new UsageError(`--device takes wasm, webgpu or auto, got "${value}"`);
+        }
+        opts.device = value as Device;
         break;
     }
   }
@@ -299,6 +310,7 @@ export async function main(args: string[], reporter?: Reporter): Promise<number>
       name: files.name,
       tokenizer: files.tokenizer,
       checkFinite: true, // a NaN weight would turn the whole report into NaN: say which one
+      device: opts.device,
     });
     const loadSeconds = (performance.now() - t0) / 1000;
     const cfg = model.cfg;
@@ -306,7 +318,7 @@ export async function main(args: string[], reporter?: Reporter): Promise<number>
       "load model",
       loadSeconds,
       `${familyName(cfg)}, ${cfg.nLayers} layers x ${cfg.nHeads} heads, d_model ${cfg.dModel}, ` +
-        `d_vocab ${cfg.dVocab}; ` +
+        `d_vocab ${cfg.dVocab}, on ${cfg.device}; ` +
         files.source,
     );
 

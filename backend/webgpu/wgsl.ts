@@ -108,8 +108,11 @@ fn act_grad(code: u32, x: f32, g: f32) -> f32 {
       let e = expf(u * -2.0);
       let sg = 1.0 / (1.0 + e);
       let du = 1.5957691216057308 + 0.21406444881780075 * (x * x);
-      // e overflows f32 where the CPU's f64 does not: there e sg^2 = ~1 / e is 0 in f32
-      d = sg + select(x * (e * (sg * sg)) * du, 0.0, e > 3.4e38);
+      // d = sg + x du e sg^2 = sg (1 + x du es), es = e sg = 1 - sg, taken from the side without
+      // cancellation; never inf * 0 where e overflows f32 (software adapters compile with
+      // fast-math, which may not keep a select around an infinity)
+      let es = select(1.0 - sg, e * sg, e < 1.0);
+      d = sg * (1.0 + x * du * es);
     }
     case 1u: {
       let gs = gaussian(x);
@@ -118,7 +121,7 @@ fn act_grad(code: u32, x: f32, g: f32) -> f32 {
     case 2u: {
       let e = expf(-x);
       let s = 1.0 / (1.0 + e);
-      d = s * (1.0 + select(x * (e * s), 0.0, e > 3.4e38));
+      d = s * (1.0 + x * select(1.0 - s, e * s, e < 1.0));
     }
     default: { return select(g, 0.0, x <= 0.0); }
   }

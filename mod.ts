@@ -285,6 +285,48 @@ export type {
 } from "./analysis/lm_utils.ts";
 export type { HeadIndex } from "./analysis/circuits.ts";
 export type { ProgressCallback } from "./core/progress.ts";
+// Sparse autoencoders and transcoders (SAELens's semantics; sae/)
+export { NpyError } from "./core/errors.ts";
+export type { NestedHookPoints } from "./model/hooks.ts";
+export { parseNpy, parseNpyHeader, parseNpz } from "./io/npy.ts";
+export type { NpyHeader } from "./io/npy.ts";
+export {
+  parseSaeConfig,
+  registerSaeRelease,
+  SAE,
+  SAE_HOOK_POINTS,
+  SAEModule,
+  saeReleases,
+} from "./sae/mod.ts";
+export type {
+  AddSaeOptions,
+  LoadSaeOptions,
+  NormalizeActivations,
+  ReshapeActivations,
+  SaeArchitecture,
+  SaeBackendOptions,
+  SaeConfig,
+  SaeHookPoint,
+  SaeLoadOptions,
+  SaeLocation,
+  SaeReleaseEntry,
+  SaeRun,
+  SaeRunOptions,
+  SaeWeights,
+} from "./sae/mod.ts";
+export {
+  featureAttribution,
+  featureDla,
+  steerFeature,
+  topActivatingContexts,
+} from "./sae/analysis.ts";
+export type {
+  FeatureAttribution,
+  FeatureContext,
+  FeatureDlaOptions,
+  TopContexts,
+  TopContextsOptions,
+} from "./sae/analysis.ts";
 
 // TransformerLens parity (issue 20): padding from pad tokens.
 export { getAttentionMask } from "./model/text.ts";

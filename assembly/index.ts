@@ -17,6 +17,7 @@ export { sumHeads } from "./heads";
 export { activation, gatedActivation } from "./activations";
 export { activationBackward, gatedActivationBackward } from "./activations_backward";
 export { rotary } from "./rotary";
+export { jumpRelu, gatedRelu, topkRows } from "./sae";
 export { headRmsNorm, headRmsNormBackward, softcap, softcapBackward } from "./gemma";
 
 // First byte the host may use for its own allocations.

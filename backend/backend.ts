@@ -370,6 +370,22 @@ export interface Backend extends Disposable {
     dMlp: number,
   ): void;
   /**
+   * Sparse autoencoders' JumpReLU over `rows` rows of n floats: out[r, j] = x[r, j] where
+   * x[r, j] > threshold[j] and x[r, j] > 0 (strict, as SAELens), else 0. x and out may alias.
+   */
+  jumpRelu(x: DeviceArray, threshold: DeviceArray, out: DeviceArray, rows: number, n: number): void;
+  /**
+   * A gated sparse autoencoder's activation: row r of `gateMag` is [gate (n floats) | magnitude
+   * (n floats)]; row r of `out` (n floats) is gate > 0 ? max(magnitude, 0) : 0.
+   */
+  gatedRelu(gateMag: DeviceArray, out: DeviceArray, rows: number, n: number): void;
+  /**
+   * Top-k along rows (a TopK sparse autoencoder): each of `rows` rows of n floats keeps its k
+   * largest values, ReLU'd (max(v, 0)), and is 0 elsewhere; on ties at the k-th value the first
+   * indices win, NaN is never kept. 1 <= k <= n; x and out must not overlap.
+   */
+  topkRows(x: DeviceArray, out: DeviceArray, rows: number, n: number, k: number): void;
+  /**
    * Rotary embeddings (the rotate-half convention of GPT-NeoX and Llama) in place: in each head,
    * dims i and i + rotaryDim/2 turn by angle i of the row's position. Row r of `cs` holds the
    * rotaryDim/2 cosines of row r's angles, then their sines.

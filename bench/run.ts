@@ -11,6 +11,8 @@
  *   deno task bench --no-patching   skip the activation-patching comparison
  *   deno task bench --no-families   skip the other families' forward (Pythia-160M and
  *                                   SmolLM2-135M shapes, beside GPT-2 small's)
+ *   deno task bench --no-sae        skip the sparse autoencoder section
+ *   deno task bench --only-sae      only the sparse autoencoder section
  *
  * A peer that is not installed is reported as skipped (see bench/README.md for installing them).
  * @module
@@ -39,12 +41,14 @@ import { generationSpeed } from "./generate_bench.ts";
 import { PATCH_SEQ, patchingBench } from "./patching_bench.ts";
 import { benchFamilies, familiesTable } from "./families_bench.ts";
 import { type OrtForwardResult, runOrt } from "./peers/run_ort.ts";
+import { saeBench, saeTable } from "./sae_bench.ts";
 
 const args = new Set(Deno.args);
 const withPeers = !args.has("--no-peers");
 const withStudy = !args.has("--no-study");
 const withPatching = !args.has("--no-patching");
 const withFamilies = !args.has("--no-families");
+const withSae = !args.has("--no-sae");
 const cores = navigator.hardwareConcurrency;
 
 function log(line: string) {
@@ -211,7 +215,17 @@ function peerNote<T>(name: string, p: PeerOutcome<T> | null): T | undefined {
   return p.result;
 }
 
-if (import.meta.main) {
+if (import.meta.main && args.has("--only-sae")) {
+  // The sparse autoencoder section alone (bench/sae_bench.ts).
+  log(`machine: ${cores} cores, Deno ${Deno.version.deno}, V8 ${Deno.version.v8}`);
+  const bench = await writeBenchModel(defaultBenchDir(), 0);
+  const spec = await readBenchTokens(bench.tokensPath);
+  const model = await HookedTransformer.fromPretrained(bench.dir);
+  const sae = await saeBench(model, spec.tokens, log);
+  console.log(saeTable(sae));
+  console.log(JSON.stringify({ sae }));
+  model.dispose();
+} else if (import.meta.main) {
   const started = performance.now();
   log(`machine: ${cores} cores, Deno ${Deno.version.deno}, V8 ${Deno.version.v8}`);
   const bench = await writeBenchModel(defaultBenchDir(), 0);
@@ -267,6 +281,8 @@ if (import.meta.main) {
     log("activation patching: this library and the naive runWithHooks loop ...");
     patching = await patchingBench(model, spec.tokens[0]);
   }
+  let sae: Awaited<ReturnType<typeof saeBench>> | undefined;
+  if (withSae) sae = await saeBench(model, spec.tokens, log);
   model.dispose();
   const families = withFamilies ? await benchFamilies(spec.tokens, log) : undefined;
 
@@ -363,6 +379,7 @@ if (import.meta.main) {
     console.log("\nForward pass by family, random weights (median seconds; full logits)");
     console.log(familiesTable(families, gpt2));
   }
+  if (sae) console.log(saeTable(sae));
 
   console.log(
     "\nForward + backward of the loss, GPT-2-small shape (seconds, median; every activation's " +
@@ -434,6 +451,7 @@ if (import.meta.main) {
     study,
     patching,
     families,
+    sae,
     peers: { torchGemm, tfjsGemm, torchFwd, tfjsFwd, ortNodeFwd, ortWebFwd, torchStudy, torchBwd },
     seconds: (performance.now() - started) / 1000,
   };

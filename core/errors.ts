@@ -59,6 +59,8 @@ export class IntegrityError extends LensError {}
 /** The WebAssembly kernels could not be loaded, or ran out of memory. */
 export class KernelError extends LensError {}
 
+/** A NumPy `.npy` array or `.npz` archive is malformed, truncated or of an unsupported dtype. */
+export class NpyError extends LensError {}
 /**
  * No WebGPU adapter is available (no `navigator.gpu`, or it offered no adapter of the kind asked
  * for). Use the WebAssembly backend (`device: "wasm"`), or run where WebGPU is exposed.

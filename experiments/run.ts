@@ -6,6 +6,7 @@
  * deno task experiments                       # GPT-2 small if cached, else the embedded model
  * deno task experiments --model gpt2 --out out/gpt2
  * deno task experiments --model induction-toy --seq-len 20 --batch 4
+ * deno task experiments --model gpt2 --sae gpt2-small-res-jb blocks.6.hook_resid_pre
  * deno task experiments --model kjv-small     # the embedded text model (it has no induction heads)
  * ```
  *
@@ -24,6 +25,7 @@ import { EMBEDDED_MODEL, isModelCached, resolveModel } from "../io/resolve.ts";
 import { formatSeconds, Reporter } from "./progress.ts";
 import { runStudy } from "./study.ts";
 import { type Device, DEVICES } from "../backend/select.ts";
+import { SAE } from "../sae/mod.ts";
 
 /** The command's help text. */
 export const USAGE = `deno task experiments [flags]
@@ -48,6 +50,10 @@ Flags:
   --top-pairs K         K-composition table: top K previous-token heads x top K induction
                         heads (default 3)
   --device D            wasm (default), webgpu, or auto (a hardware WebGPU adapter if any)
+  --sae RELEASE ID      add a section on a sparse autoencoder of a SAELens release (e.g.
+                        --sae gpt2-small-res-jb blocks.6.hook_resid_pre): its features most
+                        active on the repeated half and their attribution to the correct
+                        token's logit. --sae PATH loads a SAELens folder (or URL) instead
   -h, --help            this text
 
 Exit codes: 0 done, 1 the run failed, 2 bad flags.
@@ -73,6 +79,8 @@ export interface CliOptions {
   topPairs: number;
   /** `--device`, when given. */
   device?: Device;
+  /** `--sae RELEASE ID` (`id` set) or `--sae PATH` (a SAELens folder or URL). */
+  sae?: { name: string; id?: string };
   /** `--help`. */
   help: boolean;
 }
@@ -97,6 +105,7 @@ const FLAGS = {
   "induction-head": { type: "string" },
   "top-pairs": { type: "string" },
   device: { type: "string" },
+  sae: { type: "string" },
   help: { type: "boolean", short: "h" },
 } as const satisfies NonNullable<ParseArgsConfig["options"]>;
 type Flag = keyof typeof FLAGS;
@@ -145,8 +154,16 @@ export function parseCliArgs(args: string[]): CliOptions {
     tokens: true,
   });
   const seen = new Set<Flag>();
+  let previous: (typeof tokens)[number] | undefined;
   for (const token of tokens) {
+    const after = previous;
+    previous = token;
     if (token.kind === "positional") {
+      // `--sae RELEASE ID`: the word right after --sae's value is the SAE's id
+      if (after?.kind === "option" && after.name === "sae" && opts.sae?.id === undefined) {
+        opts.sae!.id = token.value;
+        continue;
+      }
       throw new UsageError(`unexpected argument "${token.value}" (flags start with --)`);
     }
     if (token.kind === "option-terminator") {
@@ -201,6 +218,10 @@ export function parseCliArgs(args: string[]): CliOptions {
           throw new UsageError(`--device takes wasm, webgpu or auto, got "${value}"`);
         }
         opts.device = value as Device;
+        break;
+      case "sae":
+        if (!value.trim()) throw new UsageError("--sae needs a release and an id, or a folder");
+        opts.sae = { name: value };
         break;
     }
   }
@@ -298,7 +319,8 @@ export async function main(args: string[], reporter?: Reporter): Promise<number>
     console.log(USAGE);
     return 0;
   }
-  const rep = reporter ?? new Reporter(8);
+  // load, eight study steps, and with --sae its load and its section
+  const rep = reporter ?? new Reporter(opts.sae ? 11 : 9);
   const startedAt = performance.now();
   try {
     const { name, choice } = chooseModel(opts.model);
@@ -313,6 +335,7 @@ export async function main(args: string[], reporter?: Reporter): Promise<number>
       device: opts.device,
     });
     const loadSeconds = (performance.now() - t0) / 1000;
+    const earlierTimings = [{ step: "load", label: "Load the model", seconds: loadSeconds }];
     const cfg = model.cfg;
     rep.step(
       "load model",
@@ -352,6 +375,30 @@ export async function main(args: string[], reporter?: Reporter): Promise<number>
       );
     }
 
+    // The SAE before the study: a missing or mismatched one fails in seconds, not at the end.
+    let sae: { sae: SAE; source: string } | undefined;
+    if (opts.sae) {
+      const t1 = performance.now();
+      const { name: where, id } = opts.sae;
+      const loaded = id !== undefined
+        ? await SAE.fromPretrained(where, id, { backend: model.backend })
+        : await SAE.loadFromDisk(where, { backend: model.backend });
+      // one short spliced pass: the hook point exists and the widths agree
+      await model.runWithSaes([[cfg.bosTokenId, cfg.bosTokenId]], {
+        saes: [loaded],
+        returnType: "logits",
+      });
+      const seconds = (performance.now() - t1) / 1000;
+      sae = { sae: loaded, source: id !== undefined ? `${where} / ${id}` : where };
+      earlierTimings.push({ step: "load-sae", label: "Load the SAE", seconds });
+      rep.step(
+        "load SAE",
+        seconds,
+        `${sae.source}: ${loaded.cfg.architecture}, d_sae ${loaded.cfg.dSae}, reads ` +
+          loaded.cfg.hookName,
+      );
+    }
+
     const results = await runStudy(model, {
       seqLen: opts.seqLen,
       batch: opts.batch,
@@ -361,7 +408,8 @@ export async function main(args: string[], reporter?: Reporter): Promise<number>
       topPairs: opts.topPairs,
       model: { name, source: files.source, choice },
       library: { name: denoJson.name, version: denoJson.version },
-      earlierTimings: [{ step: "load", label: "Load the model", seconds: loadSeconds }],
+      earlierTimings,
+      sae,
       startedAt,
       reporter: rep,
     });

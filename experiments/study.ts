@@ -28,6 +28,8 @@ import { familyName } from "../families/registry.ts";
 import { MODEL_ALIASES } from "../io/resolve.ts";
 import { Reporter } from "./progress.ts";
 import { toolkitAnalysis } from "./toolkit_analysis.ts";
+import { type SaeAnalysis, saeAnalysis } from "./sae_analysis.ts";
+import type { SAEModule } from "../sae/sae.ts";
 
 /** The run's settings and the facts about the model that `results.json` records. */
 export interface StudyOptions {
@@ -53,6 +55,8 @@ export interface StudyOptions {
   startedAt?: number;
   /** Where progress goes; default a quiet reporter. */
   reporter?: Reporter;
+  /** An SAE to analyse on the repeated tokens (`--sae`), and how it was named. */
+  sae?: { sae: SAEModule; source: string };
 }
 
 /** The study's model: TransformerLens's "gpt2"/"gpt2-small", i.e. openai-community/gpt2. */
@@ -291,6 +295,29 @@ export async function runStudy(
       `the repeat ${lens.accuracySecond.map((a) => fmt(a, 2)).join(" → ")}`,
   );
 
+  // 8. With --sae: the SAE's features most active on the repeated half and their attribution to
+  // the correct token's logit.
+  let saeResult: SaeAnalysis | undefined;
+  if (opts.sae) {
+    const { sae, source } = opts.sae;
+    const sa = await timed(
+      "sae",
+      `SAE features (${source})`,
+      () =>
+        saeAnalysis(model, sae, tokens, seqLen, { inductionLayer: chosen.induction[0], source }),
+    );
+    saeResult = sa.value;
+    const f = sa.value.topActive[0];
+    rep.step(
+      "SAE features",
+      sa.seconds,
+      `${sa.value.hookName}: L0 ${fmt(sa.value.l0.repeat, 1)} on the repeat; loss ${
+        fmt(sa.value.loss.clean)
+      } -> ${fmt(sa.value.loss.spliced)} spliced` +
+        (f ? `; feature ${f.feature} most active (attribution ${fmt(f.attribution, 3)})` : ""),
+    );
+  }
+
   const totalSeconds = (performance.now() - startedAt) / 1000;
   const positions = (a: "study" | "aligned") => patchPositions(seqLen, a).targets;
   const rows = Array.from(
@@ -405,6 +432,7 @@ export async function runStudy(
       ovCopying: { layer: chosen.induction[0], head: chosen.induction[1], top1: circ.value.ov },
     },
     toolkit: kit.value,
+    ...(saeResult ? { sae: saeResult } : {}),
     timings,
     totalSeconds,
     reference: STUDY_REFERENCE,

@@ -71,6 +71,14 @@ import {
 } from "./text.ts";
 import type { RunResult, RunWithCacheResult } from "./run_types.ts";
 import type { Tokens, TokenTensor } from "./tokens.ts";
+import type { SAEModule } from "../sae/sae.ts";
+import {
+  type AddSaeOptions,
+  checkSaeFits,
+  SaeSplice,
+  withSaeHooks,
+  withSaeNames,
+} from "../sae/splice.ts";
 import { localRotaryTable, RotaryTable } from "./rotary.ts";
 
 /** Options of {@link HookedTransformer.fromPretrained}: weight processing and where to find files. */
@@ -272,6 +280,8 @@ export class HookedTransformer {
   readonly #registry: HookRegistry;
   /** W_K, b_K, W_V, b_V with key/value heads repeated per query head (built on first use). */
   readonly #repeated = new Map<string, Tensor>();
+  /** The spliced SAEs (`addSae`), in the order they were added. */
+  readonly #saes: SaeSplice[] = [];
 
   private constructor(
     cfg: HookedTransformerConfig,
@@ -674,7 +684,10 @@ export class HookedTransformer {
     if (opts.metric !== undefined) checkMetric(opts.metric, "metric");
     const r = await runWithGradients(runtimeOf(this), {
       tokens: p.tokens!,
-      fwdHooks: this.#registry.hooksOf("fwd", opts.fwdHooks ?? [], this.#hookNames),
+      fwdHooks: withSaeHooks(
+        this.#saes,
+        this.#registry.hooksOf("fwd", opts.fwdHooks ?? [], this.#hookNames),
+      ),
       bwdHooks: this.#registry.hooksOf("bwd", opts.bwdHooks ?? [], this.#hookNames),
       hookOptions: { ...this.#hookOptions },
       metric: opts.metric,
@@ -707,7 +720,10 @@ export class HookedTransformer {
     cacheNames: ReadonlySet<string>,
     cacheAs?: (name: string, act: Tensor) => Tensor,
   ): HookSession {
-    const hooks = this.#registry.hooksOf("fwd", fwdHooks, this.#hookNames);
+    const hooks = withSaeHooks(
+      this.#saes,
+      this.#registry.hooksOf("fwd", fwdHooks, this.#hookNames),
+    );
     return new HookSession(this.backend, this.#names, hooks, cacheNames, {
       hookOptions: { ...this.#hookOptions },
       cacheAs,
@@ -765,6 +781,123 @@ export class HookedTransformer {
     return await this.#registry.scoped({ fwd: fwdHooks, bwd: opts.bwdHooks }, () => fn(this));
   }
 
+  // ---- Sparse autoencoders (SAELens's HookedSAETransformer) ----
+
+  /**
+   * Splices `sae` into every pass of the model from now on (SAELens's `add_sae`): its output
+   * replaces the activation at its `hook_name` (a transcoder's at `hook_name_out`), and its hook
+   * points join the model's as `<hook_name>.hook_sae_acts_post`, ... . An SAE already at the
+   * same hook point is replaced. With `useErrorTerm` the error is added back, so the outputs are
+   * the clean ones and gradients reach the features exactly.
+   *
+   * @example
+   * ```ts
+   * import { HookedTransformer, SAE } from "../mod.ts";
+   * const model = await HookedTransformer.fromPretrained("induction-toy", { threads: 1 });
+   * // (a real one: await SAE.fromPretrained("gpt2-small-res-jb", "blocks.8.hook_resid_pre"))
+   * const d = model.cfg.dModel, n = 16;
+   * const w = (...shape: number[]) => ({
+   *   data: new Float32Array(shape[0] * (shape[1] ?? 1)).fill(0.01),
+   *   shape,
+   * });
+   * const sae = await SAE.fromTensors(
+   *   { d_in: d, d_sae: n, hook_name: "blocks.1.hook_resid_pre" },
+   *   { W_enc: w(d, n), W_dec: w(n, d), b_enc: w(n), b_dec: w(d) },
+   *   { backend: model.backend },
+   * );
+   * model.addSae(sae);
+   * const { cache } = await model.runWithCache([[2047, 5, 9]]);
+   * cache.get("blocks.1.hook_resid_pre.hook_sae_acts_post").shape; // [1, 3, 16]
+   * model.resetSaes();
+   * ```
+   */
+  addSae(sae: SAEModule, opts: AddSaeOptions = {}): void {
+    checkOptions(opts, ["useErrorTerm"], "addSae");
+    const splice = new SaeSplice(
+      checkSaeFits(sae, hookNames(this.cfg, this.#hookOptions), this.cfg),
+      !!opts.useErrorTerm,
+      this.backend,
+    );
+    const at = this.#saes.findIndex((s) => s.hookName === splice.hookName);
+    if (at >= 0) this.#saes.splice(at, 1, splice);
+    else this.#saes.push(splice);
+    this.#refreshHookNames();
+  }
+
+  /** Removes every spliced SAE, or those given (SAELens's `reset_saes`). */
+  resetSaes(saes?: SAEModule[]): void {
+    for (let i = this.#saes.length - 1; i >= 0; i--) {
+      if (!saes || saes.includes(this.#saes[i].sae)) this.#saes.splice(i, 1);
+    }
+    this.#refreshHookNames();
+  }
+
+  /** The spliced SAEs, in the order they were added. */
+  get actsToSaes(): ReadonlyMap<string, SAEModule> {
+    return new Map(this.#saes.map((s) => [s.hookName, s.sae]));
+  }
+
+  /**
+   * Runs `fn` with `saes` spliced and removes them afterwards, even if `fn` throws (SAELens's
+   * `with model.saes(saes=[...])`); SAEs already on the model stay.
+   *
+   * @example
+   * ```ts ignore
+   * const loss = await model.saes([sae], (m) => m.run(tokens, { returnType: "loss" }));
+   * ```
+   */
+  async saes<R>(
+    saes: SAEModule[],
+    fn: (model: this) => R | Promise<R>,
+    opts: AddSaeOptions = {},
+  ): Promise<R> {
+    checkOptions(opts, ["useErrorTerm"], "saes");
+    if (!Array.isArray(saes)) throw new InputError("saes: expected a list of SAEs");
+    const before = [...this.#saes];
+    try {
+      for (const sae of saes) this.addSae(sae, opts);
+      return await fn(this);
+    } finally {
+      this.#saes.splice(0, Infinity, ...before);
+      this.#refreshHookNames();
+    }
+  }
+
+  /**
+   * `run` with `saes` spliced for this call only (SAELens's `run_with_saes`); `useErrorTerm`
+   * applies to them.
+   *
+   * @example
+   * ```ts ignore
+   * const logits = await model.runWithSaes(tokens, { saes: [sae] });
+   * ```
+   */
+  async runWithSaes<O extends RunOptions>(
+    input: ModelInput,
+    opts: O & { saes?: SAEModule[]; useErrorTerm?: boolean },
+  ): Promise<RunResult<O>> {
+    const { saes, useErrorTerm, ...rest } = opts;
+    return await this.saes(saes ?? [], (m) => m.run(input, rest as O), { useErrorTerm });
+  }
+
+  /** `runWithCache` with `saes` spliced for this call only (SAELens's `run_with_cache_with_saes`). */
+  async runWithCacheWithSaes<O extends RunOptions>(
+    input: ModelInput,
+    opts: O & RunWithCacheOptions & { saes?: SAEModule[]; useErrorTerm?: boolean },
+  ): Promise<RunWithCacheResult<O>> {
+    const { saes, useErrorTerm, ...rest } = opts;
+    return await this.saes(saes ?? [], (m) => m.runWithCache(input, rest as O), { useErrorTerm });
+  }
+
+  /** `runWithHooks` with `saes` spliced for this call only (SAELens's `run_with_hooks_with_saes`). */
+  async runWithHooksWithSaes<O extends RunOptions>(
+    input: ModelInput,
+    opts: O & RunWithHooksOptions & { saes?: SAEModule[]; useErrorTerm?: boolean },
+  ): Promise<RunResult<O>> {
+    const { saes, useErrorTerm, ...rest } = opts;
+    return await this.saes(saes ?? [], (m) => m.runWithHooks(input, rest as O), { useErrorTerm });
+  }
+
   // ---- The optional hook points (TransformerLens's set_use_* setters) ----
 
   #setOption(option: HookOption, on: boolean): void {
@@ -785,7 +918,12 @@ export class HookedTransformer {
       );
     }
     this.#hookOptions[option] = on;
-    this.#hookNames = hookNames(this.cfg, this.#hookOptions);
+    this.#refreshHookNames();
+  }
+
+  /** The hook names: the model's points (with the optional ones on) and the SAEs' points. */
+  #refreshHookNames(): void {
+    this.#hookNames = withSaeNames(hookNames(this.cfg, this.#hookOptions), this.#saes);
     this.#hookSet = new Set(this.#hookNames);
   }
 

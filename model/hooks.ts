@@ -14,6 +14,28 @@ export interface HookContext {
   name: string;
   /** The block index, or null for `hook_embed`, `hook_pos_embed` and `ln_final.*`. */
   layer: number | null;
+  /**
+   * The hook points nested under this one (a spliced SAE's `<name>.hook_sae_acts_post`, ...):
+   * the function hooked here visits them so that their own hooks run and the cache keeps them.
+   */
+  nested?: NestedHookPoints;
+}
+
+/**
+ * Hook points that live inside a hook function rather than in the forward pass: a sparse
+ * autoencoder spliced at `blocks.8.hook_resid_pre` computes `blocks.8.hook_resid_pre.hook_sae_acts_post`
+ * on the host side of the hook and visits it here, so hooks on it run and the cache keeps it.
+ */
+export interface NestedHookPoints {
+  /** Whether a hook or the cache reads `name`. */
+  wants(name: string): boolean;
+  /** Whether a hook (which may change the value) is on `name`. */
+  hooked(name: string): boolean;
+  /**
+   * Runs the hooks on `name` over `act` (an owned copy), keeps the result when the cache asks
+   * for it, and returns the value after the hooks (a replacement must keep the shape).
+   */
+  visit(name: string, act: Tensor): Tensor;
 }
 
 /**
@@ -119,6 +141,13 @@ export class HookSession {
   /** Cache-only reads issued and not yet awaited (see {@linkcode HookSession.settled}). */
   #pending: Promise<void>[] = [];
   #failed: unknown = null;
+
+  /** The nested hook points' side of this session (see {@linkcode NestedHookPoints}). */
+  readonly #nested: NestedHookPoints = {
+    wants: (name) => this.hooks.has(name) || this.cacheNames.has(name),
+    hooked: (name) => this.hooks.has(name),
+    visit: (name, act) => this.#visitNested(name, act),
+  };
   readonly #cacheAs: ((name: string, act: Tensor) => Tensor) | undefined;
 
   /**
@@ -192,10 +221,15 @@ export class HookSession {
     if (fns) {
       const readOnly = point.readOnly && !this.#backward;
       const before = readOnly || this.#trackChanges ? act.data.slice() : undefined;
-      const ctx: HookContext = { name, layer: point.inBlock ? layer : null };
+      const ctx: HookContext = {
+        name,
+        layer: point.inBlock ? layer : null,
+        nested: this.#nested,
+      };
       const what = this.#backward ? "backward hook" : "hook";
       for (const fn of fns) {
-        const out = fn(act, ctx) as unknown;
+        // a library splice (an SAE) reads kernels' results: the session awaits it
+        const out = (AWAITED_HOOKS.has(fn) ? await fn(act, ctx) : fn(act, ctx)) as unknown;
         if (out instanceof Promise || (typeof out === "object" && out !== null && "then" in out)) {
           throw new HookError(
             `the ${what} on "${name}" returned a Promise: hooks must be synchronous (no async ` +
@@ -238,6 +272,59 @@ export class HookSession {
       throw e;
     }
   }
+
+  /** A nested point's visit: its hooks over `act`, the cache, the value after the hooks. */
+  #visitNested(name: string, act: Tensor): Tensor {
+    const fns = this.hooks.get(name);
+    if (fns) {
+      const ctx: HookContext = { name, layer: null, nested: this.#nested };
+      const what = this.#backward ? "backward hook" : "hook";
+      const n = act.data.length;
+      for (const fn of fns) {
+        const out = fn(act, ctx) as unknown;
+        if (out instanceof Promise || (typeof out === "object" && out !== null && "then" in out)) {
+          throw new HookError(
+            `the ${what} on "${name}" returned a Promise: hooks must be synchronous (no async ` +
+              `function, no await); compute what the hook needs before the run`,
+          );
+        }
+        if (out !== undefined && out !== null && out !== act) {
+          act = checkReplacement(`${what} on "${name}"`, act, out);
+        }
+        checkData(`${what} on "${name}"`, act, n);
+      }
+    }
+    if (this.cacheNames.has(name)) {
+      this.cached.set(name, this.#cacheAs ? this.#cacheAs(name, act) : act);
+    }
+    return act;
+  }
+}
+
+/** The hook functions a session awaits (see {@linkcode awaitedHook}). */
+const AWAITED_HOOKS = new WeakSet<object>();
+
+/**
+ * Marks an asynchronous hook function as one the session awaits at a model hook point: for the
+ * library's own splices (an SAE spliced with `model.addSae` runs kernels and reads their results
+ * inside the hook). Hooks registered by users stay synchronous ({@linkcode checkHookFn}); an
+ * awaited hook does not run at nested hook points.
+ *
+ * @example
+ * ```ts
+ * import { awaitedHook } from "./hooks.ts";
+ * const splice = awaitedHook(async (act) => {
+ *   await Promise.resolve(); // e.g. a backend read
+ *   return act;
+ * });
+ * typeof splice; // "function"
+ * ```
+ */
+export function awaitedHook(
+  fn: (activation: Tensor, hook: HookContext) => Promise<Tensor | void>,
+): HookFn {
+  AWAITED_HOOKS.add(fn);
+  return fn as unknown as HookFn;
 }
 
 /**

@@ -45,7 +45,7 @@ Deno.test("experiments: the toy run finds the model card's circuit and writes bo
     assert.match(why[0], /^model: induction-toy — the embedded model, because/);
     assert.match(why[0], /GPT-2 small's files are not on this machine/);
     // Steps and their times, and no bar redraws off a terminal.
-    for (let i = 1; i <= 8; i++) assert.match(r.stderr, new RegExp(`\\[${i}/8\\]`));
+    for (let i = 1; i <= 9; i++) assert.match(r.stderr, new RegExp(`\\[${i}/9\\]`));
     assert.ok(!r.stderr.includes("\r"), "no carriage returns when stderr is not a terminal");
 
     const names = [...Deno.readDirSync(out)].map((e) => e.name).sort();

@@ -46,6 +46,10 @@ export interface KernelExports {
   crossEntropyGradRows(...args: number[]): void;
   activationBackward(...args: number[]): void;
   gatedActivationBackward(...args: number[]): void;
+  // Sparse autoencoders (op codes 70-79).
+  jumpRelu(...args: number[]): void;
+  gatedRelu(...args: number[]): void;
+  topkRows(...args: number[]): void;
   // Gemma (op codes 25-26, 50-51).
   headRmsNorm(...args: number[]): void;
   headRmsNormBackward(...args: number[]): void;
@@ -279,6 +283,10 @@ export const OPS = {
     code: 49,
     args: ["gateUp", "dOut", "dGateUp", "dMlp", "act", "rowStart", "rowEnd"],
   },
+  // 70-79: sparse autoencoders' activations (JumpReLU, gated, top-k along rows).
+  jumpRelu: { code: 70, args: ["x", "threshold", "out", "n", "rowStart", "rowEnd"] },
+  gatedRelu: { code: 71, args: ["gateMag", "out", "n", "rowStart", "rowEnd"] },
+  topkRows: { code: 72, args: ["x", "out", "n", "k", "rowStart", "rowEnd"] },
   // 50-59: the backward of Gemma's kernels.
   headRmsNormBackward: {
     code: 50,

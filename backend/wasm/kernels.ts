@@ -838,6 +838,33 @@ export class Kernels {
   }
 
   /**
+   * SAELens's JumpReLU over rows of n floats: out = x where x > threshold[j] and x > 0, else 0
+   * (`threshold`: a pointer to n floats). x and out may alias.
+   */
+  jumpRelu(x: number, threshold: number, out: number, rows: number, n: number): void {
+    const [T, range] = this.#rowRanges(rows, n);
+    this.#launch("jumpRelu", T, (t) => ({ x, threshold, out, n, ...range(t) }));
+  }
+
+  /**
+   * A gated SAE's activation: row r of `gateMag` is [gate (n floats) | magnitude (n floats)];
+   * out[r, j] = gate > 0 ? max(magnitude, 0) : 0.
+   */
+  gatedRelu(gateMag: number, out: number, rows: number, n: number): void {
+    const [T, range] = this.#rowRanges(rows, n);
+    this.#launch("gatedRelu", T, (t) => ({ gateMag, out, n, ...range(t) }));
+  }
+
+  /**
+   * Top-k along rows of n floats: the k largest of each row, ReLU'd, zeros elsewhere (ties at
+   * the k-th value: the first indices; NaN never selected). x and out must not overlap.
+   */
+  topkRows(x: number, out: number, rows: number, n: number, k: number): void {
+    const [T, range] = this.#rowRanges(rows, n);
+    this.#launch("topkRows", T, (t) => ({ x, out, n, k, ...range(t) }));
+  }
+
+  /**
    * Backward of {@linkcode Kernels.activation}: dx = dy * act'(x) over n floats (dx may alias x
    * or dy), in f64 and rounded once. As PyTorch's autograd: relu gives 0 where x <= 0 (at 0 too,
    * whatever dy is) and dy elsewhere (a NaN x too); the smooth derivatives are NaN at +-Infinity.

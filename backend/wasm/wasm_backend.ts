@@ -360,6 +360,32 @@ export class WasmBackend implements Backend {
     this.kernels.affineRows(this.#ptr(x), this.#ptr(out), rows, d, this.#ptr(w), b && this.#ptr(b));
   }
 
+  jumpRelu(x: DeviceArray, threshold: DeviceArray, out: DeviceArray, rows: number, n: number) {
+    this.#rowsFit(x, rows, n, n, "jumpRelu input");
+    this.#rowsFit(out, rows, n, n, "jumpRelu output");
+    this.#rowsFit(threshold, 1, n, n, "jumpRelu threshold");
+    this.kernels.jumpRelu(this.#ptr(x), this.#ptr(threshold), this.#ptr(out), rows, n);
+  }
+
+  gatedRelu(gateMag: DeviceArray, out: DeviceArray, rows: number, n: number): void {
+    this.#rowsFit(gateMag, rows, 2 * n, 2 * n, "gatedRelu input");
+    this.#rowsFit(out, rows, n, n, "gatedRelu output");
+    this.kernels.gatedRelu(this.#ptr(gateMag), this.#ptr(out), rows, n);
+  }
+
+  topkRows(x: DeviceArray, out: DeviceArray, rows: number, n: number, k: number): void {
+    if (!Number.isInteger(k) || k < 1 || k > n) {
+      throw new KernelError(`topkRows: k must be an integer in [1, ${n}], got ${k}`);
+    }
+    this.#rowsFit(x, rows, n, n, "topkRows input");
+    this.#rowsFit(out, rows, n, n, "topkRows output");
+    const a = this.#ptr(x), o = this.#ptr(out), bytes = rows * n * 4;
+    if (rows > 0 && a < o + bytes && o < a + bytes) {
+      throw new KernelError("topkRows: x and out overlap; give the result its own array");
+    }
+    this.kernels.topkRows(a, o, rows, n, k);
+  }
+
   activation(act: Activation, x: DeviceArray, out: DeviceArray): void {
     this.#rowsFit(out, 1, x.length, 0, "activation output");
     // gelu_new keeps its own kernel (GPT-2's path); the values are the same either way.

@@ -32,6 +32,7 @@ import * as att from "./attention.ts";
 import * as attBack from "./attention_backward.ts";
 import * as rows_ from "./rows.ts";
 import * as gemma from "./gemma.ts";
+import * as sae from "./sae.ts";
 
 export type { GpuLoadOptions } from "./device.ts";
 
@@ -576,6 +577,45 @@ export class WebGpuBackend implements Backend {
     }
     if (a.length === 0) return;
     ew.add(this.#gpu, this.#bind(a), this.#bind(b), this.#bind(out, a.length), a.length);
+  }
+
+  jumpRelu(x: DeviceArray, threshold: DeviceArray, out: DeviceArray, rows: number, n: number) {
+    const nx = this.#rowsFit(x, rows, n, n, "jumpRelu input");
+    this.#rowsFit(out, rows, n, n, "jumpRelu output");
+    this.#rowsFit(threshold, 1, n, n, "jumpRelu threshold");
+    this.#sameOrApart(out, x, nx, "jumpRelu: out and x");
+    if (nx === 0) return;
+    sae.jumpRelu(
+      this.#gpu,
+      this.#bind(x, nx),
+      this.#bind(threshold, n),
+      this.#bind(out, nx),
+      rows,
+      n,
+    );
+  }
+
+  gatedRelu(gateMag: DeviceArray, out: DeviceArray, rows: number, n: number): void {
+    const ng = this.#rowsFit(gateMag, rows, 2 * n, 2 * n, "gatedRelu input");
+    const no = this.#rowsFit(out, rows, n, n, "gatedRelu output");
+    if (overlaps(this.#array(out), no, this.#array(gateMag), ng)) {
+      throw new KernelError("gatedRelu: the output overlaps the input");
+    }
+    if (no === 0) return;
+    sae.gatedRelu(this.#gpu, this.#bind(gateMag, ng), this.#bind(out, no), rows, n);
+  }
+
+  topkRows(x: DeviceArray, out: DeviceArray, rows: number, n: number, k: number): void {
+    if (!Number.isInteger(k) || k < 1 || k > n) {
+      throw new KernelError(`topkRows: k must be an integer in [1, ${n}], got ${k}`);
+    }
+    const nx = this.#rowsFit(x, rows, n, n, "topkRows input");
+    this.#rowsFit(out, rows, n, n, "topkRows output");
+    if (overlaps(this.#array(out), nx, this.#array(x), nx)) {
+      throw new KernelError("topkRows: x and out overlap; give the result its own array");
+    }
+    if (nx === 0) return;
+    sae.topkRows(this.#gpu, this.#bind(x, nx), this.#bind(out, nx), rows, n, k);
   }
 
   headRmsNorm(

@@ -265,6 +265,54 @@ function toolkitSection(r: ExperimentResults): string {
 `;
 }
 
+/** The SAE's features on the repeated half (`--sae`; empty when the run had none). */
+function saeSection(r: ExperimentResults): string {
+  const s = r.sae;
+  if (!s) return "";
+  const [p0, p1] = s.positions;
+  const where = s.layer === null
+    ? "outside the blocks"
+    : s.layer === s.inductionLayer
+    ? `in block ${s.layer}, the induction head's`
+    : `in block ${s.layer} (the induction head is in block ${s.inductionLayer})`;
+  const table = (rows: typeof s.topActive, title: string) => {
+    const max = Math.max(...rows.map((f) => Math.abs(f.attribution)), 1e-9);
+    const body = rows.map((f) =>
+      `<tr><td class="num">${f.feature}</td><td class="num">${num(f.meanRepeat, 3)}</td>` +
+      `<td class="num">${num(f.meanFirst, 3)}</td><td class="num">${num(f.densityRepeat, 2)}</td>` +
+      `<td class="num">${num(f.dla, 4)}</td><td class="num">${num(f.attribution, 4)}</td>${
+        signedBar(f.attribution, max)
+      }</tr>`
+    ).join("");
+    return `<table>
+<caption>${esc(title)}</caption>
+<thead><tr><th class="num">feature</th><th class="num">mean act., repeat</th><th class="num">1st half</th><th class="num">density, repeat</th><th class="num">direct logit attr.</th><th class="num">attribution</th><th></th></tr></thead>
+<tbody>${body || '<tr><td colspan="7">no feature is active on the repeated half</td></tr>'}</tbody>
+</table>`;
+  };
+  return `<section id="sae">
+<h2>Sparse autoencoder features on the repeat</h2>
+<p class="caption">The SAE <code>${esc(s.source)}</code> (${
+    esc(s.architecture)
+  }, ${s.dSae} features) reads <code>${esc(s.hookName)}</code>${
+    s.hookNameOut ? ` and writes <code>${esc(s.hookNameOut)}</code>` : ""
+  }, ${where}. On the first ${s.batch} sequences, spliced with its error term (the clean model's run): the features most active on the repeated half (positions ${p0}…${
+    p1 - 1
+  }), and each feature's effect on the correct next token's logit there: directly (its activation × decoder direction through the final norm and W<sub>U</sub>, mean over positions) and in total to first order (gradient × activation of the mean correct-token logit, ${
+    num(s.metric, 3)
+  }, summed over positions; the error term's share is ${
+    num(s.errorAttribution, 4)
+  }). Active features per position (L0): ${num(s.l0.first, 1)} on the first half, ${
+    num(s.l0.repeat, 1)
+  } on the repeat. Loss on the repeat: ${num(s.loss.clean, 3)} clean, ${
+    num(s.loss.spliced, 3)
+  } with the reconstruction in place of the activation.</p>
+${table(s.topActive, "Most active on the repeat")}
+<div style="margin-top:18px">${table(s.topAttribution, "Largest attribution (absolute)")}</div>
+</section>
+`;
+}
+
 function sameHead(a: HeadRef, b: HeadRef): boolean {
   return a[0] === b[0] && a[1] === b[1];
 }
@@ -592,6 +640,7 @@ ${attributionSection(r)}
 </section>
 
 ${toolkitSection(r)}
+${saeSection(r)}
 <section id="timings">
 <h2>Where the time went</h2>
 <p class="caption">Wall-clock time of each step on this machine (${esc(r.runtime)}), ${

@@ -7,6 +7,7 @@
  */
 
 import type { ToolkitAnalysis } from "../toolkit_analysis.ts";
+import type { SaeAnalysis } from "../sae_analysis.ts";
 
 /** The `schema` field of every results file. */
 export const RESULTS_SCHEMA = "transformer-lens-deno/experiments-results";
@@ -246,6 +247,11 @@ export interface ExperimentResults {
    * tokens, written with the public toolkit); absent in files written before it existed.
    */
   toolkit?: ToolkitAnalysis;
+  /**
+   * With `--sae`: the SAE's features on the repeated half and their attribution to the correct
+   * token's logit; absent otherwise.
+   */
+  sae?: SaeAnalysis;
   /** Each step's wall-clock time, in order. */
   timings: StepTiming[];
   /** Wall-clock seconds of the whole run, loading included. */

@@ -507,6 +507,33 @@ for (const d of TEST_DEVICES) {
     }
   });
 
+  test("row reductions of rows with NaN or infinities: the CPU's values", async (b) => {
+    const rows = [
+      [NaN, 1, 2, NaN],
+      [-Infinity, -Infinity, -Infinity, -Infinity],
+      [3, NaN, 3, 1],
+      [Infinity, 1, 2, Infinity],
+      [-Infinity, 0, 2, 1],
+    ];
+    using scope = b.scope();
+    const x = scope.upload(Float32Array.from(rows.flat())), out = scope.alloc(20);
+    assert.deepEqual([...await b.argmaxRows(x, 5, 4)], [2, 0, 0, 0, 2]);
+    const lse = await b.logSumExpRows(x, 5, 4);
+    assert.ok(lse.subarray(0, 4).every(Number.isNaN), `${lse}`);
+    assert.ok(Math.abs(lse[4] - Math.log(1 + Math.exp(2) + Math.exp(1))) < 1e-6);
+    const ce = await b.crossEntropyGradRows(
+      x,
+      5,
+      4,
+      new Float32Array(5).fill(1),
+      new Int32Array(5).fill(1),
+      out,
+    );
+    assert.ok(ce.subarray(0, 4).every(Number.isNaN) && Number.isFinite(ce[4]), `${ce}`);
+    const g = await b.read(out);
+    assert.ok(g.subarray(0, 16).every(Number.isNaN) && g.subarray(16).every(Number.isFinite));
+  });
+
   test("activations and their backward stay finite over [-200, 200]", async (b) => {
     // exp overflows f32 in the tails (near x = -10 for gelu_new's derivative): no inf * 0 there
     const X = Float32Array.from({ length: 4001 }, (_, i) => -200 + i * 0.1);

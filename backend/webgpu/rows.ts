@@ -12,16 +12,38 @@ import { entry, EXP, header, REDUCE, WG } from "./wgsl.ts";
 
 const NEG_INF = "bitcast<f32>(0xff800000u)";
 
+/**
+ * WGSL, by the bits (software adapters compile with fast-math, where NaN and infinity compare
+ * unreliably): whether a value makes its row's log-sum-exp NaN on the CPU (NaN, or +Infinity,
+ * whose x - max is NaN), and a row whose maximum is -Infinity (every x - max NaN).
+ */
+const NONFINITE = /* wgsl */ `
+fn spoils_lse(v: f32) -> bool {
+  let b = bitcast<u32>(v);
+  return (b & 0x7fffffffu) > 0x7f800000u || b == 0x7f800000u;
+}
+fn is_neg_inf(v: f32) -> bool { return bitcast<u32>(v) == 0xff800000u; }
+const NAN_BITS: u32 = 0x7fc00000u;
+`;
+
 const MAX_SUM_EXP = header(["n: u32", "ld: u32", "x0: u32", "o0: u32"], ["x", "o"]) + EXP +
-  REDUCE + entry(256) + `
+  NONFINITE + REDUCE + entry(256) + `
   let xr = p.x0 + item * p.ld;
   var mx = ${NEG_INF};
-  for (var j = lid; j < p.n; j += 256u) { mx = max(mx, x[xr + j]); }
+  var bad = 0.0;
+  for (var j = lid; j < p.n; j += 256u) {
+    let v = x[xr + j];
+    if (spoils_lse(v)) { bad = 1.0; } else { mx = max(mx, v); }
+  }
   let m = reduce_max(mx, lid);
+  let spoilt = reduce_max(bad, lid) > 0.0 || is_neg_inf(m);
   var s = 0.0;
   for (var j = lid; j < p.n; j += 256u) { s = s + expf(x[xr + j] - m); }
   let total = reduce_sum(s, lid);
-  if (lid == 0u) { o[p.o0 + 2u * item] = m; o[p.o0 + 2u * item + 1u] = total; }
+  if (lid == 0u) {
+    o[p.o0 + 2u * item] = m;
+    o[p.o0 + 2u * item + 1u] = select(total, bitcast<f32>(NAN_BITS), spoilt);
+  }
 }`;
 
 /** Per row: (max, sum exp(x - max)) into out[2r], out[2r + 1]. */
@@ -121,12 +143,18 @@ const CE_GRAD = header(["n: u32", "x0: u32", "o0: u32", "c0: u32", "t0: u32", "m
   "coef",
   "tgt",
   "ms",
-], { tgt: "i32" }) + EXP + REDUCE + entry(256) + `
+], { tgt: "i32" }) + EXP + NONFINITE + REDUCE + entry(256) + `
   let xr = p.x0 + item * p.n;
   let orow = p.o0 + item * p.n;
   var mx = ${NEG_INF};
-  for (var j = lid; j < p.n; j += 256u) { mx = max(mx, x[xr + j]); }
+  var bad = 0.0;
+  for (var j = lid; j < p.n; j += 256u) {
+    let v = x[xr + j];
+    if (spoils_lse(v)) { bad = 1.0; } else { mx = max(mx, v); }
+  }
   let m = reduce_max(mx, lid);
+  // as on the CPU: a NaN or +Infinity logit, or no finite one, makes the row's results NaN
+  let spoilt = reduce_max(bad, lid) > 0.0 || is_neg_inf(m);
   var s = 0.0;
   for (var j = lid; j < p.n; j += 256u) { s = s + expf(x[xr + j] - m); }
   let total = reduce_sum(s, lid);
@@ -136,9 +164,12 @@ const CE_GRAD = header(["n: u32", "x0: u32", "o0: u32", "c0: u32", "t0: u32", "m
   for (var j = lid; j < p.n; j += 256u) {
     var v = expf(x[xr + j] - m) * k;
     if (i32(j) == t) { v = v - c; }
-    o[orow + j] = v;
+    o[orow + j] = select(v, bitcast<f32>(NAN_BITS), spoilt);
   }
-  if (lid == 0u) { ms[p.m0 + 2u * item] = m; ms[p.m0 + 2u * item + 1u] = total; }
+  if (lid == 0u) {
+    ms[p.m0 + 2u * item] = m;
+    ms[p.m0 + 2u * item + 1u] = select(total, bitcast<f32>(NAN_BITS), spoilt);
+  }
 }`;
 
 /**

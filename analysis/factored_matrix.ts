@@ -25,6 +25,7 @@ import {
 } from "../core/ops.ts";
 import { numel, type Tensor, tensor } from "../core/tensor.ts";
 import type { ProgressCallback } from "../core/progress.ts";
+import { TOP1_HIT, TOP1_UNDECIDED, top1ByBounds } from "./top1_bounds.ts";
 
 /**
  * Options of the {@link FactoredMatrix} constructor.
@@ -931,6 +932,16 @@ export interface Top1Options {
   blockRows?: number;
   /** Called after each block with (rows done, rows in total). */
   onProgress?: ProgressCallback;
+  /**
+   * How rows are decided. `"bounds"`: bounds on blocks of columns
+   * decide most rows from a fraction of M, and the rows they cannot decide are computed densely,
+   * so the answer is the dense one exactly (see `analysis/top1_bounds.ts`; memory: B packed in
+   * column chunks, and 4096 x 1024 floats, 16 MiB, for the chunks' products). `"dense"`: every row
+   * of M computed and its argmax taken. `"auto"` (the default): bounds from 8192 rows up with a
+   * backend (below, the dense product is as fast as the bounds' bookkeeping), else dense. Without
+   * a backend the computation is always dense.
+   */
+  method?: "auto" | "bounds" | "dense";
 }
 
 /**
@@ -960,6 +971,13 @@ export async function top1Accuracy(m: FactoredMatrix, opts: Top1Options = {}): P
   if (n === 0) return NaN;
   const threads = m.backend?.threads ?? 1;
   const stream = new RowStream(m, opts.blockRows ?? (threads > 1 ? 128 : 16));
+  const method = opts.method ?? "auto";
+  if (m.backend && (method === "bounds" || (method === "auto" && n >= 8192))) {
+    const decided = await top1ByBounds(m.A.data, m.B.data, n, m.mdim, m.backend, {
+      onProgress: opts.onProgress,
+    });
+    if (decided) return await top1Finish(m, stream, decided.outcome);
+  }
   let hits = 0;
   let lastYield = performance.now();
   try {
@@ -977,6 +995,36 @@ export async function top1Accuracy(m: FactoredMatrix, opts: Top1Options = {}): P
       if (performance.now() - lastYield > 100) {
         await new Promise((r) => setTimeout(r, 0));
         lastYield = performance.now();
+      }
+    }
+  } finally {
+    await stream.close();
+  }
+  return hits / n;
+}
+
+/**
+ * The accuracy from the bounds' outcomes: the undecided rows computed as the dense path computes
+ * them (the same row blocks of the same stream, so the same float32 values and argmax).
+ */
+async function top1Finish(m: FactoredMatrix, stream: RowStream, outcome: Uint8Array) {
+  const n = m.rdim;
+  let hits = 0;
+  try {
+    for (let start = 0; start < n; start += stream.blockRows) {
+      const rows = Math.min(stream.blockRows, n - start);
+      let open = false;
+      for (let i = start; i < start + rows; i++) {
+        if (outcome[i] === TOP1_HIT) hits++;
+        else if (outcome[i] === TOP1_UNDECIDED) open = true;
+      }
+      if (!open) continue;
+      const block = await stream.block(start, rows);
+      const best = block instanceof Float32Array
+        ? Int32Array.from({ length: rows }, (_, i) => argmaxJs(block, i * n, n))
+        : await m.backend!.argmaxRows(block, rows, n);
+      for (let i = 0; i < rows; i++) {
+        if (outcome[start + i] === TOP1_UNDECIDED && best[i] === i + start) hits++;
       }
     }
   } finally {

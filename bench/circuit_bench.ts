@@ -7,6 +7,9 @@
  *   deno run -A bench/circuit_bench.ts --block 8,16,64  several block sizes
  *   deno run -A bench/circuit_bench.ts --threads 1      on one thread (default: every core)
  *   deno run -A bench/circuit_bench.ts --study          also log-probs, head scores, patching
+ *   deno run -A bench/circuit_bench.ts --method dense,bounds --ov 5.5
+ *       top-1 by the dense product and by bounds (alternating, answers checked equal), on the
+ *       K-composition circuit and on head 5.5's full OV circuit
  *
  * Times are wall clock and process CPU time (user + system, Linux only): on a shared machine the
  * CPU time is the steadier figure. Peak memory is sampled at every block: the process RSS (Deno.memoryUsage) and the bytes the
@@ -20,6 +23,7 @@ import {
   HookedTransformer,
   kCompositionCircuit,
   logProbSummary,
+  ovCircuit,
   patchingScores,
   syntheticGpt2,
   top1Accuracy,
@@ -58,6 +62,8 @@ async function timed<T>(label: string, f: () => Promise<T>): Promise<T> {
 const blocks = (flag("block") ?? "default").split(",").map((b) =>
   b === "default" ? undefined : Number(b)
 );
+/** How top1Accuracy decides rows: its default, or each of a list in turn (see Top1Options). */
+const methods = (flag("method") ?? "auto").split(",") as ("auto" | "dense" | "bounds")[];
 const threads = flag("threads");
 console.log(
   `GPT-2-small shape, random weights; ${navigator.hardwareConcurrency} cores available, ` +
@@ -103,24 +109,37 @@ console.log(
     (baseWasm / MiB).toFixed(0)
   } MiB (the model)`,
 );
-for (const blockRows of blocks) {
-  let peakWasm = 0, peakRss = 0;
-  const acc = await timed(
-    `top-1 over 50257 x 50257, blocks of ${blockRows} rows`,
-    () =>
-      top1Accuracy(circuit, {
-        blockRows,
-        onProgress: () => {
-          peakWasm = Math.max(peakWasm, k.bytesInUse - baseWasm);
-          peakRss = Math.max(peakRss, Deno.memoryUsage().rss);
-        },
-      }),
-  );
-  console.log(
-    `  top-1 ${acc.toFixed(6)}; streaming held ${(peakWasm / MiB).toFixed(1)} MiB of ` +
-      `WebAssembly memory; peak rss ${(peakRss / MiB).toFixed(0)} MiB ` +
-      `(+${((peakRss - baseRss) / MiB).toFixed(0)} MiB over the loaded model)`,
-  );
+const ovHead = flag("ov")?.split(".").map(Number) as [number, number] | undefined;
+const circuits = [{ name: "K-composition 4.11 -> 5.5", m: circuit }];
+if (ovHead) circuits.push({ name: `OV ${ovHead.join(".")}`, m: ovCircuit(model, ...ovHead) });
+for (const { name, m } of circuits) {
+  const answers = new Map<string, number>();
+  for (const blockRows of blocks) {
+    for (const method of methods) {
+      let peakWasm = 0, peakRss = 0;
+      const acc = await timed(
+        `top-1 ${name}, ${method}, blocks of ${blockRows ?? "default"}`,
+        () =>
+          top1Accuracy(m, {
+            blockRows,
+            method,
+            onProgress: () => {
+              peakWasm = Math.max(peakWasm, k.bytesInUse - baseWasm);
+              peakRss = Math.max(peakRss, Deno.memoryUsage().rss);
+            },
+          }),
+      );
+      console.log(
+        `  top-1 ${acc.toFixed(6)}; streaming held ${(peakWasm / MiB).toFixed(1)} MiB of ` +
+          `WebAssembly memory; peak rss ${(peakRss / MiB).toFixed(0)} MiB ` +
+          `(+${((peakRss - baseRss) / MiB).toFixed(0)} MiB over the loaded model)`,
+      );
+      answers.set(`${method} ${blockRows}`, acc);
+    }
+  }
+  if (new Set(answers.values()).size > 1) {
+    throw new Error(`${name}: the methods disagree: ${JSON.stringify([...answers])}`);
+  }
 }
 
 if (Deno.args.includes("--study")) {

@@ -129,6 +129,32 @@ async function ourForward(model: HookedTransformer, tokens: number[][]) {
 }
 
 /**
+ * What caching every activation costs: `runWithCache` with no filter against a plain `run` of the
+ * same rows (full logits both), alternating so both see the same load, at 1 x 101 and 8 x 101.
+ * Median seconds of each and their ratio.
+ */
+async function ourCacheOverhead(model: HookedTransformer, tokens: number[][]) {
+  const runs: Record<string, { run: number; runWithCache: number; ratio: number }> = {};
+  for (const batch of [1, 8]) {
+    const rows = tokens.slice(0, batch);
+    await model.run(rows);
+    await model.runWithCache(rows);
+    const plain: number[] = [], cached: number[] = [];
+    for (let i = 0; i < 5; i++) {
+      let t = performance.now();
+      await model.run(rows);
+      plain.push((performance.now() - t) / 1000);
+      t = performance.now();
+      await model.runWithCache(rows);
+      cached.push((performance.now() - t) / 1000);
+    }
+    const p = median(plain), c = median(cached);
+    runs[`${batch}x${rows[0].length}`] = { run: p, runWithCache: c, ratio: c / p };
+  }
+  return runs;
+}
+
+/**
  * Our forward + backward of the loss at 1 x 101 and 30 x 101 (median seconds): every activation's
  * gradient computed, none cached (PyTorch's `loss.backward()` to the embeddings). Each timed
  * forward + backward follows a timed plain forward (full logits) of the same rows, so their ratio
@@ -194,6 +220,12 @@ async function ourStudy(model: HookedTransformer, tokens: number[][]) {
     "kComposition",
     () => top1Accuracy(kCompositionCircuit(model, [4, 11], [5, 5])),
   ) as number;
+  // The same top-1 by the dense product (the method before bounds; not part of the total).
+  const dense = await lap(
+    "kCompositionDense",
+    () => top1Accuracy(kCompositionCircuit(model, [4, 11], [5, 5]), { method: "dense" }),
+  ) as number;
+  if (dense !== top1) throw new Error(`top-1 by bounds ${top1}, by the dense product ${dense}`);
   const studySeconds = steps.score30x101 + steps.mlpPatching + steps.kComposition;
   return { steps, studySeconds, secondHalf: summary.secondHalf, top1 };
 }
@@ -242,6 +274,8 @@ if (import.meta.main && args.has("--only-sae")) {
   log("forward: this library ...");
   const model = await HookedTransformer.fromPretrained(bench.dir);
   const forward = await ourForward(model, spec.tokens);
+  log("caching every activation: this library ...");
+  const cacheOverhead = await ourCacheOverhead(model, spec.tokens);
   const torchFwd = withPeers
     ? peerNote("pytorch forward", await runTorch("forward", bench.dir, bench.tokensPath))
     : undefined;
@@ -382,6 +416,18 @@ if (import.meta.main && args.has("--only-sae")) {
   if (sae) console.log(saeTable(sae));
 
   console.log(
+    "\nCaching every activation (runWithCache, no filter) against a plain run (median seconds)",
+  );
+  console.log("tokens        run  runWithCache  ratio");
+  for (const [key, r] of Object.entries(cacheOverhead)) {
+    console.log(
+      `${key.padEnd(8)} ${fmt(r.run, 3).padStart(8)} ${fmt(r.runWithCache, 3).padStart(13)} ${
+        ratio(r.runWithCache, r.run).padStart(6)
+      }`,
+    );
+  }
+
+  console.log(
     "\nForward + backward of the loss, GPT-2-small shape (seconds, median; every activation's " +
       "gradient)",
   );
@@ -402,6 +448,11 @@ if (import.meta.main && args.has("--only-sae")) {
       `\nMLP sweep (${model.cfg.nLayers} layers x ${BENCH_SEQ_LEN} positions): exact patching ` +
         `${fmt(ex)} s, attribution patching ${fmt(at, 2)} s (${ratio(ex, at)} less time); ` +
         `PyTorch exact (TransformerLens way) ${fmt(torchStudy?.steps.mlpPatching)} s`,
+    );
+    console.log(
+      `K-composition top-1 by the dense product ${fmt(study.steps.kCompositionDense)} s, by ` +
+        `bounds (the study's) ${fmt(study.steps.kComposition)} s: ` +
+        `${ratio(study.steps.kCompositionDense, study.steps.kComposition)} less time`,
     );
     console.log("\nWhole study, GPT-2-small shape (seconds; PyTorch done the TransformerLens way)");
     console.log("step                       ours   pytorch   speed-up");
@@ -446,6 +497,7 @@ if (import.meta.main && args.has("--only-sae")) {
     machine: { cores, deno: Deno.version.deno, v8: Deno.version.v8 },
     matmul,
     forward,
+    cacheOverhead,
     generation,
     backward,
     study,

@@ -23,7 +23,7 @@ import { familyName } from "../families/registry.ts";
 import { HookedTransformer } from "../model/hooked_transformer.ts";
 import { EMBEDDED_MODEL, isModelCached, resolveModel } from "../io/resolve.ts";
 import { formatSeconds, Reporter } from "./progress.ts";
-import { runStudy } from "./study.ts";
+import { runStudy, STUDY_STEPS } from "./study.ts";
 import { type Device, DEVICES } from "../backend/select.ts";
 import { SAE } from "../sae/mod.ts";
 
@@ -319,8 +319,8 @@ export async function main(args: string[], reporter?: Reporter): Promise<number>
     console.log(USAGE);
     return 0;
   }
-  // load, eight study steps, and with --sae its load and its section
-  const rep = reporter ?? new Reporter(opts.sae ? 11 : 9);
+  // Loading the model is step 1; the study numbers the rest; with --sae, its load and section.
+  const rep = reporter ?? new Reporter(1 + STUDY_STEPS + (opts.sae ? 2 : 0));
   const startedAt = performance.now();
   try {
     const { name, choice } = chooseModel(opts.model);

@@ -128,13 +128,22 @@ function fmt(x: number, d = 3): string {
   return x.toFixed(d);
 }
 
+/**
+ * How many numbered steps {@link runStudy} reports (tokens, log-probs, head scores, attention,
+ * MLP patching, attribution patching, circuits, logit attribution and lens), one more with an SAE:
+ * a caller that reports steps of its own before the study (the command's model loading, and the
+ * SAE's) adds its count to this.
+ */
+export const STUDY_STEPS = 8;
+
 /** Runs the whole study on `model` and returns every number, with timings. */
 export async function runStudy(
   model: HookedTransformer,
   opts: StudyOptions,
 ): Promise<ExperimentResults> {
   const startedAt = opts.startedAt ?? performance.now();
-  const rep = opts.reporter ?? new Reporter(8, { quiet: true });
+  const rep = opts.reporter ??
+    new Reporter(STUDY_STEPS + (opts.sae ? 1 : 0), { quiet: true });
   const cfg = model.cfg;
   const { seqLen, batch, seed } = opts;
   const topK = opts.topPairs ?? 3;

@@ -52,6 +52,11 @@ export interface StaticServerOptions {
   port?: number;
   /** Extra response headers on every answer (e.g. COOP/COEP to try cross-origin isolation). */
   headers?: Record<string, string>;
+  /**
+   * More folders served beside the root: URL path prefix (e.g. `models/gpt2/`, no leading
+   * slash, ending with `/`) -> folder (e.g. the explorer's `--model=<folder>`).
+   */
+  mounts?: Record<string, string>;
 }
 
 /** A running static server. */
@@ -96,7 +101,10 @@ export function startStaticServer(opts: StaticServerOptions = {}): Promise<Stati
       return answer(405, "method not allowed\n", { ...text, allow: "GET, HEAD" });
     }
     if (rel.includes("\0") || !isSafe(rel)) return answer(403, "forbidden\n", text);
-    const path = `${root}/${rel}`;
+    const mount = Object.keys(opts.mounts ?? {}).find((prefix) => rel.startsWith(prefix));
+    const path = mount === undefined
+      ? `${root}/${rel}`
+      : `${opts.mounts![mount].replace(/\/$/, "")}/${rel.slice(mount.length)}`;
     try {
       const info = await Deno.stat(path);
       if (!info.isFile) return answer(404, "not found\n", text);

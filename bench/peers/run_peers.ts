@@ -335,6 +335,8 @@ export async function runTfjs(
     const args = [
       Deno.execPath(),
       "run",
+      "--config", // bench/deno.json maps the peers' npm packages
+      here("../deno.json"),
       "--allow-read",
       "--allow-write",
       "--allow-env",

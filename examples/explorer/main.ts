@@ -1,0 +1,288 @@
+/// <reference lib="dom" />
+/**
+ * The explorer's page module (bundled into `main.js` by `build.ts`). It imports no part of the
+ * library: it starts the model worker (`explorer_worker.ts`), sends it the state of the page's
+ * controls (debounced while typing) and places the views' HTML it sends back, each in its tab's
+ * panel. The state lives in the URL (`protocol.ts`). For the test and for scripts it exposes
+ * `window.__explorer` (the model's info, the last result, errors) and marks the body with
+ * `data-computed="<request id>"` and `data-prompt` once a result is shown.
+ * @module
+ */
+import {
+  type ExplorerMessage,
+  type ExplorerResult,
+  type ExplorerState,
+  type ModelInfo,
+  type PageMessage,
+  parseState,
+  stateToSearch,
+  type ViewName,
+  VIEWS,
+} from "./protocol.ts";
+
+/** What the page exposes to scripts and tests. */
+interface ExplorerGlobal {
+  info?: ModelInfo;
+  result?: ExplorerResult;
+  error?: string;
+  /** The main thread's longest task in ms (Long Tasks API: only tasks over 50 ms count). */
+  longestTaskMs?: number;
+}
+
+declare global {
+  var __explorer: ExplorerGlobal;
+}
+
+/** Default prompts, one per kind of model. */
+const TEXT_PROMPT = "And God said, Let there be light: and there was light.";
+/** Length of the random segment (repeated once after BOS) for an id-only model. */
+const SEGMENT = 10;
+/** Milliseconds of quiet after typing before the views are recomputed. */
+const DEBOUNCE_MS = 250;
+
+function el<T extends HTMLElement>(id: string): T {
+  const found = document.getElementById(id);
+  if (!found) throw new Error(`the page has no #${id}`);
+  return found as T;
+}
+
+const explorer: ExplorerGlobal = {};
+globalThis.__explorer = explorer;
+
+if (PerformanceObserver.supportedEntryTypes?.includes("longtask")) {
+  explorer.longestTaskMs = 0;
+  new PerformanceObserver((list) => {
+    for (const e of list.getEntries()) {
+      explorer.longestTaskMs = Math.max(explorer.longestTaskMs ?? 0, e.duration);
+    }
+  }).observe({ type: "longtask", buffered: true });
+}
+
+const state: ExplorerState = parseState(location.search);
+const inputs = {
+  model: el<HTMLInputElement>("model"),
+  prompt: el<HTMLTextAreaElement>("prompt"),
+  corrupted: el<HTMLInputElement>("corrupted"),
+  answer: el<HTMLInputElement>("answer"),
+  wrong: el<HTMLInputElement>("wrong"),
+};
+const status = el("status"), threads = el("threads"), error = el("error");
+const random = el<HTMLButtonElement>("random");
+let info: ModelInfo | undefined;
+let nextId = 0, wanted = 0, randomSeed = 0;
+/** The prompt of the request in flight (`wanted`). */
+let wantedPrompt = "";
+let timer: ReturnType<typeof setTimeout> | undefined;
+
+const worker = new Worker(new URL("./explorer_worker.ts", import.meta.url), { type: "module" });
+const send = (m: PageMessage) => worker.postMessage(m);
+
+function saveUrl(): void {
+  history.replaceState(null, "", stateToSearch(state));
+}
+
+function showError(text: string): void {
+  explorer.error = text;
+  error.textContent = text;
+}
+
+function showView(view: ViewName): void {
+  state.view = view;
+  for (const b of document.querySelectorAll<HTMLButtonElement>("nav button[data-view]")) {
+    b.setAttribute("aria-selected", String(b.dataset.view === view));
+  }
+  for (const v of VIEWS) el(`view-${v}`).hidden = v !== view;
+  saveUrl();
+}
+
+function compute(): void {
+  if (!info) return;
+  wanted = ++nextId;
+  wantedPrompt = state.prompt;
+  status.textContent = "Computing\u2026";
+  send({ kind: "compute", id: wanted, state: { ...state } });
+}
+
+function scheduleCompute(): void {
+  clearTimeout(timer);
+  timer = setTimeout(compute, DEBOUNCE_MS);
+}
+
+function load(): void {
+  info = undefined;
+  threads.textContent = "threads: loading";
+  send({ kind: "load", model: state.model });
+}
+
+function showResult(r: ExplorerResult): void {
+  if (r.id !== wanted) return; // a newer request is on its way
+  explorer.result = r;
+  explorer.error = undefined;
+  error.textContent = "";
+  for (const v of VIEWS) {
+    const panel = el(`view-${v}`);
+    const note = r.notes[v];
+    panel.innerHTML = r.html[v] ?? `<p class="note">${note ?? ""}</p>`;
+    if (r.html[v] && note) panel.insertAdjacentHTML("afterbegin", `<p class="note">${note}</p>`);
+  }
+  if (r.html.attention) addAttendStrips(r.tokens);
+  status.textContent = `${r.tokens.length} tokens, every view in ${r.computeMs} ms`;
+  document.body.dataset.prompt = wantedPrompt;
+  document.body.dataset.computed = String(r.id);
+}
+
+/** The chosen head as [layer, head] (`state.head`, default L0H0). */
+function chosenHead(): [number, number] {
+  const m = /^L(\d+)H(\d+)$/.exec(state.head);
+  return m ? [Number(m[1]), Number(m[2])] : [0, 0];
+}
+
+/** One head's attention weights from its grid in the attention panel: [query][key]. */
+function headWeights(layer: number, head: number): number[][] {
+  const out: number[][] = [];
+  const sel = `#view-attention section[data-layer="${layer}"] details[data-head="${head}"] td.c`;
+  for (const c of document.querySelectorAll<HTMLElement>(sel)) {
+    (out[Number(c.dataset.row)] ??= [])[Number(c.dataset.col)] = Number(c.dataset.value);
+  }
+  return out;
+}
+
+/**
+ * Above the attention heads: the tokens twice, for the chosen head; hovering or focusing a token
+ * colours the first strip by what it attends to and the second by what attends to it (each
+ * span's weight in `data-value` and its tooltip).
+ */
+function addAttendStrips(tokens: string[]): void {
+  if (!info) return;
+  const panel = el("view-attention");
+  const options: string[] = [];
+  for (let l = 0; l < info.nLayers; l++) {
+    for (let h = 0; h < info.nHeads; h++) options.push(`L${l}H${h}`);
+  }
+  const [layer, head] = chosenHead();
+  const box = document.createElement("div");
+  box.id = "attend";
+  box.innerHTML =
+    `<label>Head <select id="attend-head">${
+      options.map((o) => `<option${o === `L${layer}H${head}` ? " selected" : ""}>${o}</option>`)
+        .join("")
+    }</select></label> <span class="note">Hover or Tab to a token: the first line shows what it ` +
+    `attends to, the second what attends to it.</span>`;
+  const strips = ["to", "from"].map((kind) => {
+    const strip = document.createElement("div");
+    strip.className = "strip";
+    strip.dataset.strip = kind;
+    tokens.forEach((t, i) => {
+      const span = document.createElement("span");
+      span.tabIndex = 0;
+      span.dataset.pos = String(i);
+      span.textContent = t.replaceAll("\n", "\u21b5");
+      strip.append(span);
+    });
+    box.append(strip);
+    return strip;
+  });
+  const show = (q: number) => {
+    const [l, h] = chosenHead();
+    const w = headWeights(l, h);
+    const paint = (strip: HTMLElement, value: (k: number) => number | undefined) => {
+      strip.querySelectorAll<HTMLElement>("span").forEach((span, k) => {
+        const v = value(k);
+        span.dataset.value = v === undefined ? "" : String(v);
+        span.title = v === undefined ? "masked" : `weight ${v.toPrecision(4)}`;
+        span.style.background = v === undefined ? "" : `rgba(8, 48, 107, ${v})`;
+        span.style.color = v !== undefined && v > 0.5 ? "#fff" : "";
+        span.classList.toggle("current", k === q);
+      });
+    };
+    paint(strips[0], (k) => k <= q ? w[q]?.[k] : undefined); // q attends to k
+    paint(strips[1], (k) => k >= q ? w[k]?.[q] : undefined); // k attends to q
+  };
+  for (const strip of strips) {
+    strip.addEventListener("mouseover", (e) => {
+      const pos = (e.target as HTMLElement).dataset?.pos;
+      if (pos !== undefined) show(Number(pos));
+    });
+    strip.addEventListener("focusin", (e) => {
+      const pos = (e.target as HTMLElement).dataset?.pos;
+      if (pos !== undefined) show(Number(pos));
+    });
+  }
+  box.querySelector<HTMLSelectElement>("select")!.addEventListener("change", (e) => {
+    state.head = (e.target as HTMLSelectElement).value;
+    saveUrl();
+    show(tokens.length - 1);
+  });
+  panel.prepend(box);
+  show(tokens.length - 1);
+}
+
+worker.onmessage = (event: MessageEvent<ExplorerMessage>) => {
+  const m = event.data;
+  if (m.kind === "status") status.textContent = m.text;
+  else if (m.kind === "ready") {
+    info = explorer.info = m.info;
+    threads.dataset.threads = String(m.info.threads);
+    threads.dataset.isolated = String(m.info.crossOriginIsolated);
+    threads.textContent = `${m.info.name}: ${m.info.threads} thread${
+      m.info.threads === 1 ? "" : "s"
+    }${
+      m.info.crossOriginIsolated ? "" : " (not cross-origin isolated: one thread; serve the page " +
+        "with Cross-Origin-Opener-Policy: same-origin and Cross-Origin-Embedder-Policy: " +
+        "require-corp for one per core)"
+    }`;
+    random.hidden = m.info.hasTokenizer;
+    el("prompt-note").textContent = m.info.hasTokenizer
+      ? ""
+      : `${m.info.name} has no text tokenizer: the prompt is token ids in [0, ${m.info.dVocab}), ` +
+        `separated by spaces. "Random segment, repeated" gives the induction study's input.`;
+    if (state.prompt === "") {
+      if (m.info.hasTokenizer) {
+        state.prompt = inputs.prompt.value = TEXT_PROMPT;
+      } else {
+        send({ kind: "random", segment: SEGMENT, seed: randomSeed++ });
+        return;
+      }
+    }
+    saveUrl();
+    compute();
+  } else if (m.kind === "random") {
+    state.prompt = inputs.prompt.value = m.ids.join(" ");
+    saveUrl();
+    compute();
+  } else if (m.kind === "result") showResult(m.result);
+  else if (m.kind === "error") {
+    if (m.id !== undefined && m.id !== wanted) return;
+    status.textContent = "Error";
+    showError(m.message);
+  }
+};
+worker.onerror = (e) => showError(`the model worker failed: ${e.message}`);
+
+for (const key of ["prompt", "corrupted", "answer", "wrong"] as const) {
+  inputs[key].value = state[key];
+  inputs[key].addEventListener("input", () => {
+    state[key] = inputs[key].value;
+    saveUrl();
+    scheduleCompute();
+  });
+}
+inputs.model.value = state.model;
+const loadTyped = () => {
+  state.model = inputs.model.value.trim() || state.model;
+  state.prompt = inputs.prompt.value = "";
+  saveUrl();
+  load();
+};
+el("load").addEventListener("click", loadTyped);
+inputs.model.addEventListener("keydown", (e) => {
+  if (e.key === "Enter") loadTyped();
+});
+random.addEventListener("click", () => {
+  if (info) send({ kind: "random", segment: SEGMENT, seed: randomSeed++ });
+});
+for (const b of document.querySelectorAll<HTMLButtonElement>("nav button[data-view]")) {
+  b.addEventListener("click", () => showView(b.dataset.view as ViewName));
+}
+showView(state.view);
+load();

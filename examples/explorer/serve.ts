@@ -1,0 +1,104 @@
+/**
+ * `deno task explore`: builds the explorer when an input changed (`build.ts`, into
+ * `out/explorer/`) and serves it on 127.0.0.1 with the cross-origin isolation headers, so that
+ * its model worker computes on one thread per core; prints the page's URL.
+ *
+ * ```sh
+ * deno task explore                          # http://127.0.0.1:8000/?model=kjv-small
+ * deno task explore --port=9000 --model=induction-toy
+ * deno task explore --model=path/to/folder   # served at /models/<folder's name>/
+ * deno task explore --model=https://example.org/my-model/
+ * ```
+ * @module
+ */
+import { ensureBuilt } from "../browser/build.ts";
+import { ISOLATION_HEADERS } from "../browser/config.ts";
+import { REPO_ROOT, startStaticServer, type StaticServer } from "../../tests/static_server.ts";
+import { EXPLORER } from "./build.ts";
+import { DEFAULT_MODEL } from "./protocol.ts";
+
+/** The command line of `deno task explore`. */
+export interface ExploreArgs {
+  /** The port (default 8000; 0 lets the system pick one). */
+  port: number;
+  /** The model the page opens with: an embedded or hub name, a local folder, or a URL. */
+  model: string;
+}
+
+/**
+ * Parses `--port=N` and `--model=<name|folder|url>`; throws on anything else.
+ *
+ * @example
+ * ```ts
+ * import { parseExploreArgs } from "./serve.ts";
+ * const a = parseExploreArgs(["--port=9000", "--model=induction-toy"]);
+ * if (a.port !== 9000 || a.model !== "induction-toy") throw new Error("parseExploreArgs");
+ * if (parseExploreArgs([]).port !== 8000) throw new Error("the default port");
+ * ```
+ */
+export function parseExploreArgs(args: readonly string[]): ExploreArgs {
+  const out: ExploreArgs = { port: 8000, model: DEFAULT_MODEL };
+  for (const arg of args) {
+    const port = /^--port=(\d{1,5})$/.exec(arg);
+    const model = /^--model=(.+)$/.exec(arg);
+    if (port && Number(port[1]) <= 65535) out.port = Number(port[1]);
+    else if (model) out.model = model[1];
+    else {
+      throw new Error(
+        `unknown argument ${JSON.stringify(arg)}: the options are --port=N (0-65535) and ` +
+          `--model=<name|folder|url>`,
+      );
+    }
+  }
+  return out;
+}
+
+/** A running explorer. */
+export interface Explorer {
+  /** The page's URL, with the model in its query. */
+  url: string;
+  /** The static server. */
+  server: StaticServer;
+}
+
+/**
+ * Builds the explorer if needed and serves it with {@link ISOLATION_HEADERS}. A `model` that is
+ * a local folder (it exists on disk) is served at `/models/<its name>/` and the page opens it
+ * from there; a name or URL is passed to the page as it is.
+ */
+export async function startExplorer(args: ExploreArgs): Promise<Explorer> {
+  await ensureBuilt(EXPLORER);
+  let model = args.model;
+  const mounts: Record<string, string> = {};
+  let isFolder = false;
+  try {
+    isFolder = !/^[a-z]+:\/\//i.test(model) && (await Deno.stat(model)).isDirectory;
+  } catch {
+    // not a local folder: a name or a URL
+  }
+  if (isFolder) {
+    const name = model.replace(/\/+$/, "").split("/").pop()!.replace(/[^\w.-]/g, "_");
+    mounts[`models/${name}/`] = await Deno.realPath(model);
+    model = `/models/${name}/`;
+  }
+  const server = await startStaticServer({
+    root: `${REPO_ROOT}/${EXPLORER.outDir}`,
+    port: args.port,
+    headers: { ...ISOLATION_HEADERS },
+    mounts,
+  });
+  return { url: `${server.origin}/?model=${encodeURIComponent(model)}`, server };
+}
+
+if (import.meta.main) {
+  let args: ExploreArgs;
+  try {
+    args = parseExploreArgs(Deno.args);
+  } catch (e) {
+    console.error((e as Error).message);
+    Deno.exit(2);
+  }
+  const t0 = performance.now();
+  const { url } = await startExplorer(args);
+  console.log(`explorer ready in ${Math.round(performance.now() - t0)} ms: open ${url}`);
+}

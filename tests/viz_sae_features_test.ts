@@ -20,7 +20,9 @@ Deno.test("saeFeatures: L0 and the strongest features per position, in order, es
   });
   const all = elements(view.html);
   assert.deepEqual(
-    all.filter((e) => e.attrs["data-active"] !== undefined).map((e) => Number(e.attrs["data-active"])),
+    all.filter((e) => e.attrs["data-active"] !== undefined).map((e) =>
+      Number(e.attrs["data-active"])
+    ),
     [3, 1, 0],
     "active features per position (a negative activation is not active)",
   );

@@ -7,6 +7,7 @@
 import { InputError } from "../core/errors.ts";
 import { GPT2_PATTERN } from "./byte_level.ts";
 import { gpt2Words } from "./pattern.ts";
+import { heapPop, heapPush } from "./min_heap.ts";
 import type { Tokenizer } from "./tokenizer.ts";
 
 /** The id of `<|endoftext|>`, GPT-2's BOS, EOS and padding token. */
@@ -143,35 +144,4 @@ export function r50kTokenizer(modules?: R50kModules): Promise<Tokenizer> {
     return new R50kTokenizer(new Tiktoken({ ...ranks.default, pat_str: GPT2_PATTERN }));
   })();
   return loading;
-}
-
-function heapPush(heap: number[], v: number): void {
-  let i = heap.push(v) - 1;
-  while (i > 0) {
-    const parent = (i - 1) >> 1;
-    if (heap[parent] <= v) break;
-    heap[i] = heap[parent];
-    i = parent;
-  }
-  heap[i] = v;
-}
-
-function heapPop(heap: number[]): number {
-  const top = heap[0];
-  const last = heap.pop()!;
-  if (heap.length > 0) {
-    let i = 0;
-    const n = heap.length;
-    while (true) {
-      const l = 2 * i + 1;
-      if (l >= n) break;
-      const r = l + 1;
-      const c = r < n && heap[r] < heap[l] ? r : l;
-      if (heap[c] >= last) break;
-      heap[i] = heap[c];
-      i = c;
-    }
-    heap[i] = last;
-  }
-  return top;
 }

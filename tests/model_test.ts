@@ -287,8 +287,9 @@ Deno.test("patched log-probs at the last positions and from position 0 equal the
   const T = toks.length, d = model.cfg.dModel, V = model.cfg.dVocab;
   const value = Float32Array.from({ length: d }, (_, i) => Math.sin(i) * 3);
   const positions = [T - 1, T - 2, 0];
-  for (const point of ["resid_pre", "mlp_out"] as const) {
-    const layer = 1;
+  // mlp_out of the last layer resumes after every block: each run is its patched row alone.
+  const L = model.cfg.nLayers;
+  for (const [point, layer] of [["resid_pre", 1], ["mlp_out", 1], ["mlp_out", L - 1]] as const) {
     const patches = positions.map((position) => ({ position, value }));
     const fast = await patchedNextTokenLogProbs(model, [toks], [{ layer, point, patches }]);
     assert.deepEqual(fast.patched[0][0], fast.clean, `${point}: a patch at T - 1 changes nothing`);
@@ -302,6 +303,12 @@ Deno.test("patched log-probs at the last positions and from position 0 equal the
         assert.ok(Math.abs(naive - fast.patched[0][i][t]) < 1e-5, `${point} p=${p} t=${t}`);
       }
     }
+    // Log-probs before `from` are the clean ones, so is a patch whose row is before it.
+    const late = await patchedNextTokenLogProbs(model, [toks], [{ layer, point, patches }], {
+      from: 3,
+    });
+    assert.deepEqual(late.patched[0][1].subarray(3), fast.patched[0][1].subarray(3));
+    assert.deepEqual(late.patched[0][2].subarray(0, 3), fast.clean.subarray(0, 3));
   }
 });
 

@@ -177,6 +177,12 @@ export type { HubOptions } from "./io/hub.ts";
 export type { Tokenizer } from "./tokenizer/tokenizer.ts";
 export { WasmBackend } from "./backend/wasm/wasm_backend.ts";
 export type { LoadOptions } from "./backend/wasm/kernels.ts";
+// Devices: the `device` option's choice of backend, and the WebGPU backend with its errors.
+export { deviceOf, DEVICES, loadBackend } from "./backend/select.ts";
+export type { BackendOptions, Device } from "./backend/select.ts";
+export { WebGpuBackend } from "./backend/webgpu/webgpu_backend.ts";
+export type { GpuLoadOptions } from "./backend/webgpu/webgpu_backend.ts";
+export { GpuDeviceLostError, GpuOutOfMemoryError, GpuUnavailableError } from "./core/errors.ts";
 export type {
   Activation,
   AttentionArgs,

@@ -268,6 +268,12 @@ export interface HeadLayout {
 export interface Backend extends Disposable {
   /** Threads the backend computes on (counting the calling thread). */
   readonly threads: number;
+  /**
+   * True when every operation runs as it is called, so a host read's values are in place when
+   * the read returns (WebAssembly). Synchronous helpers (`core/ops.ts`'s `matmul` and `einsum`)
+   * use the backend only then; an asynchronous device (WebGPU) leaves them on the CPU.
+   */
+  readonly eager?: boolean;
   /** Stops the backend's worker threads; it keeps working on the calling thread alone. */
   close(): void;
 

@@ -62,6 +62,40 @@ export class KernelError extends LensError {}
 /** A NumPy `.npy` array or `.npz` archive is malformed, truncated or of an unsupported dtype. */
 export class NpyError extends LensError {}
 /**
+ * No WebGPU adapter is available (no `navigator.gpu`, or it offered no adapter of the kind asked
+ * for). Use the WebAssembly backend (`device: "wasm"`), or run where WebGPU is exposed.
+ *
+ * @example
+ * ```ts
+ * import { GpuUnavailableError, HookedTransformer } from "../mod.ts";
+ * let model;
+ * try {
+ *   model = await HookedTransformer.fromPretrained("induction-toy", { device: "webgpu" });
+ * } catch (e) {
+ *   if (!(e instanceof GpuUnavailableError)) throw e;
+ *   model = await HookedTransformer.fromPretrained("induction-toy", { threads: 1 }); // wasm
+ * }
+ * model.dispose();
+ * ```
+ */
+export class GpuUnavailableError extends KernelError {}
+
+/**
+ * The WebGPU device was lost (driver reset, another process took the GPU, the page was
+ * backgrounded): its buffers are gone. Load the model again, or move it to the CPU with
+ * `await model.to("wasm")` (the model keeps its weights on the host), and back with
+ * `model.to("webgpu")` for a fresh device.
+ */
+export class GpuDeviceLostError extends KernelError {}
+
+/**
+ * The GPU ran out of memory for a buffer (weights or activations), or a buffer would exceed the
+ * adapter's `maxBufferSize`. Nothing of the failed allocation is kept; use a smaller batch, a
+ * bf16 model, or the WebAssembly backend.
+ */
+export class GpuOutOfMemoryError extends KernelError {}
+
+/**
  * A computation produced NaN (or infinities) where a number is needed to go on: logits that
  * `generate` cannot pick a token from (a hook that wrote NaN, or weights that hold it).
  */

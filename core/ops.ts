@@ -1178,8 +1178,9 @@ const BACKEND_BLOCK_FLOATS = 1 << 21;
 
 /**
  * C = A B for matrices A [m, k] and B [k, n] as Float32Arrays: on the backend's matmul when
- * `backend` is given and the product is large (B packed once, A in row blocks so memory stays
- * bounded), otherwise in JavaScript with float64 accumulation.
+ * `backend` is given, eager (WebAssembly; see `Backend.eager`) and the product is large (B packed
+ * once, A in row blocks so memory stays bounded), otherwise in JavaScript with float64
+ * accumulation.
  */
 export function matmul2d(
   a: Float32Array,
@@ -1191,7 +1192,9 @@ export function matmul2d(
 ): Float32Array {
   const out = new Float32Array(m * n);
   if (m === 0 || n === 0 || k === 0) return out;
-  if (backend && m * k * n >= BACKEND_MIN_MACS) {
+  // A synchronous function can take the backend's result only from an eager backend, whose
+  // readInto has written `out` when it returns (a GPU's would land after this returns).
+  if (backend?.eager && m * k * n >= BACKEND_MIN_MACS) {
     using scope = backend.scope();
     const packed = scope.uploadMatrix(b, k, n);
     const rowsPer = Math.max(1, Math.min(m, Math.floor(BACKEND_BLOCK_FLOATS / (k + n))));
@@ -1221,8 +1224,9 @@ export function matmul2d(
 
 /**
  * The matrix product as torch's `matmul`: 1-D operands are vectors, leading (batch) axes
- * broadcast. Large products run on `backend` (pass `model.backend`) when given; otherwise in
- * JavaScript with float64 accumulation.
+ * broadcast. Large products run on `backend` (pass `model.backend`) when given and eager (the
+ * WebAssembly backend; a WebGPU backend answers asynchronously); otherwise in JavaScript with
+ * float64 accumulation.
  *
  * @example
  * ```ts

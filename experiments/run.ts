@@ -24,6 +24,7 @@ import { HookedTransformer } from "../model/hooked_transformer.ts";
 import { EMBEDDED_MODEL, isModelCached, resolveModel } from "../io/resolve.ts";
 import { formatSeconds, Reporter } from "./progress.ts";
 import { runStudy, STUDY_STEPS } from "./study.ts";
+import { type Device, DEVICES } from "../backend/select.ts";
 import { SAE } from "../sae/mod.ts";
 
 /** The command's help text. */
@@ -48,6 +49,7 @@ Flags:
   --induction-head L.H  induction head to plot and compose (default: the best-scoring one)
   --top-pairs K         K-composition table: top K previous-token heads x top K induction
                         heads (default 3)
+  --device D            wasm (default), webgpu, or auto (a hardware WebGPU adapter if any)
   --sae RELEASE ID      add a section on a sparse autoencoder of a SAELens release (e.g.
                         --sae gpt2-small-res-jb blocks.6.hook_resid_pre): its features most
                         active on the repeated half and their attribution to the correct
@@ -75,6 +77,8 @@ export interface CliOptions {
   inductionHead?: HeadRef;
   /** `--top-pairs`. */
   topPairs: number;
+  /** `--device`, when given. */
+  device?: Device;
   /** `--sae RELEASE ID` (`id` set) or `--sae PATH` (a SAELens folder or URL). */
   sae?: { name: string; id?: string };
   /** `--help`. */
@@ -100,6 +104,7 @@ const FLAGS = {
   "prev-head": { type: "string" },
   "induction-head": { type: "string" },
   "top-pairs": { type: "string" },
+  device: { type: "string" },
   sae: { type: "string" },
   help: { type: "boolean", short: "h" },
 } as const satisfies NonNullable<ParseArgsConfig["options"]>;
@@ -207,6 +212,12 @@ export function parseCliArgs(args: string[]): CliOptions {
         break;
       case "top-pairs":
         opts.topPairs = positiveInt(name, value, 50);
+        break;
+      case "device":
+        if (!(DEVICES as readonly string[]).includes(value)) {
+          throw new UsageError(`--device takes wasm, webgpu or auto, got "${value}"`);
+        }
+        opts.device = value as Device;
         break;
       case "sae":
         if (!value.trim()) throw new UsageError("--sae needs a release and an id, or a folder");
@@ -321,6 +332,7 @@ export async function main(args: string[], reporter?: Reporter): Promise<number>
       name: files.name,
       tokenizer: files.tokenizer,
       checkFinite: true, // a NaN weight would turn the whole report into NaN: say which one
+      device: opts.device,
     });
     const loadSeconds = (performance.now() - t0) / 1000;
     const earlierTimings = [{ step: "load", label: "Load the model", seconds: loadSeconds }];
@@ -329,7 +341,7 @@ export async function main(args: string[], reporter?: Reporter): Promise<number>
       "load model",
       loadSeconds,
       `${familyName(cfg)}, ${cfg.nLayers} layers x ${cfg.nHeads} heads, d_model ${cfg.dModel}, ` +
-        `d_vocab ${cfg.dVocab}; ` +
+        `d_vocab ${cfg.dVocab}, on ${cfg.device}; ` +
         files.source,
     );
 

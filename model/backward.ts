@@ -79,6 +79,7 @@ export async function backward(
   await bwd.finalNorm();
   for (let l = cfg.nLayers - 1; l >= 0; l--) await bwd.block(l);
   await bwd.embed();
+  await grads.settled();
 }
 
 /** A session that writes back, during a recompute, what the forward hooks changed. */

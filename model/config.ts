@@ -50,6 +50,11 @@ export interface HookedTransformerConfig {
   dMlp: number;
   /** Vocabulary size. */
   dVocab: number;
+  /**
+   * Where the model computes: `"wasm"` or `"webgpu"` (TransformerLens's `device`; set when a
+   * model is built from this config, changed by `model.to(device)`; absent on a bare config).
+   */
+  device?: "wasm" | "webgpu";
   /** Maximum sequence length. */
   nCtx: number;
   /** The MLP activation. */

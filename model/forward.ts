@@ -319,7 +319,9 @@ export async function forward(
   }
   if (plan.stopAtLayer !== undefined) {
     pass.checkEdits();
-    return { resid: await pass.readResid() };
+    const resid = await pass.readResid();
+    await hooks.settled();
+    return { resid };
   }
   pass.record("residPre", cfg.nLayers);
 
@@ -327,6 +329,7 @@ export async function forward(
   await pass.norm(HOOK.lnFinalScale, HOOK.lnFinalNormalized, null, m.weights.lnFinal);
   pass.checkEdits();
   if (plan.unembed) await pass.unembed(plan.unembed.rows, plan.unembed.each);
+  await hooks.settled();
   return {};
 }
 

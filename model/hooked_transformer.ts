@@ -4,7 +4,7 @@
  * @module
  */
 import type { Backend, WeightDtype } from "../backend/backend.ts";
-import { WasmBackend } from "../backend/wasm/wasm_backend.ts";
+import { type Device, deviceOf, loadBackend } from "../backend/select.ts";
 import { InputError } from "../core/errors.ts";
 import { checkOptions } from "../core/options.ts";
 import { transpose } from "../core/ops.ts";
@@ -103,6 +103,13 @@ export interface FromPretrainedOptions extends ProcessingOptions, ResolveOptions
   /** A backend to run on instead of loading the WebAssembly kernels (`threads` is then unused). */
   backend?: Backend;
   /**
+   * Where the model computes (TransformerLens's `device`): `"wasm"` (WebAssembly on the CPU, the
+   * default), `"webgpu"` (a WebGPU adapter, software ones included; throws GpuUnavailableError
+   * where there is none) or `"auto"` (a hardware WebGPU adapter when there is one, else wasm).
+   * `model.cfg.device` says which runs; `model.to(device)` moves a loaded model.
+   */
+  device?: Device;
+  /**
    * Scan the checkpoint for NaN and infinite weights and refuse it with a WeightsError naming the
    * first such tensor (default false: TransformerLens does not check; 0.15 s for GPT-2 small).
    */
@@ -128,6 +135,7 @@ const LOAD_KEYS = [
   "threads",
   "weightDtype",
   "backend",
+  "device",
   "checkFinite",
   "refactorFactoredAttnMatrices",
 ];
@@ -261,8 +269,9 @@ export class HookedTransformer {
   readonly processing: Required<ProcessingOptions>;
   /** How the big weight matrices are stored on the backend (see FromPretrainedOptions). */
   readonly weightDtype: WeightDtype;
-  /** The backend (and its memory) this model runs on. */
-  readonly backend: Backend;
+  #backend: Backend;
+  /** Worker threads asked for at load (for the WebAssembly backend of `to("wasm")`). */
+  readonly #threads: number | undefined;
   readonly #params: ModelParams;
   readonly #names: HookNames;
   #hookNames: readonly string[];
@@ -281,10 +290,13 @@ export class HookedTransformer {
     processing: Required<ProcessingOptions>,
     tokenizer: Tokenizer | undefined,
     weightDtype: WeightDtype,
+    threads?: number,
   ) {
     this.cfg = cfg;
     this.#params = params;
-    this.backend = backend;
+    this.#backend = backend;
+    this.#threads = threads;
+    cfg.device = deviceOf(backend);
     this.processing = processing;
     this.tokenizer = tokenizer;
     this.#hookNames = hookNames(cfg);
@@ -306,6 +318,59 @@ export class HookedTransformer {
     });
     sessions.set(this, (fwdHooks, cacheNames) => this.#session(fwdHooks, cacheNames));
     registries.set(this, this.#registry);
+  }
+
+  /** The backend (and its memory) this model runs on (a new one after {@linkcode to}). */
+  get backend(): Backend {
+    return this.#backend;
+  }
+
+  /**
+   * Moves the model to `device` (TransformerLens's `model.to(device)`): loads that backend,
+   * uploads the weights (and the per-head matrices of the options that are on) there, then
+   * releases the old backend. Resolves to the model; `cfg.device` says where it now runs. If the
+   * new backend cannot be loaded or the weights do not fit, the model stays where it was.
+   *
+   * @example
+   * ```ts
+   * import { HookedTransformer } from "../mod.ts";
+   * const model = await HookedTransformer.fromPretrained("induction-toy", { threads: 1 });
+   * await model.to("wasm"); // already there: nothing moves
+   * model.cfg.device; // "wasm"
+   * ```
+   * @throws {InputError} an unknown device name.
+   * @throws {GpuUnavailableError} `"webgpu"` where no adapter exists.
+   */
+  async to(device: Device): Promise<this> {
+    using _turn = await exclusiveUse(this.#backend);
+    if (device === this.cfg.device) return this;
+    const { backend, device: got } = await loadBackend(device, { threads: this.#threads });
+    if (got === this.cfg.device) {
+      backend.close();
+      return this;
+    }
+    const runtime = runtimeOf(this);
+    let weights;
+    const heads = {};
+    try {
+      weights = uploadWeights(backend, this.#params, this.cfg, this.weightDtype);
+      const on = this.#hookOptions;
+      ensureHeadWeights(heads, backend, this.#params, this.cfg, this.weightDtype, {
+        inputs: !!(on.useSplitQkvInput || on.useAttnIn),
+        output: !!on.useAttnResult,
+      });
+    } catch (e) {
+      backend.close();
+      throw e;
+    }
+    const old = this.#backend;
+    this.#backend = backend;
+    runtime.backend = backend;
+    runtime.weights = weights;
+    runtime.heads = heads;
+    this.cfg.device = got;
+    old.close();
+    return this;
   }
 
   /** Every hook point, in forward order (the optional ones while their option is on). */
@@ -394,8 +459,25 @@ export class HookedTransformer {
         `weightDtype must be "f32" or "bf16", got ${JSON.stringify(weightDtype)}`,
       );
     }
-    const backend = opts.backend ?? await WasmBackend.load({ threads: opts.threads });
-    return new HookedTransformer(cfg, params, backend, processing, opts.tokenizer, weightDtype);
+    if (opts.backend && opts.device !== undefined) {
+      throw new InputError("give either backend or device, not both");
+    }
+    const backend = opts.backend ??
+      (await loadBackend(opts.device ?? "wasm", { threads: opts.threads })).backend;
+    try {
+      return new HookedTransformer(
+        cfg,
+        params,
+        backend,
+        processing,
+        opts.tokenizer,
+        weightDtype,
+        opts.threads,
+      );
+    } catch (e) {
+      if (!opts.backend) backend.close(); // nothing half-allocated stays behind
+      throw e;
+    }
   }
 
   /**
@@ -937,7 +1019,9 @@ export class HookedTransformer {
 
   /**
    * Stops the backend's worker threads. The model keeps working, on the calling thread alone;
-   * call it when done so a long-lived process does not keep idle workers.
+   * call it when done so a long-lived process does not keep idle workers. On WebGPU it releases
+   * the device and the model's GPU memory: the model can no longer run (`to("wasm")` first to
+   * keep it).
    */
   dispose(): void {
     this.backend.close();

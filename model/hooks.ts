@@ -138,6 +138,10 @@ export class HookSession {
   readonly options: Readonly<HookOptions>;
   readonly #backward: boolean;
   readonly #trackChanges: boolean;
+  /** Cache-only reads issued and not yet awaited (see {@linkcode HookSession.settled}). */
+  #pending: Promise<void>[] = [];
+  #failed: unknown = null;
+
   /** The nested hook points' side of this session (see {@linkcode NestedHookPoints}). */
   readonly #nested: NestedHookPoints = {
     wants: (name) => this.hooks.has(name) || this.cacheNames.has(name),
@@ -199,6 +203,19 @@ export class HookSession {
     if (!this.wants(point, layer)) return false;
     const name = this.names.of(point, layer);
     const { rows, cols, stride } = layout;
+    if (!this.hooks.has(name)) {
+      // Only the cache reads it: issue the read and go on, so that an asynchronous device runs
+      // the rest of the pass meanwhile (one wait for all of them, in settled()). The entry is
+      // placed now to keep the cache in visiting order.
+      this.cached.set(name, tensor(new Float32Array(0), [0]));
+      this.#pending.push(
+        this.backend.readRows(x, rows, cols, stride).then((data) => {
+          const act = tensor(data, shape);
+          this.cached.set(name, this.#cacheAs ? this.#cacheAs(name, act) : act);
+        }).catch((e) => void (this.#failed ??= e)),
+      );
+      return false;
+    }
     let act: Tensor = tensor(await this.backend.readRows(x, rows, cols, stride), shape);
     const fns = this.hooks.get(name);
     if (fns) {
@@ -238,6 +255,22 @@ export class HookSession {
       this.cached.set(name, this.#cacheAs ? this.#cacheAs(name, act) : act);
     }
     return fns !== undefined;
+  }
+
+  /**
+   * Waits for the cache reads that {@linkcode HookSession.visit} issued without awaiting; the
+   * passes call it before they return, so `cached` is complete once a pass has resolved.
+   * @throws the first error a read met (a lost device, say).
+   */
+  async settled(): Promise<void> {
+    const pending = this.#pending;
+    this.#pending = [];
+    await Promise.all(pending);
+    if (this.#failed !== null) {
+      const e = this.#failed;
+      this.#failed = null;
+      throw e;
+    }
   }
 
   /** A nested point's visit: its hooks over `act`, the cache, the value after the hooks. */

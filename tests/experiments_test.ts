@@ -213,6 +213,9 @@ Deno.test("experiments: flag parsing, head choice and pairs", () => {
   assert.throws(() => parseCliArgs(["--batch", "1", "--batch", "2"]), /--batch is given twice/);
   assert.equal(parseCliArgs(["--seed=-5"]).seed, -5);
   assert.equal(parseCliArgs(["-h"]).help, true);
+  assert.equal(parseCliArgs(["--device", "webgpu"]).device, "webgpu");
+  assert.equal(parseCliArgs([]).device, undefined);
+  assert.throws(() => parseCliArgs(["--device=cuda"]), /--device takes wasm, webgpu or auto/);
   assert.throws(() => parseCliArgs(["--out", "--batch", "4"]), /--out needs a value/);
   assert.throws(() => parseCliArgs(["-x"]), /unknown flag -x/);
   assert.throws(() => parseCliArgs(["--help=yes"]), /--help takes no value/);

@@ -3,6 +3,7 @@
  * reference fixtures), and how the family tests load them.
  * @module
  */
+import type { Device } from "../backend/select.ts";
 import type { WeightDtype } from "../backend/backend.ts";
 import { HookedTransformer } from "../model/hooked_transformer.ts";
 import { fixturePath } from "./fixtures.ts";
@@ -26,17 +27,22 @@ export async function readFamily(
   };
 }
 
-/** Loads a fixture model (one thread), processed as TransformerLens does or not at all. */
+/**
+ * Loads a fixture model (one thread), processed as TransformerLens does or not at all, on
+ * `device` (default wasm).
+ */
 export async function loadFamily(
   dir: string,
   processed: boolean,
   weightDtype: WeightDtype = "f32",
   bytes?: Uint8Array,
+  device: Device = "wasm",
 ): Promise<HookedTransformer> {
   const files = await readFamily(dir);
   return await HookedTransformer.fromBytes(files.config, bytes ?? files.bytes, {
     name: dir,
     threads: 1,
+    device,
     foldLn: processed,
     centerWritingWeights: processed,
     centerUnembed: processed,

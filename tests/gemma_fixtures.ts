@@ -4,6 +4,7 @@
  * load them.
  * @module
  */
+import type { Device } from "../backend/select.ts";
 import { HookedTransformer } from "../model/hooked_transformer.ts";
 import { fixturePath } from "./fixtures.ts";
 import { readFamily } from "./families_fixtures.ts";
@@ -29,12 +30,13 @@ export const GEMMA_GOLDEN = JSON.parse(
 export async function loadGemma(
   dir: string,
   processed: boolean,
-  opts: { threads?: number } = {},
+  opts: { threads?: number; device?: Device } = {},
 ): Promise<HookedTransformer> {
   const files = await readFamily(dir);
   return await HookedTransformer.fromBytes(files.config, files.bytes, {
     name: dir,
     threads: opts.threads ?? 1,
+    device: opts.device,
     foldLn: processed,
     centerWritingWeights: processed,
     centerUnembed: processed,

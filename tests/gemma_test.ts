@@ -12,6 +12,10 @@
  * 1.5e-6 (patterns), so the bounds have margin and still catch any semantic slip (the README's
  * self-checks: the window, each cap, the 1 + w offset, the rope bases and scaling each move the
  * logits or patterns by more than 1e-2).
+ *
+ * The HF golden tests run on each backend (`wasm`, and `webgpu` where an adapter exists; see
+ * backend_harness.ts) from this one code: the GPU's float32 summation order and its f32 tanh (the
+ * CPU's softcaps are f64, rounded once) move values by a few ulp, far inside the bounds.
  */
 import assert from "node:assert/strict";
 import { ConfigError } from "../core/errors.ts";
@@ -26,6 +30,7 @@ import { centred, readFamily } from "./families_fixtures.ts";
 import { fixturePath } from "./fixtures.ts";
 import { startFakeHub } from "./hub_server.ts";
 import { GEMMA_FIXTURES, GEMMA_GOLDEN, loadGemma, maxAbsDiff } from "./gemma_fixtures.ts";
+import { deviceTest, TEST_DEVICES } from "./backend_harness.ts";
 
 const tokens = GEMMA_GOLDEN.tokens;
 
@@ -37,53 +42,69 @@ function configError(fn: () => unknown, field: RegExp): void {
 for (const dir of GEMMA_FIXTURES) {
   const g = GEMMA_GOLDEN[dir];
 
-  Deno.test(`${dir}: logits, patterns and hidden states match HF (unprocessed)`, async () => {
-    const model = await loadGemma(dir, false);
-    try {
-      const types = g.layer_types.map((t) => t === "sliding_attention" ? "local" : "global");
-      assert.deepEqual(model.cfg.attnTypes, types);
-      const { logits, cache } = await model.runWithCache(tokens);
-      const err = maxAbsDiff(logits!.data, g.logits.flat(2));
-      assert.ok(err < 1e-4, `logits: ${err}`);
-      for (let l = 0; l < model.cfg.nLayers; l++) {
-        const e = maxAbsDiff(cache.get("pattern", l).data, g.attentions[l].flat(3));
-        assert.ok(e < 1e-5, `pattern layer ${l}: ${e}`);
-      }
-      // hidden_states[0] is the scaled embedding: TL's W_E is stored scaled, so hook_embed is it.
-      const hidden = [cache.get("hook_embed").data, cache.get("resid_pre", 0).data];
-      for (let l = 0; l < model.cfg.nLayers - 1; l++) {
-        hidden.push(cache.get("resid_post", l).data);
-      }
-      // HF's last hidden state is after model.norm's weight; TL's RMSNorm hooks before it.
-      const { bytes } = await readFamily(dir);
-      const w = parseSafetensors(bytes).tensor("model.norm.weight").data;
-      const d = model.cfg.dModel;
-      const normalized = cache.get("ln_final.hook_normalized").data;
-      hidden.push(normalized.map((x, i) => x * Math.fround(1 + w[i % d])));
-      const expected = [g.hidden_states[0], ...g.hidden_states];
-      hidden.forEach((h, i) => {
-        const e = maxAbsDiff(h, expected[i].flat(2));
-        assert.ok(e < 1e-4, `hidden state ${i}: ${e}`);
-      });
-    } finally {
-      model.dispose();
-    }
-  });
+  for (const d of TEST_DEVICES) {
+    Deno.test(
+      deviceTest(
+        d,
+        `${dir}: logits, patterns and hidden states match HF (unprocessed)`,
+        async () => {
+          const model = await loadGemma(dir, false, { device: d.device });
+          try {
+            const types = g.layer_types.map((t) => t === "sliding_attention" ? "local" : "global");
+            assert.deepEqual(model.cfg.attnTypes, types);
+            const { logits, cache } = await model.runWithCache(tokens);
+            const err = maxAbsDiff(logits!.data, g.logits.flat(2));
+            assert.ok(err < 1e-4, `logits: ${err}`);
+            for (let l = 0; l < model.cfg.nLayers; l++) {
+              const e = maxAbsDiff(cache.get("pattern", l).data, g.attentions[l].flat(3));
+              assert.ok(e < 1e-5, `pattern layer ${l}: ${e}`);
+            }
+            // hidden_states[0] is the scaled embedding: TL's W_E is stored scaled, so hook_embed is it.
+            const hidden = [cache.get("hook_embed").data, cache.get("resid_pre", 0).data];
+            for (let l = 0; l < model.cfg.nLayers - 1; l++) {
+              hidden.push(cache.get("resid_post", l).data);
+            }
+            // HF's last hidden state is after model.norm's weight; TL's RMSNorm hooks before it.
+            const { bytes } = await readFamily(dir);
+            const w = parseSafetensors(bytes).tensor("model.norm.weight").data;
+            const d = model.cfg.dModel;
+            const normalized = cache.get("ln_final.hook_normalized").data;
+            hidden.push(normalized.map((x, i) => x * Math.fround(1 + w[i % d])));
+            const expected = [g.hidden_states[0], ...g.hidden_states];
+            hidden.forEach((h, i) => {
+              const e = maxAbsDiff(h, expected[i].flat(2));
+              assert.ok(e < 1e-4, `hidden state ${i}: ${e}`);
+            });
+          } finally {
+            model.dispose();
+          }
+        },
+      ),
+    );
 
-  Deno.test(`${dir}: processed logits equal HF's (up to their vocabulary mean)`, async () => {
-    const model = await loadGemma(dir, true);
-    try {
-      assert.equal(model.cfg.normalizationType, "RMSPre");
-      const softcap = model.cfg.outputLogitsSoftCap !== undefined;
-      assert.equal(model.processing.centerUnembed, !softcap);
-      const logits = (await model.run(tokens)).data;
-      const expected = softcap ? g.logits.flat(2) : centred(g.logits.flat(2), model.cfg.dVocab);
-      const err = maxAbsDiff(logits, expected);
-      assert.ok(err < 1e-4, `processed logits: ${err}`);
-    } finally {
-      model.dispose();
-    }
-  });
+    Deno.test(
+      deviceTest(
+        d,
+        `${dir}: processed logits equal HF's (up to their vocabulary mean)`,
+        async () => {
+          const model = await loadGemma(dir, true, { device: d.device });
+          try {
+            assert.equal(model.cfg.normalizationType, "RMSPre");
+            const softcap = model.cfg.outputLogitsSoftCap !== undefined;
+            assert.equal(model.processing.centerUnembed, !softcap);
+            const logits = (await model.run(tokens)).data;
+            const expected = softcap
+              ? g.logits.flat(2)
+              : centred(g.logits.flat(2), model.cfg.dVocab);
+            const err = maxAbsDiff(logits, expected);
+            assert.ok(err < 1e-4, `processed logits: ${err}`);
+          } finally {
+            model.dispose();
+          }
+        },
+      ),
+    );
+  }
 
   Deno.test(`${dir}: two threads give the same bits as one`, async () => {
     const one = await loadGemma(dir, false);

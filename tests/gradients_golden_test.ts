@@ -5,6 +5,11 @@
  *
  * Tolerance: float32 forward and backward through two layers of width 32 give errors around 1e-6
  * of each tensor's largest value; the bound is 1e-4 of it (the issue's), per tensor.
+ *
+ * Every test runs on each backend (`wasm`, and `webgpu` where an adapter exists; see
+ * backend_harness.ts) from this one code. The GPU orders its float32 sums differently (tiles,
+ * trees of partial sums); at this size a reordering moves values by a few ulp, ~1e-6 relative,
+ * so the same bounds hold.
  */
 import assert from "node:assert/strict";
 import { HookedTransformer } from "../model/hooked_transformer.ts";
@@ -12,14 +17,15 @@ import { logitDiffMetric } from "../model/metrics.ts";
 import { attributionPatching } from "../model/attribution.ts";
 import type { Tensor } from "../core/tensor.ts";
 import { repoFixturePath } from "./fixtures.ts";
+import { deviceTest, TEST_DEVICES, type TestDevice } from "./backend_harness.ts";
 
 // deno-lint-ignore no-explicit-any
 type Json = any;
 const golden: Json = JSON.parse(Deno.readTextFileSync(repoFixturePath("tiny-tl-golden.json")));
 
 async function loadTiny(
+  d: TestDevice,
   processed: boolean,
-  threads = 1,
   weightDtype: "f32" | "bf16" = "f32",
 ): Promise<HookedTransformer> {
   const dir = repoFixturePath("tiny-hf-f32");
@@ -27,7 +33,8 @@ async function loadTiny(
   const bytes = await Deno.readFile(`${dir}/model.safetensors`);
   return await HookedTransformer.fromBytes(config, bytes, {
     name: "tiny-hf-f32",
-    threads,
+    threads: 1,
+    device: d.device,
     weightDtype,
     foldLn: processed,
     centerWritingWeights: processed,
@@ -48,6 +55,27 @@ function relErr(got: Tensor, want: Json): number {
   return scale === 0 ? err : err / scale;
 }
 
+/** A model loader for one test: its models are disposed when the test ends. */
+type Load = (processed: boolean, weightDtype?: "f32" | "bf16") => Promise<HookedTransformer>;
+
+/** Registers `fn` once per backend, with a loader for that backend. */
+function test(name: string, fn: (load: Load) => Promise<void>): void {
+  for (const d of TEST_DEVICES) {
+    Deno.test(deviceTest(d, name, async () => {
+      const models: HookedTransformer[] = [];
+      try {
+        await fn(async (processed, dtype) => {
+          const m = await loadTiny(d, processed, dtype);
+          models.push(m);
+          return m;
+        });
+      } finally {
+        for (const m of models) m.dispose();
+      }
+    }));
+  }
+}
+
 function shapeOf(x: Json): number[] {
   const s: number[] = [];
   for (let y = x; Array.isArray(y); y = y[0]) s.push(y.length);
@@ -56,8 +84,8 @@ function shapeOf(x: Json): number[] {
 
 for (const processed of [true, false]) {
   const key = processed ? "processed" : "unprocessed";
-  Deno.test(`loss gradients at every hook point match TransformerLens (${key} weights)`, async () => {
-    const model = await loadTiny(processed);
+  test(`loss gradients at every hook point match TransformerLens (${key} weights)`, async (load) => {
+    const model = await load(processed);
     const ref = golden.loss_grads[key];
     const { loss, cache, logits } = await model.runWithCache(golden.tokens, {
       returnType: "loss",
@@ -90,8 +118,8 @@ const OPTIONS = {
 for (const processed of [true, false]) {
   const key = processed ? "processed" : "unprocessed";
   for (const [option, turnOn] of Object.entries(OPTIONS)) {
-    Deno.test(`${option}: its hook points' gradients match TransformerLens (${key})`, async () => {
-      const model = await loadTiny(processed);
+    test(`${option}: its hook points' gradients match TransformerLens (${key})`, async (load) => {
+      const model = await load(processed);
       turnOn(model);
       const ref = golden.loss_grads[key][option];
       const names = Object.keys(ref.grads);
@@ -118,15 +146,14 @@ for (const processed of [true, false]) {
         const err = relErr(std.cache.get(`${name}_grad`), golden.loss_grads[key].grads[name]);
         assert.ok(err < 1e-4, `${name}_grad with ${option}: ${err}`);
       }
-      model.dispose();
     });
   }
 }
 
 // bf16 weights keep 8 significant bits (each weight within 2^-9 relative): gradients move by a
 // few tenths of a percent of their size, up to ~1% for hook_scale's; the bound is 2%.
-Deno.test("bf16 weights: loss gradients within 2% of TransformerLens's float64 ones", async () => {
-  const model = await loadTiny(true, 1, "bf16");
+test("bf16 weights: loss gradients within 2% of TransformerLens's float64 ones", async (load) => {
+  const model = await load(true, "bf16");
   const ref = golden.loss_grads.processed;
   const { cache } = await model.runWithCache(golden.tokens, {
     returnType: "loss",
@@ -138,8 +165,8 @@ Deno.test("bf16 weights: loss gradients within 2% of TransformerLens's float64 o
   }
 });
 
-Deno.test("logit-difference gradients match TransformerLens", async () => {
-  const model = await loadTiny(true);
+test("logit-difference gradients match TransformerLens", async (load) => {
+  const model = await load(true);
   const ref = golden.logit_diff;
   const { value, cache } = await model.runWithCache(golden.tokens, {
     metric: logitDiffMetric(golden.answer_tokens, golden.wrong_tokens),
@@ -162,8 +189,8 @@ Deno.test("logit-difference gradients match TransformerLens", async () => {
 // show) bound its error by ~1e-6 sum (|clean| + |corrupted|) |grad|, not by 1e-4 of the grid's
 // largest entry. The bound is that plus 1e-4 of the largest entry; the error measured is about
 // 1e-7 of the sum.
-Deno.test("attribution patching grids match TransformerLens's", async () => {
-  const model = await loadTiny(true);
+test("attribution patching grids match TransformerLens's", async (load) => {
+  const model = await load(true);
   const metric = logitDiffMetric(golden.answer_tokens, golden.wrong_tokens);
   for (const hook of ["resid_pre", "attn_out", "mlp_out"] as const) {
     const ref = golden.attribution_patching[hook];
@@ -245,8 +272,8 @@ async function hookedRun(
   return { value, grads };
 }
 
-Deno.test("forward patches and backward hooks together match PyTorch autograd", async () => {
-  const model = await loadTiny(true);
+test("forward patches and backward hooks together match PyTorch autograd", async (load) => {
+  const model = await load(true);
   const ref = hooked.patched_loss;
   const { value, grads } = await hookedRun(model, [
     ["blocks.0.hook_mlp_out", assign([0, 3], 0)],
@@ -271,8 +298,8 @@ Deno.test("forward patches and backward hooks together match PyTorch autograd", 
   }
 });
 
-Deno.test("a patched run's logit-difference gradients match PyTorch autograd", async () => {
-  const model = await loadTiny(true);
+test("a patched run's logit-difference gradients match PyTorch autograd", async (load) => {
+  const model = await load(true);
   const ref = hooked.patched_logit_diff;
   const metric = logitDiffMetric(golden.answer_tokens, golden.wrong_tokens);
   const { grads } = await hookedRun(

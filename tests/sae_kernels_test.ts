@@ -9,6 +9,8 @@ import type { Backend } from "../backend/backend.ts";
 import { KernelError } from "../core/errors.ts";
 import { SeededRng } from "../core/rng.ts";
 import { bitsEqual } from "./assertions.ts";
+import { loadBackend } from "../backend/select.ts";
+import { deviceTest, TEST_DEVICES } from "./backend_harness.ts";
 
 /** Random rows with a share of exact ties, zeros and specials. */
 function rowsOf(rows: number, n: number, seed: number): Float32Array {
@@ -60,68 +62,103 @@ async function run(
 
 const SHAPES: [number, number, number][] = [[1, 1, 1], [3, 7, 3], [5, 64, 64], [300, 257, 32]];
 
-for (const threads of [1, 2]) {
-  Deno.test(`jumpRelu, gatedRelu and topkRows match their definitions (${threads} threads)`, async () => {
-    const be = await WasmBackend.load({ threads });
-    try {
-      for (const [rows, n, k] of SHAPES) {
-        const x = rowsOf(rows, n, rows + n);
-        const t = rowsOf(1, n, 99).map((v) => (Number.isFinite(v) ? Math.abs(v) : 0.5));
-        const jr = await run(be, (s) => {
-          const a = s.upload(x), th = s.upload(t), o = s.alloc(rows * n);
-          be.jumpRelu(a, th, o, rows, n);
-          return be.read(o);
-        });
-        bitsEqual(jr, refJump(x, t, n), `jumpRelu [${rows}, ${n}]`);
-        const gm = rowsOf(rows, 2 * n, 5 * rows + n);
-        const gr = await run(be, (s) => {
-          const a = s.upload(gm), o = s.alloc(rows * n);
-          be.gatedRelu(a, o, rows, n);
-          return be.read(o);
-        });
-        bitsEqual(gr, refGated(gm, rows, n), `gatedRelu [${rows}, ${n}]`);
-        const tk = await run(be, (s) => {
-          const a = s.upload(x), o = s.alloc(rows * n);
-          be.topkRows(a, o, rows, n, k);
-          return be.read(o);
-        });
-        bitsEqual(tk, refTopk(x, rows, n, k), `topkRows [${rows}, ${n}] k=${k}`);
-      }
-    } finally {
-      be.close();
-    }
-  });
+/** The backends: wasm on 1 and 2 threads, and webgpu where an adapter exists. */
+const BACKENDS = [
+  { d: TEST_DEVICES[0], label: "1 thread", load: () => WasmBackend.load({ threads: 1 }) },
+  { d: TEST_DEVICES[0], label: "2 threads", load: () => WasmBackend.load({ threads: 2 }) },
+  ...TEST_DEVICES.slice(1).map((d) => ({
+    d,
+    label: d.device,
+    load: async (): Promise<Backend> => (await loadBackend(d.device)).backend,
+  })),
+];
+
+for (const { d, label, load } of BACKENDS) {
+  Deno.test(
+    deviceTest(
+      d,
+      `jumpRelu, gatedRelu and topkRows match their definitions (${label})`,
+      async () => {
+        const be = await load();
+        try {
+          for (const [rows, n, k] of SHAPES) {
+            const x = rowsOf(rows, n, rows + n);
+            const t = rowsOf(1, n, 99).map((v) => (Number.isFinite(v) ? Math.abs(v) : 0.5));
+            const jr = await run(be, (s) => {
+              const a = s.upload(x), th = s.upload(t), o = s.alloc(rows * n);
+              be.jumpRelu(a, th, o, rows, n);
+              return be.read(o);
+            });
+            bitsEqual(jr, refJump(x, t, n), `jumpRelu [${rows}, ${n}]`);
+            const gm = rowsOf(rows, 2 * n, 5 * rows + n);
+            const gr = await run(be, (s) => {
+              const a = s.upload(gm), o = s.alloc(rows * n);
+              be.gatedRelu(a, o, rows, n);
+              return be.read(o);
+            });
+            bitsEqual(gr, refGated(gm, rows, n), `gatedRelu [${rows}, ${n}]`);
+            const tk = await run(be, (s) => {
+              const a = s.upload(x), o = s.alloc(rows * n);
+              be.topkRows(a, o, rows, n, k);
+              return be.read(o);
+            });
+            bitsEqual(tk, refTopk(x, rows, n, k), `topkRows [${rows}, ${n}] k=${k}`);
+          }
+        } finally {
+          be.close();
+        }
+      },
+    ),
+  );
 }
 
-Deno.test("topkRows keeps exactly k per row (fewer when NaN leaves fewer numbers)", async () => {
-  const be = await WasmBackend.load({ threads: 1 });
-  const n = 10;
-  const x = new Float32Array([
-    ...[5, 5, 5, 5, 5, 5, 5, 5, 5, 5], // all tied: the first k
-    ...[NaN, NaN, NaN, NaN, NaN, NaN, NaN, NaN, 2, 1], // two numbers
-    ...[-1, -2, -3, -4, -5, -6, -7, -8, -9, -10], // all negative: selected, ReLU'd to 0
-  ]);
-  const out = await run(be, (s) => {
-    const a = s.upload(x), o = s.alloc(x.length);
-    be.topkRows(a, o, 3, n, 3);
-    return be.read(o);
-  });
-  assert.deepEqual([...out.subarray(0, n)], [5, 5, 5, 0, 0, 0, 0, 0, 0, 0]);
-  assert.deepEqual([...out.subarray(n, 2 * n)], [0, 0, 0, 0, 0, 0, 0, 0, 2, 1]);
-  assert.ok(out.subarray(2 * n).every((v) => v === 0));
-});
+for (const d of TEST_DEVICES) {
+  Deno.test(
+    deviceTest(
+      d,
+      "topkRows keeps exactly k per row (fewer when NaN leaves fewer numbers)",
+      async () => {
+        const be = (await loadBackend(d.device, { threads: 1 })).backend;
+        const n = 10;
+        const x = new Float32Array([
+          ...[5, 5, 5, 5, 5, 5, 5, 5, 5, 5], // all tied: the first k
+          ...[NaN, NaN, NaN, NaN, NaN, NaN, NaN, NaN, 2, 1], // two numbers
+          ...[-1, -2, -3, -4, -5, -6, -7, -8, -9, -10], // all negative: selected, ReLU'd to 0
+        ]);
+        const out = await run(be, (s) => {
+          const a = s.upload(x), o = s.alloc(x.length);
+          be.topkRows(a, o, 3, n, 3);
+          return be.read(o);
+        });
+        assert.deepEqual([...out.subarray(0, n)], [5, 5, 5, 0, 0, 0, 0, 0, 0, 0]);
+        assert.deepEqual([...out.subarray(n, 2 * n)], [0, 0, 0, 0, 0, 0, 0, 0, 2, 1]);
+        assert.ok(out.subarray(2 * n).every((v) => v === 0));
+      },
+    ),
+  );
 
-Deno.test("the backend refuses a bad k, arrays that do not fit, and topkRows in place", async () => {
-  const be = await WasmBackend.load({ threads: 1 });
-  using scope = be.scope();
-  const x = scope.alloc(12), o = scope.alloc(12), t = scope.alloc(4);
-  assert.throws(() => be.topkRows(x, o, 3, 4, 0), KernelError, "k must be");
-  assert.throws(() => be.topkRows(x, o, 3, 4, 5), KernelError, "k must be");
-  assert.throws(() => be.topkRows(x, o, 3, 4, 1.5), KernelError, "k must be");
-  assert.throws(() => be.topkRows(x, x, 3, 4, 2), KernelError, "overlap");
-  assert.throws(() => be.topkRows(x, o, 4, 4, 2), KernelError);
-  assert.throws(() => be.jumpRelu(x, t, o, 3, 5), KernelError);
-  assert.throws(() => be.gatedRelu(x, o, 3, 4), KernelError);
-  be.jumpRelu(x, t, x, 3, 4); // in place is fine
-  be.gatedRelu(x, o, 3, 2);
-});
+  Deno.test(
+    deviceTest(
+      d,
+      "the backend refuses a bad k, arrays that do not fit, and topkRows in place",
+      async () => {
+        const be = (await loadBackend(d.device, { threads: 1 })).backend;
+        using scope = be.scope();
+        const x = scope.alloc(12), o = scope.alloc(12), t = scope.alloc(4);
+        assert.throws(() => be.topkRows(x, o, 3, 4, 0), KernelError, "k must be");
+        assert.throws(
+          () => be.topkRows(x, o, 3, 4, 5),
+          KernelError,
+          "k must be",
+        );
+        assert.throws(() => be.topkRows(x, o, 3, 4, 1.5), KernelError, "k must be");
+        assert.throws(() => be.topkRows(x, x, 3, 4, 2), KernelError, "overlap");
+        assert.throws(() => be.topkRows(x, o, 4, 4, 2), KernelError);
+        assert.throws(() => be.jumpRelu(x, t, o, 3, 5), KernelError);
+        assert.throws(() => be.gatedRelu(x, o, 3, 4), KernelError);
+        be.jumpRelu(x, t, x, 3, 4); // in place is fine
+        be.gatedRelu(x, o, 3, 2);
+      },
+    ),
+  );
+}

@@ -5,11 +5,16 @@
 import assert from "node:assert/strict";
 import { HookedTransformer, type Tokenizer } from "../mod.ts";
 import { fixturePath } from "./fixtures.ts";
+import type { Device } from "../backend/select.ts";
 
-/** The tiny GPT-2 (2 layers, 4 heads, d_model 32, vocabulary 96) with or without processing. */
+/**
+ * The tiny GPT-2 (2 layers, 4 heads, d_model 32, vocabulary 96) with or without processing, on
+ * `device` (default wasm).
+ */
 export async function tinyModel(
   processed = true,
   tokenizer?: Tokenizer,
+  device: Device = "wasm",
 ): Promise<HookedTransformer> {
   const dir = fixturePath("tiny-hf-f32");
   return await HookedTransformer.fromBytes(
@@ -19,6 +24,7 @@ export async function tinyModel(
       name: "tiny-hf-f32",
       tokenizer,
       threads: 1,
+      device,
       foldLn: processed,
       centerWritingWeights: processed,
       centerUnembed: processed,

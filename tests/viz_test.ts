@@ -9,6 +9,7 @@ import assert from "node:assert/strict";
 import {
   generateRepeatedTokens,
   getActPatchResidPre,
+  guardTensor,
   headScores,
   HookedTransformer,
   index,
@@ -272,7 +273,9 @@ Deno.test("tensorView: shape, summary and the values it shows, with ellipses pas
 
 Deno.test("notebook display: Tensors and caches answer Symbol.for('Jupyter.display'), nothing else does", async () => {
   const DISPLAY = Symbol.for("Jupyter.display");
-  const t: Tensor = { data: new Float32Array([1, 2, 3]), shape: [3] };
+  // A tensor as the library hands them out (runs, caches and the tensor functions share its
+  // prototype); a literal keeps its ordinary display.
+  const t: Tensor = guardTensor({ data: new Float32Array([1, 2, 3]), shape: [3] });
   assert.equal(viz.notebookDisplayEnabled(), false, "off outside a Jupyter kernel");
   assert.equal((t as never)[DISPLAY], undefined);
   const model = await HookedTransformer.fromPretrained("induction-toy", { threads: 1 });
@@ -289,9 +292,16 @@ Deno.test("notebook display: Tensors and caches answer Symbol.for('Jupyter.displ
     assert.equal(c["text/plain"], "ActivationCache: 55 activations, 0.16 MB");
     assert.ok(c["text/html"].includes("blocks.1.attn.hook_pattern</td><td>[1, 4, 5, 5]"));
     // Other objects, arrays and look-alikes keep their ordinary display.
-    for (const o of [{ a: 1 }, [1, 2], { data: new Float32Array(2), shape: [3] }, new Map()]) {
+    const literal = { data: new Float32Array([1, 2]), shape: [2] };
+    for (const o of [{ a: 1 }, [1, 2], literal, new Map()]) {
       assert.equal((o as unknown as Shown)[DISPLAY], undefined);
     }
+    // No global object changed; the model's own outputs display.
+    assert.equal(Object.getOwnPropertyDescriptor(Object.prototype, DISPLAY), undefined);
+    const logits = await model.run([[2047, 5, 9]]);
+    assert.ok(
+      (logits as unknown as Shown)[DISPLAY]()["text/plain"].startsWith("Tensor float32 [1, 3,"),
+    );
     // Nothing enumerable changed.
     assert.deepEqual(Object.keys(t), ["data", "shape"]);
     assert.equal(JSON.stringify({ a: 1 }), '{"a":1}');

@@ -111,6 +111,11 @@ export class WasmBackend implements Backend {
     return new WasmBackend(await Kernels.load(opts));
   }
 
+  /** Operations run as they are called: host reads settle at once. */
+  get eager(): boolean {
+    return true;
+  }
+
   /** Threads in use, counting the calling thread. */
   get threads(): number {
     return this.kernels.threads;

@@ -1,0 +1,75 @@
+/**
+ * Choosing a backend by device name: the one place that knows both implementations, so the
+ * model asks for `"wasm"`, `"webgpu"` or `"auto"` and never imports either.
+ * @module
+ */
+import type { Backend } from "./backend.ts";
+import { InputError } from "../core/errors.ts";
+import { WasmBackend } from "./wasm/wasm_backend.ts";
+import { WebGpuBackend } from "./webgpu/webgpu_backend.ts";
+
+/**
+ * Where a model computes: `"wasm"` (WebAssembly on the CPU, the default), `"webgpu"` (any WebGPU
+ * adapter, a software one included), or `"auto"` (a hardware WebGPU adapter when there is one,
+ * else WebAssembly). TransformerLens's `device`.
+ */
+export type Device = "wasm" | "webgpu" | "auto";
+
+/** The devices {@linkcode loadBackend} takes. */
+export const DEVICES: readonly Device[] = ["wasm", "webgpu", "auto"];
+
+/** Options of {@linkcode loadBackend}. */
+export interface BackendOptions {
+  /** Worker threads of the WebAssembly backend. */
+  threads?: number;
+}
+
+/**
+ * Loads the backend for `device`; resolves to the backend and the device that runs it
+ * (`"auto"` resolves to `"webgpu"` or `"wasm"`).
+ *
+ * @example
+ * ```ts
+ * import { loadBackend } from "./select.ts";
+ * const { backend, device } = await loadBackend("wasm", { threads: 1 });
+ * device; // "wasm"
+ * backend.close();
+ * ```
+ * @throws {InputError} an unknown device name.
+ * @throws {GpuUnavailableError} `"webgpu"` where no adapter exists.
+ */
+export async function loadBackend(
+  device: Device = "wasm",
+  opts: BackendOptions = {},
+): Promise<{ backend: Backend; device: "wasm" | "webgpu" }> {
+  if (!DEVICES.includes(device)) {
+    throw new InputError(
+      `unknown device ${JSON.stringify(device)}: use "wasm", "webgpu" or "auto"`,
+    );
+  }
+  if (device === "webgpu" || device === "auto") {
+    try {
+      const backend = await WebGpuBackend.load({ requireHardware: device === "auto" });
+      return { backend, device: "webgpu" };
+    } catch (e) {
+      if (device === "webgpu") throw e;
+      // auto: no hardware adapter, WebAssembly it is
+    }
+  }
+  return { backend: await WasmBackend.load({ threads: opts.threads }), device: "wasm" };
+}
+
+/**
+ * Which device runs `backend`: `"webgpu"` for a {@linkcode WebGpuBackend}, else `"wasm"`.
+ *
+ * @example
+ * ```ts
+ * import { deviceOf, loadBackend } from "./select.ts";
+ * const { backend } = await loadBackend("wasm", { threads: 1 });
+ * deviceOf(backend); // "wasm"
+ * backend.close();
+ * ```
+ */
+export function deviceOf(backend: Backend): "wasm" | "webgpu" {
+  return backend instanceof WebGpuBackend ? "webgpu" : "wasm";
+}

@@ -3,8 +3,9 @@
  *
  * A patch at layer l, position p changes nothing before layer l and nothing at positions before p
  * (attention is causal). So each patched run starts from the clean residual stream at the patched
- * layer, computes positions p..T-1 only (reading the clean keys and values of earlier positions),
- * and unembeds only the positions whose log-probs are asked for. All patched runs of one layer
+ * layer, computes positions p..T-2 only (reading the clean keys and values of earlier positions;
+ * no log-prob reads the last position, and no earlier position attends to it), and unembeds only
+ * the positions whose log-probs are asked for. All patched runs of one layer
  * share each matrix product as one ragged batch. Every pass is the one forward pass of
  * `forward.ts`, planned differently.
  *
@@ -196,25 +197,38 @@ async function patchGroup(
   const startMid = !parallel && (point === "resid_mid" || point === "attn_out");
   const source = startMid ? state.residMid[layer] : state.residPre[startLayer];
   const patched = patches.map(() => clean.slice());
-  for (let i0 = 0; i0 < patches.length;) {
+  // The last log-prob is read at T - 2, and with causal attention no earlier position reads the
+  // last one, so resumed runs stop at T - 1 positions: a patch at T - 1 changes nothing asked
+  // for (its log-probs stay the clean ones). A run that starts after the last block (mlp_out of
+  // the last layer) changes only its patched row, since no attention follows: it computes that
+  // row alone. Each computed row sees the same keys and values as in a full run, so the
+  // log-probs are the same bits.
+  const Tr = T - 1;
+  const noBlocks = startLayer === cfg.nLayers;
+  const runs = patches.map((p, i) => ({ p, i }))
+    .filter(({ p }) => p.position < Tr && (!noBlocks || p.position >= from));
+  const rowsOf = (p: PositionPatch) => noBlocks ? 1 : Tr - p.position;
+  for (let i0 = 0; i0 < runs.length;) {
     // Take as many patches as fit the row budget (at least one).
     let i1 = i0;
     let rows = 0;
-    while (
-      i1 < patches.length && (i1 === i0 || rows + T - patches[i1].position <= MAX_BATCH_ROWS)
-    ) {
-      rows += T - patches[i1].position;
+    while (i1 < runs.length && (i1 === i0 || rows + rowsOf(runs[i1].p) <= MAX_BATCH_ROWS)) {
+      rows += rowsOf(runs[i1].p);
       i1++;
     }
-    const group = patches.slice(i0, i1);
-    const qStart = group.map((p) => p.position);
-    const { rowOffset } = planRows({ batch: group.length, T, qStart });
-    // Unembed only rows t in [max(p, from), T-2], and write each into its run.
+    const group = runs.slice(i0, i1).map(({ p }) => p);
+    const index = runs.slice(i0, i1).map(({ i }) => i);
+    // Without blocks every run is one row at its own position; else run g computes [p, Tr).
+    const planT = noBlocks ? 1 : Tr;
+    const qStart = group.map((p) => noBlocks ? 0 : p.position);
+    const { rowOffset } = planRows({ batch: group.length, T: planT, qStart });
+    // Unembed only rows t in [max(p, from), T-2] (just p without blocks), each into its run.
     const rowIndex: number[] = [], owner: number[] = [], pos: number[] = [];
     group.forEach((p, g) => {
-      for (let t = Math.max(p.position, from); t <= T - 2; t++) {
+      const last = p.position + rowsOf(p) - 1;
+      for (let t = Math.max(p.position, from); t <= last; t++) {
         rowIndex.push(rowOffset[g] + t - p.position);
-        owner.push(i0 + g);
+        owner.push(index[g]);
         pos.push(t);
       }
     });
@@ -222,15 +236,16 @@ async function patchGroup(
     const rowTargets = Int32Array.from(pos, (t) => targets[t]);
     await forward(m, {
       batch: group.length,
-      T,
+      T: planT,
       qStart,
+      positions: noBlocks ? group.map((p) => p.position) : undefined,
       prefixKv: state.qkv,
       startLayer,
       startMid,
       input: async (resid) => {
         for (const [g, p] of group.entries()) {
-          const dst = resid.at(rowOffset[g] * d, (T - p.position) * d);
-          backend.copy(source.at(p.position * d, (T - p.position) * d), dst);
+          const dst = resid.at(rowOffset[g] * d, rowsOf(p) * d);
+          backend.copy(source.at(p.position * d, rowsOf(p) * d), dst);
           await patchFirstRow(backend, state, layer, point, p, dst.at(0, d));
         }
       },

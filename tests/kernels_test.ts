@@ -176,6 +176,20 @@ for (const build of builds) {
         assert.equal(after[r * 7 + c], inPatch ? patch[r * 4 + c - 1] : data[r * 7 + c]);
       }
     }
+    // Dense rows (stride = cols) and a lone row take one copy: the same values, owned.
+    const dense = kn.readStrided(p + 4 * 7, 3, 7, 7); // rows 1..3
+    bitsEqual(dense, after.subarray(7, 28), "dense readStrided");
+    dense[0] = 99;
+    assert.notEqual(kn.view(p + 4 * 7, 1)[0], 99, "readStrided returns an owned copy");
+    bitsEqual(kn.readStrided(p + 8, 1, 3, 7), after.subarray(2, 5), "one-row readStrided");
+    const rows = randn(14, 3);
+    kn.writeStrided(p, rows, 2, 7, 7);
+    kn.writeStrided(p + 4 * 21, rows.subarray(0, 5), 1, 5, 7);
+    const last = kn.read(p, 28);
+    bitsEqual(last.subarray(0, 14), rows, "dense writeStrided");
+    bitsEqual(last.subarray(21, 26), rows.subarray(0, 5), "one-row writeStrided");
+    bitsEqual(last.subarray(14, 21), after.subarray(14, 21), "rows outside are kept");
+    bitsEqual(last.subarray(26), after.subarray(26), "columns outside are kept");
     kn.release(m);
   });
 

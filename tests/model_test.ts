@@ -279,6 +279,39 @@ Deno.test("patching fast path equals the naive runWithHooks path", async () => {
   }
 });
 
+Deno.test("patched log-probs at the last positions and from position 0 equal the naive path", async () => {
+  // Resumed runs stop before the last position (no log-prob reads it); a patch there changes
+  // nothing asked for, and one at T - 2 or 0 must still match a full runWithHooks.
+  const model = await HookedTransformer.fromPretrained("induction-toy");
+  const toks = [model.cfg.bosTokenId, 5, 9, 13, 5, 9, 13, 21];
+  const T = toks.length, d = model.cfg.dModel, V = model.cfg.dVocab;
+  const value = Float32Array.from({ length: d }, (_, i) => Math.sin(i) * 3);
+  const positions = [T - 1, T - 2, 0];
+  // mlp_out of the last layer resumes after every block: each run is its patched row alone.
+  const L = model.cfg.nLayers;
+  for (const [point, layer] of [["resid_pre", 1], ["mlp_out", 1], ["mlp_out", L - 1]] as const) {
+    const patches = positions.map((position) => ({ position, value }));
+    const fast = await patchedNextTokenLogProbs(model, [toks], [{ layer, point, patches }]);
+    assert.deepEqual(fast.patched[0][0], fast.clean, `${point}: a patch at T - 1 changes nothing`);
+    for (const [i, p] of positions.entries()) {
+      const logits = (await model.runWithHooks([toks], {
+        fwdHooks: [[getActName(point, layer), (a) => void a.data.set(value, p * d)]],
+      }))!.data;
+      for (let t = 0; t < T - 1; t++) {
+        const naive = logSoftmaxAt(logits.subarray(t * V, (t + 1) * V), toks[t + 1]);
+        // float32 rounding of the same sums in another order: the fast path test's 1e-5
+        assert.ok(Math.abs(naive - fast.patched[0][i][t]) < 1e-5, `${point} p=${p} t=${t}`);
+      }
+    }
+    // Log-probs before `from` are the clean ones, so is a patch whose row is before it.
+    const late = await patchedNextTokenLogProbs(model, [toks], [{ layer, point, patches }], {
+      from: 3,
+    });
+    assert.deepEqual(late.patched[0][1].subarray(3), fast.patched[0][1].subarray(3));
+    assert.deepEqual(late.patched[0][2].subarray(0, 3), fast.clean.subarray(0, 3));
+  }
+});
+
 Deno.test("GPT-2-small shape loads and runs 30 x 101 tokens in WebAssembly memory", async () => {
   const { config, weights } = syntheticGpt2({
     nLayers: 12,

@@ -567,7 +567,11 @@ export class Kernels {
     const out = new Float32Array(rows * cols);
     if (rows === 0 || cols === 0) return out;
     const v = this.view(ptr, (rows - 1) * stride + cols);
-    for (let r = 0; r < rows; r++) out.set(v.subarray(r * stride, r * stride + cols), r * cols);
+    // Dense rows (most hook points: the cache reads every one) are one copy, not a view per row.
+    if (stride === cols || rows === 1) out.set(v);
+    else {for (let r = 0; r < rows; r++) {
+        out.set(v.subarray(r * stride, r * stride + cols), r * cols);
+      }}
     return out;
   }
 
@@ -580,7 +584,8 @@ export class Kernels {
     }
     if (rows === 0 || cols === 0) return;
     const v = this.view(ptr, (rows - 1) * stride + cols);
-    for (let r = 0; r < rows; r++) v.set(data.subarray(r * cols, (r + 1) * cols), r * stride);
+    if (stride === cols || rows === 1) v.set(data);
+    else for (let r = 0; r < rows; r++) v.set(data.subarray(r * cols, (r + 1) * cols), r * stride);
   }
 
   /** Floats needed to hold a packed [k, n] B matrix. */

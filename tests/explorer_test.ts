@@ -52,6 +52,10 @@ Deno.test("explorer: the command line takes --port and --model, nothing else", (
     parseExploreArgs(["--model=https://example.org/m/"]).model,
     "https://example.org/m/",
   );
+  assert.equal(
+    parseExploreArgs(["--sae=tests/fixtures/sae/standard"]).sae,
+    "tests/fixtures/sae/standard",
+  );
   assert.throws(() => parseExploreArgs(["--port=70000"]), /--port=N/);
   assert.throws(() => parseExploreArgs(["--verbose"]), /unknown argument "--verbose"/);
 });
@@ -65,6 +69,7 @@ Deno.test("explorer: the URL holds the state, and reads back the same", () => {
     wrong: "",
     view: "lens" as const,
     head: "L1H2",
+    sae: "/saes/standard/",
   };
   assert.deepEqual(parseState(stateToSearch(state)), state);
   const defaults = parseState("?view=nonsense");
@@ -154,7 +159,7 @@ Deno.test({
       await page.goto(start);
       const done = (p: string) =>
         `document.body.dataset.prompt === ${JSON.stringify(p)} && ` +
-        `globalThis.__explorer.result !== undefined || globalThis.__explorer.error !== undefined`;
+        `document.body.dataset.complete === "true" || globalThis.__explorer.error !== undefined`;
       // The default prompt is computed first.
       await page.waitForFunction(
         `document.body.dataset.computed !== undefined || ` +
@@ -165,7 +170,10 @@ Deno.test({
 
       // Typing a prompt updates the views.
       await page.evaluate(`document.getElementById("prompt").select()`);
-      await page.keyboard.type(prompt);
+      // One input event with the whole text (as a paste or an IME commit): on a loaded machine
+      // keystrokes typed one by one can be further apart than the page's debounce, and each
+      // pause would start a computation for a prefix (superseded, but racing the assertions).
+      await page.keyboard.sendCharacter(prompt);
       await page.waitForFunction(done(prompt), { timeout: WAIT_MS });
       assert.equal(await page.evaluate("globalThis.__explorer.error"), undefined, "no error");
 
@@ -191,6 +199,7 @@ Deno.test({
         wrong,
         view: "attention",
         head: "",
+        sae: "",
       });
 
       // Tokens and top-k: ids and probabilities of every position.
@@ -411,7 +420,7 @@ Deno.test({
 
       // A bad id says what to type, without a console error.
       await page.evaluate(`document.getElementById("prompt").select()`);
-      await page.keyboard.type("1 2 banana");
+      await page.keyboard.sendCharacter("1 2 banana"); // one input event, as above
       await page.waitForFunction(`globalThis.__explorer.error !== undefined`, { timeout: WAIT_MS });
       assert.match(
         String(await page.evaluate(`document.getElementById("error").textContent`)),

@@ -9,6 +9,7 @@
  */
 import { ConfigError } from "../core/errors.ts";
 import { component } from "./component.ts";
+import { heapPop, heapPush } from "./min_heap.ts";
 
 const utf8 = new TextEncoder();
 
@@ -233,38 +234,6 @@ class PairTable {
     return this.#left[i] === -1 ? undefined : this.#value[i];
   }
 }
-
-function heapPush(heap: number[], v: number): void {
-  let i = heap.push(v) - 1;
-  while (i > 0) {
-    const parent = (i - 1) >> 1;
-    if (heap[parent] <= v) break;
-    heap[i] = heap[parent];
-    i = parent;
-  }
-  heap[i] = v;
-}
-
-function heapPop(heap: number[]): number {
-  const top = heap[0];
-  const last = heap.pop()!;
-  if (heap.length > 0) {
-    let i = 0;
-    const n = heap.length;
-    while (true) {
-      const l = 2 * i + 1;
-      if (l >= n) break;
-      const r = l + 1;
-      const c = r < n && heap[r] < heap[l] ? r : l;
-      if (heap[c] >= last) break;
-      heap[i] = heap[c];
-      i = c;
-    }
-    heap[i] = last;
-  }
-  return top;
-}
-
 /** One merge rule, from either spelling `tokenizer.json` uses: `"a b"` or `["a", "b"]`. */
 function mergePair(m: unknown, rank: number): [string, string] {
   if (typeof m === "string") {

@@ -7,6 +7,7 @@
 import { InputError } from "../core/errors.ts";
 import { GPT2_PATTERN } from "./byte_level.ts";
 import { gpt2Words } from "./pattern.ts";
+import { heapPop, heapPush } from "./min_heap.ts";
 import type { Tokenizer } from "./tokenizer.ts";
 
 /** The id of `<|endoftext|>`, GPT-2's BOS, EOS and padding token. */
@@ -107,8 +108,20 @@ const TIKTOKEN_LITE = "npm:js-tiktoken@1.0.21/lite";
 const TIKTOKEN_R50K = "npm:js-tiktoken@1.0.21/ranks/r50k_base";
 
 /**
+ * js-tiktoken's modules that {@linkcode r50kTokenizer} needs, already loaded: for a bundle that
+ * cannot import `npm:` specifiers at run time (a browser worker) and imports them itself.
+ */
+export interface R50kModules {
+  /** The module `js-tiktoken/lite` (its `Tiktoken` class is used). */
+  lite: unknown;
+  /** The module `js-tiktoken/ranks/r50k_base` (its default export, the ranks, is used). */
+  ranks: unknown;
+}
+
+/**
  * GPT-2's tokenizer (r50k_base). The first call loads the vocabulary (about 0.5 MB of
- * JavaScript); later calls return the same instance.
+ * JavaScript) from npm, or takes it from `modules` when given (a browser bundle passes the
+ * modules it imported; `examples/explorer/r50k_modules.ts`); later calls return the same instance.
  *
  * @example
  * ```ts
@@ -118,45 +131,17 @@ const TIKTOKEN_R50K = "npm:js-tiktoken@1.0.21/ranks/r50k_base";
  * tok.tokenStrings([15496, 995]); // ["Hello", " world"]
  * ```
  */
-export function r50kTokenizer(): Promise<Tokenizer> {
+export function r50kTokenizer(modules?: R50kModules): Promise<Tokenizer> {
   loading ??= (async () => {
-    const [{ Tiktoken }, ranks] = await Promise.all([
-      import(TIKTOKEN_LITE),
-      import(TIKTOKEN_R50K),
-    ]);
+    // deno-lint-ignore no-explicit-any
+    const [{ Tiktoken }, ranks]: any[] = modules
+      ? [modules.lite, modules.ranks]
+      : await Promise.all([
+        import(TIKTOKEN_LITE),
+        import(TIKTOKEN_R50K),
+      ]);
     // The package's pattern uses JavaScript's `\s`; GPT-2's means Unicode White_Space.
     return new R50kTokenizer(new Tiktoken({ ...ranks.default, pat_str: GPT2_PATTERN }));
   })();
   return loading;
-}
-
-function heapPush(heap: number[], v: number): void {
-  let i = heap.push(v) - 1;
-  while (i > 0) {
-    const parent = (i - 1) >> 1;
-    if (heap[parent] <= v) break;
-    heap[i] = heap[parent];
-    i = parent;
-  }
-  heap[i] = v;
-}
-
-function heapPop(heap: number[]): number {
-  const top = heap[0];
-  const last = heap.pop()!;
-  if (heap.length > 0) {
-    let i = 0;
-    const n = heap.length;
-    while (true) {
-      const l = 2 * i + 1;
-      if (l >= n) break;
-      const r = l + 1;
-      const c = r < n && heap[r] < heap[l] ? r : l;
-      if (heap[c] >= last) break;
-      heap[i] = heap[c];
-      i = c;
-    }
-    heap[i] = last;
-  }
-  return top;
 }

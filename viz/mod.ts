@@ -44,6 +44,7 @@ export {
   type LogitLensOptions,
 } from "./logit_lens.ts";
 export { patchingHeatmap, type PatchingLabels } from "./patching.ts";
+export { saeFeatures, type SaeFeaturesOptions } from "./sae_features.ts";
 export { cacheView, tensorView } from "./tensor_view.ts";
 export { type ColorScale, DIVERGING, SEQUENTIAL } from "./palette.ts";
 export {

@@ -6,12 +6,30 @@
  */
 
 /** The views the page shows, in the order of its tabs. */
-export const VIEWS = ["tokens", "attention", "lens", "dla", "patching"] as const;
+export const VIEWS = ["tokens", "attention", "lens", "dla", "patching", "sae"] as const;
 /** One of {@link VIEWS}. */
 export type ViewName = typeof VIEWS[number];
 
 /** The model the page opens with when the URL names none. */
 export const DEFAULT_MODEL = "kjv-small";
+/** The models embedded in the explorer's folder (no download). */
+export const EMBEDDED_MODELS: readonly string[] = ["kjv-small", "induction-toy"];
+
+/**
+ * Whether the worker keeps a model's files in Cache Storage with a progress bar: a hub name or a
+ * URL. Embedded models and folders on the page's own server (`/models/<name>/`, which the server
+ * reads from disk each time) are fetched as they are.
+ *
+ * @example
+ * ```ts
+ * import { isDownloaded } from "./protocol.ts";
+ * if (!isDownloaded("gpt2") || !isDownloaded("https://example.org/m/")) throw new Error();
+ * if (isDownloaded("kjv-small") || isDownloaded("/models/my-kjv/")) throw new Error();
+ * ```
+ */
+export function isDownloaded(model: string): boolean {
+  return !EMBEDDED_MODELS.includes(model) && !model.startsWith("/") && !model.startsWith("./");
+}
 
 /** Everything a view depends on; it lives in the page's URL (see {@link stateToSearch}). */
 export interface ExplorerState {
@@ -30,6 +48,8 @@ export interface ExplorerState {
   view: ViewName;
   /** The head whose attention hovering a token shows, as `L{layer}H{head}` ("" for L0H0). */
   head: string;
+  /** A SAELens SAE folder's URL (absolute, or relative to the page) for the `sae` view, or "". */
+  sae: string;
 }
 
 /**
@@ -54,6 +74,7 @@ export function parseState(search: string): ExplorerState {
     wrong: q.get("wrong") ?? "",
     view: (VIEWS as readonly string[]).includes(view) ? view as ViewName : "tokens",
     head: /^L\d+H\d+$/.test(q.get("head") ?? "") ? q.get("head")! : "",
+    sae: q.get("sae") ?? "",
   };
 }
 
@@ -75,6 +96,7 @@ export function stateToSearch(state: ExplorerState): string {
   }
   q.set("view", state.view);
   if (state.head !== "") q.set("head", state.head);
+  if (state.sae !== "") q.set("sae", state.sae);
   return `?${q}`;
 }
 
@@ -112,6 +134,13 @@ export interface ExplorerResult {
   notes: Partial<Record<ViewName, string>>;
   /** Milliseconds the worker took. */
   computeMs: number;
+  /**
+   * True when activation patching is still being computed: a second result with the same id
+   * follows (unless a newer request replaced it), with `update` set.
+   */
+  partial: boolean;
+  /** Set on the result that completes a partial one: `html` holds only the views it changes. */
+  update?: boolean;
 }
 
 /** A message from the page to the model worker. */
@@ -123,6 +152,19 @@ export type PageMessage =
 /** A message from the model worker to the page. */
 export type ExplorerMessage =
   | { kind: "status"; text: string }
+  | {
+    kind: "progress";
+    /** The file's URL. */
+    url: string;
+    /** Bytes received. */
+    loaded: number;
+    /** The file's size, when the server says it. */
+    total?: number;
+    /** Whether it came from the browser's Cache Storage. */
+    cached: boolean;
+    /** Whether this is the file's last report. */
+    done: boolean;
+  }
   | { kind: "ready"; info: ModelInfo }
   | { kind: "result"; result: ExplorerResult }
   | { kind: "random"; ids: number[] }

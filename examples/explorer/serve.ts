@@ -8,6 +8,7 @@
  * deno task explore --port=9000 --model=induction-toy
  * deno task explore --model=path/to/folder   # served at /models/<folder's name>/
  * deno task explore --model=https://example.org/my-model/
+ * deno task explore --model=path/to/model --sae=path/to/sae   # served at /saes/<name>/
  * ```
  * @module
  */
@@ -23,6 +24,8 @@ export interface ExploreArgs {
   port: number;
   /** The model the page opens with: an embedded or hub name, a local folder, or a URL. */
   model: string;
+  /** An SAE the page opens with (`--sae=<folder|url>`): a SAELens folder or its URL. */
+  sae?: string;
 }
 
 /**
@@ -41,12 +44,14 @@ export function parseExploreArgs(args: readonly string[]): ExploreArgs {
   for (const arg of args) {
     const port = /^--port=(\d{1,5})$/.exec(arg);
     const model = /^--model=(.+)$/.exec(arg);
+    const sae = /^--sae=(.+)$/.exec(arg);
     if (port && Number(port[1]) <= 65535) out.port = Number(port[1]);
     else if (model) out.model = model[1];
+    else if (sae) out.sae = sae[1];
     else {
       throw new Error(
-        `unknown argument ${JSON.stringify(arg)}: the options are --port=N (0-65535) and ` +
-          `--model=<name|folder|url>`,
+        `unknown argument ${JSON.stringify(arg)}: the options are --port=N (0-65535), ` +
+          `--model=<name|folder|url> and --sae=<folder|url>`,
       );
     }
   }
@@ -64,30 +69,43 @@ export interface Explorer {
 /**
  * Builds the explorer if needed and serves it with {@link ISOLATION_HEADERS}. A `model` that is
  * a local folder (it exists on disk) is served at `/models/<its name>/` and the page opens it
- * from there; a name or URL is passed to the page as it is.
+ * from there, an `sae` folder at `/saes/<its name>/`; a name or URL is passed to the page as it is.
  */
 export async function startExplorer(args: ExploreArgs): Promise<Explorer> {
   await ensureBuilt(EXPLORER);
-  let model = args.model;
   const mounts: Record<string, string> = {};
-  let isFolder = false;
-  try {
-    isFolder = !/^[a-z]+:\/\//i.test(model) && (await Deno.stat(model)).isDirectory;
-  } catch {
-    // not a local folder: a name or a URL
-  }
-  if (isFolder) {
-    const name = model.replace(/\/+$/, "").split("/").pop()!.replace(/[^\w.-]/g, "_");
-    mounts[`models/${name}/`] = await Deno.realPath(model);
-    model = `/models/${name}/`;
-  }
+  const model = await mountFolder(args.model, "models", mounts);
+  const sae = args.sae === undefined ? undefined : await mountFolder(args.sae, "saes", mounts);
   const server = await startStaticServer({
     root: `${REPO_ROOT}/${EXPLORER.outDir}`,
     port: args.port,
     headers: { ...ISOLATION_HEADERS },
     mounts,
   });
-  return { url: `${server.origin}/?model=${encodeURIComponent(model)}`, server };
+  const query = `?model=${encodeURIComponent(model)}` +
+    (sae === undefined ? "" : `&sae=${encodeURIComponent(sae)}`);
+  return { url: `${server.origin}/${query}`, server };
+}
+
+/**
+ * A local folder (it exists on disk) is served at `/<under>/<its name>/` (added to `mounts`) and
+ * named by that path; a name or URL is returned as it is.
+ */
+async function mountFolder(
+  where: string,
+  under: string,
+  mounts: Record<string, string>,
+): Promise<string> {
+  let isFolder = false;
+  try {
+    isFolder = !/^[a-z]+:\/\//i.test(where) && (await Deno.stat(where)).isDirectory;
+  } catch {
+    // not a local folder: a name or a URL
+  }
+  if (!isFolder) return where;
+  const name = where.replace(/\/+$/, "").split("/").pop()!.replace(/[^\w.-]/g, "_");
+  mounts[`${under}/${name}/`] = await Deno.realPath(where);
+  return `/${under}/${name}/`;
 }
 
 if (import.meta.main) {

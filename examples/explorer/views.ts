@@ -13,23 +13,32 @@
  *   position, by head (`cache.stackHeadResults` -> `cache.logitAttrs`, a layer x head grid) and by
  *   component (`cache.decomposeResid` -> `cache.logitAttrs`);
  * - `patching`: the corrupted prompt's `resid_pre` patched into the clean run at each layer and
- *   position (`getActPatchResidPre` with the clean tokens and the corrupted cache), as the change
+ *   position (`getActPatchResidPre`'s numbers with the clean tokens and the corrupted cache, from
+ *   `genericActivationPatch` on the indices where the two runs differ), as the change
  *   of the metric, beside attribution patching's estimate of the same change from one clean
  *   forward-and-backward pass and one corrupted pass ((corrupted - clean) . d metric / d resid).
  *   Then the same for each head's output over every position (`getActPatchAttnHeadOutAllPos`,
- *   layer x head) beside its estimate from `hook_z`.
+ *   layer x head) beside its estimate from `hook_z`. Activation patching takes one patched run
+ *   per cell, the estimates none: with `onPartial` every view comes first with the estimates and
+ *   activation patching's grids follow.
  *   The metric is the logit difference answer - wrong at the last position
  *   (`logitDiffMetric`), or the answer's log-prob (`logProbMetric`) without a wrong token.
+ * - `sae`: given an SAE, its active features per token: `sae.encode` of the cached activation at
+ *   its hook point (`viz.saeFeatures`: how many fire, and the strongest with their activations).
  * @module
  */
 import {
+  type ActivationCache,
   detectHead,
-  getActPatchAttnHeadOutAllPos,
-  getActPatchResidPre,
+  genericActivationPatch,
   type HookedTransformer,
   InputError,
+  layerHeadVectorPatchSetter,
+  layerPosPatchSetter,
   logitDiffMetric,
   logProbMetric,
+  type PatchingMetric,
+  type SAEModule,
   type Tensor,
   viz,
 } from "../../mod.ts";
@@ -39,6 +48,26 @@ import type { ExplorerResult, ExplorerState, ViewName } from "./protocol.ts";
 export const TOP_K = 5;
 /** Longest prompt the explorer computes, in tokens (patching runs n_layers x tokens passes). */
 export const MAX_TOKENS = 64;
+/** Features shown per token in the `sae` view. */
+export const SAE_TOP_K = 8;
+
+/**
+ * The activation an SAE reads, as [1, pos, d_in]: the cached hook point's tensor, with the heads
+ * of a `hook_z` SAE ([1, pos, head, d_head]) flattened. An SAE of another width is an
+ * `InputError` that names both.
+ */
+export function saeInput(model: HookedTransformer, sae: SAEModule, act: Tensor): Tensor {
+  const [B, T] = act.shape;
+  const width = act.data.length / (B * T);
+  if (width !== sae.cfg.dIn) {
+    throw new InputError(
+      `the SAE reads ${sae.cfg.hookName} with d_in ${sae.cfg.dIn}, but ${model.cfg.modelName} ` +
+        `has ${width} there: give an SAE trained on this model`,
+    );
+  }
+  return act.shape.length === 3 ? act : { data: act.data, shape: [B, T, width] };
+}
+
 /** The head kinds scored beside the attention patterns (`detectHead`). */
 export const HEAD_KINDS = [
   "previous_token_head",
@@ -121,6 +150,65 @@ function rowsOf(data: ArrayLike<number>, rows: number, cols: number): number[][]
 }
 
 /**
+ * Activation patching of the corrupted run's `resid_pre` (each layer and position) or `z` (each
+ * layer and head, every position) into the clean run, as the change of `metric` from `base` (its
+ * clean value): `getActPatchResidPre` / `getActPatchAttnHeadOutAllPos`'s numbers, computed with
+ * `genericActivationPatch` on the indices where the corrupted activation differs from the clean
+ * one. Elsewhere the patched run is the clean run and the change is exactly 0, so those runs are
+ * skipped (positions before the first corrupted token cost nothing). Both metrics read the last
+ * position only, so the patched runs unembed only it (`logitPositions`).
+ */
+async function patchWhereDifferent(
+  model: HookedTransformer,
+  ids: number[],
+  clean: ActivationCache,
+  corrupted: ActivationCache,
+  metric: PatchingMetric,
+  { what, base }: { what: "resid_pre" | "z"; base: number },
+): Promise<number[][]> {
+  const { nLayers, nHeads, dHead, dModel } = model.cfg;
+  const T = ids.length;
+  const cols = what === "resid_pre" ? T : nHeads;
+  const grid = Array.from({ length: nLayers }, () => new Array<number>(cols).fill(0));
+  const indices: number[][] = [];
+  for (let l = 0; l < nLayers; l++) {
+    const c = clean.get(what, l).data, x = corrupted.get(what, l).data;
+    for (let j = 0; j < cols; j++) {
+      let differs = false;
+      if (what === "resid_pre") {
+        for (let i = j * dModel; i < (j + 1) * dModel && !differs; i++) differs = c[i] !== x[i];
+      } else {
+        for (let t = 0; t < T && !differs; t++) {
+          const at = (t * nHeads + j) * dHead;
+          for (let i = at; i < at + dHead && !differs; i++) differs = c[i] !== x[i];
+        }
+      }
+      if (differs) indices.push([l, j]);
+    }
+  }
+  if (indices.length === 0) return grid;
+  const values = await genericActivationPatch(model, [ids], corrupted, metric, {
+    patchSetter: what === "resid_pre" ? layerPosPatchSetter : layerHeadVectorPatchSetter,
+    activationName: what,
+    indices,
+    logitPositions: [-1],
+  });
+  indices.forEach(([l, j], i) => grid[l][j] = values.data[i] - base);
+  return grid;
+}
+
+/** Options of {@link computeViews}. */
+export interface ComputeOptions {
+  /**
+   * Called once every view but activation patching is ready (its attribution estimates are: one
+   * clean forward and backward pass and one corrupted pass), with a `partial` result whose
+   * patching view says that activation patching is being computed; return false to stop there
+   * (a newer request came). Without it the result comes complete, in one piece.
+   */
+  onPartial?: (partial: ExplorerResult) => boolean;
+}
+
+/**
  * Every view of `state` on `model` (see the module doc); a view that cannot be computed for the
  * state (patching without a corrupted prompt of the same length) gets a note instead. A bad
  * prompt or token throws an `InputError` saying what to type.
@@ -139,6 +227,8 @@ export async function computeViews(
   model: HookedTransformer,
   state: ExplorerState,
   id: number,
+  sae?: SAEModule,
+  opts: ComputeOptions = {},
 ): Promise<ExplorerResult> {
   const t0 = performance.now();
   const ids = promptIds(model, state.prompt);
@@ -173,6 +263,16 @@ export async function computeViews(
   ).join("");
 
   html.lens = (await viz.logitLens(model, ids)).html;
+
+  if (sae) {
+    const acts = await sae.encode(saeInput(model, sae, cache.get(sae.cfg.hookName)));
+    html.sae = `<div data-hook="${sae.cfg.hookName}" data-d-sae="${sae.cfg.dSae}">` +
+      viz.saeFeatures(tokens, acts, { k: SAE_TOP_K, label: `SAE at ${sae.cfg.hookName}` }).html +
+      `</div>`;
+  } else {
+    notes.sae = "Give an SAE (a SAELens folder's URL in the SAE field, or --sae=<folder> when " +
+      "starting deno task explore) to see its active features per token.";
+  }
 
   const answer = state.answer.trim() === ""
     ? argmaxLast(logits)
@@ -227,10 +327,7 @@ export async function computeViews(
       const { cache: corrupted } = await model.runWithCache([corruptedIds], {
         namesFilter: residPre,
       });
-      // Patching the corrupted activation into the clean run; the effect is the metric's change.
-      const patched = await getActPatchResidPre(model, [ids], corrupted, metric); // [L, T]
       const T = ids.length, d = model.cfg.dModel;
-      const effect = rowsOf(patched.data, nLayers, T).map((r) => r.map((v) => v - base));
       const estimate = Array.from({ length: nLayers }, (_, l) => {
         const c = clean.cache.get("resid_pre", l).data;
         const g = clean.cache.get(`blocks.${l}.hook_resid_pre_grad`).data;
@@ -241,10 +338,6 @@ export async function computeViews(
           return s;
         });
       });
-      const patchedHeads = await getActPatchAttnHeadOutAllPos(model, [ids], corrupted, metric);
-      const headEffect = rowsOf(patchedHeads.data, nLayers, nHeads).map((r) =>
-        r.map((v) => v - base)
-      );
       const dHead = model.cfg.dHead;
       const headEstimate = Array.from({ length: nLayers }, (_, l) => {
         // hook_z is [batch, pos, head, d_head]: sum over positions and d_head.
@@ -261,30 +354,71 @@ export async function computeViews(
         });
       });
       const cols = tokens;
-      html.patching = `<div class="pair"><div data-kind="activation">` +
-        viz.patchingHeatmap(effect, {
-          cols,
-          value: `change of ${mname}`,
-          title: `Activation patching: corrupted resid_pre into the clean run`,
-        }).html + `</div><div data-kind="attribution">` +
+      const pending = (what: string) =>
+        `<div class="title">${what}</div><p class="note" data-pending>Computing: one patched ` +
+        `run per cell; attribution patching's estimate is beside it.</p>`;
+      const patchingHtml = (effect?: number[][], headEffect?: number[][]) =>
+        `<div class="pair"><div data-kind="activation">` +
+        (effect
+          ? viz.patchingHeatmap(effect, {
+            cols,
+            value: `change of ${mname}`,
+            title: `Activation patching: corrupted resid_pre into the clean run`,
+          }).html
+          : pending("Activation patching: corrupted resid_pre into the clean run")) +
+        `</div><div data-kind="attribution">` +
         viz.patchingHeatmap(estimate, {
           cols,
           value: `estimated change of ${mname}`,
           title: `Attribution patching (one clean forward and backward, one corrupted pass)`,
         }).html + `</div></div><div class="pair"><div data-kind="activation-heads">` +
-        viz.patchingHeatmap(headEffect, {
-          cols: headNames,
-          axes: ["layer", "head"],
-          value: `change of ${mname}`,
-          title: `Activation patching: each head's corrupted output (every position)`,
-        }).html + `</div><div data-kind="attribution-heads">` +
+        (headEffect
+          ? viz.patchingHeatmap(headEffect, {
+            cols: headNames,
+            axes: ["layer", "head"],
+            value: `change of ${mname}`,
+            title: `Activation patching: each head's corrupted output (every position)`,
+          }).html
+          : pending("Activation patching: each head's corrupted output (every position)")) +
+        `</div><div data-kind="attribution-heads">` +
         viz.patchingHeatmap(headEstimate, {
           cols: headNames,
           axes: ["layer", "head"],
           value: `estimated change of ${mname}`,
           title: `Attribution patching of each head's output (from hook_z)`,
         }).html + `</div></div>`;
+      if (opts.onPartial) {
+        html.patching = patchingHtml();
+        const partial: ExplorerResult = {
+          id,
+          tokens,
+          ids,
+          html: { ...html },
+          notes: { ...notes },
+          computeMs: Math.round(performance.now() - t0),
+          partial: true,
+        };
+        if (!opts.onPartial(partial)) return partial;
+      }
+      // Patching the corrupted activation into the clean run; the effect is the metric's change.
+      const effect = await patchWhereDifferent(model, ids, clean.cache, corrupted, metric, {
+        what: "resid_pre",
+        base,
+      }); // [L][T]
+      const headEffect = await patchWhereDifferent(model, ids, clean.cache, corrupted, metric, {
+        what: "z",
+        base,
+      }); // [L][H]
+      html.patching = patchingHtml(effect, headEffect);
     }
   }
-  return { id, tokens, ids, html, notes, computeMs: Math.round(performance.now() - t0) };
+  return {
+    id,
+    tokens,
+    ids,
+    html,
+    notes,
+    computeMs: Math.round(performance.now() - t0),
+    partial: false,
+  };
 }

@@ -203,6 +203,9 @@ function load(): void {
   send({ kind: "load", model: state.model });
 }
 
+/** The placement of results in progress (they are placed one after another). */
+let placing: Promise<void> = Promise.resolve();
+
 /**
  * Places a result's views: the one shown first, then each other in a task of its own, so that
  * no single task of the main thread parses every view's HTML (the page answers input between).
@@ -392,8 +395,11 @@ worker.onmessage = (event: MessageEvent<ExplorerMessage>) => {
     state.prompt = inputs.prompt.value = m.ids.join(" ");
     saveUrl();
     compute();
-  } else if (m.kind === "result") showResult(m.result);
-  else if (m.kind === "error") {
+  } else if (m.kind === "result") {
+    // One placement at a time: a partial result yields between its views, and the update that
+    // completes it must not be overwritten by the partial's later views.
+    placing = placing.then(() => showResult(m.result)).catch((e) => showError(String(e)));
+  } else if (m.kind === "error") {
     if (m.id !== undefined && m.id !== wanted) return;
     shown = wanted;
     status.textContent = "Error";

@@ -13,6 +13,10 @@
  *                                   SmolLM2-135M shapes, beside GPT-2 small's)
  *   deno task bench --no-sae        skip the sparse autoencoder section
  *   deno task bench --only-sae      only the sparse autoencoder section
+ *   deno task bench --device webgpu also WebGPU columns beside wasm: forward, forward + backward,
+ *                                   generation, caching every activation (bench/webgpu_bench.ts;
+ *                                   on a software adapter a scaled-down GPT-2, correctness only)
+ *   deno task bench --only-webgpu   only that WebGPU section
  *
  * A peer that is not installed is reported as skipped (see bench/README.md for installing them).
  * @module
@@ -42,6 +46,7 @@ import { PATCH_SEQ, patchingBench } from "./patching_bench.ts";
 import { benchFamilies, familiesTable } from "./families_bench.ts";
 import { type OrtForwardResult, runOrt } from "./peers/run_ort.ts";
 import { saeBench, saeTable } from "./sae_bench.ts";
+import { webgpuBench, webgpuTables } from "./webgpu_bench.ts";
 
 const args = new Set(Deno.args);
 const withPeers = !args.has("--no-peers");
@@ -50,6 +55,14 @@ const withPatching = !args.has("--no-patching");
 const withFamilies = !args.has("--no-families");
 const withSae = !args.has("--no-sae");
 const cores = navigator.hardwareConcurrency;
+const deviceAt = Deno.args.indexOf("--device");
+const deviceArg = Deno.args.find((a) => a.startsWith("--device="))?.slice(9) ??
+  (deviceAt >= 0 ? Deno.args[deviceAt + 1] ?? "" : undefined);
+if (deviceArg !== undefined && deviceArg !== "webgpu" && deviceArg !== "wasm") {
+  console.error(`--device takes "webgpu" (WebGPU beside wasm) or "wasm", not "${deviceArg}"`);
+  Deno.exit(2);
+}
+const withWebgpu = deviceArg === "webgpu";
 
 function log(line: string) {
   console.error(line);
@@ -247,7 +260,11 @@ function peerNote<T>(name: string, p: PeerOutcome<T> | null): T | undefined {
   return p.result;
 }
 
-if (import.meta.main && args.has("--only-sae")) {
+if (import.meta.main && args.has("--only-webgpu")) {
+  // The WebGPU section alone (bench/webgpu_bench.ts), wasm measured beside it.
+  log(`machine: ${cores} cores, Deno ${Deno.version.deno}, V8 ${Deno.version.v8}`);
+  console.log(webgpuTables(await webgpuBench({ log })));
+} else if (import.meta.main && args.has("--only-sae")) {
   // The sparse autoencoder section alone (bench/sae_bench.ts).
   log(`machine: ${cores} cores, Deno ${Deno.version.deno}, V8 ${Deno.version.v8}`);
   const bench = await writeBenchModel(defaultBenchDir(), 0);
@@ -318,6 +335,19 @@ if (import.meta.main && args.has("--only-sae")) {
   let sae: Awaited<ReturnType<typeof saeBench>> | undefined;
   if (withSae) sae = await saeBench(model, spec.tokens, log);
   model.dispose();
+  let webgpu: Awaited<ReturnType<typeof webgpuBench>> | undefined;
+  if (withWebgpu) {
+    log("webgpu: this library on WebGPU beside wasm ...");
+    // On a hardware adapter the section runs the benchmark model at the main tables' sizes, so
+    // the wasm figures above are its wasm columns; a software adapter runs a smaller shape and
+    // measures wasm on it.
+    webgpu = await webgpuBench({
+      benchDir: bench.dir,
+      tokens: spec.tokens,
+      log,
+      wasm: { forward, backward, cacheOverhead, generation },
+    });
+  }
   const families = withFamilies ? await benchFamilies(spec.tokens, log) : undefined;
 
   // ---- Tables ----
@@ -414,6 +444,7 @@ if (import.meta.main && args.has("--only-sae")) {
     console.log(familiesTable(families, gpt2));
   }
   if (sae) console.log(saeTable(sae));
+  if (webgpu) console.log(webgpuTables(webgpu));
 
   console.log(
     "\nCaching every activation (runWithCache, no filter) against a plain run (median seconds)",
@@ -504,6 +535,7 @@ if (import.meta.main && args.has("--only-sae")) {
     patching,
     families,
     sae,
+    webgpu,
     peers: { torchGemm, tfjsGemm, torchFwd, tfjsFwd, ortNodeFwd, ortWebFwd, torchStudy, torchBwd },
     seconds: (performance.now() - started) / 1000,
   };

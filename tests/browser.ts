@@ -51,6 +51,20 @@ export const CHROMIUM_FLAGS: readonly string[] = [
 ];
 
 /**
+ * What WebGPU needs in headless Chromium (version 156 on Debian bookworm, checked 2026-12-07):
+ * `--enable-unsafe-webgpu`, and no `--disable-gpu`. Then `navigator.gpu.requestAdapter()` gives
+ * SwiftShader's fallback adapter (architecture "swiftshader", `isFallbackAdapter` true) on a
+ * machine without a GPU; without the flag it gives null. Adding `--use-angle=swiftshader`,
+ * `--use-webgpu-adapter=swiftshader`, `--enable-features=Vulkan` (with `--use-vulkan=native` or
+ * `swiftshader`) or `--headless=new` changes nothing there; `--use-angle=vulkan` with
+ * `--ignore-gpu-blocklist` gives null again.
+ */
+export const CHROMIUM_WEBGPU_FLAGS: readonly string[] = [
+  ...CHROMIUM_FLAGS.filter((f) => f !== "--disable-gpu"),
+  "--enable-unsafe-webgpu",
+];
+
+/**
  * The Chromium to use: `$CHROMIUM_PATH` (or `$CHROME_PATH`) when set, else the first of
  * {@linkcode CHROMIUM_CANDIDATES} that exists; undefined when none does.
  */
@@ -94,10 +108,11 @@ export function skipWithoutChromium(what: string): boolean {
 }
 
 /**
- * Starts {@linkcode findChromium}'s browser headless with {@linkcode CHROMIUM_FLAGS}; gives up
- * after 30 s. Throws when there is no Chromium.
+ * Starts {@linkcode findChromium}'s browser headless with {@linkcode CHROMIUM_FLAGS} (with
+ * `{ webgpu: true }`, {@linkcode CHROMIUM_WEBGPU_FLAGS}); gives up after 30 s. Throws when there
+ * is no Chromium.
  */
-export async function launchChromium(): Promise<Browser> {
+export async function launchChromium(opts: { webgpu?: boolean } = {}): Promise<Browser> {
   const executablePath = findChromium();
   if (executablePath === undefined) {
     throw new Error(
@@ -107,7 +122,7 @@ export async function launchChromium(): Promise<Browser> {
   }
   return await puppeteer.launch({
     executablePath,
-    args: [...CHROMIUM_FLAGS],
+    args: [...(opts.webgpu ? CHROMIUM_WEBGPU_FLAGS : CHROMIUM_FLAGS)],
     pipe: true,
     timeout: 30_000,
   });

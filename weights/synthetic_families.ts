@@ -126,6 +126,25 @@ function checked(what: string, opts: SyntheticOptions) {
  * ```
  */
 export function syntheticGptNeox(opts: SyntheticGptNeoxOptions): SyntheticGpt2 {
+  const { config, specs } = syntheticGptNeoxSpecs(opts);
+  return { config, weights: checkpointBytes(specs, opts.dtype ?? "F32") };
+}
+
+/**
+ * The config and tensor list of {@linkcode syntheticGptNeox}'s checkpoint, values not yet drawn:
+ * each spec fills its tensor in order, chunk by chunk, so a checkpoint larger than memory can be
+ * streamed to disk (as `bench/webgpu_large.ts` does).
+ *
+ * @example
+ * ```ts
+ * import { syntheticGptNeoxSpecs } from "./synthetic_families.ts";
+ * const { specs } = syntheticGptNeoxSpecs({ nLayers: 1, nHeads: 2, dModel: 8, dVocab: 16, nCtx: 8 });
+ * specs[0].name; // "gpt_neox.embed_in.weight"
+ * ```
+ */
+export function syntheticGptNeoxSpecs(
+  opts: SyntheticGptNeoxOptions,
+): { config: Record<string, unknown>; specs: TensorSpec[] } {
   const { dtype, specs, normal } = checked("syntheticGptNeox", opts);
   const { nLayers, dModel: d, dVocab } = opts;
   const dMlp = opts.dMlp ?? 4 * d;
@@ -169,7 +188,7 @@ export function syntheticGptNeox(opts: SyntheticGptNeoxOptions): SyntheticGpt2 {
       eos_token_id: 0,
       torch_dtype: TORCH_DTYPE[dtype],
     },
-    weights: checkpointBytes(specs, dtype),
+    specs,
   };
 }
 

@@ -10,12 +10,10 @@
  */
 import { f32, type GpuDevice } from "./device.ts";
 import type { Bound } from "./arrays.ts";
-import { entry, EXP, header, REDUCE, TANH, WG } from "./wgsl.ts";
+import { entry, EXP, header, NEG_INF, REDUCE, TANH, WG } from "./wgsl.ts";
 
 /** Keys a fused attention row holds in workgroup memory. */
 export const FUSED_MAX_KEYS = 2048;
-
-const NEG_INF = "bitcast<f32>(0xff800000u)";
 
 /**
  * WGSL: the first key a query at absolute position `qpos` sees: kStart (left padding), raised

@@ -60,6 +60,7 @@ export class GpuDevice {
   readonly fallback: boolean;
   #lost: GPUDeviceLostInfo | null = null;
   #pipelines = new Map<string, GPUComputePipeline>();
+  #writes = new Map<string, boolean[]>();
   #encoder: GPUCommandEncoder | null = null;
   #recorded = 0;
   #transient: GPUBuffer[] = [];
@@ -78,6 +79,18 @@ export class GpuDevice {
     this.fallback = isFallback(adapter);
     device.lost.then((info) => {
       if (!this.#closed) this.#lost = info;
+    });
+    // An error no scope caught (a dispatch or bind group the implementation refuses: the whole
+    // submission is then dropped, and reads would return zeros) surfaces at the next host read.
+    device.addEventListener("uncapturederror", (event) => {
+      const err = (event as GPUUncapturedErrorEvent).error;
+      if (this.#oom) return;
+      this.#oom = err instanceof GPUOutOfMemoryError
+        ? new GpuOutOfMemoryError(
+          `the GPU ran out of memory (${err.message}): free models or results, use smaller ` +
+            'batches, a bf16 model, or device "wasm"',
+        )
+        : new KernelError(`the WebGPU implementation refused a command: ${err.message}`);
     });
   }
 
@@ -230,6 +243,7 @@ export class GpuDevice {
     new Uint32Array(u.getMappedRange()).set(params);
     u.unmap();
     this.#transient.push(u);
+    bindings = this.#unalias(code, bindings);
     const entries: GPUBindGroupEntry[] = [{ binding: 0, resource: { buffer: u } }];
     bindings.forEach((b, i) =>
       entries.push({
@@ -245,6 +259,62 @@ export class GpuDevice {
     pass.dispatchWorkgroups(x, Math.ceil(groups / x));
     pass.end();
     if (++this.#recorded >= BATCH) this.flush();
+  }
+
+  /**
+   * The bindings of one dispatch with no two overlapping ranges of one buffer, as WebGPU requires
+   * of writable storage bindings (Chromium's Dawn checks it; wgpu does not): a kernel may read
+   * several views of one buffer (q, k and v of the fused Q|K|V), and every binding is declared
+   * read_write. A binding the kernel only reads that overlaps another is replaced by a copy of
+   * its range, taken before the dispatch, which is what the kernel reads anyway (it must not
+   * depend on another binding's writes within the dispatch). Two overlapping bindings that are
+   * both written are a bug of the kernel's caller: a KernelError.
+   */
+  #unalias(code: string, bindings: Binding[]): Binding[] {
+    const overlaps = (a: Binding, b: Binding) =>
+      a.buffer === b.buffer && a.offset < b.offset + b.size && b.offset < a.offset + a.size;
+    if (!bindings.some((b, i) => bindings.some((c, j) => j < i && overlaps(b, c)))) {
+      return bindings;
+    }
+    const written = this.#written(code);
+    const kept: Binding[] = [];
+    for (const [i, b] of bindings.entries()) {
+      if (!written[i]) continue;
+      if (kept.some((c) => overlaps(b, c))) {
+        throw new KernelError(
+          "a WebGPU kernel would write two overlapping views of one buffer (binding " +
+            `${i + 1}): allocate its outputs apart`,
+        );
+      }
+      kept.push(b);
+    }
+    return bindings.map((b, i) => {
+      if (written[i]) return b;
+      if (!kept.some((c) => overlaps(b, c))) {
+        kept.push(b);
+        return b;
+      }
+      const t = this.temp(b.size);
+      this.#enc().copyBufferToBuffer(b.buffer, b.offset, t, 0, b.size);
+      return { buffer: t, offset: 0, size: b.size };
+    });
+  }
+
+  /** Which storage bindings (1.., in order) a kernel's WGSL assigns to, by their names. */
+  #written(code: string): boolean[] {
+    let w = this.#writes.get(code);
+    if (!w) {
+      const names: string[] = [];
+      for (const m of code.matchAll(/@binding\((\d+)\)\s*var<storage[^>]*>\s*(\w+)/g)) {
+        names[Number(m[1]) - 1] = m[2];
+      }
+      w = names.map((n) =>
+        new RegExp(`\\b${n}\\[[^;{}]*?\\]\\s*[-+*/]?=(?!=)`).test(code) ||
+        new RegExp(`atomic\\w*\\(&${n}\\[`).test(code)
+      );
+      this.#writes.set(code, w);
+    }
+    return w;
   }
 
   /** Records a buffer-to-buffer copy (byte offsets and size multiples of 4). */

@@ -8,9 +8,7 @@
  */
 import type { GpuDevice } from "./device.ts";
 import type { Bound } from "./arrays.ts";
-import { entry, EXP, header, REDUCE, WG } from "./wgsl.ts";
-
-const NEG_INF = "bitcast<f32>(0xff800000u)";
+import { entry, EXP, header, NEG_INF, REDUCE, WG } from "./wgsl.ts";
 
 /**
  * WGSL, by the bits (software adapters compile with fast-math, where NaN and infinity compare

@@ -7,7 +7,7 @@
  */
 import type { GpuDevice } from "./device.ts";
 import type { Bound } from "./arrays.ts";
-import { entry, header, WG } from "./wgsl.ts";
+import { entry, header, INF, WG } from "./wgsl.ts";
 
 const groups = (n: number) => Math.ceil(n / WG);
 
@@ -73,7 +73,7 @@ const TOPK = header(["rows: u32", "n: u32", "k: u32", "x0: u32", "o0: u32"], ["x
   let orow = p.o0 + r * p.n;
   for (var j = 0u; j < p.n; j++) { o[orow + j] = 0.0; }
   // the previous pick (value, index): the next is the largest (value, -index) below it
-  var pv = bitcast<f32>(0x7f800000u);
+  var pv = ${INF};
   var pj = -1;
   for (var c = 0u; c < p.k; c++) {
     var bv = 0.0;

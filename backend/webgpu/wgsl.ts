@@ -7,6 +7,11 @@
  * @module
  */
 
+/** +infinity in WGSL, from a module-scope variable so that it is no constant expression. */
+export const INF = "bitcast<f32>(INF_BITS)";
+/** -infinity in WGSL (see {@linkcode INF}). */
+export const NEG_INF = "bitcast<f32>(INF_BITS | 0x80000000u)";
+
 /** Elementwise kernels' workgroup size. */
 export const WG = 256;
 
@@ -17,7 +22,11 @@ export const WG = 256;
  */
 export function header(fields: string[], names: string[], types: Record<string, string> = {}) {
   const struct = `struct P { ${fields.map((f) => f + ",").join(" ")} }\n` +
-    `@group(0) @binding(0) var<uniform> p: P;\n`;
+    `@group(0) @binding(0) var<uniform> p: P;\n` +
+    // Infinity's bits, read at run time: a constant expression that evaluates to an infinity
+    // (`bitcast<f32>(0x7f800000u)`) is a shader-creation error in WGSL, which Chromium's Tint
+    // enforces (wgpu accepts it). See INF and NEG_INF.
+    `var<private> INF_BITS: u32 = 0x7f800000u;\n`;
   return struct +
     names.map((n, i) =>
       `@group(0) @binding(${i + 1}) var<storage, read_write> ${n}: array<${types[n] ?? "f32"}>;`

@@ -16,6 +16,12 @@ Run with Debian's interpreter, which is where `python3-torch` lives:
     /usr/bin/python3 bench/peers/torch_gpt2.py study --model DIR --tokens FILE
     /usr/bin/python3 bench/peers/torch_gpt2.py export-onnx --model DIR --tokens FILE --out F.onnx
     /usr/bin/python3 bench/peers/torch_gpt2.py backward --model DIR --tokens FILE
+    python3 bench/peers/torch_gpt2.py forward --device cuda --model DIR --tokens FILE
+
+`--device cuda` (forward and backward) runs on an NVIDIA GPU in fp32 eager mode with TF32 off
+(`torch.backends.cuda.matmul.allow_tf32 = False`), synchronising before each time is read; the
+forward then also reports `hostSeconds`, the same forward with the logits copied to host memory
+(what our WebGPU forward returns). `bench/gpu_vs_torch.sh` runs it beside ours on WebGPU.
 
 Prints one JSON object on stdout; progress goes to stderr. Times are seconds.
 """
@@ -260,8 +266,9 @@ class HookedGPT2:
         v = self.hook(f"{name}.hook_v", self.attn_linear(x, p[f"{l}.W_V"], p[f"{l}.b_V"]))
         T = x.shape[1]
         scores = (q.permute(0, 2, 1, 3) @ k.permute(0, 2, 3, 1)) / math.sqrt(self.cfg["d_head"])
-        mask = torch.tril(torch.ones(T, T, dtype=torch.bool))
-        scores = self.hook(f"{name}.hook_attn_scores", torch.where(mask, scores, IGNORE))
+        mask = torch.tril(torch.ones(T, T, dtype=torch.bool, device=scores.device))
+        ignore = IGNORE if scores.device == IGNORE.device else IGNORE.to(scores.device)
+        scores = self.hook(f"{name}.hook_attn_scores", torch.where(mask, scores, ignore))
         pattern = F.softmax(scores, dim=-1)
         pattern = torch.where(torch.isnan(pattern), torch.zeros_like(pattern), pattern)
         pattern = self.hook(f"{name}.hook_pattern", pattern)
@@ -330,14 +337,39 @@ def _ln_keys(cfg, p):
     return p
 
 
-def build_model(model_dir, raw=False):
+def build_model(model_dir, raw=False, device="cpu"):
     t0 = time.perf_counter()
     cfg, p = load_gpt2(model_dir)
     t1 = time.perf_counter()
     if not raw:
         p = process_weights(cfg, p)
+    if device != "cpu":
+        p = {k: v.to(device) for k, v in p.items()}
     t2 = time.perf_counter()
     return HookedGPT2(cfg, _ln_keys(cfg, p), processed=not raw), t1 - t0, t2 - t1
+
+
+def setup_device(device):
+    """`cuda`: fp32 eager with TF32 off (full fp32 products, as ours computes). Returns a function
+    that waits for the device, called before every time is read."""
+    if device == "cpu":
+        return lambda: None
+    if not torch.cuda.is_available():
+        raise SystemExit(f"--device {device}: torch.cuda.is_available() is False")
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    return torch.cuda.synchronize
+
+
+def device_info(device):
+    if device == "cpu":
+        return {"device": "cpu"}
+    return {
+        "device": device,
+        "gpu": torch.cuda.get_device_name(),
+        "cuda": torch.version.cuda,
+        "allowTf32": torch.backends.cuda.matmul.allow_tf32,
+    }
 
 
 # --------------------------------------------------------------------------------------------
@@ -363,14 +395,16 @@ def forward_flops(cfg, batch, seq):
     return cfg["n_layers"] * per_layer + 2 * rows * D * V
 
 
-def timed(fn, runs, warmup=1):
+def timed(fn, runs, warmup=1, sync=lambda: None):
     for _ in range(warmup):
         fn()
+    sync()
     times = []
     out = None
     for _ in range(runs):
         t = time.perf_counter()
         out = fn()
+        sync()
         times.append(time.perf_counter() - t)
     return out, times
 
@@ -387,9 +421,12 @@ def read_tokens(path):
 
 def mode_forward(args):
     set_threads(args.threads)
-    model, load_s, process_s = build_model(args.model, raw=args.raw)
+    sync = setup_device(args.device)
+    model, load_s, process_s = build_model(args.model, raw=args.raw, device=args.device)
     spec, tokens = read_tokens(args.tokens)
+    tokens = tokens.to(args.device)
     result = {
+        **device_info(args.device),
         "peer": "pytorch",
         "mode": "forward",
         "torch": torch.__version__,
@@ -404,9 +441,14 @@ def mode_forward(args):
         for batch, runs in ((1, args.runs_small), (tokens.shape[0], args.runs_large)):
             x = tokens[:batch]
             log(f"pytorch forward {batch}x{x.shape[1]}: {runs} runs")
-            logits, times = timed(lambda: model.forward(x), runs, warmup=2 if batch == 1 else 1)
+            logits, times = timed(lambda: model.forward(x), runs, warmup=2 if batch == 1 else 1, sync=sync)
             med = statistics.median(times)
+            extra = {}
+            if args.device != "cpu":
+                _, host = timed(lambda: model.forward(x).cpu(), runs, warmup=1, sync=sync)
+                extra["hostSeconds"] = round(statistics.median(host), 4)
             result["runs"][f"{batch}x{x.shape[1]}"] = {
+                **extra,
                 "batch": batch,
                 "seq": int(x.shape[1]),
                 "seconds": round(med, 4),
@@ -641,9 +683,12 @@ def mode_backward(args):
     every activation back to the embeddings (the weights frozen, so no weight gradients), on the
     same shapes as `forward`."""
     set_threads(args.threads)
-    model, load_s, process_s = build_model(args.model, raw=args.raw)
+    sync = setup_device(args.device)
+    model, load_s, process_s = build_model(args.model, raw=args.raw, device=args.device)
     spec, tokens = read_tokens(args.tokens)
+    tokens = tokens.to(args.device)
     result = {
+        **device_info(args.device),
         "peer": "pytorch",
         "mode": "backward",
         "torch": torch.__version__,
@@ -663,7 +708,7 @@ def mode_backward(args):
     for batch, runs in ((1, args.runs_small), (tokens.shape[0], args.runs_large)):
         x = tokens[:batch]
         log(f"pytorch forward + backward {batch}x{x.shape[1]}: {runs} runs")
-        loss, times = timed(lambda: step(x), runs, warmup=2 if batch == 1 else 1)
+        loss, times = timed(lambda: step(x), runs, warmup=2 if batch == 1 else 1, sync=sync)
         med = statistics.median(times)
         result["runs"][f"{batch}x{x.shape[1]}"] = {
             "batch": batch,
@@ -683,6 +728,7 @@ def main():
     ap.add_argument("--tokens", help="JSON file {seqLen, bos, tokens: [[...], ...]}")
     ap.add_argument("--out", help="export-onnx: the .onnx file to write")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cpu", help="forward, backward: cpu or cuda (fp32, TF32 off)")
     ap.add_argument("--runs-small", type=int, default=5, help="timed runs of 1 x T (after 2 warm-ups)")
     ap.add_argument("--runs-large", type=int, default=3, help="timed runs of B x T (after 1 warm-up)")
     ap.add_argument("--seconds", type=float, default=1.0, help="sgemm: time budget per measurement")

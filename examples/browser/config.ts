@@ -27,6 +27,30 @@ export const ISOLATION_HEADERS: Readonly<Record<string, string>> = {
   "Cross-Origin-Embedder-Policy": "require-corp",
 };
 
+/** Where the page's model computes: `?device=webgpu` in its URL, else WebAssembly. */
+export type PageDevice = "wasm" | "webgpu";
+
+/**
+ * The device a page URL's query asks for (`?device=wasm` or `?device=webgpu`; default `"wasm"`).
+ * Throws on any other value, naming the two that work.
+ *
+ * @example
+ * ```ts
+ * import { deviceFromQuery } from "./config.ts";
+ * deviceFromQuery("?device=webgpu"); // "webgpu"
+ * deviceFromQuery(""); // "wasm"
+ * ```
+ */
+export function deviceFromQuery(search: string): PageDevice {
+  const device = new URLSearchParams(search).get("device") ?? "wasm";
+  if (device !== "wasm" && device !== "webgpu") {
+    throw new Error(
+      `unknown device ${JSON.stringify(device)} in the URL: use ?device=wasm or ?device=webgpu`,
+    );
+  }
+  return device;
+}
+
 /** What the page exposes as `window.__scores` (and, without `pattern`, in `<pre id="scores">`). */
 export interface PageScores {
   /** The model's name. */
@@ -45,7 +69,12 @@ export interface PageScores {
   duplicateToken: number[][];
   /** The drawn head's pattern on the first sequence, `[q][k]`. */
   pattern: number[][];
-  /** Threads the kernels computed on (the model worker's own, plus its kernel workers). */
+  /** Where the model computed (`model.cfg.device`). */
+  device: PageDevice;
+  /** On WebGPU: the adapter's description (the browser may leave it empty), else undefined. */
+  adapter?: string;
+  /** Threads the kernels computed on (the model worker's own, plus its kernel workers; 1 on
+   * WebGPU, where one thread drives the GPU). */
   threads: number;
   /** Whether the model worker was cross-origin isolated (threads need it). */
   crossOriginIsolated: boolean;

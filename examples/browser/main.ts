@@ -17,7 +17,15 @@
  */
 // deno-lint-ignore no-import-prefix
 import uPlot from "npm:uplot@1.6.32";
-import { HEAD, LAYER, type PageScores, SEQ_LEN, type WorkerMessage } from "./config.ts";
+import {
+  deviceFromQuery,
+  HEAD,
+  LAYER,
+  type PageDevice,
+  type PageScores,
+  SEQ_LEN,
+  type WorkerMessage,
+} from "./config.ts";
 
 declare global {
   var __scores: PageScores | undefined;
@@ -184,7 +192,7 @@ function drawScores(target: HTMLElement, induction: number[][], previous: number
 }
 
 /** Runs the model worker once and resolves with what it computed. */
-function runWorker(status: HTMLElement): Promise<PageScores> {
+function runWorker(status: HTMLElement, device: PageDevice): Promise<PageScores> {
   const worker = new Worker(new URL("./model_worker.ts", import.meta.url), { type: "module" });
   return new Promise<PageScores>((resolve, reject) => {
     worker.onmessage = (event: MessageEvent<WorkerMessage>) => {
@@ -202,7 +210,7 @@ function runWorker(status: HTMLElement): Promise<PageScores> {
       worker.terminate();
       reject(new Error(`the model worker failed: ${e.message || "it could not start"}`));
     };
-    worker.postMessage({ kind: "run" });
+    worker.postMessage({ kind: "run", device });
   });
 }
 
@@ -210,7 +218,11 @@ function runWorker(status: HTMLElement): Promise<PageScores> {
 function showThreads(target: HTMLElement, r: PageScores): void {
   target.dataset.threads = String(r.threads);
   target.dataset.isolated = String(r.crossOriginIsolated);
-  target.textContent = r.threads > 1
+  target.dataset.device = r.device;
+  target.textContent = r.device === "webgpu"
+    ? `Computed in a Web Worker on WebGPU (${r.adapter || "the browser's adapter"}); ` +
+      `?device=wasm runs it on WebAssembly.`
+    : r.threads > 1
     ? `Computed in a Web Worker on ${r.threads} threads (the browser reports ${r.cores} cores; ` +
       `the page is cross-origin isolated, so the kernels' worker threads share its memory).`
     : r.crossOriginIsolated
@@ -224,7 +236,14 @@ async function main(): Promise<void> {
   watchLongTasks();
   const status = el<HTMLParagraphElement>("status");
   status.textContent = "Starting the model worker\u2026";
-  const result = await runWorker(status);
+  const device = deviceFromQuery(location.search);
+  const toggle = document.getElementById("device-toggle") as HTMLAnchorElement | null;
+  if (toggle) {
+    const other = device === "webgpu" ? "wasm" : "webgpu";
+    toggle.href = `?device=${other}`;
+    toggle.textContent = other === "webgpu" ? "Run it on WebGPU" : "Run it on WebAssembly";
+  }
+  const result = await runWorker(status, device);
   drawHeatmap(el<HTMLCanvasElement>("heatmap"), result.pattern, SEQ_LEN);
   drawDiagonals(el("diagonals"), result.pattern, SEQ_LEN);
   drawScores(el("scores-chart"), result.induction, result.previousToken);
@@ -234,7 +253,11 @@ async function main(): Promise<void> {
   const best = result.induction[LAYER][HEAD];
   status.textContent = `${result.model}: ${result.induction.length} layers x ` +
     `${result.induction[0].length} heads, loaded in ${result.loadMs} ms, computed in ` +
-    `${result.computeMs} ms on ${result.threads} thread${result.threads === 1 ? "" : "s"}. ` +
+    `${result.computeMs} ms ${
+      result.device === "webgpu"
+        ? "on WebGPU"
+        : `on ${result.threads} thread${result.threads === 1 ? "" : "s"}`
+    }. ` +
     `Induction score of layer ${LAYER} head ${HEAD}: ${best.toFixed(3)}.`;
   globalThis.__scores = result;
 }

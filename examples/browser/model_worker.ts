@@ -4,8 +4,9 @@
  * main thread (the page stays responsive, and the kernels may block in `Atomics.wait`, which a
  * page's main thread may not).
  *
- * On a `{ kind: "run" }` message it loads the embedded `induction-toy` model with the default
- * threads (one per core when the page is cross-origin isolated, else one), computes the head
+ * On a `{ kind: "run", device }` message it loads the embedded `induction-toy` model on `device`
+ * (`"wasm"`, the default, or `"webgpu"`: the browser's WebGPU adapter), on WebAssembly with the
+ * default threads (one per core when the page is cross-origin isolated, else one), computes the head
  * scores on the study's input (30 sequences of [BOS] + 50 random tokens repeated once, seed 0)
  * and the induction head's pattern, and posts {@linkcode WorkerMessage}s back: status lines, then
  * the result or the error.
@@ -21,6 +22,7 @@ import {
   BATCH,
   HEAD,
   LAYER,
+  type PageDevice,
   type PageScores,
   SEED,
   SEQ_LEN,
@@ -36,18 +38,27 @@ interface Scope {
 }
 
 /** Loads the model and computes what the page shows, reporting progress through `post`. */
-export async function compute(post: (m: WorkerMessage) => void): Promise<PageScores> {
+export async function compute(
+  post: (m: WorkerMessage) => void,
+  device: PageDevice = "wasm",
+): Promise<PageScores> {
   const scope = globalThis as unknown as Scope;
   const t0 = performance.now();
-  post({ kind: "status", text: "Loading the model and the kernels in a worker\u2026" });
-  // Default threads: one per core where the worker may share memory (cross-origin isolated).
-  const model = await HookedTransformer.fromPretrained("induction-toy");
-  const t1 = performance.now();
   post({
     kind: "status",
-    text: `Running on ${model.backend.threads} thread${
-      model.backend.threads === 1 ? "" : "s"
-    }\u2026`,
+    text: device === "webgpu"
+      ? "Loading the model onto WebGPU in a worker\u2026"
+      : "Loading the model and the kernels in a worker\u2026",
+  });
+  // Default threads: one per core where the worker may share memory (cross-origin isolated).
+  const model = await HookedTransformer.fromPretrained("induction-toy", { device });
+  const t1 = performance.now();
+  const adapter = (model.backend as { adapter?: unknown }).adapter;
+  post({
+    kind: "status",
+    text: model.cfg.device === "webgpu"
+      ? "Running on WebGPU\u2026"
+      : `Running on ${model.backend.threads} thread${model.backend.threads === 1 ? "" : "s"}\u2026`,
   });
   const tokens = generateRepeatedTokens(model, SEQ_LEN, BATCH, { seed: SEED });
   const scores = await headScores(model, tokens, SEQ_LEN);
@@ -62,6 +73,8 @@ export async function compute(post: (m: WorkerMessage) => void): Promise<PageSco
     previousToken: scores.previousToken,
     duplicateToken: scores.duplicateToken,
     pattern,
+    device: model.cfg.device === "webgpu" ? "webgpu" : "wasm",
+    adapter: model.cfg.device === "webgpu" && typeof adapter === "string" ? adapter : undefined,
     threads: model.backend.threads,
     crossOriginIsolated: scope.crossOriginIsolated === true,
     cores: scope.navigator?.hardwareConcurrency ?? 1,
@@ -73,10 +86,11 @@ export async function compute(post: (m: WorkerMessage) => void): Promise<PageSco
 /** Serves the page: one run per `{ kind: "run" }` message. */
 function serve(scope: Scope): void {
   scope.onmessage = (event) => {
-    const data = event.data as { kind?: unknown } | null;
+    const data = event.data as { kind?: unknown; device?: unknown } | null;
     if (data?.kind !== "run") return;
     const post = (m: WorkerMessage) => scope.postMessage(m);
-    compute(post).then(
+    const device: PageDevice = data.device === "webgpu" ? "webgpu" : "wasm";
+    compute(post, device).then(
       (scores) => post({ kind: "result", scores }),
       (e: unknown) => {
         const message = e instanceof Error ? `${e.name}: ${e.message}` : String(e);

@@ -328,11 +328,13 @@ export type {
   TopContextsOptions,
 } from "./sae/analysis.ts";
 
-// TransformerLens parity (issue 20): padding from pad tokens.
+// Padding from pad tokens (TransformerLens's utils.get_attention_mask).
 export { getAttentionMask } from "./model/text.ts";
 export type { PadModel } from "./model/text.ts";
-// TransformerLens parity (issue 20): Python's t[0] / cache["pattern", 0] fail loudly.
+// Python's t[0] / cache["pattern", 0] fail loudly.
 export { guardTensor } from "./core/tensor.ts";
+// FactoredMatrix.get's index form, and tensor operations as ARENA code writes them (index
+// assignment, gather, triangular masks, shapes, norms).
 export type { FactoredIndex } from "./analysis/factored_matrix.ts";
 export { allclose, norm, set } from "./core/ops.ts";
 export type { AllcloseOptions, VectorNormOptions } from "./core/ops.ts";
@@ -350,7 +352,7 @@ export {
   unsqueeze,
 } from "./core/manipulation.ts";
 export type { IndexTensor } from "./core/manipulation.ts";
-// Gemma 2 and Gemma 3 (issue 19).
+// Gemma 2 and Gemma 3.
 export type { AttentionType } from "./model/config.ts";
 export type { HeadLayout } from "./backend/backend.ts";
 export { GEMMA3_270M, syntheticGemma } from "./weights/synthetic_families.ts";

@@ -30,6 +30,8 @@ export interface Binding {
 
 /** Dispatches recorded before a submission (a bound on encoder size; any value works). */
 const BATCH = 256;
+/** Bytes written with writeBuffer after which {@linkcode GpuDevice.write} submits (their staging is freed). */
+const WRITE_FLUSH_BYTES = 64 * 2 ** 20;
 
 /** A dispatch's parameters: u32 fields, f32 fields written as their bits (see {@linkcode f32}). */
 export type Params = number[];
@@ -63,6 +65,8 @@ export class GpuDevice {
   #writes = new Map<string, boolean[]>();
   #encoder: GPUCommandEncoder | null = null;
   #recorded = 0;
+  /** Bytes given to writeBuffer since the last submission (see {@linkcode GpuDevice.write}). */
+  #unsubmitted = 0;
   #transient: GPUBuffer[] = [];
   #closed = false;
   #checks: Promise<void>[] = [];
@@ -339,6 +343,7 @@ export class GpuDevice {
       this.device.queue.submit([this.#encoder.finish()]);
       this.#encoder = null;
       this.#recorded = 0;
+      this.#unsubmitted = 0;
     }
   }
 
@@ -350,6 +355,15 @@ export class GpuDevice {
       ArrayBuffer
     >;
     this.device.queue.writeBuffer(buffer, offset, plain);
+    // writeBuffer copies into a staging buffer that the implementation frees only once a
+    // submission carrying the write has run: without a submit, loading a model's weights would
+    // hold a second copy of them until the first forward (issue 17). An empty submit every
+    // WRITE_FLUSH_BYTES bounds that to one batch.
+    this.#unsubmitted += plain.byteLength;
+    if (this.#unsubmitted >= WRITE_FLUSH_BYTES) {
+      this.device.queue.submit([]);
+      this.#unsubmitted = 0;
+    }
   }
 
   /**

@@ -139,20 +139,31 @@ export function select(t: Tensor, ...indices: number[]): Tensor {
 }
 
 /**
- * The transpose of a row-major [rows, cols] matrix, as a new [cols, rows] array. Blocked, so both
- * sides stay in cache even for a 50257 x 768 unembedding.
+ * The transpose of a row-major [rows, cols] matrix, as a [cols, rows] array: a new one, or `out`
+ * (rows x cols long, not overlapping `a`) when given, so that a loader can write straight into
+ * its parameters without a temporary copy. Blocked, so both sides stay in cache even for a 50257
+ * x 768 unembedding.
  *
  * @example
  * ```ts
  * import { transpose2d } from "./tensor.ts";
  * transpose2d(new Float32Array([1, 2, 3, 4, 5, 6]), 2, 3); // Float32Array [1, 4, 2, 5, 3, 6]
+ * const out = new Float32Array(6);
+ * transpose2d(new Float32Array([1, 2, 3, 4, 5, 6]), 3, 2, out); // out: [1, 3, 5, 2, 4, 6]
  * ```
  */
-export function transpose2d(a: Float32Array, rows: number, cols: number): Float32Array {
+export function transpose2d(
+  a: Float32Array,
+  rows: number,
+  cols: number,
+  out: Float32Array = new Float32Array(rows * cols),
+): Float32Array {
   if (a.length !== rows * cols) {
     throw new RangeError(`transpose: ${a.length} values do not form a ${rows} x ${cols} matrix`);
   }
-  const out = new Float32Array(rows * cols);
+  if (out.length !== rows * cols) {
+    throw new RangeError(`transpose: out holds ${out.length} values, not ${rows} x ${cols}`);
+  }
   const B = 64;
   for (let i0 = 0; i0 < rows; i0 += B) {
     const i1 = Math.min(rows, i0 + B);

@@ -305,12 +305,13 @@ function variantParams(
       linearToHeads(ck.read(`${p}self_attn.${x}_proj.weight`, [rows, d]), d, heads, dHead, at(W));
     }
     const o = ck.read(p + "self_attn.o_proj.weight", [d, nHeads * dHead]);
-    at("W_O").set(transpose2d(o, d, nHeads * dHead));
-    const mlp = (name: string, rows: number, cols: number) =>
-      transpose2d(ck.read(`${p}mlp.${name}.weight`, [rows, cols]), rows, cols);
-    W_gate.set(mlp("gate_proj", dMlp, d), l * d * dMlp);
-    at("W_in").set(mlp("up_proj", dMlp, d));
-    at("W_out").set(mlp("down_proj", d, dMlp));
+    transpose2d(o, d, nHeads * dHead, at("W_O"));
+    // Transposes write into the stacks: no temporary copy of each matrix.
+    const mlp = (name: string, rows: number, cols: number, out: Float32Array) =>
+      transpose2d(ck.read(`${p}mlp.${name}.weight`, [rows, cols]), rows, cols, out);
+    mlp("gate_proj", dMlp, d, W_gate.subarray(l * d * dMlp, (l + 1) * d * dMlp));
+    mlp("up_proj", dMlp, d, at("W_in"));
+    mlp("down_proj", d, dMlp, at("W_out"));
     // HF's names: post_attention_layernorm is the attention output's norm (not the MLP's input).
     const norm = (name: string) => plusOne(ck.read(p + name + ".weight", [d]));
     norms.ln1.set(norm("input_layernorm"), l * d);

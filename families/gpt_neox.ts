@@ -133,12 +133,13 @@ export function gptNeoxParams(
         b.set(qkvBias.subarray(r0, r0 + dHead), h * dHead);
       }
     });
-    // dense [d_model, n_heads d_head] transposed is W_O [n_heads, d_head, d_model].
-    at("W_O").set(transpose2d(ck.read(p + "attention.dense.weight", [d, d]), d, d));
+    // dense [d_model, n_heads d_head] transposed is W_O [n_heads, d_head, d_model] (transposes
+    // write into the stacks: no temporary copy of each matrix).
+    transpose2d(ck.read(p + "attention.dense.weight", [d, d]), d, d, at("W_O"));
     if (bias) at("b_O").set(ck.read(p + "attention.dense.bias", [d]));
-    at("W_in").set(transpose2d(ck.read(p + "mlp.dense_h_to_4h.weight", [dMlp, d]), dMlp, d));
+    transpose2d(ck.read(p + "mlp.dense_h_to_4h.weight", [dMlp, d]), dMlp, d, at("W_in"));
     at("b_in").set(ck.read(p + "mlp.dense_h_to_4h.bias", [dMlp]));
-    at("W_out").set(transpose2d(ck.read(p + "mlp.dense_4h_to_h.weight", [d, dMlp]), d, dMlp));
+    transpose2d(ck.read(p + "mlp.dense_4h_to_h.weight", [d, dMlp]), d, dMlp, at("W_out"));
     at("b_out").set(ck.read(p + "mlp.dense_4h_to_h.bias", [d]));
     ln1w.set(ck.read(p + "input_layernorm.weight", [d]), l * d);
     ln1b.set(ck.read(p + "input_layernorm.bias", [d]), l * d);

@@ -173,13 +173,14 @@ function variantParams(
       if (biases.qkv) at(b).set(ck.read(`${p}self_attn.${x}_proj.bias`, [rows]));
     }
     const o = ck.read(p + "self_attn.o_proj.weight", [d, nHeads * dHead]);
-    at("W_O").set(transpose2d(o, d, nHeads * dHead)); // [n_heads d_head, d_model]
+    transpose2d(o, d, nHeads * dHead, at("W_O")); // [n_heads d_head, d_model]
     if (biases.o) at("b_O").set(ck.read(p + "self_attn.o_proj.bias", [d]));
-    const mlp = (name: string, rows: number, cols: number) =>
-      transpose2d(ck.read(`${p}mlp.${name}.weight`, [rows, cols]), rows, cols);
-    W_gate.set(mlp("gate_proj", dMlp, d), l * d * dMlp);
-    at("W_in").set(mlp("up_proj", dMlp, d));
-    at("W_out").set(mlp("down_proj", d, dMlp));
+    // Transposes write into the stacks: no temporary copy of each matrix.
+    const mlp = (name: string, rows: number, cols: number, out: Float32Array) =>
+      transpose2d(ck.read(`${p}mlp.${name}.weight`, [rows, cols]), rows, cols, out);
+    mlp("gate_proj", dMlp, d, W_gate.subarray(l * d * dMlp, (l + 1) * d * dMlp));
+    mlp("up_proj", dMlp, d, at("W_in"));
+    mlp("down_proj", d, dMlp, at("W_out"));
     if (biases.mlp) {
       b_gate.set(ck.read(p + "mlp.gate_proj.bias", [dMlp]), l * dMlp);
       at("b_in").set(ck.read(p + "mlp.up_proj.bias", [dMlp]));

@@ -10,14 +10,16 @@
  *   deno run -A bench/webgpu_large.ts --write-only   just write (or find) the checkpoint
  *   deno run -A bench/webgpu_large.ts --force        run even when MemAvailable looks too small
  *
- * Memory: loading reads every shard into memory (the library's loader), keeps the processed
- * float32 parameters in JavaScript (the weight accessors read them) and uploads the weight
- * matrices to GPU buffers; the family's raw tensors are a further f32 copy while it processes
- * them. Measured here on llvmpipe (whose "GPU memory" is the process's own): the load passed 20.2
- * GiB of resident memory (3.8 times the 5.26 GiB of weights) before it was stopped, unfinished,
- * at MemAvailable 0. So the bench asks for four times the weights of RAM on a software adapter
- * and three times on a hardware one (plus 1 GiB), reads `MemAvailable` (/proc/meminfo) first and
- * does not start a load that would not fit (`--force` overrides). Prints one JSON object.
+ * Memory: loading reads every shard into memory (the library's loader), converts them into the
+ * float32 parameters in JavaScript (kept: the weight accessors read them), frees the shards'
+ * bytes, then uploads the weight matrices to GPU buffers (submitting every 64 MiB, so the
+ * implementation's staging copies do not pile up). The peak is the shards plus the parameters
+ * while converting, or on a software adapter (whose "GPU memory" is the process's own) the
+ * parameters plus the GPU copy while uploading: about twice the weights. Measured here on
+ * llvmpipe: 11.06 GiB peak RSS (2.1 times the 5.27 GiB; before the loader freed the shards and
+ * the staging copies, the load passed 20.2 GiB and was stopped at MemAvailable 0). So the bench
+ * asks for 2.5 times the weights of RAM, plus 1 GiB, reads `MemAvailable` (/proc/meminfo) first
+ * and does not start a load that would not fit (`--force` overrides). Prints one JSON object.
  * @module
  */
 import { HookedTransformer } from "../mod.ts";
@@ -200,9 +202,10 @@ if (import.meta.main) {
   } else {
     const probe = await probeAdapter();
     const available = meminfo("MemAvailable");
-    // the shards, the raw and the processed f32 parameters in JavaScript, and on a software
-    // adapter the "GPU" buffers (see the module's comment for the measured peak)
-    const need = ckpt.bytes * (probe.ok && probe.software ? 4 : 3) + GIB;
+    // the shards and the f32 parameters while converting, or the parameters and (on a software
+    // adapter) the "GPU" buffers while uploading, with the conversion's garbage (see the
+    // module's comment for the measured peak)
+    const need = ckpt.bytes * 2.5 + GIB;
     report.adapter = probe.ok ? { description: probe.description, software: probe.software } : {
       none: probe.reason,
     };

@@ -257,6 +257,10 @@ Deno.test({
         String(await page.evaluate(`document.getElementById("threads").textContent`)),
         /induction-toy: WebAssembly on \d+ threads?/,
       );
+      console.log(
+        `the same page on wasm: load ${await page.evaluate("globalThis.__explorer.info.loadMs")} ` +
+          `ms, every view ${await page.evaluate("globalThis.__explorer.result.computeMs")} ms`,
+      );
       const lensWasm = await gridValues(page, "#view-lens");
       lens.topProbs.forEach((row, s) =>
         row.forEach((p, t) =>
@@ -277,6 +281,62 @@ Deno.test({
             ).catch(() => "?")}`,
         );
       }
+      await server.close();
+    }
+  },
+});
+
+Deno.test({
+  name: "explorer: device=webgpu without an adapter says what to do, and auto falls back to wasm",
+  ignore: skipWithoutChromium("the explorer's WebGPU test"),
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    const { url, server } = await startExplorer({
+      port: 0,
+      model: "induction-toy",
+      device: "webgpu",
+    });
+    // Without CHROMIUM_WEBGPU_FLAGS (with --disable-gpu), Chromium offers no adapter.
+    await using browser = await launchChromium();
+    const page = await browser.newPage();
+    const seen = watchPage(page);
+    try {
+      page.setDefaultTimeout(WAIT_MS);
+      await page.goto(`${url}&prompt=2047+5+9+5`);
+      const adapter = await page.evaluate(
+        `navigator.gpu ? navigator.gpu.requestAdapter().then((a) => a !== null) : false`,
+      );
+      if (adapter !== false) {
+        console.warn(
+          "SKIPPED the explorer's no-adapter test: this Chromium offers a WebGPU adapter even " +
+            "without CHROMIUM_WEBGPU_FLAGS",
+        );
+        return;
+      }
+      await page.waitForFunction(`globalThis.__explorer.error !== undefined`, { timeout: WAIT_MS });
+      assert.match(
+        String(await page.evaluate(`document.getElementById("error").textContent`)),
+        /GpuUnavailableError: .*use device "wasm"/,
+        "the typed error, and what to do",
+      );
+      assert.equal(await page.evaluate(`document.body.dataset.computed`), undefined);
+
+      // auto: no hardware adapter here, so WebAssembly, and the page says why.
+      await page.select("#device", "auto");
+      await page.waitForFunction(
+        `document.body.dataset.computed !== undefined && globalThis.__explorer.error === undefined`,
+        { timeout: WAIT_MS },
+      );
+      assert.equal(parseState(new URL(page.url()).search).device, "auto");
+      assert.equal(await page.evaluate("globalThis.__explorer.info.device"), "wasm");
+      assert.match(
+        String(await page.evaluate(`document.getElementById("threads").textContent`)),
+        /WebAssembly on \d+ threads? \(auto: no hardware WebGPU adapter\)/,
+      );
+      assert.equal(await page.evaluate(`document.getElementById("error").textContent`), "");
+      assert.deepEqual(seen.errors, [], "no console errors, exceptions or failed requests");
+    } finally {
       await server.close();
     }
   },

@@ -13,18 +13,24 @@
  * Chromium offers no adapter the test says so and passes, except under CI, where it fails (as
  * `tests/browser_webgpu_test.ts` does). A screenshot goes to
  * `out/test-artifacts/explorer-webgpu.png` however the test ends.
+ *
+ * Beside the page, in Deno (on Deno's WebGPU adapter, skipped without one unless CI is set):
+ * every view the worker computes (`computeViews`), the SAE view and both patching grids included,
+ * shows the same numbers and the same token and feature ids on WebGPU as on WebAssembly.
  */
 import assert from "node:assert/strict";
 import {
   getActPatchResidPre,
   HookedTransformer,
   logitDiffMetric,
+  SAE,
   type Tensor,
   viz,
 } from "../mod.ts";
-import { parseState } from "../examples/explorer/protocol.ts";
+import { parseState, type ViewName, VIEWS } from "../examples/explorer/protocol.ts";
 import { startExplorer } from "../examples/explorer/serve.ts";
-import { TOP_K } from "../examples/explorer/views.ts";
+import { computeViews, TOP_K } from "../examples/explorer/views.ts";
+import { deviceTest, TEST_DEVICES } from "./backend_harness.ts";
 import { launchChromium, skipWithoutChromium, watchPage } from "./browser.ts";
 import type { Page } from "puppeteer-core";
 
@@ -341,3 +347,65 @@ Deno.test({
     }
   },
 });
+
+/** The numbers of a view's HTML (`data-value`), and its token and feature ids, in order. */
+function viewNumbers(html: string): { values: number[]; ids: string[] } {
+  return {
+    values: [...html.matchAll(/data-value="([^"]*)"/g)].map((m) => Number(m[1])),
+    ids: [...html.matchAll(/data-(?:id|feature)="([^"]*)"/g)].map((m) => m[1]),
+  };
+}
+
+Deno.test(
+  deviceTest(
+    TEST_DEVICES.find((d) => d.device === "webgpu")!,
+    "explorer's views (SAE and patching included) computed on WebGPU in Deno equal wasm's",
+    async () => {
+      const fixtures = new URL("./fixtures/", import.meta.url).pathname;
+      const golden = JSON.parse(await Deno.readTextFile(`${fixtures}sae/sae-golden.json`)) as {
+        model: string;
+        tokens: number[][];
+      };
+      const ids = golden.tokens[0];
+      const state = parseState(
+        `?prompt=${ids.join("+")}&corrupted=${ids.toReversed().join("+")}`,
+      );
+      const shown: Record<string, Partial<Record<ViewName, string>>> = {};
+      for (const device of ["wasm", "webgpu"] as const) {
+        const model = await HookedTransformer.fromPretrained(`${fixtures}${golden.model}`, {
+          device,
+          threads: 1,
+        });
+        try {
+          assert.equal(model.cfg.device, device);
+          const sae = await SAE.loadFromDisk(`${fixtures}sae/standard`, { backend: model.backend });
+          const result = await computeViews(model, state, 1, sae);
+          assert.deepEqual(result.notes, {}, `${device}: every view is computed`);
+          shown[device] = result.html;
+        } finally {
+          model.dispose();
+        }
+      }
+      const largest: Record<string, number> = {};
+      for (const view of VIEWS) {
+        const want = viewNumbers(shown.wasm[view] ?? ""),
+          got = viewNumbers(shown.webgpu[view] ?? "");
+        assert.ok(want.values.length > 0, `${view}: the view has numbers`);
+        assert.deepEqual(got.ids, want.ids, `${view}: the same token and feature ids`);
+        assert.equal(got.values.length, want.values.length, `${view}: as many numbers`);
+        // Probabilities and log-probs: TOLERANCE; attributions, patching, SAE activations:
+        // ATTR_TOL (both relative to values over 1).
+        const tol = ["tokens", "attention", "lens"].includes(view) ? TOLERANCE : ATTR_TOL;
+        largest[view] = 0;
+        want.values.forEach((w, i) => {
+          const d = Math.abs(got.values[i] - w);
+          assert.ok(d <= tol * Math.max(1, Math.abs(w)), `${view}[${i}]: ${got.values[i]} vs ${w}`);
+          largest[view] = Math.max(largest[view], d);
+        });
+      }
+      console.log(
+        `views on WebGPU (Deno) against wasm, largest |difference|: ${JSON.stringify(largest)}`,
+      );
+    },
+  ),
+);

@@ -56,6 +56,9 @@ Deno.test("explorer: the command line takes --port and --model, nothing else", (
     parseExploreArgs(["--sae=tests/fixtures/sae/standard"]).sae,
     "tests/fixtures/sae/standard",
   );
+  assert.equal(parseExploreArgs(["--device=webgpu"]).device, "webgpu");
+  assert.equal(parseExploreArgs([]).device, undefined, "no --device: the page's default");
+  assert.throws(() => parseExploreArgs(["--device=cuda"]), /--device=wasm\|webgpu\|auto/);
   assert.throws(() => parseExploreArgs(["--port=70000"]), /--port=N/);
   assert.throws(() => parseExploreArgs(["--verbose"]), /unknown argument "--verbose"/);
 });
@@ -70,11 +73,16 @@ Deno.test("explorer: the URL holds the state, and reads back the same", () => {
     view: "lens" as const,
     head: "L1H2",
     sae: "/saes/standard/",
+    device: "webgpu" as const,
   };
   assert.deepEqual(parseState(stateToSearch(state)), state);
+  assert.match(stateToSearch(state), /&device=webgpu$/);
+  assert.ok(!stateToSearch({ ...state, device: "wasm" }).includes("device"), "wasm is the default");
   const defaults = parseState("?view=nonsense");
   assert.equal(defaults.view, "tokens", "an unknown view falls back to the first");
   assert.equal(defaults.model, "kjv-small");
+  assert.equal(defaults.device, "wasm", "the default device");
+  assert.equal(parseState("?device=cuda").device, "wasm", "an unknown device falls back to wasm");
 });
 
 Deno.test("explorer: an id-only model's prompt is token ids, and a bad one says what to type", async () => {
@@ -200,6 +208,7 @@ Deno.test({
         view: "attention",
         head: "",
         sae: "",
+        device: "wasm",
       });
 
       // Tokens and top-k: ids and probabilities of every position.

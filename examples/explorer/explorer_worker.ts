@@ -3,8 +3,10 @@
  * Worker the page starts, so that loading the model and every kernel call run off the page's main
  * thread. It answers the page's {@link PageMessage}s:
  *
- * - `load`: loads the model by name or URL (default threads: one per core when cross-origin
- *   isolated) and answers `ready` with its {@link ModelInfo}; a hub or URL model's files are kept
+ * - `load`: loads the model by name or URL on the message's device (`wasm`: default threads, one
+ *   per core when cross-origin isolated; `webgpu`: the browser's WebGPU adapter; `auto`: a
+ *   hardware adapter, else wasm) and answers `ready` with its {@link ModelInfo}, which says the
+ *   device that computes; a hub or URL model's files are kept
  *   in Cache Storage (`cached_fetch.ts`), with a `progress` message per file as it streams;
  * - `compute`: computes every view of a state (`views.ts`) and answers `result` (or `error`);
  *   the state's SAE (a SAELens folder's URL) is loaded on first use and kept while it is the same;
@@ -66,25 +68,36 @@ function serve(scope: Scope): void {
   const handle = async (m: PageMessage) => {
     if (m.kind === "load") {
       const t0 = performance.now();
-      post({ kind: "status", text: `Loading ${m.model} in a worker\u2026` });
+      post({
+        kind: "status",
+        text: m.device === "wasm"
+          ? `Loading ${m.model} in a worker\u2026`
+          : `Loading ${m.model} onto ${
+            m.device === "webgpu" ? "WebGPU" : "a device"
+          } in a worker\u2026`,
+      });
       model?.dispose();
       model = undefined;
       const name = absolute(m.model);
       // The embedded models read ids (induction-toy) or their own tokenizer.json (kjv-small).
       if (!EMBEDDED_MODELS.includes(m.model)) await provideR50k();
       // A hub or URL model is kept in Cache Storage, its download shown as it streams.
-      model = await HookedTransformer.fromPretrained(
-        name,
-        isDownloaded(m.model)
+      model = await HookedTransformer.fromPretrained(name, {
+        device: m.device,
+        ...(isDownloaded(m.model)
           ? { fetch: cachingFetch((p) => post({ kind: "progress", ...p })) }
-          : {},
-      );
+          : {}),
+      });
+      const device = model.cfg.device === "webgpu" ? "webgpu" : "wasm";
+      const adapter = (model.backend as { adapter?: unknown }).adapter;
       const info: ModelInfo = {
         name: model.cfg.modelName,
         hasTokenizer: model.tokenizer !== undefined && model.tokenizer !== null,
         nLayers: model.cfg.nLayers,
         nHeads: model.cfg.nHeads,
         dVocab: model.cfg.dVocab,
+        device,
+        ...(device === "webgpu" && typeof adapter === "string" ? { adapter } : {}),
         threads: model.backend.threads,
         crossOriginIsolated: scope.crossOriginIsolated === true,
         loadMs: Math.round(performance.now() - t0),

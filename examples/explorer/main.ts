@@ -5,7 +5,8 @@
  * controls (debounced while typing) and places the views' HTML it sends back, each in its tab's
  * panel. The state lives in the URL (`protocol.ts`). For the test and for scripts it exposes
  * `window.__explorer` (the model's info, the last result, errors, latency and longest-task
- * figures) and marks the body with `data-computed="<request id>"` and `data-prompt` once a result
+ * figures; `info.device` is where the model computes, also in `#threads`'s `data-device`) and
+ * marks the body with `data-computed="<request id>"` and `data-prompt` once a result
  * is shown, and `data-complete="true"` once activation patching's grids are in it too (with a
  * corrupted prompt they come second: the worker sends every other view first).
  * @module
@@ -13,6 +14,7 @@
 import { type DownloadProgress, MODEL_CACHE } from "./cached_fetch.ts";
 import {
   EMBEDDED_MODELS,
+  type ExplorerDevice,
   type ExplorerMessage,
   type ExplorerResult,
   type ExplorerState,
@@ -92,6 +94,7 @@ const inputs = {
   answer: el<HTMLInputElement>("answer"),
   wrong: el<HTMLInputElement>("wrong"),
   sae: el<HTMLInputElement>("sae"),
+  device: el<HTMLSelectElement>("device"),
 };
 const status = el("status"), threads = el("threads"), error = el("error");
 const random = el<HTMLButtonElement>("random");
@@ -200,7 +203,8 @@ function load(): void {
   explorer.downloads = undefined;
   download.hidden = true;
   threads.textContent = "threads: loading";
-  send({ kind: "load", model: state.model });
+  threads.dataset.device = "";
+  send({ kind: "load", model: state.model, device: state.device });
 }
 
 /** The placement of results in progress (they are placed one after another). */
@@ -252,9 +256,10 @@ async function showResult(r: ExplorerResult): Promise<void> {
     if (r.html[v] && note) panel.insertAdjacentHTML("afterbegin", `<p class="note">${note}</p>`);
     if (v === "attention" && r.html.attention) addAttendStrips(r.tokens);
   }
+  const where = info?.device === "webgpu" ? " on WebGPU" : "";
   status.textContent = r.partial
-    ? `${r.tokens.length} tokens, every view in ${r.computeMs} ms; activation patching\u2026`
-    : `${r.tokens.length} tokens, every view in ${r.computeMs} ms`;
+    ? `${r.tokens.length} tokens, every view in ${r.computeMs} ms${where}; activation patching\u2026`
+    : `${r.tokens.length} tokens, every view in ${r.computeMs} ms${where}`;
   document.body.dataset.prompt = wantedPrompt;
   document.body.dataset.computed = String(r.id);
   document.body.dataset.complete = String(!r.partial);
@@ -369,13 +374,21 @@ worker.onmessage = (event: MessageEvent<ExplorerMessage>) => {
     summarizeDownloads();
     threads.dataset.threads = String(m.info.threads);
     threads.dataset.isolated = String(m.info.crossOriginIsolated);
-    threads.textContent = `${m.info.name}: ${m.info.threads} thread${
-      m.info.threads === 1 ? "" : "s"
-    }${
-      m.info.crossOriginIsolated ? "" : " (not cross-origin isolated: one thread; serve the page " +
-        "with Cross-Origin-Opener-Policy: same-origin and Cross-Origin-Embedder-Policy: " +
-        "require-corp for one per core)"
-    }`;
+    threads.dataset.device = m.info.device;
+    inputs.device.value = state.device;
+    threads.textContent = m.info.device === "webgpu"
+      ? `${m.info.name}: on WebGPU (adapter: ${m.info.adapter ?? "unnamed"})${
+        state.device === "auto" ? ", chosen by auto" : ""
+      }`
+      : `${m.info.name}: WebAssembly on ${m.info.threads} thread${m.info.threads === 1 ? "" : "s"}${
+        state.device === "auto" ? " (auto: no hardware WebGPU adapter)" : ""
+      }${
+        m.info.crossOriginIsolated
+          ? ""
+          : " (not cross-origin isolated: one thread; serve the page " +
+            "with Cross-Origin-Opener-Policy: same-origin and Cross-Origin-Embedder-Policy: " +
+            "require-corp for one per core)"
+      }`;
     random.hidden = m.info.hasTokenizer;
     el("prompt-note").textContent = m.info.hasTokenizer
       ? ""
@@ -433,6 +446,13 @@ const loadTyped = () => {
   load();
 };
 el("load").addEventListener("click", loadTyped);
+// Another device loads the same model there and recomputes the same prompt.
+inputs.device.value = state.device;
+inputs.device.addEventListener("change", () => {
+  state.device = inputs.device.value as ExplorerDevice;
+  saveUrl();
+  load();
+});
 inputs.model.addEventListener("keydown", (e) => {
   if (e.key === "Enter") loadTyped();
 });

@@ -10,6 +10,15 @@ export const VIEWS = ["tokens", "attention", "lens", "dla", "patching", "sae"] a
 /** One of {@link VIEWS}. */
 export type ViewName = typeof VIEWS[number];
 
+/**
+ * Where the worker's model computes (the library's `device`, TransformerLens's): `wasm`
+ * (WebAssembly on the CPU's cores, the default), `webgpu` (the browser's WebGPU adapter, a
+ * software one included) or `auto` (a hardware WebGPU adapter when there is one, else wasm).
+ */
+export const DEVICES = ["wasm", "webgpu", "auto"] as const;
+/** One of {@link DEVICES}. */
+export type ExplorerDevice = typeof DEVICES[number];
+
 /** The model the page opens with when the URL names none. */
 export const DEFAULT_MODEL = "kjv-small";
 /** The models embedded in the explorer's folder (no download). */
@@ -50,22 +59,27 @@ export interface ExplorerState {
   head: string;
   /** A SAELens SAE folder's URL (absolute, or relative to the page) for the `sae` view, or "". */
   sae: string;
+  /** Where the model computes (`?device=`; default `wasm`). */
+  device: ExplorerDevice;
 }
 
 /**
  * The state a URL's query holds (`?model=...&prompt=...&corrupted=...&answer=...&wrong=...
- * &view=...`), with defaults for what it lacks; an unknown view falls back to `tokens`.
+ * &view=...&device=...`), with defaults for what it lacks; an unknown view falls back to `tokens`,
+ * an unknown device to `wasm`.
  *
  * @example
  * ```ts
  * import { parseState } from "./protocol.ts";
  * const s = parseState("?model=induction-toy&prompt=1%202&view=lens");
  * if (s.model !== "induction-toy" || s.prompt !== "1 2" || s.view !== "lens") throw new Error();
+ * if (s.device !== "wasm" || parseState("?device=webgpu").device !== "webgpu") throw new Error();
  * ```
  */
 export function parseState(search: string): ExplorerState {
   const q = new URLSearchParams(search);
   const view = q.get("view") ?? "tokens";
+  const device = q.get("device") ?? "wasm";
   return {
     model: q.get("model") || DEFAULT_MODEL,
     prompt: q.get("prompt") ?? "",
@@ -75,17 +89,21 @@ export function parseState(search: string): ExplorerState {
     view: (VIEWS as readonly string[]).includes(view) ? view as ViewName : "tokens",
     head: /^L\d+H\d+$/.test(q.get("head") ?? "") ? q.get("head")! : "",
     sae: q.get("sae") ?? "",
+    device: (DEVICES as readonly string[]).includes(device) ? device as ExplorerDevice : "wasm",
   };
 }
 
 /**
- * The URL query of a state (the inverse of {@link parseState}; empty fields are left out).
+ * The URL query of a state (the inverse of {@link parseState}; empty fields and the default
+ * device, `wasm`, are left out).
  *
  * @example
  * ```ts
  * import { parseState, stateToSearch } from "./protocol.ts";
  * const s = parseState("?prompt=In%20the%20beginning&view=attention");
  * if (stateToSearch(s) !== "?model=kjv-small&prompt=In+the+beginning&view=attention") throw new Error();
+ * const gpu = stateToSearch({ ...s, device: "webgpu" });
+ * if (gpu !== "?model=kjv-small&prompt=In+the+beginning&view=attention&device=webgpu") throw new Error();
  * ```
  */
 export function stateToSearch(state: ExplorerState): string {
@@ -97,6 +115,7 @@ export function stateToSearch(state: ExplorerState): string {
   q.set("view", state.view);
   if (state.head !== "") q.set("head", state.head);
   if (state.sae !== "") q.set("sae", state.sae);
+  if (state.device !== "wasm") q.set("device", state.device);
   return `?${q}`;
 }
 
@@ -112,7 +131,12 @@ export interface ModelInfo {
   nHeads: number;
   /** Vocabulary size. */
   dVocab: number;
-  /** Threads the kernels compute on (the model worker's own, plus its kernel workers). */
+  /** Where the model computes (`model.cfg.device`: `auto` resolved to `wasm` or `webgpu`). */
+  device: "wasm" | "webgpu";
+  /** On WebGPU, the adapter's description (vendor, architecture; "fallback" for a software one). */
+  adapter?: string;
+  /** Threads the kernels compute on (the model worker's own, plus its kernel workers; 1 on
+   * WebGPU, where one thread drives the GPU). */
   threads: number;
   /** Whether the worker is cross-origin isolated (threads need it). */
   crossOriginIsolated: boolean;
@@ -145,7 +169,7 @@ export interface ExplorerResult {
 
 /** A message from the page to the model worker. */
 export type PageMessage =
-  | { kind: "load"; model: string }
+  | { kind: "load"; model: string; device: ExplorerDevice }
   | { kind: "compute"; id: number; state: ExplorerState }
   | { kind: "random"; segment: number; seed: number };
 

@@ -9,6 +9,7 @@
  * deno task explore --model=path/to/folder   # served at /models/<folder's name>/
  * deno task explore --model=https://example.org/my-model/
  * deno task explore --model=path/to/model --sae=path/to/sae   # served at /saes/<name>/
+ * deno task explore --device=webgpu          # the page opens on WebGPU (&device=webgpu)
  * ```
  * @module
  */
@@ -16,7 +17,7 @@ import { ensureBuilt } from "../browser/build.ts";
 import { ISOLATION_HEADERS } from "../browser/config.ts";
 import { REPO_ROOT, startStaticServer, type StaticServer } from "../../tests/static_server.ts";
 import { EXPLORER } from "./build.ts";
-import { DEFAULT_MODEL } from "./protocol.ts";
+import { DEFAULT_MODEL, DEVICES, type ExplorerDevice } from "./protocol.ts";
 
 /** The command line of `deno task explore`. */
 export interface ExploreArgs {
@@ -26,10 +27,14 @@ export interface ExploreArgs {
   model: string;
   /** An SAE the page opens with (`--sae=<folder|url>`): a SAELens folder or its URL. */
   sae?: string;
+  /** Where the page's model computes (`--device=wasm|webgpu|auto`); absent: the page's default,
+   * wasm (the page's device control changes it). */
+  device?: ExplorerDevice;
 }
 
 /**
- * Parses `--port=N` and `--model=<name|folder|url>`; throws on anything else.
+ * Parses `--port=N`, `--model=<name|folder|url>`, `--sae=<folder|url>` and
+ * `--device=wasm|webgpu|auto`; throws on anything else.
  *
  * @example
  * ```ts
@@ -37,6 +42,7 @@ export interface ExploreArgs {
  * const a = parseExploreArgs(["--port=9000", "--model=induction-toy"]);
  * if (a.port !== 9000 || a.model !== "induction-toy") throw new Error("parseExploreArgs");
  * if (parseExploreArgs([]).port !== 8000) throw new Error("the default port");
+ * if (parseExploreArgs(["--device=webgpu"]).device !== "webgpu") throw new Error("--device");
  * ```
  */
 export function parseExploreArgs(args: readonly string[]): ExploreArgs {
@@ -45,13 +51,16 @@ export function parseExploreArgs(args: readonly string[]): ExploreArgs {
     const port = /^--port=(\d{1,5})$/.exec(arg);
     const model = /^--model=(.+)$/.exec(arg);
     const sae = /^--sae=(.+)$/.exec(arg);
+    const device = /^--device=(.*)$/.exec(arg);
     if (port && Number(port[1]) <= 65535) out.port = Number(port[1]);
     else if (model) out.model = model[1];
     else if (sae) out.sae = sae[1];
-    else {
+    else if (device && (DEVICES as readonly string[]).includes(device[1])) {
+      out.device = device[1] as ExplorerDevice;
+    } else {
       throw new Error(
         `unknown argument ${JSON.stringify(arg)}: the options are --port=N (0-65535), ` +
-          `--model=<name|folder|url> and --sae=<folder|url>`,
+          `--model=<name|folder|url>, --sae=<folder|url> and --device=${DEVICES.join("|")}`,
       );
     }
   }
@@ -83,7 +92,8 @@ export async function startExplorer(args: ExploreArgs): Promise<Explorer> {
     mounts,
   });
   const query = `?model=${encodeURIComponent(model)}` +
-    (sae === undefined ? "" : `&sae=${encodeURIComponent(sae)}`);
+    (sae === undefined ? "" : `&sae=${encodeURIComponent(sae)}`) +
+    (args.device === undefined || args.device === "wasm" ? "" : `&device=${args.device}`);
   return { url: `${server.origin}/${query}`, server };
 }
 

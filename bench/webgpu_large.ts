@@ -16,7 +16,7 @@
  * implementation's staging copies do not pile up). The peak is the shards plus the parameters
  * while converting, or on a software adapter (whose "GPU memory" is the process's own) the
  * parameters plus the GPU copy while uploading: about twice the weights. Measured here on
- * llvmpipe: 11.06 GiB peak RSS (2.1 times the 5.27 GiB; before the loader freed the shards and
+ * llvmpipe: 11.04 GiB peak RSS (2.1 times the 5.27 GiB; before the loader freed the shards and
  * the staging copies, the load passed 20.2 GiB and was stopped at MemAvailable 0). So the bench
  * asks for 2.5 times the weights of RAM, plus 1 GiB, reads `MemAvailable` (/proc/meminfo) first
  * and does not start a load that would not fit (`--force` overrides). Prints one JSON object.

@@ -226,20 +226,10 @@ export class HookSession {
         layer: point.inBlock ? layer : null,
         nested: this.#nested,
       };
-      const what = this.#backward ? "backward hook" : "hook";
       for (const fn of fns) {
         // a library splice (an SAE) reads kernels' results: the session awaits it
         const out = (AWAITED_HOOKS.has(fn) ? await fn(act, ctx) : fn(act, ctx)) as unknown;
-        if (out instanceof Promise || (typeof out === "object" && out !== null && "then" in out)) {
-          throw new HookError(
-            `the ${what} on "${name}" returned a Promise: hooks must be synchronous (no async ` +
-              `function, no await); compute what the hook needs before the run`,
-          );
-        }
-        if (out !== undefined && out !== null && out !== act) {
-          act = checkReplacement(`${what} on "${name}"`, act, out);
-        }
-        checkData(`${what} on "${name}"`, act, rows * cols);
+        act = this.#hookResult(name, act, out, rows * cols);
       }
       const mask = before && changedMask(before, act.data);
       if (readOnly) {
@@ -273,26 +263,32 @@ export class HookSession {
     }
   }
 
+  /**
+   * The activation after one hook returned `out`: `act` itself when it returned nothing or edited
+   * in place, else its checked replacement; a returned Promise is a HookError.
+   */
+  #hookResult(name: string, act: Tensor, out: unknown, n: number): Tensor {
+    const what = this.#backward ? "backward hook" : "hook";
+    if (out instanceof Promise || (typeof out === "object" && out !== null && "then" in out)) {
+      throw new HookError(
+        `the ${what} on "${name}" returned a Promise: hooks must be synchronous (no async ` +
+          `function, no await); compute what the hook needs before the run`,
+      );
+    }
+    if (out !== undefined && out !== null && out !== act) {
+      act = checkReplacement(`${what} on "${name}"`, act, out);
+    }
+    checkData(`${what} on "${name}"`, act, n);
+    return act;
+  }
+
   /** A nested point's visit: its hooks over `act`, the cache, the value after the hooks. */
   #visitNested(name: string, act: Tensor): Tensor {
     const fns = this.hooks.get(name);
     if (fns) {
       const ctx: HookContext = { name, layer: null, nested: this.#nested };
-      const what = this.#backward ? "backward hook" : "hook";
       const n = act.data.length;
-      for (const fn of fns) {
-        const out = fn(act, ctx) as unknown;
-        if (out instanceof Promise || (typeof out === "object" && out !== null && "then" in out)) {
-          throw new HookError(
-            `the ${what} on "${name}" returned a Promise: hooks must be synchronous (no async ` +
-              `function, no await); compute what the hook needs before the run`,
-          );
-        }
-        if (out !== undefined && out !== null && out !== act) {
-          act = checkReplacement(`${what} on "${name}"`, act, out);
-        }
-        checkData(`${what} on "${name}"`, act, n);
-      }
+      for (const fn of fns) act = this.#hookResult(name, act, fn(act, ctx) as unknown, n);
     }
     if (this.cacheNames.has(name)) {
       this.cached.set(name, this.#cacheAs ? this.#cacheAs(name, act) : act);

@@ -9,7 +9,7 @@
  */
 import { ConfigError } from "../core/errors.ts";
 import { component } from "./component.ts";
-import { mergeByRank } from "./merge_queue.ts";
+import { heapPop, heapPush } from "./min_heap.ts";
 
 const utf8 = new TextEncoder();
 
@@ -157,13 +157,39 @@ export class BpeModel {
   #merge(ids: number[]): number[] {
     const n = ids.length;
     if (n < 2) return ids;
-    const next = mergeByRank(
-      n,
-      (i, j) => this.#mergeRank.get(ids[i], ids[j]),
-      (i, _j, rank) => (ids[i] = this.#mergeInto[rank]),
-    );
+    const next = new Int32Array(n);
+    const prev = new Int32Array(n);
+    for (let i = 0; i < n; i++) {
+      next[i] = i + 1 < n ? i + 1 : -1;
+      prev[i] = i - 1;
+    }
+    const rankAt = (i: number): number | undefined => {
+      const j = next[i];
+      return j < 0 ? undefined : this.#mergeRank.get(ids[i], ids[j]);
+    };
+    // Heap of rank * 2^32 + position: ranks < 2^21 and positions < 2^32 stay exact.
+    const heap: number[] = [];
+    const push = (i: number) => {
+      const r = rankAt(i);
+      if (r !== undefined) heapPush(heap, r * 2 ** 32 + i);
+    };
+    for (let i = 0; i < n - 1; i++) push(i);
+    while (heap.length > 0) {
+      const top = heapPop(heap);
+      const rank = Math.floor(top / 2 ** 32);
+      const i = top - rank * 2 ** 32;
+      // Stale entries (a symbol merged away since, or a pair that changed) are skipped.
+      if (ids[i] < 0 || rankAt(i) !== rank) continue;
+      const j = next[i];
+      ids[i] = this.#mergeInto[rank];
+      ids[j] = -1;
+      next[i] = next[j];
+      if (next[j] >= 0) prev[next[j]] = i;
+      if (prev[i] >= 0) push(prev[i]);
+      push(i);
+    }
     const out: number[] = [];
-    for (let i = 0; i < n; i = next[i]) out.push(ids[i]);
+    for (let i = 0; i >= 0; i = next[i]) out.push(ids[i]);
     return out;
   }
 }

@@ -7,7 +7,7 @@
 import { InputError } from "../core/errors.ts";
 import { GPT2_PATTERN } from "./byte_level.ts";
 import { gpt2Words } from "./pattern.ts";
-import { mergeByRank } from "./merge_queue.ts";
+import { heapPop, heapPush } from "./min_heap.ts";
 import type { Tokenizer } from "./tokenizer.ts";
 
 /** The id of `<|endoftext|>`, GPT-2's BOS, EOS and padding token. */
@@ -54,8 +54,28 @@ class R50kTokenizer implements Tokenizer {
       return;
     }
     const n = bytes.length;
-    // Parts are byte spans: part i is [i, end[i]); a pair's rank is its joined bytes' rank.
-    const end = mergeByRank(n, (i, _j, to) => ranks.get(key(i, to)));
+    const end = Int32Array.from({ length: n }, (_, i) => i + 1); // part starting at i: [i, end[i])
+    const prev = Int32Array.from({ length: n }, (_, i) => i - 1);
+    const alive = new Uint8Array(n).fill(1);
+    const heap: number[] = [];
+    const rankAt = (i: number) => (end[i] < n ? ranks.get(key(i, end[end[i]])) : undefined);
+    const push = (i: number) => {
+      const r = rankAt(i);
+      if (r !== undefined) heapPush(heap, r * 2 ** 32 + i);
+    };
+    for (let i = 0; i < n - 1; i++) push(i);
+    while (heap.length > 0) {
+      const top = heapPop(heap);
+      const rank = Math.floor(top / 2 ** 32);
+      const i = top - rank * 2 ** 32;
+      if (!alive[i] || rankAt(i) !== rank) continue; // stale
+      const j = end[i];
+      alive[j] = 0;
+      end[i] = end[j];
+      if (end[i] < n) prev[end[i]] = i;
+      if (prev[i] >= 0) push(prev[i]);
+      push(i);
+    }
     for (let i = 0; i < n; i = end[i]) {
       const id = ranks.get(key(i, end[i]));
       if (id !== undefined) ids.push(id);

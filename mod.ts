@@ -181,7 +181,7 @@ export type { LoadOptions } from "./backend/wasm/kernels.ts";
 export { deviceOf, DEVICES, loadBackend } from "./backend/select.ts";
 export type { BackendOptions, Device } from "./backend/select.ts";
 export { WebGpuBackend } from "./backend/webgpu/webgpu_backend.ts";
-export type { GpuLoadOptions } from "./backend/webgpu/webgpu_backend.ts";
+export type { GpuLoadOptions, WebGpuLoadOptions } from "./backend/webgpu/webgpu_backend.ts";
 export { GpuDeviceLostError, GpuOutOfMemoryError, GpuUnavailableError } from "./core/errors.ts";
 export type {
   Activation,

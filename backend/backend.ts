@@ -271,9 +271,19 @@ export interface Backend extends Disposable {
   /**
    * True when every operation runs as it is called, so a host read's values are in place when
    * the read returns (WebAssembly). Synchronous helpers (`core/ops.ts`'s `matmul` and `einsum`)
-   * use the backend only then; an asynchronous device (WebGPU) leaves them on the CPU.
+   * use the backend only then; an asynchronous device (WebGPU) hands them to its
+   * {@linkcode Backend.host}.
    */
   readonly eager?: boolean;
+  /**
+   * An eager backend on the CPU for the synchronous helpers' products of host arrays
+   * (`core/ops.ts`'s `matmul2d`, `matmul` and `einsum`, and the circuit tools built on them),
+   * which cannot wait for an asynchronous device. Absent on an eager backend, which is its own.
+   * A WebGPU backend loaded by device name (`loadBackend("webgpu")`, so `fromPretrained` and
+   * `model.to`) carries a WebAssembly one and closes it with itself; without one those products
+   * run in plain JavaScript.
+   */
+  readonly host?: Backend;
   /** Stops the backend's worker threads; it keeps working on the calling thread alone. */
   close(): void;
 

@@ -20,13 +20,15 @@ export const DEVICES: readonly Device[] = ["wasm", "webgpu", "auto"];
 
 /** Options of {@linkcode loadBackend}. */
 export interface BackendOptions {
-  /** Worker threads of the WebAssembly backend. */
+  /** Threads of the WebAssembly backend (on `"webgpu"`, of its host companion). */
   threads?: number;
 }
 
 /**
  * Loads the backend for `device`; resolves to the backend and the device that runs it
- * (`"auto"` resolves to `"webgpu"` or `"wasm"`).
+ * (`"auto"` resolves to `"webgpu"` or `"wasm"`). A WebGPU backend comes with a WebAssembly one
+ * as its {@linkcode Backend.host} (of `opts.threads` threads) for the synchronous helpers'
+ * products of host arrays, closed with it.
  *
  * @example
  * ```ts
@@ -47,16 +49,22 @@ export async function loadBackend(
       `unknown device ${JSON.stringify(device)}: use "wasm", "webgpu" or "auto"`,
     );
   }
+  const cpu = await WasmBackend.load({ threads: opts.threads });
   if (device === "webgpu" || device === "auto") {
     try {
-      const backend = await WebGpuBackend.load({ requireHardware: device === "auto" });
+      // The WebAssembly backend becomes the GPU's host companion (Backend.host): the synchronous
+      // helpers' products of host arrays run on it rather than in plain JavaScript.
+      const backend = await WebGpuBackend.load({ requireHardware: device === "auto", host: cpu });
       return { backend, device: "webgpu" };
     } catch (e) {
-      if (device === "webgpu") throw e;
+      if (device === "webgpu") {
+        cpu.close();
+        throw e;
+      }
       // auto: no hardware adapter, WebAssembly it is
     }
   }
-  return { backend: await WasmBackend.load({ threads: opts.threads }), device: "wasm" };
+  return { backend: cpu, device: "wasm" };
 }
 
 /**

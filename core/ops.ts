@@ -1177,10 +1177,11 @@ const BACKEND_MIN_MACS = 1 << 18;
 const BACKEND_BLOCK_FLOATS = 1 << 21;
 
 /**
- * C = A B for matrices A [m, k] and B [k, n] as Float32Arrays: on the backend's matmul when
- * `backend` is given, eager (WebAssembly; see `Backend.eager`) and the product is large (B packed
- * once, A in row blocks so memory stays bounded), otherwise in JavaScript with float64
- * accumulation.
+ * C = A B for matrices A [m, k] and B [k, n] as Float32Arrays. A large product runs on the matmul
+ * of `backend` when it is eager (WebAssembly; see `Backend.eager`), else of its eager companion
+ * `backend.host` (the WebAssembly backend beside a WebGPU one), B packed once and A in row blocks
+ * so memory stays bounded; so the result is the same on either device. Without an eager backend,
+ * or for a small product, it runs in JavaScript with float64 accumulation.
  */
 export function matmul2d(
   a: Float32Array,
@@ -1193,8 +1194,11 @@ export function matmul2d(
   const out = new Float32Array(m * n);
   if (m === 0 || n === 0 || k === 0) return out;
   // A synchronous function can take the backend's result only from an eager backend, whose
-  // readInto has written `out` when it returns (a GPU's would land after this returns).
-  if (backend?.eager && m * k * n >= BACKEND_MIN_MACS) {
+  // readInto has written `out` when it returns (a GPU's would land after this returns): an
+  // asynchronous backend's host companion runs the product instead.
+  const eager = backend?.eager ? backend : backend?.host;
+  if (eager?.eager && m * k * n >= BACKEND_MIN_MACS) {
+    const backend = eager;
     using scope = backend.scope();
     const packed = scope.uploadMatrix(b, k, n);
     const rowsPer = Math.max(1, Math.min(m, Math.floor(BACKEND_BLOCK_FLOATS / (k + n))));
@@ -1224,9 +1228,12 @@ export function matmul2d(
 
 /**
  * The matrix product as torch's `matmul`: 1-D operands are vectors, leading (batch) axes
- * broadcast. Large products run on `backend` (pass `model.backend`) when given and eager (the
- * WebAssembly backend; a WebGPU backend answers asynchronously); otherwise in JavaScript with
- * float64 accumulation.
+ * broadcast. Large products run on `backend` (pass `model.backend`) when given: on its matmul
+ * when it is eager (WebAssembly), on its eager host companion (`backend.host`) when it is not
+ * (a WebGPU backend answers asynchronously, so a WebGPU model's products of host arrays run on
+ * the WebAssembly backend beside it, with the same kernel and the same results as on `"wasm"`).
+ * Without a backend, or with an asynchronous one that has no companion, they run in JavaScript
+ * with float64 accumulation.
  *
  * @example
  * ```ts
@@ -1283,7 +1290,10 @@ function expandLead(t: Tensor, lead: number[]): Tensor {
 
 /** Options of {@link einsum}, passed as its last argument. */
 export interface EinsumOptions {
-  /** Runs the large contractions on this backend (pass `model.backend`). */
+  /**
+   * Runs the large contractions on this backend (pass `model.backend`), or on its eager host
+   * companion when it is asynchronous (see {@link matmul}).
+   */
   backend?: Backend;
 }
 
@@ -1298,7 +1308,8 @@ export interface EinsumOptions {
  * otherwise as letters.
  * Operands are contracted left to right; each pair becomes one (batched) matmul after the axes are
  * moved into place, so the common patterns cost what the product costs. A final
- * `{ backend }` argument runs large contractions on the backend.
+ * `{ backend }` argument runs large contractions on the backend (a WebGPU backend's on its host
+ * companion, as {@link matmul}).
  *
  * @example
  * ```ts

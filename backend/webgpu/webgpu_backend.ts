@@ -22,7 +22,7 @@ import type {
   Scope,
   WeightDtype,
 } from "../backend.ts";
-import { KernelError } from "../../core/errors.ts";
+import { InputError, KernelError } from "../../core/errors.ts";
 import { GpuDevice, type GpuLoadOptions } from "./device.ts";
 import { bind, type Bound, GpuArray, GpuMatrix, GpuStore, packBf16 } from "./arrays.ts";
 import { matmul } from "./matmul.ts";
@@ -35,6 +35,16 @@ import * as gemma from "./gemma.ts";
 import * as sae from "./sae.ts";
 
 export type { GpuLoadOptions } from "./device.ts";
+
+/** Options of {@linkcode WebGpuBackend.load}. */
+export interface WebGpuLoadOptions extends GpuLoadOptions {
+  /**
+   * An eager CPU backend for the synchronous helpers' products of host arrays
+   * ({@linkcode Backend.host}; `loadBackend("webgpu")` gives a WebAssembly one). Once loaded, the
+   * WebGPU backend owns it and closes it with itself; if loading fails it is left to the caller.
+   */
+  host?: Backend;
+}
 
 /** A scope: its buffers go when it is disposed (directly or by an enclosing scope). */
 class GpuScope implements Scope {
@@ -82,9 +92,12 @@ export class WebGpuBackend implements Backend {
   readonly #scopes: GpuScope[] = [];
   readonly #dummy: Bound;
   #permanentBytes = 0;
+  /** The eager CPU backend of the synchronous helpers' products, when one was given. */
+  readonly host: Backend | undefined;
 
-  private constructor(gpu: GpuDevice) {
+  private constructor(gpu: GpuDevice, host: Backend | undefined) {
     this.#gpu = gpu;
+    this.host = host;
     const store = new GpuStore(gpu.createBuffer(16), null);
     this.#dummy = bind(gpu, new GpuArray(store, 0, 4));
   }
@@ -93,9 +106,13 @@ export class WebGpuBackend implements Backend {
    * Requests a WebGPU adapter and device (with the adapter's largest buffer limits).
    * @throws {GpuUnavailableError} no WebGPU, no adapter, or only a software one with
    * `requireHardware`.
+   * @throws {InputError} a `host` that is not eager.
    */
-  static async load(opts: GpuLoadOptions = {}): Promise<WebGpuBackend> {
-    return new WebGpuBackend(await GpuDevice.load(opts));
+  static async load(opts: WebGpuLoadOptions = {}): Promise<WebGpuBackend> {
+    if (opts.host && !opts.host.eager) {
+      throw new InputError("WebGpuBackend.load: host must be an eager backend (WebAssembly)");
+    }
+    return new WebGpuBackend(await GpuDevice.load(opts), opts.host);
   }
 
   /** One host thread drives the GPU. */
@@ -113,9 +130,10 @@ export class WebGpuBackend implements Backend {
     return this.#permanentBytes;
   }
 
-  /** Releases the GPU device and every buffer. */
+  /** Releases the GPU device and every buffer, and closes the {@linkcode WebGpuBackend.host}. */
   close(): void {
     this.#gpu.destroy();
+    this.host?.close();
   }
 
   /** The same as {@linkcode WebGpuBackend.close}. */

@@ -927,7 +927,9 @@ export interface Top1Options {
   /**
    * Rows of M computed per block: memory holds blockRows x n floats. Default: 16 on one thread
    * (the fastest there on GPT-2 small's 50257-wide circuit: a block stays in cache for the argmax),
-   * 128 when the backend runs several threads (fewer, larger matmuls to split between them).
+   * 128 when the backend runs several threads (fewer, larger matmuls to split between them), 256
+   * on an asynchronous backend (not `eager`: each block's argmax is a round trip to the device,
+   * and a matmul of few rows leaves most of a GPU's tiles empty).
    */
   blockRows?: number;
   /** Called after each block with (rows done, rows in total). */
@@ -942,6 +944,12 @@ export interface Top1Options {
    * a backend the computation is always dense.
    */
   method?: "auto" | "bounds" | "dense";
+}
+
+/** {@linkcode Top1Options.blockRows}'s default on `backend`. */
+function defaultTop1BlockRows(backend: Backend | undefined): number {
+  if (backend && !backend.eager) return 256;
+  return (backend?.threads ?? 1) > 1 ? 128 : 16;
 }
 
 /**
@@ -969,8 +977,7 @@ export async function top1Accuracy(m: FactoredMatrix, opts: Top1Options = {}): P
   }
   const n = m.rdim;
   if (n === 0) return NaN;
-  const threads = m.backend?.threads ?? 1;
-  const stream = new RowStream(m, opts.blockRows ?? (threads > 1 ? 128 : 16));
+  const stream = new RowStream(m, opts.blockRows ?? defaultTop1BlockRows(m.backend));
   const method = opts.method ?? "auto";
   if (m.backend && (method === "bounds" || (method === "auto" && n >= 8192))) {
     const decided = await top1ByBounds(m.A.data, m.B.data, n, m.mdim, m.backend, {

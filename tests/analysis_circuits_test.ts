@@ -16,6 +16,9 @@ import {
   top1Accuracy,
 } from "../mod.ts";
 import type { Tensor } from "../mod.ts";
+import { deviceTest, TEST_DEVICES } from "./backend_harness.ts";
+
+const webgpu = TEST_DEVICES.find((d) => d.device === "webgpu")!;
 
 /** a @ b in float64 (as float32 output). */
 function mm(a: Tensor, b: Tensor): Tensor {
@@ -115,6 +118,32 @@ Deno.test("induction-toy K-composition: previous-token heads compose with the in
     for (const o of fromOthers) assert.ok(p > 5 * o + 0.05);
   }
 });
+
+Deno.test(
+  deviceTest(
+    webgpu,
+    "induction-toy top-1 accuracies stream on webgpu to wasm's answers",
+    async () => {
+      // On WebGPU the stream's blocks are 256 rows (each block's argmax is a round trip), on one wasm
+      // thread 16; the entries of M are float32 dot products of d_head = 32 terms summed in another
+      // order on each device, so an argmax could only move on a near tie, which these rows do not have.
+      const model = await HookedTransformer.fromPretrained("induction-toy", { threads: 1 });
+      try {
+        const accuracies = async () => [
+          await top1Accuracy(kCompositionCircuit(model, [0, 2], [1, 2])),
+          await top1Accuracy(kCompositionCircuit(model, [0, 3], [1, 2])),
+          await top1Accuracy(ovCircuit(model, 1, 2)),
+        ];
+        const onWasm = await accuracies();
+        await model.to("webgpu");
+        assert.deepEqual(await accuracies(), onWasm);
+        assert.ok(onWasm[0] > 0.2, `K-composition 0.2 -> 1.2 top-1 ${onWasm[0]}`);
+      } finally {
+        model.dispose();
+      }
+    },
+  ),
+);
 
 Deno.test("GPT-2-small shape: K-composition top-1 streams 50257 x 50257 in bounded memory", async () => {
   const { config, weights } = syntheticGpt2({

@@ -1,7 +1,7 @@
 /**
  * The WebGPU columns of `deno task bench --device webgpu`: forward, forward + backward, greedy
- * generation and caching every activation, on the WebGPU backend beside the WebAssembly one, on
- * the same model and tokens.
+ * generation, caching every activation and the study's steps, on the WebGPU backend beside the
+ * WebAssembly one, on the same model and tokens (the study's answers compared between them).
  *
  *   deno run -A bench/webgpu_bench.ts                 the shape that suits the adapter
  *   deno run -A bench/webgpu_bench.ts --shape small   a scaled-down GPT-2 (any adapter)
@@ -18,8 +18,20 @@
  */
 import { HookedTransformer } from "../mod.ts";
 import { syntheticGpt2 } from "../weights/synthetic.ts";
+import { logProbsAndHeadScores } from "../analysis/log_probs.ts";
+import { patchingScores } from "../analysis/patching.ts";
+import { kCompositionCircuit, ovCircuit } from "../analysis/circuits.ts";
+import { top1Accuracy } from "../analysis/factored_matrix.ts";
+import { allCompositionScores } from "../analysis/composition.ts";
 import { type GenerationResult, generationSpeed } from "./generate_bench.ts";
-import { BENCH_SHAPE, benchTokens, defaultBenchDir, writeBenchModel } from "./model_file.ts";
+import {
+  BENCH_BATCH,
+  BENCH_SEQ_LEN,
+  BENCH_SHAPE,
+  benchTokens,
+  defaultBenchDir,
+  writeBenchModel,
+} from "./model_file.ts";
 import { median } from "./peers/common.ts";
 import { GpuUnavailableError } from "../core/errors.ts";
 
@@ -44,6 +56,38 @@ export interface DeviceFigures {
   cacheOverhead: Record<string, { run: number; runWithCache: number; ratio: number }>;
   /** Greedy generation with and without the key/value cache. */
   generation: GenerationResult;
+  /** The study's steps, one run each (after the tables above warmed the device). */
+  study: StudyFigures;
+}
+
+/**
+ * Seconds of the study's steps on one device: `score` (log-probs and head scores of the repeated
+ * tokens, one pass with the patterns cached), `mlpPatching` (the MLP sweep of one sequence, the
+ * study's alignment), `circuitProducts` (building the K-composition and OV circuits: the
+ * synchronous products of host arrays, `core/ops.ts`'s `matmul`, which a WebGPU backend hands to
+ * its WebAssembly companion), `top1` (the top-1 accuracy of both circuits, streamed on the model's
+ * backend) and `compositionScores` (`allCompositionScores(model, "K")`, host products too).
+ */
+export interface StudyFigures {
+  score: number;
+  mlpPatching: number;
+  circuitProducts: number;
+  top1: number;
+  compositionScores: number;
+}
+
+/** How the study's answers on WebGPU compare with wasm's. */
+export interface StudyAgreement {
+  /** |difference| of the mean log-prob of the repeated half. */
+  secondHalfDiff: number;
+  /** Largest |difference| of the patching scores over the largest |score|. */
+  patchingRelDiff: number;
+  /** K-composition and OV top-1 accuracies, [webgpu, wasm] each. */
+  kCompositionTop1: [number, number];
+  ovTop1: [number, number];
+  /** Whether the host products (both circuits' factors and the K-composition scores) are the
+   * same floats on both devices. */
+  hostProductsIdentical: boolean;
 }
 
 /** What {@linkcode webgpuBench} measured. */
@@ -58,6 +102,8 @@ export interface WebGpuSection {
   wasm: DeviceFigures;
   /** Largest |logit_webgpu - logit_wasm| over the largest |logit|, at the largest forward size. */
   logitsRelDiff: number;
+  /** The study's answers compared between the devices. */
+  studyAgreement: StudyAgreement;
   /** Seconds the section took. */
   seconds: number;
 }
@@ -71,6 +117,8 @@ interface Plan {
   prompt: number;
   newTokens: number;
   genReps: number;
+  /** The study's repeated tokens (batch x (1 + 2 seqLen)) and the heads of its circuits. */
+  study: { batch: number; seqLen: number; prev: [number, number]; induction: [number, number] };
 }
 
 const PLANS: Record<"bench" | "small", Plan> = {
@@ -82,6 +130,7 @@ const PLANS: Record<"bench" | "small", Plan> = {
     prompt: 21,
     newTokens: 20,
     genReps: 3,
+    study: { batch: BENCH_BATCH, seqLen: BENCH_SEQ_LEN, prev: [4, 11], induction: [5, 5] },
   },
   small: {
     forward: [1, 4],
@@ -91,6 +140,7 @@ const PLANS: Record<"bench" | "small", Plan> = {
     prompt: 8,
     newTokens: 8,
     genReps: 1,
+    study: { batch: 4, seqLen: 10, prev: [0, 1], induction: [1, 2] },
   },
 };
 
@@ -98,6 +148,80 @@ async function time(fn: () => Promise<unknown>): Promise<number> {
   const t = performance.now();
   await fn();
   return (performance.now() - t) / 1000;
+}
+
+/** What the study computed on one device, for the comparison across devices. */
+interface StudyAnswers {
+  secondHalf: number;
+  patching: number[][];
+  kCompositionTop1: number;
+  ovTop1: number;
+  /** The circuits' factors and the K-composition scores, concatenated. */
+  hostProducts: Float32Array[];
+}
+
+/** Times the study's steps on `model` (see {@linkcode StudyFigures}). */
+async function measureStudy(
+  model: HookedTransformer,
+  plan: Plan,
+  vocab: number,
+  log: (line: string) => void,
+): Promise<{ figures: StudyFigures; answers: StudyAnswers }> {
+  const { batch, seqLen, prev, induction } = plan.study;
+  const rows = benchTokens(0, batch, seqLen).tokens.map((r) => r.map((t) => t % vocab));
+  const tokens = { data: Int32Array.from(rows.flat()), shape: [batch, 1 + 2 * seqLen] };
+  const device = model.cfg.device;
+  log(`  ${device}: the study's steps (${batch} x ${1 + 2 * seqLen})`);
+  const lap = async <T>(fn: () => Promise<T> | T): Promise<[T, number]> => {
+    const t = performance.now();
+    const r = await fn();
+    return [r, (performance.now() - t) / 1000];
+  };
+  const [lp, score] = await lap(() => logProbsAndHeadScores(model, tokens, seqLen));
+  const [patching, mlpPatching] = await lap(() =>
+    patchingScores(model, [rows[0]], seqLen, { hook: "mlp_out", alignment: "study" })
+  );
+  const [[kc, ov], circuitProducts] = await lap(() => [
+    kCompositionCircuit(model, prev, induction),
+    ovCircuit(model, ...induction),
+  ]);
+  const [[kTop1, ovTop1], top1] = await lap(async () => [
+    await top1Accuracy(kc),
+    await top1Accuracy(ov),
+  ]);
+  const [scores, compositionScores] = await lap(() => allCompositionScores(model, "K"));
+  return {
+    figures: { score, mlpPatching, circuitProducts, top1, compositionScores },
+    answers: {
+      secondHalf: lp.summary.secondHalf,
+      patching,
+      kCompositionTop1: kTop1,
+      ovTop1,
+      hostProducts: [kc.A.data, kc.B.data, ov.A.data, ov.B.data, scores.data],
+    },
+  };
+}
+
+/** The study's answers on WebGPU against wasm's. */
+function compareStudies(gpu: StudyAnswers, cpu: StudyAnswers): StudyAgreement {
+  let diff = 0, top = 0;
+  gpu.patching.forEach((row, l) =>
+    row.forEach((v, j) => {
+      diff = Math.max(diff, Math.abs(v - cpu.patching[l][j]));
+      top = Math.max(top, Math.abs(cpu.patching[l][j]));
+    })
+  );
+  const identical = gpu.hostProducts.every((g, i) => {
+    const c = cpu.hostProducts[i];
+    return g.length === c.length && g.every((x, j) => Object.is(x, c[j]));
+  });
+  return {
+    secondHalfDiff: Math.abs(gpu.secondHalf - cpu.secondHalf),
+    patchingRelDiff: top === 0 ? diff : diff / top,
+    kCompositionTop1: [gpu.kCompositionTop1, cpu.kCompositionTop1],
+    ovTop1: [gpu.ovTop1, cpu.ovTop1],
+    hostProductsIdentical: identical,
+  };
 }
 
 /**
@@ -109,7 +233,7 @@ async function measure(
   tokens: number[][],
   plan: Plan,
   log: (line: string) => void,
-): Promise<DeviceFigures> {
+): Promise<Omit<DeviceFigures, "study">> {
   const rowsOf = (batch: number) => tokens.slice(0, batch).map((r) => r.slice(0, plan.positions));
   const key = (batch: number) => `${batch}x${plan.positions}`;
   const forward: DeviceFigures["forward"] = {};
@@ -187,9 +311,10 @@ export interface WebGpuBenchOptions {
   /**
    * The WebAssembly figures of the same model, sizes and tokens when the caller has them (the
    * main tables of `deno task bench`): used when the section runs the benchmark shape, where wasm
-   * is then not measured again, only its logits compared. A smaller shape measures its own.
+   * is then not measured again, only its logits compared. A smaller shape measures its own. The
+   * study's steps are always measured on both devices here.
    */
-  wasm?: DeviceFigures;
+  wasm?: Omit<DeviceFigures, "study">;
   log?: (line: string) => void;
 }
 
@@ -232,12 +357,17 @@ export async function webgpuBench(opts: WebGpuBenchOptions = {}): Promise<WebGpu
   const tokens = (opts.tokens ?? benchTokens(0).tokens).map((r) => r.map((t) => t % vocab));
   const largest = tokens.slice(0, Math.max(...plan.forward)).map((r) => r.slice(0, plan.positions));
   try {
-    const webgpu = await measure(model, tokens, plan, log);
+    const webgpuTables = await measure(model, tokens, plan, log);
+    const gpuStudy = await measureStudy(model, plan, vocab, log);
+    const webgpu = { ...webgpuTables, study: gpuStudy.figures };
     const gpuLogits = (await model.run(largest)).data;
     await model.to("wasm");
-    const wasm = shape === "bench" && opts.wasm
+    const wasmTables = shape === "bench" && opts.wasm
       ? opts.wasm
       : await measure(model, tokens, plan, log);
+    // The study is always measured on wasm here (the main tables time it on other tokens).
+    const cpuStudy = await measureStudy(model, plan, vocab, log);
+    const wasm = { ...wasmTables, study: cpuStudy.figures };
     const cpuLogits = (await model.run(largest)).data;
     let diff = 0, top = 0;
     for (let i = 0; i < cpuLogits.length; i++) {
@@ -251,6 +381,7 @@ export async function webgpuBench(opts: WebGpuBenchOptions = {}): Promise<WebGpu
       webgpu,
       wasm,
       logitsRelDiff: diff / top,
+      studyAgreement: compareStudies(gpuStudy.answers, cpuStudy.answers),
       seconds: (performance.now() - started) / 1000,
     };
   } finally {
@@ -266,8 +397,8 @@ function ratio(a: number | undefined, b: number | undefined): string {
   return a && b ? `${(a / b).toFixed(2)}x` : "-";
 }
 
-/** The section as four tables (forward, forward + backward, generation, caching), wasm beside
- * WebGPU. */
+/** The section as five tables (forward, forward + backward, generation, caching, the study's
+ * steps), wasm beside WebGPU. */
 export function webgpuTables(s: WebGpuSection): string {
   const out: string[] = [];
   const shape = s.shape === "bench"
@@ -329,6 +460,25 @@ export function webgpuTables(s: WebGpuSection): string {
       }`,
     );
   }
+  const st = PLANS[s.shape].study;
+  out.push(
+    `\nStudy steps (one run each), ${st.batch} x ${1 + 2 * st.seqLen}` +
+      "     wasm s  webgpu s  webgpu/wasm",
+  );
+  for (const step of Object.keys(s.webgpu.study) as (keyof StudyFigures)[]) {
+    const w = s.wasm.study[step], g = s.webgpu.study[step];
+    out.push(
+      `${step.padEnd(35)} ${fmt(w).padStart(9)} ${fmt(g).padStart(9)} ${ratio(g, w).padStart(12)}`,
+    );
+  }
+  const a = s.studyAgreement;
+  out.push(
+    `study, webgpu against wasm: mean log-prob of the repeat differs by ${
+      a.secondHalfDiff.toExponential(2)
+    }; patching scores by ${a.patchingRelDiff.toExponential(2)} of the largest; ` +
+      `K-composition top-1 ${a.kCompositionTop1.join(" / ")}, OV top-1 ${a.ovTop1.join(" / ")}; ` +
+      `host products ${a.hostProductsIdentical ? "bit-identical" : "DIFFER"}`,
+  );
   return out.join("\n");
 }
 

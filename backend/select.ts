@@ -20,15 +20,18 @@ export const DEVICES: readonly Device[] = ["wasm", "webgpu", "auto"];
 
 /** Options of {@linkcode loadBackend}. */
 export interface BackendOptions {
-  /** Threads of the WebAssembly backend (on `"webgpu"`, of its host companion). */
+  /**
+   * Threads of the WebAssembly backend (default: one per core); on `"webgpu"`, of its host
+   * companion (default 1).
+   */
   threads?: number;
 }
 
 /**
  * Loads the backend for `device`; resolves to the backend and the device that runs it
  * (`"auto"` resolves to `"webgpu"` or `"wasm"`). A WebGPU backend comes with a WebAssembly one
- * as its {@linkcode Backend.host} (of `opts.threads` threads) for the synchronous helpers'
- * products of host arrays, closed with it.
+ * as its {@linkcode Backend.host} (on `opts.threads` threads, default 1) for the synchronous
+ * helpers' products of host arrays, closed with it.
  *
  * @example
  * ```ts
@@ -49,8 +52,11 @@ export async function loadBackend(
       `unknown device ${JSON.stringify(device)}: use "wasm", "webgpu" or "auto"`,
     );
   }
-  const cpu = await WasmBackend.load({ threads: opts.threads });
-  if (device === "webgpu" || device === "auto") {
+  // As the GPU's companion the WebAssembly backend runs only the helpers' host products, so it
+  // starts no worker threads unless asked (a WebGPU page or process keeps no idle kernel threads).
+  const gpuWanted = device === "webgpu" || device === "auto";
+  const cpu = await WasmBackend.load({ threads: opts.threads ?? (gpuWanted ? 1 : undefined) });
+  if (gpuWanted) {
     try {
       // The WebAssembly backend becomes the GPU's host companion (Backend.host): the synchronous
       // helpers' products of host arrays run on it rather than in plain JavaScript.
@@ -61,7 +67,11 @@ export async function loadBackend(
         cpu.close();
         throw e;
       }
-      // auto: no hardware adapter, WebAssembly it is
+      // auto: no hardware adapter, WebAssembly it is (on the default threads unless given)
+      if (opts.threads === undefined) {
+        cpu.close();
+        return { backend: await WasmBackend.load(), device: "wasm" };
+      }
     }
   }
   return { backend: cpu, device: "wasm" };

@@ -56,7 +56,7 @@ Deno.test(
     webgpu,
     "host companion: loadBackend('webgpu') carries an eager WebAssembly backend",
     async () => {
-      const { backend, device } = await loadBackend("webgpu", { threads: 1 });
+      const { backend, device } = await loadBackend("webgpu", { threads: 2 });
       try {
         assert.equal(device, "webgpu");
         assert.ok(!backend.eager, "WebGPU answers asynchronously");
@@ -65,10 +65,15 @@ Deno.test(
           "its host companion is a WebAssembly backend",
         );
         assert.ok(backend.host.eager);
-        assert.equal(backend.host.threads, 1, "the companion takes the threads option");
+        assert.equal(backend.host.threads, 2, "the companion takes the threads option");
       } finally {
         backend.close();
       }
+      // By default the companion starts no worker threads (a WebGPU page keeps no idle kernel
+      // threads).
+      const plain = await loadBackend("webgpu");
+      assert.equal(plain.backend.host?.threads, 1);
+      plain.backend.close();
     },
   ),
 );
@@ -124,7 +129,8 @@ Deno.test(
       const [m, k, n] = [48, 300, 200];
       const a: Tensor = { data: seeded(m * k, 1), shape: [m, k] };
       const b: Tensor = { data: seeded(k * n, 2), shape: [k, n] };
-      const gpu = await loadBackend("webgpu"); // companion on the default thread count
+      // Two threads on the companion, one on the wasm backend: results do not depend on the count.
+      const gpu = await loadBackend("webgpu", { threads: 2 });
       const wasm = await WasmBackend.load({ threads: 1 });
       try {
         const onGpu = matmul(a, b, gpu.backend).data;

@@ -901,37 +901,6 @@ Deno.test("many back-to-back threaded calls stay correct (worker hand-off protoc
   }
 });
 
-Deno.test("workers sent to sleep by a large read wake for the next threaded call", async () => {
-  // A read of 64Ki floats or more asks the workers to sleep instead of spinning (pool.ts rest);
-  // the pause lets them reach Atomics.wait, so the next call must wake them (or take their share).
-  const one = await Kernels.load({ threads: 1 });
-  const two = await Kernels.load({ threads: 2 });
-  try {
-    const m = 24, k = 128, n = 96, len = 65_536;
-    const A = randn(m * k, 8), B = randn(k * n, 9), X = randn(len, 10);
-    const setup = (kn: Kernels) => {
-      const a = kn.alloc(m * k), c = kn.alloc(m * n), x = kn.alloc(len), y = kn.alloc(len);
-      kn.write(a, A);
-      kn.write(x, X);
-      return { a, c, x, y, p: kn.uploadPacked(B, k, n) };
-    };
-    const s1 = setup(one), s2 = setup(two);
-    one.matmul(s1.a, s1.p, s1.c, m, k, n);
-    one.geluNew(s1.x, s1.y, len);
-    const wantC = one.read(s1.c, m * n), wantY = one.read(s1.y, len);
-    for (let i = 0; i < 20; i++) {
-      two.geluNew(s2.x, s2.y, len);
-      bitsEqual(two.readStrided(s2.y, 1, len, len), wantY, `gelu call ${i}`); // rests
-      await new Promise((r) => setTimeout(r, i % 4));
-      two.view(s2.c, m * n).fill(NaN);
-      two.matmul(s2.a, s2.p, s2.c, m, k, n);
-      bitsEqual(two.read(s2.c, m * n), wantC, `matmul call ${i} after the workers rested`);
-    }
-  } finally {
-    two.close();
-  }
-});
-
 Deno.test("the kernel modules have no data segments (workers instantiate over shared memory)", async () => {
   // Every instantiation re-applies active data segments to the memory; with threads that would
   // rewrite memory other threads use. Lookup tables (e.g. AssemblyScript's Math.log/exp) add them.

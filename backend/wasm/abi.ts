@@ -350,13 +350,6 @@ export const SEQ = 0, STATE = 1, OP = 2, STATUS = 3, READY = 4;
 /** Int32 index, in slot 0's header, of the counter that dynamically scheduled ops share. */
 export const COUNTER_I32 = 5;
 /**
- * Int32 index, in a worker's slot header, of its rest flag: the caller sets it before host-side
- * work that outlasts a worker's spin (a large copy out of memory), so that a worker waiting for
- * its next job sleeps in `Atomics.wait` at once instead of spinning through that work; posting
- * the next job clears it.
- */
-export const REST = 6;
-/**
  * Slot states. The caller posts a job (POSTED, then bumps SEQ); a worker that wakes claims it
  * with compare-and-swap POSTED -> RUNNING and sets IDLE when done. A caller that has finished its
  * own share claims still-unclaimed jobs with POSTED -> CANCELLED and runs them itself, so it

@@ -46,14 +46,6 @@ import {
 } from "./abi.ts";
 import { WorkerPool } from "./pool.ts";
 
-/**
- * Copies out of memory from this many floats up (256 KiB: a few tens of microseconds, and what
- * the caller does with them after) let the worker threads sleep rather than spin until the next
- * kernel: spinning through a host-side copy burns a core for nothing (caching every activation
- * of a run copies 204 of them).
- */
-const REST_FLOATS = 65_536;
-
 /** Options of {@linkcode Kernels.load}. */
 export interface LoadOptions {
   /**
@@ -553,24 +545,14 @@ export class Kernels {
     this.view(ptr, data.length).set(data);
   }
 
-  /**
-   * Before a copy of `nFloats` out of memory on this thread: from {@linkcode REST_FLOATS} up, the
-   * workers sleep through it (and the host work that follows) instead of spinning.
-   */
-  #hostWork(nFloats: number): void {
-    if (nFloats >= REST_FLOATS) this.#pool?.rest();
-  }
-
   /** Copies nFloats floats out of memory (an owned array). */
   read(ptr: number, nFloats: number): Float32Array<ArrayBuffer> {
-    this.#hostWork(nFloats);
     // Built from the view: the runtime copies into memory it need not zero first.
     return new Float32Array(this.view(ptr, nFloats));
   }
 
   /** Copies nFloats floats out of memory into `out` from index `offset`. */
   readInto(ptr: number, nFloats: number, out: Float32Array, offset: number): void {
-    this.#hostWork(nFloats);
     out.set(this.view(ptr, nFloats), offset);
   }
 
@@ -581,7 +563,6 @@ export class Kernels {
 
   /** Copies a rows x cols block whose rows are `stride` floats apart. */
   readStrided(ptr: number, rows: number, cols: number, stride: number): Float32Array<ArrayBuffer> {
-    this.#hostWork(rows * cols);
     if (rows === 0 || cols === 0) return new Float32Array(0);
     const v = this.view(ptr, (rows - 1) * stride + cols);
     // Dense rows (most hook points: the cache reads every one) are one copy, not a view per row,

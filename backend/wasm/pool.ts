@@ -26,7 +26,6 @@ import {
   opName,
   POSTED,
   READY,
-  REST,
   RUNNING,
   runOp,
   SEQ,
@@ -134,7 +133,6 @@ export class WorkerPool {
       const b = (w * SLOT_BYTES) / 4;
       i32[b + OP] = op;
       i32[b + STATUS] = 0;
-      i32[b + REST] = 0;
       Atomics.store(i32, b + STATE, POSTED);
       Atomics.add(i32, b + SEQ, 1);
       Atomics.notify(i32, b + SEQ);
@@ -178,19 +176,6 @@ export class WorkerPool {
           `the pointers and sizes passed to the kernel`,
       );
     }
-  }
-
-  /**
-   * Asks the workers to sleep now rather than spin while they wait for the next job: for host-side
-   * work on the calling thread (a large copy out of memory) that outlasts the spin, whose polling
-   * would otherwise burn a core for nothing. The next {@linkcode WorkerPool.run} wakes them as it
-   * always does (a worker that has not woken yet has its share taken back), so results and
-   * correctness do not depend on it.
-   */
-  rest(): void {
-    if (this.#closed) return;
-    const i32 = this.#i32;
-    for (let w = 1; w <= this.size; w++) Atomics.store(i32, (w * SLOT_BYTES) / 4 + REST, 1);
   }
 
   /**

@@ -17,7 +17,6 @@ import {
   OP,
   POSTED,
   READY,
-  REST,
   RUNNING,
   runOp,
   SEQ,
@@ -29,8 +28,6 @@ import {
 
 /** Spin this many polls after a job before sleeping in Atomics.wait (back-to-back calls). */
 const SPIN = 100_000;
-/** Look at the rest flag (see `abi.ts` REST) every this many polls (a power of two). */
-const REST_POLL = 256;
 
 function serve(init: WorkerInit): void {
   const abort = () => {
@@ -50,8 +47,7 @@ function serve(init: WorkerInit): void {
     let s = Atomics.load(i32, SEQ);
     let spins = 0;
     while (s === seen) {
-      // Sleep after SPIN polls, or as soon as the caller says host work comes first.
-      if (++spins > SPIN || ((spins & (REST_POLL - 1)) === 0 && Atomics.load(i32, REST) !== 0)) {
+      if (++spins > SPIN) {
         Atomics.wait(i32, SEQ, seen);
         spins = 0;
       }

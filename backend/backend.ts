@@ -47,8 +47,15 @@ export interface DeviceArray {
   at(offset: number, length?: number): DeviceArray;
 }
 
-/** How the big weight matrices are stored: float32, or bfloat16 widened to f32 in the kernels. */
-export type WeightDtype = "f32" | "bf16";
+/**
+ * How the big weight matrices are stored: float32; bfloat16 (8 significant bits, float32's
+ * range); or IEEE half precision f16 (11 significant bits, largest value 65504: a weight beyond
+ * it is refused). Arithmetic is float32 in every case: each stored weight is widened exactly.
+ * bf16 halves the memory on both backends; f16 halves it on WebGPU (packed two per u32, decoded
+ * by WGSL's `unpack2x16float`, no `shader-f16` needed), while the WebAssembly backend keeps f16
+ * weights as their exact f32 values (same numbers, f32's memory). Rounding is to nearest even.
+ */
+export type WeightDtype = "f32" | "bf16" | "f16";
 
 /**
  * A right-hand matrix [k, n] stored in the layout the backend's matmul reads (packed once, when
@@ -293,7 +300,7 @@ export interface Backend extends Disposable {
   upload(data: Float32Array): DeviceArray;
   /** Stores a [k, n] row-major matrix packed for matmul, for the backend's lifetime. */
   uploadMatrix(data: Float32Array, k: number, n: number, dtype?: WeightDtype): PackedMatrix;
-  /** The packed matrix back as row-major [k, n] floats (bf16 values widened). */
+  /** The packed matrix back as row-major [k, n] floats (bf16 and f16 values widened exactly). */
   readMatrix(m: PackedMatrix): Promise<Float32Array>;
 
   /** A copy of the array's values. */

@@ -1,14 +1,17 @@
 /**
  * Which sizes of each family fit a GPU of 8, 16 or 24 GiB on the WebGPU backend, with f32 and
- * bf16 weight storage: computed from each model's shape (`FAMILY_SIZES` of
- * `memory_families.ts`, plus the GPT-2 sizes), not measured.
+ * bf16 or f16 weight storage (the two take the same bytes): computed from each model's shape
+ * (`FAMILY_SIZES` of `memory_families.ts`, plus the GPT-2 sizes), not measured.
  *
  *   deno run -A bench/memory_webgpu.ts              the table (Markdown with --markdown)
+ *   deno run -A bench/memory_webgpu.ts --measure    GPT-2 small's weight bytes as the WebGPU
+ *                                                   backend counts them, f32 / bf16 / f16, beside
+ *                                                   the computed figure
  *
  * GPU memory holds, on the WebGPU backend:
  * - the weights the forward reads (`model/device_weights.ts`): every block's fused Q|K|V, O,
  *   [gate|]in and out matrices and the unembedding W_U, k x n of them at 4 bytes (f32) or 2 bytes
- *   (bf16, two to a u32 word, a column block's odd last column padded), no column padding; biases
+ *   (bf16 or f16, two to a u32 word, a column block's odd last column padded), no padding; biases
  *   and norm weights in f32. The embeddings W_E and W_pos stay in JavaScript (the forward gathers
  *   rows there), so an untied model's W_E costs host memory, not GPU memory;
  * - a forward's buffers (`model/forward.ts`, plain run with full logits): per computed row the
@@ -25,6 +28,9 @@
  * @module
  */
 import { FAMILY_SIZES } from "./memory_families.ts";
+import { HookedTransformer } from "../mod.ts";
+import { WebGpuBackend } from "../backend/webgpu/webgpu_backend.ts";
+import { syntheticGpt2 } from "../weights/synthetic.ts";
 
 type Shape = (typeof FAMILY_SIZES)[string];
 const GIB = 2 ** 30;
@@ -56,7 +62,7 @@ const GPT2_SIZES: Record<string, Shape & { gpt2: true }> = {
 };
 
 /** Bytes of GPU memory a size needs on WebGPU: weights and a 30 x 101 forward's buffers. */
-export function webgpuCounts(s: Shape & { gpt2?: boolean }, dtype: "f32" | "bf16") {
+export function webgpuCounts(s: Shape & { gpt2?: boolean }, dtype: "f32" | "bf16" | "f16") {
   const { nLayers: L, dModel: d, nHeads, nKeyValueHeads: kv, dMlp, dVocab: V } = s;
   const dHead = s.dHead ?? d / nHeads;
   const gated = !s.gpt2 && s.family !== "GPT-NeoX";
@@ -69,7 +75,7 @@ export function webgpuCounts(s: Shape & { gpt2?: boolean }, dtype: "f32" | "bf16
     : (s.family === "Qwen2" ? qkv - nHeads * dHead : 0) +
       (isGemma ? 4 * d + (s.family === "Gemma 3" ? 2 * dHead : 0) : 2 * d);
   const vectors = L * perLayerVectors + 2 * d;
-  const weightBytes = matrices * (dtype === "bf16" ? 2 : 4) + vectors * 4;
+  const weightBytes = matrices * (dtype === "f32" ? 4 : 2) + vectors * 4;
   const perRow = 4 * d + 1 + qkv + nHeads * dHead + (gated ? 3 : 1) * dMlp +
     (s.gpt2 || s.family === "GPT-NeoX" ? d : 0);
   const activationBytes = 4 * (ROWS * perRow + 64 * V);
@@ -89,7 +95,41 @@ export function webgpuCounts(s: Shape & { gpt2?: boolean }, dtype: "f32" | "bf16
   };
 }
 
-if (import.meta.main) {
+/**
+ * GPT-2 small (a seeded synthetic checkpoint of its shape) loaded on WebGPU with each weight
+ * dtype: the bytes of weight buffers the backend holds (`WebGpuBackend.weightBytes`, every
+ * permanent buffer's size), beside {@linkcode webgpuCounts}'s figure.
+ */
+async function measure(): Promise<void> {
+  const { config, weights } = syntheticGpt2({
+    nLayers: 12,
+    nHeads: 12,
+    dModel: 768,
+    dVocab: 50257,
+    nCtx: 1024,
+    seed: 1,
+  });
+  const computed = (dtype: "f32" | "bf16" | "f16") =>
+    webgpuCounts(GPT2_SIZES.gpt2, dtype).weightBytes;
+  console.log("| weights | WebGPU weight bytes (measured) | computed | MiB |");
+  console.log("| --- | --- | --- | --- |");
+  for (const dtype of ["f32", "bf16", "f16"] as const) {
+    const backend = await WebGpuBackend.load();
+    const model = await HookedTransformer.fromBytes(config, weights, {
+      backend,
+      weightDtype: dtype,
+    });
+    const bytes = backend.weightBytes;
+    console.log(
+      `| ${dtype} | ${bytes} | ${computed(dtype)} | ${(bytes / 2 ** 20).toFixed(1)} |`,
+    );
+    model.dispose(); // closes the backend
+  }
+}
+
+if (import.meta.main && Deno.args.includes("--measure")) {
+  await measure();
+} else if (import.meta.main) {
   const gib = (b: number) => `${(b / GIB).toFixed(2)}`;
   const head = [
     "model",
@@ -106,12 +146,12 @@ if (import.meta.main) {
   const all = { ...GPT2_SIZES, ...FAMILY_SIZES } as Record<string, Shape & { gpt2?: boolean }>;
   for (const [name, s] of Object.entries(all)) {
     for (const dtype of ["f32", "bf16"] as const) {
-      const c = webgpuCounts(s, dtype);
+      const c = webgpuCounts(s, dtype); // f16 takes bf16's bytes
       rows.push([
         name,
         s.gpt2 ? "GPT-2" : s.family,
         `${(c.params / 1e6).toFixed(0)}M`,
-        dtype,
+        dtype === "bf16" ? "bf16, f16" : dtype,
         gib(c.weightBytes),
         gib(c.activationBytes),
         gib(c.total),

@@ -24,19 +24,18 @@ import {
   type HookedTransformerConfig,
   NO_ROTARY,
 } from "../model/config.ts";
-import { emptyStacks, layerOf, type ModelParams } from "../model/params.ts";
+import { emptyStacks, type ModelParams } from "../model/params.ts";
 import {
   assertHfConfig,
   boolField,
-  CheckpointReader,
   type HfConfig,
   intField,
-  linearToHeads,
   MAX_CONFIG_LAYERS,
   numberField,
   type TensorSource,
   tokenIds,
 } from "./hf_config.ts";
+import { llamaLayoutReader, readLlamaLayer } from "./llama_layout.ts";
 
 /** What tells Gemma 2 and Gemma 3 apart. */
 interface Variant {
@@ -260,14 +259,8 @@ function variantParams(
   file: TensorSource,
   cfg: HookedTransformerConfig,
 ): ModelParams {
-  const prefix = file.names().some((n) => n.startsWith("model.")) ? "model." : "";
-  const ck = new CheckpointReader(
-    file,
-    v.family,
-    cfg,
-    new RegExp(`^${prefix.replace(".", "\\.")}layers\\.(\\d+)\\.`),
-  );
-  const { nLayers: L, nHeads, nKeyValueHeads: nKv, dModel: d, dHead, dMlp, dVocab } = cfg;
+  const { ck, prefix } = llamaLayoutReader(file, v.family, cfg);
+  const { nLayers: L, nHeads, dModel: d, dHead, dMlp, dVocab } = cfg;
   // A head_dim that does not match the weights: say so by its name (the projections' shapes
   // would otherwise only say "config does not match").
   const q0 = `${prefix}layers.0.self_attn.q_proj.weight`;
@@ -282,8 +275,11 @@ function variantParams(
     }
   }
   const plusOne = (w: Float32Array) => w.map((x) => Math.fround(1 + x));
-  const stacks = emptyStacks(cfg);
-  const W_gate = new Float32Array(L * d * dMlp), b_gate = new Float32Array(L * dMlp);
+  const stacks = {
+    ...emptyStacks(cfg),
+    W_gate: { data: new Float32Array(L * d * dMlp), shape: [L, d, dMlp] },
+    b_gate: { data: new Float32Array(L * dMlp), shape: [L, dMlp] },
+  };
   const norms = {
     ln1: new Float32Array(L * d),
     ln1Post: new Float32Array(L * d),
@@ -293,25 +289,8 @@ function variantParams(
   const qNorm = v.gemma3 ? new Float32Array(L * dHead) : null;
   const kNorm = v.gemma3 ? new Float32Array(L * dHead) : null;
   for (let l = 0; l < L; l++) {
+    readLlamaLayer(ck, prefix, l, stacks);
     const p = `${prefix}layers.${l}.`;
-    const at = (name: keyof typeof stacks) => layerOf(stacks[name], l).data;
-    const proj = [
-      { x: "q", W: "W_Q", heads: nHeads },
-      { x: "k", W: "W_K", heads: nKv },
-      { x: "v", W: "W_V", heads: nKv },
-    ] as const;
-    for (const { x, W, heads } of proj) {
-      const rows = heads * dHead;
-      linearToHeads(ck.read(`${p}self_attn.${x}_proj.weight`, [rows, d]), d, heads, dHead, at(W));
-    }
-    const o = ck.read(p + "self_attn.o_proj.weight", [d, nHeads * dHead]);
-    transpose2d(o, d, nHeads * dHead, at("W_O"));
-    // Transposes write into the stacks: no temporary copy of each matrix.
-    const mlp = (name: string, rows: number, cols: number, out: Float32Array) =>
-      transpose2d(ck.read(`${p}mlp.${name}.weight`, [rows, cols]), rows, cols, out);
-    mlp("gate_proj", dMlp, d, W_gate.subarray(l * d * dMlp, (l + 1) * d * dMlp));
-    mlp("up_proj", dMlp, d, at("W_in"));
-    mlp("down_proj", d, dMlp, at("W_out"));
     // HF's names: post_attention_layernorm is the attention output's norm (not the MLP's input).
     const norm = (name: string) => plusOne(ck.read(p + name + ".weight", [d]));
     norms.ln1.set(norm("input_layernorm"), l * d);
@@ -337,8 +316,6 @@ function variantParams(
     ln1: stacked(norms.ln1),
     ...stacks,
     ln2: stacked(norms.ln2),
-    W_gate: { data: W_gate, shape: [L, d, dMlp] },
-    b_gate: { data: b_gate, shape: [L, dMlp] },
     lnFinal: { w: { data: plusOne(ck.read(prefix + "norm.weight", [d])), shape: [d] }, b: null },
     W_U: { data: W_U, shape: [d, dVocab] },
     b_U: { data: new Float32Array(dVocab), shape: [dVocab] },

@@ -10,20 +10,19 @@
 import { ConfigError } from "../core/errors.ts";
 import { transpose2d } from "../core/tensor.ts";
 import { checkConfig, type HookedTransformerConfig } from "../model/config.ts";
-import { emptyStacks, layerOf, type ModelParams } from "../model/params.ts";
+import { emptyStacks, type ModelParams } from "../model/params.ts";
 import {
   activationField,
   assertHfConfig,
   boolField,
-  CheckpointReader,
   type HfConfig,
   intField,
-  linearToHeads,
   numberField,
   rotaryFields,
   type TensorSource,
   tokenIds,
 } from "./hf_config.ts";
+import { llamaLayoutReader, readLlamaLayer } from "./llama_layout.ts";
 
 /** What distinguishes the members of the Llama family. */
 interface Variant {
@@ -147,45 +146,18 @@ function variantParams(
   cfg: HookedTransformerConfig,
   hf: HfConfig,
 ): ModelParams {
-  const prefix = file.names().some((n) => n.startsWith("model.")) ? "model." : "";
-  const ck = new CheckpointReader(
-    file,
-    v.family,
-    cfg,
-    new RegExp(`^${prefix.replace(".", "\\.")}layers\\.(\\d+)\\.`),
-  );
-  const { nLayers: L, nHeads, nKeyValueHeads: nKv, dModel: d, dHead, dMlp, dVocab } = cfg;
+  const { ck, prefix } = llamaLayoutReader(file, v.family, cfg);
+  const { nLayers: L, dModel: d, dMlp, dVocab } = cfg;
   const biases = v.biases(hf);
-  const stacks = emptyStacks(cfg);
-  const W_gate = new Float32Array(L * d * dMlp), b_gate = new Float32Array(L * dMlp);
+  const stacks = {
+    ...emptyStacks(cfg),
+    W_gate: { data: new Float32Array(L * d * dMlp), shape: [L, d, dMlp] },
+    b_gate: { data: new Float32Array(L * dMlp), shape: [L, dMlp] },
+  };
   const ln1 = new Float32Array(L * d), ln2 = new Float32Array(L * d);
   for (let l = 0; l < L; l++) {
+    readLlamaLayer(ck, prefix, l, stacks, biases);
     const p = `${prefix}layers.${l}.`;
-    const at = (name: keyof typeof stacks) => layerOf(stacks[name], l).data;
-    const proj = [
-      { x: "q", W: "W_Q", b: "b_Q", heads: nHeads },
-      { x: "k", W: "W_K", b: "b_K", heads: nKv },
-      { x: "v", W: "W_V", b: "b_V", heads: nKv },
-    ] as const;
-    for (const { x, W, b, heads } of proj) {
-      const rows = heads * dHead;
-      linearToHeads(ck.read(`${p}self_attn.${x}_proj.weight`, [rows, d]), d, heads, dHead, at(W));
-      if (biases.qkv) at(b).set(ck.read(`${p}self_attn.${x}_proj.bias`, [rows]));
-    }
-    const o = ck.read(p + "self_attn.o_proj.weight", [d, nHeads * dHead]);
-    transpose2d(o, d, nHeads * dHead, at("W_O")); // [n_heads d_head, d_model]
-    if (biases.o) at("b_O").set(ck.read(p + "self_attn.o_proj.bias", [d]));
-    // Transposes write into the stacks: no temporary copy of each matrix.
-    const mlp = (name: string, rows: number, cols: number, out: Float32Array) =>
-      transpose2d(ck.read(`${p}mlp.${name}.weight`, [rows, cols]), rows, cols, out);
-    mlp("gate_proj", dMlp, d, W_gate.subarray(l * d * dMlp, (l + 1) * d * dMlp));
-    mlp("up_proj", dMlp, d, at("W_in"));
-    mlp("down_proj", d, dMlp, at("W_out"));
-    if (biases.mlp) {
-      b_gate.set(ck.read(p + "mlp.gate_proj.bias", [dMlp]), l * dMlp);
-      at("b_in").set(ck.read(p + "mlp.up_proj.bias", [dMlp]));
-      at("b_out").set(ck.read(p + "mlp.down_proj.bias", [d]));
-    }
     ln1.set(ck.read(p + "input_layernorm.weight", [d]), l * d);
     ln2.set(ck.read(p + "post_attention_layernorm.weight", [d]), l * d);
   }
@@ -201,8 +173,6 @@ function variantParams(
     ln1: { w: { data: ln1, shape: [L, d] }, b: null },
     ...stacks,
     ln2: { w: { data: ln2, shape: [L, d] }, b: null },
-    W_gate: { data: W_gate, shape: [L, d, dMlp] },
-    b_gate: { data: b_gate, shape: [L, dMlp] },
     lnFinal: { w: { data: ck.read(prefix + "norm.weight", [d]), shape: [d] }, b: null },
     W_U: { data: transpose2d(unembed, dVocab, d), shape: [d, dVocab] },
     b_U: { data: new Float32Array(dVocab), shape: [dVocab] },

@@ -52,9 +52,10 @@ export interface DeviceWeights {
 }
 
 /**
- * Uploads processed parameters once, packing every matrix. With `weightDtype: "bf16"` the big
- * matrices (W_QKV, W_O, [W_gate|]W_in, W_out, W_U) are stored as bfloat16 (nearest even);
- * biases and norm parameters stay f32.
+ * Uploads processed parameters once, packing every matrix. With `weightDtype: "bf16"` or `"f16"`
+ * the big matrices (W_QKV, W_O, [W_gate|]W_in, W_out, W_U) are stored as bfloat16 or half
+ * precision (nearest even; how each backend holds them: `WeightDtype`); biases and norm
+ * parameters stay f32.
  */
 export function uploadWeights(
   backend: Backend,

@@ -100,7 +100,7 @@ export interface FromPretrainedOptions extends ProcessingOptions, ResolveOptions
   /** Worker threads for the kernels (default: all cores where the runtime allows). */
   threads?: number;
   /**
-   * How the big matrices (W_Q|W_K|W_V, W_O, [W_gate|]W_in, W_out, W_U) are stored in wasm memory
+   * How the big matrices (W_Q|W_K|W_V, W_O, [W_gate|]W_in, W_out, W_U) are stored on the device
    * (default `"f32"`). `"bf16"` halves their memory, so gpt2-large fits with room to spare and
    * gpt2-xl fits at all (1.56B parameters: 6.2 GB in f32, past wasm32's 4 GiB; 3.1 GB in bf16);
    * arithmetic stays f32 (each weight is widened in registers).
@@ -112,6 +112,15 @@ export interface FromPretrainedOptions extends ProcessingOptions, ResolveOptions
    * so it is not the same as loading a bf16 checkpoint. Embeddings, biases and LayerNorm
    * parameters stay f32, and the weight accessors (`model.W_Q`, ...) return the unrounded f32
    * processed weights.
+   *
+   * `"f16"` (IEEE half precision) keeps 11 significant bits (each weight within 2^-11 relative,
+   * four times closer than bf16) but only magnitudes up to 65504: a processed weight beyond that
+   * is refused with a KernelError (use `"f32"` or `"bf16"` then); weights under 2^-14 keep fewer
+   * bits (subnormals), those of at most 2^-25 become zero. On `device: "webgpu"` it halves the weights'
+   * GPU memory as bf16 does; on `"wasm"` the weights are rounded to f16 and kept as float32 (the
+   * same values, f32's memory: WebAssembly has no half-precision conversion to decode them
+   * cheaply), so a model computes on identical weights on both devices. A float16 checkpoint
+   * (`torch_dtype: float16`) loaded unprocessed with `"f16"` keeps its values exactly.
    */
   weightDtype?: WeightDtype;
   /** A backend to run on instead of loading the WebAssembly kernels (`threads` is then unused). */
@@ -498,9 +507,9 @@ export class HookedTransformer {
     const { params, cfg } = processWeights(converted, raw, processing);
     if (opts.refactorFactoredAttnMatrices) refactorFactoredAttnMatrices(params, cfg);
     const weightDtype = opts.weightDtype ?? "f32";
-    if (weightDtype !== "f32" && weightDtype !== "bf16") {
+    if (weightDtype !== "f32" && weightDtype !== "bf16" && weightDtype !== "f16") {
       throw new InputError(
-        `weightDtype must be "f32" or "bf16", got ${JSON.stringify(weightDtype)}`,
+        `weightDtype must be "f32", "bf16" or "f16", got ${JSON.stringify(weightDtype)}`,
       );
     }
     if (opts.backend && opts.device !== undefined) {

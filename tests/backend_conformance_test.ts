@@ -21,6 +21,7 @@ import type { Activation, DeviceArray } from "../backend/backend.ts";
 import { loadBackend } from "../backend/select.ts";
 import { SeededRng } from "../core/rng.ts";
 import { KernelError } from "../core/errors.ts";
+import { f16BitsToF32, f32ToF16Bits } from "../core/dtype.ts";
 import { ACTIVATION_GRAD_REFS, ACTIVATION_REFS } from "./activation_references.ts";
 import { deviceTest, TEST_DEVICES } from "./backend_harness.ts";
 
@@ -81,11 +82,17 @@ for (const d of TEST_DEVICES) {
   const note = (op: string, worst: number) =>
     report.push(`${d.device} ${op}: max error ${worst.toFixed(3)} of the bound`);
 
-  for (const dtype of ["f32", "bf16"] as const) {
+  for (const dtype of ["f32", "bf16", "f16"] as const) {
     test(`matmul and matmulTransposed (${dtype})`, async (b) => {
       for (const [m, k, n] of [[1, 7, 5], [33, 70, 129], [5, 768, 200]]) {
         const A = randn(m * k, 1), W = randn(k * n, 2, 0.5), bias = randn(n, 3);
-        const Wr = dtype === "bf16" ? Float32Array.from(await roundTrip(b, W, k, n, dtype)) : W;
+        let Wr = W;
+        if (dtype === "bf16") Wr = Float32Array.from(await roundTrip(b, W, k, n, dtype));
+        if (dtype === "f16") {
+          // the f16 weights by core/dtype's rounding (the backends round with Float16Array)
+          Wr = W.map((v) => f16BitsToF32(f32ToF16Bits(v)));
+          assert.deepEqual(await roundTrip(b, W, k, n, dtype), Wr, "f16 readMatrix");
+        }
         const Wm = b.uploadMatrix(W, k, n, dtype);
         using scope = b.scope();
         const a = scope.upload(A), c = scope.alloc(m * n), bb = scope.upload(bias);
@@ -668,13 +675,13 @@ Deno.test({
   },
 });
 
-/** B rounded as the backend stores it (bf16 widened), read back through the interface. */
+/** B rounded as the backend stores it (bf16, f16 widened), read back through the interface. */
 async function roundTrip(
   b: AnyBackend,
   W: Float32Array,
   k: number,
   n: number,
-  dtype: "f32" | "bf16",
+  dtype: "f32" | "bf16" | "f16",
 ): Promise<Float32Array> {
   using scope = b.scope();
   return await b.readMatrix(scope.uploadMatrix(W, k, n, dtype));

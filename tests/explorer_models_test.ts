@@ -18,12 +18,13 @@
  * Chromium the tests are skipped with a message, unless CI is set (then they fail).
  */
 import assert from "node:assert/strict";
-import { HookedTransformer, SAE, type Tensor, viz } from "../mod.ts";
+import { HookedTransformer, SAE, viz } from "../mod.ts";
 import { syntheticGpt2 } from "../weights/synthetic.ts";
 import { parseState } from "../examples/explorer/protocol.ts";
 import { startExplorer } from "../examples/explorer/serve.ts";
 import { SAE_TOP_K, TOP_K } from "../examples/explorer/views.ts";
 import { MODEL_CACHE } from "../examples/explorer/cached_fetch.ts";
+import { close, gridValues, softmaxRow } from "./explorer_page.ts";
 import { launchChromium, skipWithoutChromium, watchPage } from "./browser.ts";
 import { REPO_ROOT, startStaticServer } from "./static_server.ts";
 import type { Page } from "puppeteer-core";
@@ -48,32 +49,6 @@ async function writeSyntheticGpt2(dir: string): Promise<void> {
   await Deno.mkdir(dir, { recursive: true });
   await Deno.writeTextFile(`${dir}/config.json`, JSON.stringify(config));
   await Deno.writeFile(`${dir}/model.safetensors`, weights);
-}
-
-function softmaxRow(logits: Tensor, t: number): Float64Array {
-  const V = logits.shape[2];
-  const row = logits.data.subarray(t * V, (t + 1) * V);
-  let max = -Infinity;
-  for (const x of row) max = Math.max(max, x);
-  let sum = 0;
-  for (const x of row) sum += Math.exp(x - max);
-  return Float64Array.from(row, (x) => Math.exp(x - max) / sum);
-}
-
-function close(a: number, b: number, tol: number, what: string): void {
-  assert.ok(Math.abs(a - b) <= tol, `${what}: page ${a}, library ${b} (tolerance ${tol})`);
-}
-
-/** The numbers of a grid view's cells: `[row][col]` from `data-row`, `data-col`, `data-value`. */
-async function gridValues(page: Page, selector: string): Promise<number[][]> {
-  return await page.evaluate(`(() => {
-    const out = [];
-    for (const c of document.querySelectorAll(${JSON.stringify(`${selector} td.c[data-row]`)})) {
-      const r = Number(c.dataset.row), k = Number(c.dataset.col);
-      (out[r] ??= [])[k] = Number(c.dataset.value);
-    }
-    return out;
-  })()`) as number[][];
 }
 
 /** Waits until the page shows the views of `prompt` (or an error), and asserts no error. */

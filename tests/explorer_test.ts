@@ -16,18 +16,17 @@ import {
   HookedTransformer,
   InputError,
   logitDiffMetric,
-  type Tensor,
   viz,
 } from "../mod.ts";
 import { parseState, stateToSearch } from "../examples/explorer/protocol.ts";
 import { parseExploreArgs, startExplorer } from "../examples/explorer/serve.ts";
 import { correlation } from "../analysis/attribution.ts";
 import { HEAD_KINDS, promptIds, TOP_K } from "../examples/explorer/views.ts";
+import { close, gridValues, softmaxRow } from "./explorer_page.ts";
 import { launchChromium, skipWithoutChromium, watchPage } from "./browser.ts";
 import { REPO_ROOT, startStaticServer } from "./static_server.ts";
 import { ensureBuilt } from "../examples/browser/build.ts";
 import { EXPLORER } from "../examples/explorer/build.ts";
-import type { Page } from "puppeteer-core";
 
 const ARTIFACTS = new URL("../out/test-artifacts/", import.meta.url);
 /** How long the page may take to load a model or compute a prompt's views (2 busy cores). */
@@ -97,32 +96,6 @@ Deno.test("explorer: an id-only model's prompt is token ids, and a bad one says 
     model.dispose();
   }
 });
-
-/** The numbers of a grid view's cells: `[row][col]` from `data-row`, `data-col`, `data-value`. */
-async function gridValues(page: Page, selector: string): Promise<number[][]> {
-  return await page.evaluate(`(() => {
-    const out = [];
-    for (const c of document.querySelectorAll(${JSON.stringify(`${selector} td.c[data-row]`)})) {
-      const r = Number(c.dataset.row), k = Number(c.dataset.col);
-      (out[r] ??= [])[k] = Number(c.dataset.value);
-    }
-    return out;
-  })()`) as number[][];
-}
-
-function softmaxRow(logits: Tensor, t: number): Float64Array {
-  const V = logits.shape[2];
-  const row = logits.data.subarray(t * V, (t + 1) * V);
-  let max = -Infinity;
-  for (const x of row) max = Math.max(max, x);
-  let sum = 0;
-  for (const x of row) sum += Math.exp(x - max);
-  return Float64Array.from(row, (x) => Math.exp(x - max) / sum);
-}
-
-function close(a: number, b: number, tol: number, what: string): void {
-  assert.ok(Math.abs(a - b) <= tol, `${what}: page ${a}, library ${b} (tolerance ${tol})`);
-}
 
 Deno.test({
   name:

@@ -19,20 +19,13 @@
  * shows the same numbers and the same token and feature ids on WebGPU as on WebAssembly.
  */
 import assert from "node:assert/strict";
-import {
-  getActPatchResidPre,
-  HookedTransformer,
-  logitDiffMetric,
-  SAE,
-  type Tensor,
-  viz,
-} from "../mod.ts";
+import { getActPatchResidPre, HookedTransformer, logitDiffMetric, SAE, viz } from "../mod.ts";
 import { parseState, type ViewName, VIEWS } from "../examples/explorer/protocol.ts";
 import { startExplorer } from "../examples/explorer/serve.ts";
 import { computeViews, TOP_K } from "../examples/explorer/views.ts";
 import { deviceTest, TEST_DEVICES } from "./backend_harness.ts";
+import { gridValues, softmaxRow } from "./explorer_page.ts";
 import { launchChromium, skipWithoutChromium, watchPage } from "./browser.ts";
-import type { Page } from "puppeteer-core";
 
 const ARTIFACTS = new URL("../out/test-artifacts/", import.meta.url);
 /** How long the page may take to load the model or compute the views (2 busy cores). */
@@ -59,27 +52,6 @@ const PROMPT = [2047, 5, 9, 700, 31, 5, 9, 700, 31];
 const CORRUPTED = [2047, 5, 9, 700, 31, 6, 10, 701, 32];
 /** The patching metric: logit of 5 (the induction answer after 31) - logit of 9. */
 const ANSWER = 5, WRONG = 9;
-
-function softmaxRow(logits: Tensor, t: number): Float64Array {
-  const V = logits.shape[2];
-  const row = logits.data.subarray(t * V, (t + 1) * V);
-  let max = -Infinity;
-  for (const x of row) max = Math.max(max, x);
-  let sum = 0;
-  for (const x of row) sum += Math.exp(x - max);
-  return Float64Array.from(row, (x) => Math.exp(x - max) / sum);
-}
-
-/** The numbers of a grid view's cells: `[row][col]` from `data-row`, `data-col`, `data-value`. */
-async function gridValues(page: Page, selector: string): Promise<number[][]> {
-  return await page.evaluate(`(() => {
-    const out = [];
-    for (const c of document.querySelectorAll(${JSON.stringify(`${selector} td.c[data-row]`)})) {
-      (out[Number(c.dataset.row)] ??= [])[Number(c.dataset.col)] = Number(c.dataset.value);
-    }
-    return out;
-  })()`) as number[][];
-}
 
 /** The largest |page - library| over `pairs`, asserting that each is a number. */
 function largest(pairs: [number, number][], what: string): number {

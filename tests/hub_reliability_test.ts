@@ -9,28 +9,9 @@ import { InputError, IntegrityError, ModelNotFoundError } from "../core/errors.t
 import { hubSettings, repoFolderName } from "../io/hub.ts";
 import { resolveModel } from "../io/resolve.ts";
 import { type FakeHub, type FakeHubOptions, startFakeHub } from "./hub_server.ts";
+import { fileTree } from "./path.ts";
 import { readTinyGolden } from "./fixtures.ts";
 import { REPO_ROOT } from "./static_server.ts";
-
-/** Every file under `dir`, relative, sorted (empty when missing). */
-function tree(dir: string): string[] {
-  const out: string[] = [];
-  const walk = (rel: string) => {
-    let entries: Deno.DirEntry[];
-    try {
-      entries = [...Deno.readDirSync(rel ? `${dir}/${rel}` : dir)];
-    } catch {
-      return;
-    }
-    for (const e of entries) {
-      const p = rel ? `${rel}/${e.name}` : e.name;
-      if (e.isDirectory) walk(p);
-      else out.push(p);
-    }
-  };
-  walk("");
-  return out.sort();
-}
 
 async function withHub(
   opts: FakeHubOptions,
@@ -140,7 +121,7 @@ Deno.test("two processes load into an empty cache at once: one download, identic
     const pointer = `${dir}/snapshots/${hub.commit}/model.safetensors`;
     assert.ok(Deno.lstatSync(pointer).isFile);
     assert.deepEqual(Deno.readFileSync(pointer), hub.files["model.safetensors"]);
-    assert.ok(!tree(dir).some((f) => f.endsWith(".incomplete") || f.endsWith(".tmp")));
+    assert.ok(!fileTree(dir).some((f) => f.endsWith(".incomplete") || f.endsWith(".tmp")));
   });
 });
 
@@ -290,7 +271,7 @@ Deno.test("an ETag of . or .. is an IntegrityError, and nothing is left behind",
           return true;
         },
       );
-      const left = tree(cacheDir);
+      const left = fileTree(cacheDir);
       assert.ok(!left.some((f) => f.includes("incomplete")), left.join("\n"));
       assert.ok(!left.some((f) => /(^|\/)\.+\.lock$/.test(f)), left.join("\n"));
       assert.ok(!left.some((f) => f.includes(`snapshots/${hub.commit}/${file}`)));
@@ -311,7 +292,7 @@ Deno.test("a CDN redirect loop fails clearly, without claiming bytes were kept",
         return true;
       },
     );
-    assert.ok(!tree(cacheDir).some((f) => f.includes("incomplete")));
+    assert.ok(!fileTree(cacheDir).some((f) => f.includes("incomplete")));
   });
 });
 

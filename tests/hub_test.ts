@@ -11,6 +11,7 @@ import {
 import { formatBytes, formatDuration, ProgressBar } from "../core/progress.ts";
 import { isModelCached, resolveModel } from "../io/resolve.ts";
 import { type FakeHub, type FakeHubOptions, startFakeHub } from "./hub_server.ts";
+import { fileTree } from "./path.ts";
 
 const REQUIRED = ["config.json", "model.safetensors"];
 const TOKENIZER_GROUPS = [["tokenizer.json"], ["vocab.json", "merges.txt"]];
@@ -28,26 +29,6 @@ async function withHub(
     await hub.close();
     await Deno.remove(cacheDir, { recursive: true });
   }
-}
-
-/** Every file under `dir`, relative, sorted ("" when missing). */
-function tree(dir: string): string[] {
-  const out: string[] = [];
-  const walk = (rel: string) => {
-    let entries: Deno.DirEntry[];
-    try {
-      entries = [...Deno.readDirSync(rel ? `${dir}/${rel}` : dir)];
-    } catch {
-      return;
-    }
-    for (const e of entries) {
-      const p = rel ? `${rel}/${e.name}` : e.name;
-      if (e.isDirectory) walk(p);
-      else out.push(p);
-    }
-  };
-  walk("");
-  return out.sort();
 }
 
 function repoDir(cacheDir: string, hub: FakeHub): string {
@@ -94,7 +75,7 @@ Deno.test("first load downloads into the HF cache layout; the second makes no re
     const configBlob = Deno.readLinkSync(`${dir}/snapshots/${commit}/config.json`);
     assert.match(configBlob, /^\.\.\/\.\.\/blobs\/[0-9a-f]{40}$/, "git blob sha1 for a small file");
     assert.deepEqual(
-      tree(dir),
+      fileTree(dir),
       [
         `.no_exist/${commit}/tokenizer.json`,
         `.no_exist/${commit}/vocab.json`,
@@ -189,7 +170,7 @@ Deno.test("a connection cut mid-file is resumed with a Range request", async () 
     assert.deepEqual(files.weightBytes[0], hub.files["model.safetensors"]);
     const cdn = hub.requests.filter((r) => r.server === "cdn" && r.method === "GET");
     assert.deepEqual(cdn.map((r) => r.range), [null, "bytes=50000-"]);
-    assert.ok(!tree(repoDir(cacheDir, hub)).some((f) => f.endsWith(".incomplete")));
+    assert.ok(!fileTree(repoDir(cacheDir, hub)).some((f) => f.endsWith(".incomplete")));
   });
 });
 
@@ -205,10 +186,10 @@ Deno.test("a connection that always breaks fails cleanly, and the next load resu
     });
     const dir = repoDir(cacheDir, hub);
     const sha = hub.sha256["model.safetensors"];
-    const inBlobs = tree(`${dir}/blobs`);
+    const inBlobs = fileTree(`${dir}/blobs`);
     assert.ok(inBlobs.includes(`${sha}.incomplete`));
     assert.ok(!inBlobs.includes(sha), "no complete-looking model blob");
-    assert.ok(!tree(`${dir}/snapshots`).some((f) => f.endsWith("model.safetensors")));
+    assert.ok(!fileTree(`${dir}/snapshots`).some((f) => f.endsWith("model.safetensors")));
     assert.ok(!isModelCached(hub.repoId, { cacheDir }));
 
     // The server is healthy again: the next load picks up from byte 40000.
@@ -219,7 +200,7 @@ Deno.test("a connection that always breaks fails cleanly, and the next load resu
       assert.deepEqual(files.weightBytes[0], healthy.files["model.safetensors"]);
       const get = healthy.requests.filter((r) => r.server === "cdn" && r.method === "GET");
       assert.deepEqual(get.map((r) => r.range), ["bytes=40000-"]);
-      assert.ok(!tree(dir).some((f) => f.endsWith(".incomplete")));
+      assert.ok(!fileTree(dir).some((f) => f.endsWith(".incomplete")));
     } finally {
       await healthy.close();
     }
@@ -239,8 +220,8 @@ Deno.test("a wrong announced sha256 is an IntegrityError and nothing is cached",
       },
     );
     const dir = repoDir(cacheDir, hub);
-    assert.ok(!tree(`${dir}/blobs`).some((f) => f.startsWith("f".repeat(64))));
-    assert.ok(!tree(`${dir}/snapshots`).some((f) => f.endsWith("model.safetensors")));
+    assert.ok(!fileTree(`${dir}/blobs`).some((f) => f.startsWith("f".repeat(64))));
+    assert.ok(!fileTree(`${dir}/snapshots`).some((f) => f.endsWith("model.safetensors")));
     assert.ok(!isModelCached(hub.repoId, { cacheDir }));
   });
 });
@@ -296,8 +277,8 @@ Deno.test("tokenizer files on the hub are downloaded and cached with the model",
     assert.equal(hub.requests.length, before);
     assert.deepEqual(second.tokenizer?.tokenStrings([3, 4]), ["ab", " ab"]);
     const dir = repoDir(cacheDir, hub);
-    assert.ok(tree(dir).includes(`.no_exist/${hub.commit}/tokenizer.json`));
-    assert.ok(tree(dir).includes(`snapshots/${hub.commit}/merges.txt`));
+    assert.ok(fileTree(dir).includes(`.no_exist/${hub.commit}/tokenizer.json`));
+    assert.ok(fileTree(dir).includes(`snapshots/${hub.commit}/merges.txt`));
   });
 });
 

@@ -102,7 +102,7 @@ Deno.test("weightDtype: accessors keep the f32 processed weights; bad values rej
   a.dispose();
   b.dispose();
   await assert.rejects(
-    () => loadTiny("tiny-hf-f32", true, "f16" as "bf16"),
+    () => loadTiny("tiny-hf-f32", true, "f8" as "bf16"),
     InputError,
   );
 });

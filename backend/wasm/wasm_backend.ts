@@ -21,7 +21,8 @@ import type {
   WeightDtype,
 } from "../backend.ts";
 import { KernelError } from "../../core/errors.ts";
-import { Kernels, type LoadOptions } from "./kernels.ts";
+import { roundToF16 } from "../f16.ts";
+import { type BDtype, Kernels, type LoadOptions } from "./kernels.ts";
 
 /** A scope's state: open until disposed (directly or by an enclosing scope). */
 class WasmScope implements Scope {
@@ -68,15 +69,35 @@ class WasmArray implements DeviceArray {
   }
 }
 
-/** A packed matrix in the kernels' memory; `scope` as for {@linkcode WasmArray}. */
+/**
+ * A packed matrix in the kernels' memory; `scope` as for {@linkcode WasmArray}.
+ *
+ * f16 weights are stored as their exact f32 widening (`stored` is `"f32"`): shipped WebAssembly
+ * SIMD has no half-precision conversion, so a kernel reading f16 would decode each weight with
+ * integer shifts and a subnormal branch in its inner loop, where bf16's widening is one shift.
+ * The values are the f16-rounded ones, the same the WebGPU backend holds, so both backends
+ * compute on identical weights; the memory is f32's.
+ */
 class WasmMatrix implements PackedMatrix {
+  readonly stored: BDtype;
   constructor(
     readonly ptr: number,
     readonly k: number,
     readonly n: number,
     readonly dtype: WeightDtype,
     readonly scope: WasmScope | null,
-  ) {}
+  ) {
+    this.stored = dtype === "bf16" ? "bf16" : "f32";
+  }
+}
+
+/** Packs `data` into the kernels' memory as `dtype` stores it (f16: rounded, kept in f32). */
+function packed(kernels: Kernels, data: Float32Array, k: number, n: number, dtype: WeightDtype) {
+  if (dtype !== "f32" && dtype !== "bf16" && dtype !== "f16") {
+    throw new KernelError(`uploadMatrix: unknown dtype ${dtype} (use "f32", "bf16" or "f16")`);
+  }
+  if (dtype === "f16") return kernels.uploadPacked(roundToF16(data, k, n), k, n, "f32");
+  return kernels.uploadPacked(data, k, n, dtype);
 }
 
 /**
@@ -173,7 +194,7 @@ export class WasmBackend implements Backend {
     dtype: WeightDtype,
   ): PackedMatrix {
     this.allocIn(scope, 0); // the same checks as any allocation
-    return new WasmMatrix(this.kernels.uploadPacked(data, k, n, dtype), k, n, dtype, scope);
+    return new WasmMatrix(packed(this.kernels, data, k, n, dtype), k, n, dtype, scope);
   }
 
   /** @internal Disposes a scope and every scope opened inside it. */
@@ -220,7 +241,7 @@ export class WasmBackend implements Backend {
 
   uploadMatrix(data: Float32Array, k: number, n: number, dtype: WeightDtype = "f32"): PackedMatrix {
     this.#permanent();
-    return new WasmMatrix(this.kernels.uploadPacked(data, k, n, dtype), k, n, dtype, null);
+    return new WasmMatrix(packed(this.kernels, data, k, n, dtype), k, n, dtype, null);
   }
 
   // Host reads compute synchronously, as the kernels always have, and return settled promises
@@ -228,7 +249,7 @@ export class WasmBackend implements Backend {
   readMatrix(m: PackedMatrix): Promise<Float32Array> {
     return settled(() => {
       const w = this.#matrix(m);
-      return this.kernels.downloadPacked(w.ptr, w.k, w.n, w.dtype);
+      return this.kernels.downloadPacked(w.ptr, w.k, w.n, w.stored);
     });
   }
 
@@ -304,7 +325,7 @@ export class WasmBackend implements Backend {
       ldc,
       bias: opts.bias ? this.#ptr(opts.bias) : undefined,
       accumulate: opts.accumulate,
-      bDtype: w.dtype,
+      bDtype: w.stored,
     });
   }
 
@@ -676,7 +697,7 @@ export class WasmBackend implements Backend {
       lda,
       ldc,
       accumulate: opts.accumulate,
-      bDtype: w.dtype,
+      bDtype: w.stored,
     });
   }
 

@@ -8,6 +8,7 @@
  */
 import type { DeviceArray, PackedMatrix, WeightDtype } from "../backend.ts";
 import { KernelError } from "../../core/errors.ts";
+import { f16BitsInto } from "../f16.ts";
 import type { Binding, GpuDevice } from "./device.ts";
 
 /** A GPU buffer and the scope that owns it (null: lives as long as the backend). */
@@ -42,8 +43,8 @@ export class GpuArray implements DeviceArray {
 
 /**
  * A [k, n] weight matrix: column blocks of at most `blockCols` columns, each a row-major
- * [k, cols] buffer (f32, or bf16 packed two per u32 along a row, the even column in the low
- * half), so that every block fits one binding.
+ * [k, cols] buffer (f32, or bf16 or f16 packed two per u32 along a row, the even column in the
+ * low half), so that every block fits one binding.
  */
 export class GpuMatrix implements PackedMatrix {
   constructor(
@@ -62,7 +63,7 @@ export class GpuMatrix implements PackedMatrix {
 
   /** Row length of block b in 32-bit words. */
   words(b: number): number {
-    return this.dtype === "bf16" ? Math.ceil(this.cols(b) / 2) : this.cols(b);
+    return this.dtype === "f32" ? this.cols(b) : Math.ceil(this.cols(b) / 2);
   }
 }
 
@@ -116,6 +117,28 @@ export function packBf16(
         : ((u + 0x7fff + ((u >>> 16) & 1)) >>> 16) & 0xffff;
       out[r * words + (j >> 1)] |= (j & 1) ? (h << 16) >>> 0 : h;
     }
+  }
+  return out;
+}
+
+/**
+ * Round to nearest even IEEE half precision, two per u32 along each row of a [k, cols] block (the
+ * even column in the low half, as `unpack2x16float` reads it; an odd last column's high half is
+ * zero). The caller range-checks the matrix first (`checkF16Range`): out-of-range values would
+ * become infinities here.
+ */
+export function packF16(
+  data: Float32Array,
+  k: number,
+  n: number,
+  c0: number,
+  cols: number,
+): Uint32Array {
+  const words = Math.ceil(cols / 2);
+  const out = new Uint32Array(k * words);
+  const halves = new Uint16Array(out.buffer); // little-endian: half 2w is word w's low half
+  for (let r = 0; r < k; r++) {
+    f16BitsInto(data.subarray(r * n + c0, r * n + c0 + cols), halves, r * words * 2);
   }
   return out;
 }

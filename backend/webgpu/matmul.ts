@@ -1,11 +1,19 @@
 /**
  * Tiled matrix products on WebGPU: C = A B (+ bias) (+ C) and C = A B^T (+ C), with B one column
- * block of a {@linkcode GpuMatrix} in f32 or bf16 (two per u32, widened to f32 in registers).
+ * block of a {@linkcode GpuMatrix} in f32, bf16 or f16 (two per u32, widened to f32 in registers:
+ * f16 by WGSL's core `unpack2x16float`, on every adapter, so f16 storage needs no `shader-f16`).
  * Each workgroup of 16 x 16 invocations computes a 64 x 64 tile of C, 4 x 4 per invocation, from
  * 64 x 16 and 16 x 64 tiles of A and B staged in workgroup memory. Every element of C is one f32
  * sum over the inner dimension in order, products added one at a time (the WebAssembly kernels'
  * order too, in four interleaved lanes there), so the two backends differ by the rounding of
  * partial sums only.
+ *
+ * Why f16 is storage only, even where the adapter has `shader-f16`: half-precision arithmetic
+ * would round every product and partial sum to 11 significant bits (a dot product of 768 terms
+ * loses about 768 x 2^-11 of its magnitude, far beyond float32's 768 x 2^-24), and
+ * interpretability reads small differences of activations (patching deltas, attributions) that
+ * such sums would drown. Widening each weight exactly to f32 keeps the f32 model's arithmetic on
+ * f16-rounded weights: half the memory and bandwidth, and results that compare across backends.
  * @module
  */
 import type { GpuDevice } from "./device.ts";
@@ -14,13 +22,17 @@ import { header } from "./wgsl.ts";
 
 const TILE = 64, KT = 16;
 
-function shader(trans: boolean, bf16: boolean): string {
+type Storage = "f32" | "bf16" | "f16";
+
+function shader(trans: boolean, dtype: Storage): string {
   // B(kk, j): element (kk, j) of the product's right-hand side, from the block's storage
   // (row-major [rows, words] of W); transposed reads W[j, kk].
   const at = (r: string, c: string) =>
-    bf16
-      ? `bf(b[p.bBase + (${r}) * p.ldb + ((${c}) >> 1u)], (${c}) & 1u)`
-      : `b[p.bBase + (${r}) * p.ldb + (${c})]`;
+    dtype === "f32"
+      ? `b[p.bBase + (${r}) * p.ldb + (${c})]`
+      : `${
+        dtype === "bf16" ? "bf" : "hf"
+      }(b[p.bBase + (${r}) * p.ldb + ((${c}) >> 1u)], (${c}) & 1u)`;
   const getB = trans ? at("j", "kk") : at("kk", "j");
   return header(
     [
@@ -40,10 +52,16 @@ function shader(trans: boolean, bf16: boolean): string {
       "accumulate: u32",
     ],
     ["a", "b", "c", "bias"],
-    { b: bf16 ? "u32" : "f32" },
+    { b: dtype === "f32" ? "f32" : "u32" },
   ) + /* wgsl */ `
 fn bf(w: u32, hi: u32) -> f32 {
   return select(bitcast<f32>(w << 16u), bitcast<f32>(w & 0xffff0000u), hi == 1u);
+}
+// unpack2x16float: the f32 value of each binary16 half, exactly (f16 subnormals are normal f32
+// numbers; tests/weights_f16_test.ts checks them bit for bit, flushing would zero them).
+fn hf(w: u32, hi: u32) -> f32 {
+  let h = unpack2x16float(w);
+  return select(h.x, h.y, hi == 1u);
 }
 fn getB(kk: u32, j: u32) -> f32 { return ${getB}; }
 var<workgroup> As: array<f32, ${TILE * KT}>;
@@ -103,10 +121,10 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
 }
 
 const SHADERS = new Map<string, string>();
-function code(trans: boolean, bf16: boolean): string {
-  const key = `${trans}${bf16}`;
+function code(trans: boolean, dtype: Storage): string {
+  const key = `${trans}${dtype}`;
   let s = SHADERS.get(key);
-  if (!s) SHADERS.set(key, s = shader(trans, bf16));
+  if (!s) SHADERS.set(key, s = shader(trans, dtype));
   return s;
 }
 
@@ -131,7 +149,6 @@ export interface MatmulArgs {
 export function matmul(dev: GpuDevice, x: MatmulArgs, dummy: Bound): void {
   const { w, m } = x;
   if (m === 0) return;
-  const bf16 = w.dtype === "bf16";
   w.blocks.forEach((store, bi) => {
     const cols = w.cols(bi), c0 = bi * w.blockCols;
     const K = x.transposed ? cols : w.k;
@@ -139,7 +156,7 @@ export function matmul(dev: GpuDevice, x: MatmulArgs, dummy: Bound): void {
     const groups = Math.ceil(m / TILE) * Math.ceil(N / TILE);
     const bias = x.bias ?? dummy;
     dev.dispatch(
-      code(x.transposed, bf16),
+      code(x.transposed, w.dtype),
       [
         m,
         K,

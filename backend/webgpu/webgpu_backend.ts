@@ -23,8 +23,10 @@ import type {
   WeightDtype,
 } from "../backend.ts";
 import { InputError, KernelError } from "../../core/errors.ts";
+import { decodeFloats } from "../../core/dtype.ts";
+import { checkF16Range } from "../f16.ts";
 import { GpuDevice, type GpuLoadOptions } from "./device.ts";
-import { bind, type Bound, GpuArray, GpuMatrix, GpuStore, packBf16 } from "./arrays.ts";
+import { bind, type Bound, GpuArray, GpuMatrix, GpuStore, packBf16, packF16 } from "./arrays.ts";
 import { matmul } from "./matmul.ts";
 import * as ew from "./elementwise.ts";
 import { norm, normBackward } from "./norm.ts";
@@ -219,11 +221,12 @@ export class WebGpuBackend implements Backend {
     if (data.length !== k * n) {
       throw new KernelError(`uploadMatrix: ${data.length} values for a [${k}, ${n}] matrix`);
     }
-    if (dtype !== "f32" && dtype !== "bf16") {
-      throw new KernelError(`uploadMatrix: unknown dtype ${dtype} (use "f32" or "bf16")`);
+    if (dtype !== "f32" && dtype !== "bf16" && dtype !== "f16") {
+      throw new KernelError(`uploadMatrix: unknown dtype ${dtype} (use "f32", "bf16" or "f16")`);
     }
+    if (dtype === "f16") checkF16Range(data, k, n); // before anything is allocated
     // columns per block: a block's [k, cols] storage must fit one binding (multiples of 64)
-    const perCol = dtype === "bf16" ? 2 : 4;
+    const perCol = dtype === "f32" ? 4 : 2;
     const fit = Math.floor(this.#gpu.maxBinding / Math.max(1, k * perCol));
     const blockCols = n <= fit ? Math.max(n, 1) : Math.floor(fit / 64) * 64;
     if (blockCols < 1) {
@@ -237,6 +240,7 @@ export class WebGpuBackend implements Backend {
         const cols = Math.min(blockCols, n - c0);
         let bytes: Uint32Array | Float32Array;
         if (dtype === "bf16") bytes = packBf16(data, k, n, c0, cols);
+        else if (dtype === "f16") bytes = packF16(data, k, n, c0, cols);
         else if (cols === n) bytes = data;
         else {
           bytes = new Float32Array(k * cols);
@@ -308,6 +312,12 @@ export class WebGpuBackend implements Backend {
             const word = u[r * words + (j >> 1)];
             f[r * w.n + c0 + j] = (j & 1) ? (word & 0xffff0000) >>> 0 : (word << 16) >>> 0;
           }
+        }
+      } else if (w.dtype === "f16") {
+        const f = new Float32Array(w.k * words * 2); // widened exactly, with each row's padding
+        decodeFloats("F16", new Uint8Array(raw), f);
+        for (let r = 0; r < w.k; r++) {
+          out.set(f.subarray(r * words * 2, r * words * 2 + cols), r * w.n + c0);
         }
       } else {
         const f = new Float32Array(raw);

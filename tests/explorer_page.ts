@@ -1,0 +1,35 @@
+/**
+ * What the explorer's page tests read from the page and compare with the library: a grid view's
+ * cells, a softmax row of the library's logits in float64, and a closeness assertion that names
+ * both sides.
+ */
+import assert from "node:assert/strict";
+import type { Tensor } from "../mod.ts";
+import type { Page } from "puppeteer-core";
+
+/** The numbers of a grid view's cells: `[row][col]` from `data-row`, `data-col`, `data-value`. */
+export async function gridValues(page: Page, selector: string): Promise<number[][]> {
+  return await page.evaluate(`(() => {
+    const out = [];
+    for (const c of document.querySelectorAll(${JSON.stringify(`${selector} td.c[data-row]`)})) {
+      (out[Number(c.dataset.row)] ??= [])[Number(c.dataset.col)] = Number(c.dataset.value);
+    }
+    return out;
+  })()`) as number[][];
+}
+
+/** The probabilities at position `t` of logits [1, pos, d_vocab], in float64. */
+export function softmaxRow(logits: Tensor, t: number): Float64Array {
+  const V = logits.shape[2];
+  const row = logits.data.subarray(t * V, (t + 1) * V);
+  let max = -Infinity;
+  for (const x of row) max = Math.max(max, x);
+  let sum = 0;
+  for (const x of row) sum += Math.exp(x - max);
+  return Float64Array.from(row, (x) => Math.exp(x - max) / sum);
+}
+
+/** Asserts |a - b| <= tol, `a` being what the page shows and `b` the library's value. */
+export function close(a: number, b: number, tol: number, what: string): void {
+  assert.ok(Math.abs(a - b) <= tol, `${what}: page ${a}, library ${b} (tolerance ${tol})`);
+}

@@ -10,6 +10,7 @@ import assert from "node:assert/strict";
 import { ActivationCache, HookedTransformer, InputError, sum } from "../mod.ts";
 import type { Tensor } from "../mod.ts";
 import { fixturePath } from "./fixtures.ts";
+import { syntheticGpt2 } from "../weights/synthetic.ts";
 
 const golden = JSON.parse(Deno.readTextFileSync(fixturePath("tiny-tl-golden.json")));
 const ref = JSON.parse(Deno.readTextFileSync(fixturePath("tl-toolkit/reference.json")));
@@ -205,4 +206,48 @@ Deno.test("bad input gets typed errors that say what to do", async () => {
   assert.throws(() => partial.decomposeResid({ applyLn: true }), /ln_final.hook_scale/);
   const bare = new ActivationCache(new Map(), 2);
   assert.throws(() => bare.decomposeResid(), /needs the model/);
+});
+
+Deno.test("computeHeadResults on the kernels: z W_O per head within float32's summation bound", async () => {
+  // Products of 64 x 64 x 256 multiply-adds run on the model's kernels (core/ops.ts sends those
+  // of 2^18 or more there), unlike the tiny model's; the reference is float64. Each entry is a
+  // float32 sum of d_head = 64 products, so |error| <= 64 u sum |z W| (u = 2^-24), with 1% room.
+  const { config, weights } = syntheticGpt2({
+    nLayers: 2,
+    nHeads: 4,
+    dModel: 256,
+    dVocab: 512,
+    nCtx: 64,
+    seed: 5,
+  });
+  const big = await HookedTransformer.fromBytes(config, weights, { threads: 1 });
+  try {
+    const tokens = [Array.from({ length: 64 }, (_, i) => (i * 37) % 512)];
+    const { cache: c } = await big.runWithCache(tokens);
+    const { nHeads: H, dHead: K, dModel: D } = big.cfg;
+    c.computeHeadResults();
+    for (let l = 0; l < 2; l++) {
+      const z = c.get("z", l).data, result = c.get("result", l);
+      assert.deepEqual(result.shape, [1, 64, H, D]);
+      const W = big.W_O.data.subarray(l * H * K * D);
+      let worst = 0;
+      for (let p = 0; p < 64; p++) {
+        for (let h = 0; h < H; h++) {
+          for (let d = 0; d < D; d++) {
+            let exact = 0, mag = 0;
+            for (let k = 0; k < K; k++) {
+              const t = z[(p * H + h) * K + k] * W[(h * K + k) * D + d];
+              exact += t;
+              mag += Math.abs(t);
+            }
+            const err = Math.abs(result.data[(p * H + h) * D + d] - exact);
+            worst = Math.max(worst, err / (1.01 * K * 2 ** -24 * mag));
+          }
+        }
+      }
+      assert.ok(worst <= 1, `layer ${l}: error ${worst} of the bound`);
+    }
+  } finally {
+    big.dispose();
+  }
 });

@@ -13,3 +13,18 @@ export function bitsEqual(a: Float32Array, b: Float32Array, what: string): void 
     if (ua[i] !== ub[i]) assert.fail(`${what}: element ${i} differs: ${a[i]} vs ${b[i]}`);
   }
 }
+
+/** max |actual[i] - expected[i]|, after checking that the lengths agree. */
+export function maxAbsDiff(actual: ArrayLike<number>, expected: ArrayLike<number>): number {
+  assert.equal(actual.length, expected.length, "lengths");
+  let m = 0;
+  for (let i = 0; i < actual.length; i++) m = Math.max(m, Math.abs(actual[i] - expected[i]));
+  return m;
+}
+
+/** max |a[i]|. */
+export function maxAbs(a: ArrayLike<number>): number {
+  let m = 0;
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]));
+  return m;
+}

@@ -19,6 +19,7 @@ import type { Tensor } from "../core/tensor.ts";
 import { parseSafetensors, writeSafetensors } from "../io/safetensors.ts";
 import { centred, FAMILY_FIXTURES, loadFamily, readFamily } from "./families_fixtures.ts";
 import { fixturePath } from "./fixtures.ts";
+import { maxAbsDiff } from "./assertions.ts";
 
 const golden = JSON.parse(
   await Deno.readTextFile(fixturePath("families-bf16/golden.json")),
@@ -33,13 +34,6 @@ async function bf16Checkpoint(dir: string): Promise<Uint8Array> {
     dtype: "BF16",
     metadata: { format: "pt" },
   });
-}
-
-function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  assert.equal(a.length, b.length);
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
-  return m;
 }
 
 async function logits(

@@ -21,6 +21,7 @@ import { parseSafetensors } from "../io/safetensors.ts";
 import { centred, FAMILY_FIXTURES, loadFamily } from "./families_fixtures.ts";
 import { fixturePath } from "./fixtures.ts";
 import { deviceTest, TEST_DEVICES } from "./backend_harness.ts";
+import { maxAbsDiff } from "./assertions.ts";
 
 interface Golden {
   logits: number[][][];
@@ -31,13 +32,6 @@ interface Golden {
 const golden = JSON.parse(
   await Deno.readTextFile(fixturePath("families-golden.json")),
 ) as { tokens: number[][] } & Record<string, Golden>;
-
-function maxAbsDiff(actual: ArrayLike<number>, expected: ArrayLike<number>): number {
-  assert.equal(actual.length, expected.length);
-  let m = 0;
-  for (let i = 0; i < actual.length; i++) m = Math.max(m, Math.abs(actual[i] - expected[i]));
-  return m;
-}
 
 for (const d of TEST_DEVICES) {
   for (const { dir, finalNorm } of FAMILY_FIXTURES) {

@@ -44,12 +44,5 @@ export async function loadGemma(
   });
 }
 
-/** Largest absolute difference of two equally long arrays. */
-export function maxAbsDiff(actual: ArrayLike<number>, expected: ArrayLike<number>): number {
-  if (actual.length !== expected.length) {
-    throw new Error(`lengths differ: ${actual.length} vs ${expected.length}`);
-  }
-  let m = 0;
-  for (let i = 0; i < actual.length; i++) m = Math.max(m, Math.abs(actual[i] - expected[i]));
-  return m;
-}
+/** Largest absolute difference of two equally long arrays (the gemma tests import it here). */
+export { maxAbsDiff } from "./assertions.ts";

@@ -16,45 +16,15 @@
  */
 import assert from "node:assert/strict";
 import { InputError } from "../core/errors.ts";
-import { HookedTransformer } from "../model/hooked_transformer.ts";
-import { fixturePath, readTinyGolden } from "./fixtures.ts";
+import { readTinyGolden } from "./fixtures.ts";
+import { maxAbs, maxAbsDiff } from "./assertions.ts";
+import { fixtureModel } from "./toolkit_helpers.ts";
 
 const golden = readTinyGolden();
 const ROUNDED_PRODUCTS = 9;
 
-async function loadTiny(
-  dir: string,
-  processed: boolean,
-  weightDtype: "f32" | "bf16",
-): Promise<HookedTransformer> {
-  const path = fixturePath(dir);
-  const config = JSON.parse(await Deno.readTextFile(`${path}/config.json`));
-  const bytes = await Deno.readFile(`${path}/model.safetensors`);
-  return await HookedTransformer.fromBytes(config, bytes, {
-    name: dir,
-    foldLn: processed,
-    centerWritingWeights: processed,
-    centerUnembed: processed,
-    foldValueBiases: processed,
-    weightDtype,
-  });
-}
-
-function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  assert.equal(a.length, b.length);
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
-  return m;
-}
-
-function maxAbs(a: ArrayLike<number>): number {
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]));
-  return m;
-}
-
 async function logits(dir: string, processed: boolean, dtype: "f32" | "bf16") {
-  const model = await loadTiny(dir, processed, dtype);
+  const model = await fixtureModel(dir, { processed, weightDtype: dtype });
   assert.equal(model.weightDtype, dtype);
   const out = (await model.run(golden.tokens)).data;
   model.dispose();
@@ -95,14 +65,14 @@ Deno.test("tiny-hf-f32, unprocessed: bf16 logits near f32 and HF's f32 golden", 
 });
 
 Deno.test("weightDtype: accessors keep the f32 processed weights; bad values rejected", async () => {
-  const a = await loadTiny("tiny-hf-f32", true, "f32");
-  const b = await loadTiny("tiny-hf-f32", true, "bf16");
+  const a = await fixtureModel("tiny-hf-f32", { processed: true, weightDtype: "f32" });
+  const b = await fixtureModel("tiny-hf-f32", { processed: true, weightDtype: "bf16" });
   assert.deepEqual(b.W_in.data, a.W_in.data);
   assert.deepEqual(b.W_U.data, a.W_U.data);
   a.dispose();
   b.dispose();
   await assert.rejects(
-    () => loadTiny("tiny-hf-f32", true, "f8" as "bf16"),
+    () => fixtureModel("tiny-hf-f32", { weightDtype: "f8" as "bf16" }),
     InputError,
   );
 });

@@ -21,51 +21,23 @@
  *   issue's bound for WebGPU against WebAssembly).
  */
 import assert from "node:assert/strict";
-import { HookedTransformer, runtimeOf } from "../model/hooked_transformer.ts";
+import { runtimeOf } from "../model/hooked_transformer.ts";
 import { f16BitsToF32, f32ToF16Bits } from "../core/dtype.ts";
-import { fixturePath, readTinyGolden } from "./fixtures.ts";
+import { readTinyGolden } from "./fixtures.ts";
 import { deviceTest, TEST_DEVICES, type TestDevice } from "./backend_harness.ts";
+import { maxAbs, maxAbsDiff } from "./assertions.ts";
+import { fixtureModel } from "./toolkit_helpers.ts";
 
 const golden = readTinyGolden();
 const ROUNDED_PRODUCTS = 9;
 const F16_U = 2 ** -11;
 
-async function loadTiny(
-  dir: string,
-  processed: boolean,
-  weightDtype: "f32" | "f16",
-  d: TestDevice,
-): Promise<HookedTransformer> {
-  const path = fixturePath(dir);
-  const config = JSON.parse(await Deno.readTextFile(`${path}/config.json`));
-  const bytes = await Deno.readFile(`${path}/model.safetensors`);
-  return await HookedTransformer.fromBytes(config, bytes, {
-    name: dir,
-    device: d.device,
-    threads: 1,
-    foldLn: processed,
-    centerWritingWeights: processed,
-    centerUnembed: processed,
-    foldValueBiases: processed,
-    weightDtype,
-  });
-}
-
-function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  assert.equal(a.length, b.length);
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
-  return m;
-}
-
-function maxAbs(a: ArrayLike<number>): number {
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]));
-  return m;
-}
-
 async function logits(dir: string, processed: boolean, dtype: "f32" | "f16", d: TestDevice) {
-  const model = await loadTiny(dir, processed, dtype, d);
+  const model = await fixtureModel(dir, {
+    processed: processed,
+    weightDtype: dtype,
+    device: d.device,
+  });
   try {
     assert.equal(model.weightDtype, dtype);
     return (await model.run(golden.tokens)).data;
@@ -83,7 +55,11 @@ for (const d of TEST_DEVICES) {
       d,
       "tiny-hf-f16, unprocessed: f16 storage keeps the checkpoint exactly",
       async () => {
-        const model = await loadTiny("tiny-hf-f16", false, "f16", d);
+        const model = await fixtureModel("tiny-hf-f16", {
+          processed: false,
+          weightDtype: "f16",
+          device: d.device,
+        });
         try {
           const { backend, weights, params } = runtimeOf(model);
           // the checkpoint's values (widened exactly on load) are f16 values...

@@ -14,6 +14,7 @@ import assert from "node:assert/strict";
 import { HookedTransformer } from "../model/hooked_transformer.ts";
 import { fixturePath, readTinyGolden, TINY_MODELS } from "./fixtures.ts";
 import { deviceTest, TEST_DEVICES, type TestDevice } from "./backend_harness.ts";
+import { maxAbsDiff } from "./assertions.ts";
 
 const golden = readTinyGolden();
 
@@ -35,13 +36,6 @@ async function loadTiny(
     centerUnembed: flag,
     foldValueBiases: flag,
   });
-}
-
-function maxAbsDiff(actual: Float32Array, expected: number[]): number {
-  assert.equal(actual.length, expected.length);
-  let m = 0;
-  for (let i = 0; i < actual.length; i++) m = Math.max(m, Math.abs(actual[i] - expected[i]));
-  return m;
 }
 
 interface Golden {

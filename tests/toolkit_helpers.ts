@@ -6,31 +6,54 @@ import assert from "node:assert/strict";
 import { HookedTransformer, type Tokenizer } from "../mod.ts";
 import { fixturePath } from "./fixtures.ts";
 import type { Device } from "../backend/select.ts";
+import type { WeightDtype } from "../backend/backend.ts";
 
-/**
- * The tiny GPT-2 (2 layers, 4 heads, d_model 32, vocabulary 96) with or without processing, on
- * `device` (default wasm).
- */
-export async function tinyModel(
-  processed = true,
-  tokenizer?: Tokenizer,
-  device: Device = "wasm",
+/** Options of {@linkcode fixtureModel}. */
+export interface FixtureModelOptions {
+  /** All four of `from_pretrained`'s processing steps (default true), or none. */
+  processed?: boolean;
+  /** The device (default wasm). */
+  device?: Device;
+  /** How the big matrices are stored (default f32). */
+  weightDtype?: WeightDtype;
+  /** A tokenizer to attach. */
+  tokenizer?: Tokenizer;
+}
+
+/** A model from `tests/fixtures/<dir>` (config.json, model.safetensors), on one thread. */
+export async function fixtureModel(
+  dir: string,
+  opts: FixtureModelOptions = {},
 ): Promise<HookedTransformer> {
-  const dir = fixturePath("tiny-hf-f32");
+  const path = fixturePath(dir);
+  const processed = opts.processed ?? true;
   return await HookedTransformer.fromBytes(
-    JSON.parse(await Deno.readTextFile(`${dir}/config.json`)),
-    await Deno.readFile(`${dir}/model.safetensors`),
+    JSON.parse(await Deno.readTextFile(`${path}/config.json`)),
+    await Deno.readFile(`${path}/model.safetensors`),
     {
-      name: "tiny-hf-f32",
-      tokenizer,
+      name: dir,
+      tokenizer: opts.tokenizer,
       threads: 1,
-      device,
+      device: opts.device ?? "wasm",
+      weightDtype: opts.weightDtype ?? "f32",
       foldLn: processed,
       centerWritingWeights: processed,
       centerUnembed: processed,
       foldValueBiases: processed,
     },
   );
+}
+
+/**
+ * The tiny GPT-2 (2 layers, 4 heads, d_model 32, vocabulary 96) with or without processing, on
+ * `device` (default wasm).
+ */
+export function tinyModel(
+  processed = true,
+  tokenizer?: Tokenizer,
+  device: Device = "wasm",
+): Promise<HookedTransformer> {
+  return fixtureModel("tiny-hf-f32", { processed, tokenizer, device });
 }
 
 /** max |a - b| / max(|b|), the relative error of a tensor against a reference. */

@@ -957,7 +957,9 @@ function defaultTop1BlockRows(backend: Backend | undefined): number {
  * wins ties, as `torch.argmax`). Streams M in row blocks: with a backend each block is one
  * matmul and the argmax of each row runs on the backend, so memory holds only
  * B packed and one block (blockRows x n floats): 12.3 MiB + 3.1 MiB for GPT-2 small's
- * K-composition circuit in 16-row blocks (12.3 MiB + 24.5 MiB in 128-row blocks).
+ * K-composition circuit in 16-row blocks (12.3 MiB + 24.5 MiB in 128-row blocks). From 8,192
+ * rows (or with `method: "bounds"`) bounds decide most rows without their products (see
+ * `Top1Options.method`), on the CPU: a WebGPU backend's host companion runs them.
  * Yields to the event loop between blocks now and then, so callers can redraw progress.
  *
  * @example
@@ -980,7 +982,11 @@ export async function top1Accuracy(m: FactoredMatrix, opts: Top1Options = {}): P
   const stream = new RowStream(m, opts.blockRows ?? defaultTop1BlockRows(m.backend));
   const method = opts.method ?? "auto";
   if (m.backend && (method === "bounds" || (method === "auto" && n >= 8192))) {
-    const decided = await top1ByBounds(m.A.data, m.B.data, n, m.mdim, m.backend, {
+    // The bounds decide rows through many small products and reads: a CPU's work, so an
+    // asynchronous device hands them to its eager host companion (Backend.host, the same
+    // kernels as on wasm); the rows they leave undecided are streamed on the device below.
+    const cpu = m.backend.eager ? m.backend : m.backend.host ?? m.backend;
+    const decided = await top1ByBounds(m.A.data, m.B.data, n, m.mdim, cpu, {
       onProgress: opts.onProgress,
     });
     if (decided) return await top1Finish(m, stream, decided.outcome);

@@ -13,6 +13,7 @@ import {
   allCompositionScores,
   type Backend,
   einsum,
+  FactoredMatrix,
   HookedTransformer,
   InputError,
   kCompositionCircuit,
@@ -21,6 +22,7 @@ import {
   ovCircuit,
   qkCircuit,
   type Tensor,
+  top1Accuracy,
 } from "../mod.ts";
 import { WebGpuBackend } from "../backend/webgpu/webgpu_backend.ts";
 import { WasmBackend } from "../backend/wasm/wasm_backend.ts";
@@ -209,6 +211,42 @@ Deno.test(
         }
       } finally {
         model.dispose();
+      }
+    },
+  ),
+);
+
+Deno.test(
+  deviceTest(
+    webgpu,
+    "host companion: top-1 by bounds runs its products there, as on wasm",
+    async () => {
+      // B = 0.3 A^T + noise: the diagonal wins on some rows, not most (a copying circuit's shape).
+      const n = 2048, k = 32;
+      const a = seeded(n * k, 11), noise = seeded(k * n, 12), b = new Float32Array(k * n);
+      for (let p = 0; p < k; p++) {
+        for (let j = 0; j < n; j++) b[p * n + j] = 0.3 * a[j * k + p] + noise[p * n + j];
+      }
+      const { backend: gpu } = await loadBackend("webgpu");
+      const cpu = await WasmBackend.load({ threads: 1 });
+      try {
+        const host = gpu.host!;
+        let hostProducts = 0;
+        const matmul = host.matmul.bind(host);
+        host.matmul = (...args: Parameters<Backend["matmul"]>) => {
+          hostProducts++;
+          return matmul(...args);
+        };
+        const factored = (backend: Backend) =>
+          new FactoredMatrix({ data: a, shape: [n, k] }, { data: b, shape: [k, n] }, { backend });
+        const want = await top1Accuracy(factored(cpu), { method: "dense" });
+        assert.ok(want > 0 && want < 0.5, `a test with power: top-1 ${want}`);
+        assert.equal(await top1Accuracy(factored(cpu), { method: "bounds" }), want);
+        assert.equal(await top1Accuracy(factored(gpu), { method: "bounds" }), want);
+        assert.ok(hostProducts > 0, "the bounds' products ran on the companion");
+      } finally {
+        gpu.close();
+        cpu.close();
       }
     },
   ),

@@ -136,9 +136,14 @@ function gramRows(x: Float32Array, r: number, c: number): Float64Array {
 /**
  * Thin QR of the columns of X [r, c] (row-major), by Gram-Schmidt with one re-orthogonalisation:
  * X = Q R with Q's columns orthonormal (or zero where X's columns are dependent), R [c, c] upper
- * triangular. Q is returned as c column arrays of length r, in float64.
+ * triangular. Q is returned as c column arrays of length r, in float64. (Exported for
+ * `composition.ts`; not part of the library's API.)
  */
-function qrColumns(x: Float32Array, r: number, c: number): { q: Float64Array[]; R: Float64Array } {
+export function qrColumns(
+  x: Float32Array,
+  r: number,
+  c: number,
+): { q: Float64Array[]; R: Float64Array } {
   const q: Float64Array[] = [];
   const R = new Float64Array(c * c);
   let scale = 0;

@@ -109,7 +109,7 @@ for (const dir of ["tiny-llama", "tiny-qwen2"]) {
           }
         }
       }
-      // Scores are ratios in [0, 1] from float32 SVD factors: 1e-5 relative to 1.
+      // Scores are ratios in [0, 1] from float32 reduced factors: 1e-5 relative to 1.
       assert.ok(worst < 1e-5, `${mode}: worst |score - definition| = ${worst}`);
     }
   });

@@ -33,3 +33,30 @@ export function softmaxRow(logits: Tensor, t: number): Float64Array {
 export function close(a: number, b: number, tol: number, what: string): void {
   assert.ok(Math.abs(a - b) <= tol, `${what}: page ${a}, library ${b} (tolerance ${tol})`);
 }
+
+/**
+ * Reads the tokens view's top-k table and asserts, at each of the T positions, that it lists the
+ * library's `k` most probable ids of `logits` [1, T, d_vocab] in order (ties by id). Returns each
+ * shown probability beside the library's, with its name, for the caller's tolerance.
+ */
+export async function checkTopK(
+  page: Page,
+  logits: Tensor,
+  T: number,
+  k: number,
+): Promise<{ shown: number; library: number; what: string }[]> {
+  const topk = await page.evaluate(`[...document.querySelectorAll("#view-tokens table.topk tr")]
+    .slice(1).map((r) => [...r.querySelectorAll("td[data-id]")]
+      .map((c) => [Number(c.dataset.id), Number(c.dataset.value)]))`) as [number, number][][];
+  assert.equal(topk.length, T, "one row per token");
+  const out: { shown: number; library: number; what: string }[] = [];
+  for (let t = 0; t < T; t++) {
+    const p = softmaxRow(logits, t);
+    const order = [...p.keys()].sort((i, j) => p[j] - p[i] || i - j).slice(0, k);
+    assert.deepEqual(topk[t].map(([id]) => id), order, `top-${k} ids at position ${t}`);
+    for (const [id, prob] of topk[t]) {
+      out.push({ shown: prob, library: p[id], what: `p(${id}) at ${t}` });
+    }
+  }
+  return out;
+}

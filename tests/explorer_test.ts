@@ -22,7 +22,7 @@ import { parseState, stateToSearch } from "../examples/explorer/protocol.ts";
 import { parseExploreArgs, startExplorer } from "../examples/explorer/serve.ts";
 import { correlation } from "../analysis/attribution.ts";
 import { HEAD_KINDS, promptIds, TOP_K } from "../examples/explorer/views.ts";
-import { close, gridValues, softmaxRow } from "./explorer_page.ts";
+import { checkTopK, close, gridValues, softmaxRow } from "./explorer_page.ts";
 import { launchChromium, skipWithoutChromium, watchPage } from "./browser.ts";
 import { REPO_ROOT, startStaticServer } from "./static_server.ts";
 import { ensureBuilt } from "../examples/browser/build.ts";
@@ -185,15 +185,8 @@ Deno.test({
       });
 
       // Tokens and top-k: ids and probabilities of every position.
-      const topk = await page.evaluate(`[...document.querySelectorAll("#view-tokens table.topk tr")]
-        .slice(1).map((r) => [...r.querySelectorAll("td[data-id]")]
-          .map((c) => [Number(c.dataset.id), Number(c.dataset.value)]))`) as [number, number][][];
-      assert.equal(topk.length, T, "one row per token");
-      for (let t = 0; t < T; t++) {
-        const p = softmaxRow(logits, t);
-        const order = [...p.keys()].sort((i, j) => p[j] - p[i] || i - j).slice(0, TOP_K);
-        assert.deepEqual(topk[t].map(([id]) => id), order, `top-${TOP_K} ids at position ${t}`);
-        topk[t].forEach(([id, prob]) => close(prob, p[id], PROB_TOL, `p(${id}) at ${t}`));
+      for (const { shown, library, what } of await checkTopK(page, logits, T, TOP_K)) {
+        close(shown, library, PROB_TOL, what);
       }
 
       // Attention: every head of every layer, and each head's full pattern.

@@ -24,7 +24,7 @@ import { parseState, type ViewName, VIEWS } from "../examples/explorer/protocol.
 import { startExplorer } from "../examples/explorer/serve.ts";
 import { computeViews, TOP_K } from "../examples/explorer/views.ts";
 import { deviceTest, TEST_DEVICES } from "./backend_harness.ts";
-import { gridValues, softmaxRow } from "./explorer_page.ts";
+import { checkTopK, gridValues } from "./explorer_page.ts";
 import { launchChromium, skipWithoutChromium, watchPage } from "./browser.ts";
 
 const ARTIFACTS = new URL("../out/test-artifacts/", import.meta.url);
@@ -144,17 +144,8 @@ Deno.test({
       assert.equal(await page.evaluate(`document.getElementById("device").value`), "webgpu");
 
       // Top-k: the ids in order and their probabilities, at every position.
-      const topk = await page.evaluate(`[...document.querySelectorAll("#view-tokens table.topk tr")]
-        .slice(1).map((r) => [...r.querySelectorAll("td[data-id]")]
-          .map((c) => [Number(c.dataset.id), Number(c.dataset.value)]))`) as [number, number][][];
-      assert.equal(topk.length, T, "one row per token");
-      const topkPairs: [number, number][] = [];
-      for (let t = 0; t < T; t++) {
-        const p = softmaxRow(logits, t);
-        const order = [...p.keys()].sort((i, j) => p[j] - p[i] || i - j).slice(0, TOP_K);
-        assert.deepEqual(topk[t].map(([id]) => id), order, `top-${TOP_K} ids at position ${t}`);
-        for (const [id, prob] of topk[t]) topkPairs.push([prob, p[id]]);
-      }
+      const topkPairs: [number, number][] = (await checkTopK(page, logits, T, TOP_K))
+        .map(({ shown, library }) => [shown, library]);
 
       // A pattern row: the last query of the first and the last head (every key visible).
       const patternPairs: [number, number][] = [];

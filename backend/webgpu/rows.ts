@@ -24,23 +24,34 @@ fn is_neg_inf(v: f32) -> bool { return bitcast<u32>(v) == 0xff800000u; }
 const NAN_BITS: u32 = 0x7fc00000u;
 `;
 
-const MAX_SUM_EXP = header(["n: u32", "ld: u32", "x0: u32", "o0: u32"], ["x", "o"]) + EXP +
-  NONFINITE + REDUCE + entry(256) + `
-  let xr = p.x0 + item * p.ld;
+/**
+ * WGSL (after EXP, NONFINITE and REDUCE, in a shader whose row data is `x`): row x[xr ..< xr + n]'s
+ * maximum, its sum of exp(x - max), and whether the CPU's rule makes the row's results NaN (a NaN
+ * or +Infinity entry, or no entry above -Infinity). Every invocation of the workgroup calls it.
+ */
+const ROW_LSE = /* wgsl */ `
+struct RowLse { m: f32, total: f32, spoilt: bool }
+fn row_lse(xr: u32, n: u32, lid: u32) -> RowLse {
   var mx = ${NEG_INF};
   var bad = 0.0;
-  for (var j = lid; j < p.n; j += 256u) {
+  for (var j = lid; j < n; j += 256u) {
     let v = x[xr + j];
     if (spoils_lse(v)) { bad = 1.0; } else { mx = max(mx, v); }
   }
   let m = reduce_max(mx, lid);
   let spoilt = reduce_max(bad, lid) > 0.0 || is_neg_inf(m);
   var s = 0.0;
-  for (var j = lid; j < p.n; j += 256u) { s = s + expf(x[xr + j] - m); }
-  let total = reduce_sum(s, lid);
+  for (var j = lid; j < n; j += 256u) { s = s + expf(x[xr + j] - m); }
+  return RowLse(m, reduce_sum(s, lid), spoilt);
+}
+`;
+
+const MAX_SUM_EXP = header(["n: u32", "ld: u32", "x0: u32", "o0: u32"], ["x", "o"]) + EXP +
+  NONFINITE + REDUCE + ROW_LSE + entry(256) + `
+  let r = row_lse(p.x0 + item * p.ld, p.n, lid);
   if (lid == 0u) {
-    o[p.o0 + 2u * item] = m;
-    o[p.o0 + 2u * item + 1u] = select(total, bitcast<f32>(NAN_BITS), spoilt);
+    o[p.o0 + 2u * item] = r.m;
+    o[p.o0 + 2u * item + 1u] = select(r.total, bitcast<f32>(NAN_BITS), r.spoilt);
   }
 }`;
 
@@ -141,32 +152,22 @@ const CE_GRAD = header(["n: u32", "x0: u32", "o0: u32", "c0: u32", "t0: u32", "m
   "coef",
   "tgt",
   "ms",
-], { tgt: "i32" }) + EXP + NONFINITE + REDUCE + entry(256) + `
+], { tgt: "i32" }) + EXP + NONFINITE + REDUCE + ROW_LSE + entry(256) + `
   let xr = p.x0 + item * p.n;
   let orow = p.o0 + item * p.n;
-  var mx = ${NEG_INF};
-  var bad = 0.0;
-  for (var j = lid; j < p.n; j += 256u) {
-    let v = x[xr + j];
-    if (spoils_lse(v)) { bad = 1.0; } else { mx = max(mx, v); }
-  }
-  let m = reduce_max(mx, lid);
   // as on the CPU: a NaN or +Infinity logit, or no finite one, makes the row's results NaN
-  let spoilt = reduce_max(bad, lid) > 0.0 || is_neg_inf(m);
-  var s = 0.0;
-  for (var j = lid; j < p.n; j += 256u) { s = s + expf(x[xr + j] - m); }
-  let total = reduce_sum(s, lid);
+  let r = row_lse(xr, p.n, lid);
   let c = coef[p.c0 + item];
-  let k = c / total;
+  let k = c / r.total;
   let t = tgt[p.t0 + item];
   for (var j = lid; j < p.n; j += 256u) {
-    var v = expf(x[xr + j] - m) * k;
+    var v = expf(x[xr + j] - r.m) * k;
     if (i32(j) == t) { v = v - c; }
-    o[orow + j] = select(v, bitcast<f32>(NAN_BITS), spoilt);
+    o[orow + j] = select(v, bitcast<f32>(NAN_BITS), r.spoilt);
   }
   if (lid == 0u) {
-    ms[p.m0 + 2u * item] = m;
-    ms[p.m0 + 2u * item + 1u] = select(total, bitcast<f32>(NAN_BITS), spoilt);
+    ms[p.m0 + 2u * item] = r.m;
+    ms[p.m0 + 2u * item + 1u] = select(r.total, bitcast<f32>(NAN_BITS), r.spoilt);
   }
 }`;
 

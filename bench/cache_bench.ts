@@ -11,17 +11,7 @@
 import { HookedTransformer } from "../mod.ts";
 import { defaultBenchDir, writeBenchModel } from "./model_file.ts";
 import { readBenchTokens } from "./peers/common.ts";
-
-/** This process's CPU seconds (user + system, every thread) on Linux; NaN elsewhere. */
-function cpu(): number {
-  try {
-    const stat = Deno.readTextFileSync("/proc/self/stat");
-    const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    return (Number(f[11]) + Number(f[12])) / 100;
-  } catch {
-    return NaN;
-  }
-}
+import { cpuSeconds } from "./process_stats.ts";
 
 const median = (x: number[]) => [...x].sort((a, b) => a - b)[x.length >> 1];
 const mean = (x: number[]) => x.reduce((a, b) => a + b, 0) / x.length;
@@ -43,10 +33,10 @@ for (const batch of batches) {
   const wall = { run: [] as number[], cache: [] as number[] };
   const cpus = { run: [] as number[], cache: [] as number[] };
   const time = async (key: "run" | "cache", fn: () => Promise<unknown>) => {
-    const t = performance.now(), c = cpu();
+    const t = performance.now(), c = cpuSeconds();
     await fn();
     wall[key].push((performance.now() - t) / 1000);
-    cpus[key].push(cpu() - c);
+    cpus[key].push(cpuSeconds() - c);
   };
   for (let i = 0; i < reps; i++) {
     // Alternate which goes first, so a load that drifts within a pair favours neither.

@@ -28,23 +28,13 @@ import {
   syntheticGpt2,
   top1Accuracy,
 } from "../mod.ts";
+import { cpuSeconds } from "./process_stats.ts";
 
 const MiB = 2 ** 20;
 
 function flag(name: string): string | undefined {
   const i = Deno.args.indexOf(`--${name}`);
   return i >= 0 ? Deno.args[i + 1] : undefined;
-}
-
-/** CPU seconds (user + system) this process has used, on Linux; NaN elsewhere. */
-function cpuSeconds(): number {
-  try {
-    const stat = Deno.readTextFileSync("/proc/self/stat");
-    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    return (Number(fields[11]) + Number(fields[12])) / 100; // utime, stime in clock ticks
-  } catch {
-    return NaN;
-  }
 }
 
 /** Runs f, printing wall time and CPU time (the CPU figure is robust to a busy machine). */

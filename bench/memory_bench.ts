@@ -22,6 +22,7 @@
 import type { WasmBackend } from "../backend/wasm/wasm_backend.ts";
 import { HookedTransformer } from "../model/hooked_transformer.ts";
 import { syntheticGpt2 } from "../weights/synthetic.ts";
+import { peakRssBytes } from "./process_stats.ts";
 
 /** The GPT-2 shapes (vocabulary 50257, context 1024). */
 export const SIZES = {
@@ -60,15 +61,6 @@ function counts(size: Size, dtype: Dtype): { params: number; packedBytes: number
   const params = L * perLayer + VOCAB * d + CTX * d + 2 * d;
   const packedElems = L * matrix + d * Math.ceil(VOCAB / 8) * 8;
   return { params, packedBytes: packedElems * (dtype === "bf16" ? 2 : 4) };
-}
-
-function hwm(): number | undefined {
-  try {
-    const m = /VmHWM:\s+(\d+) kB/.exec(Deno.readTextFileSync("/proc/self/status"));
-    return m ? Number(m[1]) * 1024 : undefined;
-  } catch {
-    return undefined;
-  }
 }
 
 async function child(size: Size, dtype: Dtype, checkpoint: "F32" | "BF16"): Promise<MemoryResult> {
@@ -118,7 +110,7 @@ async function child(size: Size, dtype: Dtype, checkpoint: "F32" | "BF16"): Prom
       ok: true,
       wasmBytes,
       peakRssSampled: peak,
-      peakRssHwm: hwm(),
+      peakRssHwm: peakRssBytes(),
       rssAfterLoad,
       syntheticMs,
       loadMs,

@@ -18,6 +18,7 @@
 import type { WasmBackend } from "../backend/wasm/wasm_backend.ts";
 import { HookedTransformer } from "../model/hooked_transformer.ts";
 import { syntheticGemma, syntheticGptNeox, syntheticLlama } from "../weights/synthetic_families.ts";
+import { peakRssBytes } from "./process_stats.ts";
 
 /** A model's shape, as its HF config gives it. */
 interface Shape {
@@ -234,8 +235,7 @@ async function child(name: string, dtype: "f32" | "bf16"): Promise<Measured> {
   }
   const wasmBytes = (model.backend as WasmBackend).memoryBytes;
   model.dispose();
-  const hwm = /VmHWM:\s+(\d+) kB/.exec(Deno.readTextFileSync("/proc/self/status"));
-  return { wasmBytes, peakRss: hwm ? Number(hwm[1]) * 1024 : undefined, loadMs, forwardMs };
+  return { wasmBytes, peakRss: peakRssBytes(), loadMs, forwardMs };
 }
 
 async function measure(name: string, dtype: "f32" | "bf16"): Promise<Measured | string> {

@@ -19,35 +19,16 @@ import { top1Accuracy } from "../analysis/factored_matrix.ts";
 import { BENCH_SEQ_LEN, defaultBenchDir, writeBenchModel } from "./model_file.ts";
 import { readBenchTokens } from "./peers/common.ts";
 import { runTorch } from "./peers/run_peers.ts";
-
-/** [own CPU seconds, waited-for children's CPU seconds] on Linux; NaN elsewhere. */
-function cpu(): [number, number] {
-  try {
-    const stat = Deno.readTextFileSync("/proc/self/stat");
-    const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    return [(Number(f[11]) + Number(f[12])) / 100, (Number(f[13]) + Number(f[14])) / 100];
-  } catch {
-    return [NaN, NaN];
-  }
-}
+import { childCpuSeconds, cpuSeconds, loadAverage } from "./process_stats.ts";
 
 const bench = await writeBenchModel(defaultBenchDir(), 0);
 const spec = await readBenchTokens(bench.tokensPath);
 const model = await HookedTransformer.fromPretrained(bench.dir);
-/** The 1-minute load average (Linux), to say how busy the machine was during a step. */
-function load(): number {
-  try {
-    return Number(Deno.readTextFileSync("/proc/loadavg").split(" ")[0]);
-  } catch {
-    return NaN;
-  }
-}
-
 const ours: Record<string, { wall: number; cpu: number; load: number }> = {};
 const lap = async <T>(name: string, fn: () => Promise<T>): Promise<T> => {
-  const t = performance.now(), c = cpu()[0];
+  const t = performance.now(), c = cpuSeconds();
   const r = await fn();
-  ours[name] = { wall: (performance.now() - t) / 1000, cpu: cpu()[0] - c, load: load() };
+  ours[name] = { wall: (performance.now() - t) / 1000, cpu: cpuSeconds() - c, load: loadAverage() };
   console.error(
     `ours ${name}: ${ours[name].wall.toFixed(1)} s wall, ${ours[name].cpu.toFixed(1)} s cpu`,
   );
@@ -68,12 +49,12 @@ model.dispose();
 let torch: Record<string, unknown> | undefined;
 let torchCpu = NaN, torchLoad = NaN;
 if (!Deno.args.includes("--no-peers")) {
-  const c = cpu()[1];
+  const c = childCpuSeconds();
   const i = Deno.args.indexOf("--torch-args");
   const extraArgs = i >= 0 ? Deno.args[i + 1].split(" ").filter((a) => a) : [];
   const r = await runTorch("study", bench.dir, bench.tokensPath, { extraArgs });
-  torchCpu = cpu()[1] - c;
-  torchLoad = load();
+  torchCpu = childCpuSeconds() - c;
+  torchLoad = loadAverage();
   if (r.ok) torch = r.result as unknown as Record<string, unknown>;
   else console.error(r.skipped, r.detail ?? "");
 }

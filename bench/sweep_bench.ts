@@ -12,25 +12,8 @@ import { HookedTransformer } from "../mod.ts";
 import { patchingScores } from "../analysis/patching.ts";
 import { BENCH_SEQ_LEN, defaultBenchDir, writeBenchModel } from "./model_file.ts";
 import { readBenchTokens } from "./peers/common.ts";
+import { cpuSeconds, loadAverage } from "./process_stats.ts";
 
-/** This process's CPU seconds (user + system, every thread) on Linux; NaN elsewhere. */
-function cpu(): number {
-  try {
-    const stat = Deno.readTextFileSync("/proc/self/stat");
-    const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    return (Number(f[11]) + Number(f[12])) / 100;
-  } catch {
-    return NaN;
-  }
-}
-/** The 1-minute load average (Linux). */
-function load(): number {
-  try {
-    return Number(Deno.readTextFileSync("/proc/loadavg").split(" ")[0]);
-  } catch {
-    return NaN;
-  }
-}
 const arg = (name: string) => {
   const i = Deno.args.indexOf(name);
   return i >= 0 ? Deno.args[i + 1] : undefined;
@@ -42,9 +25,9 @@ const tokens = (await readBenchTokens(bench.tokensPath)).tokens;
 const model = await HookedTransformer.fromPretrained(bench.dir);
 const one = [tokens[0]];
 const timed = async (fn: () => Promise<unknown>) => {
-  const t = performance.now(), c = cpu();
+  const t = performance.now(), c = cpuSeconds();
   await fn();
-  return { wall: (performance.now() - t) / 1000, cpu: cpu() - c, load: load() };
+  return { wall: (performance.now() - t) / 1000, cpu: cpuSeconds() - c, load: loadAverage() };
 };
 await model.run(one);
 const forwards = [];

@@ -26,6 +26,7 @@ import { HookedTransformer } from "../mod.ts";
 import { syntheticGptNeoxSpecs } from "../weights/synthetic_families.ts";
 import { defaultBenchDir } from "./model_file.ts";
 import { probeAdapter } from "./webgpu_bench.ts";
+import { peakRssBytes } from "./process_stats.ts";
 
 /** Pythia-1.4B's shape (EleutherAI/pythia-1.4b's config.json). */
 export const PYTHIA_1_4B = {
@@ -174,15 +175,6 @@ function meminfo(key: string): number | undefined {
   }
 }
 
-function hwm(): number | undefined {
-  try {
-    const m = /VmHWM:\s+(\d+) kB/.exec(Deno.readTextFileSync("/proc/self/status"));
-    return m ? Number(m[1]) * 1024 : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
 if (import.meta.main) {
   const args = Deno.args.filter((a) => !a.startsWith("--"));
   const dir = args[0] ?? `${defaultBenchDir()}/pythia-1.4b-f32`;
@@ -191,7 +183,7 @@ if (import.meta.main) {
   const report: Record<string, unknown> = {
     shape: { name: "pythia-1.4b", ...PYTHIA_1_4B },
     checkpoint: { ...ckpt, gib: gib(ckpt.bytes) },
-    rssAfterWrite: gib(hwm()),
+    rssAfterWrite: gib(peakRssBytes()),
   };
   const done = (outcome: string) => {
     report.outcome = outcome;
@@ -224,7 +216,7 @@ if (import.meta.main) {
       const model = await HookedTransformer.fromPretrained(dir, { device: "webgpu" });
       report.loadSeconds = (performance.now() - t) / 1000;
       report.device = model.cfg.device;
-      report.rssAfterLoadHwm = gib(hwm());
+      report.rssAfterLoadHwm = gib(peakRssBytes());
       const tokens = [[0, 510, 3158, 8516, 30013, 27287, 689, 253]];
       const times: number[] = [];
       let first: Float32Array | undefined, same = true, finite = true;
@@ -241,7 +233,7 @@ if (import.meta.main) {
       report.logitsFinite = finite;
       report.runsEqual = same;
       report.logits0 = Array.from(first!.subarray(0, 4));
-      report.peakRssHwm = gib(hwm());
+      report.peakRssHwm = gib(peakRssBytes());
       model.dispose();
       done(finite ? "loaded and ran on WebGPU" : "ran, but some logits are not finite");
     }

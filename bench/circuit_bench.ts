@@ -29,6 +29,7 @@ import {
   top1Accuracy,
 } from "../mod.ts";
 import { cpuSeconds } from "./process_stats.ts";
+import { BENCH_SHAPE } from "./model_file.ts";
 
 const MiB = 2 ** 20;
 
@@ -61,14 +62,7 @@ console.log(
     `rss at start ${(Deno.memoryUsage().rss / MiB).toFixed(0)} MiB`,
 );
 const model = await timed("make + load synthetic GPT-2 small", async () => {
-  const { config, weights } = syntheticGpt2({
-    nLayers: 12,
-    nHeads: 12,
-    dModel: 768,
-    dVocab: 50257,
-    nCtx: 1024,
-    seed: 0,
-  });
+  const { config, weights } = syntheticGpt2({ ...BENCH_SHAPE, seed: 0 });
   return await HookedTransformer.fromBytes(config, weights, {
     name: "synthetic-gpt2-small",
     threads: threads ? Number(threads) : undefined,

@@ -31,6 +31,7 @@ import { FAMILY_SIZES } from "./memory_families.ts";
 import { HookedTransformer } from "../mod.ts";
 import { WebGpuBackend } from "../backend/webgpu/webgpu_backend.ts";
 import { syntheticGpt2 } from "../weights/synthetic.ts";
+import { BENCH_SHAPE } from "./model_file.ts";
 
 type Shape = (typeof FAMILY_SIZES)[string];
 const GIB = 2 ** 30;
@@ -101,14 +102,7 @@ export function webgpuCounts(s: Shape & { gpt2?: boolean }, dtype: "f32" | "bf16
  * permanent buffer's size), beside {@linkcode webgpuCounts}'s figure.
  */
 async function measure(): Promise<void> {
-  const { config, weights } = syntheticGpt2({
-    nLayers: 12,
-    nHeads: 12,
-    dModel: 768,
-    dVocab: 50257,
-    nCtx: 1024,
-    seed: 1,
-  });
+  const { config, weights } = syntheticGpt2({ ...BENCH_SHAPE, seed: 1 });
   const computed = (dtype: "f32" | "bf16" | "f16") =>
     webgpuCounts(GPT2_SIZES.gpt2, dtype).weightBytes;
   console.log("| weights | WebGPU weight bytes (measured) | computed | MiB |");

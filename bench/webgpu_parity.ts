@@ -12,16 +12,10 @@
  */
 import { HookedTransformer } from "../mod.ts";
 import { syntheticGpt2 } from "../weights/synthetic.ts";
+import { BENCH_SHAPE } from "./model_file.ts";
 
 const batch = Number(Deno.args[0] ?? 1), T = Number(Deno.args[1] ?? 101);
-const { config, weights } = syntheticGpt2({
-  nLayers: 12,
-  nHeads: 12,
-  dModel: 768,
-  dVocab: 50257,
-  nCtx: 1024,
-  seed: 1,
-});
+const { config, weights } = syntheticGpt2({ ...BENCH_SHAPE, seed: 1 });
 const tokens = Array.from(
   { length: batch },
   (_, b) => Array.from({ length: T }, (_, t) => (b * 7919 + t * 104729) % 50257),

@@ -24,12 +24,11 @@ import { parseState } from "../examples/explorer/protocol.ts";
 import { startExplorer } from "../examples/explorer/serve.ts";
 import { SAE_TOP_K, TOP_K } from "../examples/explorer/views.ts";
 import { MODEL_CACHE } from "../examples/explorer/cached_fetch.ts";
-import { checkTopK, close, gridValues, softmaxRow } from "./explorer_page.ts";
+import { checkTopK, close, gridValues, screenshotOnFailure, softmaxRow } from "./explorer_page.ts";
 import { launchChromium, skipWithoutChromium, watchPage } from "./browser.ts";
 import { REPO_ROOT, startStaticServer } from "./static_server.ts";
 import type { Page } from "puppeteer-core";
 
-const ARTIFACTS = new URL("../out/test-artifacts/", import.meta.url);
 /** How long the page may take to load a model or compute a prompt's views (2 busy cores). */
 const WAIT_MS = 120_000;
 /**
@@ -59,16 +58,6 @@ async function waitForPrompt(page: Page, prompt: string): Promise<void> {
     { timeout: WAIT_MS },
   );
   assert.equal(await page.evaluate("globalThis.__explorer.error"), undefined, "no error");
-}
-
-async function screenshotOnFailure(page: Page, name: string, errors: string[]): Promise<void> {
-  await Deno.mkdir(ARTIFACTS, { recursive: true });
-  await Deno.writeFile(new URL(`explorer-${name}.png`, ARTIFACTS), await page.screenshot());
-  console.error(
-    `explorer test failed: screenshot in out/test-artifacts/explorer-${name}.png; page errors: ${
-      JSON.stringify(errors)
-    }; page error: ${await page.evaluate("globalThis.__explorer?.error").catch(() => "?")}`,
-  );
 }
 
 /**

@@ -60,3 +60,27 @@ export async function checkTopK(
   }
   return out;
 }
+
+/** Where the explorer tests save their screenshots. */
+export const ARTIFACTS = new URL("../out/test-artifacts/", import.meta.url);
+
+/**
+ * After a failed page test: saves the page as `out/test-artifacts/explorer-<name>.png` and prints
+ * where, with the page's console errors, the explorer's own error and `extra` (e.g. failed
+ * requests).
+ */
+export async function screenshotOnFailure(
+  page: Page,
+  name: string,
+  errors: string[],
+  extra = "",
+): Promise<void> {
+  await Deno.mkdir(ARTIFACTS, { recursive: true });
+  await Deno.writeFile(new URL(`explorer-${name}.png`, ARTIFACTS), await page.screenshot());
+  console.error(
+    `explorer test failed: screenshot in out/test-artifacts/explorer-${name}.png; page errors: ${
+      JSON.stringify(errors)
+    }; page error: ${await page.evaluate("globalThis.__explorer?.error").catch(() => "?")}` +
+      (extra ? `; ${extra}` : ""),
+  );
+}

@@ -22,13 +22,19 @@ import { parseState, stateToSearch } from "../examples/explorer/protocol.ts";
 import { parseExploreArgs, startExplorer } from "../examples/explorer/serve.ts";
 import { correlation } from "../analysis/attribution.ts";
 import { HEAD_KINDS, promptIds, TOP_K } from "../examples/explorer/views.ts";
-import { checkTopK, close, gridValues, softmaxRow } from "./explorer_page.ts";
+import {
+  ARTIFACTS,
+  checkTopK,
+  close,
+  gridValues,
+  screenshotOnFailure,
+  softmaxRow,
+} from "./explorer_page.ts";
 import { launchChromium, skipWithoutChromium, watchPage } from "./browser.ts";
 import { REPO_ROOT, startStaticServer } from "./static_server.ts";
 import { ensureBuilt } from "../examples/browser/build.ts";
 import { EXPLORER } from "../examples/explorer/build.ts";
 
-const ARTIFACTS = new URL("../out/test-artifacts/", import.meta.url);
 /** How long the page may take to load a model or compute a prompt's views (2 busy cores). */
 const WAIT_MS = 90_000;
 /**
@@ -318,16 +324,7 @@ Deno.test({
       );
       passed = true;
     } finally {
-      if (!passed) {
-        await Deno.mkdir(ARTIFACTS, { recursive: true });
-        await Deno.writeFile(new URL("explorer-kjv-small.png", ARTIFACTS), await page.screenshot());
-        console.error(
-          `explorer test failed: screenshot in out/test-artifacts/explorer-kjv-small.png; ` +
-            `page errors: ${JSON.stringify(seen.errors)}; page error: ${await page.evaluate(
-              "globalThis.__explorer?.error",
-            ).catch(() => "?")}`,
-        );
-      }
+      if (!passed) await screenshotOnFailure(page, "kjv-small", seen.errors);
       await server.close();
       model.dispose();
     }
@@ -404,17 +401,7 @@ Deno.test({
       assert.deepEqual(seen.errors, [], "no console errors, exceptions or failed requests");
       passed = true;
     } finally {
-      if (!passed) {
-        await Deno.mkdir(ARTIFACTS, { recursive: true });
-        await Deno.writeFile(
-          new URL("explorer-induction-toy.png", ARTIFACTS),
-          await page.screenshot(),
-        );
-        console.error(
-          `explorer test failed: screenshot in out/test-artifacts/explorer-induction-toy.png; ` +
-            `page errors: ${JSON.stringify(seen.errors)}`,
-        );
-      }
+      if (!passed) await screenshotOnFailure(page, "induction-toy", seen.errors);
       await server.close();
       model.dispose();
     }
@@ -458,13 +445,8 @@ Deno.test({
       passed = true;
     } finally {
       if (!passed) {
-        await Deno.mkdir(ARTIFACTS, { recursive: true });
-        await Deno.writeFile(new URL("explorer-folder.png", ARTIFACTS), await page.screenshot());
-        console.error(
-          `page errors: ${JSON.stringify(seen.errors)}; requests: ${
-            JSON.stringify(server.requests.filter((r) => r.status !== 200))
-          }`,
-        );
+        const failed = JSON.stringify(server.requests.filter((r) => r.status !== 200));
+        await screenshotOnFailure(page, "folder", seen.errors, `requests: ${failed}`);
       }
       await server.close();
       await Deno.remove(dir, { recursive: true });

@@ -24,10 +24,9 @@ import { parseState, type ViewName, VIEWS } from "../examples/explorer/protocol.
 import { startExplorer } from "../examples/explorer/serve.ts";
 import { computeViews, TOP_K } from "../examples/explorer/views.ts";
 import { deviceTest, TEST_DEVICES } from "./backend_harness.ts";
-import { checkTopK, gridValues } from "./explorer_page.ts";
+import { ARTIFACTS, checkTopK, gridValues, screenshotOnFailure } from "./explorer_page.ts";
 import { launchChromium, skipWithoutChromium, watchPage } from "./browser.ts";
 
-const ARTIFACTS = new URL("../out/test-artifacts/", import.meta.url);
 /** How long the page may take to load the model or compute the views (2 busy cores). */
 const WAIT_MS = 60_000;
 /**
@@ -240,16 +239,7 @@ Deno.test({
       assert.deepEqual(seen.errors, [], "no console errors, exceptions or failed requests");
       passed = true;
     } finally {
-      if (!passed) {
-        await Deno.mkdir(ARTIFACTS, { recursive: true });
-        await Deno.writeFile(new URL("explorer-webgpu.png", ARTIFACTS), await page.screenshot());
-        console.error(
-          `explorer WebGPU test failed: screenshot in out/test-artifacts/explorer-webgpu.png; ` +
-            `page errors: ${JSON.stringify(seen.errors)}; page error: ${await page.evaluate(
-              "globalThis.__explorer?.error",
-            ).catch(() => "?")}`,
-        );
-      }
+      if (!passed) await screenshotOnFailure(page, "webgpu", seen.errors);
       await server.close();
     }
   },

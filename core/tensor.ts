@@ -65,6 +65,52 @@ export function guardTensor(t: Tensor): Tensor {
   return t instanceof DenseTensor ? t : new DenseTensor(t.data, t.shape);
 }
 
+/**
+ * A tensor whose values are fetched when `data` is first read: `read()` is called then, once, and
+ * `data` becomes a plain field holding its result (assigning `data` first skips the read). How a
+ * cache hands out activations that still sit in the backend's memory (`model/resident_cache.ts`):
+ * reading one costs its copy, and an activation never read is never copied.
+ *
+ * @example
+ * ```ts
+ * import { deferredTensor } from "./tensor.ts";
+ * let reads = 0;
+ * const t = deferredTensor([2], () => (reads++, new Float32Array([1, 2])));
+ * t.shape; // [2]: no read yet
+ * t.data[1] + t.data[0]; // 3, from one read
+ * reads; // 1
+ * ```
+ */
+export function deferredTensor(shape: number[], read: () => Float32Array): Tensor {
+  const t = new DenseTensor(EMPTY, [...shape]);
+  const n = numel(shape);
+  const settle = (data: Float32Array) =>
+    Object.defineProperty(t, "data", {
+      value: data,
+      writable: true,
+      enumerable: true,
+      configurable: true,
+    });
+  Object.defineProperty(t, "data", {
+    get() {
+      const data = read();
+      if (data.length !== n) {
+        throw new RangeError(
+          `tensor data has ${data.length} values but shape [${shape}] needs ${n}`,
+        );
+      }
+      settle(data);
+      return data;
+    },
+    set: settle,
+    enumerable: true,
+    configurable: true,
+  });
+  return t;
+}
+
+const EMPTY = new Float32Array(0);
+
 /** Number of elements of a shape (1 for a scalar `[]`). */
 export function numel(shape: readonly number[]): number {
   let n = 1;

@@ -304,6 +304,12 @@ const ATTR_KEYS = ["incorrectTokens", "posSlice", "batchSlice", "hasBatchDim"];
  * `hook_pattern`). With the model (as `runWithCache` passes it), the cache also decomposes the
  * residual stream as TransformerLens's `ActivationCache` does: components first, TL's labels.
  *
+ * On WebAssembly, `runWithCache` leaves the activations in the model's memory and copies each to
+ * the host when its `data` is first read, so a run costs no more than a plain one for what it
+ * caches. Dispose the cache when done (`using`, or {@link ActivationCache.dispose}) to release that
+ * memory without copying what was never read; a cache not disposed is copied whole to the host
+ * when the model's next call starts, and stays readable for good.
+ *
  * @example
  * ```ts
  * import { HookedTransformer } from "../mod.ts";
@@ -322,6 +328,8 @@ export class ActivationCache {
   readonly model: CacheModel | undefined;
   /** Whether activations have their batch axis (false after {@link removeBatchDim}). */
   hasBatchDim: boolean;
+  /** The backend memory still holding activations not yet read (see {@link dispose}). */
+  readonly #held: Disposable | undefined;
 
   /**
    * Wraps a map of hook name -> activation (the model builds these).
@@ -329,13 +337,47 @@ export class ActivationCache {
    * @param model The model they come from (needed by the analyses), or only its layer count
    *   (so that negative layers count from the end).
    * @param hasBatchDim Whether the activations have their batch axis (default true).
+   * @param held What {@link dispose} releases: the backend memory of activations not yet read.
    */
-  constructor(acts: Map<string, Tensor>, model?: CacheModel | number, hasBatchDim = true) {
+  constructor(
+    acts: Map<string, Tensor>,
+    model?: CacheModel | number,
+    hasBatchDim = true,
+    held?: Disposable,
+  ) {
     // The same tensors (not copied), handed out as the library's tensors (t[0] throws).
     this.#acts = new Map([...acts].map(([k, t]) => [k, guardTensor(t)]));
     this.model = typeof model === "number" ? undefined : model;
     this.#nLayers = typeof model === "number" ? model : model?.cfg.nLayers;
     this.hasBatchDim = hasBatchDim;
+    this.#held = held;
+  }
+
+  /**
+   * Releases the model memory that still holds activations never read (`runWithCache` on
+   * WebAssembly keeps them there until read). Activations read before stay; reading one that was
+   * not is then a {@link HookError}. Disposing twice, or a cache that holds nothing, does nothing.
+   *
+   * @example
+   * ```ts
+   * import { HookedTransformer } from "../mod.ts";
+   * const model = await HookedTransformer.fromPretrained("induction-toy", { threads: 1 });
+   * let pattern;
+   * {
+   *   using cache = (await model.runWithCache([[2047, 5, 9, 5]])).cache;
+   *   pattern = cache.get("pattern", 1);
+   *   pattern.data.length; // 64: read, so copied to the host now
+   * } // the activations never read are released here, never copied
+   * pattern.data[0]; // 1: still there
+   * ```
+   */
+  dispose(): void {
+    this.#held?.[Symbol.dispose]();
+  }
+
+  /** The same as {@link ActivationCache.dispose} (`using cache = ...`). */
+  [Symbol.dispose](): void {
+    this.dispose();
   }
 
   /**

@@ -8,6 +8,7 @@
 import type { Backend, DeviceArray, PackedMatrix, WeightDtype } from "../backend/backend.ts";
 import type { HookedTransformerConfig } from "./config.ts";
 import { layerOf, type ModelParams, type NormParams } from "./params.ts";
+import { runNextTurnNow } from "./exclusive.ts";
 
 /** A normalization layer's weight and bias on the backend (bias absent for RMSNorm). */
 export interface DeviceNorm {
@@ -63,6 +64,7 @@ export function uploadWeights(
   cfg: HookedTransformerConfig,
   weightDtype: WeightDtype = "f32",
 ): DeviceWeights {
+  runNextTurnNow(backend); // a cache held on the backend moves to the host first
   const { dModel: d, nHeads, nKeyValueHeads: nKv, dHead, dMlp, dVocab } = cfg;
   const qkvCols = (nHeads + 2 * nKv) * dHead;
   const matrix = (data: Float32Array, k: number, n: number) =>

@@ -37,7 +37,68 @@ export async function exclusiveUse(backend: Backend): Promise<Disposable> {
   const mine = new Promise<void>((resolve) => release = resolve);
   queues.set(backend, before ? before.then(() => mine) : mine);
   if (before) await before;
+  try {
+    runNextTurnNow(backend);
+  } catch (e) {
+    release();
+    throw e;
+  }
   return { [Symbol.dispose]: release };
+}
+
+/** What runs at the start of the next turn on each backend (see {@link atNextTurn}). */
+const atTurn = new WeakMap<Backend, () => void>();
+
+/**
+ * Runs `fn` once, synchronously, when the next call takes its turn on `backend`
+ * ({@link exclusiveUse}), before that call opens any scope; a later registration replaces an
+ * earlier one that has not run. A cache whose activations stay in the backend's memory moves them
+ * to the host then (`resident_cache.ts`), so that they are never under another call's scopes.
+ *
+ * @example
+ * ```ts
+ * import { WasmBackend } from "../backend/wasm/wasm_backend.ts";
+ * import { atNextTurn, exclusiveUse } from "./exclusive.ts";
+ * const backend = await WasmBackend.load({ threads: 1 });
+ * let ran = 0;
+ * atNextTurn(backend, () => ran++);
+ * using _turn = await exclusiveUse(backend);
+ * ran; // 1
+ * ```
+ */
+export function atNextTurn(backend: Backend, fn: () => void): void {
+  atTurn.set(backend, fn);
+}
+
+/**
+ * Runs now, instead of at the next turn, the function {@link atNextTurn} registered on `backend`
+ * (if any): for permanent uploads (weights, per-head matrices, an SAE's), which synchronous
+ * setters make outside any turn and which need no scope open on the backend.
+ *
+ * @example
+ * ```ts
+ * import { WasmBackend } from "../backend/wasm/wasm_backend.ts";
+ * import { atNextTurn, runNextTurnNow } from "./exclusive.ts";
+ * const backend = await WasmBackend.load({ threads: 1 });
+ * let ran = 0;
+ * atNextTurn(backend, () => ran++);
+ * runNextTurnNow(backend);
+ * runNextTurnNow(backend);
+ * ran; // 1
+ * ```
+ */
+export function runNextTurnNow(backend: Backend): void {
+  const fn = atTurn.get(backend);
+  atTurn.delete(backend);
+  fn?.();
+}
+
+/**
+ * Cancels {@link atNextTurn}'s `fn` on `backend` if it is still waiting (no other function was
+ * registered since).
+ */
+export function cancelNextTurn(backend: Backend, fn: () => void): void {
+  if (atTurn.get(backend) === fn) atTurn.delete(backend);
 }
 
 /** A backend scope held across awaits by a stream (see {@link lastingScope}). */

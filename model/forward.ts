@@ -17,7 +17,7 @@
  */
 import type { Backend, DeviceArray, Scope } from "../backend/backend.ts";
 import { InputError } from "../core/errors.ts";
-import type { Tensor } from "../core/tensor.ts";
+import { numel, type Tensor } from "../core/tensor.ts";
 import { type HookedTransformerConfig, layerWindow, scoreScale } from "./config.ts";
 import type { DeviceNorm, DeviceWeights } from "./device_weights.ts";
 import type { HeadWeights } from "./head_weights.ts";
@@ -305,6 +305,9 @@ export async function forward(
   const { cfg } = m;
   const start = plan.startLayer ?? 0;
   const stop = plan.stopAtLayer ?? cfg.nLayers;
+  // Activations only the cache reads may stay in the backend, below this pass's scope.
+  const nQ = plan.T - (plan.qStart?.[0] ?? 0);
+  hooks.holdCached(cfg.nLayers, (p) => numel(p.shape(cfg, plan.batch, nQ, plan.T)));
   using scope = m.backend.scope();
   const pass = new Pass(m, plan, hooks, scope);
 

@@ -8,6 +8,7 @@
 import type { Backend, PackedMatrix, WeightDtype } from "../backend/backend.ts";
 import type { HookedTransformerConfig } from "./config.ts";
 import { layerOf, type ModelParams } from "./params.ts";
+import { runNextTurnNow } from "./exclusive.ts";
 
 /** Per-head matrices on the backend, by layer then head; each part appears once uploaded. */
 export interface HeadWeights {
@@ -53,6 +54,7 @@ export function ensureHeadWeights(
   dtype: WeightDtype,
   need: { inputs?: boolean; output?: boolean },
 ): void {
+  runNextTurnNow(backend); // a cache held on the backend moves to the host first
   if (need.inputs && !into.inputs) {
     into.inputs = {
       W_Q: perHead(backend, params.W_Q, cfg, dtype),

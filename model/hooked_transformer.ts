@@ -638,14 +638,20 @@ export class HookedTransformer {
     const cacheAs = posSlice === undefined || posSlice === null
       ? undefined
       : (name: string, act: Tensor) => slicePosition(name, act, posSlice, this.cfg);
-    const session = this.#session(o.fwdHooks ?? [], cacheNames, cacheAs);
-    const out = await this.#call(input, o, session);
+    const session = this.#session(o.fwdHooks ?? [], cacheNames, cacheAs, true);
+    let out;
+    try {
+      out = await this.#call(input, o, session);
+    } catch (e) {
+      session.held?.release();
+      throw e;
+    }
     const acts = o.removeBatchDim ? withoutBatchDim(session.cached, out.batch) : session.cached;
     return {
       logits: out.logits,
       loss: out.loss,
       residual: out.residual,
-      cache: new ActivationCache(acts, this),
+      cache: new ActivationCache(acts, this, true, session.held),
     } as RunWithCacheResult<O>;
   }
 
@@ -772,6 +778,7 @@ export class HookedTransformer {
     fwdHooks: FwdHook[],
     cacheNames: ReadonlySet<string>,
     cacheAs?: (name: string, act: Tensor) => Tensor,
+    holdCache = false,
   ): HookSession {
     const hooks = withSaeHooks(
       this.#saes,
@@ -780,6 +787,7 @@ export class HookedTransformer {
     return new HookSession(this.backend, this.#names, hooks, cacheNames, {
       hookOptions: { ...this.#hookOptions },
       cacheAs,
+      holdCache,
     });
   }
 

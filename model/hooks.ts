@@ -7,6 +7,7 @@ import type { Backend, DeviceArray } from "../backend/backend.ts";
 import { HookError } from "../core/errors.ts";
 import { type Tensor, tensor } from "../core/tensor.ts";
 import { HOOK_POINTS, hookName, type HookOptions, type HookPoint } from "./hook_table.ts";
+import { ResidentCache } from "./resident_cache.ts";
 
 /** What a hook function learns about where it is called. */
 export interface HookContext {
@@ -116,6 +117,11 @@ export interface HookSessionOptions {
    * (`runWithCache`'s `posSlice`), so the rest is not held until the run ends.
    */
   cacheAs?: (name: string, act: Tensor) => Tensor;
+  /**
+   * Keep the activations only the cache reads in the backend's memory until they are read
+   * ({@linkcode HookSession.holdCached}, `resident_cache.ts`); without `cacheAs` only.
+   */
+  holdCache?: boolean;
 }
 
 /** Where an activation sits in the backend: `rows` rows of `cols` floats, `stride` apart. */
@@ -149,6 +155,9 @@ export class HookSession {
     visit: (name, act) => this.#visitNested(name, act),
   };
   readonly #cacheAs: ((name: string, act: Tensor) => Tensor) | undefined;
+  readonly #holdCache: boolean;
+  /** Where the activations only the cache reads are kept, once {@linkcode holdCached} opened it. */
+  #held: ResidentCache | undefined;
 
   /**
    * @param backend Where the activations live.
@@ -168,6 +177,31 @@ export class HookSession {
     this.#backward = !!opts.backward;
     this.#trackChanges = !!opts.trackChanges;
     this.#cacheAs = opts.cacheAs;
+    this.#holdCache = !!opts.holdCache && !opts.cacheAs;
+  }
+
+  /**
+   * With `holdCache`: opens the backend memory for the activations that only the cache reads (no
+   * hook on them), `floatsOf(point)` floats each, so that the pass copies them there rather than
+   * to the host. Call it before the pass opens its scope, which then nests inside. Activations
+   * that do not fit, and all of them where the backend cannot hold them (`ResidentCache.open`),
+   * are read to the host as they are visited.
+   */
+  holdCached(nLayers: number, floatsOf: (point: HookPoint) => number): void {
+    if (!this.#holdCache || this.#held) return;
+    let floats = 0;
+    for (const p of HOOK_POINTS) {
+      for (let l = 0; l < (p.inBlock ? nLayers : 1); l++) {
+        const name = this.names.of(p, l);
+        if (this.cacheNames.has(name) && !this.hooks.has(name)) floats += floatsOf(p);
+      }
+    }
+    this.#held = ResidentCache.open(this.backend, floats);
+  }
+
+  /** The backend memory holding cached activations (see {@linkcode holdCached}), if any. */
+  get held(): ResidentCache | undefined {
+    return this.#held;
   }
 
   /** Whether anything (a hook or the cache) reads this hook point. */
@@ -207,6 +241,17 @@ export class HookSession {
       // Only the cache reads it: issue the read and go on, so that an asynchronous device runs
       // the rest of the pass meanwhile (one wait for all of them, in settled()). The entry is
       // placed now to keep the cache in visiting order.
+      const kept = this.#held?.take(rows * cols);
+      if (kept) {
+        if (stride === cols) this.backend.copy(x.at(0, rows * cols), kept);
+        else {
+          for (let r = 0; r < rows; r++) {
+            this.backend.copy(x.at(r * stride, cols), kept.at(r * cols, cols));
+          }
+        }
+        this.cached.set(name, this.#held!.tensor(kept, shape));
+        return false;
+      }
       this.cached.set(name, tensor(new Float32Array(0), [0]));
       this.#pending.push(
         this.backend.readRows(x, rows, cols, stride).then((data) => {

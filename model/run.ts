@@ -6,7 +6,7 @@
  * @module
  */
 import { InputError } from "../core/errors.ts";
-import { type Tensor, tensor } from "../core/tensor.ts";
+import { deferredTensor, type Tensor, tensor } from "../core/tensor.ts";
 import { forward, type ForwardPlan, type ModelRuntime } from "./forward.ts";
 import type { HookSession } from "./hooks.ts";
 import { NextTokenLoss } from "./loss.ts";
@@ -273,7 +273,8 @@ export function prepareRun(model: TextModel, input: ModelInput, opts: RunOptions
  */
 export function withoutBatchDim(acts: Map<string, Tensor>, batch: number): Map<string, Tensor> {
   if (batch !== 1) throw new InputError(`removeBatchDim needs a batch of 1, got ${batch}`);
-  return new Map([...acts].map(([k, t]) => [k, { data: t.data, shape: t.shape.slice(1) }]));
+  // Deferred, so that an activation still in the backend is read only when it is wanted.
+  return new Map([...acts].map(([k, t]) => [k, deferredTensor(t.shape.slice(1), () => t.data)]));
 }
 
 /**

@@ -12,7 +12,7 @@
 import type { Backend, DeviceArray, PackedMatrix } from "../backend/backend.ts";
 import { InputError, WeightsError } from "../core/errors.ts";
 import type { Tensor } from "../core/tensor.ts";
-import { exclusiveUse } from "../model/exclusive.ts";
+import { exclusiveUse, runNextTurnNow } from "../model/exclusive.ts";
 import type { NestedHookPoints } from "../model/hooks.ts";
 import type { SaeConfig } from "./config.ts";
 
@@ -234,6 +234,7 @@ export class SAEModule {
   #device(backend: Backend): DeviceSae {
     const have = this.#devices.get(backend);
     if (have) return have;
+    runNextTurnNow(backend); // a cache held on the backend moves to the host first
     const { dIn, dSae, dOut, architecture } = this.cfg;
     const w = this.#w;
     let enc: PackedMatrix, bEnc: DeviceArray;

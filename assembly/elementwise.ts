@@ -64,3 +64,14 @@ export function add(a: usize, b: usize, out: usize, start: i32, end: i32): void 
     store<f32>(out + o, load<f32>(a + o) + load<f32>(b + o));
   }
 }
+
+// Copies rows [rowStart, rowEnd) of cols floats whose starts are stride floats apart at src to
+// dense rows at dst (bulk memory's copy, row by row; the ranges do not overlap).
+export function copyRows(
+  src: usize, dst: usize, cols: i32, stride: i32, rowStart: i32, rowEnd: i32,
+): void {
+  const bytes = <usize>cols << 2;
+  for (let r = rowStart; r < rowEnd; r++) {
+    memory.copy(dst + <usize>r * bytes, src + (<usize>r * <usize>stride << 2), bytes);
+  }
+}

@@ -9,7 +9,7 @@ export {
 } from "./matmul";
 export { layerNorm, rmsNorm, affineRows } from "./norm";
 export { normBackward } from "./norm_backward";
-export { geluNew, add } from "./elementwise";
+export { geluNew, add, copyRows } from "./elementwise";
 export { attention, attentionScores, softmaxRows, attentionApply } from "./attention";
 export { attentionGradPattern, softmaxBackwardRows, attentionGradQK } from "./attention_backward";
 export { rowArgmax, rowMaxSumExp, crossEntropyGradRows } from "./rows";

@@ -318,6 +318,11 @@ export interface Backend extends Disposable {
   writeRows(x: DeviceArray, data: Float32Array, rows: number, cols: number, stride: number): void;
   /** Copies `src` into the start of `dst` (the ranges may overlap). */
   copy(src: DeviceArray, dst: DeviceArray): void;
+  /**
+   * Copies `rows` rows of `cols` floats whose starts are `stride` floats apart in `src` into the
+   * start of `dst`, densely (`readRows` without leaving the device); the ranges must not overlap.
+   */
+  copyRows(src: DeviceArray, rows: number, cols: number, stride: number, dst: DeviceArray): void;
 
   /** C[m, n] = A[m, k] @ B[k, n] (+ bias) (+ C when accumulating). */
   matmul(a: DeviceArray, b: PackedMatrix, c: DeviceArray, m: number, opts?: MatmulOptions): void;

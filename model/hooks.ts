@@ -243,12 +243,7 @@ export class HookSession {
       // placed now to keep the cache in visiting order.
       const kept = this.#held?.take(rows * cols);
       if (kept) {
-        if (stride === cols) this.backend.copy(x.at(0, rows * cols), kept);
-        else {
-          for (let r = 0; r < rows; r++) {
-            this.backend.copy(x.at(r * stride, cols), kept.at(r * cols, cols));
-          }
-        }
+        this.backend.copyRows(x, rows, cols, stride, kept);
         this.cached.set(name, this.#held!.tensor(kept, shape));
         return false;
       }

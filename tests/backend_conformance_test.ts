@@ -319,6 +319,24 @@ for (const d of TEST_DEVICES) {
     assert.deepEqual([...into], [0, 0, -1, -2, 2]);
   });
 
+  test("copyRows: strided and dense rows copied within the device, overlap refused", async (b) => {
+    using scope = b.scope();
+    // rows of 3 floats, 5 apart, from offset 2 of a 20-float array
+    const src = scope.upload(Float32Array.from({ length: 20 }, (_, i) => i));
+    const dst = scope.upload(new Float32Array(10).fill(-1));
+    b.copyRows(src.at(2), 3, 3, 5, dst.at(1));
+    assert.deepEqual([...await b.read(dst)], [-1, 2, 3, 4, 7, 8, 9, 12, 13, 14]);
+    const rows = 4096, cols = 67, stride = 131;
+    const big = scope.upload(randn((rows - 1) * stride + cols, 41));
+    const out = scope.alloc(rows * cols);
+    b.copyRows(big, rows, cols, stride, out);
+    assert.deepEqual(await b.read(out), await b.readRows(big, rows, cols, stride));
+    b.copyRows(big, 8, 64, 64, out); // dense
+    assert.deepEqual(await b.read(out.at(0, 512)), await b.read(big.at(0, 512)));
+    assert.throws(() => b.copyRows(src, 2, 3, 5, src.at(4)), KernelError);
+    assert.throws(() => b.copyRows(src, 4, 3, 6, dst), KernelError); // 21 floats of 20
+  });
+
   test("row reductions and the cross-entropy gradient", async (b) => {
     const rows = 3, n = 50257;
     const X = randn(rows * n, 16, 4);

@@ -9,7 +9,8 @@
  */
 import assert from "node:assert/strict";
 import { type HookedTransformer, HookError } from "../mod.ts";
-import type { WasmBackend } from "../backend/wasm/wasm_backend.ts";
+import { WasmBackend } from "../backend/wasm/wasm_backend.ts";
+import { SeededRng } from "../core/rng.ts";
 import { fixtureModel } from "./toolkit_helpers.ts";
 
 const TOKENS = [[5, 17, 3, 90, 42, 7]];
@@ -112,4 +113,20 @@ Deno.test("a cached run that fails releases what it held", async () => {
   );
   assert.equal(inUse(model), base);
   model.dispose();
+});
+
+Deno.test("copyRows, the pass's copy into held memory, splits rows over two threads exactly", async () => {
+  using backend = await WasmBackend.load({ threads: 2 });
+  assert.equal(backend.threads, 2);
+  const rows = 4096, cols = 67, stride = 131; // 274k floats: past the threshold for threads
+  const rng = new SeededRng(3);
+  const values = Float32Array.from({ length: (rows - 1) * stride + cols }, () => rng.normal());
+  using scope = backend.scope();
+  const src = scope.upload(values), dst = scope.alloc(rows * cols);
+  backend.copyRows(src, rows, cols, stride, dst);
+  const want = new Float32Array(rows * cols);
+  for (let r = 0; r < rows; r++) {
+    want.set(values.subarray(r * stride, r * stride + cols), r * cols);
+  }
+  assert.deepEqual(await backend.read(dst), want);
 });

@@ -24,6 +24,7 @@ export interface KernelExports {
   layerNorm(...args: number[]): void;
   geluNew(...args: number[]): void;
   add(...args: number[]): void;
+  copyRows(...args: number[]): void;
   attention(...args: number[]): void;
   attentionScores(...args: number[]): void;
   softmaxRows(...args: number[]): void;
@@ -185,6 +186,7 @@ export const OPS = {
   },
   rowArgmax: { code: 10, args: ["x", "n", "ld", "out", "rowStart", "rowEnd"] },
   rowMaxSumExp: { code: 11, args: ["x", "n", "ld", "out", "rowStart", "rowEnd"] },
+  copyRows: { code: 12, args: ["src", "dst", "cols", "stride", "rowStart", "rowEnd"] },
   /** out[r] = sum over heads of x[r, head] (+ bias): attention output from per-head results. */
   sumHeads: { code: 60, args: ["x", "out", "heads", "d", "bias", "rowStart", "rowEnd"] },
   // 20-39: the kernels of rotary, RMSNorm and gated-MLP model families.

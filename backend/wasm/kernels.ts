@@ -796,6 +796,12 @@ export class Kernels {
     this.#launch("add", T, (t) => ({ a, b, out, ...range(t) }));
   }
 
+  /** Copies `rows` rows of `cols` floats, `stride` floats apart at src, to dense rows at dst. */
+  copyRows(src: number, dst: number, rows: number, cols: number, stride: number): void {
+    const [T, range] = this.#rowRanges(rows, cols);
+    this.#launch("copyRows", T, (t) => ({ src, dst, cols, stride, ...range(t) }));
+  }
+
   /** Threads for a row-wise op over `rows` rows of `perRow` elements, and thread t's rows. */
   #rowRanges(
     rows: number,

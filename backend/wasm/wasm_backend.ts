@@ -309,6 +309,17 @@ export class WasmBackend implements Backend {
     this.kernels.copy(this.#ptr(src), this.#ptr(dst), src.length);
   }
 
+  copyRows(src: DeviceArray, rows: number, cols: number, stride: number, dst: DeviceArray): void {
+    this.#rowsFit(src, rows, cols, stride, "copyRows source");
+    this.#rowsFit(dst, rows, cols, cols, "copyRows destination");
+    if (rows === 0 || cols === 0) return;
+    const s = this.#ptr(src), d = this.#ptr(dst);
+    if (d < s + ((rows - 1) * stride + cols) * 4 && s < d + rows * cols * 4) {
+      throw new KernelError("copyRows: the source and destination overlap");
+    }
+    this.kernels.copyRows(s, d, rows, cols, stride);
+  }
+
   matmul(
     a: DeviceArray,
     b: PackedMatrix,

@@ -402,6 +402,19 @@ export class WebGpuBackend implements Backend {
     } else this.#gpu.copy(s.store.buffer, s.offset * 4, d.store.buffer, d.offset * 4, bytes);
   }
 
+  copyRows(src: DeviceArray, rows: number, cols: number, stride: number, dst: DeviceArray): void {
+    this.#rowsFit(src, rows, cols, stride, "copyRows source");
+    this.#rowsFit(dst, rows, cols, cols, "copyRows destination");
+    if (rows === 0 || cols === 0) return;
+    if (overlaps(this.#array(src), (rows - 1) * stride + cols, this.#array(dst), rows * cols)) {
+      throw new KernelError("copyRows: the source and destination overlap");
+    }
+    // One copy command per row (dense rows are one): no pass relies on this for speed, since a
+    // WebGPU pass reads its cache back to the host as it runs.
+    if (stride === cols) this.copy(src.at(0, rows * cols), dst);
+    else for (let r = 0; r < rows; r++) this.copy(src.at(r * stride, cols), dst.at(r * cols, cols));
+  }
+
   matmul(
     a: DeviceArray,
     b: PackedMatrix,

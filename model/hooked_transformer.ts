@@ -639,20 +639,19 @@ export class HookedTransformer {
       ? undefined
       : (name: string, act: Tensor) => slicePosition(name, act, posSlice, this.cfg);
     const session = this.#session(o.fwdHooks ?? [], cacheNames, cacheAs, true);
-    let out;
     try {
-      out = await this.#call(input, o, session);
+      const out = await this.#call(input, o, session);
+      const acts = o.removeBatchDim ? withoutBatchDim(session.cached, out.batch) : session.cached;
+      return {
+        logits: out.logits,
+        loss: out.loss,
+        residual: out.residual,
+        cache: new ActivationCache(acts, this, true, session.held),
+      } as RunWithCacheResult<O>;
     } catch (e) {
-      session.held?.release();
+      session.held?.discard(); // what the failed run held in the backend
       throw e;
     }
-    const acts = o.removeBatchDim ? withoutBatchDim(session.cached, out.batch) : session.cached;
-    return {
-      logits: out.logits,
-      loss: out.loss,
-      residual: out.residual,
-      cache: new ActivationCache(acts, this, true, session.held),
-    } as RunWithCacheResult<O>;
   }
 
   /**

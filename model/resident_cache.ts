@@ -1,15 +1,18 @@
 /**
  * The activations a `runWithCache` keeps in the backend's memory until they are read. Copying
- * every activation of a pass to the host as it is computed costs more than the copy: a 8 x 101
- * GPT-2-small run caches 656 MB, and fresh host memory that size is page-faulted and zeroed by
- * the kernel and later collected, 10-15% of the pass. Copied within the backend instead (memory it
- * has already touched, no garbage), the cache costs 0-2%; each activation then reaches the host
- * when it is first read ({@linkcode deferredTensor}), and one never read is never copied there.
+ * every activation of a pass to the host as it is computed costs more than the copy: an 8 x 101
+ * GPT-2-small run caches 668 MB, and fresh host memory that size is page-faulted and zeroed by
+ * the kernel and later collected: 10-15% of the pass. Copied within the backend instead (memory
+ * it has touched already, no garbage; `Backend.copyRows`), the cache costs 2-4%; each activation
+ * then reaches the host when it is first read ({@linkcode deferredTensor}), and one never read is
+ * never copied there.
  *
  * Lifetime: the copies sit in one backend scope opened before the pass's own, so they outlive
  * it. They are released when the cache is disposed (`using cache`), or else at the start of the
- * model's next call on the backend, which first reads what is still unread to the host, so a
- * cache kept for later stays whole, and at most one cache is held on a backend at a time.
+ * model's next call on the backend (`exclusive.ts`'s `atNextTurn`) or before a permanent upload
+ * (`runNextTurnNow`), which first read what is still unread to the host: a cache kept for later
+ * stays whole, at most one cache is held on a backend at a time, and no other call's scope ever
+ * sits above it.
  * Only an eager backend (WebAssembly) holds caches, since its reads complete as they are made and
  * `cache.get` is synchronous; a WebGPU pass reads its cache back as it runs.
  * @module
@@ -20,7 +23,7 @@ import { deferredTensor, type Tensor } from "../core/tensor.ts";
 import { atNextTurn, cancelNextTurn } from "./exclusive.ts";
 
 /**
- * The most a cache holds in the backend's memory, in bytes (GPT-2 small at 8 x 101 caches 656
+ * The most a cache holds in the backend's memory, in bytes (GPT-2 small at 8 x 101 caches 668
  * MB). WebAssembly memory never shrinks and has 4 GiB in all, so a larger cache is copied to the
  * host as it is computed instead, as one that does not fit at all is.
  */
@@ -53,7 +56,7 @@ interface HeldPoint {
  *   t = held.tensor(kept, [2, 2]);
  * } // the pass's arrays are released here, `kept` is not
  * t.data; // Float32Array [1, 2, 3, 4], read now
- * held.release();
+ * held.discard();
  * ```
  */
 export class ResidentCache implements Disposable {
@@ -62,7 +65,7 @@ export class ResidentCache implements Disposable {
   readonly #arena: DeviceArray;
   #used = 0;
   readonly #points: HeldPoint[] = [];
-  #state: "held" | "spilled" | "released" = "held";
+  #state: "held" | "spilled" | "discarded" = "held";
   readonly #spill = () => this.spill();
 
   private constructor(backend: Backend, scope: Scope, arena: DeviceArray) {
@@ -114,16 +117,16 @@ export class ResidentCache implements Disposable {
   }
 
   /** Releases the backend memory: activations not read by now can no longer be read. */
-  release(): void {
+  discard(): void {
     if (this.#state === "held") {
-      this.#state = "released";
+      this.#state = "discarded";
       this.#close();
     }
   }
 
-  /** The same as {@link ResidentCache.release} (`using`). */
+  /** The same as {@link ResidentCache.discard} (`using`). */
   [Symbol.dispose](): void {
-    this.release();
+    this.discard();
   }
 
   #close(): void {
@@ -132,7 +135,7 @@ export class ResidentCache implements Disposable {
   }
 
   #read(point: HeldPoint): Float32Array {
-    if (this.#state === "released") {
+    if (this.#state === "discarded") {
       throw new HookError(
         "this activation was never read before its cache was disposed: read what you need " +
           "before disposing the cache (or do not dispose it)",

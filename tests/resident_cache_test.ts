@@ -112,6 +112,11 @@ Deno.test("a cached run that fails releases what it held", async () => {
     /a hook failed/,
   );
   assert.equal(inUse(model), base);
+  await assert.rejects( // refused after the pass: removeBatchDim needs a batch of 1
+    model.runWithCache([TOKENS[0], TOKENS[0]], { removeBatchDim: true }),
+    /removeBatchDim needs a batch of 1/,
+  );
+  assert.equal(inUse(model), base);
   model.dispose();
 });
 

@@ -306,6 +306,12 @@ export interface Backend extends Disposable {
   /** A copy of the array's values. */
   read(x: DeviceArray): Promise<Float32Array>;
   /**
+   * An eager backend's {@linkcode Backend.read}, returned at once rather than as a promise (the
+   * values every operation called so far left); absent on an asynchronous device. For
+   * synchronous reads, as `cache.get(name).data` of a cache held in the backend.
+   */
+  readNow?(x: DeviceArray): Float32Array;
+  /**
    * Copies the array's values into `out` from index `offset` (default 0), without an
    * intermediate array: how chunks of logits reach one large result.
    */

@@ -1,8 +1,8 @@
 /**
  * What caching every activation costs, alone: `runWithCache` with no filter, the cache disposed
  * when the call returns, against a plain `run` of the same rows (full logits both) on the
- * benchmark model (GPT-2 small's shape), and the same with every activation read to the host,
- * in rotation, at 1 x 101 and 8 x 101. Prints the median wall seconds and the mean CPU seconds of
+ * benchmark model (GPT-2 small's shape), alternating, and then the same with every activation read
+ * to the host against the run, at 1 x 101 and 8 x 101. Prints the median wall seconds and the mean CPU seconds of
  * this process (its worker threads included, from /proc) of each, and their ratios to the run: on
  * a machine shared with other work the CPU figure is the steadier one.
  *
@@ -29,47 +29,49 @@ const model = await HookedTransformer.fromPretrained(bench.dir);
 const results: Record<string, unknown> = {};
 for (const batch of batches) {
   const rows = tokens.slice(0, batch);
-  const arms = {
-    run: () => model.run(rows),
-    // the cache disposed when the call returns (`using`): activations never read are never copied
-    cache: async () => {
-      using _cache = (await model.runWithCache(rows)).cache;
-    },
-    // every activation read to the host: what a cache kept for good costs in the end
-    readAll: async () => {
-      using cache = (await model.runWithCache(rows)).cache;
-      for (const name of cache.keys()) void cache.get(name).data;
-    },
+  const run = () => model.run(rows);
+  // the cache disposed when the call returns (`using`): activations never read are never copied
+  const cache = async () => {
+    using _cache = (await model.runWithCache(rows)).cache;
   };
-  type Arm = keyof typeof arms;
-  const wall: Record<Arm, number[]> = { run: [], cache: [], readAll: [] };
-  const cpus: Record<Arm, number[]> = { run: [], cache: [], readAll: [] };
-  for (const arm of Object.values(arms)) await arm();
-  const order = Object.keys(arms) as Arm[];
-  for (let i = 0; i < reps; i++) {
-    // Rotate which goes first, so a load that drifts within a round favours none.
-    for (let j = 0; j < order.length; j++) {
-      const k = order[(i + j) % order.length];
-      const t = performance.now(), c = cpuSeconds();
-      await arms[k]();
-      wall[k].push((performance.now() - t) / 1000);
-      cpus[k].push(cpuSeconds() - c);
-    }
-  }
+  // every activation read to the host: what a cache kept for good costs in the end
+  const readAll = async () => {
+    using cache = (await model.runWithCache(rows)).cache;
+    for (const name of cache.keys()) void cache.get(name).data;
+  };
+  // Each against the run in its own alternation, so that one's garbage does not land in the
+  // other's calls.
+  const cached = await alternate(run, cache);
+  const read = await alternate(run, readAll);
   const r = {
-    runWall: median(wall.run),
-    cacheWall: median(wall.cache),
-    readAllWall: median(wall.readAll),
-    wallRatio: median(wall.cache) / median(wall.run),
-    readAllWallRatio: median(wall.readAll) / median(wall.run),
-    runCpu: mean(cpus.run),
-    cacheCpu: mean(cpus.cache),
-    readAllCpu: mean(cpus.readAll),
-    cpuRatio: mean(cpus.cache) / mean(cpus.run),
-    readAllCpuRatio: mean(cpus.readAll) / mean(cpus.run),
+    runWall: cached.wall[0],
+    cacheWall: cached.wall[1],
+    wallRatio: cached.wall[1] / cached.wall[0],
+    runCpu: cached.cpu[0],
+    cacheCpu: cached.cpu[1],
+    cpuRatio: cached.cpu[1] / cached.cpu[0],
+    readAllWallRatio: read.wall[1] / read.wall[0],
+    readAllCpuRatio: read.cpu[1] / read.cpu[0],
   };
   results[`${batch}x${rows[0].length}`] = r;
   console.error(`${batch}x${rows[0].length}`, JSON.stringify(r));
 }
 model.dispose();
 console.log(JSON.stringify(results, null, 1));
+
+/** `reps` pairs of `a` and `b`, alternating which goes first: median wall and mean CPU seconds. */
+async function alternate(a: () => Promise<unknown>, b: () => Promise<unknown>) {
+  const fns = [a, b], wall: number[][] = [[], []], cpu: number[][] = [[], []];
+  await a();
+  await b();
+  for (let i = 0; i < reps; i++) {
+    // Alternate which goes first, so a load that drifts within a pair favours neither.
+    for (const k of i % 2 ? [1, 0] : [0, 1]) {
+      const t = performance.now(), c = cpuSeconds();
+      await fns[k]();
+      wall[k].push((performance.now() - t) / 1000);
+      cpu[k].push(cpuSeconds() - c);
+    }
+  }
+  return { wall: wall.map(median), cpu: cpu.map(mean) };
+}

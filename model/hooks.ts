@@ -238,15 +238,17 @@ export class HookSession {
     const name = this.names.of(point, layer);
     const { rows, cols, stride } = layout;
     if (!this.hooks.has(name)) {
-      // Only the cache reads it: issue the read and go on, so that an asynchronous device runs
-      // the rest of the pass meanwhile (one wait for all of them, in settled()). The entry is
-      // placed now to keep the cache in visiting order.
+      // Only the cache reads it. Where the session holds the cache, copy it within the backend,
+      // to be read to the host when wanted (resident_cache.ts).
       const kept = this.#held?.take(rows * cols);
       if (kept) {
         this.backend.copyRows(x, rows, cols, stride, kept);
         this.cached.set(name, this.#held!.tensor(kept, shape));
         return false;
       }
+      // Otherwise issue the read and go on, so that an asynchronous device runs the rest of the
+      // pass meanwhile (one wait for all of them, in settled()). The entry is placed now to keep
+      // the cache in visiting order.
       this.cached.set(name, tensor(new Float32Array(0), [0]));
       this.#pending.push(
         this.backend.readRows(x, rows, cols, stride).then((data) => {

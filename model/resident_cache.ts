@@ -77,11 +77,12 @@ export class ResidentCache implements Disposable {
 
   /**
    * Opens the backend memory for `floats` cached values, or returns undefined where the cache is
-   * better copied to the host as the pass runs: a backend that is not eager, nothing to hold,
+   * better copied to the host as the pass runs: a backend that cannot read synchronously (not
+   * eager: `Backend.readNow`), nothing to hold,
    * more than {@link RESIDENT_MAX_BYTES}, or memory that cannot grow that far.
    */
   static open(backend: Backend, floats: number): ResidentCache | undefined {
-    if (!backend.eager || floats <= 0 || floats * 4 > RESIDENT_MAX_BYTES) return undefined;
+    if (!backend.readNow || floats <= 0 || floats * 4 > RESIDENT_MAX_BYTES) return undefined;
     const scope = backend.scope();
     try {
       return new ResidentCache(backend, scope, scope.alloc(floats));
@@ -141,9 +142,7 @@ export class ResidentCache implements Disposable {
           "before disposing the cache (or do not dispose it)",
       );
     }
-    const out = new Float32Array(point.array.length);
-    // An eager backend has written `out` when readInto returns (Backend.eager).
-    void this.#backend.readInto(point.array, out);
+    const out = this.#backend.readNow!(point.array);
     point.read = true;
     return out;
   }

@@ -331,6 +331,9 @@ for (const d of TEST_DEVICES) {
     const out = scope.alloc(rows * cols);
     b.copyRows(big, rows, cols, stride, out);
     assert.deepEqual(await b.read(out), await b.readRows(big, rows, cols, stride));
+    // an eager backend's synchronous read, the same values (an asynchronous device has none)
+    assert.equal(b.readNow === undefined, !b.eager);
+    if (b.readNow) assert.deepEqual(b.readNow(out), await b.read(out));
     b.copyRows(big, 8, 64, 64, out); // dense
     assert.deepEqual(await b.read(out.at(0, 512)), await b.read(big.at(0, 512)));
     assert.throws(() => b.copyRows(src, 2, 3, 5, src.at(4)), KernelError);

@@ -254,9 +254,11 @@ export class WasmBackend implements Backend {
   }
 
   read(x: DeviceArray): Promise<Float32Array> {
-    return settled(() => {
-      return this.kernels.read(this.#ptr(x), x.length);
-    });
+    return settled(() => this.readNow(x));
+  }
+
+  readNow(x: DeviceArray): Float32Array {
+    return this.kernels.read(this.#ptr(x), x.length);
   }
 
   readInto(x: DeviceArray, out: Float32Array, offset = 0): Promise<void> {

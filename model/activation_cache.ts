@@ -304,11 +304,11 @@ const ATTR_KEYS = ["incorrectTokens", "posSlice", "batchSlice", "hasBatchDim"];
  * `hook_pattern`). With the model (as `runWithCache` passes it), the cache also decomposes the
  * residual stream as TransformerLens's `ActivationCache` does: components first, TL's labels.
  *
- * On WebAssembly, `runWithCache` leaves the activations in the model's memory and copies each to
- * the host when its `data` is first read, so a run costs no more than a plain one for what it
- * caches. Dispose the cache when done (`using`, or {@link ActivationCache.dispose}) to release that
- * memory without copying what was never read; a cache not disposed is copied whole to the host
- * when the model's next call starts, and stays readable for good.
+ * On WebAssembly, `runWithCache` leaves the activations in the model's memory (a copy there, not
+ * to the host) and copies each to the host when its `data` is first read. Dispose the cache when
+ * done (`using`, or {@link ActivationCache.dispose}) to release that memory without copying what
+ * was never read; a cache not disposed is copied whole to the host when the model's next call
+ * starts, and stays readable for good.
  *
  * @example
  * ```ts

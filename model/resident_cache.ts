@@ -2,9 +2,9 @@
  * The activations a `runWithCache` keeps in the backend's memory until they are read. Copying
  * every activation of a pass to the host as it is computed costs more than the copy: an 8 x 101
  * GPT-2-small run caches 668 MB, and fresh host memory that size is page-faulted and zeroed by
- * the kernel and later collected: 4-16% of a run, measured. Copied within the backend instead
- * (memory it has touched already, no garbage; `Backend.copyRows`), a disposed cache costs -1-7%
- * (bench/README.md); each activation then reaches the host when it is first read
+ * the kernel and later collected: 1.04-1.16x a plain run, measured. Copied within the backend
+ * instead (memory it has touched already, no garbage; `Backend.copyRows`), a disposed cache costs
+ * 0.99-1.07x (bench/README.md); each activation then reaches the host when it is first read
  * ({@linkcode deferredTensor}), and one never read is never copied there.
  *
  * Lifetime: the copies sit in one backend scope opened before the pass's own, so they outlive

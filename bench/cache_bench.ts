@@ -12,6 +12,7 @@
 import { HookedTransformer } from "../mod.ts";
 import { defaultBenchDir, writeBenchModel } from "./model_file.ts";
 import { readBenchTokens } from "./peers/common.ts";
+import { cacheArms } from "./cache_arms.ts";
 import { cpuSeconds } from "./process_stats.ts";
 
 const median = (x: number[]) => [...x].sort((a, b) => a - b)[x.length >> 1];
@@ -29,20 +30,11 @@ const model = await HookedTransformer.fromPretrained(bench.dir);
 const results: Record<string, unknown> = {};
 for (const batch of batches) {
   const rows = tokens.slice(0, batch);
-  const run = () => model.run(rows);
-  // the cache disposed when the call returns (`using`): activations never read are never copied
-  const cache = async () => {
-    using _cache = (await model.runWithCache(rows)).cache;
-  };
-  // every activation read to the host: what a cache kept for good costs in the end
-  const readAll = async () => {
-    using cache = (await model.runWithCache(rows)).cache;
-    for (const name of cache.keys()) void cache.get(name).data;
-  };
+  const arms = cacheArms(model, rows);
   // Each against the run in its own alternation, so that one's garbage does not land in the
   // other's calls.
-  const cached = await alternate(run, cache);
-  const read = await alternate(run, readAll);
+  const cached = await alternate(arms.run, arms.cached);
+  const read = await alternate(arms.run, arms.readAll);
   const r = {
     runWall: cached.wall[0],
     cacheWall: cached.wall[1],

@@ -41,6 +41,7 @@ import {
   type StudyResult,
 } from "./peers/run_peers.ts";
 import { logitsChecksum, median, readBenchTokens } from "./peers/common.ts";
+import { cacheArms } from "./cache_arms.ts";
 import { generationSpeed } from "./generate_bench.ts";
 import { PATCH_SEQ, patchingBench } from "./patching_bench.ts";
 import { benchFamilies, familiesTable } from "./families_bench.ts";
@@ -154,14 +155,7 @@ async function ourCacheOverhead(model: HookedTransformer, tokens: number[][]) {
   > = {};
   for (const batch of [1, 8]) {
     const rows = tokens.slice(0, batch);
-    const run = () => model.run(rows);
-    const cached = async () => {
-      using _cache = (await model.runWithCache(rows)).cache;
-    };
-    const readAll = async () => {
-      using cache = (await model.runWithCache(rows)).cache;
-      for (const name of cache.keys()) void cache.get(name).data;
-    };
+    const { run, cached, readAll } = cacheArms(model, rows);
     // each against the run in its own alternation (one's garbage stays out of the other's calls)
     const [p, c] = await alternatingMedians(run, cached);
     const [p2, a] = await alternatingMedians(run, readAll);

@@ -7,30 +7,7 @@
 import assert from "node:assert/strict";
 import { allCompositionScores, HookedTransformer } from "../mod.ts";
 import { syntheticGpt2 } from "../weights/synthetic.ts";
-
-/** A [n, k] times B [k, m], row-major, in float64. */
-function mm(a: ArrayLike<number>, b: ArrayLike<number>, n: number, k: number, m: number) {
-  const out = new Float64Array(n * m);
-  for (let i = 0; i < n; i++) {
-    for (let p = 0; p < k; p++) {
-      const x = a[i * k + p];
-      for (let j = 0; j < m; j++) out[i * m + j] += x * b[p * m + j];
-    }
-  }
-  return out;
-}
-
-function frob(x: ArrayLike<number>): number {
-  let s = 0;
-  for (let i = 0; i < x.length; i++) s += x[i] * x[i];
-  return Math.sqrt(s);
-}
-
-function transposed(x: ArrayLike<number>, n: number, m: number): Float64Array {
-  const out = new Float64Array(n * m);
-  for (let i = 0; i < n; i++) for (let j = 0; j < m; j++) out[j * n + i] = x[i * m + j];
-  return out;
-}
+import { frob, mm, transposed } from "./float64.ts";
 
 Deno.test("allCompositionScores on the kernels: the definition in float64, Q, K and V", async () => {
   const { config, weights } = syntheticGpt2({

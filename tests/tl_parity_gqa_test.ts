@@ -10,26 +10,7 @@ import assert from "node:assert/strict";
 import { allCompositionScores } from "../analysis/composition.ts";
 import type { HookedTransformer } from "../model/hooked_transformer.ts";
 import { loadFamily } from "./families_fixtures.ts";
-
-/** Row-major [r, k] x [k, c] in float64. */
-function mm(a: ArrayLike<number>, b: ArrayLike<number>, r: number, k: number, c: number) {
-  const out = new Float64Array(r * c);
-  for (let i = 0; i < r; i++) {
-    for (let p = 0; p < k; p++) {
-      const x = a[i * k + p];
-      for (let j = 0; j < c; j++) out[i * c + j] += x * b[p * c + j];
-    }
-  }
-  return out;
-}
-
-function transposed(a: ArrayLike<number>, r: number, c: number): Float64Array {
-  const out = new Float64Array(r * c);
-  for (let i = 0; i < r; i++) for (let j = 0; j < c; j++) out[j * r + i] = a[i * c + j];
-  return out;
-}
-
-const frob = (x: ArrayLike<number>) => Math.sqrt(Array.from(x).reduce((s, v) => s + v * v, 0));
+import { frob, mm, transposed } from "./float64.ts";
 
 /** W[l, h] of a stacked [L, heads, r, c] weight, as float64. */
 function at(W: { data: Float32Array; shape: number[] }, l: number, h: number): Float64Array {

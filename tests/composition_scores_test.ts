@@ -7,7 +7,8 @@
 import assert from "node:assert/strict";
 import { allCompositionScores, HookedTransformer } from "../mod.ts";
 import { syntheticGpt2 } from "../weights/synthetic.ts";
-import { frob, mm, transposed } from "./float64.ts";
+import { compositionScoreDefinition, mm, transposed } from "./float64.ts";
+import { maxAbs, maxAbsDiff } from "./assertions.ts";
 
 Deno.test("allCompositionScores on the kernels: the definition in float64, Q, K and V", async () => {
   const { config, weights } = syntheticGpt2({
@@ -30,28 +31,8 @@ Deno.test("allCompositionScores on the kernels: the definition in float64, Q, K 
       mm(head(model.W_Q, l, h, d * k), transposed(head(model.W_K, l, h, d * k), d, k), d, k, d);
     for (const mode of ["Q", "K", "V"] as const) {
       const got = allCompositionScores(model, mode);
-      let worst = 0, largest = 0;
-      for (let l1 = 0; l1 < L; l1++) {
-        for (let h1 = 0; h1 < H; h1++) {
-          for (let l2 = 0; l2 < L; l2++) {
-            for (let h2 = 0; h2 < H; h2++) {
-              let want = 0;
-              if (l1 < l2) {
-                const right = mode === "V"
-                  ? ov(l2, h2)
-                  : mode === "Q"
-                  ? qk(l2, h2)
-                  : transposed(qk(l2, h2), d, d);
-                const left = ov(l1, h1);
-                want = frob(mm(left, right, d, d, d)) / (frob(left) * frob(right));
-              }
-              largest = Math.max(largest, want);
-              const g = got.data[((l1 * H + h1) * L + l2) * H + h2];
-              worst = Math.max(worst, Math.abs(g - want));
-            }
-          }
-        }
-      }
+      const want = compositionScoreDefinition(mode, ov, qk, { L, H, d });
+      const largest = maxAbs(want), worst = maxAbsDiff(got.data, want);
       assert.ok(largest > 0.01, `${mode}: scores of some size (${largest})`);
       // Ratios of float32 norms over d_head = 64 and d_model = 192 terms: 1e-6 of the largest
       // score is a few hundred float32 roundings; a wrong reduction moves them by percents.

@@ -10,7 +10,8 @@ import assert from "node:assert/strict";
 import { allCompositionScores } from "../analysis/composition.ts";
 import type { HookedTransformer } from "../model/hooked_transformer.ts";
 import { loadFamily } from "./families_fixtures.ts";
-import { frob, mm, transposed } from "./float64.ts";
+import { compositionScoreDefinition, mm, transposed } from "./float64.ts";
+import { maxAbsDiff } from "./assertions.ts";
 
 /** W[l, h] of a stacked [L, heads, r, c] weight, as float64. */
 function at(W: { data: Float32Array; shape: number[] }, l: number, h: number): Float64Array {
@@ -70,26 +71,12 @@ for (const dir of ["tiny-llama", "tiny-qwen2"]) {
     for (const mode of ["Q", "K", "V"] as const) {
       const got = allCompositionScores(model, mode);
       assert.deepEqual(got.shape, [L, H, L, H]);
-      let worst = 0;
-      for (let l1 = 0; l1 < L; l1++) {
-        for (let h1 = 0; h1 < H; h1++) {
-          for (let l2 = 0; l2 < L; l2++) {
-            for (let h2 = 0; h2 < H; h2++) {
-              let want = 0;
-              if (l1 < l2) {
-                const right = mode === "V"
-                  ? ov[l2][h2]
-                  : mode === "Q"
-                  ? qk[l2][h2]
-                  : transposed(qk[l2][h2], d, d);
-                want = frob(mm(ov[l1][h1], right, d, d, d)) / (frob(ov[l1][h1]) * frob(right));
-              }
-              const g = got.data[((l1 * H + h1) * L + l2) * H + h2];
-              worst = Math.max(worst, Math.abs(g - want));
-            }
-          }
-        }
-      }
+      const want = compositionScoreDefinition(mode, (l, h) => ov[l][h], (l, h) => qk[l][h], {
+        L,
+        H,
+        d,
+      });
+      const worst = maxAbsDiff(got.data, want);
       // Scores are ratios in [0, 1] from float32 reduced factors: 1e-5 relative to 1.
       assert.ok(worst < 1e-5, `${mode}: worst |score - definition| = ${worst}`);
     }

@@ -1,10 +1,11 @@
 /**
  * What caching every activation costs, alone: `runWithCache` with no filter, the cache disposed
  * when the call returns, against a plain `run` of the same rows (full logits both) on the
- * benchmark model (GPT-2 small's shape), alternating, and then the same with every activation read
- * to the host against the run, at 1 x 101 and 8 x 101. Prints the median wall seconds and the mean CPU seconds of
- * this process (its worker threads included, from /proc) of each, and their ratios to the run: on
- * a machine shared with other work the CPU figure is the steadier one.
+ * benchmark model (GPT-2 small's shape), alternating, and then the same with every activation
+ * read to the host against the run, at 1 x 101 and 8 x 101. Prints the median wall seconds and
+ * the mean CPU seconds of this process (its worker threads included, from /proc) of each, and
+ * their ratios to the run: on a machine shared with other work the CPU figure is the steadier
+ * one.
  *
  *   deno run -A bench/cache_bench.ts [--reps N] [--batches 1,8]
  * @module
@@ -12,11 +13,8 @@
 import { HookedTransformer } from "../mod.ts";
 import { defaultBenchDir, writeBenchModel } from "./model_file.ts";
 import { readBenchTokens } from "./peers/common.ts";
-import { cacheArms } from "./cache_arms.ts";
-import { cpuSeconds } from "./process_stats.ts";
+import { alternate, cacheArms } from "./cache_arms.ts";
 
-const median = (x: number[]) => [...x].sort((a, b) => a - b)[x.length >> 1];
-const mean = (x: number[]) => x.reduce((a, b) => a + b, 0) / x.length;
 const arg = (name: string, fallback: string) => {
   const i = Deno.args.indexOf(name);
   return i >= 0 ? Deno.args[i + 1] : fallback;
@@ -33,8 +31,8 @@ for (const batch of batches) {
   const arms = cacheArms(model, rows);
   // Each against the run in its own alternation, so that one's garbage does not land in the
   // other's calls.
-  const cached = await alternate(arms.run, arms.cached);
-  const read = await alternate(arms.run, arms.readAll);
+  const cached = await alternate(arms.run, arms.cached, reps);
+  const read = await alternate(arms.run, arms.readAll, reps);
   const r = {
     runWall: cached.wall[0],
     cacheWall: cached.wall[1],
@@ -50,20 +48,3 @@ for (const batch of batches) {
 }
 model.dispose();
 console.log(JSON.stringify(results, null, 1));
-
-/** `reps` pairs of `a` and `b`, alternating which goes first: median wall and mean CPU seconds. */
-async function alternate(a: () => Promise<unknown>, b: () => Promise<unknown>) {
-  const fns = [a, b], wall: number[][] = [[], []], cpu: number[][] = [[], []];
-  await a();
-  await b();
-  for (let i = 0; i < reps; i++) {
-    // Alternate which goes first, so a load that drifts within a pair favours neither.
-    for (const k of i % 2 ? [1, 0] : [0, 1]) {
-      const t = performance.now(), c = cpuSeconds();
-      await fns[k]();
-      wall[k].push((performance.now() - t) / 1000);
-      cpu[k].push(cpuSeconds() - c);
-    }
-  }
-  return { wall: wall.map(median), cpu: cpu.map(mean) };
-}

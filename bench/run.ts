@@ -41,7 +41,7 @@ import {
   type StudyResult,
 } from "./peers/run_peers.ts";
 import { logitsChecksum, median, readBenchTokens } from "./peers/common.ts";
-import { cacheArms } from "./cache_arms.ts";
+import { alternate, cacheArms } from "./cache_arms.ts";
 import { generationSpeed } from "./generate_bench.ts";
 import { PATCH_SEQ, patchingBench } from "./patching_bench.ts";
 import { benchFamilies, familiesTable } from "./families_bench.ts";
@@ -142,47 +142,43 @@ async function ourForward(model: HookedTransformer, tokens: number[][]) {
   return runs as ForwardResult["runs"];
 }
 
+/** Pairs in each of the cache figure's alternations. */
+const CACHE_REPS = 7;
+
 /**
  * What caching every activation costs: `runWithCache` with no filter, the cache disposed (`using`)
  * once the call returns, against a plain `run` of the same rows (full logits both), alternating so
  * both see the same load, at 1 x 101 and 8 x 101; and the same call with every activation then
- * read to the host (what a cache kept for good costs in the end). Median seconds and ratios.
+ * read to the host (what a cache kept for good costs in the end). Median wall seconds, and ratios
+ * of wall and of CPU seconds (the steadier figure on a shared machine).
  */
 async function ourCacheOverhead(model: HookedTransformer, tokens: number[][]) {
-  const runs: Record<
-    string,
-    { run: number; runWithCache: number; ratio: number; readAll: number; readAllRatio: number }
-  > = {};
+  const runs: Record<string, {
+    run: number;
+    runWithCache: number;
+    ratio: number;
+    cpuRatio: number;
+    readAll: number;
+    readAllRatio: number;
+    readAllCpuRatio: number;
+  }> = {};
   for (const batch of [1, 8]) {
     const rows = tokens.slice(0, batch);
     const { run, cached, readAll } = cacheArms(model, rows);
     // each against the run in its own alternation (one's garbage stays out of the other's calls)
-    const [p, c] = await alternatingMedians(run, cached);
-    const [p2, a] = await alternatingMedians(run, readAll);
+    const c = await alternate(run, cached, CACHE_REPS);
+    const a = await alternate(run, readAll, CACHE_REPS);
     runs[`${batch}x${rows[0].length}`] = {
-      run: p,
-      runWithCache: c,
-      ratio: c / p,
-      readAll: a,
-      readAllRatio: a / p2,
+      run: c.wall[0],
+      runWithCache: c.wall[1],
+      ratio: c.wall[1] / c.wall[0],
+      cpuRatio: c.cpu[1] / c.cpu[0],
+      readAll: a.wall[1],
+      readAllRatio: a.wall[1] / a.wall[0],
+      readAllCpuRatio: a.cpu[1] / a.cpu[0],
     };
   }
   return runs;
-}
-
-/** Five pairs of `a` and `b`, one after the other, after one of each: median seconds of each. */
-async function alternatingMedians(a: () => Promise<unknown>, b: () => Promise<unknown>) {
-  const times: number[][] = [[], []];
-  await a();
-  await b();
-  for (let i = 0; i < 5; i++) {
-    for (const [k, fn] of [a, b].entries()) {
-      const t = performance.now();
-      await fn();
-      times[k].push((performance.now() - t) / 1000);
-    }
-  }
-  return times.map(median);
 }
 
 /**
@@ -466,14 +462,17 @@ if (import.meta.main && args.has("--only-webgpu")) {
 
   console.log(
     "\nCaching every activation (runWithCache, no filter, then disposed) against a plain run, " +
-      "and with every activation read to the host (median seconds)",
+      "and with every activation read to the host (median wall seconds; ratios of wall and CPU time)",
   );
-  console.log("tokens        run  runWithCache  ratio  read all  ratio");
+  console.log("tokens        run  runWithCache  wall   CPU  read all  wall   CPU");
   for (const [key, r] of Object.entries(cacheOverhead)) {
+    const x = (v: number) => `${v.toFixed(2)}x`.padStart(6);
     console.log(
-      `${key.padEnd(8)} ${fmt(r.run, 3).padStart(8)} ${fmt(r.runWithCache, 3).padStart(13)} ${
-        ratio(r.runWithCache, r.run).padStart(6)
-      } ${fmt(r.readAll, 3).padStart(9)} ${`${r.readAllRatio.toFixed(2)}x`.padStart(6)}`,
+      `${key.padEnd(8)} ${fmt(r.run, 3).padStart(8)} ${fmt(r.runWithCache, 3).padStart(13)}${
+        x(r.ratio)
+      }${x(r.cpuRatio)} ${fmt(r.readAll, 3).padStart(9)}${x(r.readAllRatio)}${
+        x(r.readAllCpuRatio)
+      }`,
     );
   }
 

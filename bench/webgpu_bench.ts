@@ -24,6 +24,7 @@ import { kCompositionCircuit, ovCircuit } from "../analysis/circuits.ts";
 import { top1Accuracy } from "../analysis/factored_matrix.ts";
 import { allCompositionScores } from "../analysis/composition.ts";
 import { type GenerationResult, generationSpeed } from "./generate_bench.ts";
+import { alternate, cacheArms } from "./cache_arms.ts";
 import {
   BENCH_BATCH,
   BENCH_SEQ_LEN,
@@ -264,15 +265,9 @@ async function measure(
   for (const batch of plan.cache) {
     const rows = rowsOf(batch);
     log(`  ${device}: runWithCache (everything) against run, ${key(batch)}`);
-    // disposed as each call returns (what `using` does): a WebAssembly model holds its cache
-    const cacheAll = async () => (await model.runWithCache(rows)).cache.dispose();
-    await cacheAll();
-    const plain: number[] = [], cached: number[] = [];
-    for (let r = 0; r < plan.reps[0]; r++) {
-      plain.push(await time(() => model.run(rows)));
-      cached.push(await time(cacheAll));
-    }
-    const p = median(plain), c = median(cached);
+    // the cache disposed as each call returns (`using`): a WebAssembly model holds its cache
+    const { run, cached } = cacheArms(model, rows);
+    const { wall: [p, c] } = await alternate(run, cached, plan.reps[0]);
     cacheOverhead[key(batch)] = { run: p, runWithCache: c, ratio: c / p };
   }
   log(`  ${device}: greedy generation, ${plan.newTokens} tokens after ${plan.prompt}`);

@@ -1,10 +1,12 @@
 /**
- * What the benches read about their own process on Linux (NaN or undefined elsewhere): CPU
- * seconds, its own and its waited-for children's (from /proc/self/stat: utime, stime, cutime,
- * cstime, in clock ticks of 1/100 s), the 1-minute load average, and the kernel's high-water mark
- * of resident memory (VmHWM), which also catches peaks inside synchronous code no sampler sees.
+ * What the benches read about their own process: CPU seconds, its own (`process.cpuUsage`, which
+ * needs no permission) and, on Linux, its waited-for children's (from /proc/self/stat: cutime,
+ * cstime, in clock ticks of 1/100 s; Deno reads /proc/self only with --allow-all, NaN otherwise),
+ * the 1-minute load average, and the kernel's high-water mark of resident memory (VmHWM), which
+ * also catches peaks inside synchronous code no sampler sees.
  * @module
  */
+import process from "node:process";
 
 function statTicks(): number[] | undefined {
   try {
@@ -15,10 +17,10 @@ function statTicks(): number[] | undefined {
   }
 }
 
-/** CPU seconds (user + system, every thread) this process has used. */
+/** CPU seconds (user + system, every thread, workers included) this process has used. */
 export function cpuSeconds(): number {
-  const f = statTicks();
-  return f ? (f[11] + f[12]) / 100 : NaN;
+  const { user, system } = process.cpuUsage();
+  return (user + system) / 1e6;
 }
 
 /** CPU seconds (user + system) of this process's children that it has waited for. */

@@ -36,7 +36,7 @@ export interface Alternation {
 /**
  * `reps` pairs of `a` and `b` after one of each, alternating which goes first, so that neither
  * always pays for the other's garbage or gains from a load that drifts within a pair. On a
- * machine shared with other work the CPU figure is the steadier one (NaN where /proc is absent).
+ * machine shared with other work the CPU figure is the steadier one.
  */
 export async function alternate(
   a: () => Promise<unknown>,

@@ -3,7 +3,7 @@
  * when the call returns, against a plain `run` of the same rows (full logits both) on the
  * benchmark model (GPT-2 small's shape), alternating, and then the same with every activation
  * read to the host against the run, at 1 x 101 and 8 x 101. Prints the median wall seconds and
- * the mean CPU seconds of this process (its worker threads included, from /proc) of each, and
+ * the mean CPU seconds of this process (its worker threads included) of each, and
  * their ratios to the run: on a machine shared with other work the CPU figure is the steadier
  * one.
  *

@@ -29,13 +29,6 @@ import { atNextTurn, cancelNextTurn } from "./exclusive.ts";
  */
 export const RESIDENT_MAX_BYTES = 1 << 30;
 
-/** One activation held in the backend: where, and its tensor while it is unread. */
-interface HeldPoint {
-  array: DeviceArray;
-  tensor: Tensor;
-  read: boolean;
-}
-
 /**
  * One pass's cached activations in the backend's memory (see the module's documentation).
  * `open` before the pass opens its scope; `take` an array for each activation as it is cached.
@@ -64,7 +57,8 @@ export class ResidentCache implements Disposable {
   readonly #scope: Scope;
   readonly #arena: DeviceArray;
   #used = 0;
-  readonly #points: HeldPoint[] = [];
+  /** The tensors handed out; one already read holds its data as a plain field. */
+  readonly #tensors: Tensor[] = [];
   #state: "held" | "spilled" | "discarded" = "held";
   readonly #spill = () => this.spill();
 
@@ -103,16 +97,15 @@ export class ResidentCache implements Disposable {
 
   /** The tensor of `shape` that reads `array` (taken from this cache) when its data is read. */
   tensor(array: DeviceArray, shape: number[]): Tensor {
-    const point: HeldPoint = { array, tensor: undefined!, read: false };
-    point.tensor = deferredTensor(shape, () => this.#read(point));
-    this.#points.push(point);
-    return point.tensor;
+    const t = deferredTensor(shape, () => this.#read(array));
+    this.#tensors.push(t);
+    return t;
   }
 
   /** Reads every unread activation to the host, then releases the backend memory. */
   spill(): void {
     if (this.#state !== "held") return;
-    for (const p of this.#points) if (!p.read) void p.tensor.data;
+    for (const t of this.#tensors) void t.data; // reads those still unread
     this.#state = "spilled";
     this.#close();
   }
@@ -135,15 +128,13 @@ export class ResidentCache implements Disposable {
     this.#scope[Symbol.dispose]();
   }
 
-  #read(point: HeldPoint): Float32Array {
+  #read(array: DeviceArray): Float32Array {
     if (this.#state === "discarded") {
       throw new HookError(
         "this activation was never read before its cache was disposed: read what you need " +
           "before disposing the cache (or do not dispose it)",
       );
     }
-    const out = this.#backend.readNow!(point.array);
-    point.read = true;
-    return out;
+    return this.#backend.readNow!(array);
   }
 }

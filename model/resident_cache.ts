@@ -4,8 +4,9 @@
  * GPT-2-small run caches 668 MB, and fresh host memory that size is page-faulted and zeroed by
  * the kernel and later collected: 1.04-1.16x a plain run, measured. Copied within the backend
  * instead (memory it has touched already, no garbage; `Backend.copyRows`), a disposed cache costs
- * 0.99-1.07x (bench/README.md); each activation then reaches the host when it is first read
- * ({@linkcode deferredTensor}), and one never read is never copied there.
+ * about 2% of a run's CPU time, nearly all of it that copy (bench/README.md); each activation then
+ * reaches the host when it is first read ({@linkcode deferredTensor}), and one never read is never
+ * copied there.
  *
  * Lifetime: the copies sit in one backend scope opened before the pass's own, so they outlive
  * it. They are released when the cache is disposed (`using cache`), or else at the start of the

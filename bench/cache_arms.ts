@@ -7,6 +7,7 @@
  * @module
  */
 import type { HookedTransformer } from "../mod.ts";
+import { median } from "./peers/common.ts";
 import { cpuSeconds } from "./process_stats.ts";
 
 /** The calls, each resolving when done (logits in full, as a plain run returns them). */
@@ -54,7 +55,6 @@ export async function alternate(
       cpu[k].push(cpuSeconds() - c);
     }
   }
-  const median = (x: number[]) => [...x].sort((p, q) => p - q)[x.length >> 1];
   const mean = (x: number[]) => x.reduce((p, q) => p + q, 0) / x.length;
   return {
     wall: [median(wall[0]), median(wall[1])],

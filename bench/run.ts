@@ -143,11 +143,11 @@ async function ourForward(model: HookedTransformer, tokens: number[][]) {
 }
 
 /**
- * Pairs in each of the cache figure's alternations, by batch: the 1 x 101 calls (a third of a
- * second) move by about 5% from call to call on a quiet machine, more than the copy measured, so
- * they get more pairs.
+ * The cache figure's batches, each with the pairs its alternations take: the 1 x 101 calls (a
+ * third of a second) move by about 5% from call to call on a quiet machine, more than the copy
+ * measured, so they get more pairs.
  */
-const CACHE_REPS: Record<number, number> = { 1: 21, 8: 7 };
+const CACHE_REPS: [batch: number, pairs: number][] = [[1, 21], [8, 7]];
 
 /**
  * What caching every activation costs: `runWithCache` with no filter, the cache disposed (`using`)
@@ -166,12 +166,12 @@ async function ourCacheOverhead(model: HookedTransformer, tokens: number[][]) {
     readAllRatio: number;
     readAllCpuRatio: number;
   }> = {};
-  for (const batch of [1, 8]) {
+  for (const [batch, pairs] of CACHE_REPS) {
     const rows = tokens.slice(0, batch);
     const { run, cached, readAll } = cacheArms(model, rows);
     // each against the run in its own alternation (one's garbage stays out of the other's calls)
-    const c = await alternate(run, cached, CACHE_REPS[batch]);
-    const a = await alternate(run, readAll, CACHE_REPS[batch]);
+    const c = await alternate(run, cached, pairs);
+    const a = await alternate(run, readAll, pairs);
     runs[`${batch}x${rows[0].length}`] = {
       run: c.wall[0],
       runWithCache: c.wall[1],

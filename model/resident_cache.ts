@@ -73,8 +73,8 @@ export class ResidentCache implements Disposable {
   /**
    * Opens the backend memory for `floats` cached values, or returns undefined where the cache is
    * better copied to the host as the pass runs: a backend that cannot read synchronously (not
-   * eager: `Backend.readNow`), nothing to hold,
-   * more than {@link RESIDENT_MAX_BYTES}, or memory that cannot grow that far.
+   * eager: `Backend.readNow`), nothing to hold, more than {@link RESIDENT_MAX_BYTES}, or memory
+   * that cannot grow that far.
    */
   static open(backend: Backend, floats: number): ResidentCache | undefined {
     if (!backend.readNow || floats <= 0 || floats * 4 > RESIDENT_MAX_BYTES) return undefined;
